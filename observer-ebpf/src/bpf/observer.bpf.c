@@ -1,0 +1,584 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * observer: kernel tier. Futex waits of watched processes go into a
+ * per-thread wait table (WAITS) and, once finished, into per-lock
+ * aggregates (AGG); the ring buffer carries only thread lifecycle and the
+ * wait outcomes userspace must see (EDEADLK, EOWNERDEAD, long waits).
+ *
+ * Every hook exists in several flavours (fentry, tp_btf, raw_tp,
+ * tracepoint); userspace attaches the first flavour the kernel accepts.
+ * The license is GPL because bpf_probe_read_user and friends are GPL-only.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "observer.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Syscall argument and user register fields of struct pt_regs. */
+#if defined(__TARGET_ARCH_x86)
+#define NR_futex 202
+#define NR_futex_waitv 449
+#define NR_futex_wait 455
+#define F_ARG0 di
+#define F_ARG1 si
+#define F_ARG2 dx
+#define F_ARG4 r8
+#define F_NR orig_ax
+#define F_IP ip
+#define F_SP sp
+#define F_BP bp
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_futex 98
+#define NR_futex_waitv 449
+#define NR_futex_wait 455
+#define F_ARG0 orig_x0
+#define F_ARG1 regs[1]
+#define F_ARG2 regs[2]
+#define F_ARG4 regs[4]
+#define F_NR syscallno
+#define F_IP pc
+#define F_SP sp
+#define F_BP regs[29]
+#else
+#error "unsupported architecture"
+#endif
+
+#define CLONE_THREAD_ 0x00010000
+#define EAGAIN_ 11
+#define EDEADLK_ 35
+#define EOWNERDEAD_ 130
+#define ENOTRECOVERABLE_ 131
+
+/* Set by userspace before load. */
+volatile const __u64 LONG_WAIT_NS = 1000000000ULL;
+volatile const __u8 FOLLOW_FORKS = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* userspace may resize */
+} EVENTS SEC(".maps");
+
+/* Watched TGIDs. Checked before anything else is done for a task. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} WATCH SEC(".maps");
+
+/* tid -> the futex wait the thread is in now. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct obs_wait);
+} WAITS SEC(".maps");
+
+/* (tgid, uaddr) -> completed waits that slept. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct obs_agg_key);
+	__type(value, struct obs_agg);
+} AGG SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OBS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} STATS SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&STATS, &idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline bool watched(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&WATCH, &tgid) != NULL;
+}
+
+static __always_inline void *rec_reserve(__u64 size, __u32 kind, __u32 tgid, __u32 tid)
+{
+	struct obs_hdr *h = bpf_ringbuf_reserve(&EVENTS, size, 0);
+	if (!h) {
+		stat_inc(OBS_STAT_RB_DROPS);
+		return NULL;
+	}
+	h->kind = kind;
+	h->tgid = tgid;
+	h->tid = tid;
+	h->flags = 0;
+	h->ts_ns = bpf_ktime_get_ns();
+	return h;
+}
+
+/* Lifecycle records are not urgent: userspace drains on a short timer. */
+static __always_inline void rec_submit(void *rec, bool urgent)
+{
+	stat_inc(OBS_STAT_RECORDS);
+	if (urgent)
+		((struct obs_hdr *)rec)->flags |= OBS_F_URGENT;
+	bpf_ringbuf_submit(rec, urgent ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* ------------------------------------------------------------------ */
+/* futex waits                                                         */
+
+static __always_inline bool is_wait_cmd(__u32 op)
+{
+	__u32 cmd = op & OBS_FUTEX_CMD_MASK;
+	return cmd == OBS_FUTEX_WAIT || cmd == OBS_FUTEX_WAIT_BITSET || cmd == OBS_FUTEX_LOCK_PI ||
+	       cmd == OBS_FUTEX_LOCK_PI2 || cmd == OBS_FUTEX_WAIT_REQUEUE_PI;
+}
+
+struct sc_args {
+	__u64 nr, a0, a1, a2, a4;
+	__u64 ip, sp, bp;
+	__u32 regs_ok;
+};
+
+struct futex_waitv_ {
+	__u64 val;
+	__u64 uaddr;
+	__u32 flags;
+	__u32 reserved;
+};
+
+static __always_inline int futex_enter(struct sc_args *a)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+
+	struct obs_wait w = {};
+	if (a->nr == NR_futex) {
+		if (!is_wait_cmd((__u32)a->a1))
+			return 0;
+		w.uaddr = a->a0;
+		w.op = (__u32)a->a1;
+		w.val = (__u32)a->a2;
+		w.nr = 1;
+		if ((w.op & OBS_FUTEX_CMD_MASK) == OBS_FUTEX_WAIT_REQUEUE_PI)
+			w.uaddr2 = a->a4;
+	} else if (a->nr == NR_futex_waitv) {
+		struct futex_waitv_ fw = {};
+		bpf_probe_read_user(&fw, sizeof(fw), (void *)a->a0);
+		w.uaddr = fw.uaddr;
+		w.val = (__u32)fw.val;
+		w.op = OBS_OP_WAITV;
+		w.uaddr2 = a->a0;
+		w.nr = (__u32)a->a1;
+	} else {
+		w.uaddr = a->a0;
+		w.val = (__u32)a->a1;
+		w.op = OBS_OP_FUTEX2_WAIT;
+		w.nr = 1;
+	}
+	w.tgid = tgid;
+	w.start_ns = bpf_ktime_get_ns();
+	if (a->regs_ok) {
+		w.ip = a->ip;
+		w.sp = a->sp;
+		w.bp = a->bp;
+		w.flags |= OBS_WAIT_REGS_OK;
+	}
+	__u64 base = (w.uaddr & ~7ULL) - OBS_WORDS_BEFORE;
+	if (bpf_probe_read_user(w.words, sizeof(w.words), (void *)base) == 0) {
+		w.words_addr = base;
+		w.flags |= OBS_WAIT_WORDS_OK;
+	} else if (bpf_probe_read_user(w.words, 32, (void *)(w.uaddr & ~7ULL)) == 0) {
+		/* the bytes below the word are unmapped (start of a mapping) */
+		w.words_addr = w.uaddr & ~7ULL;
+		w.flags |= OBS_WAIT_WORDS_OK;
+	}
+	if (bpf_map_update_elem(&WAITS, &tid, &w, BPF_ANY))
+		stat_inc(OBS_STAT_WAITS_FULL);
+	return 0;
+}
+
+static __always_inline int futex_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct obs_wait *w = bpf_map_lookup_elem(&WAITS, &tid);
+	if (!w)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 dur = now - w->start_ns;
+
+	/* EAGAIN: the word had changed, the thread never slept. */
+	if (ret != -EAGAIN_) {
+		struct obs_agg_key k = { .uaddr = w->uaddr, .tgid = w->tgid };
+		struct obs_agg *g = bpf_map_lookup_elem(&AGG, &k);
+		if (g) {
+			__sync_fetch_and_add(&g->count, 1);
+			__sync_fetch_and_add(&g->total_ns, dur);
+			if (dur > g->max_ns)
+				g->max_ns = dur; /* racy max: good enough for a summary */
+			g->op = w->op;
+		} else {
+			struct obs_agg n = { .count = 1, .total_ns = dur, .max_ns = dur, .op = w->op };
+			if (bpf_map_update_elem(&AGG, &k, &n, BPF_NOEXIST) &&
+			    !bpf_map_lookup_elem(&AGG, &k))
+				stat_inc(OBS_STAT_AGG_FULL);
+		}
+	}
+
+	bool urgent = ret == -EDEADLK_ || ret == -EOWNERDEAD_ || ret == -ENOTRECOVERABLE_;
+	if (urgent || dur >= LONG_WAIT_NS) {
+		struct obs_wait_done *r =
+			rec_reserve(sizeof(*r), OBS_REC_WAIT_DONE, w->tgid, tid);
+		if (r) {
+			__builtin_memcpy(&r->wait, w, sizeof(r->wait));
+			r->ret = ret;
+			r->end_ns = now;
+			rec_submit(r, urgent);
+		}
+	}
+	bpf_map_delete_elem(&WAITS, &tid);
+	return 0;
+}
+
+static __always_inline bool is_futex_nr(__u64 nr)
+{
+	return nr == NR_futex || nr == NR_futex_waitv || nr == NR_futex_wait;
+}
+
+/* Only futex(2) calls that can sleep, and the futex2 waits, need work on exit. */
+static __always_inline bool exit_interesting(__u64 nr, __u64 op)
+{
+	if (nr == NR_futex)
+		return is_wait_cmd((__u32)op);
+	return nr == NR_futex_waitv || nr == NR_futex_wait;
+}
+
+/* Fill sc_args from user pt_regs. tp_btf may read regs directly; raw_tp
+ * and fentry go through CO-RE reads, which work for both. */
+static __always_inline void args_from_regs(struct sc_args *a, struct pt_regs *regs)
+{
+	a->a0 = BPF_CORE_READ(regs, F_ARG0);
+	a->a1 = BPF_CORE_READ(regs, F_ARG1);
+	a->a2 = BPF_CORE_READ(regs, F_ARG2);
+	a->a4 = BPF_CORE_READ(regs, F_ARG4);
+	a->ip = BPF_CORE_READ(regs, F_IP);
+	a->sp = BPF_CORE_READ(regs, F_SP);
+	a->bp = BPF_CORE_READ(regs, F_BP);
+	a->regs_ok = 1;
+}
+
+/* --- rung 1: fentry/fexit on the syscall entry points (only futex calls pay) */
+#if defined(__TARGET_ARCH_x86)
+#define SYS_FUTEX "__x64_sys_futex"
+#define SYS_FUTEX_WAITV "__x64_sys_futex_waitv"
+#define SYS_FUTEX_WAIT "__x64_sys_futex_wait"
+#else
+#define SYS_FUTEX "__arm64_sys_futex"
+#define SYS_FUTEX_WAITV "__arm64_sys_futex_waitv"
+#define SYS_FUTEX_WAIT "__arm64_sys_futex_wait"
+#endif
+
+#define FENTRY_PAIR(name, fn, nrv)                                              \
+	SEC("fentry/" fn)                                                       \
+	int BPF_PROG(fentry_##name, struct pt_regs *regs)                       \
+	{                                                                       \
+		struct sc_args a = { .nr = nrv };                               \
+		args_from_regs(&a, regs);                                       \
+		return futex_enter(&a);                                         \
+	}                                                                       \
+	SEC("fexit/" fn)                                                        \
+	int BPF_PROG(fexit_##name, struct pt_regs *regs, long ret)              \
+	{                                                                       \
+		if (!exit_interesting(nrv, BPF_CORE_READ(regs, F_ARG1)))        \
+			return 0;                                               \
+		return futex_exit(ret);                                         \
+	}
+
+FENTRY_PAIR(futex, SYS_FUTEX, NR_futex)
+FENTRY_PAIR(futex_waitv, SYS_FUTEX_WAITV, NR_futex_waitv)
+FENTRY_PAIR(futex_wait, SYS_FUTEX_WAIT, NR_futex_wait)
+
+/* --- rung 2: tp_btf on sys_enter/sys_exit (every syscall pays a compare) */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(btf_sys_enter, struct pt_regs *regs, long id)
+{
+	if (!is_futex_nr(id))
+		return 0;
+	struct sc_args a = {
+		.nr = id,
+		.a0 = regs->F_ARG0,
+		.a1 = regs->F_ARG1,
+		.a2 = regs->F_ARG2,
+		.a4 = regs->F_ARG4,
+		.ip = regs->F_IP,
+		.sp = regs->F_SP,
+		.bp = regs->F_BP,
+		.regs_ok = 1,
+	};
+	return futex_enter(&a);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
+{
+	if (!exit_interesting(regs->F_NR, regs->F_ARG1))
+		return 0;
+	return futex_exit(ret);
+}
+
+/* --- rung 3: raw_tp. ctx is indexed as a plain array: aya rejects CO-RE
+ * relocations into bpf_raw_tracepoint_args.args[]. */
+SEC("raw_tp/sys_enter")
+int raw_sys_enter(__u64 *ctx)
+{
+	__u64 id = ctx[1];
+	if (!is_futex_nr(id))
+		return 0;
+	struct sc_args a = { .nr = id };
+	args_from_regs(&a, (struct pt_regs *)ctx[0]);
+	return futex_enter(&a);
+}
+
+SEC("raw_tp/sys_exit")
+int raw_sys_exit(__u64 *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx[0];
+	if (!exit_interesting(BPF_CORE_READ(regs, F_NR), BPF_CORE_READ(regs, F_ARG1)))
+		return 0;
+	return futex_exit((long)ctx[1]);
+}
+
+/* --- rung 4: syscall tracepoints (need tracefs). No user registers here:
+ * userspace reads sp/pc of blocked threads from /proc instead. */
+static __always_inline int tp_enter(struct trace_event_raw_sys_enter *ctx, __u64 nr)
+{
+	struct sc_args a = {
+		.nr = nr,
+		.a0 = ctx->args[0],
+		.a1 = ctx->args[1],
+		.a2 = ctx->args[2],
+		.a4 = ctx->args[4],
+	};
+	return futex_enter(&a);
+}
+
+SEC("tracepoint/syscalls/sys_enter_futex")
+int tp_sys_enter_futex(struct trace_event_raw_sys_enter *ctx)
+{
+	return tp_enter(ctx, NR_futex);
+}
+
+SEC("tracepoint/syscalls/sys_enter_futex_waitv")
+int tp_sys_enter_futex_waitv(struct trace_event_raw_sys_enter *ctx)
+{
+	return tp_enter(ctx, NR_futex_waitv);
+}
+
+SEC("tracepoint/syscalls/sys_enter_futex_wait")
+int tp_sys_enter_futex_wait(struct trace_event_raw_sys_enter *ctx)
+{
+	return tp_enter(ctx, NR_futex_wait);
+}
+
+/* One program serves the three exit tracepoints: the wait table decides. */
+SEC("tracepoint/syscalls/sys_exit_futex")
+int tp_sys_exit_futex(struct trace_event_raw_sys_exit *ctx)
+{
+	return futex_exit(ctx->ret);
+}
+
+/* ------------------------------------------------------------------ */
+/* thread lifecycle                                                    */
+
+static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!watched(tgid))
+		return 0;
+	__u32 child_tgid = BPF_CORE_READ(task, tgid);
+	if (!(clone_flags & CLONE_THREAD_) && FOLLOW_FORKS) {
+		__u8 one = 1;
+		if (bpf_map_update_elem(&WATCH, &child_tgid, &one, BPF_ANY))
+			stat_inc(OBS_STAT_WATCH_FULL);
+	}
+	struct obs_task_new *r = rec_reserve(sizeof(*r), OBS_REC_TASK_NEW, tgid, (__u32)id);
+	if (!r)
+		return 0;
+	r->clone_flags = clone_flags;
+	/* copy_process() has set it by the time the tracepoint fires */
+	r->child_tid_addr = (__u64)BPF_CORE_READ(task, clear_child_tid);
+	r->child_tid = BPF_CORE_READ(task, pid);
+	r->child_tgid = child_tgid;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	BPF_CORE_READ_STR_INTO(&r->child_comm, task, comm);
+	rec_submit(r, false);
+	return 0;
+}
+
+/* The exiting task is always current. */
+static __always_inline int task_exit(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+	bpf_map_delete_elem(&WAITS, &tid);
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	/* do_exit() decremented signal->live before the tracepoint */
+	__u32 group_dead = BPF_CORE_READ(t, signal, live.counter) == 0;
+	if (group_dead && FOLLOW_FORKS)
+		bpf_map_delete_elem(&WATCH, &tgid);
+	struct obs_task_exit *r = rec_reserve(sizeof(*r), OBS_REC_TASK_EXIT, tgid, tid);
+	if (!r)
+		return 0;
+	r->exit_code = BPF_CORE_READ(t, exit_code);
+	r->group_dead = group_dead;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	/* the leader's exit is what `attach` waits for: do not let it sit */
+	rec_submit(r, group_dead);
+	return 0;
+}
+
+static __always_inline int task_rename(__u32 tgid, __u32 tid, const char *oldcomm,
+				       const char *newcomm)
+{
+	if (!watched(tgid))
+		return 0;
+	struct obs_task_rename *r = rec_reserve(sizeof(*r), OBS_REC_TASK_RENAME, tgid, tid);
+	if (!r)
+		return 0;
+	bpf_probe_read_kernel_str(r->oldcomm, sizeof(r->oldcomm), oldcomm);
+	bpf_probe_read_kernel_str(r->newcomm, sizeof(r->newcomm), newcomm);
+	rec_submit(r, false);
+	return 0;
+}
+
+static __always_inline int exec_rec(__u32 old_tid, const char *filename)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!watched(tgid))
+		return 0;
+	struct obs_exec *r = rec_reserve(sizeof(*r), OBS_REC_EXEC, tgid, (__u32)id);
+	if (!r)
+		return 0;
+	r->old_tid = old_tid;
+	r->_pad = 0;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);
+	rec_submit(r, false);
+	return 0;
+}
+
+/* rung: tp_btf */
+SEC("tp_btf/task_newtask")
+int BPF_PROG(btf_task_newtask, struct task_struct *task, __u64 clone_flags)
+{
+	return task_new(task, clone_flags);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(btf_process_exit)
+{
+	return task_exit();
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(btf_task_rename, struct task_struct *task, const char *comm)
+{
+	return task_rename(BPF_CORE_READ(task, tgid), BPF_CORE_READ(task, pid), task->comm, comm);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(btf_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	return exec_rec(old_pid, BPF_CORE_READ(bprm, filename));
+}
+
+/* rung: raw_tp */
+SEC("raw_tp/task_newtask")
+int raw_task_newtask(__u64 *ctx)
+{
+	return task_new((struct task_struct *)ctx[0], ctx[1]);
+}
+
+SEC("raw_tp/sched_process_exit")
+int raw_process_exit(__u64 *ctx)
+{
+	return task_exit();
+}
+
+SEC("raw_tp/task_rename")
+int raw_task_rename(__u64 *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	return task_rename(BPF_CORE_READ(task, tgid), BPF_CORE_READ(task, pid), task->comm,
+			   (const char *)ctx[1]);
+}
+
+SEC("raw_tp/sched_process_exec")
+int raw_process_exec(__u64 *ctx)
+{
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[2];
+	return exec_rec((__u32)ctx[1], BPF_CORE_READ(bprm, filename));
+}
+
+/* rung: tracepoint. task_newtask has no task pointer here, so the clone
+ * child_tid address (join edges) is not known in this rung. */
+SEC("tracepoint/task/task_newtask")
+int tp_task_newtask(struct trace_event_raw_task_newtask *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!watched(tgid))
+		return 0;
+	__u64 flags = ctx->clone_flags;
+	__u32 child = ctx->pid;
+	__u32 child_tgid = (flags & CLONE_THREAD_) ? tgid : child;
+	if (!(flags & CLONE_THREAD_) && FOLLOW_FORKS) {
+		__u8 one = 1;
+		if (bpf_map_update_elem(&WATCH, &child_tgid, &one, BPF_ANY))
+			stat_inc(OBS_STAT_WATCH_FULL);
+	}
+	struct obs_task_new *r = rec_reserve(sizeof(*r), OBS_REC_TASK_NEW, tgid, (__u32)id);
+	if (!r)
+		return 0;
+	r->clone_flags = flags;
+	r->child_tid_addr = 0;
+	r->child_tid = child;
+	r->child_tgid = child_tgid;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	bpf_probe_read_kernel_str(r->child_comm, sizeof(r->child_comm), ctx->comm);
+	rec_submit(r, false);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int tp_process_exit(void *ctx)
+{
+	return task_exit();
+}
+
+SEC("tracepoint/task/task_rename")
+int tp_task_rename(struct trace_event_raw_task_rename *ctx)
+{
+	/* the renamed task's TGID is not in the record: writers are almost
+	 * always threads of the same process (prctl, pthread_setname_np) */
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return task_rename(tgid, ctx->pid, ctx->oldcomm, ctx->newcomm);
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int tp_process_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	unsigned short off = ctx->__data_loc_filename & 0xFFFF;
+	return exec_rec(ctx->old_pid, (const char *)ctx + off);
+}

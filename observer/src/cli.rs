@@ -1,0 +1,101 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "observer",
+    version,
+    about = "Explains why a multithreaded program hangs or crawls, from outside, with eBPF",
+    long_about = "Explains why a multithreaded program hangs or crawls, from outside, with eBPF.\n\n\
+        Kernel probes on futex waits and thread lifecycle (clone, exit, rename, exec) feed a model \
+        of the process's threads and waits. Uncontended locks never enter the kernel and cost nothing; \
+        a contended wait costs a few hundred nanoseconds more. Needs root (or CAP_BPF + CAP_PERFMON) \
+        and Linux >= 5.8 with BTF."
+)]
+pub struct Cli {
+    /// More detail on stderr: which kernel hooks were used and why (-vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start CMD under observation from its first instruction; exit with its status.
+    Run {
+        #[command(flatten)]
+        opts: ObserveOpts,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Observe a running process until it exits, --duration ends, or SIGINT/SIGTERM.
+    Attach {
+        /// Process to observe.
+        #[arg(short, long)]
+        pid: u32,
+        /// Stop after this many seconds.
+        #[arg(short, long, value_name = "SECS")]
+        duration: Option<f64>,
+        #[command(flatten)]
+        opts: ObserveOpts,
+    },
+    /// Re-run the model offline on a stream written by --record (no root needed).
+    Replay {
+        /// The recorded event stream (JSON lines).
+        file: PathBuf,
+        /// Write the JSON report to FILE.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Long-wait threshold used for the summary, in seconds.
+        #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+        long_wait: f64,
+    },
+    /// Check this machine: kernel features, privileges, and which hooks attach.
+    Doctor,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ObserveOpts {
+    /// No live lines; only the final summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write the JSON report to FILE (schema observer.report/1).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write every event to FILE (JSON lines) for `observer replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// A futex wait at least this long (seconds) is reported as a long wait.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub long_wait: f64,
+    /// Also observe processes the target forks.
+    #[arg(long)]
+    pub follow_forks: bool,
+    /// Kernel hooks: auto picks the cheapest that works (fentry, tp_btf, raw_tp, tracepoint).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fentry", "tp_btf", "raw_tp", "tracepoint"])]
+    pub hooks: String,
+    /// How often the wait table is scanned, in milliseconds.
+    #[arg(long, default_value_t = 25, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub scan_interval: u64,
+    /// Ring buffer size in KiB (rounded up to a power of two).
+    #[arg(long, default_value_t = 4096, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=1_048_576))]
+    pub ringbuf_kib: u32,
+}
+
+impl ObserveOpts {
+    pub fn long_wait_ns(&self) -> anyhow::Result<u64> {
+        secs_to_ns(self.long_wait, "--long-wait")
+    }
+}
+
+pub fn secs_to_ns(s: f64, what: &str) -> anyhow::Result<u64> {
+    if !s.is_finite() || s < 0.0 || s > 1e7 {
+        anyhow::bail!("{what} must be a number of seconds between 0 and 10000000, got {s}");
+    }
+    Ok((s * 1e9) as u64)
+}

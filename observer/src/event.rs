@@ -1,0 +1,236 @@
+//! The typed events that feed the model. Every source (ring buffer, wait
+//! table scan, /proc) produces these, and `--record` writes them one JSON
+//! object per line, so `observer replay` re-runs the model offline.
+//!
+//! Times are CLOCK_MONOTONIC nanoseconds, the clock of `bpf_ktime_get_ns`.
+
+use serde::{Deserialize, Serialize};
+
+pub type Tid = u32;
+
+/// A futex wait as captured at syscall entry (or rebuilt from /proc).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wait {
+    pub uaddr: u64,
+    /// WAIT_REQUEUE_PI: the PI mutex; futex_waitv: the array.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uaddr2: u64,
+    /// futex(2) op (with flags), or one of `OBS_OP_*` for the futex2 calls.
+    pub op: u32,
+    pub val: u32,
+    pub start_ns: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ip: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sp: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bp: u64,
+    /// Target memory around the futex word read at wait start
+    /// (`words_addr` is the address of `words[0]`); empty if unreadable.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub words_addr: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hex_bytes")]
+    pub words: Vec<u8>,
+    /// Where the wait was seen first.
+    pub origin: WaitOrigin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitOrigin {
+    /// The BPF wait table: the wait began while observed.
+    Kernel,
+    /// /proc snapshot: the wait began before we attached (start unknown,
+    /// `start_ns` is when we first saw it).
+    Snapshot,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Counters of things the kernel side had to drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    pub ringbuf: u64,
+    pub wait_table_full: u64,
+    pub aggregate_full: u64,
+    pub watch_full: u64,
+    pub records: u64,
+}
+
+impl Drops {
+    pub fn any(&self) -> bool {
+        self.ringbuf + self.wait_table_full + self.aggregate_full + self.watch_full > 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Event {
+    /// Observation of process `tgid` begins (`run`: before exec; `attach`:
+    /// after probes are live). `cmdline` is untrusted target data.
+    Start { ts_ns: u64, tgid: u32, cmdline: Vec<String>, attached: bool },
+    /// A thread that already existed when observation began (from /proc).
+    ThreadSeen {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        name: String,
+        parent_tid: Option<Tid>,
+        start_ns: Option<u64>,
+    },
+    /// `creator` cloned `tid` (a thread when `tgid == child_tgid`, else a
+    /// new process).
+    ThreadNew {
+        ts_ns: u64,
+        tgid: u32,
+        creator: Tid,
+        tid: Tid,
+        child_tgid: u32,
+        clone_flags: u64,
+        /// CLONE_CHILD_CLEARTID address: pthread_join waits on it.
+        child_tid_addr: u64,
+        name: String,
+    },
+    ThreadExit { ts_ns: u64, tgid: u32, tid: Tid, exit_code: i32, group_dead: bool },
+    ThreadRename { ts_ns: u64, tgid: u32, tid: Tid, name: String },
+    Exec { ts_ns: u64, tgid: u32, tid: Tid, old_tid: Tid, filename: String, name: String },
+    /// A thread is in a futex wait (seen by the wait table scan or /proc).
+    WaitBegin { ts_ns: u64, tgid: u32, tid: Tid, wait: Wait },
+    /// The wait ended. `ret` is the syscall result when the kernel reported
+    /// it (EDEADLK, EOWNERDEAD, long waits), `None` when the scan found it gone.
+    WaitEnd { ts_ns: u64, tgid: u32, tid: Tid, start_ns: u64, ret: Option<i64> },
+    /// A wait the kernel reported at its end (it was never seen in progress,
+    /// or its outcome matters: EDEADLK, EOWNERDEAD, longer than the threshold).
+    WaitDone { ts_ns: u64, tgid: u32, tid: Tid, wait: Wait, ret: i64 },
+    /// Per-lock totals of completed waits that slept, from the kernel.
+    LockStats { tgid: u32, uaddr: u64, op: u32, count: u64, total_ns: u64, max_ns: u64 },
+    Drops { ts_ns: u64, drops: Drops },
+    /// Observation ended (target exit status when known).
+    End { ts_ns: u64, tgid: u32, exit_status: Option<i32> },
+}
+
+impl Event {
+    pub fn ts_ns(&self) -> Option<u64> {
+        use Event::*;
+        match self {
+            Start { ts_ns, .. }
+            | ThreadSeen { ts_ns, .. }
+            | ThreadNew { ts_ns, .. }
+            | ThreadExit { ts_ns, .. }
+            | ThreadRename { ts_ns, .. }
+            | Exec { ts_ns, .. }
+            | WaitBegin { ts_ns, .. }
+            | WaitEnd { ts_ns, .. }
+            | WaitDone { ts_ns, .. }
+            | Drops { ts_ns, .. }
+            | End { ts_ns, .. } => Some(*ts_ns),
+            LockStats { .. } => None,
+        }
+    }
+}
+
+/// Futex op helpers shared by the model and reports.
+pub mod futex {
+    use observer_ebpf::bindings as b;
+
+    pub fn cmd(op: u32) -> u32 {
+        if op & (b::OBS_OP_WAITV | b::OBS_OP_FUTEX2_WAIT) != 0 {
+            op
+        } else {
+            op & b::OBS_FUTEX_CMD_MASK
+        }
+    }
+
+    pub fn is_private(op: u32) -> bool {
+        op & b::OBS_FUTEX_PRIVATE_FLAG != 0 && cmd(op) == (op & b::OBS_FUTEX_CMD_MASK)
+    }
+
+    pub fn is_pi(op: u32) -> bool {
+        matches!(
+            cmd(op),
+            b::OBS_FUTEX_LOCK_PI | b::OBS_FUTEX_LOCK_PI2 | b::OBS_FUTEX_WAIT_REQUEUE_PI
+        )
+    }
+
+    pub fn name(op: u32) -> String {
+        let base = match cmd(op) {
+            b::OBS_FUTEX_WAIT => "WAIT",
+            b::OBS_FUTEX_WAKE => "WAKE",
+            b::OBS_FUTEX_LOCK_PI => "LOCK_PI",
+            b::OBS_FUTEX_UNLOCK_PI => "UNLOCK_PI",
+            b::OBS_FUTEX_WAIT_BITSET => "WAIT_BITSET",
+            b::OBS_FUTEX_WAIT_REQUEUE_PI => "WAIT_REQUEUE_PI",
+            b::OBS_FUTEX_LOCK_PI2 => "LOCK_PI2",
+            b::OBS_OP_WAITV => return "futex_waitv".into(),
+            b::OBS_OP_FUTEX2_WAIT => return "futex_wait".into(),
+            other => return format!("op{other}"),
+        };
+        if is_private(op) { format!("{base}_PRIVATE") } else { base.into() }
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(b.len() * 2);
+        for x in b {
+            out.push_str(&format!("{x:02x}"));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd hex length"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_round_trips_through_json() {
+        let e = Event::WaitBegin {
+            ts_ns: 5,
+            tgid: 1,
+            tid: 2,
+            wait: Wait {
+                uaddr: 0x1000,
+                uaddr2: 0,
+                op: 0x80,
+                val: 2,
+                start_ns: 4,
+                ip: 1,
+                sp: 2,
+                bp: 3,
+                words_addr: 0xfe8,
+                words: vec![0, 1, 0xff],
+                origin: WaitOrigin::Kernel,
+            },
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.contains("\"words\":\"0001ff\""), "{s}");
+        let back: Event = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn futex_names() {
+        assert_eq!(futex::name(0x80), "WAIT_PRIVATE");
+        assert_eq!(futex::name(0x189), "WAIT_BITSET_PRIVATE");
+        assert_eq!(futex::name(0x86), "LOCK_PI_PRIVATE");
+        assert_eq!(futex::name(0x109), "WAIT_BITSET");
+        assert!(futex::is_pi(0x86));
+        assert!(!futex::is_pi(0x80));
+    }
+}

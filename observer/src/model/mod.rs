@@ -1,0 +1,304 @@
+//! The pure model of the observed processes, fed only by events. No root,
+//! no kernel: `observer replay` and the unit tests drive it from recordings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::event::{Drops, Event, Tid, Wait};
+
+/// One thread, from creation (or first sight) to exit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Thread {
+    pub tid: Tid,
+    pub tgid: u32,
+    /// Names over time: (since ns, name). Never empty.
+    pub names: Vec<(u64, String)>,
+    /// The thread that created it (for a process's first thread, its parent process).
+    pub parent_tid: Option<Tid>,
+    pub clone_flags: Option<u64>,
+    /// CLONE_CHILD_CLEARTID address (pthread_join waits on it); 0 if unknown.
+    pub child_tid_addr: u64,
+    pub start_ns: Option<u64>,
+    pub exit_ns: Option<u64>,
+    /// Raw `task->exit_code`: status << 8 | signal.
+    pub exit_code: Option<i32>,
+    /// Existed before observation began (seeded from /proc).
+    pub preexisting: bool,
+    /// The futex wait it is in now.
+    pub wait: Option<Wait>,
+}
+
+impl Thread {
+    pub fn name(&self) -> &str {
+        self.names.last().map(|(_, n)| n.as_str()).unwrap_or("")
+    }
+
+    pub fn alive(&self) -> bool {
+        self.exit_ns.is_none()
+    }
+}
+
+/// Describes a raw exit code the way a shell would.
+pub fn describe_exit(code: i32) -> String {
+    let sig = code & 0x7f;
+    if sig != 0 {
+        let core = if code & 0x80 != 0 { " (core dumped)" } else { "" };
+        format!("signal {sig}{core}")
+    } else {
+        format!("{}", (code >> 8) & 0xff)
+    }
+}
+
+/// Completed waits on one futex word, as the kernel aggregated them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LockStat {
+    pub uaddr: u64,
+    pub op: u32,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// A wait that lasted at least the long-wait threshold, with its outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct LongWait {
+    pub tid: Tid,
+    pub wait: Wait,
+    pub end_ns: u64,
+    pub ret: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Process {
+    pub tgid: u32,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    /// Attached to a running process (rather than started by `run`).
+    pub attached: bool,
+    pub observed_from_ns: u64,
+    pub observed_to_ns: Option<u64>,
+    pub exit_status: Option<i32>,
+    /// Every thread ever seen, in order of first sight (TIDs can be reused).
+    pub threads: Vec<Thread>,
+    #[serde(skip)]
+    live: HashMap<Tid, usize>,
+    pub locks: BTreeMap<u64, LockStat>,
+    pub long_waits: Vec<LongWait>,
+}
+
+impl Process {
+    fn new(tgid: u32, ts_ns: u64) -> Self {
+        Process { tgid, observed_from_ns: ts_ns, ..Default::default() }
+    }
+
+    pub fn thread(&self, tid: Tid) -> Option<&Thread> {
+        self.live.get(&tid).map(|&i| &self.threads[i])
+    }
+
+    fn thread_mut(&mut self, tid: Tid) -> Option<&mut Thread> {
+        self.live.get(&tid).map(|&i| &mut self.threads[i])
+    }
+
+    /// Threads not known to have exited.
+    pub fn live_threads(&self) -> impl Iterator<Item = &Thread> {
+        self.threads.iter().filter(|t| t.alive())
+    }
+
+    /// Adds a thread, retiring an exited one that had the same TID.
+    fn add_thread(&mut self, t: Thread) -> &mut Thread {
+        let tid = t.tid;
+        if let Some(&i) = self.live.get(&tid) {
+            if self.threads[i].alive() {
+                // Already known (e.g. seeded from /proc and then reported
+                // by the kernel): keep the first record, fill gaps.
+                let old = &mut self.threads[i];
+                old.parent_tid = old.parent_tid.or(t.parent_tid);
+                old.clone_flags = old.clone_flags.or(t.clone_flags);
+                if old.child_tid_addr == 0 {
+                    old.child_tid_addr = t.child_tid_addr;
+                }
+                old.start_ns = old.start_ns.or(t.start_ns);
+                return &mut self.threads[i];
+            }
+        }
+        self.threads.push(t);
+        let i = self.threads.len() - 1;
+        self.live.insert(tid, i);
+        &mut self.threads[i]
+    }
+
+    fn ensure_thread(&mut self, tid: Tid, ts_ns: u64) -> &mut Thread {
+        if self.thread(tid).is_none() {
+            let tgid = self.tgid;
+            self.add_thread(Thread {
+                tid,
+                tgid,
+                names: vec![(ts_ns, String::new())],
+                parent_tid: None,
+                clone_flags: None,
+                child_tid_addr: 0,
+                start_ns: None,
+                exit_ns: None,
+                exit_code: None,
+                preexisting: true,
+                wait: None,
+            });
+        }
+        self.thread_mut(tid).expect("just added")
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Model {
+    pub processes: BTreeMap<u32, Process>,
+    pub drops: Drops,
+    pub first_ns: Option<u64>,
+    pub last_ns: u64,
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn process(&self, tgid: u32) -> Option<&Process> {
+        self.processes.get(&tgid)
+    }
+
+    fn proc_mut(&mut self, tgid: u32, ts_ns: u64) -> &mut Process {
+        self.processes.entry(tgid).or_insert_with(|| Process::new(tgid, ts_ns))
+    }
+
+    /// The name of a thread as last known, for any process.
+    pub fn thread_name(&self, tgid: u32, tid: Tid) -> Option<&str> {
+        self.process(tgid)?.thread(tid).map(Thread::name)
+    }
+
+    pub fn apply(&mut self, ev: &Event) {
+        if let Some(ts) = ev.ts_ns() {
+            self.first_ns.get_or_insert(ts);
+            self.last_ns = self.last_ns.max(ts);
+        }
+        match ev {
+            Event::Start { ts_ns, tgid, cmdline, attached } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                p.cmdline = cmdline.clone();
+                p.attached = *attached;
+                p.observed_from_ns = *ts_ns;
+            }
+            Event::ThreadSeen { ts_ns, tgid, tid, name, parent_tid, start_ns } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                let t = p.add_thread(Thread {
+                    tid: *tid,
+                    tgid: *tgid,
+                    names: vec![(*ts_ns, name.clone())],
+                    parent_tid: *parent_tid,
+                    clone_flags: None,
+                    child_tid_addr: 0,
+                    start_ns: *start_ns,
+                    exit_ns: None,
+                    exit_code: None,
+                    preexisting: true,
+                    wait: None,
+                });
+                if t.name().is_empty() {
+                    t.names.push((*ts_ns, name.clone()));
+                }
+            }
+            Event::ThreadNew { ts_ns, tgid, creator, tid, child_tgid, clone_flags, child_tid_addr, name } => {
+                let p = self.proc_mut(*child_tgid, *ts_ns);
+                if child_tgid != tgid && p.cmdline.is_empty() {
+                    // A followed fork: its first thread's parent is the creator.
+                    if let Some(parent) = self.process(*tgid) {
+                        let cmd = parent.cmdline.clone();
+                        self.proc_mut(*child_tgid, *ts_ns).cmdline = cmd;
+                    }
+                }
+                let p = self.proc_mut(*child_tgid, *ts_ns);
+                p.add_thread(Thread {
+                    tid: *tid,
+                    tgid: *child_tgid,
+                    names: vec![(*ts_ns, name.clone())],
+                    parent_tid: Some(*creator),
+                    clone_flags: Some(*clone_flags),
+                    child_tid_addr: *child_tid_addr,
+                    start_ns: Some(*ts_ns),
+                    exit_ns: None,
+                    exit_code: None,
+                    preexisting: false,
+                    wait: None,
+                });
+            }
+            Event::ThreadExit { ts_ns, tgid, tid, exit_code, group_dead } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                let t = p.ensure_thread(*tid, *ts_ns);
+                t.exit_ns = Some(*ts_ns);
+                t.exit_code = Some(*exit_code);
+                t.wait = None;
+                if *group_dead {
+                    p.observed_to_ns = Some(*ts_ns);
+                    if p.exit_status.is_none() {
+                        p.exit_status = Some(*exit_code);
+                    }
+                }
+            }
+            Event::ThreadRename { ts_ns, tgid, tid, name } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                if t.name() != name {
+                    t.names.push((*ts_ns, name.clone()));
+                }
+            }
+            Event::Exec { ts_ns, tgid, tid, old_tid, filename, name } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                p.exe = Some(filename.clone());
+                if old_tid != tid {
+                    // A non-leader thread exec'd: it takes over the leader's TID.
+                    if let Some(&i) = p.live.get(old_tid) {
+                        p.threads[i].exit_ns.get_or_insert(*ts_ns);
+                    }
+                }
+                let t = p.ensure_thread(*tid, *ts_ns);
+                if t.name() != name {
+                    t.names.push((*ts_ns, name.clone()));
+                }
+            }
+            Event::WaitBegin { ts_ns, tgid, tid, wait } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                t.wait = Some(wait.clone());
+            }
+            Event::WaitEnd { ts_ns, tgid, tid, start_ns, .. } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                if t.wait.as_ref().is_some_and(|w| w.start_ns == *start_ns) {
+                    t.wait = None;
+                }
+            }
+            Event::WaitDone { ts_ns, tgid, tid, wait, ret } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                let t = p.ensure_thread(*tid, *ts_ns);
+                if t.wait.as_ref().is_some_and(|w| w.start_ns == wait.start_ns) {
+                    t.wait = None;
+                }
+                p.long_waits.push(LongWait { tid: *tid, wait: wait.clone(), end_ns: *ts_ns, ret: *ret });
+            }
+            Event::LockStats { tgid, uaddr, op, count, total_ns, max_ns } => {
+                let p = self.proc_mut(*tgid, 0);
+                p.locks.insert(
+                    *uaddr,
+                    LockStat { uaddr: *uaddr, op: *op, count: *count, total_ns: *total_ns, max_ns: *max_ns },
+                );
+            }
+            Event::Drops { drops, .. } => self.drops = *drops,
+            Event::End { ts_ns, tgid, exit_status } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                p.observed_to_ns.get_or_insert(*ts_ns);
+                if exit_status.is_some() {
+                    p.exit_status = *exit_status;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

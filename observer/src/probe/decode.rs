@@ -1,0 +1,166 @@
+//! All unsafe decoding of kernel data lives here: ring buffer records and
+//! map values, whose layouts come from `observer.h` through bindgen.
+
+use observer_ebpf::bindings::{
+    obs_agg, obs_agg_key, obs_exec, obs_hdr, obs_rec_kind, obs_task_exit, obs_task_new,
+    obs_task_rename, obs_wait, obs_wait_done, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK,
+};
+use std::os::raw::c_char;
+
+use crate::event::{Event, Wait, WaitOrigin};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {need}-byte type (kind {kind})")]
+    Short { kind: u32, len: usize, need: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+// SAFETY: plain C structs of integers and byte arrays (no padding holes
+// that matter, no pointers); any bit pattern is a valid value.
+unsafe impl aya::Pod for Pod<obs_wait> {}
+unsafe impl aya::Pod for Pod<obs_agg_key> {}
+unsafe impl aya::Pod for Pod<obs_agg> {}
+
+/// Wrapper that lets aya maps hold the generated types (the orphan rule
+/// forbids implementing aya's trait on them directly).
+#[repr(transparent)]
+#[derive(Clone, Copy, Default)]
+pub struct Pod<T>(pub T);
+
+/// Reads a `T` from the front of `b`, if it is long enough.
+fn read<T: Copy>(b: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if b.len() < need {
+        return Err(DecodeError::Short { kind, len: b.len(), need });
+    }
+    // SAFETY: length checked; T is a bindgen struct of plain integers, valid
+    // for any bit pattern; read_unaligned copes with ring buffer alignment.
+    Ok(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+pub fn cstr(c: &[c_char]) -> String {
+    let bytes: Vec<u8> = c.iter().take_while(|&&x| x != 0).map(|&x| x as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn wait_from_raw(w: &obs_wait, origin: WaitOrigin) -> Wait {
+    let words = if w.flags & OBS_WAIT_WORDS_OK != 0 { w.words.to_vec() } else { Vec::new() };
+    let regs = w.flags & OBS_WAIT_REGS_OK != 0;
+    Wait {
+        uaddr: w.uaddr,
+        uaddr2: w.uaddr2,
+        op: w.op,
+        val: w.val,
+        start_ns: w.start_ns,
+        ip: if regs { w.ip } else { 0 },
+        sp: if regs { w.sp } else { 0 },
+        bp: if regs { w.bp } else { 0 },
+        words_addr: if words.is_empty() { 0 } else { w.words_addr },
+        words,
+        origin,
+    }
+}
+
+/// Decodes one ring buffer record into an event.
+pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
+    let h: obs_hdr = read(b, 0)?;
+    let (tgid, tid, ts_ns) = (h.tgid, h.tid, h.ts_ns);
+    let k = h.kind;
+    let ev = match k {
+        x if x == obs_rec_kind::OBS_REC_TASK_NEW as u32 => {
+            let r: obs_task_new = read(b, k)?;
+            Event::ThreadNew {
+                ts_ns,
+                tgid,
+                creator: tid,
+                tid: r.child_tid,
+                child_tgid: r.child_tgid,
+                clone_flags: r.clone_flags,
+                child_tid_addr: r.child_tid_addr,
+                name: cstr(&r.child_comm),
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_TASK_EXIT as u32 => {
+            let r: obs_task_exit = read(b, k)?;
+            Event::ThreadExit { ts_ns, tgid, tid, exit_code: r.exit_code, group_dead: r.group_dead != 0 }
+        }
+        x if x == obs_rec_kind::OBS_REC_TASK_RENAME as u32 => {
+            let r: obs_task_rename = read(b, k)?;
+            Event::ThreadRename { ts_ns, tgid, tid, name: cstr(&r.newcomm) }
+        }
+        x if x == obs_rec_kind::OBS_REC_EXEC as u32 => {
+            let r: obs_exec = read(b, k)?;
+            Event::Exec {
+                ts_ns,
+                tgid,
+                tid,
+                old_tid: r.old_tid,
+                filename: cstr(&r.filename),
+                name: cstr(&r.comm),
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_WAIT_DONE as u32 => {
+            let r: obs_wait_done = read(b, k)?;
+            Event::WaitDone {
+                ts_ns: r.end_ns,
+                tgid,
+                tid,
+                wait: wait_from_raw(&r.wait, WaitOrigin::Kernel),
+                ret: r.ret,
+            }
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    Ok(ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a plain C struct as bytes.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_task_new() {
+        let mut r = obs_task_new::default();
+        r.hdr.kind = obs_rec_kind::OBS_REC_TASK_NEW as u32;
+        r.hdr.tgid = 10;
+        r.hdr.tid = 11;
+        r.hdr.ts_ns = 99;
+        r.child_tid = 12;
+        r.child_tgid = 10;
+        r.child_tid_addr = 0x7f00;
+        for (i, c) in b"w\x1b[1".iter().enumerate() {
+            r.child_comm[i] = *c as c_char;
+        }
+        let ev = decode_record(&bytes_of(&r)).unwrap();
+        assert_eq!(
+            ev,
+            Event::ThreadNew {
+                ts_ns: 99,
+                tgid: 10,
+                creator: 11,
+                tid: 12,
+                child_tgid: 10,
+                clone_flags: 0,
+                child_tid_addr: 0x7f00,
+                name: "w\x1b[1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let mut h = obs_hdr { kind: obs_rec_kind::OBS_REC_WAIT_DONE as u32, ..Default::default() };
+        assert!(matches!(decode_record(&bytes_of(&h)), Err(DecodeError::Short { .. })));
+        h.kind = 77;
+        assert_eq!(decode_record(&bytes_of(&h)), Err(DecodeError::UnknownKind(77)));
+        assert!(decode_record(&[1, 2]).is_err());
+    }
+}

@@ -1,0 +1,455 @@
+//! Loading the BPF object and attaching its programs with a fallback
+//! ladder chosen at run time. Root-only and thin: everything it reads goes
+//! through `decode` and becomes typed events elsewhere.
+
+pub mod decode;
+
+use std::{collections::HashSet, fmt, path::Path};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, Program, ProgramError, RawTracePoint, TracePoint},
+};
+use observer_ebpf::bindings::{obs_agg, obs_agg_key, obs_stat, obs_wait};
+
+use crate::event::Drops;
+use decode::Pod;
+
+/// How a group of hooks is attached, cheapest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rung {
+    Fentry,
+    TpBtf,
+    RawTp,
+    Tracepoint,
+}
+
+impl Rung {
+    pub const ALL: [Rung; 4] = [Rung::Fentry, Rung::TpBtf, Rung::RawTp, Rung::Tracepoint];
+
+    pub fn parse(s: &str) -> Option<Rung> {
+        Some(match s {
+            "fentry" => Rung::Fentry,
+            "tp_btf" => Rung::TpBtf,
+            "raw_tp" => Rung::RawTp,
+            "tracepoint" => Rung::Tracepoint,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Rung {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rung::Fentry => "fentry",
+            Rung::TpBtf => "tp_btf",
+            Rung::RawTp => "raw_tp",
+            Rung::Tracepoint => "tracepoint",
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum How {
+    Fentry(&'static str),
+    Fexit(&'static str),
+    TpBtf(&'static str),
+    RawTp(&'static str),
+    Tp(&'static str, &'static str),
+}
+
+#[derive(Clone, Copy)]
+struct Hook {
+    prog: &'static str,
+    how: How,
+    /// Optional hooks (syscalls newer kernels added) may be missing.
+    required: bool,
+}
+
+const fn req(prog: &'static str, how: How) -> Hook {
+    Hook { prog, how, required: true }
+}
+const fn opt(prog: &'static str, how: How) -> Hook {
+    Hook { prog, how, required: false }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sysfn {
+    pub const FUTEX: &str = "__x64_sys_futex";
+    pub const FUTEX_WAITV: &str = "__x64_sys_futex_waitv";
+    pub const FUTEX_WAIT: &str = "__x64_sys_futex_wait";
+}
+#[cfg(target_arch = "aarch64")]
+mod sysfn {
+    pub const FUTEX: &str = "__arm64_sys_futex";
+    pub const FUTEX_WAITV: &str = "__arm64_sys_futex_waitv";
+    pub const FUTEX_WAIT: &str = "__arm64_sys_futex_wait";
+}
+
+/// A group of hooks that serve one purpose, with its rungs.
+struct Group {
+    name: &'static str,
+    rungs: &'static [(Rung, &'static [Hook])],
+}
+
+const GROUPS: &[Group] = &[
+    Group {
+        name: "futex",
+        rungs: &[
+            (
+                Rung::Fentry,
+                &[
+                    req("fentry_futex", How::Fentry(sysfn::FUTEX)),
+                    req("fexit_futex", How::Fexit(sysfn::FUTEX)),
+                    opt("fentry_futex_waitv", How::Fentry(sysfn::FUTEX_WAITV)),
+                    opt("fexit_futex_waitv", How::Fexit(sysfn::FUTEX_WAITV)),
+                    opt("fentry_futex_wait", How::Fentry(sysfn::FUTEX_WAIT)),
+                    opt("fexit_futex_wait", How::Fexit(sysfn::FUTEX_WAIT)),
+                ],
+            ),
+            (
+                Rung::TpBtf,
+                &[
+                    req("btf_sys_enter", How::TpBtf("sys_enter")),
+                    req("btf_sys_exit", How::TpBtf("sys_exit")),
+                ],
+            ),
+            (
+                Rung::RawTp,
+                &[
+                    req("raw_sys_enter", How::RawTp("sys_enter")),
+                    req("raw_sys_exit", How::RawTp("sys_exit")),
+                ],
+            ),
+            (
+                Rung::Tracepoint,
+                &[
+                    req("tp_sys_enter_futex", How::Tp("syscalls", "sys_enter_futex")),
+                    req("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex")),
+                    opt("tp_sys_enter_futex_waitv", How::Tp("syscalls", "sys_enter_futex_waitv")),
+                    opt("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex_waitv")),
+                    opt("tp_sys_enter_futex_wait", How::Tp("syscalls", "sys_enter_futex_wait")),
+                    opt("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex_wait")),
+                ],
+            ),
+        ],
+    },
+    Group {
+        name: "task_newtask",
+        rungs: &[
+            (Rung::TpBtf, &[req("btf_task_newtask", How::TpBtf("task_newtask"))]),
+            (Rung::RawTp, &[req("raw_task_newtask", How::RawTp("task_newtask"))]),
+            (Rung::Tracepoint, &[req("tp_task_newtask", How::Tp("task", "task_newtask"))]),
+        ],
+    },
+    Group {
+        name: "sched_process_exit",
+        rungs: &[
+            (Rung::TpBtf, &[req("btf_process_exit", How::TpBtf("sched_process_exit"))]),
+            (Rung::RawTp, &[req("raw_process_exit", How::RawTp("sched_process_exit"))]),
+            (Rung::Tracepoint, &[req("tp_process_exit", How::Tp("sched", "sched_process_exit"))]),
+        ],
+    },
+    Group {
+        name: "task_rename",
+        rungs: &[
+            (Rung::TpBtf, &[req("btf_task_rename", How::TpBtf("task_rename"))]),
+            (Rung::RawTp, &[req("raw_task_rename", How::RawTp("task_rename"))]),
+            (Rung::Tracepoint, &[req("tp_task_rename", How::Tp("task", "task_rename"))]),
+        ],
+    },
+    Group {
+        name: "sched_process_exec",
+        rungs: &[
+            (Rung::TpBtf, &[req("btf_process_exec", How::TpBtf("sched_process_exec"))]),
+            (Rung::RawTp, &[req("raw_process_exec", How::RawTp("sched_process_exec"))]),
+            (Rung::Tracepoint, &[req("tp_process_exec", How::Tp("sched", "sched_process_exec"))]),
+        ],
+    },
+];
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub long_wait_ns: u64,
+    pub follow_forks: bool,
+    pub ringbuf_bytes: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig { long_wait_ns: 5_000_000_000, follow_forks: false, ringbuf_bytes: 4 << 20 }
+    }
+}
+
+/// Which rung each hook group ended on, and why the cheaper ones failed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HookUse {
+    pub group: &'static str,
+    pub rung: Option<Rung>,
+    pub skipped: Vec<(Rung, String)>,
+}
+
+impl fmt::Display for HookUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rung {
+            Some(r) => write!(f, "{}: {r}", self.group)?,
+            None => write!(f, "{}: NOT ATTACHED", self.group)?,
+        }
+        for (r, why) in &self.skipped {
+            write!(f, " ({r} failed: {why})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("kernel has no BTF (/sys/kernel/btf/vmlinux missing): observer needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF")]
+    NoBtf,
+    #[error("kernel {0} is too old: observer needs Linux >= 5.8 (BPF ring buffer)")]
+    OldKernel(String),
+    #[error("cannot load the BPF programs: {0}")]
+    Load(String),
+    #[error("cannot attach {group}: {why}")]
+    Attach { group: &'static str, why: String },
+    #[error("BPF map {0}: {1}")]
+    Map(&'static str, String),
+}
+
+pub struct Probes {
+    bpf: Ebpf,
+    btf: Btf,
+    loaded: HashSet<&'static str>,
+    pub hooks: Vec<HookUse>,
+    pub mounted_tracefs: bool,
+}
+
+/// Checks the kernel features observer needs, before touching BPF.
+pub fn check_kernel() -> Result<(), ProbeError> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let rel = rel.trim().to_string();
+    let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if (maj, min) < (5, 8) {
+        return Err(ProbeError::OldKernel(rel));
+    }
+    Ok(())
+}
+
+fn tracefs_mounted() -> bool {
+    Path::new("/sys/kernel/tracing/events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+}
+
+/// Mounts tracefs where the tracepoint rung needs it. Returns whether we did.
+fn ensure_tracefs() -> Result<bool, String> {
+    if tracefs_mounted() {
+        return Ok(false);
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+        .status()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if status.success() && tracefs_mounted() {
+        Ok(true)
+    } else {
+        Err("tracefs is not mounted and `mount -t tracefs tracefs /sys/kernel/tracing` failed".into())
+    }
+}
+
+fn short(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl Probes {
+    /// Creates maps and relocates programs (nothing is attached yet).
+    pub fn load(cfg: &ProbeConfig) -> Result<Probes, ProbeError> {
+        check_kernel()?;
+        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(short(&e)))?;
+        let follow = u8::from(cfg.follow_forks);
+        let ring = cfg.ringbuf_bytes.next_power_of_two().max(4096);
+        let bpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
+            .override_global("FOLLOW_FORKS", &follow, true)
+            .map_max_entries("EVENTS", ring)
+            .load(observer_ebpf::OBSERVER_OBJ)
+            .map_err(|e| ProbeError::Load(short(&e)))?;
+        Ok(Probes { bpf, btf, loaded: HashSet::new(), hooks: Vec::new(), mounted_tracefs: false })
+    }
+
+    /// Attaches every hook group on the first rung the kernel accepts.
+    pub fn attach(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
+        for g in GROUPS {
+            let mut used = HookUse { group: g.name, rung: None, skipped: Vec::new() };
+            for &(rung, hooks) in g.rungs {
+                if only.is_some_and(|o| o != rung) {
+                    continue;
+                }
+                match self.attach_rung(rung, hooks) {
+                    Ok(()) => {
+                        used.rung = Some(rung);
+                        break;
+                    }
+                    Err(why) => {
+                        tracing::debug!(group = g.name, %rung, %why, "rung failed");
+                        used.skipped.push((rung, why));
+                    }
+                }
+            }
+            let ok = used.rung.is_some();
+            let why = used.skipped.iter().map(|(r, w)| format!("{r}: {w}")).collect::<Vec<_>>().join("; ");
+            self.hooks.push(used);
+            if !ok {
+                return Err(ProbeError::Attach {
+                    group: g.name,
+                    why: if why.is_empty() { "no rung allowed".into() } else { why },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_rung(&mut self, rung: Rung, hooks: &[Hook]) -> Result<(), String> {
+        if rung == Rung::Tracepoint {
+            if ensure_tracefs()? {
+                self.mounted_tracefs = true;
+            }
+        }
+        let mut touched: Vec<&'static str> = Vec::new();
+        for h in hooks {
+            if let Err(e) = self.attach_one(h) {
+                if h.required {
+                    for p in touched {
+                        self.unload(p);
+                    }
+                    self.unload(h.prog);
+                    return Err(format!("{}: {}", h.prog, short(&e)));
+                }
+                tracing::debug!(prog = h.prog, err = %short(&e), "optional hook not attached");
+                continue;
+            }
+            touched.push(h.prog);
+        }
+        Ok(())
+    }
+
+    fn unload(&mut self, prog: &'static str) {
+        if self.loaded.remove(prog) {
+            if let Some(p) = self.bpf.program_mut(prog) {
+                let _ = p_unload(p);
+            }
+        }
+    }
+
+    fn attach_one(&mut self, h: &Hook) -> Result<(), ProgramError> {
+        let first = !self.loaded.contains(h.prog);
+        let p = self.bpf.program_mut(h.prog).ok_or(ProgramError::NotLoaded)?;
+        match h.how {
+            How::Fentry(f) => {
+                let p: &mut FEntry = p.try_into()?;
+                if first {
+                    p.load(f, &self.btf)?;
+                }
+                self.loaded.insert(h.prog);
+                p.attach()?;
+            }
+            How::Fexit(f) => {
+                let p: &mut FExit = p.try_into()?;
+                if first {
+                    p.load(f, &self.btf)?;
+                }
+                self.loaded.insert(h.prog);
+                p.attach()?;
+            }
+            How::TpBtf(tp) => {
+                let p: &mut BtfTracePoint = p.try_into()?;
+                if first {
+                    p.load(tp, &self.btf)?;
+                }
+                self.loaded.insert(h.prog);
+                p.attach()?;
+            }
+            How::RawTp(tp) => {
+                let p: &mut RawTracePoint = p.try_into()?;
+                if first {
+                    p.load()?;
+                }
+                self.loaded.insert(h.prog);
+                p.attach(tp)?;
+            }
+            How::Tp(cat, name) => {
+                let p: &mut TracePoint = p.try_into()?;
+                if first {
+                    p.load()?;
+                }
+                self.loaded.insert(h.prog);
+                p.attach(cat, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts observing process `tgid` (checked first by every program).
+    pub fn watch(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        let mut m: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(self.bpf.map_mut("WATCH").expect("WATCH"))
+            .map_err(|e| ProbeError::Map("WATCH", short(&e)))?;
+        m.insert(tgid, 1, 0).map_err(|e| ProbeError::Map("WATCH", short(&e)))
+    }
+
+    pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let m = self.bpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS", "already taken".into()))?;
+        RingBuf::try_from(m).map_err(|e| ProbeError::Map("EVENTS", short(&e)))
+    }
+
+    /// The wait table now: (tid, wait). Entries that vanish mid-walk are skipped.
+    pub fn waits(&self) -> Vec<(u32, obs_wait)> {
+        let Some(m) = self.bpf.map("WAITS") else { return Vec::new() };
+        let Ok(m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m) else { return Vec::new() };
+        m.iter().filter_map(Result::ok).map(|(k, v)| (k, v.0)).collect()
+    }
+
+    pub fn aggregates(&self) -> Vec<(obs_agg_key, obs_agg)> {
+        let Some(m) = self.bpf.map("AGG") else { return Vec::new() };
+        let Ok(m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m) else {
+            return Vec::new();
+        };
+        m.iter().filter_map(Result::ok).map(|(k, v)| (k.0, v.0)).collect()
+    }
+
+    pub fn drops(&self) -> Drops {
+        let Some(m) = self.bpf.map("STATS") else { return Drops::default() };
+        let Ok(a) = PerCpuArray::<_, u64>::try_from(m) else { return Drops::default() };
+        let get = |i: obs_stat| a.get(&(i as u32), 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        Drops {
+            ringbuf: get(obs_stat::OBS_STAT_RB_DROPS),
+            wait_table_full: get(obs_stat::OBS_STAT_WAITS_FULL),
+            aggregate_full: get(obs_stat::OBS_STAT_AGG_FULL),
+            watch_full: get(obs_stat::OBS_STAT_WATCH_FULL),
+            records: get(obs_stat::OBS_STAT_RECORDS),
+        }
+    }
+}
+
+fn p_unload(p: &mut Program) -> Result<(), ProgramError> {
+    match p {
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    }
+}

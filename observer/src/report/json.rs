@@ -1,0 +1,110 @@
+//! The JSON report (schema documented in docs/report-schema.md).
+
+use serde::Serialize;
+
+use crate::{
+    event::{Drops, futex},
+    model::Model,
+    probe::HookUse,
+};
+
+pub const SCHEMA: &str = "observer.report/1";
+
+#[derive(Serialize)]
+pub struct Report<'a> {
+    pub schema: &'static str,
+    pub version: &'static str,
+    pub mode: &'a str,
+    pub processes: Vec<ProcessOut>,
+    pub threads: Vec<ThreadOut>,
+    pub waits: Vec<WaitOut>,
+    pub drops: Drops,
+    pub hooks: &'a [HookUse],
+}
+
+#[derive(Serialize)]
+pub struct ProcessOut {
+    pub tgid: u32,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    pub attached: bool,
+    pub observed_from_ns: u64,
+    pub observed_to_ns: Option<u64>,
+    /// Raw wait status (status << 8 | signal), null while running.
+    pub exit_status: Option<i32>,
+}
+
+#[derive(Serialize)]
+pub struct ThreadOut {
+    pub tgid: u32,
+    pub tid: u32,
+    pub name: String,
+    pub names: Vec<String>,
+    pub parent_tid: Option<u32>,
+    pub start_ns: Option<u64>,
+    pub exit_ns: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub preexisting: bool,
+}
+
+#[derive(Serialize)]
+pub struct WaitOut {
+    pub tgid: u32,
+    pub addr: u64,
+    pub addr_hex: String,
+    pub op: String,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+pub fn build<'a>(model: &Model, mode: &'a str, hooks: &'a [HookUse]) -> Report<'a> {
+    let mut r = Report {
+        schema: SCHEMA,
+        version: env!("CARGO_PKG_VERSION"),
+        mode,
+        processes: Vec::new(),
+        threads: Vec::new(),
+        waits: Vec::new(),
+        drops: model.drops,
+        hooks,
+    };
+    for p in model.processes.values() {
+        r.processes.push(ProcessOut {
+            tgid: p.tgid,
+            cmdline: p.cmdline.clone(),
+            exe: p.exe.clone(),
+            attached: p.attached,
+            observed_from_ns: p.observed_from_ns,
+            observed_to_ns: p.observed_to_ns,
+            exit_status: p.exit_status,
+        });
+        for t in &p.threads {
+            r.threads.push(ThreadOut {
+                tgid: p.tgid,
+                tid: t.tid,
+                name: t.name().to_string(),
+                names: t.names.iter().map(|(_, n)| n.clone()).filter(|n| !n.is_empty()).collect(),
+                parent_tid: t.parent_tid,
+                start_ns: t.start_ns,
+                exit_ns: t.exit_ns,
+                exit_code: t.exit_code,
+                preexisting: t.preexisting,
+            });
+        }
+        let mut locks: Vec<_> = p.locks.values().collect();
+        locks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.uaddr.cmp(&b.uaddr)));
+        for l in locks {
+            r.waits.push(WaitOut {
+                tgid: p.tgid,
+                addr: l.uaddr,
+                addr_hex: format!("{:#x}", l.uaddr),
+                op: futex::name(l.op),
+                count: l.count,
+                total_ns: l.total_ns,
+                max_ns: l.max_ns,
+            });
+        }
+    }
+    r
+}

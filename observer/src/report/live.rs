@@ -1,0 +1,100 @@
+//! One line per thread lifecycle event and long wait, printed as they happen.
+
+use super::{dur, escape};
+use crate::{
+    event::{Event, futex},
+    model::{Model, describe_exit},
+};
+
+/// The line for `ev`, rendered with the model as it is after applying it.
+pub fn line(model: &Model, ev: &Event) -> Option<String> {
+    let name = |tgid: u32, tid: u32| escape(model.thread_name(tgid, tid).unwrap_or("?"));
+    let rel = |ts: u64| {
+        let t0 = model.first_ns.unwrap_or(ts);
+        format!("{:>9.3}s", ts.saturating_sub(t0) as f64 / 1e9)
+    };
+    Some(match ev {
+        Event::ThreadNew { ts_ns, tgid, creator, tid, child_tgid, .. } if tgid == child_tgid => format!(
+            "{} + thread {tid} \"{}\" created by {creator} \"{}\"",
+            rel(*ts_ns),
+            name(*child_tgid, *tid),
+            name(*tgid, *creator)
+        ),
+        Event::ThreadNew { ts_ns, creator, child_tgid, tgid, .. } => format!(
+            "{} + process {child_tgid} forked by {creator} \"{}\"",
+            rel(*ts_ns),
+            name(*tgid, *creator)
+        ),
+        Event::ThreadExit { ts_ns, tgid, tid, exit_code, .. } => {
+            let p = model.process(*tgid)?;
+            let t = p.threads.iter().rev().find(|t| t.tid == *tid)?;
+            let life = t.start_ns.map(|s| format!(" after {}", dur(ts_ns.saturating_sub(s)))).unwrap_or_default();
+            format!(
+                "{} - thread {tid} \"{}\" exited ({}){life}",
+                rel(*ts_ns),
+                escape(t.name()),
+                describe_exit(*exit_code)
+            )
+        }
+        Event::ThreadRename { ts_ns, tid, name: n, .. } => {
+            format!("{} ~ thread {tid} renamed \"{}\"", rel(*ts_ns), escape(n))
+        }
+        Event::Exec { ts_ns, tgid, filename, .. } => {
+            format!("{} * process {tgid} exec {}", rel(*ts_ns), escape(filename))
+        }
+        Event::WaitDone { ts_ns, tgid, tid, wait, ret } => format!(
+            "{} ! thread {tid} \"{}\" waited {} on futex {:#x} ({}) -> {}",
+            rel(*ts_ns),
+            name(*tgid, *tid),
+            dur(ts_ns.saturating_sub(wait.start_ns)),
+            wait.uaddr,
+            futex::name(wait.op),
+            errno_name(*ret)
+        ),
+        _ => return None,
+    })
+}
+
+/// Lines for waits that crossed `long_wait_ns` since the last call; each
+/// wait is announced once (keyed by tid and start time).
+pub fn long_waits(
+    model: &Model,
+    now: u64,
+    long_wait_ns: u64,
+    announced: &mut std::collections::HashSet<(u32, u64)>,
+) -> Vec<String> {
+    let t0 = model.first_ns.unwrap_or(now);
+    let mut out = Vec::new();
+    for p in model.processes.values() {
+        for t in p.live_threads() {
+            let Some(w) = &t.wait else { continue };
+            let age = now.saturating_sub(w.start_ns);
+            if age >= long_wait_ns && announced.insert((t.tid, w.start_ns)) {
+                out.push(format!(
+                    "{:>9.3}s ! thread {} \"{}\" waiting {} on futex {:#x} ({})",
+                    now.saturating_sub(t0) as f64 / 1e9,
+                    t.tid,
+                    escape(t.name()),
+                    dur(age),
+                    w.uaddr,
+                    futex::name(w.op)
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn errno_name(ret: i64) -> String {
+    match -ret {
+        0 if ret == 0 => "0".into(),
+        4 => "EINTR".into(),
+        11 => "EAGAIN".into(),
+        35 => "EDEADLK".into(),
+        110 => "ETIMEDOUT".into(),
+        130 => "EOWNERDEAD".into(),
+        131 => "ENOTRECOVERABLE".into(),
+        _ if ret >= 0 => ret.to_string(),
+        e => format!("errno {e}"),
+    }
+}

@@ -1,0 +1,122 @@
+//! The text summary printed when observation ends.
+
+use std::fmt::Write as _;
+
+use super::{dur, escape};
+use crate::{
+    event::futex,
+    model::{Model, Process, describe_exit},
+};
+
+pub const TOP_LOCKS: usize = 10;
+
+pub fn summary(model: &Model, long_wait_ns: u64) -> String {
+    let mut s = String::new();
+    for p in model.processes.values() {
+        process(&mut s, model, p, long_wait_ns);
+    }
+    let d = &model.drops;
+    if d.any() {
+        let _ = writeln!(
+            s,
+            "DROPS: ring buffer {}, wait table full {}, aggregate table full {}, watch set full {} \
+             (of {} records): the report may miss events",
+            d.ringbuf, d.wait_table_full, d.aggregate_full, d.watch_full, d.records
+        );
+    } else {
+        let _ = writeln!(s, "DROPS: none ({} records)", d.records);
+    }
+    s
+}
+
+fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
+    let t0 = p.observed_from_ns;
+    let end = p.observed_to_ns.unwrap_or(model.last_ns);
+    let leader = p.threads.iter().find(|t| t.tid == p.tgid).map(|t| t.name()).unwrap_or("?");
+    let _ = writeln!(s, "== observer: process {} \"{}\" ==", p.tgid, escape(leader));
+    if !p.cmdline.is_empty() {
+        let cmd: Vec<String> = p.cmdline.iter().map(|a| escape(a)).collect();
+        let _ = writeln!(s, "command: {}", cmd.join(" "));
+    }
+    let status = p.exit_status.map(describe_exit).unwrap_or_else(|| "still running".into());
+    let _ = writeln!(
+        s,
+        "observed {} ({}), exit status: {status}",
+        dur(end.saturating_sub(t0)),
+        if p.attached { "attached" } else { "from start" }
+    );
+
+    let alive = p.live_threads().count();
+    let _ = writeln!(s, "\nTHREADS: {} seen, {alive} alive at end", p.threads.len());
+    let _ = writeln!(
+        s,
+        "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {}",
+        "TID", "NAME", "PARENT", "START", "LIFETIME", "EXIT"
+    );
+    for t in &p.threads {
+        let start = match t.start_ns {
+            Some(st) if st >= t0 => format!("+{:.3}s", (st - t0) as f64 / 1e9),
+            Some(st) => format!("-{:.3}s", (t0 - st) as f64 / 1e9),
+            None => "?".into(),
+        };
+        let life = match (t.start_ns, t.exit_ns) {
+            (Some(a), Some(b)) => dur(b.saturating_sub(a)),
+            (Some(a), None) => format!("{}+", dur(end.saturating_sub(a))),
+            _ => "?".into(),
+        };
+        let exit = t.exit_code.map(describe_exit).unwrap_or_else(|| "-".into());
+        let mut name = escape(t.name());
+        // names[0] is inherited from the creator (or the observer, for `run`).
+        if t.names.len() > 2 {
+            let earlier: Vec<String> =
+                t.names[1..t.names.len() - 1].iter().filter(|(_, n)| !n.is_empty()).map(|(_, n)| escape(n)).collect();
+            if !earlier.is_empty() {
+                name = format!("{name} (was {})", earlier.join(", "));
+            }
+        }
+        let parent = t.parent_tid.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+        let _ = writeln!(s, "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {exit}", t.tid, name, parent, start, life);
+    }
+
+    let mut locks: Vec<_> = p.locks.values().collect();
+    locks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.uaddr.cmp(&b.uaddr)));
+    if locks.is_empty() {
+        let _ = writeln!(s, "\nCONTENDED FUTEXES: none");
+    } else {
+        let _ = writeln!(
+            s,
+            "\nCONTENDED FUTEXES: top {} of {} by total wait",
+            locks.len().min(TOP_LOCKS),
+            locks.len()
+        );
+        let _ = writeln!(s, "  {:<18}  {:<22}  {:>8}  {:>10}  {:>10}", "ADDRESS", "OP", "WAITS", "TOTAL", "MAX");
+        for l in locks.iter().take(TOP_LOCKS) {
+            let _ = writeln!(
+                s,
+                "  {:<18}  {:<22}  {:>8}  {:>10}  {:>10}",
+                format!("{:#x}", l.uaddr),
+                futex::name(l.op),
+                l.count,
+                dur(l.total_ns),
+                dur(l.max_ns)
+            );
+        }
+    }
+    if !p.long_waits.is_empty() {
+        let _ = writeln!(s, "\nLONG WAITS (>= {}): {}", dur(long_wait_ns), p.long_waits.len());
+        for lw in p.long_waits.iter().take(20) {
+            let name = p.threads.iter().rev().find(|t| t.tid == lw.tid).map(|t| t.name()).unwrap_or("?");
+            let _ = writeln!(
+                s,
+                "  thread {} \"{}\" waited {} on {:#x} ({}) -> {}",
+                lw.tid,
+                escape(name),
+                dur(lw.end_ns.saturating_sub(lw.wait.start_ns)),
+                lw.wait.uaddr,
+                futex::name(lw.wait.op),
+                super::live::errno_name(lw.ret)
+            );
+        }
+    }
+    let _ = writeln!(s);
+}

@@ -1,0 +1,4 @@
+//! Sources of events: the live BPF source and /proc.
+
+pub mod live;
+pub mod procfs;

@@ -1,0 +1,69 @@
+//! What /proc tells about a process without BPF: its threads (to seed the
+//! model when attaching) and its command line.
+
+use crate::event::{Event, Tid};
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+pub fn mono_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Converts a /proc starttime (ticks since boot) to CLOCK_MONOTONIC ns.
+fn start_ticks_to_mono(ticks: u64) -> u64 {
+    let hz = procfs::ticks_per_second().max(1);
+    let start_boot = ticks.saturating_mul(1_000_000_000) / hz;
+    let (boot, mono) = (clock_ns(libc::CLOCK_BOOTTIME), mono_ns());
+    mono.saturating_sub(boot.saturating_sub(start_boot))
+}
+
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/task")).exists()
+}
+
+/// The TGID of a TID, or None when the task is gone.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// One `ThreadSeen` event per thread of `pid` right now.
+pub fn seed_threads(pid: u32) -> std::io::Result<Vec<Event>> {
+    let now = mono_ns();
+    let proc_ = procfs::process::Process::new(pid as i32).map_err(std::io::Error::other)?;
+    let ppid = proc_.stat().ok().map(|s| s.ppid as Tid);
+    let mut out = Vec::new();
+    for task in proc_.tasks().map_err(std::io::Error::other)?.flatten() {
+        let Ok(stat) = task.stat() else { continue };
+        let tid = task.tid as Tid;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .map(|s| s.trim_end_matches('\n').to_string())
+            .unwrap_or(stat.comm.clone());
+        out.push(Event::ThreadSeen {
+            ts_ns: now,
+            tgid: pid,
+            tid,
+            name,
+            parent_tid: if tid == pid { ppid } else { None },
+            start_ns: Some(start_ticks_to_mono(stat.starttime)),
+        });
+    }
+    Ok(out)
+}
