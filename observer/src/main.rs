@@ -7,6 +7,7 @@ mod probe;
 mod report;
 mod session;
 mod source;
+mod symbol;
 mod sys;
 
 use std::{

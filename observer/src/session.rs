@@ -169,6 +169,7 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
         child.release()?;
+        tracing::info!("observing pid {pid}");
         let status = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
         Ok(status.map(sys::exit_code_of).unwrap_or(1))
     })
@@ -206,6 +207,7 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         let mut evs = vec![Event::Start { ts_ns: now, tgid: pid, cmdline, attached: true }];
         evs.extend(seed.unwrap_or_default());
         s.feed(&mut evs)?;
+        tracing::info!("observing pid {pid}");
         observe(&mut s, src, Target::Attached { pid }, pidfd, duration, "attach").await?;
         Ok(0)
     })

@@ -1,1 +1,134 @@
-fn main(){}
+//! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
+
+mod bench;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command) -> Result<()> {
+    let shown = format!("{c:?}");
+    eprintln!("xtask: {shown}");
+    let st = c.status().with_context(|| format!("running {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+/// Names (as the kernel truncates them) of our programs: none may outlive a test.
+const OUR_PROGS: &[&str] = &[
+    "btf_sys_enter", "btf_sys_exit", "raw_sys_enter", "raw_sys_exit", "tp_sys_enter_fu",
+    "tp_sys_exit_fut", "btf_task_newtas", "btf_process_exi", "btf_task_rename", "btf_process_exe",
+    "raw_task_newtas", "raw_process_exi", "raw_task_rename", "raw_process_exe", "tp_task_newtask",
+    "tp_process_exit", "tp_task_rename", "tp_process_exec", "fentry_futex", "fexit_futex",
+];
+
+pub fn leftover_programs() -> Vec<String> {
+    let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| OUR_PROGS.contains(&w)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn test(args: &[String]) -> Result<()> {
+    run({
+        let mut c = cargo();
+        c.args(["build", "--workspace", "--all-targets"]);
+        c
+    })?;
+    run({
+        let mut c = cargo();
+        c.args(["test", "--workspace"]);
+        c
+    })?;
+    if !is_root() {
+        bail!("the BPF integration tests need root: run `sudo ./x test`");
+    }
+    run({
+        let mut c = cargo();
+        c.args(["test", "-p", "observer", "--test", "bpf", "--", "--ignored", "--test-threads=1"]);
+        c.args(args);
+        c
+    })?;
+    let left = leftover_programs();
+    if !left.is_empty() {
+        bail!("BPF programs left loaded after the tests:\n{}", left.join("\n"));
+    }
+    eprintln!("xtask: all tests passed; no BPF programs left loaded");
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    if !is_root() {
+        bail!("the demo loads BPF programs: run `sudo ./x demo`");
+    }
+    run({
+        let mut c = cargo();
+        c.args(["build", "--release", "-p", "observer"]);
+        c
+    })?;
+    let out = root().join("target/fixtures");
+    std::fs::create_dir_all(&out)?;
+    let bin = out.join("demo_bank");
+    run({
+        let mut c = Command::new("gcc");
+        c.args(["-O2", "-g", "-pthread", "-o"]).arg(&bin).arg(root().join("demo/bank.c"));
+        c
+    })?;
+    eprintln!("xtask: observer run --kill-on-deadlock -- {}", bin.display());
+    let st = Command::new(root().join("target/release/observer"))
+        .args(["run", "--kill-on-deadlock", "--"])
+        .arg(&bin)
+        .status()?;
+    // 3 = a deadlock was found (the demo's point); anything else is a failure.
+    match st.code() {
+        Some(3) => Ok(()),
+        _ => bail!("the demo did not end with a deadlock report ({st})"),
+    }
+}
+
+fn vmlinux() -> Result<()> {
+    let out = Command::new("bpftool")
+        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"])
+        .output()
+        .context("running bpftool")?;
+    if !out.status.success() {
+        bail!("bpftool failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dest = root().join("observer-ebpf/src/bpf/vmlinux.h");
+    std::fs::write(&dest, out.stdout)?;
+    eprintln!("xtask: wrote {}", dest.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(),
+        Some("bench") => bench::main(&args[1..]),
+        Some("vmlinux") => vmlinux(),
+        _ => bail!("usage: cargo xtask test|demo|bench|vmlinux"),
+    }
+}

@@ -1,0 +1,1 @@
+//! Symbols, stacks and Python awareness.
