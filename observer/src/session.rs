@@ -54,8 +54,12 @@ impl Outputs {
 
 enum Target {
     /// Started by us: reaped for its exit status.
-    Child { pid: u32 },
-    Attached { pid: u32 },
+    Child {
+        pid: u32,
+    },
+    Attached {
+        pid: u32,
+    },
 }
 
 impl Target {
@@ -92,7 +96,8 @@ impl Session {
     }
 
     fn long_wait_lines(&mut self, now: u64) {
-        let lines = report::live::long_waits(&self.model, now, self.long_wait_ns, &mut self.announced);
+        let lines =
+            report::live::long_waits(&self.model, now, self.long_wait_ns, &mut self.announced);
         if !self.opts.quiet {
             for l in lines {
                 eprintln!("{l}");
@@ -146,7 +151,10 @@ fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 /// `observer run -- CMD`: returns CMD's exit code.
@@ -163,9 +171,20 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         probes.watch(pid)?;
         let pidfd = sys::pidfd_open(pid).context("pidfd_open on the child")?;
         let src = LiveSource::new(probes, min_age(&opts))?;
-        let mut s = Session { opts, long_wait_ns, model: Model::new(), out, announced: HashSet::new() };
+        let mut s = Session {
+            opts,
+            long_wait_ns,
+            model: Model::new(),
+            out,
+            announced: HashSet::new(),
+        };
         let now = procfs::mono_ns();
-        let mut evs = vec![Event::Start { ts_ns: now, tgid: pid, cmdline: cmd.clone(), attached: false }];
+        let mut evs = vec![Event::Start {
+            ts_ns: now,
+            tgid: pid,
+            cmdline: cmd.clone(),
+            attached: false,
+        }];
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
         child.release()?;
@@ -181,15 +200,17 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
     if pid == std::process::id() {
         bail!("refusing to observe the observer itself (pid {pid})");
     }
+    if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
+        bail!("{pid} is a thread of process {tgid}: attach to the process");
+    }
     let pidfd = match sys::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => bail!("no such process: {pid}"),
         Err(e) => return Err(e).with_context(|| format!("cannot open process {pid}")),
     };
-    if procfs::tgid_of(pid).is_some_and(|t| t != pid) {
-        bail!("{pid} is a thread of process {}: attach to the process", procfs::tgid_of(pid).unwrap_or(0));
-    }
-    let duration = duration.map(|d| crate::cli::secs_to_ns(d, "--duration")).transpose()?;
+    let duration = duration
+        .map(|d| crate::cli::secs_to_ns(d, "--duration"))
+        .transpose()?;
     let out = Outputs::open(&opts)?;
     let long_wait_ns = opts.long_wait_ns()?;
     let rt = runtime()?;
@@ -202,13 +223,32 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
             bail!("process {pid} exited while attaching");
         }
         let src = LiveSource::new(probes, min_age(&opts))?;
-        let mut s = Session { opts, long_wait_ns, model: Model::new(), out, announced: HashSet::new() };
+        let mut s = Session {
+            opts,
+            long_wait_ns,
+            model: Model::new(),
+            out,
+            announced: HashSet::new(),
+        };
         let now = procfs::mono_ns();
-        let mut evs = vec![Event::Start { ts_ns: now, tgid: pid, cmdline, attached: true }];
+        let mut evs = vec![Event::Start {
+            ts_ns: now,
+            tgid: pid,
+            cmdline,
+            attached: true,
+        }];
         evs.extend(seed.unwrap_or_default());
         s.feed(&mut evs)?;
         tracing::info!("observing pid {pid}");
-        observe(&mut s, src, Target::Attached { pid }, pidfd, duration, "attach").await?;
+        observe(
+            &mut s,
+            src,
+            Target::Attached { pid },
+            pidfd,
+            duration,
+            "attach",
+        )
+        .await?;
         Ok(0)
     })
 }
@@ -228,7 +268,8 @@ async fn observe(
     mode: &str,
 ) -> Result<Option<i32>> {
     // SAFETY: the AsyncFd owns the pidfd and keeps it open while registered.
-    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }.context("watching the target")?;
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+        .context("watching the target")?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(Duration::from_millis(20));
@@ -261,7 +302,8 @@ async fn observe(
                 // Pass the signal on and give the child a moment to exit.
                 Target::Child { pid } => {
                     sys::kill(pid, sig);
-                    let grace = tokio::time::timeout(Duration::from_secs(3), pidfd.readable()).await;
+                    let grace =
+                        tokio::time::timeout(Duration::from_secs(3), pidfd.readable()).await;
                     if grace.is_err() {
                         tracing::warn!("child {pid} ignored signal {sig}; killing it");
                         sys::kill(pid, libc::SIGKILL);
@@ -279,10 +321,17 @@ async fn observe(
         Target::Child { pid } => Some(sys::waitpid(pid).context("reaping the child")?),
         Target::Attached { .. } => None,
     };
-    evs.push(Event::End { ts_ns: now, tgid: target.pid(), exit_status: status });
+    evs.push(Event::End {
+        ts_ns: now,
+        tgid: target.pid(),
+        exit_status: status,
+    });
     s.feed(&mut evs)?;
     if src.decode_errors > 0 {
-        tracing::warn!("{} ring buffer records could not be decoded", src.decode_errors);
+        tracing::warn!(
+            "{} ring buffer records could not be decoded",
+            src.decode_errors
+        );
     }
     let hooks = src.probes.hooks.clone();
     s.finish(mode, &hooks)?;

@@ -43,7 +43,11 @@ impl Thread {
 pub fn describe_exit(code: i32) -> String {
     let sig = code & 0x7f;
     if sig != 0 {
-        let core = if code & 0x80 != 0 { " (core dumped)" } else { "" };
+        let core = if code & 0x80 != 0 {
+            " (core dumped)"
+        } else {
+            ""
+        };
         format!("signal {sig}{core}")
     } else {
         format!("{}", (code >> 8) & 0xff)
@@ -89,7 +93,11 @@ pub struct Process {
 
 impl Process {
     fn new(tgid: u32, ts_ns: u64) -> Self {
-        Process { tgid, observed_from_ns: ts_ns, ..Default::default() }
+        Process {
+            tgid,
+            observed_from_ns: ts_ns,
+            ..Default::default()
+        }
     }
 
     pub fn thread(&self, tid: Tid) -> Option<&Thread> {
@@ -167,7 +175,9 @@ impl Model {
     }
 
     fn proc_mut(&mut self, tgid: u32, ts_ns: u64) -> &mut Process {
-        self.processes.entry(tgid).or_insert_with(|| Process::new(tgid, ts_ns))
+        self.processes
+            .entry(tgid)
+            .or_insert_with(|| Process::new(tgid, ts_ns))
     }
 
     /// The name of a thread as last known, for any process.
@@ -181,13 +191,25 @@ impl Model {
             self.last_ns = self.last_ns.max(ts);
         }
         match ev {
-            Event::Start { ts_ns, tgid, cmdline, attached } => {
+            Event::Start {
+                ts_ns,
+                tgid,
+                cmdline,
+                attached,
+            } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 p.cmdline = cmdline.clone();
                 p.attached = *attached;
                 p.observed_from_ns = *ts_ns;
             }
-            Event::ThreadSeen { ts_ns, tgid, tid, name, parent_tid, start_ns } => {
+            Event::ThreadSeen {
+                ts_ns,
+                tgid,
+                tid,
+                name,
+                parent_tid,
+                start_ns,
+            } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 let t = p.add_thread(Thread {
                     tid: *tid,
@@ -206,7 +228,16 @@ impl Model {
                     t.names.push((*ts_ns, name.clone()));
                 }
             }
-            Event::ThreadNew { ts_ns, tgid, creator, tid, child_tgid, clone_flags, child_tid_addr, name } => {
+            Event::ThreadNew {
+                ts_ns,
+                tgid,
+                creator,
+                tid,
+                child_tgid,
+                clone_flags,
+                child_tid_addr,
+                name,
+            } => {
                 let p = self.proc_mut(*child_tgid, *ts_ns);
                 if child_tgid != tgid && p.cmdline.is_empty() {
                     // A followed fork: its first thread's parent is the creator.
@@ -230,7 +261,13 @@ impl Model {
                     wait: None,
                 });
             }
-            Event::ThreadExit { ts_ns, tgid, tid, exit_code, group_dead } => {
+            Event::ThreadExit {
+                ts_ns,
+                tgid,
+                tid,
+                exit_code,
+                group_dead,
+            } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 let t = p.ensure_thread(*tid, *ts_ns);
                 t.exit_ns = Some(*ts_ns);
@@ -243,13 +280,25 @@ impl Model {
                     }
                 }
             }
-            Event::ThreadRename { ts_ns, tgid, tid, name } => {
+            Event::ThreadRename {
+                ts_ns,
+                tgid,
+                tid,
+                name,
+            } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
                 if t.name() != name {
                     t.names.push((*ts_ns, name.clone()));
                 }
             }
-            Event::Exec { ts_ns, tgid, tid, old_tid, filename, name } => {
+            Event::Exec {
+                ts_ns,
+                tgid,
+                tid,
+                old_tid,
+                filename,
+                name,
+            } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 p.exe = Some(filename.clone());
                 if old_tid != tid {
@@ -263,33 +312,72 @@ impl Model {
                     t.names.push((*ts_ns, name.clone()));
                 }
             }
-            Event::WaitBegin { ts_ns, tgid, tid, wait } => {
+            Event::WaitBegin {
+                ts_ns,
+                tgid,
+                tid,
+                wait,
+            } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
                 t.wait = Some(wait.clone());
             }
-            Event::WaitEnd { ts_ns, tgid, tid, start_ns, .. } => {
+            Event::WaitEnd {
+                ts_ns,
+                tgid,
+                tid,
+                start_ns,
+                ..
+            } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
                 if t.wait.as_ref().is_some_and(|w| w.start_ns == *start_ns) {
                     t.wait = None;
                 }
             }
-            Event::WaitDone { ts_ns, tgid, tid, wait, ret } => {
+            Event::WaitDone {
+                ts_ns,
+                tgid,
+                tid,
+                wait,
+                ret,
+            } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 let t = p.ensure_thread(*tid, *ts_ns);
                 if t.wait.as_ref().is_some_and(|w| w.start_ns == wait.start_ns) {
                     t.wait = None;
                 }
-                p.long_waits.push(LongWait { tid: *tid, wait: wait.clone(), end_ns: *ts_ns, ret: *ret });
+                p.long_waits.push(LongWait {
+                    tid: *tid,
+                    wait: wait.clone(),
+                    end_ns: *ts_ns,
+                    ret: *ret,
+                });
             }
-            Event::LockStats { tgid, uaddr, op, count, total_ns, max_ns } => {
+            Event::LockStats {
+                tgid,
+                uaddr,
+                op,
+                count,
+                total_ns,
+                max_ns,
+            } => {
                 let p = self.proc_mut(*tgid, 0);
                 p.locks.insert(
                     *uaddr,
-                    LockStat { uaddr: *uaddr, op: *op, count: *count, total_ns: *total_ns, max_ns: *max_ns },
+                    LockStat {
+                        uaddr: *uaddr,
+                        op: *op,
+                        count: *count,
+                        total_ns: *total_ns,
+                        max_ns: *max_ns,
+                    },
                 );
             }
             Event::Drops { drops, .. } => self.drops = *drops,
-            Event::End { ts_ns, tgid, exit_status } => {
+            Event::End {
+                ts_ns,
+                tgid,
+                exit_status,
+            } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 p.observed_to_ns.get_or_insert(*ts_ns);
                 if exit_status.is_some() {

@@ -1,1 +1,157 @@
+//! Model tests on event streams recorded from the fixtures (no root).
+
 use super::*;
+use crate::event::{Event, Wait, WaitOrigin};
+
+fn replay(s: &str) -> Model {
+    let mut m = Model::new();
+    for line in s.lines().filter(|l| !l.trim().is_empty()) {
+        m.apply(&serde_json::from_str::<Event>(line).expect("event"));
+    }
+    m
+}
+
+fn by_name<'a>(p: &'a Process, name: &str) -> &'a Thread {
+    p.threads
+        .iter()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("no thread {name}"))
+}
+
+/// fixtures/threads.c under `observer run` (recorded with --record).
+#[test]
+fn recorded_threads_fixture() {
+    let m = replay(include_str!("../../tests/data/threads.jsonl"));
+    assert_eq!(m.processes.len(), 1);
+    let p = m.processes.values().next().unwrap();
+    assert_eq!(p.threads.len(), 5);
+    let main = by_name(p, "main");
+    assert_eq!(main.tid, p.tgid);
+    assert_eq!(p.exit_status, Some(7 << 8));
+    let w3 = by_name(p, "renamed-3");
+    assert!(w3.names.iter().any(|(_, n)| n == "worker-3"));
+    let gc = by_name(p, "grandchild");
+    assert_eq!(gc.parent_tid, Some(w3.tid));
+    for n in ["worker-1", "worker-2", "renamed-3"] {
+        let t = by_name(p, n);
+        assert_eq!(t.parent_tid, Some(main.tid));
+        assert!(t.exit_ns.unwrap() > t.start_ns.unwrap());
+        assert_ne!(t.child_tid_addr, 0, "clone child_tid recorded");
+    }
+    assert_eq!(p.live_threads().count(), 0);
+}
+
+fn wait(start: u64) -> Wait {
+    Wait {
+        uaddr: 0x1000,
+        uaddr2: 0,
+        op: 0x80,
+        val: 2,
+        start_ns: start,
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        words_addr: 0,
+        words: vec![],
+        origin: WaitOrigin::Kernel,
+    }
+}
+
+#[test]
+fn tid_reuse_keeps_both_threads() {
+    let mut m = Model::new();
+    let new = |ts, tid| Event::ThreadNew {
+        ts_ns: ts,
+        tgid: 1,
+        creator: 1,
+        tid,
+        child_tgid: 1,
+        clone_flags: 0x3d0f00,
+        child_tid_addr: 0x10,
+        name: format!("t{ts}"),
+    };
+    m.apply(&new(1, 5));
+    m.apply(&Event::ThreadExit {
+        ts_ns: 2,
+        tgid: 1,
+        tid: 5,
+        exit_code: 0,
+        group_dead: false,
+    });
+    m.apply(&new(3, 5));
+    let p = m.process(1).unwrap();
+    assert_eq!(p.threads.iter().filter(|t| t.tid == 5).count(), 2);
+    assert_eq!(p.thread(5).unwrap().name(), "t3");
+    assert!(p.thread(5).unwrap().alive());
+}
+
+#[test]
+fn waits_begin_and_end_by_start_time() {
+    let mut m = Model::new();
+    m.apply(&Event::WaitBegin {
+        ts_ns: 10,
+        tgid: 1,
+        tid: 2,
+        wait: wait(5),
+    });
+    assert!(m.process(1).unwrap().thread(2).unwrap().wait.is_some());
+    // an end for an older wait does not clear the current one
+    m.apply(&Event::WaitEnd {
+        ts_ns: 11,
+        tgid: 1,
+        tid: 2,
+        start_ns: 4,
+        ret: None,
+    });
+    assert!(m.process(1).unwrap().thread(2).unwrap().wait.is_some());
+    m.apply(&Event::WaitDone {
+        ts_ns: 20,
+        tgid: 1,
+        tid: 2,
+        wait: wait(5),
+        ret: 0,
+    });
+    let p = m.process(1).unwrap();
+    assert!(p.thread(2).unwrap().wait.is_none());
+    assert_eq!(p.long_waits.len(), 1);
+}
+
+#[test]
+fn exec_from_a_non_leader_thread() {
+    let mut m = Model::new();
+    m.apply(&Event::ThreadSeen {
+        ts_ns: 1,
+        tgid: 7,
+        tid: 7,
+        name: "a".into(),
+        parent_tid: Some(1),
+        start_ns: Some(0),
+    });
+    m.apply(&Event::ThreadSeen {
+        ts_ns: 1,
+        tgid: 7,
+        tid: 8,
+        name: "b".into(),
+        parent_tid: None,
+        start_ns: Some(0),
+    });
+    m.apply(&Event::Exec {
+        ts_ns: 5,
+        tgid: 7,
+        tid: 7,
+        old_tid: 8,
+        filename: "/bin/x".into(),
+        name: "x".into(),
+    });
+    let p = m.process(7).unwrap();
+    assert_eq!(p.exe.as_deref(), Some("/bin/x"));
+    assert_eq!(p.thread(7).unwrap().name(), "x");
+    assert!(!p.thread(8).unwrap().alive());
+}
+
+#[test]
+fn exit_descriptions() {
+    assert_eq!(describe_exit(7 << 8), "7");
+    assert_eq!(describe_exit(9), "signal 9");
+    assert_eq!(describe_exit(0x86), "signal 6 (core dumped)");
+}

@@ -1,0 +1,391 @@
+//! Root integration tests: real fixtures observed by the real observer.
+//! Ignored by default (they need root and load BPF); `./x test` runs them
+//! one at a time with `--ignored --test-threads=1`.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn observer() -> Command {
+    Command::new(observer_bin())
+}
+
+/// Checks the thread table of the `threads` fixture in a report.
+fn check_threads_report(r: &serde_json::Value, out: &[String]) {
+    let main = tid_of(out, "main");
+    let w1 = tid_of(out, "worker-1");
+    let w2 = tid_of(out, "worker-2");
+    let w3 = tid_of(out, "worker-3");
+    let gc = tid_of(out, "grandchild");
+    assert_eq!(tid_of(out, "renamed-3"), w3);
+    // exactly those threads
+    let mut tids: Vec<u64> = r["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect();
+    tids.sort();
+    let mut want = vec![main as u64, w1 as u64, w2 as u64, w3 as u64, gc as u64];
+    want.sort();
+    assert_eq!(tids, want, "{r:#}");
+    for (tid, name) in [
+        (w1, "worker-1"),
+        (w2, "worker-2"),
+        (w3, "renamed-3"),
+        (gc, "grandchild"),
+        (main, "main"),
+    ] {
+        let t = report_thread(r, tid);
+        assert_eq!(t["name"], name, "{t:#}");
+        assert!(
+            t["exit_ns"].as_u64().unwrap() > t["start_ns"].as_u64().unwrap(),
+            "{t:#}"
+        );
+        // the process ended with exit(7): every thread carries the status
+        if tid == main {
+            assert_eq!(t["exit_code"], 7 << 8, "{t:#}");
+        }
+    }
+    assert!(
+        report_thread(r, w3)["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "worker-3")
+    );
+    for w in [w1, w2, w3] {
+        assert_eq!(report_thread(r, w)["parent_tid"], main, "parent of {w}");
+    }
+    assert_eq!(
+        report_thread(r, gc)["parent_tid"],
+        w3,
+        "grandchild's parent is worker-3"
+    );
+    assert_eq!(r["processes"][0]["exit_status"], 7 << 8);
+}
+
+fn run_threads(hooks: &str) {
+    let bin = fixture("threads");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--quiet", "--hooks", hooks, "--report"])
+            .arg(&rep)
+            .arg("--")
+            .arg(&bin);
+        c
+    });
+    let st = p.wait_exit(T);
+    assert_eq!(
+        st.code(),
+        Some(7),
+        "observer run exits with the command's status\n{:?}",
+        p.stderr
+    );
+    let r = read_json(&rep);
+    check_threads_report(&r, &p.stdout);
+    if hooks != "auto" {
+        assert!(
+            r["hooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h["rung"] == hooks),
+            "{:#}",
+            r["hooks"]
+        );
+    }
+    assert!(
+        p.stdout.iter().any(|l| l.starts_with("THREADS: 5 seen")),
+        "{:?}",
+        p.stdout
+    );
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn run_reports_thread_lifecycle() {
+    run_threads("auto");
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn raw_tp_rung_works() {
+    run_threads("raw_tp");
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn tracepoint_rung_works() {
+    run_threads("tracepoint");
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn contended_mutex_is_in_waits() {
+    let bin = fixture("contended");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--quiet", "--report"])
+            .arg(&rep)
+            .arg("--")
+            .arg(&bin);
+        c
+    });
+    assert_eq!(p.wait_exit(T).code(), Some(0));
+    let locks = fixture_locks(&p.stdout);
+    let hot = locks.iter().find(|(n, _)| n == "hot_lock").unwrap().1;
+    let cold = locks.iter().find(|(n, _)| n == "cold_lock").unwrap().1;
+    let r = read_json(&rep);
+    let waits = r["waits"].as_array().unwrap();
+    let w = waits
+        .iter()
+        .find(|w| w["addr"] == hot)
+        .unwrap_or_else(|| panic!("hot_lock {hot:#x} not in {waits:#?}"));
+    let count = w["count"].as_u64().unwrap();
+    // 4 threads x 2000 iterations with a 50us critical section: most acquisitions contend
+    assert!(
+        (100..=8000).contains(&count),
+        "implausible wait count {count}"
+    );
+    assert_eq!(w["op"], "WAIT_PRIVATE");
+    assert!(w["total_ns"].as_u64().unwrap() >= w["max_ns"].as_u64().unwrap());
+    assert!(
+        !waits.iter().any(|w| w["addr"] == cold),
+        "cold_lock never contends"
+    );
+    assert_eq!(waits[0]["addr"], hot, "hot_lock has the most total wait");
+    assert_eq!(r["drops"]["ringbuf"], 0);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn attach_sees_existing_and_new_threads() {
+    let bin = fixture("sleeper");
+    let mut target = Proc::spawn(Command::new(&bin));
+    target.wait_stdout(T, |l| l == "ready");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["-v", "attach", "-p", &target.pid().to_string(), "--report"])
+            .arg(&rep);
+        c
+    });
+    obs.wait_stderr(T, |l| l.contains("observing pid"));
+    target.signal(libc::SIGUSR1);
+    target.wait_stdout(T, |l| l == "post-done");
+    obs.signal(libc::SIGINT);
+    assert_eq!(obs.wait_exit(T).code(), Some(0), "{:?}", obs.stderr);
+    let r = read_json(&rep);
+    let out = &target.stdout;
+    let main = tid_of(out, "main");
+    for name in ["main", "pre-1", "pre-2"] {
+        let t = report_thread(&r, tid_of(out, name));
+        assert_eq!(t["name"], name);
+        assert_eq!(t["preexisting"], true);
+        assert!(t["exit_ns"].is_null());
+    }
+    let post = report_thread(&r, tid_of(out, "post-1"));
+    assert_eq!(post["name"], "post-1");
+    assert_eq!(post["preexisting"], false);
+    assert_eq!(post["parent_tid"], main);
+    assert!(post["exit_ns"].as_u64().is_some());
+    assert_eq!(r["processes"][0]["attached"], true);
+    // the live line for the new thread was printed
+    assert!(obs.stderr.iter().any(
+        |l| l.contains("+ thread") && l.contains("post-1") || l.contains("renamed \"post-1\"")
+    ));
+    drop(target);
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn attach_ends_when_target_exits_and_duration_works() {
+    let mut target = Proc::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("1");
+        c
+    });
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["attach", "--quiet", "-p", &target.pid().to_string()]);
+        c
+    });
+    assert_eq!(obs.wait_exit(T).code(), Some(0));
+    target.wait_exit(T);
+    let target = Proc::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    });
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args([
+            "attach",
+            "--quiet",
+            "--duration",
+            "0.5",
+            "-p",
+            &target.pid().to_string(),
+        ]);
+        c
+    });
+    assert_eq!(obs.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert!(
+        obs.stdout.iter().any(|l| l.contains("still running")),
+        "{:?}",
+        obs.stdout
+    );
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn record_then_replay_gives_the_same_threads() {
+    let bin = fixture("threads");
+    let dir = tmp();
+    let (rep, rec, rep2) = (
+        dir.path().join("r.json"),
+        dir.path().join("e.jsonl"),
+        dir.path().join("r2.json"),
+    );
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--quiet", "--report"])
+            .arg(&rep)
+            .arg("--record")
+            .arg(&rec)
+            .arg("--")
+            .arg(&bin);
+        c
+    });
+    assert_eq!(p.wait_exit(T).code(), Some(7));
+    let st = observer()
+        .arg("replay")
+        .arg(&rec)
+        .arg("--report")
+        .arg(&rep2)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let (a, b) = (read_json(&rep), read_json(&rep2));
+    assert_eq!(a["threads"], b["threads"]);
+    assert_eq!(a["waits"], b["waits"]);
+    check_threads_report(&b, &p.stdout);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn sigkill_of_the_observer_leaves_nothing_loaded() {
+    let target = Proc::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    });
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["-v", "attach", "-p", &target.pid().to_string()]);
+        c
+    });
+    obs.wait_stderr(T, |l| l.contains("observing pid"));
+    obs.signal(libc::SIGKILL);
+    obs.wait_exit(T);
+    assert_no_programs_left();
+}
+
+/// Runs the observer and expects one clear error line and exit code 1.
+fn expect_error(args: &[&str], needle: &str) {
+    let out = observer().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected for {args:?}: {err}");
+    assert!(lines[0].starts_with("observer: error: "), "{err}");
+    assert!(lines[0].contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn bad_input_gives_one_line_errors() {
+    expect_error(&["attach", "-p", "999999999"], "no such process");
+    expect_error(&["run", "--", "/nonexistent/cmd"], "no such executable");
+    expect_error(&["run", "--", "no-such-command-xyz"], "command not found");
+    expect_error(
+        &["run", "--report", "/proc/nonexistent/r.json", "--", "true"],
+        "cannot write report",
+    );
+    expect_error(&["replay", "/nonexistent.jsonl"], "cannot read");
+    // a thread id is not a process
+    let target = fixture("sleeper");
+    let mut p = Proc::spawn(Command::new(&target));
+    p.wait_stdout(T, |l| l == "ready");
+    let pre = tid_of(&p.stdout, "pre-1");
+    expect_error(
+        &["attach", "-p", &pre.to_string()],
+        "is a thread of process",
+    );
+    // not root: drop every capability
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(observer_bin())
+        .args(["attach", "-p", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("permission denied") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn target_names_are_escaped_in_text() {
+    // A thread name with a terminal escape sequence must not reach the terminal raw.
+    let dir = tmp();
+    let script = dir.path().join("evil.py");
+    std::fs::write(
+        &script,
+        "import ctypes, threading\n\
+         libc = ctypes.CDLL(None)\n\
+         def f():\n    libc.prctl(15, b'ev\\x1b[31mil', 0, 0, 0)\n\
+         t = threading.Thread(target=f); t.start(); t.join()\n",
+    )
+    .unwrap();
+    let out = observer()
+        .args(["run", "--", "python3"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = [out.stdout, out.stderr].concat();
+    assert!(!all.contains(&0x1b), "raw ESC reached the terminal");
+    assert!(String::from_utf8_lossy(&all).contains("ev\\x1b[31mil"));
+}

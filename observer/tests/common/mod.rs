@@ -1,0 +1,284 @@
+//! Helpers for the root integration tests: fixtures compiled on demand,
+//! processes with hard timeouts that are always killed, report parsing.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex,
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
+    time::{Duration, Instant},
+};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn observer_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_observer"))
+}
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Compiles fixtures/NAME.c (once per source change) and returns the binary.
+pub fn fixture(name: &str) -> PathBuf {
+    let _g = BUILD.lock().unwrap();
+    let src = repo().join(format!("fixtures/{name}.c"));
+    let dir = repo().join("target/fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join(name);
+    let stale = match (std::fs::metadata(&bin), std::fs::metadata(&src)) {
+        (Ok(b), Ok(s)) => b.modified().unwrap() < s.modified().unwrap(),
+        _ => true,
+    };
+    if stale {
+        let st = Command::new("gcc")
+            .args(["-O2", "-g", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status()
+            .expect("gcc");
+        assert!(st.success(), "compiling {name}");
+    }
+    bin
+}
+
+pub fn python_fixture(name: &str) -> PathBuf {
+    repo().join(format!("fixtures/{name}.py"))
+}
+
+/// A child process whose stdout/stderr lines are collected, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    out: Receiver<String>,
+    err: Receiver<String>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+fn pump(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let out = pump(child.stdout.take().unwrap());
+        let err = pump(child.stderr.take().unwrap());
+        Proc {
+            child,
+            out,
+            err,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn collect(&mut self) {
+        while let Ok(l) = self.err.try_recv() {
+            self.stderr.push(l);
+        }
+        while let Ok(l) = self.out.try_recv() {
+            self.stdout.push(l);
+        }
+    }
+
+    /// Waits until a stdout line satisfies `pred`; panics after `timeout`.
+    pub fn wait_stdout(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_line(timeout, pred, false)
+    }
+
+    pub fn wait_stderr(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_line(timeout, pred, true)
+    }
+
+    fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool, err: bool) -> String {
+        let end = Instant::now() + timeout;
+        if let Some(l) = if err { &self.stderr } else { &self.stdout }
+            .iter()
+            .find(|l| pred(l))
+        {
+            return l.clone();
+        }
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let rx = if err { &self.err } else { &self.out };
+            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(l) => {
+                    let hit = pred(&l);
+                    if err {
+                        self.stderr.push(l.clone())
+                    } else {
+                        self.stdout.push(l.clone())
+                    }
+                    if hit {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < end => {}
+                Err(_) => {
+                    self.collect();
+                    panic!(
+                        "timed out waiting for a line (stderr={err})\nstdout:\n{}\nstderr:\n{}",
+                        self.stdout.join("\n"),
+                        self.stderr.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for exit with a hard timeout (then kills and panics).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // let the pumps finish
+                std::thread::sleep(Duration::from_millis(50));
+                self.collect();
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.collect();
+                panic!(
+                    "process did not exit in {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout.join("\n"),
+                    self.stderr.join("\n")
+                );
+            }
+            self.collect();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a process (not our child) by pid.
+pub fn kill(pid: u32) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// `thread NAME TID` lines printed by fixtures: (name, tid).
+pub fn fixture_threads(lines: &[String]) -> Vec<(String, u32)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == "thread").then_some(())?;
+            let name = it.next()?.to_string();
+            let tid = it.next()?.parse().ok()?;
+            Some((name, tid))
+        })
+        .collect()
+}
+
+/// `lock SYMBOL 0xADDR` lines: (symbol, addr).
+pub fn fixture_locks(lines: &[String]) -> Vec<(String, u64)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == "lock").then_some(())?;
+            let name = it.next()?.to_string();
+            let addr = u64::from_str_radix(it.next()?.trim_start_matches("0x"), 16).ok()?;
+            Some((name, addr))
+        })
+        .collect()
+}
+
+pub fn tid_of(lines: &[String], name: &str) -> u32 {
+    fixture_threads(lines)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("fixture printed no thread {name}: {lines:?}"))
+        .1
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("parse {}: {e}\n{s}", p.display()))
+}
+
+pub fn report_thread<'a>(r: &'a serde_json::Value, tid: u32) -> &'a serde_json::Value {
+    r["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|t| t["tid"] == tid)
+        .unwrap_or_else(|| panic!("report has no thread {tid}: {r:#}"))
+}
+
+/// Names of our BPF programs still loaded (the kernel frees them shortly
+/// after the last fd closes, so poll a little).
+pub fn assert_no_programs_left() {
+    let ours = [
+        "btf_sys_enter",
+        "btf_sys_exit",
+        "raw_sys_enter",
+        "btf_task_newtas",
+        "tp_sys_enter_fu",
+        "raw_task_newtas",
+    ];
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        let out = Command::new("bpftool")
+            .args(["prog", "show"])
+            .output()
+            .expect("bpftool");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let left: Vec<&str> = text
+            .lines()
+            .filter(|l| ours.iter().any(|p| l.contains(p)))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > end {
+            panic!("BPF programs left loaded: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
