@@ -31,8 +31,16 @@ fn compile(src_dir: &Path, out: &Path, name: &str) {
     let src = src_dir.join(format!("{name}.bpf.c"));
     let obj = out.join(format!("{name}.bpf.full.o"));
     let mut cmd = Command::new(clang());
-    cmd.args(["-target", "bpf", target_arch_define(), "-O2", "-g", "-Wall", "-Werror"])
-        .arg(format!("-I{}", src_dir.display()));
+    cmd.args([
+        "-target",
+        "bpf",
+        target_arch_define(),
+        "-O2",
+        "-g",
+        "-Wall",
+        "-Werror",
+    ])
+    .arg(format!("-I{}", src_dir.display()));
     if let Some(inc) = multiarch_include() {
         cmd.arg(inc);
     }
@@ -70,7 +78,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", src_dir.join(f).display());
     }
     for name in SOURCES {
-        println!("cargo:rerun-if-changed={}", src_dir.join(format!("{name}.bpf.c")).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            src_dir.join(format!("{name}.bpf.c")).display()
+        );
         compile(&src_dir, &out, name);
     }
 

@@ -8,7 +8,8 @@ pub mod bindings {
 }
 
 /// The observer's programs (CO-RE; DWARF stripped, BTF kept).
-pub static OBSERVER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer.bpf.o"));
+pub static OBSERVER_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer.bpf.o"));
 
 /// Do-nothing programs on the same hooks, the benchmarks' baseline.
 pub static BENCH_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench.bpf.o"));

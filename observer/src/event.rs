@@ -70,7 +70,12 @@ impl Drops {
 pub enum Event {
     /// Observation of process `tgid` begins (`run`: before exec; `attach`:
     /// after probes are live). `cmdline` is untrusted target data.
-    Start { ts_ns: u64, tgid: u32, cmdline: Vec<String>, attached: bool },
+    Start {
+        ts_ns: u64,
+        tgid: u32,
+        cmdline: Vec<String>,
+        attached: bool,
+    },
     /// A thread that already existed when observation began (from /proc).
     ThreadSeen {
         ts_ns: u64,
@@ -93,22 +98,71 @@ pub enum Event {
         child_tid_addr: u64,
         name: String,
     },
-    ThreadExit { ts_ns: u64, tgid: u32, tid: Tid, exit_code: i32, group_dead: bool },
-    ThreadRename { ts_ns: u64, tgid: u32, tid: Tid, name: String },
-    Exec { ts_ns: u64, tgid: u32, tid: Tid, old_tid: Tid, filename: String, name: String },
+    ThreadExit {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        exit_code: i32,
+        group_dead: bool,
+    },
+    ThreadRename {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        name: String,
+    },
+    Exec {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        old_tid: Tid,
+        filename: String,
+        name: String,
+    },
     /// A thread is in a futex wait (seen by the wait table scan or /proc).
-    WaitBegin { ts_ns: u64, tgid: u32, tid: Tid, wait: Wait },
+    WaitBegin {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        wait: Wait,
+    },
     /// The wait ended. `ret` is the syscall result when the kernel reported
     /// it (EDEADLK, EOWNERDEAD, long waits), `None` when the scan found it gone.
-    WaitEnd { ts_ns: u64, tgid: u32, tid: Tid, start_ns: u64, ret: Option<i64> },
+    WaitEnd {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        start_ns: u64,
+        ret: Option<i64>,
+    },
     /// A wait the kernel reported at its end (it was never seen in progress,
     /// or its outcome matters: EDEADLK, EOWNERDEAD, longer than the threshold).
-    WaitDone { ts_ns: u64, tgid: u32, tid: Tid, wait: Wait, ret: i64 },
+    WaitDone {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        wait: Wait,
+        ret: i64,
+    },
     /// Per-lock totals of completed waits that slept, from the kernel.
-    LockStats { tgid: u32, uaddr: u64, op: u32, count: u64, total_ns: u64, max_ns: u64 },
-    Drops { ts_ns: u64, drops: Drops },
+    LockStats {
+        tgid: u32,
+        uaddr: u64,
+        op: u32,
+        count: u64,
+        total_ns: u64,
+        max_ns: u64,
+    },
+    Drops {
+        ts_ns: u64,
+        drops: Drops,
+    },
     /// Observation ended (target exit status when known).
-    End { ts_ns: u64, tgid: u32, exit_status: Option<i32> },
+    End {
+        ts_ns: u64,
+        tgid: u32,
+        exit_status: Option<i32>,
+    },
 }
 
 impl Event {
@@ -167,7 +221,11 @@ pub mod futex {
             b::OBS_OP_FUTEX2_WAIT => return "futex_wait".into(),
             other => return format!("op{other}"),
         };
-        if is_private(op) { format!("{base}_PRIVATE") } else { base.into() }
+        if is_private(op) {
+            format!("{base}_PRIVATE")
+        } else {
+            base.into()
+        }
     }
 }
 

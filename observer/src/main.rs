@@ -49,17 +49,32 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Command::Run { opts, cmd } => session::run(opts, cmd, cli.verbose),
-        Command::Attach { pid, duration, opts } => session::attach(opts, pid, duration, cli.verbose),
-        Command::Replay { file, report, long_wait } => replay(&file, report.as_deref(), long_wait),
+        Command::Attach {
+            pid,
+            duration,
+            opts,
+        } => session::attach(opts, pid, duration, cli.verbose),
+        Command::Replay {
+            file,
+            report,
+            long_wait,
+        } => replay(&file, report.as_deref(), long_wait),
         Command::Doctor => doctor(),
     }
 }
 
-fn replay(file: &std::path::Path, report_to: Option<&std::path::Path>, long_wait: f64) -> Result<u8> {
+fn replay(
+    file: &std::path::Path,
+    report_to: Option<&std::path::Path>,
+    long_wait: f64,
+) -> Result<u8> {
     let long_wait_ns = cli::secs_to_ns(long_wait, "--long-wait")?;
     let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let out = match report_to {
-        Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write report {}", p.display()))?),
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot write report {}", p.display()))?,
+        ),
         None => None,
     };
     let mut m = model::Model::new();
@@ -74,7 +89,8 @@ fn replay(file: &std::path::Path, report_to: Option<&std::path::Path>, long_wait
     }
     print!("{}", report::text::summary(&m, long_wait_ns));
     if let Some(f) = out {
-        serde_json::to_writer_pretty(f, &report::json::build(&m, "replay", &[])).context("writing the report")?;
+        serde_json::to_writer_pretty(f, &report::json::build(&m, "replay", &[]))
+            .context("writing the report")?;
     }
     Ok(0)
 }
@@ -85,10 +101,21 @@ fn doctor() -> Result<u8> {
     println!("kernel: {}", rel.trim());
     println!(
         "BTF: {}",
-        if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() { "yes" } else { "no (required)" }
+        if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            "yes"
+        } else {
+            "no (required)"
+        }
     );
     let tracefs = std::path::Path::new("/sys/kernel/tracing/events").exists();
-    println!("tracefs: {}", if tracefs { "mounted" } else { "not mounted (mounted on demand for tracepoints)" });
+    println!(
+        "tracefs: {}",
+        if tracefs {
+            "mounted"
+        } else {
+            "not mounted (mounted on demand for tracepoints)"
+        }
+    );
     match sys::check_privileges() {
         Ok(()) => println!("privileges: ok"),
         Err(e) => {

@@ -80,7 +80,9 @@ pub fn exit_code_of(status: i32) -> u8 {
 pub fn resolve_command(cmd: &str) -> Result<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let ok = |p: &std::path::Path| {
-        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if cmd.contains('/') {
         let p = std::path::PathBuf::from(cmd);
@@ -120,9 +122,13 @@ fn pipe_cloexec() -> std::io::Result<(OwnedFd, OwnedFd)> {
 impl GatedChild {
     pub fn spawn(prog: &std::path::Path, argv: &[String]) -> Result<GatedChild> {
         use std::{ffi::CString, os::fd::AsRawFd, os::unix::ffi::OsStrExt};
-        let cprog = CString::new(prog.as_os_str().as_bytes()).context("command path has a NUL byte")?;
-        let cargs: Vec<CString> =
-            argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<_, _>>().context("argument has a NUL byte")?;
+        let cprog =
+            CString::new(prog.as_os_str().as_bytes()).context("command path has a NUL byte")?;
+        let cargs: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .context("argument has a NUL byte")?;
         let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         let (gate_r, gate_w) = pipe_cloexec()?;
@@ -148,18 +154,27 @@ impl GatedChild {
         }
         drop(gate_r);
         drop(err_w);
-        Ok(GatedChild { pid: pid as u32, gate: Some(gate_w), err: Some(err_r) })
+        Ok(GatedChild {
+            pid: pid as u32,
+            gate: Some(gate_w),
+            err: Some(err_r),
+        })
     }
 
     /// Lets the child exec; fails if exec failed.
     pub fn release(&mut self) -> Result<()> {
         use std::io::{Read, Write};
         let gate = self.gate.take().context("child already released")?;
-        std::fs::File::from(gate).write_all(&[1]).context("releasing the child")?;
+        std::fs::File::from(gate)
+            .write_all(&[1])
+            .context("releasing the child")?;
         let mut errno = [0u8; 4];
         let mut f = std::fs::File::from(self.err.take().context("no exec pipe")?);
         match f.read(&mut errno) {
-            Ok(4) => bail!("exec failed: {}", std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+            Ok(4) => bail!(
+                "exec failed: {}",
+                std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno))
+            ),
             _ => Ok(()),
         }
     }

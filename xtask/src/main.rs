@@ -10,7 +10,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn is_root() -> bool {
@@ -36,14 +39,32 @@ fn run(mut c: Command) -> Result<()> {
 
 /// Names (as the kernel truncates them) of our programs: none may outlive a test.
 const OUR_PROGS: &[&str] = &[
-    "btf_sys_enter", "btf_sys_exit", "raw_sys_enter", "raw_sys_exit", "tp_sys_enter_fu",
-    "tp_sys_exit_fut", "btf_task_newtas", "btf_process_exi", "btf_task_rename", "btf_process_exe",
-    "raw_task_newtas", "raw_process_exi", "raw_task_rename", "raw_process_exe", "tp_task_newtask",
-    "tp_process_exit", "tp_task_rename", "tp_process_exec", "fentry_futex", "fexit_futex",
+    "btf_sys_enter",
+    "btf_sys_exit",
+    "raw_sys_enter",
+    "raw_sys_exit",
+    "tp_sys_enter_fu",
+    "tp_sys_exit_fut",
+    "btf_task_newtas",
+    "btf_process_exi",
+    "btf_task_rename",
+    "btf_process_exe",
+    "raw_task_newtas",
+    "raw_process_exi",
+    "raw_task_rename",
+    "raw_process_exe",
+    "tp_task_newtask",
+    "tp_process_exit",
+    "tp_task_rename",
+    "tp_process_exec",
+    "fentry_futex",
+    "fexit_futex",
 ];
 
 pub fn leftover_programs() -> Vec<String> {
-    let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else { return Vec::new() };
+    let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else {
+        return Vec::new();
+    };
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.split_whitespace().any(|w| OUR_PROGS.contains(&w)))
@@ -67,13 +88,25 @@ fn test(args: &[String]) -> Result<()> {
     }
     run({
         let mut c = cargo();
-        c.args(["test", "-p", "observer", "--test", "bpf", "--", "--ignored", "--test-threads=1"]);
+        c.args([
+            "test",
+            "-p",
+            "observer",
+            "--test",
+            "bpf",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+        ]);
         c.args(args);
         c
     })?;
     let left = leftover_programs();
     if !left.is_empty() {
-        bail!("BPF programs left loaded after the tests:\n{}", left.join("\n"));
+        bail!(
+            "BPF programs left loaded after the tests:\n{}",
+            left.join("\n")
+        );
     }
     eprintln!("xtask: all tests passed; no BPF programs left loaded");
     Ok(())
@@ -93,10 +126,15 @@ fn demo() -> Result<()> {
     let bin = out.join("demo_bank");
     run({
         let mut c = Command::new("gcc");
-        c.args(["-O2", "-g", "-pthread", "-o"]).arg(&bin).arg(root().join("demo/bank.c"));
+        c.args(["-O2", "-g", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(root().join("demo/bank.c"));
         c
     })?;
-    eprintln!("xtask: observer run --kill-on-deadlock -- {}", bin.display());
+    eprintln!(
+        "xtask: observer run --kill-on-deadlock -- {}",
+        bin.display()
+    );
     let st = Command::new(root().join("target/release/observer"))
         .args(["run", "--kill-on-deadlock", "--"])
         .arg(&bin)
@@ -110,7 +148,14 @@ fn demo() -> Result<()> {
 
 fn vmlinux() -> Result<()> {
     let out = Command::new("bpftool")
-        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"])
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "c",
+        ])
         .output()
         .context("running bpftool")?;
     if !out.status.success() {

@@ -2,8 +2,8 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    obs_agg, obs_agg_key, obs_exec, obs_hdr, obs_rec_kind, obs_task_exit, obs_task_new,
-    obs_task_rename, obs_wait, obs_wait_done, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK,
+    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_agg, obs_agg_key, obs_exec, obs_hdr, obs_rec_kind,
+    obs_task_exit, obs_task_new, obs_task_rename, obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -33,7 +33,11 @@ pub struct Pod<T>(pub T);
 fn read<T: Copy>(b: &[u8], kind: u32) -> Result<T, DecodeError> {
     let need = std::mem::size_of::<T>();
     if b.len() < need {
-        return Err(DecodeError::Short { kind, len: b.len(), need });
+        return Err(DecodeError::Short {
+            kind,
+            len: b.len(),
+            need,
+        });
     }
     // SAFETY: length checked; T is a bindgen struct of plain integers, valid
     // for any bit pattern; read_unaligned copes with ring buffer alignment.
@@ -41,12 +45,20 @@ fn read<T: Copy>(b: &[u8], kind: u32) -> Result<T, DecodeError> {
 }
 
 pub fn cstr(c: &[c_char]) -> String {
-    let bytes: Vec<u8> = c.iter().take_while(|&&x| x != 0).map(|&x| x as u8).collect();
+    let bytes: Vec<u8> = c
+        .iter()
+        .take_while(|&&x| x != 0)
+        .map(|&x| x as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 pub fn wait_from_raw(w: &obs_wait, origin: WaitOrigin) -> Wait {
-    let words = if w.flags & OBS_WAIT_WORDS_OK != 0 { w.words.to_vec() } else { Vec::new() };
+    let words = if w.flags & OBS_WAIT_WORDS_OK != 0 {
+        w.words.to_vec()
+    } else {
+        Vec::new()
+    };
     let regs = w.flags & OBS_WAIT_REGS_OK != 0;
     Wait {
         uaddr: w.uaddr,
@@ -84,11 +96,22 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
         }
         x if x == obs_rec_kind::OBS_REC_TASK_EXIT as u32 => {
             let r: obs_task_exit = read(b, k)?;
-            Event::ThreadExit { ts_ns, tgid, tid, exit_code: r.exit_code, group_dead: r.group_dead != 0 }
+            Event::ThreadExit {
+                ts_ns,
+                tgid,
+                tid,
+                exit_code: r.exit_code,
+                group_dead: r.group_dead != 0,
+            }
         }
         x if x == obs_rec_kind::OBS_REC_TASK_RENAME as u32 => {
             let r: obs_task_rename = read(b, k)?;
-            Event::ThreadRename { ts_ns, tgid, tid, name: cstr(&r.newcomm) }
+            Event::ThreadRename {
+                ts_ns,
+                tgid,
+                tid,
+                name: cstr(&r.newcomm),
+            }
         }
         x if x == obs_rec_kind::OBS_REC_EXEC as u32 => {
             let r: obs_exec = read(b, k)?;
@@ -122,8 +145,10 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a plain C struct as bytes.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
 
     #[test]
@@ -157,10 +182,19 @@ mod tests {
 
     #[test]
     fn short_and_unknown_records_are_errors() {
-        let mut h = obs_hdr { kind: obs_rec_kind::OBS_REC_WAIT_DONE as u32, ..Default::default() };
-        assert!(matches!(decode_record(&bytes_of(&h)), Err(DecodeError::Short { .. })));
+        let mut h = obs_hdr {
+            kind: obs_rec_kind::OBS_REC_WAIT_DONE as u32,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_record(&bytes_of(&h)),
+            Err(DecodeError::Short { .. })
+        ));
         h.kind = 77;
-        assert_eq!(decode_record(&bytes_of(&h)), Err(DecodeError::UnknownKind(77)));
+        assert_eq!(
+            decode_record(&bytes_of(&h)),
+            Err(DecodeError::UnknownKind(77))
+        );
         assert!(decode_record(&[1, 2]).is_err());
     }
 }

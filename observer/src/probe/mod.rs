@@ -69,10 +69,18 @@ struct Hook {
 }
 
 const fn req(prog: &'static str, how: How) -> Hook {
-    Hook { prog, how, required: true }
+    Hook {
+        prog,
+        how,
+        required: true,
+    }
 }
 const fn opt(prog: &'static str, how: How) -> Hook {
-    Hook { prog, how, required: false }
+    Hook {
+        prog,
+        how,
+        required: false,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -128,10 +136,22 @@ const GROUPS: &[Group] = &[
                 &[
                     req("tp_sys_enter_futex", How::Tp("syscalls", "sys_enter_futex")),
                     req("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex")),
-                    opt("tp_sys_enter_futex_waitv", How::Tp("syscalls", "sys_enter_futex_waitv")),
-                    opt("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex_waitv")),
-                    opt("tp_sys_enter_futex_wait", How::Tp("syscalls", "sys_enter_futex_wait")),
-                    opt("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex_wait")),
+                    opt(
+                        "tp_sys_enter_futex_waitv",
+                        How::Tp("syscalls", "sys_enter_futex_waitv"),
+                    ),
+                    opt(
+                        "tp_sys_exit_futex",
+                        How::Tp("syscalls", "sys_exit_futex_waitv"),
+                    ),
+                    opt(
+                        "tp_sys_enter_futex_wait",
+                        How::Tp("syscalls", "sys_enter_futex_wait"),
+                    ),
+                    opt(
+                        "tp_sys_exit_futex",
+                        How::Tp("syscalls", "sys_exit_futex_wait"),
+                    ),
                 ],
             ),
         ],
@@ -139,33 +159,75 @@ const GROUPS: &[Group] = &[
     Group {
         name: "task_newtask",
         rungs: &[
-            (Rung::TpBtf, &[req("btf_task_newtask", How::TpBtf("task_newtask"))]),
-            (Rung::RawTp, &[req("raw_task_newtask", How::RawTp("task_newtask"))]),
-            (Rung::Tracepoint, &[req("tp_task_newtask", How::Tp("task", "task_newtask"))]),
+            (
+                Rung::TpBtf,
+                &[req("btf_task_newtask", How::TpBtf("task_newtask"))],
+            ),
+            (
+                Rung::RawTp,
+                &[req("raw_task_newtask", How::RawTp("task_newtask"))],
+            ),
+            (
+                Rung::Tracepoint,
+                &[req("tp_task_newtask", How::Tp("task", "task_newtask"))],
+            ),
         ],
     },
     Group {
         name: "sched_process_exit",
         rungs: &[
-            (Rung::TpBtf, &[req("btf_process_exit", How::TpBtf("sched_process_exit"))]),
-            (Rung::RawTp, &[req("raw_process_exit", How::RawTp("sched_process_exit"))]),
-            (Rung::Tracepoint, &[req("tp_process_exit", How::Tp("sched", "sched_process_exit"))]),
+            (
+                Rung::TpBtf,
+                &[req("btf_process_exit", How::TpBtf("sched_process_exit"))],
+            ),
+            (
+                Rung::RawTp,
+                &[req("raw_process_exit", How::RawTp("sched_process_exit"))],
+            ),
+            (
+                Rung::Tracepoint,
+                &[req(
+                    "tp_process_exit",
+                    How::Tp("sched", "sched_process_exit"),
+                )],
+            ),
         ],
     },
     Group {
         name: "task_rename",
         rungs: &[
-            (Rung::TpBtf, &[req("btf_task_rename", How::TpBtf("task_rename"))]),
-            (Rung::RawTp, &[req("raw_task_rename", How::RawTp("task_rename"))]),
-            (Rung::Tracepoint, &[req("tp_task_rename", How::Tp("task", "task_rename"))]),
+            (
+                Rung::TpBtf,
+                &[req("btf_task_rename", How::TpBtf("task_rename"))],
+            ),
+            (
+                Rung::RawTp,
+                &[req("raw_task_rename", How::RawTp("task_rename"))],
+            ),
+            (
+                Rung::Tracepoint,
+                &[req("tp_task_rename", How::Tp("task", "task_rename"))],
+            ),
         ],
     },
     Group {
         name: "sched_process_exec",
         rungs: &[
-            (Rung::TpBtf, &[req("btf_process_exec", How::TpBtf("sched_process_exec"))]),
-            (Rung::RawTp, &[req("raw_process_exec", How::RawTp("sched_process_exec"))]),
-            (Rung::Tracepoint, &[req("tp_process_exec", How::Tp("sched", "sched_process_exec"))]),
+            (
+                Rung::TpBtf,
+                &[req("btf_process_exec", How::TpBtf("sched_process_exec"))],
+            ),
+            (
+                Rung::RawTp,
+                &[req("raw_process_exec", How::RawTp("sched_process_exec"))],
+            ),
+            (
+                Rung::Tracepoint,
+                &[req(
+                    "tp_process_exec",
+                    How::Tp("sched", "sched_process_exec"),
+                )],
+            ),
         ],
     },
 ];
@@ -179,7 +241,11 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { long_wait_ns: 5_000_000_000, follow_forks: false, ringbuf_bytes: 4 << 20 }
+        ProbeConfig {
+            long_wait_ns: 5_000_000_000,
+            follow_forks: false,
+            ringbuf_bytes: 4 << 20,
+        }
     }
 }
 
@@ -206,7 +272,9 @@ impl fmt::Display for HookUse {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("kernel has no BTF (/sys/kernel/btf/vmlinux missing): observer needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF")]
+    #[error(
+        "kernel has no BTF (/sys/kernel/btf/vmlinux missing): observer needs Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF"
+    )]
     NoBtf,
     #[error("kernel {0} is too old: observer needs Linux >= 5.8 (BPF ring buffer)")]
     OldKernel(String),
@@ -233,7 +301,9 @@ pub fn check_kernel() -> Result<(), ProbeError> {
     }
     let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let rel = rel.trim().to_string();
-    let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let mut it = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
     let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     if (maj, min) < (5, 8) {
         return Err(ProbeError::OldKernel(rel));
@@ -258,7 +328,10 @@ fn ensure_tracefs() -> Result<bool, String> {
     if status.success() && tracefs_mounted() {
         Ok(true)
     } else {
-        Err("tracefs is not mounted and `mount -t tracefs tracefs /sys/kernel/tracing` failed".into())
+        Err(
+            "tracefs is not mounted and `mount -t tracefs tracefs /sys/kernel/tracing` failed"
+                .into(),
+        )
     }
 }
 
@@ -287,13 +360,23 @@ impl Probes {
             .map_max_entries("EVENTS", ring)
             .load(observer_ebpf::OBSERVER_OBJ)
             .map_err(|e| ProbeError::Load(short(&e)))?;
-        Ok(Probes { bpf, btf, loaded: HashSet::new(), hooks: Vec::new(), mounted_tracefs: false })
+        Ok(Probes {
+            bpf,
+            btf,
+            loaded: HashSet::new(),
+            hooks: Vec::new(),
+            mounted_tracefs: false,
+        })
     }
 
     /// Attaches every hook group on the first rung the kernel accepts.
     pub fn attach(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
         for g in GROUPS {
-            let mut used = HookUse { group: g.name, rung: None, skipped: Vec::new() };
+            let mut used = HookUse {
+                group: g.name,
+                rung: None,
+                skipped: Vec::new(),
+            };
             for &(rung, hooks) in g.rungs {
                 if only.is_some_and(|o| o != rung) {
                     continue;
@@ -310,12 +393,21 @@ impl Probes {
                 }
             }
             let ok = used.rung.is_some();
-            let why = used.skipped.iter().map(|(r, w)| format!("{r}: {w}")).collect::<Vec<_>>().join("; ");
+            let why = used
+                .skipped
+                .iter()
+                .map(|(r, w)| format!("{r}: {w}"))
+                .collect::<Vec<_>>()
+                .join("; ");
             self.hooks.push(used);
             if !ok {
                 return Err(ProbeError::Attach {
                     group: g.name,
-                    why: if why.is_empty() { "no rung allowed".into() } else { why },
+                    why: if why.is_empty() {
+                        "no rung allowed".into()
+                    } else {
+                        why
+                    },
                 });
             }
         }
@@ -356,7 +448,10 @@ impl Probes {
 
     fn attach_one(&mut self, h: &Hook) -> Result<(), ProgramError> {
         let first = !self.loaded.contains(h.prog);
-        let p = self.bpf.program_mut(h.prog).ok_or(ProgramError::NotLoaded)?;
+        let p = self
+            .bpf
+            .program_mut(h.prog)
+            .ok_or(ProgramError::NotLoaded)?;
         match h.how {
             How::Fentry(f) => {
                 let p: &mut FEntry = p.try_into()?;
@@ -404,35 +499,60 @@ impl Probes {
 
     /// Starts observing process `tgid` (checked first by every program).
     pub fn watch(&mut self, tgid: u32) -> Result<(), ProbeError> {
-        let mut m: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(self.bpf.map_mut("WATCH").expect("WATCH"))
-            .map_err(|e| ProbeError::Map("WATCH", short(&e)))?;
-        m.insert(tgid, 1, 0).map_err(|e| ProbeError::Map("WATCH", short(&e)))
+        let mut m: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(self.bpf.map_mut("WATCH").expect("WATCH"))
+                .map_err(|e| ProbeError::Map("WATCH", short(&e)))?;
+        m.insert(tgid, 1, 0)
+            .map_err(|e| ProbeError::Map("WATCH", short(&e)))
     }
 
     pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let m = self.bpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS", "already taken".into()))?;
+        let m = self
+            .bpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS", "already taken".into()))?;
         RingBuf::try_from(m).map_err(|e| ProbeError::Map("EVENTS", short(&e)))
     }
 
     /// The wait table now: (tid, wait). Entries that vanish mid-walk are skipped.
     pub fn waits(&self) -> Vec<(u32, obs_wait)> {
-        let Some(m) = self.bpf.map("WAITS") else { return Vec::new() };
-        let Ok(m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m) else { return Vec::new() };
-        m.iter().filter_map(Result::ok).map(|(k, v)| (k, v.0)).collect()
+        let Some(m) = self.bpf.map("WAITS") else {
+            return Vec::new();
+        };
+        let Ok(m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m) else {
+            return Vec::new();
+        };
+        m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.0))
+            .collect()
     }
 
     pub fn aggregates(&self) -> Vec<(obs_agg_key, obs_agg)> {
-        let Some(m) = self.bpf.map("AGG") else { return Vec::new() };
+        let Some(m) = self.bpf.map("AGG") else {
+            return Vec::new();
+        };
         let Ok(m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m) else {
             return Vec::new();
         };
-        m.iter().filter_map(Result::ok).map(|(k, v)| (k.0, v.0)).collect()
+        m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.0, v.0))
+            .collect()
     }
 
     pub fn drops(&self) -> Drops {
-        let Some(m) = self.bpf.map("STATS") else { return Drops::default() };
-        let Ok(a) = PerCpuArray::<_, u64>::try_from(m) else { return Drops::default() };
-        let get = |i: obs_stat| a.get(&(i as u32), 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        let Some(m) = self.bpf.map("STATS") else {
+            return Drops::default();
+        };
+        let Ok(a) = PerCpuArray::<_, u64>::try_from(m) else {
+            return Drops::default();
+        };
+        let get = |i: obs_stat| {
+            a.get(&(i as u32), 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        };
         Drops {
             ringbuf: get(obs_stat::OBS_STAT_RB_DROPS),
             wait_table_full: get(obs_stat::OBS_STAT_WAITS_FULL),

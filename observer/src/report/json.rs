@@ -84,7 +84,12 @@ pub fn build<'a>(model: &Model, mode: &'a str, hooks: &'a [HookUse]) -> Report<'
                 tgid: p.tgid,
                 tid: t.tid,
                 name: t.name().to_string(),
-                names: t.names.iter().map(|(_, n)| n.clone()).filter(|n| !n.is_empty()).collect(),
+                names: t
+                    .names
+                    .iter()
+                    .map(|(_, n)| n.clone())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
                 parent_tid: t.parent_tid,
                 start_ns: t.start_ns,
                 exit_ns: t.exit_ns,

@@ -14,21 +14,43 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
         format!("{:>9.3}s", ts.saturating_sub(t0) as f64 / 1e9)
     };
     Some(match ev {
-        Event::ThreadNew { ts_ns, tgid, creator, tid, child_tgid, .. } if tgid == child_tgid => format!(
+        Event::ThreadNew {
+            ts_ns,
+            tgid,
+            creator,
+            tid,
+            child_tgid,
+            ..
+        } if tgid == child_tgid => format!(
             "{} + thread {tid} \"{}\" created by {creator} \"{}\"",
             rel(*ts_ns),
             name(*child_tgid, *tid),
             name(*tgid, *creator)
         ),
-        Event::ThreadNew { ts_ns, creator, child_tgid, tgid, .. } => format!(
+        Event::ThreadNew {
+            ts_ns,
+            creator,
+            child_tgid,
+            tgid,
+            ..
+        } => format!(
             "{} + process {child_tgid} forked by {creator} \"{}\"",
             rel(*ts_ns),
             name(*tgid, *creator)
         ),
-        Event::ThreadExit { ts_ns, tgid, tid, exit_code, .. } => {
+        Event::ThreadExit {
+            ts_ns,
+            tgid,
+            tid,
+            exit_code,
+            ..
+        } => {
             let p = model.process(*tgid)?;
             let t = p.threads.iter().rev().find(|t| t.tid == *tid)?;
-            let life = t.start_ns.map(|s| format!(" after {}", dur(ts_ns.saturating_sub(s)))).unwrap_or_default();
+            let life = t
+                .start_ns
+                .map(|s| format!(" after {}", dur(ts_ns.saturating_sub(s))))
+                .unwrap_or_default();
             format!(
                 "{} - thread {tid} \"{}\" exited ({}){life}",
                 rel(*ts_ns),
@@ -36,13 +58,29 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
                 describe_exit(*exit_code)
             )
         }
-        Event::ThreadRename { ts_ns, tid, name: n, .. } => {
+        Event::ThreadRename {
+            ts_ns,
+            tid,
+            name: n,
+            ..
+        } => {
             format!("{} ~ thread {tid} renamed \"{}\"", rel(*ts_ns), escape(n))
         }
-        Event::Exec { ts_ns, tgid, filename, .. } => {
+        Event::Exec {
+            ts_ns,
+            tgid,
+            filename,
+            ..
+        } => {
             format!("{} * process {tgid} exec {}", rel(*ts_ns), escape(filename))
         }
-        Event::WaitDone { ts_ns, tgid, tid, wait, ret } => format!(
+        Event::WaitDone {
+            ts_ns,
+            tgid,
+            tid,
+            wait,
+            ret,
+        } => format!(
             "{} ! thread {tid} \"{}\" waited {} on futex {:#x} ({}) -> {}",
             rel(*ts_ns),
             name(*tgid, *tid),

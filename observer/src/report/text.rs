@@ -32,13 +32,26 @@ pub fn summary(model: &Model, long_wait_ns: u64) -> String {
 fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
     let t0 = p.observed_from_ns;
     let end = p.observed_to_ns.unwrap_or(model.last_ns);
-    let leader = p.threads.iter().find(|t| t.tid == p.tgid).map(|t| t.name()).unwrap_or("?");
-    let _ = writeln!(s, "== observer: process {} \"{}\" ==", p.tgid, escape(leader));
+    let leader = p
+        .threads
+        .iter()
+        .find(|t| t.tid == p.tgid)
+        .map(|t| t.name())
+        .unwrap_or("?");
+    let _ = writeln!(
+        s,
+        "== observer: process {} \"{}\" ==",
+        p.tgid,
+        escape(leader)
+    );
     if !p.cmdline.is_empty() {
         let cmd: Vec<String> = p.cmdline.iter().map(|a| escape(a)).collect();
         let _ = writeln!(s, "command: {}", cmd.join(" "));
     }
-    let status = p.exit_status.map(describe_exit).unwrap_or_else(|| "still running".into());
+    let status = p
+        .exit_status
+        .map(describe_exit)
+        .unwrap_or_else(|| "still running".into());
     let _ = writeln!(
         s,
         "observed {} ({}), exit status: {status}",
@@ -47,7 +60,11 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
     );
 
     let alive = p.live_threads().count();
-    let _ = writeln!(s, "\nTHREADS: {} seen, {alive} alive at end", p.threads.len());
+    let _ = writeln!(
+        s,
+        "\nTHREADS: {} seen, {alive} alive at end",
+        p.threads.len()
+    );
     let _ = writeln!(
         s,
         "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {}",
@@ -68,14 +85,24 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         let mut name = escape(t.name());
         // names[0] is inherited from the creator (or the observer, for `run`).
         if t.names.len() > 2 {
-            let earlier: Vec<String> =
-                t.names[1..t.names.len() - 1].iter().filter(|(_, n)| !n.is_empty()).map(|(_, n)| escape(n)).collect();
+            let earlier: Vec<String> = t.names[1..t.names.len() - 1]
+                .iter()
+                .filter(|(_, n)| !n.is_empty())
+                .map(|(_, n)| escape(n))
+                .collect();
             if !earlier.is_empty() {
                 name = format!("{name} (was {})", earlier.join(", "));
             }
         }
-        let parent = t.parent_tid.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
-        let _ = writeln!(s, "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {exit}", t.tid, name, parent, start, life);
+        let parent = t
+            .parent_tid
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            s,
+            "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {exit}",
+            t.tid, name, parent, start, life
+        );
     }
 
     let mut locks: Vec<_> = p.locks.values().collect();
@@ -89,7 +116,11 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
             locks.len().min(TOP_LOCKS),
             locks.len()
         );
-        let _ = writeln!(s, "  {:<18}  {:<22}  {:>8}  {:>10}  {:>10}", "ADDRESS", "OP", "WAITS", "TOTAL", "MAX");
+        let _ = writeln!(
+            s,
+            "  {:<18}  {:<22}  {:>8}  {:>10}  {:>10}",
+            "ADDRESS", "OP", "WAITS", "TOTAL", "MAX"
+        );
         for l in locks.iter().take(TOP_LOCKS) {
             let _ = writeln!(
                 s,
@@ -103,9 +134,20 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         }
     }
     if !p.long_waits.is_empty() {
-        let _ = writeln!(s, "\nLONG WAITS (>= {}): {}", dur(long_wait_ns), p.long_waits.len());
+        let _ = writeln!(
+            s,
+            "\nLONG WAITS (>= {}): {}",
+            dur(long_wait_ns),
+            p.long_waits.len()
+        );
         for lw in p.long_waits.iter().take(20) {
-            let name = p.threads.iter().rev().find(|t| t.tid == lw.tid).map(|t| t.name()).unwrap_or("?");
+            let name = p
+                .threads
+                .iter()
+                .rev()
+                .find(|t| t.tid == lw.tid)
+                .map(|t| t.name())
+                .unwrap_or("?");
             let _ = writeln!(
                 s,
                 "  thread {} \"{}\" waited {} on {:#x} ({}) -> {}",

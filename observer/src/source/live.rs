@@ -28,7 +28,13 @@ impl LiveSource {
         // SAFETY: the RingBuf owns its map fd and keeps it open while the
         // AsyncFd owns the RingBuf (tokio >= 1.54 marks this constructor unsafe).
         let ring = unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE)? };
-        Ok(LiveSource { probes, ring, seen: HashMap::new(), min_age_ns, decode_errors: 0 })
+        Ok(LiveSource {
+            probes,
+            ring,
+            seen: HashMap::new(),
+            min_age_ns,
+            decode_errors: 0,
+        })
     }
 
     /// Resolves when the kernel woke us for an urgent record.
@@ -76,7 +82,13 @@ impl LiveSource {
             .collect();
         for (tid, tgid, start_ns) in ended {
             self.seen.remove(&tid);
-            out.push(Event::WaitEnd { ts_ns: now, tgid, tid, start_ns, ret: None });
+            out.push(Event::WaitEnd {
+                ts_ns: now,
+                tgid,
+                tid,
+                start_ns,
+                ret: None,
+            });
         }
         for (tid, w) in waits {
             if self.seen.contains_key(&tid) || now.saturating_sub(w.start_ns) < self.min_age_ns {
@@ -105,6 +117,9 @@ impl LiveSource {
                 max_ns: a.max_ns,
             });
         }
-        out.push(Event::Drops { ts_ns: now, drops: self.probes.drops() });
+        out.push(Event::Drops {
+            ts_ns: now,
+            drops: self.probes.drops(),
+        });
     }
 }
