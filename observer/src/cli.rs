@@ -44,6 +44,14 @@ pub enum Command {
         #[command(flatten)]
         opts: ObserveOpts,
     },
+    /// One look at a process through /proc (no BPF): every blocked thread,
+    /// what it waits for, and any deadlock. Exits 3 if one is found.
+    Dump {
+        #[arg(short, long)]
+        pid: u32,
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Re-run the model offline on a stream written by --record (no root needed).
     Replay {
         /// The recorded event stream (JSON lines).
@@ -73,6 +81,9 @@ pub struct ObserveOpts {
     /// A futex wait at least this long (seconds) is reported as a long wait.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub long_wait: f64,
+    /// On a deadlock (or another hang): write the report, kill the target, exit 3.
+    #[arg(long)]
+    pub kill_on_deadlock: bool,
     /// Also observe processes the target forks.
     #[arg(long)]
     pub follow_forks: bool,

@@ -144,6 +144,19 @@ pub enum Event {
         wait: Wait,
         ret: i64,
     },
+    /// Target memory around a waiting thread's futex word, read again
+    /// (owners change while a thread waits).
+    WaitWords {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        start_ns: u64,
+        words_addr: u64,
+        #[serde(with = "hex_bytes")]
+        words: Vec<u8>,
+    },
+    /// The data symbol of a lock address (a global or static).
+    Symbol { tgid: u32, addr: u64, name: String },
     /// Per-lock totals of completed waits that slept, from the kernel.
     LockStats {
         tgid: u32,
@@ -157,6 +170,8 @@ pub enum Event {
         ts_ns: u64,
         drops: Drops,
     },
+    /// The live session ran its detectors here (replay judges at the same points).
+    Scan { ts_ns: u64 },
     /// Observation ended (target exit status when known).
     End {
         ts_ns: u64,
@@ -178,9 +193,11 @@ impl Event {
             | WaitBegin { ts_ns, .. }
             | WaitEnd { ts_ns, .. }
             | WaitDone { ts_ns, .. }
+            | WaitWords { ts_ns, .. }
             | Drops { ts_ns, .. }
+            | Scan { ts_ns }
             | End { ts_ns, .. } => Some(*ts_ns),
-            LockStats { .. } => None,
+            LockStats { .. } | Symbol { .. } => None,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! observer: explains why a multithreaded program hangs or crawls.
 
 mod cli;
+mod detect;
 mod event;
+mod graph;
 mod model;
 mod probe;
 mod report;
@@ -21,6 +23,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`observer dump ... | head`), like other tools.
+    // SAFETY: restoring a default signal disposition at startup.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -59,9 +64,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
             report,
             long_wait,
         } => replay(&file, report.as_deref(), long_wait),
+        Command::Dump { pid, format } => session::dump(pid, format == "json"),
         Command::Doctor => doctor(),
     }
 }
+
+/// How often replay runs the detectors, in event time (the live scan period).
+const REPLAY_CHECK_NS: u64 = 25_000_000;
 
 fn replay(
     file: &std::path::Path,
@@ -77,7 +86,7 @@ fn replay(
         ),
         None => None,
     };
-    let mut m = model::Model::new();
+    let mut events = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", file.display()))?;
         if line.trim().is_empty() {
@@ -85,11 +94,40 @@ fn replay(
         }
         let ev: event::Event = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not an observer event", file.display(), i + 1))?;
-        m.apply(&ev);
+        events.push(ev);
     }
+    // Judge the state where the live session did (its Scan events), or,
+    // for streams without them, every scan period of event time.
+    let scans = events.iter().any(|e| matches!(e, event::Event::Scan { .. }));
+    let mut m = model::Model::new();
+    let mut engine = detect::Engine::new(long_wait_ns);
+    let mut last_check = 0u64;
+    for ev in &events {
+        match ev {
+            event::Event::Scan { ts_ns } => {
+                m.apply(ev);
+                engine.check(&m, *ts_ns);
+            }
+            _ if !scans => {
+                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + REPLAY_CHECK_NS) {
+                    if last_check != 0 {
+                        engine.check(&m, m.last_ns);
+                    }
+                    last_check = ts;
+                }
+                m.apply(ev);
+            }
+            _ => m.apply(ev),
+        }
+    }
+    if !scans {
+        engine.check(&m, m.last_ns);
+    }
+    print!("{}", report::findings::all(&engine.findings));
+    println!();
     print!("{}", report::text::summary(&m, long_wait_ns));
     if let Some(f) = out {
-        serde_json::to_writer_pretty(f, &report::json::build(&m, "replay", &[]))
+        serde_json::to_writer_pretty(f, &report::json::build(&m, "replay", &[], &engine.findings))
             .context("writing the report")?;
     }
     Ok(0)

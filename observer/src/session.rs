@@ -19,7 +19,9 @@ use tokio::{
 
 use crate::{
     cli::ObserveOpts,
+    detect::Engine,
     event::Event,
+    symbol::Symbolizer,
     model::Model,
     probe::{HookUse, ProbeConfig, Probes, Rung},
     report,
@@ -75,11 +77,54 @@ struct Session {
     long_wait_ns: u64,
     model: Model,
     out: Outputs,
-    announced: HashSet<(u32, u64)>,
+    engine: Engine,
+    symbols: Symbolizer,
+    sym_tried: HashSet<(u32, u64)>,
+    fed_since_scan: bool,
 }
 
 impl Session {
+    fn new(opts: ObserveOpts, out: Outputs) -> Result<Session> {
+        let long_wait_ns = opts.long_wait_ns()?;
+        Ok(Session {
+            opts,
+            long_wait_ns,
+            model: Model::new(),
+            out,
+            engine: Engine::new(long_wait_ns),
+            symbols: Symbolizer::new(),
+            sym_tried: HashSet::new(),
+            fed_since_scan: false,
+        })
+    }
+
+    /// Runs the detectors; confirms candidate findings against the target
+    /// before reporting them. Returns true once a hang has been reported.
+    fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<bool> {
+        let mut evs = symbol_events(&self.model, &mut self.symbols, &mut self.sym_tried);
+        self.feed(&mut evs)?;
+        let cands = self.engine.candidates(&self.model, now);
+        if cands.is_empty() {
+            return Ok(false);
+        }
+        let tids: Vec<u32> = cands.iter().flat_map(|f| f.threads.iter().map(|t| t.tid)).collect();
+        if !src.confirm(&tids, now, &mut evs) {
+            // Something moved since the scan: judge again on fresh data.
+            self.feed(&mut evs)?;
+            return Ok(false);
+        }
+        let mut hang = false;
+        for f in self.engine.accept(cands) {
+            hang |= f.kind.is_hang();
+            if !self.opts.quiet {
+                eprint!("{}", report::findings::finding(&f));
+            }
+        }
+        Ok(hang)
+    }
+
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
+        self.fed_since_scan |= !evs.is_empty();
         for ev in evs.drain(..) {
             self.model.apply(&ev);
             if let Some(rec) = &mut self.out.record {
@@ -95,23 +140,15 @@ impl Session {
         Ok(())
     }
 
-    fn long_wait_lines(&mut self, now: u64) {
-        let lines =
-            report::live::long_waits(&self.model, now, self.long_wait_ns, &mut self.announced);
-        if !self.opts.quiet {
-            for l in lines {
-                eprintln!("{l}");
-            }
-        }
-    }
-
     fn finish(&mut self, mode: &str, hooks: &[HookUse]) -> Result<()> {
+        print!("{}", report::findings::all(&self.engine.findings));
+        println!();
         print!("{}", report::text::summary(&self.model, self.long_wait_ns));
         if let Some(rec) = &mut self.out.record {
             rec.flush().context("writing the recording")?;
         }
         if let Some((path, f)) = self.out.report.take() {
-            let r = report::json::build(&self.model, mode, hooks);
+            let r = report::json::build(&self.model, mode, hooks, &self.engine.findings);
             let mut w = BufWriter::new(f);
             serde_json::to_writer_pretty(&mut w, &r)
                 .map_err(anyhow::Error::from)
@@ -162,7 +199,6 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
     sys::check_privileges()?;
     let prog = sys::resolve_command(&cmd[0])?;
     let out = Outputs::open(&opts)?;
-    let long_wait_ns = opts.long_wait_ns()?;
     let rt = runtime()?;
     rt.block_on(async move {
         let mut probes = load_probes(&opts, verbose)?;
@@ -171,13 +207,7 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         probes.watch(pid)?;
         let pidfd = sys::pidfd_open(pid).context("pidfd_open on the child")?;
         let src = LiveSource::new(probes, min_age(&opts))?;
-        let mut s = Session {
-            opts,
-            long_wait_ns,
-            model: Model::new(),
-            out,
-            announced: HashSet::new(),
-        };
+        let mut s = Session::new(opts, out)?;
         let now = procfs::mono_ns();
         let mut evs = vec![Event::Start {
             ts_ns: now,
@@ -189,8 +219,11 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         s.feed(&mut evs)?;
         child.release()?;
         tracing::info!("observing pid {pid}");
-        let status = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
-        Ok(status.map(sys::exit_code_of).unwrap_or(1))
+        let end = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
+        if end.killed_on_hang {
+            return Ok(EXIT_HANG);
+        }
+        Ok(end.status.map(sys::exit_code_of).unwrap_or(1))
     })
 }
 
@@ -212,7 +245,6 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         .map(|d| crate::cli::secs_to_ns(d, "--duration"))
         .transpose()?;
     let out = Outputs::open(&opts)?;
-    let long_wait_ns = opts.long_wait_ns()?;
     let rt = runtime()?;
     rt.block_on(async move {
         let mut probes = load_probes(&opts, verbose)?;
@@ -222,14 +254,8 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         if !procfs::exists(pid) || seed.is_err() {
             bail!("process {pid} exited while attaching");
         }
-        let src = LiveSource::new(probes, min_age(&opts))?;
-        let mut s = Session {
-            opts,
-            long_wait_ns,
-            model: Model::new(),
-            out,
-            announced: HashSet::new(),
-        };
+        let mut src = LiveSource::new(probes, min_age(&opts))?;
+        let mut s = Session::new(opts, out)?;
         let now = procfs::mono_ns();
         let mut evs = vec![Event::Start {
             ts_ns: now,
@@ -237,19 +263,21 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
             cmdline,
             attached: true,
         }];
-        evs.extend(seed.unwrap_or_default());
+        let seed = seed.unwrap_or_default();
+        let tids: Vec<u32> = seed
+            .iter()
+            .filter_map(|e| match e {
+                Event::ThreadSeen { tid, .. } => Some(*tid),
+                _ => None,
+            })
+            .collect();
+        evs.extend(seed);
+        // Waits already in progress: a deadlock that formed before we came.
+        src.add_snapshot(pid, &tids, now, &mut evs);
         s.feed(&mut evs)?;
         tracing::info!("observing pid {pid}");
-        observe(
-            &mut s,
-            src,
-            Target::Attached { pid },
-            pidfd,
-            duration,
-            "attach",
-        )
-        .await?;
-        Ok(0)
+        let end = observe(&mut s, src, Target::Attached { pid }, pidfd, duration, "attach").await?;
+        Ok(if end.hang_found { EXIT_HANG } else { 0 })
     })
 }
 
@@ -258,7 +286,14 @@ fn min_age(opts: &ObserveOpts) -> u64 {
     (opts.scan_interval * 1_000_000).min(10_000_000)
 }
 
-/// The event loop. Returns the target's raw wait status when we reaped it.
+struct End {
+    /// The target's raw wait status, when we reaped it.
+    status: Option<i32>,
+    hang_found: bool,
+    killed_on_hang: bool,
+}
+
+/// The event loop.
 async fn observe(
     s: &mut Session,
     mut src: LiveSource,
@@ -266,7 +301,7 @@ async fn observe(
     pidfd: OwnedFd,
     duration_ns: Option<u64>,
     mode: &str,
-) -> Result<Option<i32>> {
+) -> Result<End> {
     // SAFETY: the AsyncFd owns the pidfd and keeps it open while registered.
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
         .context("watching the target")?;
@@ -280,16 +315,34 @@ async fn observe(
     tokio::pin!(deadline);
     let mut evs = Vec::new();
     let mut stop_signal: Option<i32> = None;
+    let mut hang_found = false;
+    let mut killed_on_hang = false;
     loop {
         tokio::select! {
-            r = src.urgent(&mut evs) => { r.context("reading the ring buffer")?; }
+            r = src.urgent(&mut evs) => {
+                r.context("reading the ring buffer")?;
+                // An urgent record (EDEADLK, ...): judge it before the next scan.
+                scan.reset_immediately();
+            }
             _ = drain.tick() => src.drain(&mut evs),
             _ = scan.tick() => {
                 src.drain(&mut evs);
                 let now = procfs::mono_ns();
                 src.scan(now, &mut evs);
                 s.feed(&mut evs)?;
-                s.long_wait_lines(now);
+                if s.fed_since_scan {
+                    s.feed(&mut vec![Event::Scan { ts_ns: now }])?;
+                    s.fed_since_scan = false;
+                }
+                if s.detect(&mut src, now)? {
+                    hang_found = true;
+                    if s.opts.kill_on_deadlock {
+                        killed_on_hang = true;
+                        sys::kill(target.pid(), libc::SIGKILL);
+                        let _ = pidfd.readable().await;
+                        break;
+                    }
+                }
             }
             g = pidfd.readable() => { let _ = g?; break; }
             _ = sigint.recv() => { stop_signal = Some(libc::SIGINT); }
@@ -335,5 +388,74 @@ async fn observe(
     }
     let hooks = src.probes.hooks.clone();
     s.finish(mode, &hooks)?;
-    Ok(status)
+    Ok(End { status, hang_found, killed_on_hang })
+}
+
+/// Exit code of `attach`, `dump` and `run --kill-on-deadlock` when a hang was found.
+pub const EXIT_HANG: u8 = 3;
+
+/// `Symbol` events for lock addresses not looked up yet.
+fn symbol_events(model: &Model, symbols: &mut Symbolizer, tried: &mut HashSet<(u32, u64)>) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model.processes.values() {
+        let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
+        for w in waits.chain(p.pi_edeadlk.iter().map(|(_, w, _)| w)) {
+            let target = crate::graph::classify(w, p);
+            for addr in [target.lock, w.uaddr] {
+                if !tried.insert((p.tgid, addr)) {
+                    continue;
+                }
+                if let Some(d) = symbols.data_symbol(p.tgid, addr) {
+                    let name = if d.offset == 0 { d.name } else { format!("{}+{:#x}", d.name, d.offset) };
+                    out.push(Event::Symbol { tgid: p.tgid, addr, name });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `observer dump -p PID`: one look at a process through /proc, no BPF.
+pub fn dump(pid: u32, json: bool) -> Result<u8> {
+    if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
+        bail!("{pid} is a thread of process {tgid}: dump the process");
+    }
+    if !procfs::exists(pid) {
+        bail!("no such process: {pid}");
+    }
+    let now = procfs::mono_ns();
+    let seed = procfs::seed_threads(pid).with_context(|| format!("cannot read the threads of {pid}"))?;
+    let tids: Vec<u32> = seed
+        .iter()
+        .filter_map(|e| match e {
+            Event::ThreadSeen { tid, .. } => Some(*tid),
+            _ => None,
+        })
+        .collect();
+    // Without ptrace rights /proc/PID/task/TID/syscall is unreadable.
+    if let Some(&t) = tids.first() {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall"))
+            .with_context(|| format!("cannot read /proc/{pid}/task/{t}/syscall (needs root or CAP_SYS_PTRACE)"))?;
+    }
+    let mut model = Model::new();
+    model.apply(&Event::Start { ts_ns: now, tgid: pid, cmdline: procfs::cmdline(pid), attached: true });
+    for e in &seed {
+        model.apply(e);
+    }
+    for e in crate::source::snapshot::snapshot_waits(pid, tids, now) {
+        model.apply(&e);
+    }
+    let mut symbols = Symbolizer::new();
+    for e in symbol_events(&model, &mut symbols, &mut HashSet::new()) {
+        model.apply(&e);
+    }
+    let mut engine = Engine::new(u64::MAX);
+    engine.check(&model, now);
+    if json {
+        let r = report::dump::json(&model, &engine.findings, now);
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", report::dump::text(&model, &engine.findings, now));
+    }
+    Ok(if engine.findings.iter().any(|f| f.kind.is_hang()) { EXIT_HANG } else { 0 })
 }

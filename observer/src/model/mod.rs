@@ -64,7 +64,8 @@ pub struct LockStat {
     pub max_ns: u64,
 }
 
-/// A wait that lasted at least the long-wait threshold, with its outcome.
+/// A wait the kernel reported at its end (long, or with an outcome that
+/// matters such as EDEADLK), with its outcome.
 #[derive(Clone, Debug, Serialize)]
 pub struct LongWait {
     pub tid: Tid,
@@ -89,6 +90,8 @@ pub struct Process {
     live: HashMap<Tid, usize>,
     pub locks: BTreeMap<u64, LockStat>,
     pub long_waits: Vec<LongWait>,
+    /// PI lock attempts the kernel refused with EDEADLK: (tid, wait, when).
+    pub pi_edeadlk: Vec<(Tid, Wait, u64)>,
 }
 
 impl Process {
@@ -160,6 +163,9 @@ impl Process {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Model {
     pub processes: BTreeMap<u32, Process>,
+    /// Data symbols of lock addresses: (tgid, addr) -> name.
+    #[serde(skip)]
+    pub symbols: HashMap<(u32, u64), String>,
     pub drops: Drops,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
@@ -345,6 +351,9 @@ impl Model {
                 if t.wait.as_ref().is_some_and(|w| w.start_ns == wait.start_ns) {
                     t.wait = None;
                 }
+                if *ret == -(libc::EDEADLK as i64) && crate::event::futex::is_pi(wait.op) {
+                    p.pi_edeadlk.push((*tid, wait.clone(), *ts_ns));
+                }
                 p.long_waits.push(LongWait {
                     tid: *tid,
                     wait: wait.clone(),
@@ -372,7 +381,18 @@ impl Model {
                     },
                 );
             }
+            Event::WaitWords { ts_ns, tgid, tid, start_ns, words_addr, words } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                if let Some(w) = t.wait.as_mut().filter(|w| w.start_ns == *start_ns) {
+                    w.words_addr = *words_addr;
+                    w.words = words.clone();
+                }
+            }
+            Event::Symbol { tgid, addr, name } => {
+                self.symbols.insert((*tgid, *addr), name.clone());
+            }
             Event::Drops { drops, .. } => self.drops = *drops,
+            Event::Scan { .. } => {}
             Event::End {
                 ts_ns,
                 tgid,

@@ -528,6 +528,12 @@ impl Probes {
             .collect()
     }
 
+    /// One thread's entry in the wait table.
+    pub fn wait(&self, tid: u32) -> Option<obs_wait> {
+        let m = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(self.bpf.map("WAITS")?).ok()?;
+        m.get(&tid, 0).ok().map(|v| v.0)
+    }
+
     pub fn aggregates(&self) -> Vec<(obs_agg_key, obs_agg)> {
         let Some(m) = self.bpf.map("AGG") else {
             return Vec::new();

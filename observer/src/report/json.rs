@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::{
+    detect::Finding,
     event::{Drops, futex},
     model::Model,
     probe::HookUse,
@@ -20,6 +21,7 @@ pub struct Report<'a> {
     pub waits: Vec<WaitOut>,
     pub drops: Drops,
     pub hooks: &'a [HookUse],
+    pub findings: &'a [Finding],
 }
 
 #[derive(Serialize)]
@@ -58,7 +60,7 @@ pub struct WaitOut {
     pub max_ns: u64,
 }
 
-pub fn build<'a>(model: &Model, mode: &'a str, hooks: &'a [HookUse]) -> Report<'a> {
+pub fn build<'a>(model: &Model, mode: &'a str, hooks: &'a [HookUse], findings: &'a [Finding]) -> Report<'a> {
     let mut r = Report {
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
@@ -68,6 +70,7 @@ pub fn build<'a>(model: &Model, mode: &'a str, hooks: &'a [HookUse]) -> Report<'
         waits: Vec::new(),
         drops: model.drops,
         hooks,
+        findings,
     };
     for p in model.processes.values() {
         r.processes.push(ProcessOut {

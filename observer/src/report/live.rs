@@ -93,36 +93,6 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
     })
 }
 
-/// Lines for waits that crossed `long_wait_ns` since the last call; each
-/// wait is announced once (keyed by tid and start time).
-pub fn long_waits(
-    model: &Model,
-    now: u64,
-    long_wait_ns: u64,
-    announced: &mut std::collections::HashSet<(u32, u64)>,
-) -> Vec<String> {
-    let t0 = model.first_ns.unwrap_or(now);
-    let mut out = Vec::new();
-    for p in model.processes.values() {
-        for t in p.live_threads() {
-            let Some(w) = &t.wait else { continue };
-            let age = now.saturating_sub(w.start_ns);
-            if age >= long_wait_ns && announced.insert((t.tid, w.start_ns)) {
-                out.push(format!(
-                    "{:>9.3}s ! thread {} \"{}\" waiting {} on futex {:#x} ({})",
-                    now.saturating_sub(t0) as f64 / 1e9,
-                    t.tid,
-                    escape(t.name()),
-                    dur(age),
-                    w.uaddr,
-                    futex::name(w.op)
-                ));
-            }
-        }
-    }
-    out
-}
-
 pub fn errno_name(ret: i64) -> String {
     match -ret {
         0 if ret == 0 => "0".into(),

@@ -1,5 +1,7 @@
 //! Reports: live lines, the text summary, JSON.
 
+pub mod dump;
+pub mod findings;
 pub mod json;
 pub mod live;
 pub mod text;

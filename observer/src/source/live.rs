@@ -1,21 +1,38 @@
 //! The live source: drains the ring buffer and scans the BPF wait table,
-//! turning both into typed events.
+//! turning both into typed events. Waits that began before attaching come
+//! from a /proc snapshot and are followed through /proc until they end.
 
 use std::collections::HashMap;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 
+use super::snapshot;
 use crate::{
     event::{Event, Tid, WaitOrigin},
     probe::{Probes, decode},
 };
 
+/// Re-read the memory around a waiter's futex word at most this often:
+/// owners change while a thread waits.
+const REREAD_EVERY_NS: u64 = 500_000_000;
+/// ...and only once the wait is this old.
+const REREAD_AFTER_NS: u64 = 100_000_000;
+
+/// A wait reported as `WaitBegin`.
+struct Tracked {
+    tgid: u32,
+    start_ns: u64,
+    uaddr: u64,
+    words: Vec<u8>,
+    read_ns: u64,
+    origin: WaitOrigin,
+}
+
 pub struct LiveSource {
     pub probes: Probes,
     ring: AsyncFd<RingBuf<MapData>>,
-    /// Waits already reported as `WaitBegin`: tid -> (tgid, start_ns).
-    seen: HashMap<Tid, (u32, u64)>,
+    seen: HashMap<Tid, Tracked>,
     /// A wait is reported once it is at least this old (transient
     /// contention never becomes an event).
     pub min_age_ns: u64,
@@ -28,13 +45,7 @@ impl LiveSource {
         // SAFETY: the RingBuf owns its map fd and keeps it open while the
         // AsyncFd owns the RingBuf (tokio >= 1.54 marks this constructor unsafe).
         let ring = unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE)? };
-        Ok(LiveSource {
-            probes,
-            ring,
-            seen: HashMap::new(),
-            min_age_ns,
-            decode_errors: 0,
-        })
+        Ok(LiveSource { probes, ring, seen: HashMap::new(), min_age_ns, decode_errors: 0 })
     }
 
     /// Resolves when the kernel woke us for an urgent record.
@@ -52,7 +63,7 @@ impl LiveSource {
             match decode::decode_record(&item) {
                 Ok(ev) => {
                     if let Event::WaitDone { tid, wait, .. } = &ev {
-                        if self.seen.get(tid).is_some_and(|&(_, s)| s == wait.start_ns) {
+                        if self.seen.get(tid).is_some_and(|t| t.start_ns == wait.start_ns) {
                             self.seen.remove(tid);
                         }
                     }
@@ -66,42 +77,104 @@ impl LiveSource {
         }
     }
 
+    /// Waits already in progress in `pid` (from /proc), for `attach`.
+    pub fn add_snapshot(&mut self, pid: u32, tids: &[Tid], now: u64, out: &mut Vec<Event>) {
+        for ev in snapshot::snapshot_waits(pid, tids.iter().copied(), now) {
+            if let Event::WaitBegin { tid, wait, .. } = &ev {
+                if self.probes.wait(*tid).is_some() {
+                    continue; // entered its wait after the probes: the table has it
+                }
+                self.track(*tid, pid, wait, now);
+            }
+            out.push(ev);
+        }
+    }
+
+    fn track(&mut self, tid: Tid, tgid: u32, w: &crate::event::Wait, now: u64) {
+        self.seen.insert(
+            tid,
+            Tracked { tgid, start_ns: w.start_ns, uaddr: w.uaddr, words: w.words.clone(), read_ns: now, origin: w.origin },
+        );
+    }
+
+    /// Whether a tracked wait is still in progress.
+    fn still_waiting(&self, tid: Tid, t: &Tracked, table: Option<u64>) -> bool {
+        match t.origin {
+            WaitOrigin::Kernel => table == Some(t.start_ns),
+            // A snapshot wait ends when the thread leaves that futex call.
+            WaitOrigin::Snapshot => {
+                table.is_none()
+                    && snapshot::proc_syscall(t.tgid, tid).is_some_and(|(nr, a, _, _)| {
+                        let addr = if nr == libc::SYS_futex { a[0] } else { t.uaddr };
+                        addr == t.uaddr
+                    })
+            }
+        }
+    }
+
+    /// Re-reads the words around a tracked wait; emits `WaitWords` if they changed.
+    fn reread(&mut self, tid: Tid, now: u64, out: &mut Vec<Event>) {
+        let Some(t) = self.seen.get_mut(&tid) else { return };
+        t.read_ns = now;
+        if let Some((words_addr, words)) = snapshot::read_words(t.tgid, t.uaddr) {
+            if words != t.words {
+                t.words = words.clone();
+                out.push(Event::WaitWords { ts_ns: now, tgid: t.tgid, tid, start_ns: t.start_ns, words_addr, words });
+            }
+        }
+    }
+
     /// Compares the wait table with what was reported before.
     pub fn scan(&mut self, now: u64, out: &mut Vec<Event>) {
         let waits = self.probes.waits();
-        let mut present: HashMap<Tid, u64> = HashMap::with_capacity(waits.len());
-        for (tid, w) in &waits {
-            present.insert(*tid, w.start_ns);
-        }
-        // Ended (or replaced by a newer wait) since the last scan.
-        let ended: Vec<(Tid, u32, u64)> = self
+        let table: HashMap<Tid, u64> = waits.iter().map(|(t, w)| (*t, w.start_ns)).collect();
+        let ended: Vec<Tid> = self
             .seen
             .iter()
-            .filter(|(tid, (_, start))| present.get(tid) != Some(start))
-            .map(|(&tid, &(tgid, start))| (tid, tgid, start))
+            .filter(|(tid, t)| !self.still_waiting(**tid, t, table.get(tid).copied()))
+            .map(|(tid, _)| *tid)
             .collect();
-        for (tid, tgid, start_ns) in ended {
-            self.seen.remove(&tid);
-            out.push(Event::WaitEnd {
-                ts_ns: now,
-                tgid,
-                tid,
-                start_ns,
-                ret: None,
-            });
+        for tid in ended {
+            let t = self.seen.remove(&tid).expect("tracked");
+            out.push(Event::WaitEnd { ts_ns: now, tgid: t.tgid, tid, start_ns: t.start_ns, ret: None });
         }
         for (tid, w) in waits {
             if self.seen.contains_key(&tid) || now.saturating_sub(w.start_ns) < self.min_age_ns {
                 continue;
             }
-            self.seen.insert(tid, (w.tgid, w.start_ns));
-            out.push(Event::WaitBegin {
-                ts_ns: now,
-                tgid: w.tgid,
-                tid,
-                wait: decode::wait_from_raw(&w, WaitOrigin::Kernel),
-            });
+            let wait = decode::wait_from_raw(&w, WaitOrigin::Kernel);
+            self.track(tid, w.tgid, &wait, now);
+            out.push(Event::WaitBegin { ts_ns: now, tgid: w.tgid, tid, wait });
         }
+        let due: Vec<Tid> = self
+            .seen
+            .iter()
+            .filter(|(_, t)| {
+                now.saturating_sub(t.start_ns) >= REREAD_AFTER_NS && now.saturating_sub(t.read_ns) >= REREAD_EVERY_NS
+            })
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in due {
+            self.reread(tid, now, out);
+        }
+    }
+
+    /// Checks that the waits of `tids` are still as the model has them
+    /// before a finding is reported. Returns false if anything changed
+    /// (the change is in `out`).
+    pub fn confirm(&mut self, tids: &[Tid], now: u64, out: &mut Vec<Event>) -> bool {
+        let before = out.len();
+        for &tid in tids {
+            let Some(t) = self.seen.get(&tid) else { continue };
+            let table = self.probes.wait(tid).map(|w| w.start_ns);
+            if !self.still_waiting(tid, t, table) {
+                let t = self.seen.remove(&tid).expect("tracked");
+                out.push(Event::WaitEnd { ts_ns: now, tgid: t.tgid, tid, start_ns: t.start_ns, ret: None });
+                continue;
+            }
+            self.reread(tid, now, out);
+        }
+        out.len() == before
     }
 
     /// Everything left at the end: records, per-lock totals, drop counters.
@@ -117,9 +190,6 @@ impl LiveSource {
                 max_ns: a.max_ns,
             });
         }
-        out.push(Event::Drops {
-            ts_ns: now,
-            drops: self.probes.drops(),
-        });
+        out.push(Event::Drops { ts_ns: now, drops: self.probes.drops() });
     }
 }

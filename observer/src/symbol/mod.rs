@@ -1,1 +1,502 @@
 //! Symbols, stacks and Python awareness.
+//!
+//! - [`data_symbol`]: the global a lock lives in (`lock_left`), from the ELF
+//!   symbol tables of the executable or shared library that maps it.
+//! - [`native_stack`]: the native stack of a thread blocked in a syscall,
+//!   without stopping the target: the stack is copied with
+//!   `process_vm_readv`, unwound with DWARF CFI (framehop, `.eh_frame` /
+//!   `.debug_frame`) and symbolized with blazesym (functions, inlined
+//!   frames, file:line where debug info exists — in the file or through
+//!   `.gnu_debuglink` / build-id — and module+offset otherwise).
+//! - [`proc_syscall`]: what /proc says a blocked thread is doing.
+//! - [`python_threads`]: CPython thread names, stacks and the GIL holder
+//!   (py-spy as a library, never pausing the target).
+//!
+//! A [`Symbolizer`] caches per-process state (maps, unwind info, parsed
+//! files, blazesym's caches, py-spy's interpreter layout); the free
+//! functions use one per calling thread. Strings that come from the target
+//! (paths, function and thread names) are data: reports escape them.
+//!
+//! x86_64 only (register set and unwinder).
+
+mod elf;
+mod maps;
+mod native;
+mod python;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    ops::Range,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use blazesym::symbolize::{self as bz, Input, Symbolized, source::Source};
+use framehop::FrameAddress;
+use serde::{Deserialize, Serialize};
+
+use elf::{ElfInfo, FileKey};
+use maps::{MapEntry, Module};
+#[allow(unused_imports)]
+pub use python::{PyFrame, PyThread};
+
+/// A global/static data symbol for an address in the target (locks that are
+/// globals: `lock_a`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSymbol {
+    pub name: String,
+    /// Bytes from the start of the symbol.
+    pub offset: u64,
+    /// The mapped file as /proc/PID/maps names it.
+    pub module: String,
+}
+
+/// One native frame, innermost first. Inlined functions get their own
+/// frames (`inlined: true`) before the function they were inlined into,
+/// all with the same `addr`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The instruction pointer (first frame) or the return address.
+    pub addr: u64,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The mapped file as /proc/PID/maps names it, or "[vdso]".
+    pub module: Option<String>,
+    /// `addr` as a virtual address of the module's ELF file (what
+    /// `addr2line -e MODULE` and `objdump` take); `addr` itself when the
+    /// address is in no known module.
+    pub module_offset: u64,
+    pub inlined: bool,
+}
+
+/// User registers of a blocked thread: from BPF at syscall entry (ip, sp,
+/// bp) or from /proc/PID/task/TID/syscall (sp and pc only; bp = 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// How long parsed maps are trusted before they are read again.
+const MAPS_TTL: Duration = Duration::from_secs(1);
+/// Parsed files kept before the file cache is dropped (they are shared
+/// between processes, so this bounds memory, not correctness).
+const MAX_FILES: usize = 1024;
+
+/// Per-process state.
+struct Proc {
+    start_time: u64,
+    read_at: Instant,
+    maps: Vec<MapEntry>,
+    modules: Vec<Module>,
+    unwinder: native::Unwinder64,
+    cache: framehop::x86_64::CacheX86_64,
+}
+
+impl Proc {
+    fn module_of_code(&self, addr: u64) -> Option<&Module> {
+        self.modules.iter().find(|m| m.code.contains(&addr))
+    }
+
+    fn module_of_data(&self, addr: u64) -> Option<&Module> {
+        self.modules.iter().find(|m| m.extent.contains(&addr))
+    }
+
+    fn mapping_of(&self, addr: u64) -> Option<&MapEntry> {
+        self.maps.iter().find(|e| e.start <= addr && addr < e.end)
+    }
+}
+
+/// Caches what symbolizing a process needs. Not `Send` (blazesym's
+/// symbolizer is not): keep one per thread.
+pub struct Symbolizer {
+    blaze: bz::Symbolizer,
+    files: HashMap<FileKey, Option<Arc<ElfInfo>>>,
+    procs: HashMap<u32, Proc>,
+    pythons: HashMap<u32, (u64, py_spy::PythonSpy)>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The start time (clock ticks since boot) of process `pid`, which tells a
+/// reused PID from the process we cached.
+fn start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm field may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Reads /proc/PID/task/TID/syscall: `(nr, args, sp, pc)` for a thread in a
+/// syscall. `nr` is -1 (args zero) for a thread that is stopped outside a
+/// syscall; None when the thread is running, gone or unreadable.
+pub fn proc_syscall(pid: u32, tid: u32) -> Option<(i64, [u64; 6], u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    parse_syscall(&s)
+}
+
+fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
+    let hex = |f: &str| u64::from_str_radix(f.strip_prefix("0x").unwrap_or(f), 16).ok();
+    let f: Vec<&str> = s.split_whitespace().collect();
+    let nr: i64 = f.first()?.parse().ok()?;
+    match f.len() {
+        9 if nr >= 0 => {
+            let mut args = [0u64; 6];
+            for (a, v) in args.iter_mut().zip(&f[1..7]) {
+                *a = hex(v)?;
+            }
+            Some((nr, args, hex(f[7])?, hex(f[8])?))
+        }
+        3 if nr == -1 => Some((-1, [0; 6], hex(f[1])?, hex(f[2])?)),
+        _ => None,
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Self::with_blaze(bz::Symbolizer::builder())
+    }
+
+    /// Without the system's debug directories (/usr/lib/debug): what a
+    /// machine without -dbg packages sees.
+    #[cfg(test)]
+    fn without_debug_dirs() -> Self {
+        Self::with_blaze(bz::Symbolizer::builder().set_debug_dirs(Some::<[&str; 0]>([])))
+    }
+
+    fn with_blaze(builder: bz::Builder) -> Self {
+        let blaze = builder
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        Symbolizer { blaze, files: HashMap::new(), procs: HashMap::new(), pythons: HashMap::new() }
+    }
+
+    /// Drops what is cached about `pid` (call on exit or exec).
+    #[allow(dead_code)]
+    pub fn forget(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+        self.pythons.remove(&pid);
+    }
+
+    fn elf_info(files: &mut HashMap<FileKey, Option<Arc<ElfInfo>>>, path: &PathBuf, key: FileKey) -> Option<Arc<ElfInfo>> {
+        files.entry(key).or_insert_with(|| ElfInfo::from_file(path).map(Arc::new)).clone()
+    }
+
+    /// Bounds the caches of a long-lived symbolizer: forgets processes that
+    /// are gone, and parsed files once there are many.
+    fn prune(&mut self) {
+        if self.procs.len() >= 16 {
+            self.procs.retain(|pid, p| start_time(*pid) == Some(p.start_time));
+            self.pythons.retain(|pid, p| start_time(*pid) == Some(p.0));
+        }
+        if self.files.len() > MAX_FILES {
+            self.files.clear();
+        }
+    }
+
+    /// The cached state of `pid`, read again when stale or when `force`.
+    fn proc(&mut self, pid: u32, force: bool) -> anyhow::Result<&mut Proc> {
+        let st = start_time(pid).with_context(|| format!("process {pid} is gone"))?;
+        let fresh = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| p.start_time == st && !force && p.read_at.elapsed() < MAPS_TTL);
+        if !fresh {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .with_context(|| format!("reading /proc/{pid}/maps"))?;
+            let entries = maps::parse_maps(&text);
+            let files = &mut self.files;
+            let modules = maps::modules(
+                pid,
+                &entries,
+                |path, key| Self::elf_info(files, path, key),
+                |r: Range<u64>| {
+                    let bytes = native::read_mem(pid, r.start, (r.end - r.start).min(1 << 20) as usize);
+                    ElfInfo::from_bytes(&bytes).map(Arc::new)
+                },
+            );
+            let unwinder = native::unwinder_for(&modules);
+            self.prune();
+            self.procs.insert(
+                pid,
+                Proc {
+                    start_time: st,
+                    read_at: Instant::now(),
+                    maps: entries,
+                    modules,
+                    unwinder,
+                    cache: framehop::x86_64::CacheX86_64::new(),
+                },
+            );
+        }
+        Ok(self.procs.get_mut(&pid).expect("inserted above"))
+    }
+
+    /// See [`data_symbol`].
+    pub fn data_symbol(&mut self, pid: u32, addr: u64) -> Option<DataSymbol> {
+        let mut p = self.proc(pid, false).ok()?;
+        if p.mapping_of(addr).is_none() {
+            // Perhaps mapped since we read the maps (dlopen).
+            p = self.proc(pid, true).ok()?;
+        }
+        let m = p.module_of_data(addr)?.clone();
+        let path = m.open_path.clone()?;
+        let src = Source::Elf(bz::source::Elf::new(path));
+        match self.blaze.symbolize_single(&src, Input::VirtOffset(m.svma(addr))).ok()? {
+            Symbolized::Sym(s) => Some(DataSymbol { name: s.name.into_owned(), offset: s.offset as u64, module: m.name }),
+            Symbolized::Unknown(_) => None,
+        }
+    }
+
+    /// See [`native_stack`].
+    pub fn native_stack(&mut self, pid: u32, tid: u32, regs: Regs) -> anyhow::Result<Vec<Frame>> {
+        self.native_stacks(pid, &[(tid, regs)]).pop().expect("one result per thread").1
+    }
+
+    /// Unwinds and symbolizes several threads of one process at once (one
+    /// maps read, one symbolization batch per module). A thread whose
+    /// `regs.sp` is 0 gets its registers from /proc/PID/task/TID/syscall.
+    pub fn native_stacks(&mut self, pid: u32, threads: &[(u32, Regs)]) -> Vec<(u32, anyhow::Result<Vec<Frame>>)> {
+        // 1. Registers and stack copies.
+        let mut copies = Vec::with_capacity(threads.len());
+        for &(tid, regs) in threads {
+            let regs = if regs.sp == 0 {
+                match proc_syscall(pid, tid) {
+                    Some((_, _, sp, pc)) => Regs { ip: pc, sp, bp: 0 },
+                    None => {
+                        copies.push((tid, Err(anyhow::anyhow!("thread {tid} of {pid} is running or gone"))));
+                        continue;
+                    }
+                }
+            } else {
+                regs
+            };
+            copies.push((tid, Ok(regs)));
+        }
+        // 2. Unwind each thread; refresh the maps once if a stack or the ip
+        //    is outside what we know (a new thread stack, a dlopen).
+        let mut unwound: Vec<(u32, anyhow::Result<Vec<FrameAddress>>)> = Vec::with_capacity(copies.len());
+        let mut refreshed = false;
+        for (tid, regs) in copies {
+            let regs = match regs {
+                Ok(r) => r,
+                Err(e) => {
+                    unwound.push((tid, Err(e)));
+                    continue;
+                }
+            };
+            let r = (|| {
+                let mut p = self.proc(pid, false)?;
+                if !refreshed && (p.mapping_of(regs.sp).is_none() || p.module_of_code(regs.ip).is_none()) {
+                    refreshed = true;
+                    p = self.proc(pid, true)?;
+                }
+                let Some(stack_map) = p.mapping_of(regs.sp) else {
+                    bail!("sp {:#x} of thread {tid} is in no mapping of {pid}", regs.sp)
+                };
+                let len = (stack_map.end - regs.sp).min(native::MAX_STACK_COPY) as usize;
+                let stack = native::StackCopy { base: regs.sp, bytes: native::read_mem(pid, regs.sp, len) };
+                Ok(native::unwind(&p.unwinder, &mut p.cache, regs, &stack))
+            })();
+            unwound.push((tid, r));
+        }
+        // 3. Symbolize, batched per module.
+        let Some(p) = self.procs.get(&pid) else {
+            return unwound.into_iter().map(|(t, r)| (t, r.map(|_| Vec::new()))).collect();
+        };
+        let mut wanted: HashMap<usize, Vec<u64>> = HashMap::new();
+        for (_, r) in &unwound {
+            for f in r.iter().flatten() {
+                if let Some(i) = p.modules.iter().position(|m| m.code.contains(&f.address_for_lookup())) {
+                    wanted.entry(i).or_default().push(p.modules[i].svma(f.address_for_lookup()));
+                }
+            }
+        }
+        // (module, svma) → frames for that lookup address.
+        let mut symbolized: HashMap<(usize, u64), Vec<Frame>> = HashMap::new();
+        for (i, mut svmas) in wanted {
+            svmas.sort_unstable();
+            svmas.dedup();
+            let m = &p.modules[i];
+            let syms: Vec<Option<bz::Sym<'_>>> = match &m.open_path {
+                Some(path) => {
+                    let src = Source::Elf(bz::source::Elf::new(path.clone()));
+                    match self.blaze.symbolize(&src, Input::VirtOffset(&svmas)) {
+                        Ok(v) => v.into_iter().map(|s| s.into_sym()).collect(),
+                        Err(e) => {
+                            tracing::debug!("symbolizing in {}: {e}", m.name);
+                            vec![None; svmas.len()]
+                        }
+                    }
+                }
+                None => vec![None; svmas.len()],
+            };
+            for (svma, sym) in svmas.iter().zip(syms) {
+                let avma = svma.wrapping_add(m.bias);
+                let mut frames = Vec::new();
+                match sym {
+                    Some(s) => native::frames_from_sym(avma, m, &s, &mut frames),
+                    None => {
+                        let function = m.elf.func_at(*svma).map(|(n, _)| n.to_string());
+                        frames.push(Frame {
+                            addr: avma,
+                            function,
+                            file: None,
+                            line: None,
+                            module: Some(m.name.clone()),
+                            module_offset: *svma,
+                            inlined: false,
+                        });
+                    }
+                }
+                symbolized.insert((i, *svma), frames);
+            }
+        }
+        unwound
+            .into_iter()
+            .map(|(tid, r)| {
+                let r = r.map(|addrs| {
+                    let mut out = Vec::with_capacity(addrs.len());
+                    for f in addrs {
+                        let (addr, lookup) = (f.address(), f.address_for_lookup());
+                        let module = p.modules.iter().position(|m| m.code.contains(&lookup));
+                        match module.and_then(|i| symbolized.get(&(i, p.modules[i].svma(lookup))).map(|fr| (i, fr))) {
+                            Some((i, frames)) => out.extend(frames.iter().map(|fr| Frame {
+                                addr,
+                                module_offset: p.modules[i].svma(addr),
+                                ..fr.clone()
+                            })),
+                            None => out.push(Frame {
+                                addr,
+                                function: None,
+                                file: None,
+                                line: None,
+                                module: None,
+                                module_offset: addr,
+                                inlined: false,
+                            }),
+                        }
+                    }
+                    out
+                });
+                (tid, r)
+            })
+            .collect()
+    }
+
+    /// The stacks of every thread of `pid` that is blocked in a syscall (or
+    /// stopped), from /proc registers. Running threads are skipped.
+    #[allow(dead_code)]
+    pub fn blocked_stacks(&mut self, pid: u32) -> anyhow::Result<Vec<(u32, anyhow::Result<Vec<Frame>>)>> {
+        let mut threads = Vec::new();
+        let dir = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing threads of {pid}"))?;
+        for e in dir.flatten() {
+            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Some((_, _, sp, pc)) = proc_syscall(pid, tid) {
+                threads.push((tid, Regs { ip: pc, sp, bp: 0 }));
+            }
+        }
+        threads.sort_by_key(|t| t.0);
+        Ok(self.native_stacks(pid, &threads))
+    }
+
+    /// See [`python_threads`].
+    pub fn python_threads(&mut self, pid: u32) -> anyhow::Result<Option<Vec<PyThread>>> {
+        let st = start_time(pid).with_context(|| format!("process {pid} is gone"))?;
+        if self.pythons.get(&pid).is_none_or(|(s, _)| *s != st) {
+            self.pythons.remove(&pid);
+            let p = self.proc(pid, false)?;
+            if !python::looks_like_python(&p.maps) {
+                return Ok(None);
+            }
+            let spy = python::new_spy(pid)?;
+            self.pythons.insert(pid, (st, spy));
+        }
+        let (_, spy) = self.pythons.get_mut(&pid).expect("inserted above");
+        match python::threads(spy) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                // The layout may be stale (exec, interpreter re-init): start over next time.
+                self.pythons.remove(&pid);
+                Err(e)
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SYMBOLIZER: RefCell<Symbolizer> = RefCell::new(Symbolizer::new());
+}
+
+fn with_symbolizer<T>(f: impl FnOnce(&mut Symbolizer) -> T) -> T {
+    SYMBOLIZER.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Symbolizes a data address in process `pid` (a global or static in the
+/// executable's or a shared library's .data/.bss). None for heap, stack and
+/// anonymous memory, and for files without a symbol there.
+#[allow(dead_code)]
+pub fn data_symbol(pid: u32, addr: u64) -> Option<DataSymbol> {
+    with_symbolizer(|s| s.data_symbol(pid, addr))
+}
+
+/// Native stack of a thread blocked in a syscall, without stopping the
+/// target. `regs` from BPF at syscall entry or [`proc_syscall`] (sp = 0:
+/// read them from /proc). Unreadable memory or missing unwind info give a
+/// shorter stack; stripped code gives module+offset frames.
+#[allow(dead_code)]
+pub fn native_stack(pid: u32, tid: u32, regs: Regs) -> anyhow::Result<Vec<Frame>> {
+    with_symbolizer(|s| s.native_stack(pid, tid, regs))
+}
+
+/// For a CPython target (3.11–3.13 tested): Python thread names, stacks and
+/// the GIL holder. Ok(None) when the process is not Python.
+#[allow(dead_code)]
+pub fn python_threads(pid: u32) -> anyhow::Result<Option<Vec<PyThread>>> {
+    with_symbolizer(|s| s.python_threads(pid))
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn parses_proc_syscall() {
+        let s = "202 0x55d0c8a04040 0x80 0x2 0x0 0x0 0x0 0x7f3a1b2fed58 0x7f3a1b3a2d7e\n";
+        let (nr, args, sp, pc) = parse_syscall(s).unwrap();
+        assert_eq!(nr, 202);
+        assert_eq!(args, [0x55d0c8a04040, 0x80, 2, 0, 0, 0]);
+        assert_eq!((sp, pc), (0x7f3a1b2fed58, 0x7f3a1b3a2d7e));
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0x7ffc 0x401000\n"), Some((-1, [0; 6], 0x7ffc, 0x401000)));
+        assert_eq!(parse_syscall(""), None);
+        assert_eq!(parse_syscall("202 0xzz 0 0 0 0 0 0 0"), None);
+    }
+
+    #[test]
+    fn start_time_of_self() {
+        assert!(start_time(std::process::id()).is_some());
+        assert!(start_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn unknown_pid_is_an_error_not_a_panic() {
+        let mut s = Symbolizer::new();
+        assert!(s.native_stack(u32::MAX, 1, Regs { ip: 1, sp: 1, bp: 0 }).is_err());
+        assert!(s.data_symbol(u32::MAX, 0x1000).is_none());
+        assert!(s.python_threads(u32::MAX).is_err());
+    }
+}

@@ -1,0 +1,52 @@
+//! A cycle in the wait-for graph: every thread in it waits for the next.
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::{graph::Holder, report::escape};
+
+pub struct Deadlock;
+
+impl Detector for Deadlock {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for cycle in cx.graph.cycles() {
+            let edges: Vec<_> = cycle
+                .iter()
+                .filter_map(|w| match w.target.holder {
+                    Holder::Thread(h) => Some(cx.edge(w, h)),
+                    _ => None,
+                })
+                .collect();
+            if edges.is_empty() {
+                continue;
+            }
+            let mut key_parts: Vec<String> =
+                edges.iter().map(|e| format!("{}>{}@{:x}", e.waiter_tid, e.holder_tid, e.lock.addr)).collect();
+            key_parts.sort();
+            let threads: Vec<_> = edges.iter().map(|e| cx.thread(e.waiter_tid)).collect();
+            let mut locks: Vec<_> = edges.iter().map(|e| e.lock.clone()).collect();
+            locks.dedup();
+            let summary = if edges.len() == 1 {
+                format!(
+                    "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
+                    edges[0].waiter_tid,
+                    escape(&threads[0].name),
+                    super::describe_lock(&edges[0].lock)
+                )
+            } else {
+                let names: Vec<String> = threads.iter().map(|t| format!("{} \"{}\"", t.tid, escape(&t.name))).collect();
+                format!("{} threads wait for each other in a cycle: {}", edges.len(), names.join(" -> "))
+            };
+            out.push(Finding {
+                kind: FindingKind::Deadlock,
+                tgid: cx.process.tgid,
+                detected_ns: cx.now_ns,
+                summary,
+                threads,
+                locks,
+                cycle: edges,
+                key: format!("deadlock:{}:{}", cx.process.tgid, key_parts.join(",")),
+            });
+        }
+        out
+    }
+}

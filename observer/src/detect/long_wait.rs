@@ -1,0 +1,48 @@
+//! A wait longer than the threshold that no other finding explains: a lost
+//! wakeup, a semaphore nobody posts, a lock held for too long.
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::{graph::Holder, report::{dur, escape}};
+
+pub struct LongWait;
+
+impl Detector for LongWait {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for w in cx.graph.waits.values() {
+            let age = cx.now_ns.saturating_sub(w.start_ns);
+            if age < cx.long_wait_ns || cx.covered.contains(&(cx.process.tgid, w.tid)) {
+                continue;
+            }
+            let lock = cx.lock(w.target.kind, w.target.lock);
+            let t = cx.thread(w.tid);
+            let held = match w.target.holder {
+                Holder::Thread(h) => format!(", held by thread {h} \"{}\"", escape(&cx.name(h))),
+                Holder::Readers => ", held by readers".into(),
+                _ => String::new(),
+            };
+            let since = if w.before_observation { "at least " } else { "" };
+            let mut threads = vec![t.clone()];
+            if let Holder::Thread(h) = w.target.holder {
+                threads.push(cx.thread(h));
+            }
+            out.push(Finding {
+                kind: FindingKind::LongWait,
+                tgid: cx.process.tgid,
+                detected_ns: cx.now_ns,
+                summary: format!(
+                    "thread {} \"{}\" has waited {since}{} for {}{held}",
+                    w.tid,
+                    escape(&t.name),
+                    dur(age),
+                    super::describe_lock(&lock)
+                ),
+                threads,
+                locks: vec![lock],
+                cycle: Vec::new(),
+                key: format!("long:{}:{}:{}", cx.process.tgid, w.tid, w.start_ns),
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,43 @@
+//! A waiter on a lock whose recorded owner is not a live thread of the
+//! process: the owner exited holding it, or the lock was inherited across
+//! fork from another process's thread. Nobody will ever unlock it.
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::{graph::Holder, report::escape};
+
+pub struct OrphanedLock;
+
+impl Detector for OrphanedLock {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for w in cx.graph.waits.values() {
+            let Holder::Gone(owner) = w.target.holder else { continue };
+            if !w.target.kind.has_owner() {
+                continue;
+            }
+            let lock = cx.lock(w.target.kind, w.target.lock);
+            let exited = cx.process.threads.iter().rev().find(|t| t.tid == owner && t.exit_ns.is_some());
+            let why = match exited {
+                Some(t) => format!("owner thread {owner} \"{}\" exited holding it", escape(t.name())),
+                None => format!("owner thread {owner} is not a thread of this process (exited before observation, or the lock was inherited across fork)"),
+            };
+            let t = cx.thread(w.tid);
+            out.push(Finding {
+                kind: FindingKind::OrphanedLock,
+                tgid: cx.process.tgid,
+                detected_ns: cx.now_ns,
+                summary: format!(
+                    "thread {} \"{}\" waits for {}: {why}",
+                    w.tid,
+                    escape(&t.name),
+                    super::describe_lock(&lock)
+                ),
+                threads: vec![t],
+                locks: vec![lock],
+                cycle: Vec::new(),
+                key: format!("orphan:{}:{}:{:x}:{}", cx.process.tgid, w.tid, w.target.lock, owner),
+            });
+        }
+        out
+    }
+}

@@ -1,0 +1,100 @@
+//! `observer dump`: every thread of a process and what it waits for.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::escape;
+use crate::{
+    detect::Finding,
+    event::futex,
+    graph::{Holder, WaitForGraph},
+    model::Model,
+};
+
+pub const SCHEMA: &str = "observer.dump/1";
+
+#[derive(Serialize)]
+pub struct Dump<'a> {
+    pub schema: &'static str,
+    pub version: &'static str,
+    pub tgid: u32,
+    pub findings: &'a [Finding],
+    pub threads: Vec<ThreadState>,
+}
+
+#[derive(Serialize)]
+pub struct ThreadState {
+    pub tid: u32,
+    pub name: String,
+    /// Null when the thread is not in a futex wait.
+    pub wait: Option<WaitState>,
+}
+
+#[derive(Serialize)]
+pub struct WaitState {
+    pub uaddr: u64,
+    pub op: String,
+    pub val: u32,
+    pub kind: crate::graph::LockKind,
+    pub lock: u64,
+    pub symbol: Option<String>,
+    pub holder: Holder,
+}
+
+fn states(model: &Model) -> (u32, Vec<ThreadState>) {
+    let Some(p) = model.processes.values().next() else { return (0, Vec::new()) };
+    let g = WaitForGraph::build(p);
+    let threads = p
+        .live_threads()
+        .map(|t| ThreadState {
+            tid: t.tid,
+            name: t.name().to_string(),
+            wait: g.waits.get(&t.tid).map(|w| WaitState {
+                uaddr: w.uaddr,
+                op: futex::name(w.op),
+                val: t.wait.as_ref().map(|x| x.val).unwrap_or(0),
+                kind: w.target.kind,
+                lock: w.target.lock,
+                symbol: model.symbols.get(&(p.tgid, w.target.lock)).cloned(),
+                holder: w.target.holder,
+            }),
+        })
+        .collect();
+    (p.tgid, threads)
+}
+
+pub fn json<'a>(model: &Model, findings: &'a [Finding], _now: u64) -> Dump<'a> {
+    let (tgid, threads) = states(model);
+    Dump { schema: SCHEMA, version: env!("CARGO_PKG_VERSION"), tgid, findings, threads }
+}
+
+pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
+    let (tgid, threads) = states(model);
+    let mut s = String::new();
+    let leader = threads.iter().find(|t| t.tid == tgid).map(|t| escape(&t.name)).unwrap_or_default();
+    let _ = writeln!(s, "== observer dump: process {tgid} \"{leader}\", {} threads ==", threads.len());
+    s.push_str(&super::findings::all(findings));
+    let _ = writeln!(s, "\nTHREADS");
+    let name_of = |tid: u32| threads.iter().find(|t| t.tid == tid).map(|t| escape(&t.name)).unwrap_or_else(|| "?".into());
+    for t in &threads {
+        let what = match &t.wait {
+            None => "not in a futex wait".to_string(),
+            Some(w) => {
+                let lock = match &w.symbol {
+                    Some(sym) => format!("{} {} ({:#x})", w.kind.as_str(), escape(sym), w.lock),
+                    None => format!("{} {:#x}", w.kind.as_str(), w.lock),
+                };
+                let holder = match w.holder {
+                    Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
+                    Holder::Gone(h) => format!(", owner {h} is gone"),
+                    Holder::Readers => ", held by readers".into(),
+                    Holder::Unknown => String::new(),
+                };
+                format!("waits for {lock}{holder}  [{} val {}]", w.op, w.val)
+            }
+        };
+        let _ = writeln!(s, "  {:>8}  {:<16}  {what}", t.tid, escape(&t.name));
+    }
+    s
+}

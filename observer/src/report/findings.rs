@@ -1,0 +1,76 @@
+//! Findings as text, modelled on jstack's "Found one Java-level deadlock".
+
+use std::fmt::Write as _;
+
+use super::{dur, escape};
+use crate::detect::{Finding, FindingKind, LockInfo, ThreadInfo, describe_lock};
+
+fn waited(t: &ThreadInfo) -> String {
+    match t.waited_ns {
+        Some(ns) if t.waited_since_before_observation => format!(" [waiting since before observation, >= {}]", dur(ns)),
+        Some(ns) => format!(" [waiting {}]", dur(ns)),
+        None => String::new(),
+    }
+}
+
+fn lock(l: &LockInfo) -> String {
+    describe_lock(l)
+}
+
+pub fn finding(f: &Finding) -> String {
+    let mut s = String::new();
+    let _ = match f.kind {
+        FindingKind::Deadlock if f.cycle.len() == 1 => writeln!(s, "Found a self-deadlock in process {}:", f.tgid),
+        FindingKind::Deadlock => writeln!(s, "Found one deadlock ({} threads) in process {}:", f.cycle.len(), f.tgid),
+        FindingKind::PiDeadlock => writeln!(s, "Found a PI-mutex deadlock in process {}:", f.tgid),
+        FindingKind::OrphanedLock => writeln!(s, "Found an orphaned lock in process {}:", f.tgid),
+        FindingKind::LongWait => writeln!(s, "Long wait in process {}:", f.tgid),
+    };
+    let _ = writeln!(s, "  {}", f.summary);
+    if !f.cycle.is_empty() {
+        for e in &f.cycle {
+            let w = f.threads.iter().find(|t| t.tid == e.waiter_tid);
+            let wname = w.map(|t| escape(&t.name)).unwrap_or_else(|| "?".into());
+            let hname = f.threads.iter().find(|t| t.tid == e.holder_tid).map(|t| escape(&t.name));
+            let _ = writeln!(
+                s,
+                "  thread {} \"{wname}\" waits for {}{}",
+                e.waiter_tid,
+                lock(&e.lock),
+                w.map(waited).unwrap_or_default()
+            );
+            let _ = writeln!(
+                s,
+                "      which is held by thread {}{}",
+                e.holder_tid,
+                hname.map(|n| format!(" \"{n}\"")).unwrap_or_default()
+            );
+        }
+    } else {
+        for t in &f.threads {
+            match &t.waits_for {
+                Some(l) => {
+                    let _ = writeln!(s, "  thread {} \"{}\" waits for {}{}", t.tid, escape(&t.name), lock(l), waited(t));
+                }
+                None => {
+                    let _ = writeln!(s, "  thread {} \"{}\"", t.tid, escape(&t.name));
+                }
+            }
+        }
+    }
+    s
+}
+
+pub fn all(findings: &[Finding]) -> String {
+    let mut s = String::new();
+    if findings.is_empty() {
+        s.push_str("FINDINGS: none\n");
+        return s;
+    }
+    let _ = writeln!(s, "FINDINGS: {}", findings.len());
+    for f in findings {
+        s.push_str(&finding(f));
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,123 @@
+//! Waits that began before we looked: /proc/PID/task/*/syscall names the
+//! futex call each blocked thread is in, process_vm_readv reads the memory
+//! around its futex word. Serves `attach` (waits older than the probes)
+//! and `dump` (no BPF at all).
+
+use observer_ebpf::bindings::{OBS_OP_WAITV, OBS_WORDS_BEFORE, OBS_WORDS_LEN};
+
+use crate::event::{Event, Tid, Wait, WaitOrigin, futex};
+
+#[cfg(target_arch = "x86_64")]
+const NR_FUTEX_WAITV: i64 = 449;
+#[cfg(target_arch = "aarch64")]
+const NR_FUTEX_WAITV: i64 = 449;
+
+/// A blocked thread's syscall: (nr, args, sp, pc); None if it is running
+/// or the file cannot be read.
+pub fn proc_syscall(pid: u32, tid: Tid) -> Option<(i64, [u64; 6], u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    parse_syscall(&s)
+}
+
+fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
+    let mut it = s.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok();
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        *a = hex(it.next()?)?;
+    }
+    let sp = hex(it.next()?)?;
+    let pc = hex(it.next()?)?;
+    Some((nr, args, sp, pc))
+}
+
+/// Reads `len` bytes of process `pid` at `addr` without stopping it.
+pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+    // SAFETY: `local` points into `buf`, which outlives the call; the
+    // remote side is only read by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    (n == len as isize).then_some(buf)
+}
+
+/// The words around a futex word, laid out as the BPF side copies them.
+pub fn read_words(pid: u32, uaddr: u64) -> Option<(u64, Vec<u8>)> {
+    let base = (uaddr & !7) - OBS_WORDS_BEFORE as u64;
+    if let Some(b) = read_mem(pid, base, OBS_WORDS_LEN as usize) {
+        return Some((base, b));
+    }
+    read_mem(pid, uaddr & !7, 32).map(|b| (uaddr & !7, b))
+}
+
+/// The wait a thread is in now according to /proc, if it is a futex wait.
+pub fn thread_wait(pid: u32, tid: Tid, now_ns: u64) -> Option<Wait> {
+    let (nr, a, sp, pc) = proc_syscall(pid, tid)?;
+    let (uaddr, op, val, uaddr2) = if nr == libc::SYS_futex {
+        let op = a[1] as u32;
+        let cmd = futex::cmd(op);
+        let waits = [0, 9, 6, 13, 11].contains(&cmd);
+        if !waits {
+            return None;
+        }
+        (a[0], op, a[2] as u32, if cmd == 11 { a[4] } else { 0 })
+    } else if nr == NR_FUTEX_WAITV {
+        // struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }
+        let fw = read_mem(pid, a[0], 16)?;
+        let val = u64::from_ne_bytes(fw[0..8].try_into().ok()?) as u32;
+        let uaddr = u64::from_ne_bytes(fw[8..16].try_into().ok()?);
+        (uaddr, OBS_OP_WAITV, val, a[0])
+    } else {
+        return None;
+    };
+    let (words_addr, words) = read_words(pid, uaddr).unwrap_or_default();
+    Some(Wait {
+        uaddr,
+        uaddr2,
+        op,
+        val,
+        start_ns: now_ns,
+        ip: pc,
+        sp,
+        bp: 0,
+        words_addr,
+        words,
+        origin: WaitOrigin::Snapshot,
+    })
+}
+
+/// One `WaitBegin` per thread of `pid` blocked in a futex wait now.
+pub fn snapshot_waits(pid: u32, tids: impl IntoIterator<Item = Tid>, now_ns: u64) -> Vec<Event> {
+    tids.into_iter()
+        .filter_map(|tid| {
+            thread_wait(pid, tid, now_ns).map(|wait| Event::WaitBegin { ts_ns: now_ns, tgid: pid, tid, wait })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_syscall() {
+        let s = "202 0x55d0c0a01040 0x80 0x2 0x0 0x0 0x0 0x7ffd5e2c9b28 0x7f0c1a2b3c4d\n";
+        let (nr, a, sp, pc) = parse_syscall(s).unwrap();
+        assert_eq!(nr, 202);
+        assert_eq!(a[0], 0x55d0c0a01040);
+        assert_eq!(a[1], 0x80);
+        assert_eq!(sp, 0x7ffd5e2c9b28);
+        assert_eq!(pc, 0x7f0c1a2b3c4d);
+        assert!(parse_syscall("running\n").is_none());
+        assert!(parse_syscall("-1 0x7ffd 0x1\n").is_none());
+    }
+
+    #[test]
+    fn reads_own_memory() {
+        let x: u64 = 0x1122_3344_5566_7788;
+        let b = read_mem(std::process::id(), &x as *const u64 as u64, 8).unwrap();
+        assert_eq!(u64::from_ne_bytes(b.try_into().unwrap()), x);
+    }
+}

@@ -1,0 +1,128 @@
+//! Native stacks of blocked threads, without stopping the target: the stack
+//! is copied with `process_vm_readv`, unwound with DWARF CFI (framehop) and
+//! symbolized with blazesym.
+
+use std::sync::Arc;
+
+use framehop::{
+    ExplicitModuleSectionInfo, FrameAddress, Unwinder,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+
+use super::{Frame, Regs, maps::Module};
+
+/// Most of a stack we copy: blocked threads' stacks are rarely deeper, and
+/// a truncated copy only gives a shorter stack.
+pub(super) const MAX_STACK_COPY: u64 = 512 << 10;
+/// Most frames we report for one thread.
+pub(super) const MAX_FRAMES: usize = 256;
+
+/// Reads `len` bytes at `addr` of process `pid`. Returns what could be read
+/// (possibly fewer bytes, possibly none).
+pub(super) fn read_mem(pid: u32, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0usize;
+    // process_vm_readv stops at the first unreadable page; go on reading
+    // what follows only from where it stopped (a short read ends the copy).
+    while got < len {
+        let local = libc::iovec { iov_base: buf[got..].as_mut_ptr().cast(), iov_len: len - got };
+        let remote = libc::iovec { iov_base: (addr + got as u64) as *mut libc::c_void, iov_len: len - got };
+        // SAFETY: `local` points into `buf`, which we own and which has room
+        // for `len - got` bytes; the kernel validates `remote`.
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    buf.truncate(got);
+    buf
+}
+
+/// A copy of a thread's stack from `base` upwards.
+pub(super) struct StackCopy {
+    pub base: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl StackCopy {
+    pub fn read_u64(&self, addr: u64) -> Result<u64, ()> {
+        let off = addr.checked_sub(self.base).ok_or(())? as usize;
+        let b = self.bytes.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| ())?))
+    }
+}
+
+pub(super) type Unwinder64 = UnwinderX86_64<Arc<[u8]>>;
+
+/// Builds a framehop unwinder over the modules with executable code.
+pub(super) fn unwinder_for(modules: &[Module]) -> Unwinder64 {
+    let mut u = Unwinder64::new();
+    for m in modules.iter().filter(|m| m.code.start < m.code.end) {
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: m.elf.text.clone(),
+            got_svma: m.elf.got.clone(),
+            eh_frame_svma: m.elf.eh_frame.as_ref().map(|s| s.0.clone()),
+            eh_frame: m.elf.eh_frame.as_ref().map(|s| s.1.clone()),
+            eh_frame_hdr_svma: m.elf.eh_frame_hdr.as_ref().map(|s| s.0.clone()),
+            eh_frame_hdr: m.elf.eh_frame_hdr.as_ref().map(|s| s.1.clone()),
+            debug_frame: m.elf.debug_frame.clone(),
+            ..Default::default()
+        };
+        u.add_module(framehop::Module::new(m.name.clone(), m.code.clone(), m.bias, info));
+    }
+    u
+}
+
+/// Unwinds one thread: the addresses of its frames, innermost first (the
+/// first is the instruction pointer, the others return addresses).
+pub(super) fn unwind(
+    unwinder: &Unwinder64,
+    cache: &mut CacheX86_64,
+    regs: Regs,
+    stack: &StackCopy,
+) -> Vec<FrameAddress> {
+    let mut read = |addr: u64| stack.read_u64(addr);
+    let mut it = unwinder.iter_frames(regs.ip, UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp), cache, &mut read);
+    let mut out = Vec::new();
+    // An error ends the walk: what was found so far is the (shorter) stack.
+    while let Ok(Some(f)) = it.next() {
+        out.push(f);
+        if out.len() >= MAX_FRAMES {
+            break;
+        }
+    }
+    out
+}
+
+/// Turns one blazesym result into our frames (inlined callees first).
+pub(super) fn frames_from_sym(addr: u64, module: &Module, sym: &blazesym::symbolize::Sym<'_>, out: &mut Vec<Frame>) {
+    let module_offset = module.svma(addr);
+    let loc = |ci: &Option<blazesym::symbolize::CodeInfo<'_>>| match ci {
+        Some(ci) => (Some(ci.to_path().to_string_lossy().into_owned()), ci.line),
+        None => (None, None),
+    };
+    for f in sym.inlined.iter().rev() {
+        let (file, line) = loc(&f.code_info);
+        out.push(Frame {
+            addr,
+            function: Some(f.name.to_string()),
+            file,
+            line,
+            module: Some(module.name.clone()),
+            module_offset,
+            inlined: true,
+        });
+    }
+    let (file, line) = loc(&sym.code_info.as_deref().cloned());
+    out.push(Frame {
+        addr,
+        function: Some(sym.name.to_string()),
+        file,
+        line,
+        module: Some(module.name.clone()),
+        module_offset,
+        inlined: false,
+    });
+}

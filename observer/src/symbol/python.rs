@@ -1,0 +1,104 @@
+//! CPython awareness through py-spy used as a library: thread names
+//! (`threading.Thread.name`), Python stacks and the GIL holder. py-spy reads
+//! the interpreter's memory with `process_vm_readv`; with
+//! `LockingStrategy::NonBlocking` it never pauses the target.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::maps::MapEntry;
+
+/// One Python frame, innermost first. `file` and `function` are target data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyFrame {
+    pub function: String,
+    pub file: String,
+    pub line: i32,
+}
+
+/// A Python thread: its OS thread id, its `threading` name and its stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyThread {
+    /// OS thread id (0 when the interpreter does not record it, < 3.8).
+    pub tid: u32,
+    pub name: Option<String>,
+    pub owns_gil: bool,
+    pub frames: Vec<PyFrame>,
+}
+
+/// Whether a mapping names a CPython interpreter binary or libpython.
+fn is_python_file(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let base = base.strip_suffix(" (deleted)").unwrap_or(base);
+    // python, python3, python3.11, python3.13t, libpython3.11.so.1.0, ...
+    let rest = base.strip_prefix("lib").unwrap_or(base);
+    let Some(ver) = rest.strip_prefix("python") else { return false };
+    ver.is_empty() || ver.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// True when the process maps a CPython interpreter.
+pub(super) fn looks_like_python(maps: &[MapEntry]) -> bool {
+    maps.iter().any(|e| e.exec && is_python_file(&e.path))
+}
+
+pub(super) fn new_spy(pid: u32) -> anyhow::Result<py_spy::PythonSpy> {
+    let config = py_spy::Config {
+        blocking: py_spy::config::LockingStrategy::NonBlocking,
+        native: false,
+        // Blocked threads are exactly the idle ones we want.
+        include_idle: true,
+        collect_thread_names: true,
+        full_filenames: true,
+        lineno: py_spy::config::LineNo::LastInstruction,
+        ..Default::default()
+    };
+    py_spy::PythonSpy::new(pid as py_spy::Pid, &config).with_context(|| format!("reading the Python interpreter of {pid}"))
+}
+
+pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThread>> {
+    // Reading a running interpreter without pausing it can catch a frame
+    // mid-update: retry a few times before giving up.
+    let mut last = None;
+    for _ in 0..3 {
+        match spy.get_stack_traces() {
+            Ok(traces) => {
+                return Ok(traces
+                    .into_iter()
+                    .map(|t| PyThread {
+                        tid: t.os_thread_id.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
+                        name: t.thread_name,
+                        owns_gil: t.owns_gil,
+                        frames: t
+                            .frames
+                            .into_iter()
+                            .map(|f| PyFrame { function: f.name, file: f.filename, line: f.line })
+                            .collect(),
+                    })
+                    .collect());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt")).context("reading Python stacks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_python_file;
+
+    #[test]
+    fn python_file_names() {
+        for p in [
+            "/usr/bin/python3.11",
+            "/root/.pyenv/versions/3.11.7/bin/python3.11",
+            "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+            "/opt/python",
+            "/x/python3.13t (deleted)",
+        ] {
+            assert!(is_python_file(p), "{p}");
+        }
+        for p in ["/usr/bin/pythonista", "/usr/lib/libc.so.6", "[vdso]", "", "/usr/lib/python3/dist-packages/_x.so"] {
+            assert!(!is_python_file(p), "{p}");
+        }
+    }
+}
