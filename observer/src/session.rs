@@ -21,11 +21,11 @@ use crate::{
     cli::ObserveOpts,
     detect::Engine,
     event::Event,
-    symbol::Symbolizer,
     model::Model,
     probe::{HookUse, ProbeConfig, Probes, Rung},
     report,
     source::{live::LiveSource, procfs},
+    symbol::Symbolizer,
     sys,
 };
 
@@ -99,28 +99,33 @@ impl Session {
     }
 
     /// Runs the detectors; confirms candidate findings against the target
-    /// before reporting them. Returns true once a hang has been reported.
-    fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<bool> {
+    /// before reporting them. Returns the processes found hung.
+    fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
         let mut evs = symbol_events(&self.model, &mut self.symbols, &mut self.sym_tried);
         self.feed(&mut evs)?;
         let cands = self.engine.candidates(&self.model, now);
         if cands.is_empty() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
-        let tids: Vec<u32> = cands.iter().flat_map(|f| f.threads.iter().map(|t| t.tid)).collect();
+        let tids: Vec<u32> = cands
+            .iter()
+            .flat_map(|f| f.threads.iter().map(|t| t.tid))
+            .collect();
         if !src.confirm(&tids, now, &mut evs) {
             // Something moved since the scan: judge again on fresh data.
             self.feed(&mut evs)?;
-            return Ok(false);
+            return Ok(Vec::new());
         }
-        let mut hang = false;
+        let mut hung = Vec::new();
         for f in self.engine.accept(cands) {
-            hang |= f.kind.is_hang();
+            if f.kind.is_hang() {
+                hung.push(f.tgid);
+            }
             if !self.opts.quiet {
                 eprint!("{}", report::findings::finding(&f));
             }
         }
-        Ok(hang)
+        Ok(hung)
     }
 
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
@@ -276,7 +281,15 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         src.add_snapshot(pid, &tids, now, &mut evs);
         s.feed(&mut evs)?;
         tracing::info!("observing pid {pid}");
-        let end = observe(&mut s, src, Target::Attached { pid }, pidfd, duration, "attach").await?;
+        let end = observe(
+            &mut s,
+            src,
+            Target::Attached { pid },
+            pidfd,
+            duration,
+            "attach",
+        )
+        .await?;
         Ok(if end.hang_found { EXIT_HANG } else { 0 })
     })
 }
@@ -334,10 +347,15 @@ async fn observe(
                     s.feed(&mut vec![Event::Scan { ts_ns: now }])?;
                     s.fed_since_scan = false;
                 }
-                if s.detect(&mut src, now)? {
+                let hung = s.detect(&mut src, now)?;
+                if !hung.is_empty() {
                     hang_found = true;
                     if s.opts.kill_on_deadlock {
                         killed_on_hang = true;
+                        // The hung process (maybe a followed fork) and the target.
+                        for pid in hung {
+                            sys::kill(pid, libc::SIGKILL);
+                        }
                         sys::kill(target.pid(), libc::SIGKILL);
                         let _ = pidfd.readable().await;
                         break;
@@ -388,14 +406,22 @@ async fn observe(
     }
     let hooks = src.probes.hooks.clone();
     s.finish(mode, &hooks)?;
-    Ok(End { status, hang_found, killed_on_hang })
+    Ok(End {
+        status,
+        hang_found,
+        killed_on_hang,
+    })
 }
 
 /// Exit code of `attach`, `dump` and `run --kill-on-deadlock` when a hang was found.
 pub const EXIT_HANG: u8 = 3;
 
 /// `Symbol` events for lock addresses not looked up yet.
-fn symbol_events(model: &Model, symbols: &mut Symbolizer, tried: &mut HashSet<(u32, u64)>) -> Vec<Event> {
+fn symbol_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
     let mut out = Vec::new();
     for p in model.processes.values() {
         let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
@@ -406,8 +432,16 @@ fn symbol_events(model: &Model, symbols: &mut Symbolizer, tried: &mut HashSet<(u
                     continue;
                 }
                 if let Some(d) = symbols.data_symbol(p.tgid, addr) {
-                    let name = if d.offset == 0 { d.name } else { format!("{}+{:#x}", d.name, d.offset) };
-                    out.push(Event::Symbol { tgid: p.tgid, addr, name });
+                    let name = if d.offset == 0 {
+                        d.name
+                    } else {
+                        format!("{}+{:#x}", d.name, d.offset)
+                    };
+                    out.push(Event::Symbol {
+                        tgid: p.tgid,
+                        addr,
+                        name,
+                    });
                 }
             }
         }
@@ -424,7 +458,8 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
         bail!("no such process: {pid}");
     }
     let now = procfs::mono_ns();
-    let seed = procfs::seed_threads(pid).with_context(|| format!("cannot read the threads of {pid}"))?;
+    let seed =
+        procfs::seed_threads(pid).with_context(|| format!("cannot read the threads of {pid}"))?;
     let tids: Vec<u32> = seed
         .iter()
         .filter_map(|e| match e {
@@ -434,11 +469,17 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
         .collect();
     // Without ptrace rights /proc/PID/task/TID/syscall is unreadable.
     if let Some(&t) = tids.first() {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall"))
-            .with_context(|| format!("cannot read /proc/{pid}/task/{t}/syscall (needs root or CAP_SYS_PTRACE)"))?;
+        std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall")).with_context(|| {
+            format!("cannot read /proc/{pid}/task/{t}/syscall (needs root or CAP_SYS_PTRACE)")
+        })?;
     }
     let mut model = Model::new();
-    model.apply(&Event::Start { ts_ns: now, tgid: pid, cmdline: procfs::cmdline(pid), attached: true });
+    model.apply(&Event::Start {
+        ts_ns: now,
+        tgid: pid,
+        cmdline: procfs::cmdline(pid),
+        attached: true,
+    });
     for e in &seed {
         model.apply(e);
     }
@@ -457,5 +498,9 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     } else {
         print!("{}", report::dump::text(&model, &engine.findings, now));
     }
-    Ok(if engine.findings.iter().any(|f| f.kind.is_hang()) { EXIT_HANG } else { 0 })
+    Ok(if engine.findings.iter().any(|f| f.kind.is_hang()) {
+        EXIT_HANG
+    } else {
+        0
+    })
 }

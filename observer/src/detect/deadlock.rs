@@ -19,8 +19,10 @@ impl Detector for Deadlock {
             if edges.is_empty() {
                 continue;
             }
-            let mut key_parts: Vec<String> =
-                edges.iter().map(|e| format!("{}>{}@{:x}", e.waiter_tid, e.holder_tid, e.lock.addr)).collect();
+            let mut key_parts: Vec<String> = edges
+                .iter()
+                .map(|e| format!("{}>{}@{:x}", e.waiter_tid, e.holder_tid, e.lock.addr))
+                .collect();
             key_parts.sort();
             let threads: Vec<_> = edges.iter().map(|e| cx.thread(e.waiter_tid)).collect();
             let mut locks: Vec<_> = edges.iter().map(|e| e.lock.clone()).collect();
@@ -33,8 +35,15 @@ impl Detector for Deadlock {
                     super::describe_lock(&edges[0].lock)
                 )
             } else {
-                let names: Vec<String> = threads.iter().map(|t| format!("{} \"{}\"", t.tid, escape(&t.name))).collect();
-                format!("{} threads wait for each other in a cycle: {}", edges.len(), names.join(" -> "))
+                let names: Vec<String> = threads
+                    .iter()
+                    .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                    .collect();
+                format!(
+                    "{} threads wait for each other in a cycle: {}",
+                    edges.len(),
+                    names.join(" -> ")
+                )
             };
             out.push(Finding {
                 kind: FindingKind::Deadlock,

@@ -2,7 +2,10 @@
 //! wakeup, a semaphore nobody posts, a lock held for too long.
 
 use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{graph::Holder, report::{dur, escape}};
+use crate::{
+    graph::{Holder, LockKind},
+    report::{dur, escape},
+};
 
 pub struct LongWait;
 
@@ -14,6 +17,11 @@ impl Detector for LongWait {
             if age < cx.long_wait_ns || cx.covered.contains(&(cx.process.tgid, w.tid)) {
                 continue;
             }
+            // Joining a thread that is still working is normal; if that
+            // thread is stuck, its own wait is the finding.
+            if w.target.kind == LockKind::Join {
+                continue;
+            }
             let lock = cx.lock(w.target.kind, w.target.lock);
             let t = cx.thread(w.tid);
             let held = match w.target.holder {
@@ -21,7 +29,11 @@ impl Detector for LongWait {
                 Holder::Readers => ", held by readers".into(),
                 _ => String::new(),
             };
-            let since = if w.before_observation { "at least " } else { "" };
+            let since = if w.before_observation {
+                "at least "
+            } else {
+                ""
+            };
             let mut threads = vec![t.clone()];
             if let Holder::Thread(h) = w.target.holder {
                 threads.push(cx.thread(h));

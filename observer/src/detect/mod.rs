@@ -128,14 +128,23 @@ impl Ctx<'_> {
     }
 
     pub fn edge(&self, w: &WaitNode, holder: Tid) -> Edge {
-        Edge { waiter_tid: w.tid, holder_tid: holder, lock: self.lock(w.target.kind, w.target.lock) }
+        Edge {
+            waiter_tid: w.tid,
+            holder_tid: holder,
+            lock: self.lock(w.target.kind, w.target.lock),
+        }
     }
 }
 
 /// "mutex lock_b (0x5600...)" or "condvar 0x7ff0...".
 pub fn describe_lock(l: &LockInfo) -> String {
     match &l.symbol {
-        Some(s) => format!("{} {} ({})", l.kind.as_str(), crate::report::escape(s), l.addr_hex),
+        Some(s) => format!(
+            "{} {} ({})",
+            l.kind.as_str(),
+            crate::report::escape(s),
+            l.addr_hex
+        ),
         None => format!("{} {}", l.kind.as_str(), l.addr_hex),
     }
 }
@@ -177,8 +186,19 @@ impl Engine {
         for p in model.processes.values() {
             let graph = WaitForGraph::build(p);
             for d in &self.detectors {
-                let cx = Ctx { model, process: p, graph: &graph, now_ns, long_wait_ns: self.long_wait_ns, covered: &covered };
-                let new: Vec<Finding> = d.check(&cx).into_iter().filter(|f| !self.reported.contains(&f.key)).collect();
+                let cx = Ctx {
+                    model,
+                    process: p,
+                    graph: &graph,
+                    now_ns,
+                    long_wait_ns: self.long_wait_ns,
+                    covered: &covered,
+                };
+                let new: Vec<Finding> = d
+                    .check(&cx)
+                    .into_iter()
+                    .filter(|f| !self.reported.contains(&f.key))
+                    .collect();
                 for f in &new {
                     for t in &f.threads {
                         covered.insert((f.tgid, t.tid));

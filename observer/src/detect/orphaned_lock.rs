@@ -11,15 +11,27 @@ impl Detector for OrphanedLock {
     fn check(&self, cx: &Ctx) -> Vec<Finding> {
         let mut out = Vec::new();
         for w in cx.graph.waits.values() {
-            let Holder::Gone(owner) = w.target.holder else { continue };
+            let Holder::Gone(owner) = w.target.holder else {
+                continue;
+            };
             if !w.target.kind.has_owner() {
                 continue;
             }
             let lock = cx.lock(w.target.kind, w.target.lock);
-            let exited = cx.process.threads.iter().rev().find(|t| t.tid == owner && t.exit_ns.is_some());
+            let exited = cx
+                .process
+                .threads
+                .iter()
+                .rev()
+                .find(|t| t.tid == owner && t.exit_ns.is_some());
             let why = match exited {
-                Some(t) => format!("owner thread {owner} \"{}\" exited holding it", escape(t.name())),
-                None => format!("owner thread {owner} is not a thread of this process (exited before observation, or the lock was inherited across fork)"),
+                Some(t) => format!(
+                    "owner thread {owner} \"{}\" exited holding it",
+                    escape(t.name())
+                ),
+                None => format!(
+                    "owner thread {owner} is not a thread of this process (exited before observation, or the lock was inherited across fork)"
+                ),
             };
             let t = cx.thread(w.tid);
             out.push(Finding {
@@ -35,7 +47,10 @@ impl Detector for OrphanedLock {
                 threads: vec![t],
                 locks: vec![lock],
                 cycle: Vec::new(),
-                key: format!("orphan:{}:{}:{:x}:{}", cx.process.tgid, w.tid, w.target.lock, owner),
+                key: format!(
+                    "orphan:{}:{}:{:x}:{}",
+                    cx.process.tgid, w.tid, w.target.lock, owner
+                ),
             });
         }
         out

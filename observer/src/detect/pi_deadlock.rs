@@ -36,10 +36,16 @@ impl Detector for PiDeadlock {
             let mut edges = Vec::new();
             let mut closed = false;
             if let Holder::Thread(owner) | Holder::Gone(owner) = target.holder {
-                edges.push(super::Edge { waiter_tid: *tid, holder_tid: owner, lock });
+                edges.push(super::Edge {
+                    waiter_tid: *tid,
+                    holder_tid: owner,
+                    lock,
+                });
                 // The owner's own wait chain leads back to `tid`.
                 for w in cx.graph.chain(owner) {
-                    let Holder::Thread(h) = w.target.holder else { break };
+                    let Holder::Thread(h) = w.target.holder else {
+                        break;
+                    };
                     edges.push(cx.edge(w, h));
                     threads.push(cx.thread(w.tid));
                     if h == *tid {
@@ -63,8 +69,12 @@ impl Detector for PiDeadlock {
             if w.target.kind != LockKind::PiMutex {
                 continue;
             }
-            let Holder::Thread(h) = w.target.holder else { continue };
-            let Some(hw) = p.thread(h).and_then(|t| t.wait.as_ref()) else { continue };
+            let Holder::Thread(h) = w.target.holder else {
+                continue;
+            };
+            let Some(hw) = p.thread(h).and_then(|t| t.wait.as_ref()) else {
+                continue;
+            };
             let parked = futex::cmd(hw.op) == observer_ebpf::bindings::OBS_FUTEX_WAIT_BITSET
                 && parked_on_own_stack(hw.uaddr, hw.sp, hw.val);
             if !parked {
@@ -75,7 +85,13 @@ impl Detector for PiDeadlock {
             // Everything that waits, through PI locks, on the parked thread.
             for x in cx.graph.waits.values() {
                 if let Holder::Thread(hh) = x.target.holder {
-                    if x.target.kind == LockKind::PiMutex && cx.graph.chain(x.tid).iter().any(|c| c.target.holder == Holder::Thread(h)) {
+                    if x.target.kind == LockKind::PiMutex
+                        && cx
+                            .graph
+                            .chain(x.tid)
+                            .iter()
+                            .any(|c| c.target.holder == Holder::Thread(h))
+                    {
                         edges.push(cx.edge(x, hh));
                         chain_threads.push(cx.thread(x.tid));
                     }

@@ -43,7 +43,9 @@ pub struct WaitState {
 }
 
 fn states(model: &Model) -> (u32, Vec<ThreadState>) {
-    let Some(p) = model.processes.values().next() else { return (0, Vec::new()) };
+    let Some(p) = model.processes.values().next() else {
+        return (0, Vec::new());
+    };
     let g = WaitForGraph::build(p);
     let threads = p
         .live_threads()
@@ -66,17 +68,37 @@ fn states(model: &Model) -> (u32, Vec<ThreadState>) {
 
 pub fn json<'a>(model: &Model, findings: &'a [Finding], _now: u64) -> Dump<'a> {
     let (tgid, threads) = states(model);
-    Dump { schema: SCHEMA, version: env!("CARGO_PKG_VERSION"), tgid, findings, threads }
+    Dump {
+        schema: SCHEMA,
+        version: env!("CARGO_PKG_VERSION"),
+        tgid,
+        findings,
+        threads,
+    }
 }
 
 pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
     let (tgid, threads) = states(model);
     let mut s = String::new();
-    let leader = threads.iter().find(|t| t.tid == tgid).map(|t| escape(&t.name)).unwrap_or_default();
-    let _ = writeln!(s, "== observer dump: process {tgid} \"{leader}\", {} threads ==", threads.len());
+    let leader = threads
+        .iter()
+        .find(|t| t.tid == tgid)
+        .map(|t| escape(&t.name))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "== observer dump: process {tgid} \"{leader}\", {} threads ==",
+        threads.len()
+    );
     s.push_str(&super::findings::all(findings));
     let _ = writeln!(s, "\nTHREADS");
-    let name_of = |tid: u32| threads.iter().find(|t| t.tid == tid).map(|t| escape(&t.name)).unwrap_or_else(|| "?".into());
+    let name_of = |tid: u32| {
+        threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .map(|t| escape(&t.name))
+            .unwrap_or_else(|| "?".into())
+    };
     for t in &threads {
         let what = match &t.wait {
             None => "not in a futex wait".to_string(),

@@ -7,7 +7,12 @@ use crate::detect::{Finding, FindingKind, LockInfo, ThreadInfo, describe_lock};
 
 fn waited(t: &ThreadInfo) -> String {
     match t.waited_ns {
-        Some(ns) if t.waited_since_before_observation => format!(" [waiting since before observation, >= {}]", dur(ns)),
+        Some(ns) if t.waited_since_before_observation && ns >= 1_000_000 => {
+            format!(" [waiting since before observation, >= {}]", dur(ns))
+        }
+        Some(_) if t.waited_since_before_observation => {
+            " [waiting since before observation]".into()
+        }
         Some(ns) => format!(" [waiting {}]", dur(ns)),
         None => String::new(),
     }
@@ -20,8 +25,15 @@ fn lock(l: &LockInfo) -> String {
 pub fn finding(f: &Finding) -> String {
     let mut s = String::new();
     let _ = match f.kind {
-        FindingKind::Deadlock if f.cycle.len() == 1 => writeln!(s, "Found a self-deadlock in process {}:", f.tgid),
-        FindingKind::Deadlock => writeln!(s, "Found one deadlock ({} threads) in process {}:", f.cycle.len(), f.tgid),
+        FindingKind::Deadlock if f.cycle.len() == 1 => {
+            writeln!(s, "Found a self-deadlock in process {}:", f.tgid)
+        }
+        FindingKind::Deadlock => writeln!(
+            s,
+            "Found one deadlock ({} threads) in process {}:",
+            f.cycle.len(),
+            f.tgid
+        ),
         FindingKind::PiDeadlock => writeln!(s, "Found a PI-mutex deadlock in process {}:", f.tgid),
         FindingKind::OrphanedLock => writeln!(s, "Found an orphaned lock in process {}:", f.tgid),
         FindingKind::LongWait => writeln!(s, "Long wait in process {}:", f.tgid),
@@ -31,7 +43,11 @@ pub fn finding(f: &Finding) -> String {
         for e in &f.cycle {
             let w = f.threads.iter().find(|t| t.tid == e.waiter_tid);
             let wname = w.map(|t| escape(&t.name)).unwrap_or_else(|| "?".into());
-            let hname = f.threads.iter().find(|t| t.tid == e.holder_tid).map(|t| escape(&t.name));
+            let hname = f
+                .threads
+                .iter()
+                .find(|t| t.tid == e.holder_tid)
+                .map(|t| escape(&t.name));
             let _ = writeln!(
                 s,
                 "  thread {} \"{wname}\" waits for {}{}",
@@ -50,7 +66,14 @@ pub fn finding(f: &Finding) -> String {
         for t in &f.threads {
             match &t.waits_for {
                 Some(l) => {
-                    let _ = writeln!(s, "  thread {} \"{}\" waits for {}{}", t.tid, escape(&t.name), lock(l), waited(t));
+                    let _ = writeln!(
+                        s,
+                        "  thread {} \"{}\" waits for {}{}",
+                        t.tid,
+                        escape(&t.name),
+                        lock(l),
+                        waited(t)
+                    );
                 }
                 None => {
                     let _ = writeln!(s, "  thread {} \"{}\"", t.tid, escape(&t.name));

@@ -60,7 +60,12 @@ pub struct WaitOut {
     pub max_ns: u64,
 }
 
-pub fn build<'a>(model: &Model, mode: &'a str, hooks: &'a [HookUse], findings: &'a [Finding]) -> Report<'a> {
+pub fn build<'a>(
+    model: &Model,
+    mode: &'a str,
+    hooks: &'a [HookUse],
+    findings: &'a [Finding],
+) -> Report<'a> {
     let mut r = Report {
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
