@@ -156,7 +156,11 @@ pub enum Event {
         words: Vec<u8>,
     },
     /// The data symbol of a lock address (a global or static).
-    Symbol { tgid: u32, addr: u64, name: String },
+    Symbol {
+        tgid: u32,
+        addr: u64,
+        name: String,
+    },
     /// Per-lock totals of completed waits that slept, from the kernel.
     LockStats {
         tgid: u32,
@@ -171,7 +175,9 @@ pub enum Event {
         drops: Drops,
     },
     /// The live session ran its detectors here (replay judges at the same points).
-    Scan { ts_ns: u64 },
+    Scan {
+        ts_ns: u64,
+    },
     /// Observation ended (target exit status when known).
     End {
         ts_ns: u64,

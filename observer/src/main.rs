@@ -98,7 +98,9 @@ fn replay(
     }
     // Judge the state where the live session did (its Scan events), or,
     // for streams without them, every scan period of event time.
-    let scans = events.iter().any(|e| matches!(e, event::Event::Scan { .. }));
+    let scans = events
+        .iter()
+        .any(|e| matches!(e, event::Event::Scan { .. }));
     let mut m = model::Model::new();
     let mut engine = detect::Engine::new(long_wait_ns);
     let mut last_check = 0u64;

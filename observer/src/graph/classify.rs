@@ -69,7 +69,10 @@ impl LockKind {
 
     /// Primitives with an owner whose death leaves waiters hanging.
     pub fn has_owner(self) -> bool {
-        matches!(self, LockKind::Mutex | LockKind::RobustMutex | LockKind::PiMutex | LockKind::Rwlock)
+        matches!(
+            self,
+            LockKind::Mutex | LockKind::RobustMutex | LockKind::PiMutex | LockKind::Rwlock
+        )
     }
 }
 
@@ -99,7 +102,12 @@ pub struct Target {
 
 impl Target {
     fn unresolved(kind: LockKind, lock: u64) -> Target {
-        Target { kind, lock, holder: Holder::Unknown, owner_died: false }
+        Target {
+            kind,
+            lock,
+            holder: Holder::Unknown,
+            owner_died: false,
+        }
     }
 }
 
@@ -115,7 +123,11 @@ fn holder_of(p: &Process, raw: u32) -> Option<Holder> {
     if tid == 0 || tid > PID_MAX_LIMIT {
         return None;
     }
-    Some(if p.thread(tid).is_some_and(|t| t.alive()) { Holder::Thread(tid) } else { Holder::Gone(tid) })
+    Some(if p.thread(tid).is_some_and(|t| t.alive()) {
+        Holder::Thread(tid)
+    } else {
+        Holder::Gone(tid)
+    })
 }
 
 fn sane_mutex_kind(kind: u32) -> bool {
@@ -127,9 +139,16 @@ pub fn classify(w: &Wait, p: &Process) -> Target {
     let u = w.uaddr;
     match cmd {
         b::OBS_FUTEX_LOCK_PI | b::OBS_FUTEX_LOCK_PI2 => {
-            let Some(raw) = word(w, u) else { return Target::unresolved(LockKind::PiMutex, u) };
+            let Some(raw) = word(w, u) else {
+                return Target::unresolved(LockKind::PiMutex, u);
+            };
             let holder = holder_of(p, raw).unwrap_or(Holder::Unknown);
-            Target { kind: LockKind::PiMutex, lock: u, holder, owner_died: raw & FUTEX_OWNER_DIED != 0 }
+            Target {
+                kind: LockKind::PiMutex,
+                lock: u,
+                holder,
+                owner_died: raw & FUTEX_OWNER_DIED != 0,
+            }
         }
         b::OBS_FUTEX_WAIT_REQUEUE_PI => Target::unresolved(LockKind::Condvar, u),
         b::OBS_FUTEX_WAIT => classify_wait(w, p),
@@ -148,14 +167,21 @@ fn classify_wait(w: &Wait, p: &Process) -> Target {
         if let (Some(kind), Some(owner)) = (kind, owner) {
             if sane_mutex_kind(kind) && kind & (KIND_ROBUST | KIND_PI) == 0 {
                 if let Some(holder) = holder_of(p, owner) {
-                    return Target { kind: LockKind::Mutex, lock: u, holder, owner_died: false };
+                    return Target {
+                        kind: LockKind::Mutex,
+                        lock: u,
+                        holder,
+                        owner_died: false,
+                    };
                 }
             }
         }
         return Target::unresolved(LockKind::Lock, u);
     }
     // Robust mutex: the word is the owner's TID | FUTEX_WAITERS.
-    if w.val & FUTEX_WAITERS != 0 && kind.is_some_and(|k| sane_mutex_kind(k) && k & KIND_ROBUST != 0) {
+    if w.val & FUTEX_WAITERS != 0
+        && kind.is_some_and(|k| sane_mutex_kind(k) && k & KIND_ROBUST != 0)
+    {
         if let Some(holder) = holder_of(p, w.val) {
             return Target {
                 kind: LockKind::RobustMutex,
@@ -177,20 +203,32 @@ fn classify_bitset(w: &Wait, p: &Process) -> Target {
     // that still holds a live thread's TID.
     if let Some(t) = p.live_threads().find(|t| t.tid == w.val && t.tid != 0) {
         let by_addr = t.child_tid_addr != 0 && t.child_tid_addr == u;
-        let by_word = t.child_tid_addr == 0 && !futex::is_private(w.op) && word(w, u) == Some(t.tid);
+        let by_word =
+            t.child_tid_addr == 0 && !futex::is_private(w.op) && word(w, u) == Some(t.tid);
         if by_addr || by_word {
-            return Target { kind: LockKind::Join, lock: u, holder: Holder::Thread(t.tid), owner_died: false };
+            return Target {
+                kind: LockKind::Join,
+                lock: u,
+                holder: Holder::Thread(t.tid),
+                owner_died: false,
+            };
         }
     }
     if let Some(t) = rwlock(w, p) {
         return t;
     }
     // sem_t: value (the word) then nwaiters; a waiter is counted in nwaiters.
-    if w.val == 0 && word(w, u) == Some(0) && word(w, u + 4).is_some_and(|n| (1..1 << 20).contains(&n)) {
+    if w.val == 0
+        && word(w, u) == Some(0)
+        && word(w, u + 4).is_some_and(|n| (1..1 << 20).contains(&n))
+    {
         return Target::unresolved(LockKind::Semaphore, u);
     }
     // pthread_cond_t: waits on __g_signals[0|1]; __wrefs counts waiters << 3.
-    for base in [u.wrapping_sub(COND_SIGNALS), u.wrapping_sub(COND_SIGNALS + 4)] {
+    for base in [
+        u.wrapping_sub(COND_SIGNALS),
+        u.wrapping_sub(COND_SIGNALS + 4),
+    ] {
         if word(w, base + COND_WREFS).is_some_and(|r| r >> 3 >= 1 && r >> 3 < 1 << 20) {
             return Target::unresolved(LockKind::Condvar, base);
         }
@@ -203,7 +241,10 @@ fn classify_bitset(w: &Wait, p: &Process) -> Target {
 /// writer blocked by readers on __wrphase_futex with value 2.
 fn rwlock(w: &Wait, p: &Process) -> Option<Target> {
     let u = w.uaddr;
-    for (field, base) in [(RW_WRITERS, u.wrapping_sub(RW_WRITERS)), (RW_WRPHASE, u.wrapping_sub(RW_WRPHASE))] {
+    for (field, base) in [
+        (RW_WRITERS, u.wrapping_sub(RW_WRITERS)),
+        (RW_WRPHASE, u.wrapping_sub(RW_WRPHASE)),
+    ] {
         let readers = word(w, base)?;
         let writer = word(w, base + RW_CUR_WRITER).unwrap_or(0);
         let wrlocked = readers & RW_WRLOCKED_BIT != 0;
@@ -215,7 +256,12 @@ fn rwlock(w: &Wait, p: &Process) -> Option<Target> {
             _ => None,
         };
         if let Some(holder) = holder {
-            return Some(Target { kind: LockKind::Rwlock, lock: base, holder, owner_died: false });
+            return Some(Target {
+                kind: LockKind::Rwlock,
+                lock: base,
+                holder,
+                owner_died: false,
+            });
         }
     }
     None
@@ -232,7 +278,14 @@ mod tests {
     fn process(live: &[Tid]) -> Model {
         let mut m = Model::new();
         for &tid in live {
-            m.apply(&Event::ThreadSeen { ts_ns: 1, tgid: 100, tid, name: format!("t{tid}"), parent_tid: None, start_ns: None });
+            m.apply(&Event::ThreadSeen {
+                ts_ns: 1,
+                tgid: 100,
+                tid,
+                name: format!("t{tid}"),
+                parent_tid: None,
+                start_ns: None,
+            });
         }
         m
     }
@@ -265,7 +318,15 @@ mod tests {
         let m = process(&[100, 101]);
         let p = m.process(100).unwrap();
         let w = wait(0x80, 2, 0x1000, &[(0x1000, 2), (0x1008, 101), (0x1010, 0)]);
-        assert_eq!(classify(&w, p), Target { kind: LockKind::Mutex, lock: 0x1000, holder: Holder::Thread(101), owner_died: false });
+        assert_eq!(
+            classify(&w, p),
+            Target {
+                kind: LockKind::Mutex,
+                lock: 0x1000,
+                holder: Holder::Thread(101),
+                owner_died: false
+            }
+        );
         // owner not a live thread of the process
         let w = wait(0x80, 2, 0x1000, &[(0x1008, 555), (0x1010, 512)]);
         assert_eq!(classify(&w, p).holder, Holder::Gone(555));
@@ -275,11 +336,19 @@ mod tests {
     fn glibc_internal_lock_with_a_pointer_is_not_a_mutex() {
         let m = process(&[100]);
         // _IO_lock_t keeps a pointer at +8: its low half is no TID
-        let w = wait(0x80, 2, 0x1000, &[(0x1008, 0xf7fe_4740), (0x100c, 0x7fff), (0x1010, 0)]);
+        let w = wait(
+            0x80,
+            2,
+            0x1000,
+            &[(0x1008, 0xf7fe_4740), (0x100c, 0x7fff), (0x1010, 0)],
+        );
         assert_eq!(classify(&w, m.process(100).unwrap()).kind, LockKind::Lock);
         // insane kind word
         let w = wait(0x80, 2, 0x1000, &[(0x1008, 100), (0x1010, 0xdead_0000)]);
-        assert_eq!(classify(&w, m.process(100).unwrap()).holder, Holder::Unknown);
+        assert_eq!(
+            classify(&w, m.process(100).unwrap()).holder,
+            Holder::Unknown
+        );
     }
 
     #[test]
@@ -292,7 +361,10 @@ mod tests {
         let val = 101 | FUTEX_WAITERS | FUTEX_OWNER_DIED;
         let w = wait(0x80, val, 0x2000, &[(0x2000, val), (0x2010, KIND_ROBUST)]);
         let t = classify(&w, p);
-        assert_eq!((t.kind, t.holder, t.owner_died), (LockKind::RobustMutex, Holder::Thread(101), true));
+        assert_eq!(
+            (t.kind, t.holder, t.owner_died),
+            (LockKind::RobustMutex, Holder::Thread(101), true)
+        );
     }
 
     #[test]
@@ -325,10 +397,24 @@ mod tests {
     fn rwlock_writer_blocked_by_writer() {
         let m = process(&[100, 101]);
         let base = 0x3000;
-        let w = wait(0x189, 3, base + 12, &[(base, RW_WRLOCKED_BIT | RW_WRPHASE_BIT), (base + 12, 3), (base + 24, 101)]);
+        let w = wait(
+            0x189,
+            3,
+            base + 12,
+            &[
+                (base, RW_WRLOCKED_BIT | RW_WRPHASE_BIT),
+                (base + 12, 3),
+                (base + 24, 101),
+            ],
+        );
         assert_eq!(
             classify(&w, m.process(100).unwrap()),
-            Target { kind: LockKind::Rwlock, lock: base, holder: Holder::Thread(101), owner_died: false }
+            Target {
+                kind: LockKind::Rwlock,
+                lock: base,
+                holder: Holder::Thread(101),
+                owner_died: false
+            }
         );
     }
 
@@ -337,7 +423,10 @@ mod tests {
         let m = process(&[100]);
         let p = m.process(100).unwrap();
         let w = wait(0x189, 0, 0x4000, &[(0x4000, 0), (0x4004, 1)]);
-        assert_eq!(classify(&w, p), Target::unresolved(LockKind::Semaphore, 0x4000));
+        assert_eq!(
+            classify(&w, p),
+            Target::unresolved(LockKind::Semaphore, 0x4000)
+        );
         let cond = 0x5000;
         let w = wait(0x189, 0, cond + 40, &[(cond + 36, 8), (cond + 40, 0)]);
         assert_eq!(classify(&w, p), Target::unresolved(LockKind::Condvar, cond));

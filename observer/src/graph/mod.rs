@@ -71,7 +71,9 @@ impl WaitForGraph {
             while seen.insert(cur, ()).is_none() {
                 let Some(w) = self.waits.get(&cur) else { break };
                 cycle.push(w);
-                let Holder::Thread(next) = w.target.holder else { break };
+                let Holder::Thread(next) = w.target.holder else {
+                    break;
+                };
                 if !scc.contains(&next) {
                     break;
                 }

@@ -381,7 +381,14 @@ impl Model {
                     },
                 );
             }
-            Event::WaitWords { ts_ns, tgid, tid, start_ns, words_addr, words } => {
+            Event::WaitWords {
+                ts_ns,
+                tgid,
+                tid,
+                start_ns,
+                words_addr,
+                words,
+            } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
                 if let Some(w) = t.wait.as_mut().filter(|w| w.start_ns == *start_ns) {
                     w.words_addr = *words_addr;

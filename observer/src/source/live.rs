@@ -45,7 +45,13 @@ impl LiveSource {
         // SAFETY: the RingBuf owns its map fd and keeps it open while the
         // AsyncFd owns the RingBuf (tokio >= 1.54 marks this constructor unsafe).
         let ring = unsafe { AsyncFd::register_with_interest(rb, Interest::READABLE)? };
-        Ok(LiveSource { probes, ring, seen: HashMap::new(), min_age_ns, decode_errors: 0 })
+        Ok(LiveSource {
+            probes,
+            ring,
+            seen: HashMap::new(),
+            min_age_ns,
+            decode_errors: 0,
+        })
     }
 
     /// Resolves when the kernel woke us for an urgent record.
@@ -63,7 +69,11 @@ impl LiveSource {
             match decode::decode_record(&item) {
                 Ok(ev) => {
                     if let Event::WaitDone { tid, wait, .. } = &ev {
-                        if self.seen.get(tid).is_some_and(|t| t.start_ns == wait.start_ns) {
+                        if self
+                            .seen
+                            .get(tid)
+                            .is_some_and(|t| t.start_ns == wait.start_ns)
+                        {
                             self.seen.remove(tid);
                         }
                     }
@@ -93,7 +103,14 @@ impl LiveSource {
     fn track(&mut self, tid: Tid, tgid: u32, w: &crate::event::Wait, now: u64) {
         self.seen.insert(
             tid,
-            Tracked { tgid, start_ns: w.start_ns, uaddr: w.uaddr, words: w.words.clone(), read_ns: now, origin: w.origin },
+            Tracked {
+                tgid,
+                start_ns: w.start_ns,
+                uaddr: w.uaddr,
+                words: w.words.clone(),
+                read_ns: now,
+                origin: w.origin,
+            },
         );
     }
 
@@ -114,12 +131,21 @@ impl LiveSource {
 
     /// Re-reads the words around a tracked wait; emits `WaitWords` if they changed.
     fn reread(&mut self, tid: Tid, now: u64, out: &mut Vec<Event>) {
-        let Some(t) = self.seen.get_mut(&tid) else { return };
+        let Some(t) = self.seen.get_mut(&tid) else {
+            return;
+        };
         t.read_ns = now;
         if let Some((words_addr, words)) = snapshot::read_words(t.tgid, t.uaddr) {
             if words != t.words {
                 t.words = words.clone();
-                out.push(Event::WaitWords { ts_ns: now, tgid: t.tgid, tid, start_ns: t.start_ns, words_addr, words });
+                out.push(Event::WaitWords {
+                    ts_ns: now,
+                    tgid: t.tgid,
+                    tid,
+                    start_ns: t.start_ns,
+                    words_addr,
+                    words,
+                });
             }
         }
     }
@@ -136,7 +162,13 @@ impl LiveSource {
             .collect();
         for tid in ended {
             let t = self.seen.remove(&tid).expect("tracked");
-            out.push(Event::WaitEnd { ts_ns: now, tgid: t.tgid, tid, start_ns: t.start_ns, ret: None });
+            out.push(Event::WaitEnd {
+                ts_ns: now,
+                tgid: t.tgid,
+                tid,
+                start_ns: t.start_ns,
+                ret: None,
+            });
         }
         for (tid, w) in waits {
             if self.seen.contains_key(&tid) || now.saturating_sub(w.start_ns) < self.min_age_ns {
@@ -144,13 +176,19 @@ impl LiveSource {
             }
             let wait = decode::wait_from_raw(&w, WaitOrigin::Kernel);
             self.track(tid, w.tgid, &wait, now);
-            out.push(Event::WaitBegin { ts_ns: now, tgid: w.tgid, tid, wait });
+            out.push(Event::WaitBegin {
+                ts_ns: now,
+                tgid: w.tgid,
+                tid,
+                wait,
+            });
         }
         let due: Vec<Tid> = self
             .seen
             .iter()
             .filter(|(_, t)| {
-                now.saturating_sub(t.start_ns) >= REREAD_AFTER_NS && now.saturating_sub(t.read_ns) >= REREAD_EVERY_NS
+                now.saturating_sub(t.start_ns) >= REREAD_AFTER_NS
+                    && now.saturating_sub(t.read_ns) >= REREAD_EVERY_NS
             })
             .map(|(tid, _)| *tid)
             .collect();
@@ -165,11 +203,19 @@ impl LiveSource {
     pub fn confirm(&mut self, tids: &[Tid], now: u64, out: &mut Vec<Event>) -> bool {
         let before = out.len();
         for &tid in tids {
-            let Some(t) = self.seen.get(&tid) else { continue };
+            let Some(t) = self.seen.get(&tid) else {
+                continue;
+            };
             let table = self.probes.wait(tid).map(|w| w.start_ns);
             if !self.still_waiting(tid, t, table) {
                 let t = self.seen.remove(&tid).expect("tracked");
-                out.push(Event::WaitEnd { ts_ns: now, tgid: t.tgid, tid, start_ns: t.start_ns, ret: None });
+                out.push(Event::WaitEnd {
+                    ts_ns: now,
+                    tgid: t.tgid,
+                    tid,
+                    start_ns: t.start_ns,
+                    ret: None,
+                });
                 continue;
             }
             self.reread(tid, now, out);
@@ -190,6 +236,9 @@ impl LiveSource {
                 max_ns: a.max_ns,
             });
         }
-        out.push(Event::Drops { ts_ns: now, drops: self.probes.drops() });
+        out.push(Event::Drops {
+            ts_ns: now,
+            drops: self.probes.drops(),
+        });
     }
 }

@@ -35,8 +35,14 @@ fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
 /// Reads `len` bytes of process `pid` at `addr` without stopping it.
 pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; len];
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
     // SAFETY: `local` points into `buf`, which outlives the call; the
     // remote side is only read by the kernel.
     let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
@@ -92,7 +98,12 @@ pub fn thread_wait(pid: u32, tid: Tid, now_ns: u64) -> Option<Wait> {
 pub fn snapshot_waits(pid: u32, tids: impl IntoIterator<Item = Tid>, now_ns: u64) -> Vec<Event> {
     tids.into_iter()
         .filter_map(|tid| {
-            thread_wait(pid, tid, now_ns).map(|wait| Event::WaitBegin { ts_ns: now_ns, tgid: pid, tid, wait })
+            thread_wait(pid, tid, now_ns).map(|wait| Event::WaitBegin {
+                ts_ns: now_ns,
+                tgid: pid,
+                tid,
+                wait,
+            })
         })
         .collect()
 }
