@@ -98,6 +98,24 @@ impl Session {
         })
     }
 
+    /// Names the contended futexes the kernel has counted so far (while the
+    /// process is alive to be read).
+    fn symbolize_aggregates(&mut self, src: &LiveSource) -> Result<()> {
+        let mut evs = Vec::new();
+        for (k, _) in src.probes.aggregates() {
+            if self.sym_tried.insert((k.tgid, k.uaddr)) {
+                if let Some(name) = self.symbols.data_symbol(k.tgid, k.uaddr).map(symbol_name) {
+                    evs.push(Event::Symbol {
+                        tgid: k.tgid,
+                        addr: k.uaddr,
+                        name,
+                    });
+                }
+            }
+        }
+        self.feed(&mut evs)
+    }
+
     /// Runs the detectors; confirms candidate findings against the target
     /// before reporting them. Returns the processes found hung.
     fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
@@ -322,6 +340,8 @@ async fn observe(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(Duration::from_millis(20));
     let mut scan = tokio::time::interval(Duration::from_millis(s.opts.scan_interval));
+    let mut agg = tokio::time::interval(Duration::from_millis(500));
+    agg.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = tokio::time::sleep(Duration::from_nanos(duration_ns.unwrap_or(u64::MAX / 4)));
@@ -362,6 +382,7 @@ async fn observe(
                     }
                 }
             }
+            _ = agg.tick() => s.symbolize_aggregates(&src)?,
             g = pidfd.readable() => { let _ = g?; break; }
             _ = sigint.recv() => { stop_signal = Some(libc::SIGINT); }
             _ = sigterm.recv() => { stop_signal = Some(libc::SIGTERM); }
@@ -416,6 +437,14 @@ async fn observe(
 /// Exit code of `attach`, `dump` and `run --kill-on-deadlock` when a hang was found.
 pub const EXIT_HANG: u8 = 3;
 
+fn symbol_name(d: crate::symbol::DataSymbol) -> String {
+    if d.offset == 0 {
+        d.name
+    } else {
+        format!("{}+{:#x}", d.name, d.offset)
+    }
+}
+
 /// `Symbol` events for lock addresses not looked up yet.
 fn symbol_events(
     model: &Model,
@@ -431,12 +460,7 @@ fn symbol_events(
                 if !tried.insert((p.tgid, addr)) {
                     continue;
                 }
-                if let Some(d) = symbols.data_symbol(p.tgid, addr) {
-                    let name = if d.offset == 0 {
-                        d.name
-                    } else {
-                        format!("{}+{:#x}", d.name, d.offset)
-                    };
+                if let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name) {
                     out.push(Event::Symbol {
                         tgid: p.tgid,
                         addr,

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: (GPL-2.0-only OR MIT OR Apache-2.0) */
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
  * The one definition of every record and map value shared by the BPF
  * programs (observer.bpf.c) and userspace (Rust types are generated from

@@ -65,43 +65,22 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         "\nTHREADS: {} seen, {alive} alive at end",
         p.threads.len()
     );
+    let rows: Vec<[String; 6]> = p.threads.iter().map(|t| thread_row(t, t0, end)).collect();
+    let w = rows
+        .iter()
+        .map(|r| r[1].chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(16, 48);
     let _ = writeln!(
         s,
-        "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {}",
-        "TID", "NAME", "PARENT", "START", "LIFETIME", "EXIT"
+        "  {:>8}  {:<w$}  {:>8}  {:>9}  {:>10}  EXIT",
+        "TID", "NAME", "PARENT", "START", "LIFETIME"
     );
-    for t in &p.threads {
-        let start = match t.start_ns {
-            Some(st) if st >= t0 => format!("+{:.3}s", (st - t0) as f64 / 1e9),
-            Some(st) => format!("-{:.3}s", (t0 - st) as f64 / 1e9),
-            None => "?".into(),
-        };
-        let life = match (t.start_ns, t.exit_ns) {
-            (Some(a), Some(b)) => dur(b.saturating_sub(a)),
-            (Some(a), None) => format!("{}+", dur(end.saturating_sub(a))),
-            _ => "?".into(),
-        };
-        let exit = t.exit_code.map(describe_exit).unwrap_or_else(|| "-".into());
-        let mut name = escape(t.name());
-        // names[0] is inherited from the creator (or the observer, for `run`).
-        if t.names.len() > 2 {
-            let earlier: Vec<String> = t.names[1..t.names.len() - 1]
-                .iter()
-                .filter(|(_, n)| !n.is_empty())
-                .map(|(_, n)| escape(n))
-                .collect();
-            if !earlier.is_empty() {
-                name = format!("{name} (was {})", earlier.join(", "));
-            }
-        }
-        let parent = t
-            .parent_tid
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "?".into());
+    for [tid, name, parent, start, life, exit] in rows {
         let _ = writeln!(
             s,
-            "  {:>8}  {:<16}  {:>8}  {:>9}  {:>10}  {exit}",
-            t.tid, name, parent, start, life
+            "  {tid:>8}  {name:<w$}  {parent:>8}  {start:>9}  {life:>10}  {exit}"
         );
     }
 
@@ -116,16 +95,31 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
             locks.len().min(TOP_LOCKS),
             locks.len()
         );
+        let sym = |a: u64| {
+            model
+                .symbols
+                .get(&(p.tgid, a))
+                .map(|s| escape(s))
+                .unwrap_or_else(|| "-".into())
+        };
+        let w = locks
+            .iter()
+            .take(TOP_LOCKS)
+            .map(|l| sym(l.uaddr).chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(6, 40);
         let _ = writeln!(
             s,
-            "  {:<18}  {:<22}  {:>8}  {:>10}  {:>10}",
-            "ADDRESS", "OP", "WAITS", "TOTAL", "MAX"
+            "  {:<18}  {:<w$}  {:<20}  {:>8}  {:>10}  {:>10}",
+            "ADDRESS", "SYMBOL", "OP", "WAITS", "TOTAL", "MAX"
         );
         for l in locks.iter().take(TOP_LOCKS) {
             let _ = writeln!(
                 s,
-                "  {:<18}  {:<22}  {:>8}  {:>10}  {:>10}",
+                "  {:<18}  {:<w$}  {:<20}  {:>8}  {:>10}  {:>10}",
                 format!("{:#x}", l.uaddr),
+                sym(l.uaddr),
                 futex::name(l.op),
                 l.count,
                 dur(l.total_ns),
@@ -161,4 +155,36 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         }
     }
     let _ = writeln!(s);
+}
+
+/// TID, name (with earlier names), parent, start, lifetime, exit.
+fn thread_row(t: &crate::model::Thread, t0: u64, end: u64) -> [String; 6] {
+    let start = match t.start_ns {
+        Some(st) if st >= t0 => format!("+{:.3}s", (st - t0) as f64 / 1e9),
+        Some(st) => format!("-{:.3}s", (t0 - st) as f64 / 1e9),
+        None => "?".into(),
+    };
+    let life = match (t.start_ns, t.exit_ns) {
+        (Some(a), Some(b)) => dur(b.saturating_sub(a)),
+        (Some(a), None) => format!("{}+", dur(end.saturating_sub(a))),
+        _ => "?".into(),
+    };
+    let exit = t.exit_code.map(describe_exit).unwrap_or_else(|| "-".into());
+    let mut name = escape(t.name());
+    // names[0] is inherited from the creator (or the observer, for `run`).
+    if t.names.len() > 2 {
+        let earlier: Vec<String> = t.names[1..t.names.len() - 1]
+            .iter()
+            .filter(|(_, n)| !n.is_empty())
+            .map(|(_, n)| escape(n))
+            .collect();
+        if !earlier.is_empty() {
+            name = format!("{name} (was {})", earlier.join(", "));
+        }
+    }
+    let parent = t
+        .parent_tid
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "?".into());
+    [t.tid.to_string(), name, parent, start, life, exit]
 }
