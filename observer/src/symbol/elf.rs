@@ -64,14 +64,20 @@ impl ElfInfo {
             .segments()
             .map(|s| {
                 let (offset, filesz) = s.file_range();
-                Load { offset, vaddr: s.address(), filesz, memsz: s.size() }
+                Load {
+                    offset,
+                    vaddr: s.address(),
+                    filesz,
+                    memsz: s.size(),
+                }
             })
             .collect();
         if loads.is_empty() {
             return None;
         }
         let range = |name: &str| {
-            file.section_by_name(name).map(|s| s.address()..s.address().saturating_add(s.size()))
+            file.section_by_name(name)
+                .map(|s| s.address()..s.address().saturating_add(s.size()))
         };
         let bytes = |name: &str| -> Option<Arc<[u8]>> {
             let s = file.section_by_name(name)?;
@@ -117,13 +123,23 @@ impl ElfInfo {
         })?;
         // map_start is the page holding file offset map_offset, which sits
         // at vaddr + (map_offset - offset) in the segment.
-        Some(map_start.wrapping_add(l.offset).wrapping_sub(map_offset).wrapping_sub(l.vaddr))
+        Some(
+            map_start
+                .wrapping_add(l.offset)
+                .wrapping_sub(map_offset)
+                .wrapping_sub(l.vaddr),
+        )
     }
 
     /// The svma range covered by all PT_LOAD segments (.bss included).
     pub fn vaddr_extent(&self) -> Range<u64> {
         let start = self.loads.iter().map(|l| l.vaddr).min().unwrap_or(0);
-        let end = self.loads.iter().map(|l| l.vaddr.saturating_add(l.memsz)).max().unwrap_or(0);
+        let end = self
+            .loads
+            .iter()
+            .map(|l| l.vaddr.saturating_add(l.memsz))
+            .max()
+            .unwrap_or(0);
         start..end
     }
 
@@ -154,9 +170,24 @@ mod tests {
     fn bias_from_mapping() {
         let info = ElfInfo {
             loads: vec![
-                Load { offset: 0, vaddr: 0, filesz: 0x1000, memsz: 0x1000 },
-                Load { offset: 0x1000, vaddr: 0x1000, filesz: 0x800, memsz: 0x800 },
-                Load { offset: 0x2db0, vaddr: 0x3db0, filesz: 0x260, memsz: 0x2000 },
+                Load {
+                    offset: 0,
+                    vaddr: 0,
+                    filesz: 0x1000,
+                    memsz: 0x1000,
+                },
+                Load {
+                    offset: 0x1000,
+                    vaddr: 0x1000,
+                    filesz: 0x800,
+                    memsz: 0x800,
+                },
+                Load {
+                    offset: 0x2db0,
+                    vaddr: 0x3db0,
+                    filesz: 0x260,
+                    memsz: 0x2000,
+                },
             ],
             ..Default::default()
         };
@@ -167,7 +198,15 @@ mod tests {
         assert_eq!(info.bias_for(base + 0x3000, 0x2000), Some(base));
         assert_eq!(info.vaddr_extent(), 0..0x5db0);
         // Non-PIE: bias 0.
-        let exec = ElfInfo { loads: vec![Load { offset: 0, vaddr: 0x400000, filesz: 0x1000, memsz: 0x1000 }], ..Default::default() };
+        let exec = ElfInfo {
+            loads: vec![Load {
+                offset: 0,
+                vaddr: 0x400000,
+                filesz: 0x1000,
+                memsz: 0x1000,
+            }],
+            ..Default::default()
+        };
         assert_eq!(exec.bias_for(0x400000, 0), Some(0));
     }
 }

@@ -5,13 +5,7 @@
 //! Everything read here comes from the target: paths are kept as data, never
 //! interpreted beyond opening the file they name.
 
-use std::{
-    collections::HashMap,
-    ops::Range,
-    os::unix::fs::MetadataExt,
-    path::PathBuf,
-    sync::Arc,
-};
+use std::{collections::HashMap, ops::Range, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
 
 use super::elf::{ElfInfo, FileKey};
 
@@ -70,7 +64,10 @@ fn parse_line(line: &str) -> Option<MapEntry> {
         write: perms[1] == b'w',
         exec: perms[2] == b'x',
         offset: u64::from_str_radix(offset, 16).ok()?,
-        dev: (u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?),
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
         inode: inode.parse().ok()?,
         path,
     })
@@ -101,8 +98,11 @@ impl Module {
 /// What the target's mount namespace looks like from here.
 pub(super) fn same_root(pid: u32) -> bool {
     let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    let root_is_slash = std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|p| p.as_os_str() == "/");
-    root_is_slash && ns(&format!("/proc/{pid}/ns/mnt")).is_some() && ns(&format!("/proc/{pid}/ns/mnt")) == ns("/proc/self/ns/mnt")
+    let root_is_slash =
+        std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|p| p.as_os_str() == "/");
+    root_is_slash
+        && ns(&format!("/proc/{pid}/ns/mnt")).is_some()
+        && ns(&format!("/proc/{pid}/ns/mnt")) == ns("/proc/self/ns/mnt")
 }
 
 /// The path through which we can open the file a mapping names, checked
@@ -111,13 +111,23 @@ pub(super) fn same_root(pid: u32) -> bool {
 fn open_path(pid: u32, e: &MapEntry, same_root: bool) -> Option<(PathBuf, FileKey)> {
     let key_of = |p: &PathBuf| -> Option<FileKey> {
         let m = std::fs::metadata(p).ok()?;
-        Some(FileKey { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_ns: m.mtime_nsec() })
+        Some(FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+        })
     };
     let matches = |k: &FileKey| {
         k.ino == e.inode && libc::major(k.dev) == e.dev.0 && libc::minor(k.dev) == e.dev.1
     };
     if !e.path.ends_with(" (deleted)") {
-        let p = if same_root { PathBuf::from(&e.path) } else { PathBuf::from(format!("/proc/{pid}/root{}", e.path)) };
+        let p = if same_root {
+            PathBuf::from(&e.path)
+        } else {
+            PathBuf::from(format!("/proc/{pid}/root{}", e.path))
+        };
         if let Some(k) = key_of(&p).filter(matches) {
             return Some((p, k));
         }
@@ -154,9 +164,15 @@ pub(super) fn modules(
         // objects matter; data files (locale archives, fonts) fail to
         // parse and are skipped by elf_of.
         let first = g.iter().min_by_key(|e| e.start).expect("non-empty group");
-        let Some((path, key)) = open_path(pid, first, same_root) else { continue };
-        let Some(elf) = elf_of(&path, key) else { continue };
-        let Some(bias) = elf.bias_for(first.start, first.offset) else { continue };
+        let Some((path, key)) = open_path(pid, first, same_root) else {
+            continue;
+        };
+        let Some(elf) = elf_of(&path, key) else {
+            continue;
+        };
+        let Some(bias) = elf.bias_for(first.start, first.offset) else {
+            continue;
+        };
         let code = g
             .iter()
             .filter(|e| e.exec)

@@ -181,7 +181,12 @@ impl Symbolizer {
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Symbolizer { blaze, files: HashMap::new(), procs: HashMap::new(), pythons: HashMap::new() }
+        Symbolizer {
+            blaze,
+            files: HashMap::new(),
+            procs: HashMap::new(),
+            pythons: HashMap::new(),
+        }
     }
 
     /// Drops what is cached about `pid` (call on exit or exec).
@@ -191,15 +196,23 @@ impl Symbolizer {
         self.pythons.remove(&pid);
     }
 
-    fn elf_info(files: &mut HashMap<FileKey, Option<Arc<ElfInfo>>>, path: &PathBuf, key: FileKey) -> Option<Arc<ElfInfo>> {
-        files.entry(key).or_insert_with(|| ElfInfo::from_file(path).map(Arc::new)).clone()
+    fn elf_info(
+        files: &mut HashMap<FileKey, Option<Arc<ElfInfo>>>,
+        path: &PathBuf,
+        key: FileKey,
+    ) -> Option<Arc<ElfInfo>> {
+        files
+            .entry(key)
+            .or_insert_with(|| ElfInfo::from_file(path).map(Arc::new))
+            .clone()
     }
 
     /// Bounds the caches of a long-lived symbolizer: forgets processes that
     /// are gone, and parsed files once there are many.
     fn prune(&mut self) {
         if self.procs.len() >= 16 {
-            self.procs.retain(|pid, p| start_time(*pid) == Some(p.start_time));
+            self.procs
+                .retain(|pid, p| start_time(*pid) == Some(p.start_time));
             self.pythons.retain(|pid, p| start_time(*pid) == Some(p.0));
         }
         if self.files.len() > MAX_FILES {
@@ -224,7 +237,8 @@ impl Symbolizer {
                 &entries,
                 |path, key| Self::elf_info(files, path, key),
                 |r: Range<u64>| {
-                    let bytes = native::read_mem(pid, r.start, (r.end - r.start).min(1 << 20) as usize);
+                    let bytes =
+                        native::read_mem(pid, r.start, (r.end - r.start).min(1 << 20) as usize);
                     ElfInfo::from_bytes(&bytes).map(Arc::new)
                 },
             );
@@ -255,21 +269,36 @@ impl Symbolizer {
         let m = p.module_of_data(addr)?.clone();
         let path = m.open_path.clone()?;
         let src = Source::Elf(bz::source::Elf::new(path));
-        match self.blaze.symbolize_single(&src, Input::VirtOffset(m.svma(addr))).ok()? {
-            Symbolized::Sym(s) => Some(DataSymbol { name: s.name.into_owned(), offset: s.offset as u64, module: m.name }),
+        match self
+            .blaze
+            .symbolize_single(&src, Input::VirtOffset(m.svma(addr)))
+            .ok()?
+        {
+            Symbolized::Sym(s) => Some(DataSymbol {
+                name: s.name.into_owned(),
+                offset: s.offset as u64,
+                module: m.name,
+            }),
             Symbolized::Unknown(_) => None,
         }
     }
 
     /// See [`native_stack`].
     pub fn native_stack(&mut self, pid: u32, tid: u32, regs: Regs) -> anyhow::Result<Vec<Frame>> {
-        self.native_stacks(pid, &[(tid, regs)]).pop().expect("one result per thread").1
+        self.native_stacks(pid, &[(tid, regs)])
+            .pop()
+            .expect("one result per thread")
+            .1
     }
 
     /// Unwinds and symbolizes several threads of one process at once (one
     /// maps read, one symbolization batch per module). A thread whose
     /// `regs.sp` is 0 gets its registers from /proc/PID/task/TID/syscall.
-    pub fn native_stacks(&mut self, pid: u32, threads: &[(u32, Regs)]) -> Vec<(u32, anyhow::Result<Vec<Frame>>)> {
+    pub fn native_stacks(
+        &mut self,
+        pid: u32,
+        threads: &[(u32, Regs)],
+    ) -> Vec<(u32, anyhow::Result<Vec<Frame>>)> {
         // 1. Registers and stack copies.
         let mut copies = Vec::with_capacity(threads.len());
         for &(tid, regs) in threads {
@@ -277,7 +306,10 @@ impl Symbolizer {
                 match proc_syscall(pid, tid) {
                     Some((_, _, sp, pc)) => Regs { ip: pc, sp, bp: 0 },
                     None => {
-                        copies.push((tid, Err(anyhow::anyhow!("thread {tid} of {pid} is running or gone"))));
+                        copies.push((
+                            tid,
+                            Err(anyhow::anyhow!("thread {tid} of {pid} is running or gone")),
+                        ));
                         continue;
                     }
                 }
@@ -288,7 +320,8 @@ impl Symbolizer {
         }
         // 2. Unwind each thread; refresh the maps once if a stack or the ip
         //    is outside what we know (a new thread stack, a dlopen).
-        let mut unwound: Vec<(u32, anyhow::Result<Vec<FrameAddress>>)> = Vec::with_capacity(copies.len());
+        let mut unwound: Vec<(u32, anyhow::Result<Vec<FrameAddress>>)> =
+            Vec::with_capacity(copies.len());
         let mut refreshed = false;
         for (tid, regs) in copies {
             let regs = match regs {
@@ -300,28 +333,46 @@ impl Symbolizer {
             };
             let r = (|| {
                 let mut p = self.proc(pid, false)?;
-                if !refreshed && (p.mapping_of(regs.sp).is_none() || p.module_of_code(regs.ip).is_none()) {
+                if !refreshed
+                    && (p.mapping_of(regs.sp).is_none() || p.module_of_code(regs.ip).is_none())
+                {
                     refreshed = true;
                     p = self.proc(pid, true)?;
                 }
                 let Some(stack_map) = p.mapping_of(regs.sp) else {
-                    bail!("sp {:#x} of thread {tid} is in no mapping of {pid}", regs.sp)
+                    bail!(
+                        "sp {:#x} of thread {tid} is in no mapping of {pid}",
+                        regs.sp
+                    )
                 };
                 let len = (stack_map.end - regs.sp).min(native::MAX_STACK_COPY) as usize;
-                let stack = native::StackCopy { base: regs.sp, bytes: native::read_mem(pid, regs.sp, len) };
+                let stack = native::StackCopy {
+                    base: regs.sp,
+                    bytes: native::read_mem(pid, regs.sp, len),
+                };
                 Ok(native::unwind(&p.unwinder, &mut p.cache, regs, &stack))
             })();
             unwound.push((tid, r));
         }
         // 3. Symbolize, batched per module.
         let Some(p) = self.procs.get(&pid) else {
-            return unwound.into_iter().map(|(t, r)| (t, r.map(|_| Vec::new()))).collect();
+            return unwound
+                .into_iter()
+                .map(|(t, r)| (t, r.map(|_| Vec::new())))
+                .collect();
         };
         let mut wanted: HashMap<usize, Vec<u64>> = HashMap::new();
         for (_, r) in &unwound {
             for f in r.iter().flatten() {
-                if let Some(i) = p.modules.iter().position(|m| m.code.contains(&f.address_for_lookup())) {
-                    wanted.entry(i).or_default().push(p.modules[i].svma(f.address_for_lookup()));
+                if let Some(i) = p
+                    .modules
+                    .iter()
+                    .position(|m| m.code.contains(&f.address_for_lookup()))
+                {
+                    wanted
+                        .entry(i)
+                        .or_default()
+                        .push(p.modules[i].svma(f.address_for_lookup()));
                 }
             }
         }
@@ -373,7 +424,11 @@ impl Symbolizer {
                     for f in addrs {
                         let (addr, lookup) = (f.address(), f.address_for_lookup());
                         let module = p.modules.iter().position(|m| m.code.contains(&lookup));
-                        match module.and_then(|i| symbolized.get(&(i, p.modules[i].svma(lookup))).map(|fr| (i, fr))) {
+                        match module.and_then(|i| {
+                            symbolized
+                                .get(&(i, p.modules[i].svma(lookup)))
+                                .map(|fr| (i, fr))
+                        }) {
                             Some((i, frames)) => out.extend(frames.iter().map(|fr| Frame {
                                 addr,
                                 module_offset: p.modules[i].svma(addr),
@@ -400,11 +455,17 @@ impl Symbolizer {
     /// The stacks of every thread of `pid` that is blocked in a syscall (or
     /// stopped), from /proc registers. Running threads are skipped.
     #[allow(dead_code)]
-    pub fn blocked_stacks(&mut self, pid: u32) -> anyhow::Result<Vec<(u32, anyhow::Result<Vec<Frame>>)>> {
+    pub fn blocked_stacks(
+        &mut self,
+        pid: u32,
+    ) -> anyhow::Result<Vec<(u32, anyhow::Result<Vec<Frame>>)>> {
         let mut threads = Vec::new();
-        let dir = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing threads of {pid}"))?;
+        let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .with_context(|| format!("listing threads of {pid}"))?;
         for e in dir.flatten() {
-            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Some((_, _, sp, pc)) = proc_syscall(pid, tid) {
                 threads.push((tid, Regs { ip: pc, sp, bp: 0 }));
             }
@@ -481,7 +542,10 @@ mod unit {
         assert_eq!(args, [0x55d0c8a04040, 0x80, 2, 0, 0, 0]);
         assert_eq!((sp, pc), (0x7f3a1b2fed58, 0x7f3a1b3a2d7e));
         assert_eq!(parse_syscall("running\n"), None);
-        assert_eq!(parse_syscall("-1 0x7ffc 0x401000\n"), Some((-1, [0; 6], 0x7ffc, 0x401000)));
+        assert_eq!(
+            parse_syscall("-1 0x7ffc 0x401000\n"),
+            Some((-1, [0; 6], 0x7ffc, 0x401000))
+        );
         assert_eq!(parse_syscall(""), None);
         assert_eq!(parse_syscall("202 0xzz 0 0 0 0 0 0 0"), None);
     }
@@ -495,7 +559,18 @@ mod unit {
     #[test]
     fn unknown_pid_is_an_error_not_a_panic() {
         let mut s = Symbolizer::new();
-        assert!(s.native_stack(u32::MAX, 1, Regs { ip: 1, sp: 1, bp: 0 }).is_err());
+        assert!(
+            s.native_stack(
+                u32::MAX,
+                1,
+                Regs {
+                    ip: 1,
+                    sp: 1,
+                    bp: 0
+                }
+            )
+            .is_err()
+        );
         assert!(s.data_symbol(u32::MAX, 0x1000).is_none());
         assert!(s.python_threads(u32::MAX).is_err());
     }

@@ -25,8 +25,14 @@ pub(super) fn read_mem(pid: u32, addr: u64, len: usize) -> Vec<u8> {
     // process_vm_readv stops at the first unreadable page; go on reading
     // what follows only from where it stopped (a short read ends the copy).
     while got < len {
-        let local = libc::iovec { iov_base: buf[got..].as_mut_ptr().cast(), iov_len: len - got };
-        let remote = libc::iovec { iov_base: (addr + got as u64) as *mut libc::c_void, iov_len: len - got };
+        let local = libc::iovec {
+            iov_base: buf[got..].as_mut_ptr().cast(),
+            iov_len: len - got,
+        };
+        let remote = libc::iovec {
+            iov_base: (addr + got as u64) as *mut libc::c_void,
+            iov_len: len - got,
+        };
         // SAFETY: `local` points into `buf`, which we own and which has room
         // for `len - got` bytes; the kernel validates `remote`.
         let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
@@ -48,7 +54,10 @@ pub(super) struct StackCopy {
 impl StackCopy {
     pub fn read_u64(&self, addr: u64) -> Result<u64, ()> {
         let off = addr.checked_sub(self.base).ok_or(())? as usize;
-        let b = self.bytes.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+        let b = self
+            .bytes
+            .get(off..off.checked_add(8).ok_or(())?)
+            .ok_or(())?;
         Ok(u64::from_le_bytes(b.try_into().map_err(|_| ())?))
     }
 }
@@ -70,7 +79,12 @@ pub(super) fn unwinder_for(modules: &[Module]) -> Unwinder64 {
             debug_frame: m.elf.debug_frame.clone(),
             ..Default::default()
         };
-        u.add_module(framehop::Module::new(m.name.clone(), m.code.clone(), m.bias, info));
+        u.add_module(framehop::Module::new(
+            m.name.clone(),
+            m.code.clone(),
+            m.bias,
+            info,
+        ));
     }
     u
 }
@@ -84,7 +98,12 @@ pub(super) fn unwind(
     stack: &StackCopy,
 ) -> Vec<FrameAddress> {
     let mut read = |addr: u64| stack.read_u64(addr);
-    let mut it = unwinder.iter_frames(regs.ip, UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp), cache, &mut read);
+    let mut it = unwinder.iter_frames(
+        regs.ip,
+        UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+        cache,
+        &mut read,
+    );
     let mut out = Vec::new();
     // An error ends the walk: what was found so far is the (shorter) stack.
     while let Ok(Some(f)) = it.next() {
@@ -97,7 +116,12 @@ pub(super) fn unwind(
 }
 
 /// Turns one blazesym result into our frames (inlined callees first).
-pub(super) fn frames_from_sym(addr: u64, module: &Module, sym: &blazesym::symbolize::Sym<'_>, out: &mut Vec<Frame>) {
+pub(super) fn frames_from_sym(
+    addr: u64,
+    module: &Module,
+    sym: &blazesym::symbolize::Sym<'_>,
+    out: &mut Vec<Frame>,
+) {
     let module_offset = module.svma(addr);
     let loc = |ci: &Option<blazesym::symbolize::CodeInfo<'_>>| match ci {
         Some(ci) => (Some(ci.to_path().to_string_lossy().into_owned()), ci.line),

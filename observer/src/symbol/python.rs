@@ -32,7 +32,9 @@ fn is_python_file(path: &str) -> bool {
     let base = base.strip_suffix(" (deleted)").unwrap_or(base);
     // python, python3, python3.11, python3.13t, libpython3.11.so.1.0, ...
     let rest = base.strip_prefix("lib").unwrap_or(base);
-    let Some(ver) = rest.strip_prefix("python") else { return false };
+    let Some(ver) = rest.strip_prefix("python") else {
+        return false;
+    };
     ver.is_empty() || ver.starts_with(|c: char| c.is_ascii_digit())
 }
 
@@ -52,7 +54,8 @@ pub(super) fn new_spy(pid: u32) -> anyhow::Result<py_spy::PythonSpy> {
         lineno: py_spy::config::LineNo::LastInstruction,
         ..Default::default()
     };
-    py_spy::PythonSpy::new(pid as py_spy::Pid, &config).with_context(|| format!("reading the Python interpreter of {pid}"))
+    py_spy::PythonSpy::new(pid as py_spy::Pid, &config)
+        .with_context(|| format!("reading the Python interpreter of {pid}"))
 }
 
 pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThread>> {
@@ -65,13 +68,20 @@ pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThrea
                 return Ok(traces
                     .into_iter()
                     .map(|t| PyThread {
-                        tid: t.os_thread_id.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
+                        tid: t
+                            .os_thread_id
+                            .and_then(|t| u32::try_from(t).ok())
+                            .unwrap_or(0),
                         name: t.thread_name,
                         owns_gil: t.owns_gil,
                         frames: t
                             .frames
                             .into_iter()
-                            .map(|f| PyFrame { function: f.name, file: f.filename, line: f.line })
+                            .map(|f| PyFrame {
+                                function: f.name,
+                                file: f.filename,
+                                line: f.line,
+                            })
                             .collect(),
                     })
                     .collect());
@@ -97,7 +107,13 @@ mod tests {
         ] {
             assert!(is_python_file(p), "{p}");
         }
-        for p in ["/usr/bin/pythonista", "/usr/lib/libc.so.6", "[vdso]", "", "/usr/lib/python3/dist-packages/_x.so"] {
+        for p in [
+            "/usr/bin/pythonista",
+            "/usr/lib/libc.so.6",
+            "[vdso]",
+            "",
+            "/usr/lib/python3/dist-packages/_x.so",
+        ] {
             assert!(!is_python_file(p), "{p}");
         }
     }

@@ -22,7 +22,11 @@ struct Target {
 
 impl Target {
     fn spawn(cmd: &mut Command) -> Target {
-        let mut child = cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("spawn test program");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn test program");
         let out = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -40,7 +44,9 @@ impl Target {
     }
 
     fn line(&self) -> String {
-        self.lines.recv_timeout(Duration::from_secs(20)).expect("the test program printed nothing in 20 s")
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the test program printed nothing in 20 s")
     }
 }
 
@@ -53,7 +59,11 @@ impl Drop for Target {
 
 fn tids(pid: u32) -> Vec<u32> {
     let mut v: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -67,36 +77,56 @@ fn wait_blocked(pid: u32, n: usize) -> Vec<u32> {
         let blocked: Vec<u32> = tids(pid)
             .into_iter()
             .filter(|t| {
-                std::fs::read_to_string(format!("/proc/{pid}/task/{t}/wchan")).is_ok_and(|w| w.contains("futex"))
+                std::fs::read_to_string(format!("/proc/{pid}/task/{t}/wchan"))
+                    .is_ok_and(|w| w.contains("futex"))
                     && proc_syscall(pid, *t).is_some_and(|s| s.0 == FUTEX)
             })
             .collect();
         if blocked.len() >= n {
             return blocked;
         }
-        assert!(Instant::now() < deadline, "only {} of {n} threads of {pid} blocked in futex after 20 s", blocked.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} threads of {pid} blocked in futex after 20 s",
+            blocked.len()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn line_of(src: &str, marker: &str) -> u32 {
-    src.lines().position(|l| l.contains(marker)).expect("marker in source") as u32 + 1
+    src.lines()
+        .position(|l| l.contains(marker))
+        .expect("marker in source") as u32
+        + 1
 }
 
 fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("run tool");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn compile(dir: &Path, name: &str, src: &str) -> PathBuf {
     let c = dir.join(format!("{name}.c"));
     std::fs::write(&c, src).unwrap();
     let exe = dir.join(name);
-    run(Command::new("gcc").args(["-O2", "-g", "-pthread", "-o"]).arg(&exe).arg(&c));
+    run(Command::new("gcc")
+        .args(["-O2", "-g", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&c));
     exe
 }
 
@@ -175,7 +205,9 @@ int main(void) {
 fn start_abba(exe: &Path) -> (Target, u64, u64, Vec<u32>) {
     let t = Target::spawn(&mut Command::new(exe));
     let line = t.line();
-    let mut it = line.split_whitespace().map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap());
+    let mut it = line
+        .split_whitespace()
+        .map(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap());
     let (left, right) = (it.next().unwrap(), it.next().unwrap());
     let blocked = wait_blocked(t.pid(), 3);
     (t, left, right, blocked)
@@ -189,7 +221,10 @@ fn stacks_from_proc(s: &mut Symbolizer, pid: u32, tids: &[u32]) -> Vec<(u32, Vec
             (t, Regs { ip: pc, sp, bp: 0 })
         })
         .collect();
-    s.native_stacks(pid, &regs).into_iter().map(|(t, r)| (t, r.expect("stack"))).collect()
+    s.native_stacks(pid, &regs)
+        .into_iter()
+        .map(|(t, r)| (t, r.expect("stack")))
+        .collect()
 }
 
 #[test]
@@ -215,8 +250,11 @@ fn c_abba_globals_and_stacks() {
     assert_eq!(data_symbol(pid, 0), None);
 
     // Stacks, through the free function (one thread at a time).
-    let (l_line, r_line, inl_line) =
-        (line_of(ABBA_C, "BLOCK_LEFT"), line_of(ABBA_C, "BLOCK_RIGHT"), line_of(ABBA_C, "BLOCK_INLINED"));
+    let (l_line, r_line, inl_line) = (
+        line_of(ABBA_C, "BLOCK_LEFT"),
+        line_of(ABBA_C, "BLOCK_RIGHT"),
+        line_of(ABBA_C, "BLOCK_INLINED"),
+    );
     let mut seen = (false, false, false);
     for &tid in &blocked {
         let (_, _, sp, pc) = proc_syscall(pid, tid).unwrap();
@@ -224,21 +262,49 @@ fn c_abba_globals_and_stacks() {
         let dump = show(&frames);
         eprintln!("thread {tid}:\n{dump}");
         assert!(frames.len() >= 3, "too short:\n{dump}");
-        assert!(frames[0].module.as_deref().is_some_and(|m| m.contains("libc")), "innermost frame in libc:\n{dump}");
+        assert!(
+            frames[0]
+                .module
+                .as_deref()
+                .is_some_and(|m| m.contains("libc")),
+            "innermost frame in libc:\n{dump}"
+        );
         if has_fn(&frames, "take_left_then_right_zq") {
             seen.0 = true;
-            let f = frames.iter().find(|f| f.function.as_deref() == Some("take_left_then_right_zq")).unwrap();
-            assert!(f.file.as_deref().is_some_and(|p| p.ends_with("abba.c")), "{dump}");
+            let f = frames
+                .iter()
+                .find(|f| f.function.as_deref() == Some("take_left_then_right_zq"))
+                .unwrap();
+            assert!(
+                f.file.as_deref().is_some_and(|p| p.ends_with("abba.c")),
+                "{dump}"
+            );
             assert_eq!(f.line, Some(l_line), "{dump}");
             assert!(!f.inlined);
-            assert!(frames.iter().any(|f| f.function.as_deref().is_some_and(|n| n.contains("pthread_mutex_lock"))), "{dump}");
-            assert!(has_fn(&frames, "left_main") || has_fn(&frames, "start_thread"), "{dump}");
+            assert!(
+                frames.iter().any(|f| f
+                    .function
+                    .as_deref()
+                    .is_some_and(|n| n.contains("pthread_mutex_lock"))),
+                "{dump}"
+            );
+            assert!(
+                has_fn(&frames, "left_main") || has_fn(&frames, "start_thread"),
+                "{dump}"
+            );
         } else if has_fn(&frames, "take_right_then_left_zq") {
             seen.1 = true;
-            let i = frames.iter().position(|f| f.function.as_deref() == Some("acquire_inl")).expect(&dump);
+            let i = frames
+                .iter()
+                .position(|f| f.function.as_deref() == Some("acquire_inl"))
+                .expect(&dump);
             assert!(frames[i].inlined, "{dump}");
             assert_eq!(frames[i].line, Some(inl_line), "{dump}");
-            assert_eq!(frames[i + 1].function.as_deref(), Some("take_right_then_left_zq"), "{dump}");
+            assert_eq!(
+                frames[i + 1].function.as_deref(),
+                Some("take_right_then_left_zq"),
+                "{dump}"
+            );
             assert_eq!(frames[i + 1].line, Some(r_line), "{dump}");
             assert_eq!(frames[i].addr, frames[i + 1].addr);
         } else if has_fn(&frames, "main") {
@@ -247,14 +313,34 @@ fn c_abba_globals_and_stacks() {
             seen.2 = true;
         }
     }
-    assert_eq!(seen, (true, true, true), "left, right and main threads found");
+    assert_eq!(
+        seen,
+        (true, true, true),
+        "left, right and main threads found"
+    );
 
     // Registers from BPF would carry bp too; sp = 0 means "read /proc".
     let frames = native_stack(pid, blocked[1], Regs::default()).unwrap();
     assert!(frames.len() >= 3);
     // Nonsense registers give an error or a short stack, never a panic.
-    let _ = native_stack(pid, blocked[1], Regs { ip: 1, sp: 8, bp: 0 });
-    let _ = native_stack(pid, blocked[1], Regs { ip: left, sp: left, bp: 0 });
+    let _ = native_stack(
+        pid,
+        blocked[1],
+        Regs {
+            ip: 1,
+            sp: 8,
+            bp: 0,
+        },
+    );
+    let _ = native_stack(
+        pid,
+        blocked[1],
+        Regs {
+            ip: left,
+            sp: left,
+            bp: 0,
+        },
+    );
 }
 
 #[test]
@@ -281,10 +367,17 @@ fn c_abba_stripped_gives_module_offsets() {
         eprintln!("thread {tid}:\n{dump}");
         // .eh_frame survives strip: unwinding goes through the program into libc's start_thread.
         assert!(frames.len() >= 3, "{dump}");
-        for f in frames.iter().filter(|f| f.module.as_deref().is_some_and(|m| m.ends_with("/abba_stripped"))) {
+        for f in frames.iter().filter(|f| {
+            f.module
+                .as_deref()
+                .is_some_and(|m| m.ends_with("/abba_stripped"))
+        }) {
             own += 1;
             assert!(f.file.is_none() && f.line.is_none(), "{dump}");
-            assert!(f.function.as_deref().is_none_or(|n| !n.contains("_zq")), "{dump}");
+            assert!(
+                f.function.as_deref().is_none_or(|n| !n.contains("_zq")),
+                "{dump}"
+            );
             assert!(f.module_offset > 0 && f.module_offset < 0x10000, "{dump}");
         }
     }
@@ -300,9 +393,16 @@ fn c_abba_debuglink_gives_lines() {
     let dir = tempfile::tempdir().unwrap();
     let exe = compile(dir.path(), "abba", ABBA_C);
     let dbg = dir.path().join("abba.debug");
-    run(Command::new("objcopy").arg("--only-keep-debug").arg(&exe).arg(&dbg));
-    run(Command::new("objcopy").args(["--strip-debug", "--strip-unneeded"]).arg(&exe));
-    run(Command::new("objcopy").arg(format!("--add-gnu-debuglink={}", dbg.display())).arg(&exe));
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&exe)
+        .arg(&dbg));
+    run(Command::new("objcopy")
+        .args(["--strip-debug", "--strip-unneeded"])
+        .arg(&exe));
+    run(Command::new("objcopy")
+        .arg(format!("--add-gnu-debuglink={}", dbg.display()))
+        .arg(&exe));
     let (t, left, _, blocked) = start_abba(&exe);
     let pid = t.pid();
     let mut s = Symbolizer::new();
@@ -312,7 +412,12 @@ fn c_abba_debuglink_gives_lines() {
     let f = all
         .iter()
         .find(|f| f.function.as_deref() == Some("take_left_then_right_zq"))
-        .unwrap_or_else(|| panic!("{}", stacks.iter().map(|(_, f)| show(f)).collect::<String>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "{}",
+                stacks.iter().map(|(_, f)| show(f)).collect::<String>()
+            )
+        });
     assert_eq!(f.line, Some(l_line));
     // The global comes from the debug file's symbol table.
     let sym = s.data_symbol(pid, left).map(|d| d.name);
@@ -361,18 +466,41 @@ fn python_abba(python: &str) {
     assert_eq!(pid, t.pid(), "{python} must exec, not fork");
     let blocked = wait_blocked(pid, 3);
     let mut s = Symbolizer::new();
-    let threads = s.python_threads(pid).expect("py-spy reads the interpreter").expect("a Python process");
+    let threads = s
+        .python_threads(pid)
+        .expect("py-spy reads the interpreter")
+        .expect("a Python process");
     let dump = format!("{threads:#?}");
-    let (a_line, b_line) = (line_of(ABBA_PY, "BLOCK_ALPHA") as i32, line_of(ABBA_PY, "BLOCK_BETA") as i32);
-    for (name, func, line) in [("alpha", "alpha_takes_a_then_b", a_line), ("beta", "beta_takes_b_then_a", b_line)] {
-        let th = threads.iter().find(|t| t.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}: {dump}"));
-        assert!(blocked.contains(&th.tid), "{name} has a blocked OS thread id: {dump}");
+    let (a_line, b_line) = (
+        line_of(ABBA_PY, "BLOCK_ALPHA") as i32,
+        line_of(ABBA_PY, "BLOCK_BETA") as i32,
+    );
+    for (name, func, line) in [
+        ("alpha", "alpha_takes_a_then_b", a_line),
+        ("beta", "beta_takes_b_then_a", b_line),
+    ] {
+        let th = threads
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{name}: {dump}"));
+        assert!(
+            blocked.contains(&th.tid),
+            "{name} has a blocked OS thread id: {dump}"
+        );
         let top = th.frames.first().unwrap_or_else(|| panic!("{dump}"));
         assert_eq!((top.function.as_str(), top.line), (func, line), "{dump}");
         assert!(top.file.ends_with("abba.py"), "{dump}");
-        assert!(!th.owns_gil, "a thread blocked in acquire released the GIL: {dump}");
+        assert!(
+            !th.owns_gil,
+            "a thread blocked in acquire released the GIL: {dump}"
+        );
     }
-    assert!(threads.iter().any(|t| t.name.as_deref() == Some("MainThread")), "{dump}");
+    assert!(
+        threads
+            .iter()
+            .any(|t| t.name.as_deref() == Some("MainThread")),
+        "{dump}"
+    );
     // The only runnable Python thread holds the GIL (it keeps it: nobody
     // asks for it). Read a few times: the spinner is caught mid-bytecode.
     let holder = (0..20).find_map(|_| {
@@ -381,13 +509,25 @@ fn python_abba(python: &str) {
     });
     let holder = holder.unwrap_or_else(|| panic!("no GIL holder found: {dump}"));
     assert_eq!(holder.name.as_deref(), Some("spinner"));
-    assert!(holder.frames.first().is_some_and(|f| f.function == "spinner_holds_gil"), "{holder:?}");
+    assert!(
+        holder
+            .frames
+            .first()
+            .is_some_and(|f| f.function == "spinner_holds_gil"),
+        "{holder:?}"
+    );
     // Native stacks of Python threads go through libpython's lock code.
-    let alpha = threads.iter().find(|t| t.name.as_deref() == Some("alpha")).unwrap().tid;
+    let alpha = threads
+        .iter()
+        .find(|t| t.name.as_deref() == Some("alpha"))
+        .unwrap()
+        .tid;
     let frames = s.native_stack(pid, alpha, Regs::default()).unwrap();
     eprintln!("{python} alpha native:\n{}", show(&frames));
     assert!(
-        frames.iter().any(|f| f.function.as_deref().is_some_and(|n| n.contains("acquire"))),
+        frames
+            .iter()
+            .any(|f| f.function.as_deref().is_some_and(|n| n.contains("acquire"))),
         "{}",
         show(&frames)
     );
@@ -406,9 +546,18 @@ fn python_abba_names_and_lines() {
 fn python_abba_other_versions() {
     let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| "/root/.pyenv".into());
     for v in ["3.12", "3.13"] {
-        let Some(dir) = std::fs::read_dir(format!("{root}/versions")).ok().and_then(|d| {
-            d.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{v}.")))).max()
-        }) else {
+        let Some(dir) = std::fs::read_dir(format!("{root}/versions"))
+            .ok()
+            .and_then(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{v}.")))
+                    })
+                    .max()
+            })
+        else {
             eprintln!("skipped: no Python {v} under {root}");
             continue;
         };
@@ -424,7 +573,9 @@ fn not_python_is_none() {
     let t = Target::spawn(Command::new("sleep").arg("30"));
     let deadline = Instant::now() + Duration::from_secs(10);
     // Wait for the exec to finish (maps of `sleep`, not of the test binary).
-    while !std::fs::read_to_string(format!("/proc/{}/comm", t.pid())).is_ok_and(|c| c.trim() == "sleep") {
+    while !std::fs::read_to_string(format!("/proc/{}/comm", t.pid()))
+        .is_ok_and(|c| c.trim() == "sleep")
+    {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -480,10 +631,21 @@ fn sixty_four_threads_timing() {
     let warm = s.blocked_stacks(pid).unwrap();
     let warm_t = t1.elapsed();
     assert_eq!(cold.len(), 65);
-    let frames: usize = warm.iter().map(|(_, r)| r.as_ref().map_or(0, |f| f.len())).sum();
+    let frames: usize = warm
+        .iter()
+        .map(|(_, r)| r.as_ref().map_or(0, |f| f.len()))
+        .sum();
     for (tid, r) in &warm {
         let f = r.as_ref().unwrap();
-        assert!(has_fn(f, "main") || f.iter().filter(|f| f.function.as_deref() == Some("level2")).count() == 9, "{tid}:\n{}", show(f));
+        assert!(
+            has_fn(f, "main")
+                || f.iter()
+                    .filter(|f| f.function.as_deref() == Some("level2"))
+                    .count()
+                    == 9,
+            "{tid}:\n{}",
+            show(f)
+        );
     }
     eprintln!(
         "TIMING: 65 threads, {frames} frames: cold (parse + unwind + symbolize) {:.1} ms, warm {:.1} ms",
@@ -510,7 +672,15 @@ fn gdb_comparison() {
     let ours = t0.elapsed();
     let t1 = Instant::now();
     let out = Command::new("gdb")
-        .args(["-nx", "-batch", "-ex", "set debuginfod enabled off", "-ex", "thread apply all bt", "-p"])
+        .args([
+            "-nx",
+            "-batch",
+            "-ex",
+            "set debuginfod enabled off",
+            "-ex",
+            "thread apply all bt",
+            "-p",
+        ])
         .arg(pid.to_string())
         .output()
         .unwrap();
