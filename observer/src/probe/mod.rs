@@ -336,11 +336,15 @@ fn ensure_tracefs() -> Result<bool, String> {
 }
 
 fn short(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+    // aya appends an empty verifier log and repeats the OS error as the source.
+    let mut s = e.to_string().replace(". Verifier output: ", "").trim_end().to_string();
     let mut src = e.source();
     while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
+        let m = x.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
         src = x.source();
     }
     s
