@@ -94,10 +94,11 @@ impl ElfInfo {
         let mut funcs = Vec::new();
         if with_funcs {
             for sym in file.dynamic_symbols().chain(file.symbols()) {
-                if sym.kind() == SymbolKind::Text && sym.address() != 0 {
-                    if let Ok(name) = sym.name() {
-                        funcs.push((sym.address(), sym.size(), name.to_string()));
-                    }
+                if sym.kind() == SymbolKind::Text
+                    && sym.address() != 0
+                    && let Ok(name) = sym.name()
+                {
+                    funcs.push((sym.address(), sym.size(), name.to_string()));
                 }
             }
             funcs.sort();

@@ -5,7 +5,13 @@
 //! Everything read here comes from the target: paths are kept as data, never
 //! interpreted beyond opening the file they name.
 
-use std::{collections::HashMap, ops::Range, os::unix::fs::MetadataExt, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    ops::Range,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use super::elf::{ElfInfo, FileKey};
 
@@ -143,7 +149,7 @@ fn open_path(pid: u32, e: &MapEntry, same_root: bool) -> Option<(PathBuf, FileKe
 pub(super) fn modules(
     pid: u32,
     entries: &[MapEntry],
-    mut elf_of: impl FnMut(&PathBuf, FileKey) -> Option<Arc<ElfInfo>>,
+    mut elf_of: impl FnMut(&Path, FileKey) -> Option<Arc<ElfInfo>>,
     mut vdso: impl FnMut(Range<u64>) -> Option<Arc<ElfInfo>>,
 ) -> Vec<Module> {
     let same_root = same_root(pid);
@@ -191,19 +197,18 @@ pub(super) fn modules(
             elf,
         });
     }
-    if let Some(v) = entries.iter().find(|e| e.path == "[vdso]") {
-        if let Some(elf) = vdso(v.start..v.end) {
-            if let Some(bias) = elf.bias_for(v.start, 0) {
-                out.push(Module {
-                    name: "[vdso]".into(),
-                    open_path: None,
-                    bias,
-                    extent: v.start..v.end,
-                    code: v.start..v.end,
-                    elf,
-                });
-            }
-        }
+    if let Some(v) = entries.iter().find(|e| e.path == "[vdso]")
+        && let Some(elf) = vdso(v.start..v.end)
+        && let Some(bias) = elf.bias_for(v.start, 0)
+    {
+        out.push(Module {
+            name: "[vdso]".into(),
+            open_path: None,
+            bias,
+            extent: v.start..v.end,
+            code: v.start..v.end,
+            elf,
+        });
     }
     out
 }

@@ -30,7 +30,7 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     ops::Range,
-    path::PathBuf,
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -198,7 +198,7 @@ impl Symbolizer {
 
     fn elf_info(
         files: &mut HashMap<FileKey, Option<Arc<ElfInfo>>>,
-        path: &PathBuf,
+        path: &Path,
         key: FileKey,
     ) -> Option<Arc<ElfInfo>> {
         files

@@ -466,10 +466,19 @@ fn python_abba(python: &str) {
     assert_eq!(pid, t.pid(), "{python} must exec, not fork");
     let blocked = wait_blocked(pid, 3);
     let mut s = Symbolizer::new();
+    let t0 = Instant::now();
     let threads = s
         .python_threads(pid)
         .expect("py-spy reads the interpreter")
         .expect("a Python process");
+    let first = t0.elapsed();
+    let t1 = Instant::now();
+    let _ = s.python_threads(pid);
+    eprintln!(
+        "TIMING: {python}: py-spy attach + stacks {:.1} ms, again {:.1} ms",
+        first.as_secs_f64() * 1e3,
+        t1.elapsed().as_secs_f64() * 1e3
+    );
     let dump = format!("{threads:#?}");
     let (a_line, b_line) = (
         line_of(ABBA_PY, "BLOCK_ALPHA") as i32,
