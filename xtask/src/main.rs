@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
 
 mod bench;
+mod bench_detect;
 
 use std::{
     path::{Path, PathBuf},
@@ -61,15 +62,51 @@ const OUR_PROGS: &[&str] = &[
     "fexit_futex",
 ];
 
+/// Processes holding a BPF program id open (from /proc/*/fdinfo).
+fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { continue };
+        for fd in fds.flatten() {
+            let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+                if let Ok(id) = id.trim().parse() {
+                    out.push((id, pid, exe.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Our programs still loaded by a binary of this checkout (other
+/// observers on the machine are not this run's business).
 pub fn leftover_programs() -> Vec<String> {
-    let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.split_whitespace().any(|w| OUR_PROGS.contains(&w)))
-        .map(str::to_string)
-        .collect()
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else { return Vec::new() };
+        let holders = prog_holders();
+        let ours = root().join("target");
+        left = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| OUR_PROGS.contains(&w)))
+            .filter_map(|l| {
+                let id: u32 = l.split(':').next()?.trim().parse().ok()?;
+                let held: Vec<_> = holders.iter().filter(|h| h.0 == id).collect();
+                // Pinned or held by a binary of this checkout: ours to clean up.
+                let mine = held.is_empty() || held.iter().any(|h| h.2.starts_with(&ours));
+                mine.then(|| format!("{l} (held by {:?})", held.iter().map(|h| h.1).collect::<Vec<_>>()))
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    left
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -171,6 +208,9 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("detect") => {
+            bench_detect::main(&args[2..])
+        }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
         _ => bail!("usage: cargo xtask test|demo|bench|vmlinux"),
