@@ -91,6 +91,7 @@ fn main() {
         .allowlist_var("OBS_.*")
         .rustified_enum("obs_rec_kind")
         .rustified_enum("obs_stat")
+        .rustified_enum("obs_pthread_op")
         .derive_default(true)
         .derive_debug(true)
         .layout_tests(true)

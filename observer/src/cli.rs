@@ -84,6 +84,10 @@ pub struct ObserveOpts {
     /// On a deadlock (or another hang): write the report, kill the target, exit 3.
     #[arg(long)]
     pub kill_on_deadlock: bool,
+    /// Do not put uprobes on pthread_create/join/detach/exit (thread creation
+    /// sites, joins). They fire only on those rare calls, ~10 us each.
+    #[arg(long)]
+    pub no_thread_uprobes: bool,
     /// Also observe processes the target forks.
     #[arg(long)]
     pub follow_forks: bool,

@@ -49,6 +49,14 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PthreadOp {
+    Join,
+    Detach,
+    Exit,
+}
+
 /// Counters of things the kernel side had to drop.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drops {
@@ -56,12 +64,19 @@ pub struct Drops {
     pub wait_table_full: u64,
     pub aggregate_full: u64,
     pub watch_full: u64,
+    #[serde(default)]
+    pub creating_full: u64,
     pub records: u64,
 }
 
 impl Drops {
     pub fn any(&self) -> bool {
-        self.ringbuf + self.wait_table_full + self.aggregate_full + self.watch_full > 0
+        self.ringbuf
+            + self.wait_table_full
+            + self.aggregate_full
+            + self.watch_full
+            + self.creating_full
+            > 0
     }
 }
 
@@ -97,6 +112,13 @@ pub enum Event {
         /// CLONE_CHILD_CLEARTID address: pthread_join waits on it.
         child_tid_addr: u64,
         name: String,
+        /// From the pthread_create uprobe (0 / false without it).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pthread: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        create_site: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detached: bool,
     },
     ThreadExit {
         ts_ns: u64,
@@ -174,6 +196,22 @@ pub enum Event {
         ts_ns: u64,
         drops: Drops,
     },
+    /// A libc thread call seen by a uprobe: `tid` joined or detached the
+    /// thread `pthread`, or called pthread_exit.
+    Pthread {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        op: PthreadOp,
+        pthread: u64,
+        site: u64,
+    },
+    /// Code symbols of call sites (creation sites): (tgid, addr) -> function.
+    CodeSymbol {
+        tgid: u32,
+        addr: u64,
+        name: String,
+    },
     /// The live session ran its detectors here (replay judges at the same points).
     Scan {
         ts_ns: u64,
@@ -202,8 +240,9 @@ impl Event {
             | WaitWords { ts_ns, .. }
             | Drops { ts_ns, .. }
             | Scan { ts_ns }
+            | Pthread { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
-            LockStats { .. } | Symbol { .. } => None,
+            LockStats { .. } | Symbol { .. } | CodeSymbol { .. } => None,
         }
     }
 }

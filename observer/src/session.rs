@@ -81,6 +81,9 @@ struct Session {
     symbols: Symbolizer,
     sym_tried: HashSet<(u32, u64)>,
     fed_since_scan: bool,
+    /// Processes whose libc may not be mapped yet (just exec'd or forked):
+    /// tgid -> give up at (ns).
+    pending_uprobes: std::collections::HashMap<u32, u64>,
 }
 
 impl Session {
@@ -95,7 +98,19 @@ impl Session {
             symbols: Symbolizer::new(),
             sym_tried: HashSet::new(),
             fed_since_scan: false,
+            pending_uprobes: std::collections::HashMap::new(),
         })
+    }
+
+    /// Attaches the thread uprobes to processes whose libc just appeared.
+    fn pending_thread_uprobes(&mut self, src: &mut LiveSource, now: u64) {
+        let pending: Vec<(u32, u64)> = self.pending_uprobes.iter().map(|(a, b)| (*a, *b)).collect();
+        for (tgid, give_up) in pending {
+            if thread_uprobes(&mut src.probes, tgid, tgid) || now > give_up || !procfs::exists(tgid)
+            {
+                self.pending_uprobes.remove(&tgid);
+            }
+        }
     }
 
     /// Names the contended futexes the kernel has counted so far (while the
@@ -149,6 +164,23 @@ impl Session {
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
         self.fed_since_scan |= !evs.is_empty();
         for ev in evs.drain(..) {
+            if !self.opts.no_thread_uprobes {
+                match &ev {
+                    Event::Exec { ts_ns, tgid, .. } => {
+                        self.pending_uprobes.insert(*tgid, ts_ns + UPROBE_RETRY_NS);
+                    }
+                    Event::ThreadNew {
+                        ts_ns,
+                        tgid,
+                        child_tgid,
+                        ..
+                    } if tgid != child_tgid => {
+                        self.pending_uprobes
+                            .insert(*child_tgid, ts_ns + UPROBE_RETRY_NS);
+                    }
+                    _ => {}
+                }
+            }
             self.model.apply(&ev);
             if let Some(rec) = &mut self.out.record {
                 serde_json::to_writer(&mut *rec, &ev).context("writing the recording")?;
@@ -210,6 +242,46 @@ fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
     Ok(probes)
 }
 
+/// How long to keep looking for the libc of a process that just exec'd.
+const UPROBE_RETRY_NS: u64 = 5_000_000_000;
+
+/// Puts the thread lifecycle uprobes on the libc that `libs_of` maps, for
+/// process `pid`. Returns whether a thread library was found.
+fn thread_uprobes(probes: &mut Probes, pid: u32, libs_of: u32) -> bool {
+    let libs = procfs::thread_libs(libs_of);
+    for lib in &libs {
+        let Some(used) = probes.attach_thread_uprobes(pid, lib) else {
+            continue;
+        };
+        tracing::info!(
+            "pid {pid}: thread uprobes on {}: {}",
+            lib.display(),
+            used.attached.join(", ")
+        );
+        // The *_np joins are glibc extensions; their absence is not worth a warning.
+        let missing: Vec<&str> = used
+            .missing
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| !s.ends_with("_np"))
+            .collect();
+        if !missing.is_empty() && used.attached.is_empty() {
+            tracing::warn!(
+                "pid {pid}: no {} in {} (stripped or static?): thread creation sites and joins unavailable",
+                missing.join("/"),
+                lib.display()
+            );
+        } else if !missing.is_empty() {
+            tracing::warn!(
+                "pid {pid}: {} not found in {}",
+                missing.join(", "),
+                lib.display()
+            );
+        }
+    }
+    !libs.is_empty()
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -229,7 +301,7 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         let pid = child.pid;
         probes.watch(pid)?;
         let pidfd = sys::pidfd_open(pid).context("pidfd_open on the child")?;
-        let src = LiveSource::new(probes, min_age(&opts))?;
+        let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::new(opts, out)?;
         let now = procfs::mono_ns();
         let mut evs = vec![Event::Start {
@@ -240,6 +312,11 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         }];
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
+        if !s.opts.no_thread_uprobes {
+            // The child still runs our image: our libc is the likely one; its
+            // own is checked again after exec.
+            thread_uprobes(&mut src.probes, pid, std::process::id());
+        }
         child.release()?;
         tracing::info!("observing pid {pid}");
         let end = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
@@ -298,6 +375,9 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         // Waits already in progress: a deadlock that formed before we came.
         src.add_snapshot(pid, &tids, now, &mut evs);
         s.feed(&mut evs)?;
+        if !s.opts.no_thread_uprobes {
+            thread_uprobes(&mut src.probes, pid, pid);
+        }
         tracing::info!("observing pid {pid}");
         let end = observe(
             &mut s,
@@ -363,6 +443,7 @@ async fn observe(
                 let now = procfs::mono_ns();
                 src.scan(now, &mut evs);
                 s.feed(&mut evs)?;
+                s.pending_thread_uprobes(&mut src, now);
                 if s.fed_since_scan {
                     s.feed(&mut vec![Event::Scan { ts_ns: now }])?;
                     s.fed_since_scan = false;

@@ -85,6 +85,22 @@ struct {
 	__type(value, struct obs_agg);
 } AGG SEC(".maps");
 
+/* creator tid -> pthread_create in progress (uprobe tier, lifecycle). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct obs_creating);
+} CREATING SEC(".maps");
+
+/* tid -> pthread_t of a try/timed join in progress. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} JOINING SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, OBS_STAT_MAX);
@@ -397,6 +413,26 @@ int tp_sys_exit_futex(struct trace_event_raw_sys_exit *ctx)
 /* ------------------------------------------------------------------ */
 /* thread lifecycle                                                    */
 
+/* If the clone comes from a pthread_create we saw, add what its uprobe
+ * learned. glibc stores *newthread before it clones, so the pthread_t is
+ * already there. */
+static __always_inline void creating_fill(struct obs_task_new *r, __u32 creator)
+{
+	r->pthread = 0;
+	r->create_site = 0;
+	r->detached = 0;
+	r->_pad = 0;
+	struct obs_creating *c = bpf_map_lookup_elem(&CREATING, &creator);
+	if (!c)
+		return;
+	__u64 pt = 0;
+	bpf_probe_read_user(&pt, sizeof(pt), (void *)c->thread_out);
+	r->pthread = pt;
+	r->create_site = c->site;
+	r->detached = c->detached;
+	bpf_map_delete_elem(&CREATING, &creator);
+}
+
 static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -419,6 +455,7 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 	r->child_tgid = child_tgid;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	BPF_CORE_READ_STR_INTO(&r->child_comm, task, comm);
+	creating_fill(r, (__u32)id);
 	rec_submit(r, false);
 	return 0;
 }
@@ -557,6 +594,7 @@ int tp_task_newtask(struct trace_event_raw_task_newtask *ctx)
 	r->child_tgid = child_tgid;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	bpf_probe_read_kernel_str(r->child_comm, sizeof(r->child_comm), ctx->comm);
+	creating_fill(r, (__u32)id);
 	rec_submit(r, false);
 	return 0;
 }
@@ -581,4 +619,100 @@ int tp_process_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
 	unsigned short off = ctx->__data_loc_filename & 0xFFFF;
 	return exec_rec(ctx->old_pid, (const char *)ctx + off);
+}
+
+/* ------------------------------------------------------------------ */
+/* libc thread calls (uprobes, lifecycle: rare calls, entry probes)    */
+
+/* At function entry *(u64 *)sp is the caller's return address. */
+static __always_inline __u64 call_site(struct pt_regs *ctx)
+{
+	__u64 ra = 0;
+	bpf_probe_read_user(&ra, sizeof(ra), (void *)PT_REGS_SP(ctx));
+	return ra;
+}
+
+/* glibc's struct pthread_attr: flags at +8, ATTR_FLAG_DETACHSTATE = 1. */
+#define ATTR_FLAGS_OFF 8
+#define ATTR_FLAG_DETACHSTATE 1
+
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_create, void *thread_out, void *attr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+	struct obs_creating c = { .site = call_site(ctx), .thread_out = (__u64)thread_out };
+	if (attr) {
+		__u32 flags = 0;
+		bpf_probe_read_user(&flags, sizeof(flags), attr + ATTR_FLAGS_OFF);
+		c.detached = flags & ATTR_FLAG_DETACHSTATE;
+	}
+	if (bpf_map_update_elem(&CREATING, &tid, &c, BPF_ANY))
+		stat_inc(OBS_STAT_CREATING_FULL);
+	return 0;
+}
+
+static __always_inline int pthread_rec(__u32 op, __u64 pthread, __u64 arg, __u64 site)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!watched(tgid))
+		return 0;
+	struct obs_pthread *r = rec_reserve(sizeof(*r), OBS_REC_PTHREAD, tgid, (__u32)id);
+	if (!r)
+		return 0;
+	r->op = op;
+	r->_pad = 0;
+	r->pthread = pthread;
+	r->arg = arg;
+	r->site = site;
+	rec_submit(r, false);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_join, __u64 th)
+{
+	return pthread_rec(OBS_PT_JOIN, th, 0, call_site(ctx));
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_detach, __u64 th)
+{
+	return pthread_rec(OBS_PT_DETACH, th, 0, call_site(ctx));
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_exit, void *retval)
+{
+	return pthread_rec(OBS_PT_EXIT, 0, (__u64)retval, call_site(ctx));
+}
+
+/* pthread_tryjoin_np / timedjoin_np / clockjoin_np may fail: count them
+ * as joins only when they return 0. */
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_tryjoin, __u64 th)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	if (!watched(id >> 32))
+		return 0;
+	bpf_map_update_elem(&JOINING, &tid, &th, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(urp_pthread_tryjoin, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *th = bpf_map_lookup_elem(&JOINING, &tid);
+	if (!th)
+		return 0;
+	__u64 pt = *th;
+	bpf_map_delete_elem(&JOINING, &tid);
+	if (ret != 0)
+		return 0;
+	return pthread_rec(OBS_PT_JOIN, pt, 0, 0); /* no call site at return */
 }

@@ -47,6 +47,14 @@ enum obs_rec_kind {
 	OBS_REC_TASK_RENAME = 3,
 	OBS_REC_EXEC = 4,
 	OBS_REC_WAIT_DONE = 5,
+	OBS_REC_PTHREAD = 6,
+};
+
+/* obs_pthread.op: a libc thread call seen by a uprobe. */
+enum obs_pthread_op {
+	OBS_PT_JOIN = 1,    /* pthread_join (entry), or a try/timed join that succeeded */
+	OBS_PT_DETACH = 2,  /* pthread_detach (entry) */
+	OBS_PT_EXIT = 3,    /* pthread_exit (entry) */
 };
 
 /* obs_wait.flags */
@@ -63,7 +71,8 @@ enum obs_stat {
 	OBS_STAT_AGG_FULL = 2,     /* aggregate table full: a wait not counted */
 	OBS_STAT_WATCH_FULL = 3,   /* watch set full: a forked child not followed */
 	OBS_STAT_RECORDS = 4,      /* records submitted */
-	OBS_STAT_MAX = 5,
+	OBS_STAT_CREATING_FULL = 5, /* pthread_create in flight table full */
+	OBS_STAT_MAX = 6,
 };
 
 /* Value of WAITS (key: __u32 tid): the wait a thread is in right now. */
@@ -116,6 +125,28 @@ struct obs_task_new {
 	__u32 child_tgid;
 	char comm[OBS_COMM_LEN];       /* creator */
 	char child_comm[OBS_COMM_LEN];
+	/* From the pthread_create uprobe, when the clone came from it (else 0). */
+	__u64 pthread;        /* the new thread's pthread_t */
+	__u64 create_site;    /* return address of the pthread_create call */
+	__u32 detached;       /* created with PTHREAD_CREATE_DETACHED */
+	__u32 _pad;
+};
+
+/* Value of CREATING (key: creator tid): a pthread_create in progress. */
+struct obs_creating {
+	__u64 site;
+	__u64 thread_out;     /* pthread_t * argument */
+	__u32 detached;
+	__u32 _pad;
+};
+
+struct obs_pthread {
+	struct obs_hdr hdr;
+	__u32 op;             /* enum obs_pthread_op */
+	__u32 _pad;
+	__u64 pthread;        /* JOIN, DETACH: the target thread's pthread_t */
+	__u64 arg;            /* EXIT: the retval pointer */
+	__u64 site;           /* return address of the call */
 };
 
 struct obs_task_exit {

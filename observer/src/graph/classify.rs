@@ -379,6 +379,9 @@ mod tests {
             clone_flags: 0,
             child_tid_addr: 0x7000_02d0,
             name: "w".into(),
+            pthread: 0,
+            create_site: 0,
+            detached: false,
         });
         let p = m.process(100).unwrap();
         let w = wait(0x109, 102, 0x7000_02d0, &[(0x7000_02d0, 102)]);

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::event::{Drops, Event, Tid, Wait};
+use crate::event::{Drops, Event, PthreadOp, Tid, Wait};
 
 /// One thread, from creation (or first sight) to exit.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Thread {
     pub tid: Tid,
     pub tgid: u32,
@@ -27,6 +27,15 @@ pub struct Thread {
     pub preexisting: bool,
     /// The futex wait it is in now.
     pub wait: Option<Wait>,
+    /// pthread_t and creation site, from the pthread_create uprobe (0 if unknown).
+    pub pthread: u64,
+    pub create_site: u64,
+    /// Created detached, or pthread_detach'ed later.
+    pub detached: bool,
+    /// Joined by this thread (pthread_join entry, or a successful try/timed join).
+    pub joined_by: Option<Tid>,
+    /// Ended through pthread_exit rather than by returning.
+    pub called_pthread_exit: bool,
 }
 
 impl Thread {
@@ -154,6 +163,7 @@ impl Process {
                 exit_code: None,
                 preexisting: true,
                 wait: None,
+                ..Default::default()
             });
         }
         self.thread_mut(tid).expect("just added")
@@ -166,6 +176,9 @@ pub struct Model {
     /// Data symbols of lock addresses: (tgid, addr) -> name.
     #[serde(skip)]
     pub symbols: HashMap<(u32, u64), String>,
+    /// Function names of code addresses (creation sites).
+    #[serde(skip)]
+    pub code_symbols: HashMap<(u32, u64), String>,
     pub drops: Drops,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
@@ -229,6 +242,7 @@ impl Model {
                     exit_code: None,
                     preexisting: true,
                     wait: None,
+                    ..Default::default()
                 });
                 if t.name().is_empty() {
                     t.names.push((*ts_ns, name.clone()));
@@ -243,6 +257,9 @@ impl Model {
                 clone_flags,
                 child_tid_addr,
                 name,
+                pthread,
+                create_site,
+                detached,
             } => {
                 let p = self.proc_mut(*child_tgid, *ts_ns);
                 if child_tgid != tgid && p.cmdline.is_empty() {
@@ -261,10 +278,10 @@ impl Model {
                     clone_flags: Some(*clone_flags),
                     child_tid_addr: *child_tid_addr,
                     start_ns: Some(*ts_ns),
-                    exit_ns: None,
-                    exit_code: None,
-                    preexisting: false,
-                    wait: None,
+                    pthread: *pthread,
+                    create_site: *create_site,
+                    detached: *detached,
+                    ..Default::default()
                 });
             }
             Event::ThreadExit {
@@ -400,6 +417,37 @@ impl Model {
             }
             Event::Drops { drops, .. } => self.drops = *drops,
             Event::Scan { .. } => {}
+            Event::Pthread {
+                ts_ns,
+                tgid,
+                tid,
+                op,
+                pthread,
+                ..
+            } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                match op {
+                    PthreadOp::Exit => p.ensure_thread(*tid, *ts_ns).called_pthread_exit = true,
+                    PthreadOp::Join | PthreadOp::Detach => {
+                        // The newest thread with that pthread_t (they are reused).
+                        if let Some(t) = p
+                            .threads
+                            .iter_mut()
+                            .rev()
+                            .find(|t| t.pthread == *pthread && *pthread != 0)
+                        {
+                            if *op == PthreadOp::Join {
+                                t.joined_by = Some(*tid);
+                            } else {
+                                t.detached = true;
+                            }
+                        }
+                    }
+                }
+            }
+            Event::CodeSymbol { tgid, addr, name } => {
+                self.code_symbols.insert((*tgid, *addr), name.clone());
+            }
             Event::End {
                 ts_ns,
                 tgid,

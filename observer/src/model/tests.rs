@@ -69,6 +69,9 @@ fn tid_reuse_keeps_both_threads() {
         clone_flags: 0x3d0f00,
         child_tid_addr: 0x10,
         name: format!("t{ts}"),
+        pthread: 0,
+        create_site: 0,
+        detached: false,
     };
     m.apply(&new(1, 5));
     m.apply(&Event::ThreadExit {

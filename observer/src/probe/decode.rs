@@ -2,12 +2,13 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_agg, obs_agg_key, obs_exec, obs_hdr, obs_rec_kind,
-    obs_task_exit, obs_task_new, obs_task_rename, obs_wait, obs_wait_done,
+    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_agg, obs_agg_key, obs_exec, obs_hdr, obs_pthread,
+    obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new, obs_task_rename, obs_wait,
+    obs_wait_done,
 };
 use std::os::raw::c_char;
 
-use crate::event::{Event, Wait, WaitOrigin};
+use crate::event::{Event, PthreadOp, Wait, WaitOrigin};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -92,6 +93,9 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                 clone_flags: r.clone_flags,
                 child_tid_addr: r.child_tid_addr,
                 name: cstr(&r.child_comm),
+                pthread: r.pthread,
+                create_site: r.create_site,
+                detached: r.detached != 0,
             }
         }
         x if x == obs_rec_kind::OBS_REC_TASK_EXIT as u32 => {
@@ -132,6 +136,23 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                 tid,
                 wait: wait_from_raw(&r.wait, WaitOrigin::Kernel),
                 ret: r.ret,
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_PTHREAD as u32 => {
+            let r: obs_pthread = read(b, k)?;
+            let op = match r.op {
+                x if x == obs_pthread_op::OBS_PT_JOIN as u32 => PthreadOp::Join,
+                x if x == obs_pthread_op::OBS_PT_DETACH as u32 => PthreadOp::Detach,
+                x if x == obs_pthread_op::OBS_PT_EXIT as u32 => PthreadOp::Exit,
+                other => return Err(DecodeError::UnknownKind(0x100 | other)),
+            };
+            Event::Pthread {
+                ts_ns,
+                tgid,
+                tid,
+                op,
+                pthread: r.pthread,
+                site: r.site,
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),
@@ -175,7 +196,10 @@ mod tests {
                 child_tgid: 10,
                 clone_flags: 0,
                 child_tid_addr: 0x7f00,
-                name: "w\x1b[1".into()
+                name: "w\x1b[1".into(),
+                pthread: 0,
+                create_site: 0,
+                detached: false,
             }
         );
     }

@@ -9,7 +9,10 @@ use std::{collections::HashSet, fmt, path::Path};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, Program, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, FEntry, FExit, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
+        uprobe::UProbeScope,
+    },
 };
 use observer_ebpf::bindings::{obs_agg, obs_agg_key, obs_stat, obs_wait};
 
@@ -286,10 +289,34 @@ pub enum ProbeError {
     Map(&'static str, String),
 }
 
+/// Lifecycle uprobes: rare libc calls, so on by default. (program, symbol)
+const THREAD_UPROBES: &[(&str, &str)] = &[
+    ("up_pthread_create", "pthread_create"),
+    ("up_pthread_join", "pthread_join"),
+    ("up_pthread_detach", "pthread_detach"),
+    ("up_pthread_exit", "pthread_exit"),
+    ("up_pthread_tryjoin", "pthread_tryjoin_np"),
+    ("urp_pthread_tryjoin", "pthread_tryjoin_np"),
+    ("up_pthread_tryjoin", "pthread_timedjoin_np"),
+    ("urp_pthread_tryjoin", "pthread_timedjoin_np"),
+    ("up_pthread_tryjoin", "pthread_clockjoin_np"),
+    ("urp_pthread_tryjoin", "pthread_clockjoin_np"),
+];
+
+/// What attaching uprobes to one library of one process gave.
+#[derive(Clone, Debug, Default)]
+pub struct UprobeUse {
+    pub attached: Vec<&'static str>,
+    /// Symbols the library does not have (stripped, static, other libc).
+    pub missing: Vec<(&'static str, String)>,
+}
+
 pub struct Probes {
     bpf: Ebpf,
     btf: Btf,
     loaded: HashSet<&'static str>,
+    /// (pid, library (dev, inode)) already carrying the thread uprobes.
+    uprobed: HashSet<(u32, u64, u64)>,
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
 }
@@ -337,7 +364,11 @@ fn ensure_tracefs() -> Result<bool, String> {
 
 fn short(e: &dyn std::error::Error) -> String {
     // aya appends an empty verifier log and repeats the OS error as the source.
-    let mut s = e.to_string().replace(". Verifier output: ", "").trim_end().to_string();
+    let mut s = e
+        .to_string()
+        .replace(". Verifier output: ", "")
+        .trim_end()
+        .to_string();
     let mut src = e.source();
     while let Some(x) = src {
         let m = x.to_string();
@@ -368,6 +399,7 @@ impl Probes {
             bpf,
             btf,
             loaded: HashSet::new(),
+            uprobed: HashSet::new(),
             hooks: Vec::new(),
             mounted_tracefs: false,
         })
@@ -501,6 +533,40 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches the thread lifecycle uprobes to `lib` for process `pid`.
+    /// Returns None if that library already has them for that process.
+    pub fn attach_thread_uprobes(&mut self, pid: u32, lib: &Path) -> Option<UprobeUse> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(lib).ok()?;
+        if !self.uprobed.insert((pid, md.dev(), md.ino())) {
+            return None;
+        }
+        let mut used = UprobeUse::default();
+        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
+        for &(prog, sym) in THREAD_UPROBES {
+            let r = (|| -> Result<(), ProgramError> {
+                let p: &mut UProbe = self
+                    .bpf
+                    .program_mut(prog)
+                    .ok_or(ProgramError::NotLoaded)?
+                    .try_into()?;
+                if !self.loaded.contains(prog) {
+                    p.load()?;
+                    self.loaded.insert(prog);
+                }
+                p.attach(sym, lib, scope)?;
+                Ok(())
+            })();
+            match r {
+                Ok(()) => used.attached.push(sym),
+                Err(e) => used.missing.push((sym, short(&e))),
+            }
+        }
+        used.attached.dedup();
+        used.missing.dedup_by(|a, b| a.0 == b.0);
+        Some(used)
+    }
+
     /// Starts observing process `tgid` (checked first by every program).
     pub fn watch(&mut self, tgid: u32) -> Result<(), ProbeError> {
         let mut m: BpfHashMap<_, u32, u8> =
@@ -569,6 +635,7 @@ impl Probes {
             aggregate_full: get(obs_stat::OBS_STAT_AGG_FULL),
             watch_full: get(obs_stat::OBS_STAT_WATCH_FULL),
             records: get(obs_stat::OBS_STAT_RECORDS),
+            creating_full: get(obs_stat::OBS_STAT_CREATING_FULL),
         }
     }
 }

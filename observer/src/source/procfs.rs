@@ -72,3 +72,38 @@ pub fn seed_threads(pid: u32) -> std::io::Result<Vec<Event>> {
     }
     Ok(out)
 }
+
+/// Libraries of `pid` that hold the libc thread functions, as paths that
+/// resolve in the target's mount namespace (through /proc/PID/root): libc
+/// (glibc >= 2.34 has pthread in it), libpthread for older glibc, or the
+/// executable itself when it is static (no dynamic loader mapped).
+pub fn thread_libs(pid: u32) -> Vec<std::path::PathBuf> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let mut libs: Vec<String> = Vec::new();
+    let mut has_loader = false;
+    for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        if file.starts_with("ld-linux")
+            || file.starts_with("ld-musl")
+            || file.starts_with("ld64.so")
+        {
+            has_loader = true;
+        }
+        let is_lib = file.starts_with("libc.so")
+            || file.starts_with("libc-2.")
+            || file.starts_with("libpthread");
+        if is_lib && path.starts_with('/') && !libs.iter().any(|l| l == path) {
+            libs.push(path.to_string());
+        }
+    }
+    if libs.is_empty() && !has_loader {
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            libs.push(exe.display().to_string());
+        }
+    }
+    libs.into_iter()
+        .map(|l| std::path::PathBuf::from(format!("/proc/{pid}/root{l}")))
+        .collect()
+}
