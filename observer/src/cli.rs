@@ -81,6 +81,12 @@ pub struct ObserveOpts {
     /// A futex wait at least this long (seconds) is reported as a long wait.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub long_wait: f64,
+    /// A thread that has not run for this long (seconds) while others did is stuck.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub stuck: f64,
+    /// Thread creations per second (in any one-second window) that count as churn.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub churn: u64,
     /// On a deadlock (or another hang): write the report, kill the target, exit 3.
     #[arg(long)]
     pub kill_on_deadlock: bool,

@@ -126,6 +126,9 @@ pub enum Event {
         tid: Tid,
         exit_code: i32,
         group_dead: bool,
+        /// Ended by the process's exit (exit_group or a fatal signal), not by itself.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        group_exit: bool,
     },
     ThreadRename {
         ts_ns: u64,
@@ -206,6 +209,22 @@ pub enum Event {
         pthread: u64,
         site: u64,
     },
+    /// A thread has not run since `since_ns` while other threads of its
+    /// process did (sampled from /proc).
+    ThreadStuck {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        since_ns: u64,
+        syscall: Option<i64>,
+        wchan: String,
+    },
+    /// A stuck thread ran again.
+    ThreadResumed {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+    },
     /// Code symbols of call sites (creation sites): (tgid, addr) -> function.
     CodeSymbol {
         tgid: u32,
@@ -241,6 +260,8 @@ impl Event {
             | Drops { ts_ns, .. }
             | Scan { ts_ns }
             | Pthread { ts_ns, .. }
+            | ThreadStuck { ts_ns, .. }
+            | ThreadResumed { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
             LockStats { .. } | Symbol { .. } | CodeSymbol { .. } => None,
         }

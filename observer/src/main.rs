@@ -103,7 +103,7 @@ fn replay(
         .iter()
         .any(|e| matches!(e, event::Event::Scan { .. }));
     let mut m = model::Model::new();
-    let mut engine = detect::Engine::new(long_wait_ns);
+    let mut engine = detect::Engine::new(detect::Limits::new(long_wait_ns));
     let mut last_check = 0u64;
     for ev in &events {
         match ev {
@@ -123,9 +123,7 @@ fn replay(
             _ => m.apply(ev),
         }
     }
-    if !scans {
-        engine.check(&m, m.last_ns);
-    }
+    engine.finish(&m, m.last_ns);
     print!("{}", report::findings::all(&engine.findings));
     println!();
     print!("{}", report::text::summary(&m, long_wait_ns));

@@ -89,12 +89,17 @@ struct Session {
 impl Session {
     fn new(opts: ObserveOpts, out: Outputs) -> Result<Session> {
         let long_wait_ns = opts.long_wait_ns()?;
+        let limits = crate::detect::Limits {
+            long_wait_ns,
+            stuck_ns: crate::cli::secs_to_ns(opts.stuck, "--stuck")?,
+            churn_per_s: opts.churn,
+        };
         Ok(Session {
             opts,
             long_wait_ns,
             model: Model::new(),
             out,
-            engine: Engine::new(long_wait_ns),
+            engine: Engine::new(limits),
             symbols: Symbolizer::new(),
             sym_tried: HashSet::new(),
             fed_since_scan: false,
@@ -421,6 +426,10 @@ async fn observe(
     let mut drain = tokio::time::interval(Duration::from_millis(20));
     let mut scan = tokio::time::interval(Duration::from_millis(s.opts.scan_interval));
     let mut agg = tokio::time::interval(Duration::from_millis(500));
+    let mut activity = crate::source::activity::Activity::default();
+    let sample_ms = (s.engine.limits.stuck_ns / 4_000_000).clamp(100, 1000);
+    let mut sample = tokio::time::interval(Duration::from_millis(sample_ms));
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     agg.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -464,6 +473,10 @@ async fn observe(
                 }
             }
             _ = agg.tick() => s.symbolize_aggregates(&src)?,
+            _ = sample.tick() => {
+                let now = procfs::mono_ns();
+                activity.sample(&s.model, now, s.engine.limits.stuck_ns, &mut evs);
+            }
             g = pidfd.readable() => { let _ = g?; break; }
             _ = sigint.recv() => { stop_signal = Some(libc::SIGINT); }
             _ = sigterm.recv() => { stop_signal = Some(libc::SIGTERM); }
@@ -500,6 +513,13 @@ async fn observe(
         exit_status: status,
     });
     s.feed(&mut evs)?;
+    // Last look, with what only the end can tell (threads never joined).
+    for f in s.engine.finish(&s.model, now) {
+        hang_found |= f.kind.is_hang();
+        if !s.opts.quiet {
+            eprint!("{}", report::findings::finding(&f));
+        }
+    }
     if src.decode_errors > 0 {
         tracing::warn!(
             "{} ring buffer records could not be decoded",
@@ -526,14 +546,19 @@ fn symbol_name(d: crate::symbol::DataSymbol) -> String {
     }
 }
 
-/// `Symbol` events for lock addresses not looked up yet.
+/// `Symbol` events for lock addresses, and `CodeSymbol` events for thread
+/// creation sites, not looked up yet (while the process is there to read).
 fn symbol_events(
     model: &Model,
     symbols: &mut Symbolizer,
     tried: &mut HashSet<(u32, u64)>,
 ) -> Vec<Event> {
     let mut out = Vec::new();
-    for p in model.processes.values() {
+    for p in model
+        .processes
+        .values()
+        .filter(|p| p.observed_to_ns.is_none())
+    {
         let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
         for w in waits.chain(p.pi_edeadlk.iter().map(|(_, w, _)| w)) {
             let target = crate::graph::classify(w, p);
@@ -550,8 +575,38 @@ fn symbol_events(
                 }
             }
         }
+        for t in &p.threads {
+            if t.create_site == 0 || !tried.insert((p.tgid, t.create_site)) {
+                continue;
+            }
+            if let Some(f) = symbols.call_site(p.tgid, t.create_site) {
+                out.push(Event::CodeSymbol {
+                    tgid: p.tgid,
+                    addr: t.create_site,
+                    name: site_name(&f),
+                });
+            }
+        }
     }
     out
+}
+
+/// "spawn_worker (pool.c:21)", or the function, or module+offset.
+fn site_name(f: &crate::symbol::Frame) -> String {
+    match (&f.function, &f.file, f.line) {
+        (Some(func), Some(file), Some(line)) => {
+            format!(
+                "{func} ({}:{line})",
+                file.rsplit('/').next().unwrap_or(file)
+            )
+        }
+        (Some(func), _, _) => func.clone(),
+        (None, _, _) => format!(
+            "{}+{:#x}",
+            f.module.as_deref().unwrap_or("?"),
+            f.module_offset
+        ),
+    }
 }
 
 /// `observer dump -p PID`: one look at a process through /proc, no BPF.
@@ -595,7 +650,7 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     for e in symbol_events(&model, &mut symbols, &mut HashSet::new()) {
         model.apply(&e);
     }
-    let mut engine = Engine::new(u64::MAX);
+    let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));
     engine.check(&model, now);
     if json {
         let r = report::dump::json(&model, &engine.findings, now);

@@ -47,6 +47,7 @@ char LICENSE[] SEC("license") = "GPL";
 #endif
 
 #define CLONE_THREAD_ 0x00010000
+#define SIGNAL_GROUP_EXIT_ 0x00000004
 #define EAGAIN_ 11
 #define EDEADLK_ 35
 #define EOWNERDEAD_ 130
@@ -478,6 +479,8 @@ static __always_inline int task_exit(void)
 		return 0;
 	r->exit_code = BPF_CORE_READ(t, exit_code);
 	r->group_dead = group_dead;
+	r->group_exit = (BPF_CORE_READ(t, signal, flags) & SIGNAL_GROUP_EXIT_) != 0;
+	r->_pad = 0;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	/* the leader's exit is what `attach` waits for: do not let it sit */
 	rec_submit(r, group_dead);

@@ -154,6 +154,8 @@ struct obs_task_exit {
 	__s32 exit_code;  /* task->exit_code: status << 8 | signal */
 	__u32 group_dead; /* last thread of the process */
 	char comm[OBS_COMM_LEN];
+	__u32 group_exit; /* killed by the process's exit (exit_group, fatal signal) */
+	__u32 _pad;
 };
 
 /* hdr.tid is the renamed thread, which need not be the writer. */

@@ -5,6 +5,10 @@ mod deadlock;
 mod long_wait;
 mod orphaned_lock;
 mod pi_deadlock;
+mod stuck_thread;
+mod thread_churn;
+mod thread_leak;
+mod unjoined_thread;
 
 use std::collections::HashSet;
 
@@ -23,6 +27,10 @@ pub enum FindingKind {
     PiDeadlock,
     OrphanedLock,
     LongWait,
+    StuckThread,
+    UnjoinedThread,
+    ThreadLeak,
+    ThreadChurn,
 }
 
 impl FindingKind {
@@ -32,12 +40,19 @@ impl FindingKind {
             FindingKind::PiDeadlock => "pi_deadlock",
             FindingKind::OrphanedLock => "orphaned_lock",
             FindingKind::LongWait => "long_wait",
+            FindingKind::StuckThread => "stuck_thread",
+            FindingKind::UnjoinedThread => "unjoined_thread",
+            FindingKind::ThreadLeak => "thread_leak",
+            FindingKind::ThreadChurn => "thread_churn",
         }
     }
 
     /// The target will never make progress on its own.
     pub fn is_hang(self) -> bool {
-        !matches!(self, FindingKind::LongWait)
+        matches!(
+            self,
+            FindingKind::Deadlock | FindingKind::PiDeadlock | FindingKind::OrphanedLock
+        )
     }
 }
 
@@ -59,6 +74,12 @@ pub struct ThreadInfo {
     pub waited_ns: Option<u64>,
     /// The wait began before observation, so `waited_ns` is a lower bound.
     pub waited_since_before_observation: bool,
+    /// What it is blocked in, when known beyond a futex ("syscall read").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_in: Option<String>,
+    /// Where it was created (the pthread_create call), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -92,6 +113,7 @@ pub struct Ctx<'a> {
     pub graph: &'a WaitForGraph,
     pub now_ns: u64,
     pub long_wait_ns: u64,
+    pub limits: &'a Limits,
     /// Threads already named by an earlier finding (long_wait skips them).
     pub covered: &'a HashSet<(u32, Tid)>,
 }
@@ -118,13 +140,27 @@ impl Ctx<'_> {
 
     pub fn thread(&self, tid: Tid) -> ThreadInfo {
         let w = self.graph.waits.get(&tid);
+        let t = self.process.threads.iter().rev().find(|t| t.tid == tid);
         ThreadInfo {
             tid,
             name: self.name(tid),
             waits_for: w.map(|w| self.lock(w.target.kind, w.target.lock)),
             waited_ns: w.map(|w| self.now_ns.saturating_sub(w.start_ns)),
             waited_since_before_observation: w.is_some_and(|w| w.before_observation),
+            blocked_in: None,
+            created_at: t.and_then(|t| self.site(t.create_site)),
         }
+    }
+
+    /// A creation site, as symbolized while the process was alive.
+    pub fn site(&self, addr: u64) -> Option<String> {
+        (addr != 0).then(|| {
+            self.model
+                .code_symbols
+                .get(&(self.process.tgid, addr))
+                .cloned()
+                .unwrap_or_else(|| format!("{addr:#x}"))
+        })
     }
 
     pub fn edge(&self, w: &WaitNode, holder: Tid) -> Edge {
@@ -151,6 +187,30 @@ pub fn describe_lock(l: &LockInfo) -> String {
 
 pub trait Detector {
     fn check(&self, cx: &Ctx) -> Vec<Finding>;
+    /// Findings that can only be judged when observation ends.
+    fn at_end(&self, _cx: &Ctx) -> Vec<Finding> {
+        Vec::new()
+    }
+}
+
+/// Thresholds of the lifecycle findings.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub long_wait_ns: u64,
+    /// A thread that has not run this long while others did is stuck.
+    pub stuck_ns: u64,
+    /// Thread creations per second that count as churn.
+    pub churn_per_s: u64,
+}
+
+impl Limits {
+    pub fn new(long_wait_ns: u64) -> Limits {
+        Limits {
+            long_wait_ns,
+            stuck_ns: 10_000_000_000,
+            churn_per_s: 200,
+        }
+    }
 }
 
 /// Runs every detector and remembers what was reported.
@@ -159,28 +219,43 @@ pub struct Engine {
     reported: HashSet<String>,
     covered: HashSet<(u32, Tid)>,
     pub findings: Vec<Finding>,
-    pub long_wait_ns: u64,
+    pub limits: Limits,
 }
 
 impl Engine {
-    pub fn new(long_wait_ns: u64) -> Engine {
+    pub fn new(limits: Limits) -> Engine {
         Engine {
-            // Order matters: long_wait reports only waits no other finding explains.
+            // Order matters: stuck_thread and long_wait report only threads
+            // no earlier finding explains.
             detectors: vec![
                 Box::new(deadlock::Deadlock),
                 Box::new(pi_deadlock::PiDeadlock),
                 Box::new(orphaned_lock::OrphanedLock),
+                Box::new(stuck_thread::StuckThread),
                 Box::new(long_wait::LongWait),
+                Box::new(thread_leak::ThreadLeak),
+                Box::new(thread_churn::ThreadChurn),
+                Box::new(unjoined_thread::UnjoinedThread),
             ],
             reported: HashSet::new(),
             covered: HashSet::new(),
             findings: Vec::new(),
-            long_wait_ns,
+            limits,
         }
     }
 
     /// Candidate findings not reported yet (nothing is recorded).
     pub fn candidates(&self, model: &Model, now_ns: u64) -> Vec<Finding> {
+        self.run(model, now_ns, false)
+    }
+
+    /// Detect, accept and also judge what needs the end of observation.
+    pub fn finish(&mut self, model: &Model, now_ns: u64) -> Vec<Finding> {
+        let c = self.run(model, now_ns, true);
+        self.accept(c)
+    }
+
+    fn run(&self, model: &Model, now_ns: u64, end: bool) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut covered = self.covered.clone();
         for p in model.processes.values() {
@@ -191,11 +266,15 @@ impl Engine {
                     process: p,
                     graph: &graph,
                     now_ns,
-                    long_wait_ns: self.long_wait_ns,
+                    long_wait_ns: self.limits.long_wait_ns,
+                    limits: &self.limits,
                     covered: &covered,
                 };
-                let new: Vec<Finding> = d
-                    .check(&cx)
+                let mut found = d.check(&cx);
+                if end {
+                    found.extend(d.at_end(&cx));
+                }
+                let new: Vec<Finding> = found
                     .into_iter()
                     .filter(|f| !self.reported.contains(&f.key))
                     .collect();

@@ -36,6 +36,19 @@ pub struct Thread {
     pub joined_by: Option<Tid>,
     /// Ended through pthread_exit rather than by returning.
     pub called_pthread_exit: bool,
+    /// Ended by the process's exit (exit_group, fatal signal), not by itself.
+    pub ended_by_group_exit: bool,
+    /// Has not run for a while (see `Event::ThreadStuck`).
+    pub stuck: Option<Stuck>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Stuck {
+    /// When it last ran.
+    pub since_ns: u64,
+    /// The syscall it is blocked in (None: not in a syscall).
+    pub syscall: Option<i64>,
+    pub wchan: String,
 }
 
 impl Thread {
@@ -290,12 +303,15 @@ impl Model {
                 tid,
                 exit_code,
                 group_dead,
+                group_exit,
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 let t = p.ensure_thread(*tid, *ts_ns);
                 t.exit_ns = Some(*ts_ns);
                 t.exit_code = Some(*exit_code);
+                t.ended_by_group_exit = *group_exit;
                 t.wait = None;
+                t.stuck = None;
                 if *group_dead {
                     p.observed_to_ns = Some(*ts_ns);
                     if p.exit_status.is_none() {
@@ -444,6 +460,26 @@ impl Model {
                         }
                     }
                 }
+            }
+            Event::ThreadStuck {
+                ts_ns,
+                tgid,
+                tid,
+                since_ns,
+                syscall,
+                wchan,
+            } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                t.stuck = Some(Stuck {
+                    since_ns: *since_ns,
+                    syscall: *syscall,
+                    wchan: wchan.clone(),
+                });
+            }
+            Event::ThreadResumed { ts_ns, tgid, tid } => {
+                self.proc_mut(*tgid, *ts_ns)
+                    .ensure_thread(*tid, *ts_ns)
+                    .stuck = None;
             }
             Event::CodeSymbol { tgid, addr, name } => {
                 self.code_symbols.insert((*tgid, *addr), name.clone());

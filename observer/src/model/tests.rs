@@ -80,6 +80,7 @@ fn tid_reuse_keeps_both_threads() {
         tid: 5,
         exit_code: 0,
         group_dead: false,
+        group_exit: false,
     });
     m.apply(&new(3, 5));
     let p = m.process(1).unwrap();

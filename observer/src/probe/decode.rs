@@ -106,6 +106,7 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                 tid,
                 exit_code: r.exit_code,
                 group_dead: r.group_dead != 0,
+                group_exit: r.group_exit != 0,
             }
         }
         x if x == obs_rec_kind::OBS_REC_TASK_RENAME as u32 => {

@@ -37,6 +37,10 @@ pub fn finding(f: &Finding) -> String {
         FindingKind::PiDeadlock => writeln!(s, "Found a PI-mutex deadlock in process {}:", f.tgid),
         FindingKind::OrphanedLock => writeln!(s, "Found an orphaned lock in process {}:", f.tgid),
         FindingKind::LongWait => writeln!(s, "Long wait in process {}:", f.tgid),
+        FindingKind::StuckThread => writeln!(s, "Stuck thread in process {}:", f.tgid),
+        FindingKind::UnjoinedThread => writeln!(s, "Threads never joined in process {}:", f.tgid),
+        FindingKind::ThreadLeak => writeln!(s, "Thread leak in process {}:", f.tgid),
+        FindingKind::ThreadChurn => writeln!(s, "Thread churn in process {}:", f.tgid),
     };
     let _ = writeln!(s, "  {}", f.summary);
     if !f.cycle.is_empty() {
@@ -63,7 +67,11 @@ pub fn finding(f: &Finding) -> String {
             );
         }
     } else {
-        for t in &f.threads {
+        const SHOWN: usize = 10;
+        if f.threads.len() > SHOWN {
+            let _ = writeln!(s, "  ({} threads; the first {SHOWN}:)", f.threads.len());
+        }
+        for t in f.threads.iter().take(SHOWN) {
             match &t.waits_for {
                 Some(l) => {
                     let _ = writeln!(
@@ -76,7 +84,22 @@ pub fn finding(f: &Finding) -> String {
                     );
                 }
                 None => {
-                    let _ = writeln!(s, "  thread {} \"{}\"", t.tid, escape(&t.name));
+                    let blocked = t
+                        .blocked_in
+                        .as_ref()
+                        .map(|b| format!(", blocked in {}", escape(b)))
+                        .unwrap_or_default();
+                    let site = t
+                        .created_at
+                        .as_ref()
+                        .map(|c| format!(", created at {}", escape(c)))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        s,
+                        "  thread {} \"{}\"{blocked}{site}",
+                        t.tid,
+                        escape(&t.name)
+                    );
                 }
             }
         }

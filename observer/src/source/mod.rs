@@ -1,5 +1,6 @@
 //! Sources of events: the live BPF source and /proc.
 
+pub mod activity;
 pub mod live;
 pub mod procfs;
 pub mod snapshot;

@@ -452,6 +452,45 @@ impl Symbolizer {
             .collect()
     }
 
+    /// Where a call was made, from its return address (e.g. the
+    /// `pthread_create` call that made a thread): the innermost frame at
+    /// the call, with file:line when debug info exists.
+    pub fn call_site(&mut self, pid: u32, ret_addr: u64) -> Option<Frame> {
+        let lookup = ret_addr.checked_sub(1)?;
+        for force in [false, true] {
+            let p = self.proc(pid, force).ok()?;
+            let Some(m) = p.modules.iter().find(|m| m.code.contains(&lookup)).cloned() else {
+                continue;
+            };
+            let svma = m.svma(lookup);
+            let sym = m.open_path.as_ref().and_then(|path| {
+                let src = Source::Elf(bz::source::Elf::new(path.clone()));
+                self.blaze
+                    .symbolize_single(&src, Input::VirtOffset(svma))
+                    .ok()?
+                    .into_sym()
+            });
+            let mut frames = Vec::new();
+            match sym {
+                Some(s) => native::frames_from_sym(lookup, &m, &s, &mut frames),
+                None => frames.push(Frame {
+                    addr: lookup,
+                    function: m.elf.func_at(svma).map(|(n, _)| n.to_string()),
+                    file: None,
+                    line: None,
+                    module: Some(m.name.clone()),
+                    module_offset: svma,
+                    inlined: false,
+                }),
+            }
+            return frames.into_iter().next().map(|f| Frame {
+                addr: ret_addr,
+                ..f
+            });
+        }
+        None
+    }
+
     /// The stacks of every thread of `pid` that is blocked in a syscall (or
     /// stopped), from /proc registers. Running threads are skipped.
     #[allow(dead_code)]

@@ -1,0 +1,65 @@
+//! A thread that has not run for a long time while other threads of its
+//! process did: a worker that never comes back (blocked in read(), in a
+//! wait nobody ends, ...). What it is blocked in comes from /proc.
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::{
+    graph::LockKind,
+    report::{dur, escape},
+    source::activity::syscall_name,
+};
+
+pub struct StuckThread;
+
+impl Detector for StuckThread {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for t in cx.process.live_threads() {
+            let Some(s) = &t.stuck else { continue };
+            let idle = cx.now_ns.saturating_sub(s.since_ns);
+            if idle < cx.limits.stuck_ns || cx.covered.contains(&(cx.process.tgid, t.tid)) {
+                continue;
+            }
+            // Waiting to join a thread is normal; that thread's own state is the story.
+            if cx
+                .graph
+                .waits
+                .get(&t.tid)
+                .is_some_and(|w| w.target.kind == LockKind::Join)
+            {
+                continue;
+            }
+            let mut info = cx.thread(t.tid);
+            let blocked = match (s.syscall, cx.graph.waits.get(&t.tid)) {
+                (_, Some(w)) => format!(
+                    "futex wait on {}",
+                    super::describe_lock(&cx.lock(w.target.kind, w.target.lock))
+                ),
+                (Some(nr), None) => format!("syscall {}", syscall_name(nr)),
+                (None, None) => "no syscall (stopped?)".to_string(),
+            };
+            info.blocked_in = Some(blocked.clone());
+            let wchan = if s.wchan.is_empty() || s.wchan == "0" {
+                String::new()
+            } else {
+                format!(" ({})", escape(&s.wchan))
+            };
+            out.push(Finding {
+                kind: FindingKind::StuckThread,
+                tgid: cx.process.tgid,
+                detected_ns: cx.now_ns,
+                summary: format!(
+                    "thread {} \"{}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran",
+                    t.tid,
+                    escape(t.name()),
+                    dur(idle)
+                ),
+                threads: vec![info],
+                locks: cx.graph.waits.get(&t.tid).map(|w| vec![cx.lock(w.target.kind, w.target.lock)]).unwrap_or_default(),
+                cycle: Vec::new(),
+                key: format!("stuck:{}:{}:{}", cx.process.tgid, t.tid, s.since_ns),
+            });
+        }
+        out
+    }
+}

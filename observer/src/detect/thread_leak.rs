@@ -1,0 +1,114 @@
+//! The live thread count grows without bound over the observation: a pool
+//! that spawns per request and never reaps. Judged by a least-squares line
+//! through the live count over time.
+
+use std::collections::BTreeMap;
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::{model::Process, report::escape};
+
+pub struct ThreadLeak;
+
+/// Observation shorter than this says nothing about a trend.
+const MIN_SPAN_NS: u64 = 1_500_000_000;
+const SAMPLES: u64 = 30;
+/// Growth that counts: at least this many more threads, this fast, this steadily.
+const MIN_GROWTH: i64 = 10;
+const MIN_SLOPE_PER_S: f64 = 2.0;
+const MIN_R2: f64 = 0.8;
+
+fn live_at(p: &Process, ts: u64) -> i64 {
+    p.threads
+        .iter()
+        .filter(|t| t.start_ns.is_none_or(|s| s <= ts) && t.exit_ns.is_none_or(|e| e > ts))
+        .count() as i64
+}
+
+/// (slope per second, r^2) of the points.
+fn fit(pts: &[(f64, f64)]) -> (f64, f64) {
+    let n = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let syy: f64 = pts.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx == 0.0 || syy == 0.0 {
+        return (0.0, 0.0);
+    }
+    let slope = sxy / sxx;
+    (slope, (sxy * sxy) / (sxx * syy))
+}
+
+impl Detector for ThreadLeak {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let p = cx.process;
+        let t0 = p.observed_from_ns;
+        let t1 = p.observed_to_ns.unwrap_or(cx.now_ns).min(cx.now_ns);
+        if t1 <= t0 || t1 - t0 < MIN_SPAN_NS {
+            return Vec::new();
+        }
+        let pts: Vec<(f64, f64)> = (0..=SAMPLES)
+            .map(|i| {
+                let ts = t0 + (t1 - t0) * i / SAMPLES;
+                ((ts - t0) as f64 / 1e9, live_at(p, ts) as f64)
+            })
+            .collect();
+        let (slope, r2) = fit(&pts);
+        let growth = pts.last().unwrap().1 as i64 - pts[0].1 as i64;
+        if growth < MIN_GROWTH || slope < MIN_SLOPE_PER_S || r2 < MIN_R2 {
+            return Vec::new();
+        }
+        // Survivors: created during observation and alive at the end.
+        let survivors: Vec<_> = p
+            .threads
+            .iter()
+            .filter(|t| t.start_ns.is_some_and(|s| s > t0) && t.exit_ns.is_none_or(|e| e > t1))
+            .collect();
+        let mut by_site: BTreeMap<String, usize> = BTreeMap::new();
+        for t in &survivors {
+            *by_site
+                .entry(
+                    cx.site(t.create_site)
+                        .unwrap_or_else(|| "unknown site".into()),
+                )
+                .or_default() += 1;
+        }
+        let mut sites: Vec<(String, usize)> = by_site.into_iter().collect();
+        sites.sort_by(|a, b| b.1.cmp(&a.1));
+        let sites_txt: Vec<String> = sites
+            .iter()
+            .take(3)
+            .map(|(s, n)| format!("{n} from {}", escape(s)))
+            .collect();
+        vec![Finding {
+            kind: FindingKind::ThreadLeak,
+            tgid: p.tgid,
+            detected_ns: cx.now_ns,
+            summary: format!(
+                "live threads grew from {} to {} in {:.1}s ({slope:.1} threads/s, r2 {r2:.2}); {} survivors: {}",
+                pts[0].1,
+                pts.last().unwrap().1,
+                (t1 - t0) as f64 / 1e9,
+                survivors.len(),
+                sites_txt.join(", ")
+            ),
+            threads: survivors.iter().map(|t| cx.thread(t.tid)).collect(),
+            locks: Vec::new(),
+            cycle: Vec::new(),
+            key: format!("leak:{}", p.tgid),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fit_of_a_line() {
+        let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0 + 2.0 * i as f64)).collect();
+        let (slope, r2) = super::fit(&pts);
+        assert!((slope - 2.0).abs() < 1e-9 && (r2 - 1.0).abs() < 1e-9);
+        assert_eq!(super::fit(&[(0.0, 1.0), (1.0, 1.0)]), (0.0, 0.0));
+    }
+}

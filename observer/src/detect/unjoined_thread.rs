@@ -1,0 +1,77 @@
+//! Joinable threads that exited and were never joined or detached by the
+//! end of observation: each keeps its stack and descriptor until joined
+//! (TSan's thread_leak). Needs the pthread_create uprobe (threads it did
+//! not see are not judged) and ignores threads killed by the process's exit.
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::report::escape;
+
+pub struct UnjoinedThread;
+
+impl Detector for UnjoinedThread {
+    fn check(&self, _cx: &Ctx) -> Vec<Finding> {
+        Vec::new()
+    }
+
+    fn at_end(&self, cx: &Ctx) -> Vec<Finding> {
+        let p = cx.process;
+        let unjoined: Vec<_> = p
+            .threads
+            .iter()
+            .filter(|t| {
+                t.pthread != 0
+                    && t.tid != p.tgid
+                    && t.exit_ns.is_some()
+                    && !t.ended_by_group_exit
+                    && !t.detached
+                    && t.joined_by.is_none()
+            })
+            .collect();
+        if unjoined.is_empty() {
+            return Vec::new();
+        }
+        let threads: Vec<_> = unjoined.iter().map(|t| cx.thread(t.tid)).collect();
+        let mut sites: Vec<String> = threads
+            .iter()
+            .filter_map(|t| t.created_at.clone())
+            .collect();
+        sites.sort();
+        sites.dedup();
+        let names: Vec<String> = unjoined
+            .iter()
+            .take(5)
+            .map(|t| format!("{} \"{}\"", t.tid, escape(t.name())))
+            .collect();
+        let more = if unjoined.len() > 5 {
+            format!(" and {} more", unjoined.len() - 5)
+        } else {
+            String::new()
+        };
+        let at = if sites.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; created at {}",
+                sites
+                    .iter()
+                    .map(|s| escape(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        vec![Finding {
+            kind: FindingKind::UnjoinedThread,
+            tgid: p.tgid,
+            detected_ns: cx.now_ns,
+            summary: format!(
+                "{} joinable thread(s) exited and were never joined or detached: {}{more}{at}",
+                unjoined.len(),
+                names.join(", ")
+            ),
+            threads,
+            locks: Vec::new(),
+            cycle: Vec::new(),
+            key: format!("unjoined:{}", p.tgid),
+        }]
+    }
+}

@@ -1,0 +1,149 @@
+//! Which threads run: /proc/PID/task/TID/schedstat counts the timeslices a
+//! thread has run. A thread whose count stays still while another thread
+//! of its process runs is stuck; what it is blocked in comes from
+//! /proc/.../syscall and wchan. Sampled about once a second: a file read
+//! per thread, nothing in the target's hot path.
+
+use std::collections::HashMap;
+
+use super::snapshot::proc_syscall;
+use crate::{
+    event::{Event, Tid},
+    model::Model,
+};
+
+struct Seen {
+    slices: u64,
+    /// When the count last changed (or we first looked).
+    changed_ns: u64,
+    stuck: bool,
+}
+
+#[derive(Default)]
+pub struct Activity {
+    seen: HashMap<(u32, Tid), Seen>,
+}
+
+/// Timeslices run so far: schedstat's third field, or the context switch
+/// counts where schedstat is missing.
+fn slices(pid: u32, tid: Tid) -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")) {
+        return s.split_whitespace().nth(2)?.parse().ok();
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let n: u64 = s
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(n)
+}
+
+impl Activity {
+    /// Samples every live thread of the model; emits `ThreadStuck` for a
+    /// thread idle for `threshold_ns` while its process made progress, and
+    /// `ThreadResumed` when a stuck thread runs again.
+    pub fn sample(&mut self, model: &Model, now: u64, threshold_ns: u64, out: &mut Vec<Event>) {
+        let mut alive = HashMap::new();
+        for p in model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none())
+        {
+            // Newest change among the process's threads: its progress.
+            let mut latest: Vec<(Tid, u64, bool)> = Vec::new();
+            for t in p.live_threads() {
+                let Some(n) = slices(p.tgid, t.tid) else {
+                    continue;
+                };
+                let e = self.seen.entry((p.tgid, t.tid)).or_insert(Seen {
+                    slices: n,
+                    changed_ns: now,
+                    stuck: false,
+                });
+                if e.slices != n {
+                    e.slices = n;
+                    e.changed_ns = now;
+                    if e.stuck {
+                        e.stuck = false;
+                        out.push(Event::ThreadResumed {
+                            ts_ns: now,
+                            tgid: p.tgid,
+                            tid: t.tid,
+                        });
+                    }
+                }
+                latest.push((t.tid, e.changed_ns, e.stuck));
+                alive.insert((p.tgid, t.tid), ());
+            }
+            for &(tid, changed, stuck) in &latest {
+                if stuck || now.saturating_sub(changed) < threshold_ns {
+                    continue;
+                }
+                let others_ran = latest.iter().any(|&(o, c, _)| o != tid && c > changed);
+                if !others_ran {
+                    continue;
+                }
+                let syscall = proc_syscall(p.tgid, tid)
+                    .map(|(nr, ..)| nr)
+                    .filter(|&nr| nr >= 0);
+                let wchan = std::fs::read_to_string(format!("/proc/{}/task/{tid}/wchan", p.tgid))
+                    .unwrap_or_default();
+                if let Some(e) = self.seen.get_mut(&(p.tgid, tid)) {
+                    e.stuck = true;
+                }
+                out.push(Event::ThreadStuck {
+                    ts_ns: now,
+                    tgid: p.tgid,
+                    tid,
+                    since_ns: changed,
+                    syscall,
+                    wchan,
+                });
+            }
+        }
+        self.seen.retain(|k, _| alive.contains_key(k));
+    }
+}
+
+/// Names of the syscalls a thread is usually stuck in (x86_64 numbers).
+pub fn syscall_name(nr: i64) -> String {
+    #[cfg(target_arch = "x86_64")]
+    let name = match nr {
+        0 => "read",
+        1 => "write",
+        7 => "poll",
+        17 => "pread64",
+        19 => "readv",
+        23 => "select",
+        34 => "pause",
+        35 => "nanosleep",
+        43 => "accept",
+        45 => "recvfrom",
+        47 => "recvmsg",
+        61 => "wait4",
+        65 => "semop",
+        70 => "msgrcv",
+        72 => "fcntl",
+        73 => "flock",
+        128 => "rt_sigtimedwait",
+        130 => "rt_sigsuspend",
+        202 => "futex",
+        208 => "io_getevents",
+        230 => "clock_nanosleep",
+        232 => "epoll_wait",
+        247 => "waitid",
+        270 => "pselect6",
+        271 => "ppoll",
+        281 => "epoll_pwait",
+        288 => "accept4",
+        299 => "recvmmsg",
+        426 => "io_uring_enter",
+        441 => "epoll_pwait2",
+        449 => "futex_waitv",
+        _ => return format!("syscall {nr}"),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let name = return format!("syscall {nr}");
+    name.to_string()
+}
