@@ -1,6 +1,8 @@
 //! The pure model of the observed processes, fed only by events. No root,
 //! no kernel: `observer replay` and the unit tests drive it from recordings.
 
+pub mod lifecycle;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;

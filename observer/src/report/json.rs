@@ -34,6 +34,7 @@ pub struct ProcessOut {
     pub observed_to_ns: Option<u64>,
     /// Raw wait status (status << 8 | signal), null while running.
     pub exit_status: Option<i32>,
+    pub lifecycle: crate::model::lifecycle::Lifecycle,
 }
 
 #[derive(Serialize)]
@@ -47,6 +48,10 @@ pub struct ThreadOut {
     pub exit_ns: Option<u64>,
     pub exit_code: Option<i32>,
     pub preexisting: bool,
+    /// pthread_create call site (symbolized), when the uprobe saw it.
+    pub created_at: Option<String>,
+    pub detached: bool,
+    pub joined_by: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +92,7 @@ pub fn build<'a>(
             observed_from_ns: p.observed_from_ns,
             observed_to_ns: p.observed_to_ns,
             exit_status: p.exit_status,
+            lifecycle: crate::model::lifecycle::lifecycle(p),
         });
         for t in &p.threads {
             r.threads.push(ThreadOut {
@@ -104,6 +110,15 @@ pub fn build<'a>(
                 exit_ns: t.exit_ns,
                 exit_code: t.exit_code,
                 preexisting: t.preexisting,
+                created_at: (t.create_site != 0).then(|| {
+                    model
+                        .code_symbols
+                        .get(&(p.tgid, t.create_site))
+                        .cloned()
+                        .unwrap_or_else(|| format!("{:#x}", t.create_site))
+                }),
+                detached: t.detached,
+                joined_by: t.joined_by,
             });
         }
         let mut locks: Vec<_> = p.locks.values().collect();

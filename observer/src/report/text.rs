@@ -84,6 +84,50 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         );
     }
 
+    let lc = crate::model::lifecycle::lifecycle(p);
+    let _ = writeln!(
+        s,
+        "\nLIFECYCLE: {} created, {} exited, {} alive at end, peak {} concurrent, median lifetime {}",
+        lc.created,
+        lc.exited,
+        lc.alive_at_end,
+        lc.peak_concurrent,
+        lc.median_lifetime_ns.map(dur).unwrap_or_else(|| "-".into())
+    );
+    if lc.sites.iter().any(|x| x.site != 0) {
+        let site = |a: u64| match a {
+            0 => "(not from pthread_create)".to_string(),
+            a => model
+                .code_symbols
+                .get(&(p.tgid, a))
+                .map(|x| escape(x))
+                .unwrap_or_else(|| format!("{a:#x}")),
+        };
+        let w = lc
+            .sites
+            .iter()
+            .take(TOP_LOCKS)
+            .map(|x| site(x.site).chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(12, 60);
+        let _ = writeln!(
+            s,
+            "  {:<w$}  {:>8}  {:>8}  {:>15}",
+            "CREATION SITE", "CREATED", "ALIVE", "MEDIAN LIFETIME"
+        );
+        for x in lc.sites.iter().take(TOP_LOCKS) {
+            let med = x.median_lifetime_ns.map(dur).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                s,
+                "  {:<w$}  {:>8}  {:>8}  {med:>15}",
+                site(x.site),
+                x.created,
+                x.alive_at_end
+            );
+        }
+    }
+
     let mut locks: Vec<_> = p.locks.values().collect();
     locks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.uaddr.cmp(&b.uaddr)));
     if locks.is_empty() {

@@ -1,0 +1,230 @@
+//! Root integration tests of the thread lifecycle findings.
+
+mod common;
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+fn observer() -> Command {
+    Command::new(observer_bin())
+}
+
+/// `observer run` to completion: (report, fixture stdout).
+fn run(argv: &[String], extra: &[&str]) -> (Value, Vec<String>) {
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--quiet", "--report"])
+            .arg(&rep)
+            .args(extra)
+            .arg("--")
+            .args(argv);
+        c
+    });
+    let st = p.wait_exit(T);
+    assert_eq!(st.code(), Some(0), "{:?}", p.stderr);
+    (read_json(&rep), p.stdout.clone())
+}
+
+fn bin(name: &str) -> Vec<String> {
+    vec![fixture(name).display().to_string()]
+}
+
+fn findings<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == kind)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn unjoined_threads_are_counted_exactly() {
+    let (r, out) = run(&bin("unjoined"), &[]);
+    let f = findings(&r, "unjoined_thread");
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    let got: BTreeSet<u64> = f[0]["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect();
+    let want: BTreeSet<u64> = (1..=5)
+        .map(|i| tid_of(&out, &format!("leaky-{i}")) as u64)
+        .collect();
+    assert_eq!(got, want, "exactly the five leaky threads");
+    for t in f[0]["threads"].as_array().unwrap() {
+        assert!(
+            t["created_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("spawn_leaky (unjoined.c:"),
+            "{t:#}"
+        );
+    }
+    assert!(
+        f[0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("5 joinable thread(s)")
+    );
+    // the joined and detached ones are recorded as such
+    let joined = report_thread(&r, tid_of(&out, "joined-1"));
+    assert_eq!(joined["joined_by"], r["processes"][0]["tgid"]);
+    assert_eq!(
+        report_thread(&r, tid_of(&out, "detached"))["detached"],
+        true
+    );
+    assert_eq!(
+        report_thread(&r, tid_of(&out, "self-detach"))["detached"],
+        true
+    );
+    assert_eq!(
+        r["findings"].as_array().unwrap().len(),
+        1,
+        "{:#}",
+        r["findings"]
+    );
+    let lc = &r["processes"][0]["lifecycle"];
+    assert_eq!(lc["created"], 9, "{lc:#}");
+    assert_eq!(lc["exited"], 10, "{lc:#}");
+    assert_eq!(lc["alive_at_end"], 0);
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_pool_that_never_reaps_is_a_thread_leak() {
+    let (r, _) = run(&bin("pool_grow"), &[]);
+    let f = findings(&r, "thread_leak");
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    let survivors = f[0]["threads"].as_array().unwrap();
+    assert!(survivors.len() >= 20, "{}", survivors.len());
+    assert!(survivors.iter().all(|t| {
+        t["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("spawn_worker (pool_grow.c:")
+    }));
+    let s = f[0]["summary"].as_str().unwrap();
+    assert!(s.contains("from spawn_worker"), "{s}");
+    // 20 threads/s by construction; allow for scheduling noise
+    let slope: f64 = s
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((12.0..=25.0).contains(&slope), "{s}");
+    assert!(
+        findings(&r, "unjoined_thread").is_empty(),
+        "the workers are detached"
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_burst_of_short_threads_is_churn_and_not_unjoined() {
+    let (r, _) = run(&bin("churn"), &[]);
+    let f = findings(&r, "thread_churn");
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    let s = f[0]["summary"].as_str().unwrap();
+    assert!(s.contains("(2000 in all;"), "{s}");
+    assert!(s.contains("2000 at run_task (churn.c:"), "{s}");
+    assert!(
+        findings(&r, "unjoined_thread").is_empty(),
+        "every thread was joined: {:#}",
+        r["findings"]
+    );
+    assert_eq!(r["threads"].as_array().unwrap().len(), 2001);
+    assert_eq!(r["drops"]["ringbuf"], 0);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_detached_thread_exiting_is_no_finding() {
+    let (r, _) = run(&bin("detached_ok"), &[]);
+    assert!(
+        r["findings"].as_array().unwrap().is_empty(),
+        "{:#}",
+        r["findings"]
+    );
+}
+
+/// Runs a fixture that hangs, waits for a stuck_thread finding, stops with SIGINT.
+fn stuck(argv: &[String]) -> (Value, Vec<String>) {
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--stuck", "1", "--report"])
+            .arg(&rep)
+            .arg("--")
+            .args(argv);
+        c
+    });
+    obs.wait_stderr(T, |l| l.starts_with("Stuck thread"));
+    obs.signal(libc::SIGINT);
+    obs.wait_exit(T);
+    (read_json(&rep), obs.stdout.clone())
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_worker_stuck_in_read_is_a_stuck_thread() {
+    let (r, out) = stuck(&bin("stuck_read"));
+    let f = findings(&r, "stuck_thread");
+    assert_eq!(
+        f.len(),
+        1,
+        "only the reader (main merely joins it): {:#}",
+        r["findings"]
+    );
+    let t = &f[0]["threads"][0];
+    assert_eq!(t["tid"], tid_of(&out, "reader"));
+    assert_eq!(t["name"], "reader");
+    assert_eq!(t["blocked_in"], "syscall read");
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_python_worker_that_never_finishes_is_a_stuck_thread() {
+    let argv = vec![
+        "python3".to_string(),
+        python_fixture("stuck_worker").display().to_string(),
+    ];
+    let (r, out) = stuck(&argv);
+    let f = findings(&r, "stuck_thread");
+    let stuck_tid = tid_of(&out, "stuck");
+    let mine: Vec<_> = f
+        .iter()
+        .filter(|f| f["threads"][0]["tid"] == stuck_tid)
+        .collect();
+    assert_eq!(mine.len(), 1, "{:#}", r["findings"]);
+    assert!(
+        mine[0]["threads"][0]["blocked_in"]
+            .as_str()
+            .unwrap()
+            .starts_with("futex wait on"),
+        "{:#}",
+        mine[0]
+    );
+    assert!(
+        !f.iter()
+            .any(|f| f["threads"][0]["tid"] == tid_of(&out, "busy")),
+        "busy ran: {:#}",
+        r["findings"]
+    );
+    assert_no_programs_left();
+}
