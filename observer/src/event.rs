@@ -225,6 +225,26 @@ pub enum Event {
         tgid: u32,
         tid: Tid,
     },
+    /// A blocked thread's stacks, taken without stopping it: native frames
+    /// (innermost first) and, for CPython, Python frames.
+    Stack {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        frames: Vec<crate::symbol::Frame>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        python: Vec<crate::symbol::PyFrame>,
+        /// This thread holds the GIL (Python).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        owns_gil: bool,
+    },
+    /// A thread's `threading.Thread` name (CPython keeps the OS name).
+    PyThreadName {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        name: String,
+    },
     /// Code symbols of call sites (creation sites): (tgid, addr) -> function.
     CodeSymbol {
         tgid: u32,
@@ -262,6 +282,8 @@ impl Event {
             | Pthread { ts_ns, .. }
             | ThreadStuck { ts_ns, .. }
             | ThreadResumed { ts_ns, .. }
+            | Stack { ts_ns, .. }
+            | PyThreadName { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
             LockStats { .. } | Symbol { .. } | CodeSymbol { .. } => None,
         }

@@ -84,6 +84,8 @@ struct Session {
     /// Processes whose libc may not be mapped yet (just exec'd or forked):
     /// tgid -> give up at (ns).
     pending_uprobes: std::collections::HashMap<u32, u64>,
+    /// Processes known not to be CPython (until they exec).
+    not_python: HashSet<u32>,
 }
 
 impl Session {
@@ -104,6 +106,7 @@ impl Session {
             sym_tried: HashSet::new(),
             fed_since_scan: false,
             pending_uprobes: std::collections::HashMap::new(),
+            not_python: HashSet::new(),
         })
     }
 
@@ -120,6 +123,28 @@ impl Session {
 
     /// Names the contended futexes the kernel has counted so far (while the
     /// process is alive to be read).
+    /// Python thread names for CPython targets (checked about once a second).
+    fn python_names(&mut self, now: u64) -> Result<()> {
+        let mut evs = Vec::new();
+        let tgids: Vec<u32> = self
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in tgids {
+            match self.symbols.python_threads(tgid) {
+                Ok(Some(threads)) => evs.extend(py_name_events(&self.model, tgid, &threads, now)),
+                Ok(None) => {
+                    self.not_python.insert(tgid);
+                }
+                Err(e) => tracing::debug!("python threads of {tgid}: {e:#}"),
+            }
+        }
+        self.feed(&mut evs)
+    }
+
     fn symbolize_aggregates(&mut self, src: &LiveSource) -> Result<()> {
         let mut evs = Vec::new();
         for (k, _) in src.probes.aggregates() {
@@ -141,7 +166,7 @@ impl Session {
     fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
         let mut evs = symbol_events(&self.model, &mut self.symbols, &mut self.sym_tried);
         self.feed(&mut evs)?;
-        let cands = self.engine.candidates(&self.model, now);
+        let mut cands = self.engine.candidates(&self.model, now);
         if cands.is_empty() {
             return Ok(Vec::new());
         }
@@ -153,6 +178,12 @@ impl Session {
             // Something moved since the scan: judge again on fresh data.
             self.feed(&mut evs)?;
             return Ok(Vec::new());
+        }
+        // The stacks of the threads named, taken now, without stopping them.
+        let mut evs = stack_events(&self.model, &mut self.symbols, &cands, now);
+        if !evs.is_empty() {
+            self.feed(&mut evs)?;
+            cands = self.engine.candidates(&self.model, now);
         }
         let mut hung = Vec::new();
         for f in self.engine.accept(cands) {
@@ -173,6 +204,7 @@ impl Session {
                 match &ev {
                     Event::Exec { ts_ns, tgid, .. } => {
                         self.pending_uprobes.insert(*tgid, ts_ns + UPROBE_RETRY_NS);
+                        self.not_python.remove(tgid);
                     }
                     Event::ThreadNew {
                         ts_ns,
@@ -476,6 +508,7 @@ async fn observe(
             _ = sample.tick() => {
                 let now = procfs::mono_ns();
                 activity.sample(&s.model, now, s.engine.limits.stuck_ns, &mut evs);
+                s.python_names(now)?;
             }
             g = pidfd.readable() => { let _ = g?; break; }
             _ = sigint.recv() => { stop_signal = Some(libc::SIGINT); }
@@ -591,6 +624,100 @@ fn symbol_events(
     out
 }
 
+/// `PyThreadName` events for Python threads whose name the model lacks.
+fn py_name_events(
+    model: &Model,
+    tgid: u32,
+    threads: &[crate::symbol::PyThread],
+    now: u64,
+) -> Vec<Event> {
+    let p = model.process(tgid);
+    threads
+        .iter()
+        .filter(|t| t.tid != 0)
+        .filter_map(|t| {
+            let name = t.name.clone()?;
+            let known = p
+                .and_then(|p| p.thread(t.tid))
+                .and_then(|x| x.py_name.as_deref())
+                == Some(name.as_str());
+            (!known).then_some(Event::PyThreadName {
+                ts_ns: now,
+                tgid,
+                tid: t.tid,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// Stacks of the threads the findings name, unless already taken for
+/// their current wait; Python stacks and names for CPython targets.
+fn stack_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    found: &[crate::detect::Finding],
+    now: u64,
+) -> Vec<Event> {
+    use std::collections::BTreeMap;
+    let mut want: BTreeMap<u32, Vec<(u32, crate::symbol::Regs)>> = BTreeMap::new();
+    for f in found {
+        let Some(p) = model.process(f.tgid) else {
+            continue;
+        };
+        for ti in &f.threads {
+            let Some(t) = p.thread(ti.tid).filter(|t| t.alive()) else {
+                continue;
+            };
+            let since = t
+                .wait
+                .as_ref()
+                .map(|w| w.start_ns)
+                .or(t.stuck.as_ref().map(|s| s.since_ns))
+                .unwrap_or(0);
+            if t.stack.as_ref().is_some_and(|s| s.ts_ns >= since) {
+                continue;
+            }
+            // Registers from the kernel at the syscall, else /proc (sp 0).
+            let regs = t
+                .wait
+                .as_ref()
+                .filter(|w| w.sp != 0)
+                .map(|w| crate::symbol::Regs {
+                    ip: w.ip,
+                    sp: w.sp,
+                    bp: w.bp,
+                })
+                .unwrap_or_default();
+            let v = want.entry(f.tgid).or_default();
+            if !v.iter().any(|(x, _)| *x == ti.tid) {
+                v.push((ti.tid, regs));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (tgid, threads) in want {
+        let py = symbols
+            .python_threads(tgid)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        out.extend(py_name_events(model, tgid, &py, now));
+        for (tid, frames) in symbols.native_stacks(tgid, &threads) {
+            let pt = py.iter().find(|x| x.tid == tid);
+            out.push(Event::Stack {
+                ts_ns: now,
+                tgid,
+                tid,
+                frames: frames.unwrap_or_default(),
+                python: pt.map(|x| x.frames.clone()).unwrap_or_default(),
+                owns_gil: pt.is_some_and(|x| x.owns_gil),
+            });
+        }
+    }
+    out
+}
+
 /// "spawn_worker (pool.c:21)", or the function, or module+offset.
 fn site_name(f: &crate::symbol::Frame) -> String {
     match (&f.function, &f.file, f.line) {
@@ -651,6 +778,10 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
         model.apply(&e);
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));
+    let found = engine.candidates(&model, now);
+    for e in stack_events(&model, &mut symbols, &found, now) {
+        model.apply(&e);
+    }
     engine.check(&model, now);
     if json {
         let r = report::dump::json(&model, &engine.findings, now);

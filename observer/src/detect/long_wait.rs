@@ -3,7 +3,7 @@
 
 use super::{Ctx, Detector, Finding, FindingKind};
 use crate::{
-    graph::{Holder, LockKind},
+    graph::Holder,
     report::{dur, escape},
 };
 
@@ -19,7 +19,7 @@ impl Detector for LongWait {
             }
             // Joining a thread that is still working is normal; if that
             // thread is stuck, its own wait is the finding.
-            if w.target.kind == LockKind::Join {
+            if cx.joining(w.tid) {
                 continue;
             }
             let lock = cx.lock(w.target.kind, w.target.lock);

@@ -34,19 +34,6 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FindingKind::Deadlock => "deadlock",
-            FindingKind::PiDeadlock => "pi_deadlock",
-            FindingKind::OrphanedLock => "orphaned_lock",
-            FindingKind::LongWait => "long_wait",
-            FindingKind::StuckThread => "stuck_thread",
-            FindingKind::UnjoinedThread => "unjoined_thread",
-            FindingKind::ThreadLeak => "thread_leak",
-            FindingKind::ThreadChurn => "thread_churn",
-        }
-    }
-
     /// The target will never make progress on its own.
     pub fn is_hang(self) -> bool {
         matches!(
@@ -80,6 +67,12 @@ pub struct ThreadInfo {
     /// Where it was created (the pthread_create call), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Native stack at detection (innermost first), and the Python stack
+    /// for CPython threads.
+    pub frames: Vec<crate::symbol::Frame>,
+    pub python_frames: Vec<crate::symbol::PyFrame>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub owns_gil: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -149,7 +142,37 @@ impl Ctx<'_> {
             waited_since_before_observation: w.is_some_and(|w| w.before_observation),
             blocked_in: None,
             created_at: t.and_then(|t| self.site(t.create_site)),
+            frames: t
+                .and_then(|t| t.stack.as_ref())
+                .map(|s| s.frames.clone())
+                .unwrap_or_default(),
+            python_frames: t
+                .and_then(|t| t.stack.as_ref())
+                .map(|s| s.python.clone())
+                .unwrap_or_default(),
+            owns_gil: t.and_then(|t| t.stack.as_ref()).is_some_and(|s| s.owns_gil),
         }
+    }
+
+    /// The thread is joining another (pthread_join, or Python's
+    /// `Thread.join`, which waits on the joined thread's lock): normal
+    /// while that thread works.
+    pub fn joining(&self, tid: Tid) -> bool {
+        if self
+            .graph
+            .waits
+            .get(&tid)
+            .is_some_and(|w| w.target.kind == LockKind::Join)
+        {
+            return true;
+        }
+        let t = self.process.thread(tid);
+        let py = t
+            .and_then(|t| t.stack.as_ref())
+            .and_then(|s| s.python.first());
+        py.is_some_and(|f| {
+            f.function.ends_with("_wait_for_tstate_lock") || f.function.ends_with("Thread.join")
+        })
     }
 
     /// A creation site, as symbolized while the process was alive.

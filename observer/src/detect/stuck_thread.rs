@@ -4,7 +4,6 @@
 
 use super::{Ctx, Detector, Finding, FindingKind};
 use crate::{
-    graph::LockKind,
     report::{dur, escape},
     source::activity::syscall_name,
 };
@@ -21,12 +20,7 @@ impl Detector for StuckThread {
                 continue;
             }
             // Waiting to join a thread is normal; that thread's own state is the story.
-            if cx
-                .graph
-                .waits
-                .get(&t.tid)
-                .is_some_and(|w| w.target.kind == LockKind::Join)
-            {
+            if cx.joining(t.tid) {
                 continue;
             }
             let mut info = cx.thread(t.tid);

@@ -42,6 +42,18 @@ pub struct Thread {
     pub ended_by_group_exit: bool,
     /// Has not run for a while (see `Event::ThreadStuck`).
     pub stuck: Option<Stuck>,
+    /// Its stacks, last taken at the given time.
+    pub stack: Option<StackSnap>,
+    /// Its CPython `threading` name, if any.
+    pub py_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StackSnap {
+    pub ts_ns: u64,
+    pub frames: Vec<crate::symbol::Frame>,
+    pub python: Vec<crate::symbol::PyFrame>,
+    pub owns_gil: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -482,6 +494,34 @@ impl Model {
                 self.proc_mut(*tgid, *ts_ns)
                     .ensure_thread(*tid, *ts_ns)
                     .stuck = None;
+            }
+            Event::Stack {
+                ts_ns,
+                tgid,
+                tid,
+                frames,
+                python,
+                owns_gil,
+            } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                t.stack = Some(StackSnap {
+                    ts_ns: *ts_ns,
+                    frames: frames.clone(),
+                    python: python.clone(),
+                    owns_gil: *owns_gil,
+                });
+            }
+            Event::PyThreadName {
+                ts_ns,
+                tgid,
+                tid,
+                name,
+            } => {
+                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                if t.py_name.as_deref() != Some(name.as_str()) {
+                    t.py_name = Some(name.clone());
+                    t.names.push((*ts_ns, name.clone()));
+                }
             }
             Event::CodeSymbol { tgid, addr, name } => {
                 self.code_symbols.insert((*tgid, *addr), name.clone());

@@ -104,7 +104,75 @@ pub fn finding(f: &Finding) -> String {
             }
         }
     }
+    stacks(&mut s, f);
     s
+}
+
+/// Max frames shown per thread in text.
+const FRAMES_SHOWN: usize = 24;
+const PY_NATIVE_SHOWN: usize = 6;
+
+/// One native frame as a line: `func (file.c:12)`, `func`, or `module+0x1f0`.
+pub fn frame_line(f: &crate::symbol::Frame) -> String {
+    let module = || {
+        let m = f.module.as_deref().unwrap_or("?");
+        format!(
+            "{}+{:#x}",
+            m.rsplit('/').next().unwrap_or(m),
+            f.module_offset
+        )
+    };
+    let mut s = match (&f.function, &f.file, f.line) {
+        (Some(func), Some(file), Some(line)) => format!("{func} ({file}:{line})"),
+        (Some(func), _, _) => format!("{func} [{}]", module()),
+        (None, _, _) => module(),
+    };
+    if f.inlined {
+        s.push_str(" [inlined]");
+    }
+    escape(&s)
+}
+
+/// The stacks of the threads of a finding, innermost frame first.
+fn stacks(s: &mut String, f: &Finding) {
+    let with: Vec<&ThreadInfo> = f
+        .threads
+        .iter()
+        .filter(|t| !t.frames.is_empty() || !t.python_frames.is_empty())
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "  Stacks:");
+    for t in with {
+        let gil = if t.owns_gil { " (holds the GIL)" } else { "" };
+        let _ = writeln!(s, "    thread {} \"{}\"{gil}:", t.tid, escape(&t.name));
+        for p in &t.python_frames {
+            let _ = writeln!(
+                s,
+                "        {} ({}:{})  [python]",
+                escape(&p.function),
+                escape(&p.file),
+                p.line
+            );
+        }
+        // Under Python frames the interpreter's own are rarely the point.
+        let shown = if t.python_frames.is_empty() {
+            FRAMES_SHOWN
+        } else {
+            PY_NATIVE_SHOWN
+        };
+        for fr in t.frames.iter().take(shown) {
+            let _ = writeln!(s, "        {}", frame_line(fr));
+        }
+        if t.frames.len() > shown {
+            let _ = writeln!(
+                s,
+                "        ... {} more native frames (the JSON report has all)",
+                t.frames.len() - shown
+            );
+        }
+    }
 }
 
 pub fn all(findings: &[Finding]) -> String {
