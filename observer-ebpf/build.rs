@@ -92,6 +92,7 @@ fn main() {
         .rustified_enum("obs_rec_kind")
         .rustified_enum("obs_stat")
         .rustified_enum("obs_pthread_op")
+        .rustified_enum("obs_lock_kind")
         .derive_default(true)
         .derive_debug(true)
         .layout_tests(true)

@@ -94,6 +94,17 @@ pub struct ObserveOpts {
     /// sites, joins). They fire only on those rare calls, ~10 us each.
     #[arg(long)]
     pub no_thread_uprobes: bool,
+    /// Deep tier: uprobes on libc's mutex/rwlock/semaphore/condvar functions
+    /// and CPython's lock functions: holders of semaphores and Python locks,
+    /// per-lock hold and wait times, lock-order inversions (potential
+    /// deadlocks), locks held at thread exit. Costs a uprobe hit (~10 us on
+    /// this kind of machine) per lock and unlock call: for debugging, not
+    /// for production hot paths.
+    #[arg(long)]
+    pub uprobes: bool,
+    /// Benchmarks: the deep tier's uprobes with do-nothing programs.
+    #[arg(long, hide = true)]
+    pub uprobes_bare: bool,
     /// Also observe processes the target forks.
     #[arg(long)]
     pub follow_forks: bool,

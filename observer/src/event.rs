@@ -49,6 +49,51 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// How a lock was taken (deep tier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcqKind {
+    Mutex,
+    RwRead,
+    RwWrite,
+    Semaphore,
+    PyLock,
+    Unknown,
+}
+
+/// A lock-order edge: `from` (identity: address, generation) was held
+/// when `to` was acquired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EdgeId {
+    pub from: u64,
+    pub from_gen: u32,
+    pub to: u64,
+    pub to_gen: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLock {
+    pub lock: u64,
+    pub kind: AcqKind,
+    pub acquired_ns: u64,
+    pub site: u64,
+}
+
+/// Per-lock statistics from the deep tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockProfile {
+    pub acquired: u64,
+    pub contended: u64,
+    pub wait_total_ns: u64,
+    pub wait_max_ns: u64,
+    pub hold_total_ns: u64,
+    pub hold_max_ns: u64,
+    /// Hold times: bucket i counts holds of [2^i, 2^(i+1)) microseconds (0: < 2 us).
+    pub hold_hist: Vec<u64>,
+    /// (tid, holds, total hold ns), most total hold first.
+    pub top_holders: Vec<(Tid, u64, u64)>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PthreadOp {
@@ -66,6 +111,12 @@ pub struct Drops {
     pub watch_full: u64,
     #[serde(default)]
     pub creating_full: u64,
+    #[serde(default)]
+    pub held_full: u64,
+    #[serde(default)]
+    pub order_full: u64,
+    #[serde(default)]
+    pub lock_stats_full: u64,
     pub records: u64,
 }
 
@@ -76,6 +127,9 @@ impl Drops {
             + self.aggregate_full
             + self.watch_full
             + self.creating_full
+            + self.held_full
+            + self.order_full
+            + self.lock_stats_full
             > 0
     }
 }
@@ -245,6 +299,56 @@ pub enum Event {
         tid: Tid,
         name: String,
     },
+    /// Deep tier: a lock-order edge seen for the first time, with the call
+    /// sites and a copy of the stack (`frames` once unwound by userspace).
+    LockEdge {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        edge: EdgeId,
+        from_kind: AcqKind,
+        to_kind: AcqKind,
+        from_site: u64,
+        to_site: u64,
+        /// The outermost lock held at this first observation (0: none).
+        gate: u64,
+        #[serde(skip)]
+        regs: [u64; 3],
+        #[serde(skip)]
+        stack: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        frames: Vec<crate::symbol::Frame>,
+    },
+    /// Deep tier: the current gate of lock-order edges (the outermost lock
+    /// held at every observation; 0 once an observation lacked it).
+    EdgeGates {
+        ts_ns: u64,
+        tgid: u32,
+        gates: Vec<(EdgeId, u64)>,
+    },
+    /// Deep tier: the owner of a lock a thread waits for (from the uprobes).
+    LockOwner {
+        ts_ns: u64,
+        tgid: u32,
+        lock: u64,
+        owner: Option<Tid>,
+        kind: AcqKind,
+    },
+    /// Deep tier: a thread exited holding these locks.
+    ExitHeld {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        locks: Vec<HeldLock>,
+    },
+    /// Deep tier: statistics of one lock identity, at the end.
+    LockProfile {
+        tgid: u32,
+        lock: u64,
+        generation: u32,
+        kind: AcqKind,
+        profile: LockProfile,
+    },
     /// Code symbols of call sites (creation sites): (tgid, addr) -> function.
     CodeSymbol {
         tgid: u32,
@@ -284,8 +388,12 @@ impl Event {
             | ThreadResumed { ts_ns, .. }
             | Stack { ts_ns, .. }
             | PyThreadName { ts_ns, .. }
+            | LockEdge { ts_ns, .. }
+            | EdgeGates { ts_ns, .. }
+            | LockOwner { ts_ns, .. }
+            | ExitHeld { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
-            LockStats { .. } | Symbol { .. } | CodeSymbol { .. } => None,
+            LockStats { .. } | Symbol { .. } | CodeSymbol { .. } | LockProfile { .. } => None,
         }
     }
 }

@@ -114,7 +114,9 @@ impl Session {
     fn pending_thread_uprobes(&mut self, src: &mut LiveSource, now: u64) {
         let pending: Vec<(u32, u64)> = self.pending_uprobes.iter().map(|(a, b)| (*a, *b)).collect();
         for (tgid, give_up) in pending {
-            if thread_uprobes(&mut src.probes, tgid, tgid) || now > give_up || !procfs::exists(tgid)
+            if attach_uprobes(&mut src.probes, tgid, tgid, UprobeSet::of(&self.opts))
+                || now > give_up
+                || !procfs::exists(tgid)
             {
                 self.pending_uprobes.remove(&tgid);
             }
@@ -147,6 +149,23 @@ impl Session {
 
     fn symbolize_aggregates(&mut self, src: &LiveSource) -> Result<()> {
         let mut evs = Vec::new();
+        let deep: Vec<(u32, u64)> = if self.opts.uprobes {
+            src.probes
+                .lock_stats()
+                .0
+                .into_iter()
+                .map(|(k, _)| (k.tgid, k.lock))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (tgid, addr) in deep {
+            if self.sym_tried.insert((tgid, addr)) {
+                if let Some(name) = self.symbols.data_symbol(tgid, addr).map(symbol_name) {
+                    evs.push(Event::Symbol { tgid, addr, name });
+                }
+            }
+        }
         for (k, _) in src.probes.aggregates() {
             if self.sym_tried.insert((k.tgid, k.uaddr)) {
                 if let Some(name) = self.symbols.data_symbol(k.tgid, k.uaddr).map(symbol_name) {
@@ -165,8 +184,22 @@ impl Session {
     /// before reporting them. Returns the processes found hung.
     fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
         let mut evs = symbol_events(&self.model, &mut self.symbols, &mut self.sym_tried);
+        if self.opts.uprobes {
+            evs.extend(owner_events(&self.model, &src.probes, now));
+        }
         self.feed(&mut evs)?;
         let mut cands = self.engine.candidates(&self.model, now);
+        if cands
+            .iter()
+            .any(|f| f.kind == crate::detect::FindingKind::LockOrderInversion)
+        {
+            // Gates change after an edge is first seen: judge on the current ones.
+            let mut g = gate_events(&self.model, &src.probes, now);
+            if !g.is_empty() {
+                self.feed(&mut g)?;
+                cands = self.engine.candidates(&self.model, now);
+            }
+        }
         if cands.is_empty() {
             return Ok(Vec::new());
         }
@@ -199,8 +232,33 @@ impl Session {
 
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
         self.fed_since_scan |= !evs.is_empty();
+        for ev in evs.iter_mut() {
+            // A lock-order edge's stack was copied by BPF: unwind it now,
+            // while the process's mappings are still there.
+            if let Event::LockEdge {
+                tgid,
+                regs,
+                stack,
+                frames,
+                ..
+            } = ev
+            {
+                if !stack.is_empty() && frames.is_empty() {
+                    // ip is the lock call's return address: step back into the call.
+                    let r = crate::symbol::Regs {
+                        ip: regs[0].saturating_sub(1),
+                        sp: regs[1],
+                        bp: regs[2],
+                    };
+                    *frames = self
+                        .symbols
+                        .stack_from_copy(*tgid, r, std::mem::take(stack))
+                        .unwrap_or_default();
+                }
+            }
+        }
         for ev in evs.drain(..) {
-            if !self.opts.no_thread_uprobes {
+            if UprobeSet::of(&self.opts).any() {
                 match &ev {
                     Event::Exec { ts_ns, tgid, .. } => {
                         self.pending_uprobes.insert(*tgid, ts_ns + UPROBE_RETRY_NS);
@@ -260,6 +318,7 @@ fn probe_config(opts: &ObserveOpts) -> Result<(ProbeConfig, Option<Rung>)> {
         long_wait_ns: opts.long_wait_ns()?,
         follow_forks: opts.follow_forks,
         ringbuf_bytes: opts.ringbuf_kib.saturating_mul(1024),
+        deep: opts.uprobes || opts.uprobes_bare,
     };
     Ok((cfg, rung))
 }
@@ -282,38 +341,94 @@ fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
 /// How long to keep looking for the libc of a process that just exec'd.
 const UPROBE_RETRY_NS: u64 = 5_000_000_000;
 
-/// Puts the thread lifecycle uprobes on the libc that `libs_of` maps, for
-/// process `pid`. Returns whether a thread library was found.
-fn thread_uprobes(probes: &mut Probes, pid: u32, libs_of: u32) -> bool {
+/// Which uprobes to put on a process.
+#[derive(Clone, Copy)]
+struct UprobeSet {
+    thread: bool,
+    locks: bool,
+    bare: bool,
+}
+
+impl UprobeSet {
+    fn of(opts: &ObserveOpts) -> UprobeSet {
+        UprobeSet {
+            thread: !opts.no_thread_uprobes,
+            locks: opts.uprobes || opts.uprobes_bare,
+            bare: opts.uprobes_bare,
+        }
+    }
+
+    fn any(self) -> bool {
+        self.thread || self.locks
+    }
+}
+
+fn report_uprobes(
+    pid: u32,
+    lib: &std::path::Path,
+    what: &str,
+    used: &crate::probe::UprobeUse,
+    essential: &[&str],
+) {
+    tracing::info!(
+        "pid {pid}: {what} uprobes on {}: {}",
+        lib.display(),
+        used.attached.join(", ")
+    );
+    let missing: Vec<&(&str, String)> = used
+        .missing
+        .iter()
+        .filter(|(s, _)| essential.contains(s))
+        .collect();
+    if let Some((_, why)) = missing.first() {
+        let names: Vec<&str> = missing.iter().map(|(s, _)| *s).collect();
+        tracing::warn!(
+            "pid {pid}: cannot probe {} in {}: {why}: {what} tracking is incomplete",
+            names.join(", "),
+            lib.display()
+        );
+    }
+}
+
+/// Puts the uprobes on the libraries that `libs_of` maps (libc; libpython
+/// for the deep tier), for process `pid`. Returns whether libc was found.
+fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -> bool {
     let libs = procfs::thread_libs(libs_of);
     for lib in &libs {
-        let Some(used) = probes.attach_thread_uprobes(pid, lib) else {
-            continue;
-        };
-        tracing::info!(
-            "pid {pid}: thread uprobes on {}: {}",
-            lib.display(),
-            used.attached.join(", ")
-        );
-        // The *_np joins are glibc extensions; their absence is not worth a warning.
-        let missing: Vec<&str> = used
-            .missing
-            .iter()
-            .map(|(s, _)| *s)
-            .filter(|s| !s.ends_with("_np"))
-            .collect();
-        if !missing.is_empty() && used.attached.is_empty() {
-            tracing::warn!(
-                "pid {pid}: no {} in {} (stripped or static?): thread creation sites and joins unavailable",
-                missing.join("/"),
-                lib.display()
-            );
-        } else if !missing.is_empty() {
-            tracing::warn!(
-                "pid {pid}: {} not found in {}",
-                missing.join(", "),
-                lib.display()
-            );
+        if set.thread {
+            if let Some(used) = probes.attach_thread_uprobes(pid, lib) {
+                report_uprobes(
+                    pid,
+                    lib,
+                    "thread",
+                    &used,
+                    &["pthread_create", "pthread_join"],
+                );
+            }
+        }
+        if set.locks {
+            if let Some(used) = probes.attach_lock_uprobes(pid, lib, false, set.bare) {
+                report_uprobes(
+                    pid,
+                    lib,
+                    "lock",
+                    &used,
+                    &["pthread_mutex_lock", "pthread_mutex_unlock"],
+                );
+            }
+        }
+    }
+    if set.locks {
+        for lib in procfs::python_libs(libs_of) {
+            if let Some(used) = probes.attach_lock_uprobes(pid, &lib, true, set.bare) {
+                report_uprobes(
+                    pid,
+                    &lib,
+                    "Python lock",
+                    &used,
+                    &["PyThread_acquire_lock_timed"],
+                );
+            }
         }
     }
     !libs.is_empty()
@@ -349,10 +464,15 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         }];
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
-        if !s.opts.no_thread_uprobes {
+        if UprobeSet::of(&s.opts).any() {
             // The child still runs our image: our libc is the likely one; its
             // own is checked again after exec.
-            thread_uprobes(&mut src.probes, pid, std::process::id());
+            attach_uprobes(
+                &mut src.probes,
+                pid,
+                std::process::id(),
+                UprobeSet::of(&s.opts),
+            );
         }
         child.release()?;
         tracing::info!("observing pid {pid}");
@@ -412,8 +532,8 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         // Waits already in progress: a deadlock that formed before we came.
         src.add_snapshot(pid, &tids, now, &mut evs);
         s.feed(&mut evs)?;
-        if !s.opts.no_thread_uprobes {
-            thread_uprobes(&mut src.probes, pid, pid);
+        if UprobeSet::of(&s.opts).any() {
+            attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
         }
         tracing::info!("observing pid {pid}");
         let end = observe(
@@ -536,6 +656,10 @@ async fn observe(
     }
     let now = procfs::mono_ns();
     src.finish(now, &mut evs);
+    if s.opts.uprobes {
+        evs.extend(gate_events(&s.model, &src.probes, now));
+        evs.extend(profile_events(&src.probes));
+    }
     let status = match target {
         Target::Child { pid } => Some(sys::waitpid(pid).context("reaping the child")?),
         Target::Attached { .. } => None,
@@ -608,6 +732,46 @@ fn symbol_events(
                 }
             }
         }
+        let edge_locks = p.lock_edges.keys().flat_map(|e| [e.from, e.to]);
+        let held_locks = p
+            .exit_held
+            .iter()
+            .flat_map(|(_, _, l)| l.iter().map(|x| x.lock));
+        for addr in edge_locks.chain(held_locks).collect::<Vec<_>>() {
+            if tried.insert((p.tgid, addr)) {
+                if let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name) {
+                    out.push(Event::Symbol {
+                        tgid: p.tgid,
+                        addr,
+                        name,
+                    });
+                }
+            }
+        }
+        let edge_sites = p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]);
+        let held_sites = p
+            .exit_held
+            .iter()
+            .flat_map(|(_, _, l)| l.iter().map(|x| x.site));
+        let sites: Vec<u64> = p
+            .threads
+            .iter()
+            .map(|t| t.create_site)
+            .chain(edge_sites)
+            .chain(held_sites)
+            .collect();
+        for site in sites {
+            if site == 0 || !tried.insert((p.tgid, site)) {
+                continue;
+            }
+            if let Some(f) = symbols.call_site(p.tgid, site) {
+                out.push(Event::CodeSymbol {
+                    tgid: p.tgid,
+                    addr: site,
+                    name: site_name(&f),
+                });
+            }
+        }
         for t in &p.threads {
             if t.create_site == 0 || !tried.insert((p.tgid, t.create_site)) {
                 continue;
@@ -622,6 +786,107 @@ fn symbol_events(
         }
     }
     out
+}
+
+/// `LockOwner` events (deep tier) for locks that threads wait for and whose
+/// primitive records no owner (semaphores, Python locks), when it changed.
+fn owner_events(model: &Model, probes: &Probes, now: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model
+        .processes
+        .values()
+        .filter(|p| p.observed_to_ns.is_none())
+    {
+        for t in p.live_threads() {
+            let Some(w) = &t.wait else { continue };
+            let kind = crate::graph::classify(w, p).kind;
+            if !matches!(
+                kind,
+                crate::graph::LockKind::Semaphore
+                    | crate::graph::LockKind::PyLock
+                    | crate::graph::LockKind::Lock
+                    | crate::graph::LockKind::Unknown
+            ) {
+                continue;
+            }
+            let now_owner = probes
+                .lock_owner(p.tgid, w.uaddr)
+                .map(|o| (o.tid, crate::probe::decode::lock_kind(o.kind)));
+            if p.lock_owners.get(&w.uaddr).copied() != now_owner {
+                out.push(Event::LockOwner {
+                    ts_ns: now,
+                    tgid: p.tgid,
+                    lock: w.uaddr,
+                    owner: now_owner.map(|o| o.0),
+                    kind: now_owner
+                        .map(|o| o.1)
+                        .unwrap_or(crate::event::AcqKind::Unknown),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `EdgeGates` events for lock-order edges whose gate changed in the kernel.
+fn gate_events(model: &Model, probes: &Probes, now: u64) -> Vec<Event> {
+    use std::collections::BTreeMap;
+    let mut by: BTreeMap<u32, Vec<(crate::event::EdgeId, u64)>> = BTreeMap::new();
+    for (k, e) in probes.lock_edges() {
+        let id = crate::event::EdgeId {
+            from: k.from,
+            from_gen: k.from_gen,
+            to: k.to,
+            to_gen: k.to_gen,
+        };
+        let known = model
+            .process(k.tgid)
+            .and_then(|p| p.lock_edges.get(&id))
+            .map(|x| x.gate);
+        if known.is_some_and(|g| g != e.gate) {
+            by.entry(k.tgid).or_default().push((id, e.gate));
+        }
+    }
+    by.into_iter()
+        .map(|(tgid, gates)| Event::EdgeGates {
+            ts_ns: now,
+            tgid,
+            gates,
+        })
+        .collect()
+}
+
+/// `LockProfile` events from the deep tier's per-lock tables (at the end).
+fn profile_events(probes: &Probes) -> Vec<Event> {
+    let (stats, holders) = probes.lock_stats();
+    stats
+        .into_iter()
+        .map(|(k, st)| {
+            let mut top: Vec<(u32, u64, u64)> = holders
+                .iter()
+                .filter(|(h, _)| h.lock == k.lock && h.tgid == k.tgid)
+                .map(|(h, v)| (h.tid, v.count, v.hold_total_ns))
+                .collect();
+            top.sort_by(|a, b| b.2.cmp(&a.2));
+            top.truncate(5);
+            Event::LockProfile {
+                tgid: k.tgid,
+                lock: k.lock,
+                generation: k.gen_,
+                kind: crate::probe::decode::lock_kind(st.kind),
+                profile: crate::event::LockProfile {
+                    acquired: st.acquired,
+                    contended: st.contended,
+                    wait_total_ns: st.wait_total_ns,
+                    wait_max_ns: st.wait_max_ns,
+                    hold_total_ns: st.hold_total_ns,
+                    hold_max_ns: st.hold_max_ns,
+                    hold_hist: st.hold_hist.to_vec(),
+                    top_holders: top,
+                },
+            }
+        })
+        .collect()
 }
 
 /// `PyThreadName` events for Python threads whose name the model lacks.
@@ -659,9 +924,17 @@ fn stack_events(
     found: &[crate::detect::Finding],
     now: u64,
 ) -> Vec<Event> {
+    use crate::detect::FindingKind as K;
     use std::collections::BTreeMap;
     let mut want: BTreeMap<u32, Vec<(u32, crate::symbol::Regs)>> = BTreeMap::new();
-    for f in found {
+    // Findings about the past (inversions, leaks) carry their own evidence.
+    let now_findings = found.iter().filter(|f| {
+        matches!(
+            f.kind,
+            K::Deadlock | K::PiDeadlock | K::OrphanedLock | K::LongWait | K::StuckThread
+        )
+    });
+    for f in now_findings {
         let Some(p) = model.process(f.tgid) else {
             continue;
         };
@@ -678,17 +951,9 @@ fn stack_events(
             if t.stack.as_ref().is_some_and(|s| s.ts_ns >= since) {
                 continue;
             }
-            // Registers from the kernel at the syscall, else /proc (sp 0).
-            let regs = t
-                .wait
-                .as_ref()
-                .filter(|w| w.sp != 0)
-                .map(|w| crate::symbol::Regs {
-                    ip: w.ip,
-                    sp: w.sp,
-                    bp: w.bp,
-                })
-                .unwrap_or_default();
+            // The thread is still in the syscall: /proc has its registers
+            // (sp 0 asks the symbolizer to read them there).
+            let regs = crate::symbol::Regs::default();
             let v = want.entry(f.tgid).or_default();
             if !v.iter().any(|(x, _)| *x == ti.tid) {
                 v.push((ti.tid, regs));

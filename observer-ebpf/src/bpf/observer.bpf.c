@@ -48,6 +48,13 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define CLONE_THREAD_ 0x00010000
 #define SIGNAL_GROUP_EXIT_ 0x00000004
+/* Held-set index the verifier can bound: the barrier stops clang from
+ * reusing an unmasked copy of the index. */
+static __always_inline __u32 HI(__u32 i)
+{
+	asm volatile("" : "+r"(i));
+	return i & (OBS_MAX_HELD - 1);
+}
 #define EAGAIN_ 11
 #define EDEADLK_ 35
 #define EOWNERDEAD_ 130
@@ -56,6 +63,8 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by userspace before load. */
 volatile const __u64 LONG_WAIT_NS = 1000000000ULL;
 volatile const __u8 FOLLOW_FORKS = 0;
+/* Deep tier (--uprobes) is on: futex waits mark the pending lock call contended. */
+volatile const __u8 DEEP = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -101,6 +110,66 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } JOINING SEC(".maps");
+
+/* ---- deep tier maps (empty unless --uprobes) ---- */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct obs_acquire);
+} PENDING SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct obs_held);
+} HELD SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct obs_edge_key);
+	__type(value, struct obs_edge);
+} ORDER SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct obs_lock_key);
+	__type(value, struct obs_lock_stats);
+} LSTATS SEC(".maps");
+
+/* (lock, tgid, gen 0) -> current owner */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct obs_lock_key);
+	__type(value, struct obs_owner);
+} OWNERS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct obs_holder_key);
+	__type(value, struct obs_holder);
+} HOLDERS SEC(".maps");
+
+/* (lock, tgid, gen 0) -> identity generation, bumped by destroy */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct obs_lock_key);
+	__type(value, __u32);
+} GEN SEC(".maps");
+
+/* Per-lock stack buffer for a held-set copy (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct obs_held);
+} HELD_SCRATCH SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -218,6 +287,11 @@ static __always_inline int futex_enter(struct sc_args *a)
 	}
 	if (bpf_map_update_elem(&WAITS, &tid, &w, BPF_ANY))
 		stat_inc(OBS_STAT_WAITS_FULL);
+	if (DEEP) {
+		struct obs_acquire *a = bpf_map_lookup_elem(&PENDING, &tid);
+		if (a)
+			a->flags |= OBS_ACQ_CONTENDED;
+	}
 	return 0;
 }
 
@@ -461,6 +535,45 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 	return 0;
 }
 
+static __always_inline bool owned_by(__u64 lock, __u32 tgid, __u32 tid)
+{
+	struct obs_lock_key k = { .lock = lock, .tgid = tgid };
+	struct obs_owner *o = bpf_map_lookup_elem(&OWNERS, &k);
+	return o && o->tid == tid;
+}
+
+/* Deep tier: report the locks a thread still holds when it exits. */
+static __always_inline void exit_held(__u32 tgid, __u32 tid)
+{
+	bpf_map_delete_elem(&PENDING, &tid);
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (!h)
+		return;
+	struct obs_exit_held *r = NULL;
+	__u32 n = 0;
+	for (int i = 0; i < OBS_MAX_HELD; i++) {
+		if (i >= h->n)
+			break;
+		struct obs_held_lock l = h->locks[HI(i)];
+		if (!owned_by(l.lock, tgid, tid))
+			continue; /* released by another thread meanwhile */
+		if (!r) {
+			r = rec_reserve(sizeof(*r), OBS_REC_EXIT_HELD, tgid, tid);
+			if (!r)
+				break;
+		}
+		if (n < OBS_MAX_HELD)
+			r->locks[HI(n)] = l;
+		n++;
+	}
+	if (r) {
+		r->n = n;
+		r->_pad = 0;
+		rec_submit(r, false);
+	}
+	bpf_map_delete_elem(&HELD, &tid);
+}
+
 /* The exiting task is always current. */
 static __always_inline int task_exit(void)
 {
@@ -469,6 +582,8 @@ static __always_inline int task_exit(void)
 	if (!watched(tgid))
 		return 0;
 	bpf_map_delete_elem(&WAITS, &tid);
+	if (DEEP)
+		exit_held(tgid, tid);
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	/* do_exit() decremented signal->live before the tracepoint */
 	__u32 group_dead = BPF_CORE_READ(t, signal, live.counter) == 0;
@@ -718,4 +833,345 @@ int BPF_KRETPROBE(urp_pthread_tryjoin, long ret)
 	if (ret != 0)
 		return 0;
 	return pthread_rec(OBS_PT_JOIN, pt, 0, 0); /* no call site at return */
+}
+
+/* ------------------------------------------------------------------ */
+/* deep tier: uprobes on lock functions (--uprobes)                    */
+
+static __always_inline __u32 lock_gen(__u64 lock, __u32 tgid)
+{
+	struct obs_lock_key k = { .lock = lock, .tgid = tgid };
+	__u32 *g = bpf_map_lookup_elem(&GEN, &k);
+	return g ? *g : 0;
+}
+
+static __always_inline int acq_entry(struct pt_regs *ctx, __u64 lock, __u32 kind, __u32 flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+	struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
+	if (p) {
+		p->depth++; /* a lock function called inside another (Python -> sem_wait) */
+		return 0;
+	}
+	struct obs_acquire a = {
+		.lock = lock,
+		.start_ns = bpf_ktime_get_ns(),
+		.site = call_site(ctx),
+		.kind = kind,
+		.flags = flags,
+	};
+	bpf_map_update_elem(&PENDING, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline __u32 log2_bucket(__u64 us)
+{
+	__u32 b = 0;
+	for (int i = 0; i < OBS_HOLD_HIST - 1; i++) {
+		if (us < 2)
+			break;
+		us >>= 1;
+		b++;
+	}
+	return b;
+}
+
+static __always_inline struct obs_lock_stats *lstats(__u64 lock, __u32 tgid, __u32 gen, __u32 kind)
+{
+	struct obs_lock_key k = { .lock = lock, .tgid = tgid, .gen = gen };
+	struct obs_lock_stats *s = bpf_map_lookup_elem(&LSTATS, &k);
+	if (s)
+		return s;
+	struct obs_lock_stats *z = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
+	if (!z)
+		return NULL;
+	__builtin_memset(z, 0, sizeof(struct obs_held)); /* scratch is larger than stats */
+	((struct obs_lock_stats *)z)->kind = kind;
+	if (bpf_map_update_elem(&LSTATS, &k, z, BPF_NOEXIST) && !bpf_map_lookup_elem(&LSTATS, &k)) {
+		stat_inc(OBS_STAT_LSTATS_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&LSTATS, &k);
+}
+
+/* The first time an edge is seen, userspace gets its sites and a copy of
+ * the stack (it unwinds it with DWARF later). */
+static __always_inline void edge_record(struct pt_regs *ctx, struct obs_edge_key *k,
+					struct obs_held_lock *from, struct obs_acquire *a, __u64 gate)
+{
+	struct obs_lock_edge *r = rec_reserve(sizeof(*r), OBS_REC_LOCK_EDGE, k->tgid,
+					      (__u32)bpf_get_current_pid_tgid());
+	if (!r)
+		return;
+	r->key = *k;
+	r->from_site = from->site;
+	r->to_site = a->site;
+	r->from_kind = from->kind;
+	r->to_kind = a->kind;
+	/* at return the registers are past the call: keep the call's site as ip */
+	r->ip = a->site;
+	r->sp = PT_REGS_SP(ctx);
+	r->bp = PT_REGS_FP(ctx);
+	r->_pad = 0;
+	r->gate = gate;
+	r->stack_len = 0;
+	if (bpf_probe_read_user(r->stack, OBS_STACK_COPY, (void *)r->sp) == 0)
+		r->stack_len = OBS_STACK_COPY;
+	else if (bpf_probe_read_user(r->stack, 512, (void *)r->sp) == 0)
+		r->stack_len = 512;
+	rec_submit(r, false);
+}
+
+static __always_inline int acq_return(struct pt_regs *ctx, bool ok)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
+	if (!p)
+		return 0;
+	if (p->depth) {
+		p->depth--;
+		return 0;
+	}
+	struct obs_acquire a = *p;
+	bpf_map_delete_elem(&PENDING, &tid);
+	if (!ok)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 gen = lock_gen(a.lock, tgid);
+
+	struct obs_lock_stats *st = lstats(a.lock, tgid, gen, a.kind);
+	if (st) {
+		__u64 wait = now - a.start_ns;
+		__sync_fetch_and_add(&st->acquired, 1);
+		if (a.flags & OBS_ACQ_CONTENDED)
+			__sync_fetch_and_add(&st->contended, 1);
+		__sync_fetch_and_add(&st->wait_total_ns, wait);
+		if (wait > st->wait_max_ns)
+			st->wait_max_ns = wait;
+	}
+
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (!h) {
+		struct obs_held *z = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
+		if (!z)
+			return 0;
+		z->n = 0;
+		bpf_map_update_elem(&HELD, &tid, z, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&HELD, &tid);
+		if (!h)
+			return 0;
+	}
+	__u32 n = h->n;
+	if (n > OBS_MAX_HELD)
+		n = OBS_MAX_HELD;
+	/* recursive relock: no edge, no new owner */
+	for (int i = 0; i < OBS_MAX_HELD; i++) {
+		if (i >= n)
+			break;
+		if (h->locks[HI(i)].lock == a.lock && h->locks[HI(i)].gen == gen && owned_by(a.lock, tgid, tid)) {
+			h->locks[HI(i)].count++;
+			return 0;
+		}
+	}
+	if (!(a.flags & OBS_ACQ_TRY)) {
+		__u64 outer = n > 0 ? h->locks[0].lock : 0;
+		for (int i = 0; i < OBS_MAX_HELD; i++) {
+			if (i >= n)
+				break;
+			struct obs_held_lock from = h->locks[HI(i)];
+			if (!owned_by(from.lock, tgid, tid))
+				continue; /* stale: released by another thread */
+			struct obs_edge_key k = {
+				.from = from.lock, .to = a.lock, .from_gen = from.gen, .to_gen = gen, .tgid = tgid,
+			};
+			__u64 gate = i > 0 ? outer : 0;
+			struct obs_edge *e = bpf_map_lookup_elem(&ORDER, &k);
+			if (e) {
+				__sync_fetch_and_add(&e->count, 1);
+				if (e->gate != gate)
+					e->gate = 0;
+				continue;
+			}
+			struct obs_edge ne = {
+				.count = 1,
+				.gate = gate,
+				.from_read = from.kind == OBS_LK_RWLOCK_READ,
+				.to_read = a.kind == OBS_LK_RWLOCK_READ,
+				.gate_valid = 1,
+			};
+			if (bpf_map_update_elem(&ORDER, &k, &ne, BPF_NOEXIST) == 0)
+				edge_record(ctx, &k, &from, &a, gate);
+			else if (!bpf_map_lookup_elem(&ORDER, &k))
+				stat_inc(OBS_STAT_ORDER_FULL);
+		}
+	}
+	if (n < OBS_MAX_HELD) {
+		struct obs_held_lock l = {
+			.lock = a.lock, .acquired_ns = now, .site = a.site, .gen = gen, .count = 1, .kind = a.kind,
+		};
+		h->locks[HI(n)] = l;
+		h->n = n + 1;
+	} else {
+		stat_inc(OBS_STAT_HELD_FULL);
+	}
+	struct obs_lock_key ok_ = { .lock = a.lock, .tgid = tgid };
+	struct obs_owner o = { .acquired_ns = now, .site = a.site, .tid = tid, .kind = a.kind };
+	bpf_map_update_elem(&OWNERS, &ok_, &o, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int rel_entry(__u64 lock)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+	if (bpf_map_lookup_elem(&PENDING, &tid))
+		return 0; /* inside another lock call (Python release -> sem_post) */
+	__u64 now = bpf_ktime_get_ns();
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (h) {
+		__u32 n = h->n;
+		if (n > OBS_MAX_HELD)
+			n = OBS_MAX_HELD;
+		/* most recent first */
+		for (int j = OBS_MAX_HELD - 1; j >= 0; j--) {
+			if (j >= n || h->locks[HI(j)].lock != lock)
+				continue;
+			if (h->locks[HI(j)].count > 1) {
+				h->locks[HI(j)].count--;
+				return 0;
+			}
+			for (int k = 0; k < OBS_MAX_HELD - 1; k++) {
+				if (k < j || k + 1 >= n)
+					continue;
+				h->locks[HI(k)] = h->locks[HI(k + 1)];
+			}
+			h->n = n - 1;
+			break;
+		}
+	}
+	struct obs_lock_key ok_ = { .lock = lock, .tgid = tgid };
+	struct obs_owner *o = bpf_map_lookup_elem(&OWNERS, &ok_);
+	if (!o)
+		return 0; /* never seen acquired (a semaphore used as a signal) */
+	__u64 hold = now - o->acquired_ns;
+	__u32 gen = lock_gen(lock, tgid);
+	struct obs_lock_key sk = { .lock = lock, .tgid = tgid, .gen = gen };
+	struct obs_lock_stats *st = bpf_map_lookup_elem(&LSTATS, &sk);
+	if (st) {
+		__sync_fetch_and_add(&st->hold_total_ns, hold);
+		if (hold > st->hold_max_ns)
+			st->hold_max_ns = hold;
+		__u32 b = log2_bucket(hold / 1000);
+		if (b < OBS_HOLD_HIST)
+			__sync_fetch_and_add(&st->hold_hist[b], 1);
+	}
+	struct obs_holder_key hk = { .lock = lock, .tgid = tgid, .tid = o->tid };
+	struct obs_holder *ho = bpf_map_lookup_elem(&HOLDERS, &hk);
+	if (ho) {
+		__sync_fetch_and_add(&ho->count, 1);
+		__sync_fetch_and_add(&ho->hold_total_ns, hold);
+	} else {
+		struct obs_holder nh = { .count = 1, .hold_total_ns = hold };
+		bpf_map_update_elem(&HOLDERS, &hk, &nh, BPF_NOEXIST);
+	}
+	bpf_map_delete_elem(&OWNERS, &ok_);
+	return 0;
+}
+
+#define ACQ(name, kind, flags)                                   \
+	SEC("uprobe")                                            \
+	int BPF_KPROBE(name, void *lock)                         \
+	{                                                        \
+		return acq_entry(ctx, (__u64)lock, kind, flags); \
+	}
+
+ACQ(up_mutex_lock, OBS_LK_MUTEX, 0)
+ACQ(up_mutex_trylock, OBS_LK_MUTEX, OBS_ACQ_TRY)
+ACQ(up_rw_rdlock, OBS_LK_RWLOCK_READ, 0)
+ACQ(up_rw_tryrdlock, OBS_LK_RWLOCK_READ, OBS_ACQ_TRY)
+ACQ(up_rw_wrlock, OBS_LK_RWLOCK_WRITE, 0)
+ACQ(up_rw_trywrlock, OBS_LK_RWLOCK_WRITE, OBS_ACQ_TRY)
+ACQ(up_sem_wait, OBS_LK_SEM, 0)
+ACQ(up_sem_trywait, OBS_LK_SEM, OBS_ACQ_TRY)
+
+/* pthread_mutex_*lock, rwlock, sem: 0 is success; a robust mutex whose
+ * owner died is acquired too (EOWNERDEAD). */
+SEC("uretprobe")
+int BPF_KRETPROBE(urp_lock_ret0, long ret)
+{
+	return acq_return(ctx, ret == 0 || ret == EOWNERDEAD_);
+}
+
+/* pthread_cond_*wait(cond, mutex) releases the mutex and takes it again. */
+SEC("uprobe")
+int BPF_KPROBE(up_cond_wait, void *cond, void *mutex)
+{
+	rel_entry((__u64)mutex);
+	return acq_entry(ctx, (__u64)mutex, OBS_LK_MUTEX, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(urp_cond_wait, long ret)
+{
+	return acq_return(ctx, true); /* the mutex is held again, even on timeout */
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_unlock, void *lock)
+{
+	return rel_entry((__u64)lock);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_destroy, void *lock)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!watched(tgid))
+		return 0;
+	struct obs_lock_key k = { .lock = (__u64)lock, .tgid = tgid };
+	__u32 *g = bpf_map_lookup_elem(&GEN, &k);
+	__u32 next = g ? *g + 1 : 1;
+	bpf_map_update_elem(&GEN, &k, &next, BPF_ANY);
+	bpf_map_delete_elem(&OWNERS, &k);
+	return 0;
+}
+
+/* CPython: PyThread_acquire_lock_timed(lock, microseconds, intr_flag);
+ * a zero timeout is a trylock. Returns PY_LOCK_ACQUIRED (1) on success. */
+SEC("uprobe")
+int BPF_KPROBE(up_py_acquire, void *lock, long long us)
+{
+	return acq_entry(ctx, (__u64)lock, OBS_LK_PYLOCK, us == 0 ? OBS_ACQ_TRY : 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(urp_py_acquire, int ret)
+{
+	return acq_return(ctx, ret == 1);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_py_release, void *lock)
+{
+	return rel_entry((__u64)lock);
+}
+
+/* Bare programs on the same probes: the benchmark's baseline. */
+SEC("uprobe")
+int up_bare(void *ctx)
+{
+	return 0;
+}
+
+SEC("uretprobe")
+int urp_bare(void *ctx)
+{
+	return 0;
 }

@@ -48,7 +48,11 @@ enum obs_rec_kind {
 	OBS_REC_EXEC = 4,
 	OBS_REC_WAIT_DONE = 5,
 	OBS_REC_PTHREAD = 6,
+	OBS_REC_LOCK_EDGE = 7,     /* deep tier: a lock-order edge seen for the first time */
+	OBS_REC_EXIT_HELD = 8,     /* deep tier: a thread exited holding locks */
 };
+
+
 
 /* obs_pthread.op: a libc thread call seen by a uprobe. */
 enum obs_pthread_op {
@@ -72,7 +76,10 @@ enum obs_stat {
 	OBS_STAT_WATCH_FULL = 3,   /* watch set full: a forked child not followed */
 	OBS_STAT_RECORDS = 4,      /* records submitted */
 	OBS_STAT_CREATING_FULL = 5, /* pthread_create in flight table full */
-	OBS_STAT_MAX = 6,
+	OBS_STAT_HELD_FULL = 6,    /* more locks held than OBS_MAX_HELD */
+	OBS_STAT_ORDER_FULL = 7,   /* lock-order table full: an edge not tracked */
+	OBS_STAT_LSTATS_FULL = 8,  /* per-lock statistics table full */
+	OBS_STAT_MAX = 9,
 };
 
 /* Value of WAITS (key: __u32 tid): the wait a thread is in right now. */
@@ -180,6 +187,141 @@ struct obs_wait_done {
 	struct obs_wait wait;
 	__s64 ret;
 	__u64 end_ns;
+};
+
+/* Deep tier (uprobes on lock functions). */
+
+/* What kind of lock an acquire/release is about. */
+enum obs_lock_kind {
+	OBS_LK_MUTEX = 1,
+	OBS_LK_RWLOCK_READ = 2,
+	OBS_LK_RWLOCK_WRITE = 3,
+	OBS_LK_SEM = 4,
+	OBS_LK_PYLOCK = 5,  /* CPython PyThread_type_lock (3.11/3.12: a sem_t) */
+};
+
+/* obs_acquire.flags */
+#define OBS_ACQ_TRY 1        /* trylock: adds no edge into the tried lock */
+#define OBS_ACQ_CONTENDED 2  /* the thread entered a futex wait during the call */
+
+/* Value of PENDING (key: tid): a lock call between entry and return. */
+struct obs_acquire {
+	__u64 lock;
+	__u64 start_ns;
+	__u64 site;       /* return address of the lock call */
+	__u32 kind;       /* enum obs_lock_kind */
+	__u32 flags;      /* OBS_ACQ_* */
+	__u32 depth;      /* nested lock calls inside this one (Python -> sem_wait) */
+	__u32 _pad;
+};
+
+/* Why 16: lockdep allows 48, but real code nests a handful of locks; 16
+ * keeps the per-thread value small and the verifier's loops short.
+ * Deeper nesting is counted in OBS_STAT_HELD_FULL. */
+#define OBS_MAX_HELD 16
+
+struct obs_held_lock {
+	__u64 lock;
+	__u64 acquired_ns;
+	__u64 site;
+	__u32 gen;        /* identity generation: bumped by destroy */
+	__u16 count;      /* recursive acquisitions */
+	__u8 kind;
+	__u8 _pad;
+};
+
+/* Value of HELD (key: tid). */
+struct obs_held {
+	__u32 n;
+	__u32 _pad;
+	struct obs_held_lock locks[OBS_MAX_HELD];
+};
+
+/* Key of ORDER: lock `from` was held when `to` was acquired. */
+struct obs_edge_key {
+	__u64 from;
+	__u64 to;
+	__u32 from_gen;
+	__u32 to_gen;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct obs_edge {
+	__u64 count;
+	/* The outermost lock held at every observation of the edge (0: none):
+	 * a cycle whose edges all share one gate cannot deadlock. */
+	__u64 gate;
+	__u8 from_read;
+	__u8 to_read;
+	__u8 gate_valid;  /* gate has been set once */
+	__u8 _pad[5];
+};
+
+/* Key and value of LSTATS: per-lock statistics (deep tier). */
+struct obs_lock_key {
+	__u64 lock;
+	__u32 tgid;
+	__u32 gen;
+};
+
+#define OBS_HOLD_HIST 24     /* log2 buckets of hold time in microseconds */
+
+struct obs_lock_stats {
+	__u64 acquired;
+	__u64 contended;
+	__u64 wait_total_ns;
+	__u64 wait_max_ns;
+	__u64 hold_total_ns;
+	__u64 hold_max_ns;
+	__u64 hold_hist[OBS_HOLD_HIST];
+	__u32 kind;
+	__u32 _pad;
+};
+
+/* Key of OWNERS: who holds a lock now (any thread may release a semaphore). */
+struct obs_owner {
+	__u64 acquired_ns;
+	__u64 site;
+	__u32 tid;
+	__u32 kind;
+};
+
+#define OBS_STACK_COPY 2048
+
+struct obs_lock_edge {
+	struct obs_hdr hdr;
+	struct obs_edge_key key;
+	__u64 from_site;  /* where `from` was acquired */
+	__u64 to_site;    /* where `to` was acquired (this call) */
+	__u64 ip;         /* user registers at the lock call's entry */
+	__u64 sp;
+	__u64 bp;
+	__u32 from_kind;
+	__u32 to_kind;
+	__u32 stack_len;  /* bytes valid in stack[] (copied from sp) */
+	__u32 _pad;
+	__u64 gate;       /* the edge's gate at first sight (see obs_edge) */
+	__u8 stack[OBS_STACK_COPY];
+};
+
+/* Key/value of HOLDERS: hold time per (lock, thread), for "top holders". */
+struct obs_holder_key {
+	__u64 lock;
+	__u32 tgid;
+	__u32 tid;
+};
+
+struct obs_holder {
+	__u64 count;
+	__u64 hold_total_ns;
+};
+
+struct obs_exit_held {
+	struct obs_hdr hdr;
+	__u32 n;
+	__u32 _pad;
+	struct obs_held_lock locks[OBS_MAX_HELD];
 };
 
 #endif /* OBSERVER_H */

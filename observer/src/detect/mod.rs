@@ -2,6 +2,8 @@
 //! its wait-for graph (pure: no root, replayable) and say what is wrong.
 
 mod deadlock;
+mod exit_holding_lock;
+mod lock_order;
 mod long_wait;
 mod orphaned_lock;
 mod pi_deadlock;
@@ -31,6 +33,8 @@ pub enum FindingKind {
     UnjoinedThread,
     ThreadLeak,
     ThreadChurn,
+    LockOrderInversion,
+    ExitHoldingLock,
 }
 
 impl FindingKind {
@@ -80,6 +84,14 @@ pub struct Edge {
     pub waiter_tid: Tid,
     pub holder_tid: Tid,
     pub lock: LockInfo,
+    /// Lock-order inversions: the lock held when `lock` was taken, where,
+    /// and the stack it was first seen with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<LockInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<crate::symbol::Frame>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -191,6 +203,9 @@ impl Ctx<'_> {
             waiter_tid: w.tid,
             holder_tid: holder,
             lock: self.lock(w.target.kind, w.target.lock),
+            held: None,
+            site: None,
+            frames: Vec::new(),
         }
     }
 }
@@ -259,6 +274,8 @@ impl Engine {
                 Box::new(thread_leak::ThreadLeak),
                 Box::new(thread_churn::ThreadChurn),
                 Box::new(unjoined_thread::UnjoinedThread),
+                Box::new(lock_order::LockOrder),
+                Box::new(exit_holding_lock::ExitHoldingLock),
             ],
             reported: HashSet::new(),
             covered: HashSet::new(),

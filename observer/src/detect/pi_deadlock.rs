@@ -40,6 +40,9 @@ impl Detector for PiDeadlock {
                     waiter_tid: *tid,
                     holder_tid: owner,
                     lock,
+                    held: None,
+                    site: None,
+                    frames: Vec::new(),
                 });
                 // The owner's own wait chain leads back to `tid`.
                 for w in cx.graph.chain(owner) {

@@ -47,6 +47,8 @@ pub enum LockKind {
     Join,
     Condvar,
     Semaphore,
+    /// A CPython `threading.Lock` (a semaphore underneath; owner from the deep tier).
+    PyLock,
     /// A futex lock that records no owner (e.g. Rust's std Mutex).
     Lock,
     Unknown,
@@ -62,6 +64,7 @@ impl LockKind {
             LockKind::Join => "join",
             LockKind::Condvar => "condvar",
             LockKind::Semaphore => "semaphore",
+            LockKind::PyLock => "Python lock",
             LockKind::Lock => "futex lock",
             LockKind::Unknown => "futex",
         }
@@ -71,7 +74,11 @@ impl LockKind {
     pub fn has_owner(self) -> bool {
         matches!(
             self,
-            LockKind::Mutex | LockKind::RobustMutex | LockKind::PiMutex | LockKind::Rwlock
+            LockKind::Mutex
+                | LockKind::RobustMutex
+                | LockKind::PiMutex
+                | LockKind::Rwlock
+                | LockKind::PyLock
         )
     }
 }
@@ -135,6 +142,39 @@ fn sane_mutex_kind(kind: u32) -> bool {
 }
 
 pub fn classify(w: &Wait, p: &Process) -> Target {
+    with_deep_owner(classify_futex(w, p), w, p)
+}
+
+/// Owner-less primitives get their holder from the deep tier's uprobes,
+/// when they are on: a semaphore or Python lock acquired and not released.
+fn with_deep_owner(mut t: Target, w: &Wait, p: &Process) -> Target {
+    if t.holder != Holder::Unknown
+        || !matches!(
+            t.kind,
+            LockKind::Semaphore | LockKind::Lock | LockKind::Unknown
+        )
+    {
+        return t;
+    }
+    let key = if p.lock_owners.contains_key(&t.lock) {
+        t.lock
+    } else {
+        w.uaddr
+    };
+    if let Some(&(owner, kind)) = p.lock_owners.get(&key) {
+        t.lock = key;
+        t.holder = holder_of(p, owner).unwrap_or(Holder::Unknown);
+        t.kind = match kind {
+            crate::event::AcqKind::PyLock => LockKind::PyLock,
+            crate::event::AcqKind::Semaphore => LockKind::Semaphore,
+            crate::event::AcqKind::Mutex => LockKind::Mutex,
+            _ => t.kind,
+        };
+    }
+    t
+}
+
+fn classify_futex(w: &Wait, p: &Process) -> Target {
     let cmd = futex::cmd(w.op);
     let u = w.uaddr;
     match cmd {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::event::{Drops, Event, PthreadOp, Tid, Wait};
+use crate::event::{AcqKind, Drops, EdgeId, Event, HeldLock, LockProfile, PthreadOp, Tid, Wait};
 
 /// One thread, from creation (or first sight) to exit.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -46,6 +46,20 @@ pub struct Thread {
     pub stack: Option<StackSnap>,
     /// Its CPython `threading` name, if any.
     pub py_name: Option<String>,
+}
+
+/// A lock-order edge as first seen (deep tier).
+#[derive(Clone, Debug, Serialize)]
+pub struct LockEdgeInfo {
+    pub first_ns: u64,
+    pub tid: Tid,
+    pub from_kind: AcqKind,
+    pub to_kind: AcqKind,
+    pub from_site: u64,
+    pub to_site: u64,
+    pub frames: Vec<crate::symbol::Frame>,
+    /// The outermost lock held at every observation (0: none).
+    pub gate: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -126,6 +140,12 @@ pub struct Process {
     live: HashMap<Tid, usize>,
     pub locks: BTreeMap<u64, LockStat>,
     pub long_waits: Vec<LongWait>,
+    /// Deep tier: lock-order edges, current lock owners, locks held at
+    /// thread exit, per-lock profiles.
+    pub lock_edges: BTreeMap<EdgeId, LockEdgeInfo>,
+    pub lock_owners: HashMap<u64, (Tid, AcqKind)>,
+    pub exit_held: Vec<(Tid, u64, Vec<HeldLock>)>,
+    pub lock_profiles: BTreeMap<(u64, u32), (AcqKind, LockProfile)>,
     /// PI lock attempts the kernel refused with EDEADLK: (tid, wait, when).
     pub pi_edeadlk: Vec<(Tid, Wait, u64)>,
 }
@@ -522,6 +542,73 @@ impl Model {
                     t.py_name = Some(name.clone());
                     t.names.push((*ts_ns, name.clone()));
                 }
+            }
+            Event::LockEdge {
+                ts_ns,
+                tgid,
+                tid,
+                edge,
+                from_kind,
+                to_kind,
+                from_site,
+                to_site,
+                gate,
+                frames,
+                ..
+            } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                p.lock_edges.entry(*edge).or_insert(LockEdgeInfo {
+                    first_ns: *ts_ns,
+                    tid: *tid,
+                    from_kind: *from_kind,
+                    to_kind: *to_kind,
+                    from_site: *from_site,
+                    to_site: *to_site,
+                    frames: frames.clone(),
+                    gate: *gate,
+                });
+            }
+            Event::EdgeGates { ts_ns, tgid, gates } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                for (e, g) in gates {
+                    if let Some(x) = p.lock_edges.get_mut(e) {
+                        x.gate = *g;
+                    }
+                }
+            }
+            Event::LockOwner {
+                ts_ns,
+                tgid,
+                lock,
+                owner,
+                kind,
+            } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                match owner {
+                    Some(t) => p.lock_owners.insert(*lock, (*t, *kind)),
+                    None => p.lock_owners.remove(lock),
+                };
+            }
+            Event::ExitHeld {
+                ts_ns,
+                tgid,
+                tid,
+                locks,
+            } => {
+                self.proc_mut(*tgid, *ts_ns)
+                    .exit_held
+                    .push((*tid, *ts_ns, locks.clone()));
+            }
+            Event::LockProfile {
+                tgid,
+                lock,
+                generation,
+                kind,
+                profile,
+            } => {
+                self.proc_mut(*tgid, 0)
+                    .lock_profiles
+                    .insert((*lock, *generation), (*kind, profile.clone()));
             }
             Event::CodeSymbol { tgid, addr, name } => {
                 self.code_symbols.insert((*tgid, *addr), name.clone());

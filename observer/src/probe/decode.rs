@@ -2,9 +2,10 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_agg, obs_agg_key, obs_exec, obs_hdr, obs_pthread,
-    obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new, obs_task_rename, obs_wait,
-    obs_wait_done,
+    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_exec,
+    obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_lock_edge, obs_lock_key,
+    obs_lock_stats, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_task_exit,
+    obs_task_new, obs_task_rename, obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -23,6 +24,13 @@ pub enum DecodeError {
 unsafe impl aya::Pod for Pod<obs_wait> {}
 unsafe impl aya::Pod for Pod<obs_agg_key> {}
 unsafe impl aya::Pod for Pod<obs_agg> {}
+unsafe impl aya::Pod for Pod<obs_lock_key> {}
+unsafe impl aya::Pod for Pod<obs_owner> {}
+unsafe impl aya::Pod for Pod<obs_edge_key> {}
+unsafe impl aya::Pod for Pod<obs_edge> {}
+unsafe impl aya::Pod for Pod<obs_lock_stats> {}
+unsafe impl aya::Pod for Pod<obs_holder_key> {}
+unsafe impl aya::Pod for Pod<obs_holder> {}
 
 /// Wrapper that lets aya maps hold the generated types (the orphan rule
 /// forbids implementing aya's trait on them directly).
@@ -73,6 +81,19 @@ pub fn wait_from_raw(w: &obs_wait, origin: WaitOrigin) -> Wait {
         words_addr: if words.is_empty() { 0 } else { w.words_addr },
         words,
         origin,
+    }
+}
+
+pub fn lock_kind(k: u32) -> crate::event::AcqKind {
+    use crate::event::AcqKind::*;
+    use observer_ebpf::bindings::obs_lock_kind as K;
+    match k {
+        x if x == K::OBS_LK_MUTEX as u32 => Mutex,
+        x if x == K::OBS_LK_RWLOCK_READ as u32 => RwRead,
+        x if x == K::OBS_LK_RWLOCK_WRITE as u32 => RwWrite,
+        x if x == K::OBS_LK_SEM as u32 => Semaphore,
+        x if x == K::OBS_LK_PYLOCK as u32 => PyLock,
+        _ => Unknown,
     }
 }
 
@@ -154,6 +175,47 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                 op,
                 pthread: r.pthread,
                 site: r.site,
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_LOCK_EDGE as u32 => {
+            let r: obs_lock_edge = read(b, k)?;
+            let len = (r.stack_len as usize).min(r.stack.len());
+            Event::LockEdge {
+                ts_ns,
+                tgid,
+                tid,
+                edge: crate::event::EdgeId {
+                    from: r.key.from,
+                    from_gen: r.key.from_gen,
+                    to: r.key.to,
+                    to_gen: r.key.to_gen,
+                },
+                from_kind: lock_kind(r.from_kind),
+                to_kind: lock_kind(r.to_kind),
+                from_site: r.from_site,
+                to_site: r.to_site,
+                gate: r.gate,
+                regs: [r.ip, r.sp, r.bp],
+                stack: r.stack[..len].to_vec(),
+                frames: Vec::new(),
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_EXIT_HELD as u32 => {
+            let r: obs_exit_held = read(b, k)?;
+            let n = (r.n as usize).min(r.locks.len());
+            Event::ExitHeld {
+                ts_ns,
+                tgid,
+                tid,
+                locks: r.locks[..n]
+                    .iter()
+                    .map(|l| crate::event::HeldLock {
+                        lock: l.lock,
+                        kind: lock_kind(l.kind as u32),
+                        acquired_ns: l.acquired_ns,
+                        site: l.site,
+                    })
+                    .collect(),
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -14,7 +14,10 @@ use aya::{
         uprobe::UProbeScope,
     },
 };
-use observer_ebpf::bindings::{obs_agg, obs_agg_key, obs_stat, obs_wait};
+use observer_ebpf::bindings::{
+    obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_holder, obs_holder_key, obs_lock_key,
+    obs_lock_stats, obs_owner, obs_stat, obs_wait,
+};
 
 use crate::event::Drops;
 use decode::Pod;
@@ -240,6 +243,8 @@ pub struct ProbeConfig {
     pub long_wait_ns: u64,
     pub follow_forks: bool,
     pub ringbuf_bytes: u32,
+    /// Deep tier (--uprobes): futex waits mark pending lock calls contended.
+    pub deep: bool,
 }
 
 impl Default for ProbeConfig {
@@ -248,6 +253,7 @@ impl Default for ProbeConfig {
             long_wait_ns: 5_000_000_000,
             follow_forks: false,
             ringbuf_bytes: 4 << 20,
+            deep: false,
         }
     }
 }
@@ -301,6 +307,97 @@ const THREAD_UPROBES: &[(&str, &str)] = &[
     ("urp_pthread_tryjoin", "pthread_timedjoin_np"),
     ("up_pthread_tryjoin", "pthread_clockjoin_np"),
     ("urp_pthread_tryjoin", "pthread_clockjoin_np"),
+];
+
+/// Deep tier (--uprobes): libc lock functions. (entry program, return
+/// program, symbol)
+const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
+    ("up_mutex_lock", Some("urp_lock_ret0"), "pthread_mutex_lock"),
+    (
+        "up_mutex_lock",
+        Some("urp_lock_ret0"),
+        "pthread_mutex_timedlock",
+    ),
+    (
+        "up_mutex_lock",
+        Some("urp_lock_ret0"),
+        "pthread_mutex_clocklock",
+    ),
+    (
+        "up_mutex_trylock",
+        Some("urp_lock_ret0"),
+        "pthread_mutex_trylock",
+    ),
+    ("up_unlock", None, "pthread_mutex_unlock"),
+    ("up_destroy", None, "pthread_mutex_destroy"),
+    (
+        "up_rw_rdlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_rdlock",
+    ),
+    (
+        "up_rw_rdlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_timedrdlock",
+    ),
+    (
+        "up_rw_rdlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_clockrdlock",
+    ),
+    (
+        "up_rw_tryrdlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_tryrdlock",
+    ),
+    (
+        "up_rw_wrlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_wrlock",
+    ),
+    (
+        "up_rw_wrlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_timedwrlock",
+    ),
+    (
+        "up_rw_wrlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_clockwrlock",
+    ),
+    (
+        "up_rw_trywrlock",
+        Some("urp_lock_ret0"),
+        "pthread_rwlock_trywrlock",
+    ),
+    ("up_unlock", None, "pthread_rwlock_unlock"),
+    ("up_destroy", None, "pthread_rwlock_destroy"),
+    ("up_sem_wait", Some("urp_lock_ret0"), "sem_wait"),
+    ("up_sem_wait", Some("urp_lock_ret0"), "sem_timedwait"),
+    ("up_sem_wait", Some("urp_lock_ret0"), "sem_clockwait"),
+    ("up_sem_trywait", Some("urp_lock_ret0"), "sem_trywait"),
+    ("up_unlock", None, "sem_post"),
+    ("up_cond_wait", Some("urp_cond_wait"), "pthread_cond_wait"),
+    (
+        "up_cond_wait",
+        Some("urp_cond_wait"),
+        "pthread_cond_timedwait",
+    ),
+    (
+        "up_cond_wait",
+        Some("urp_cond_wait"),
+        "pthread_cond_clockwait",
+    ),
+];
+
+/// Deep tier: CPython's lock functions (3.11, 3.12: PyThread locks are sem_t).
+const PY_UPROBES: &[(&str, Option<&str>, &str)] = &[
+    (
+        "up_py_acquire",
+        Some("urp_py_acquire"),
+        "PyThread_acquire_lock_timed",
+    ),
+    ("up_py_release", None, "PyThread_release_lock"),
 ];
 
 /// What attaching uprobes to one library of one process gave.
@@ -392,6 +489,7 @@ impl Probes {
             .btf(Some(&btf))
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
             .override_global("FOLLOW_FORKS", &follow, true)
+            .override_global("DEEP", &u8::from(cfg.deep), true)
             .map_max_entries("EVENTS", ring)
             .load(observer_ebpf::OBSERVER_OBJ)
             .map_err(|e| ProbeError::Load(short(&e)))?;
@@ -567,6 +665,129 @@ impl Probes {
         Some(used)
     }
 
+    /// Attaches the deep-tier lock uprobes (libc or libpython set) to `lib`
+    /// for `pid`; `bare` attaches do-nothing programs instead (benchmarks).
+    pub fn attach_lock_uprobes(
+        &mut self,
+        pid: u32,
+        lib: &Path,
+        python: bool,
+        bare: bool,
+    ) -> Option<UprobeUse> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(lib).ok()?;
+        // key space apart from the thread uprobes: python/libc sets differ
+        let tag = if python { 1u64 << 62 } else { 1u64 << 63 };
+        if !self.uprobed.insert((pid, md.dev() | tag, md.ino())) {
+            return None;
+        }
+        let table = if python { PY_UPROBES } else { LOCK_UPROBES };
+        let mut used = UprobeUse::default();
+        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
+        for &(entry, ret, sym) in table {
+            let progs: Vec<&'static str> = if bare {
+                std::iter::once("up_bare")
+                    .chain(ret.map(|_| "urp_bare"))
+                    .collect()
+            } else {
+                std::iter::once(entry).chain(ret).collect()
+            };
+            let mut r = Ok(());
+            for prog in progs {
+                r = r.and_then(|_| self.attach_uprobe(prog, sym, lib, scope));
+            }
+            match r {
+                Ok(()) => used.attached.push(sym),
+                Err(e) => used.missing.push((sym, short(&e))),
+            }
+        }
+        Some(used)
+    }
+
+    fn attach_uprobe(
+        &mut self,
+        prog: &'static str,
+        sym: &str,
+        lib: &Path,
+        scope: UProbeScope,
+    ) -> Result<(), ProgramError> {
+        let p: &mut UProbe = self
+            .bpf
+            .program_mut(prog)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        if !self.loaded.contains(prog) {
+            if let Err(e) = p.load() {
+                if let ProgramError::LoadError { verifier_log, .. } = &e {
+                    tracing::debug!("verifier log of {prog}:\n{verifier_log}");
+                }
+                return Err(e);
+            }
+            self.loaded.insert(prog);
+        }
+        p.attach(sym, lib, scope)?;
+        Ok(())
+    }
+
+    /// Current owners of locks (deep tier): (tgid, lock) -> owner.
+    pub fn lock_owner(&self, tgid: u32, lock: u64) -> Option<obs_owner> {
+        let m =
+            BpfHashMap::<_, Pod<obs_lock_key>, Pod<obs_owner>>::try_from(self.bpf.map("OWNERS")?)
+                .ok()?;
+        let k = obs_lock_key {
+            lock,
+            tgid,
+            gen_: 0,
+        };
+        m.get(&Pod(k), 0).ok().map(|v| v.0)
+    }
+
+    /// The lock-order edge table (deep tier).
+    pub fn lock_edges(&self) -> Vec<(obs_edge_key, obs_edge)> {
+        let Some(m) = self.bpf.map("ORDER") else {
+            return Vec::new();
+        };
+        let Ok(m) = BpfHashMap::<_, Pod<obs_edge_key>, Pod<obs_edge>>::try_from(m) else {
+            return Vec::new();
+        };
+        m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.0, v.0))
+            .collect()
+    }
+
+    /// Per-lock statistics and per-holder hold times (deep tier).
+    pub fn lock_stats(
+        &self,
+    ) -> (
+        Vec<(obs_lock_key, obs_lock_stats)>,
+        Vec<(obs_holder_key, obs_holder)>,
+    ) {
+        let stats = self
+            .bpf
+            .map("LSTATS")
+            .and_then(|m| BpfHashMap::<_, Pod<obs_lock_key>, Pod<obs_lock_stats>>::try_from(m).ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(Result::ok)
+                    .map(|(k, v)| (k.0, v.0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let holders = self
+            .bpf
+            .map("HOLDERS")
+            .and_then(|m| BpfHashMap::<_, Pod<obs_holder_key>, Pod<obs_holder>>::try_from(m).ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(Result::ok)
+                    .map(|(k, v)| (k.0, v.0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (stats, holders)
+    }
+
     /// Starts observing process `tgid` (checked first by every program).
     pub fn watch(&mut self, tgid: u32) -> Result<(), ProbeError> {
         let mut m: BpfHashMap<_, u32, u8> =
@@ -635,6 +856,9 @@ impl Probes {
             aggregate_full: get(obs_stat::OBS_STAT_AGG_FULL),
             watch_full: get(obs_stat::OBS_STAT_WATCH_FULL),
             records: get(obs_stat::OBS_STAT_RECORDS),
+            held_full: get(obs_stat::OBS_STAT_HELD_FULL),
+            order_full: get(obs_stat::OBS_STAT_ORDER_FULL),
+            lock_stats_full: get(obs_stat::OBS_STAT_LSTATS_FULL),
             creating_full: get(obs_stat::OBS_STAT_CREATING_FULL),
         }
     }

@@ -41,8 +41,42 @@ pub fn finding(f: &Finding) -> String {
         FindingKind::UnjoinedThread => writeln!(s, "Threads never joined in process {}:", f.tgid),
         FindingKind::ThreadLeak => writeln!(s, "Thread leak in process {}:", f.tgid),
         FindingKind::ThreadChurn => writeln!(s, "Thread churn in process {}:", f.tgid),
+        FindingKind::LockOrderInversion => writeln!(
+            s,
+            "Lock-order inversion (potential deadlock) in process {}:",
+            f.tgid
+        ),
+        FindingKind::ExitHoldingLock => {
+            writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
+        }
     };
     let _ = writeln!(s, "  {}", f.summary);
+    if f.kind == FindingKind::LockOrderInversion {
+        for e in &f.cycle {
+            let held = e.held.as_ref().map(lock).unwrap_or_default();
+            let name = f
+                .threads
+                .iter()
+                .find(|t| t.tid == e.waiter_tid)
+                .map(|t| escape(&t.name))
+                .unwrap_or_default();
+            let site = e
+                .site
+                .as_ref()
+                .map(|x| format!(" at {}", escape(x)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {held} -> {}: taken by thread {} \"{name}\"{site}",
+                lock(&e.lock),
+                e.waiter_tid
+            );
+            for fr in e.frames.iter().take(FRAMES_SHOWN) {
+                let _ = writeln!(s, "        {}", frame_line(fr));
+            }
+        }
+        return s;
+    }
     if !f.cycle.is_empty() {
         for e in &f.cycle {
             let w = f.threads.iter().find(|t| t.tid == e.waiter_tid);

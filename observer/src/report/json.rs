@@ -22,6 +22,21 @@ pub struct Report<'a> {
     pub drops: Drops,
     pub hooks: &'a [HookUse],
     pub findings: &'a [Finding],
+    /// Deep tier (--uprobes): per-lock statistics, by total hold time.
+    pub locks: Vec<LockOut>,
+}
+
+#[derive(Serialize)]
+pub struct LockOut {
+    pub tgid: u32,
+    pub addr: u64,
+    pub addr_hex: String,
+    /// Identity generation: bumped when the lock is destroyed and re-initialised.
+    pub generation: u32,
+    pub symbol: Option<String>,
+    pub kind: crate::event::AcqKind,
+    #[serde(flatten)]
+    pub profile: crate::event::LockProfile,
 }
 
 #[derive(Serialize)]
@@ -82,8 +97,20 @@ pub fn build<'a>(
         drops: model.drops,
         hooks,
         findings,
+        locks: Vec::new(),
     };
     for p in model.processes.values() {
+        for ((addr, generation), (kind, profile)) in &p.lock_profiles {
+            r.locks.push(LockOut {
+                tgid: p.tgid,
+                addr: *addr,
+                addr_hex: format!("{addr:#x}"),
+                generation: *generation,
+                symbol: model.symbols.get(&(p.tgid, *addr)).cloned(),
+                kind: *kind,
+                profile: profile.clone(),
+            });
+        }
         r.processes.push(ProcessOut {
             tgid: p.tgid,
             cmdline: p.cmdline.clone(),
@@ -136,5 +163,7 @@ pub fn build<'a>(
             });
         }
     }
+    r.locks
+        .sort_by(|a, b| b.profile.hold_total_ns.cmp(&a.profile.hold_total_ns));
     r
 }

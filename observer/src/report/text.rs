@@ -128,6 +128,63 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         }
     }
 
+    if !p.lock_profiles.is_empty() {
+        let mut prof: Vec<_> = p.lock_profiles.iter().collect();
+        prof.sort_by(|a, b| b.1.1.hold_total_ns.cmp(&a.1.1.hold_total_ns));
+        let name = |a: u64| {
+            model
+                .symbols
+                .get(&(p.tgid, a))
+                .map(|x| escape(x))
+                .unwrap_or_else(|| format!("{a:#x}"))
+        };
+        let w = prof
+            .iter()
+            .take(TOP_LOCKS)
+            .map(|((a, _), _)| name(*a).chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(8, 40);
+        let _ = writeln!(
+            s,
+            "\nLOCKS (--uprobes): top {} of {} by total hold time",
+            prof.len().min(TOP_LOCKS),
+            prof.len()
+        );
+        let _ = writeln!(
+            s,
+            "  {:<w$}  {:<9}  {:>8}  {:>9}  {:>10}  {:>10}  {:>10}  TOP HOLDER",
+            "LOCK", "KIND", "ACQUIRED", "CONTENDED", "WAIT", "HOLD", "HOLD MAX"
+        );
+        for ((addr, _), (kind, pr)) in prof.iter().take(TOP_LOCKS) {
+            let top = pr
+                .top_holders
+                .first()
+                .map(|(tid, n, ns)| {
+                    let tn = p
+                        .threads
+                        .iter()
+                        .rev()
+                        .find(|t| t.tid == *tid)
+                        .map(|t| escape(t.name()))
+                        .unwrap_or_default();
+                    format!("{tid} \"{tn}\" ({n}x, {})", dur(*ns))
+                })
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                s,
+                "  {:<w$}  {:<9}  {:>8}  {:>9}  {:>10}  {:>10}  {:>10}  {top}",
+                name(*addr),
+                format!("{kind:?}").to_lowercase(),
+                pr.acquired,
+                pr.contended,
+                dur(pr.wait_total_ns),
+                dur(pr.hold_total_ns),
+                dur(pr.hold_max_ns)
+            );
+        }
+    }
+
     let mut locks: Vec<_> = p.locks.values().collect();
     locks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.uaddr.cmp(&b.uaddr)));
     if locks.is_empty() {

@@ -107,3 +107,23 @@ pub fn thread_libs(pid: u32) -> Vec<std::path::PathBuf> {
         .map(|l| std::path::PathBuf::from(format!("/proc/{pid}/root{l}")))
         .collect()
 }
+
+/// CPython's lock functions live in libpython, or in the interpreter
+/// executable itself when it is linked statically (the common default).
+pub fn python_libs(pid: u32) -> Vec<std::path::PathBuf> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let mut libs: Vec<String> = Vec::new();
+    for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        let py = file.starts_with("libpython")
+            || (file.starts_with("python") && !file.contains(".so") && !file.ends_with(".py"));
+        if py && path.starts_with('/') && !libs.iter().any(|l| l == path) {
+            libs.push(path.to_string());
+        }
+    }
+    libs.into_iter()
+        .map(|l| std::path::PathBuf::from(format!("/proc/{pid}/root{l}")))
+        .collect()
+}

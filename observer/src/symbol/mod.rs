@@ -309,6 +309,7 @@ impl Symbolizer {
                         copies.push((
                             tid,
                             Err(anyhow::anyhow!("thread {tid} of {pid} is running or gone")),
+                            None,
                         ));
                         continue;
                     }
@@ -316,14 +317,35 @@ impl Symbolizer {
             } else {
                 regs
             };
-            copies.push((tid, Ok(regs)));
+            copies.push((tid, Ok(regs), None));
         }
+        self.unwind_and_symbolize(pid, copies)
+    }
+
+    /// Native stack from a copy of the thread's stack taken earlier (by BPF,
+    /// at a lock call): `regs` as they were then, `bytes` read from `regs.sp`.
+    pub fn stack_from_copy(
+        &mut self,
+        pid: u32,
+        regs: Regs,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Vec<Frame>> {
+        let mut r = self.unwind_and_symbolize(pid, vec![(0, Ok(regs), Some(bytes))]);
+        r.pop().map(|x| x.1).unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn unwind_and_symbolize(
+        &mut self,
+        pid: u32,
+        copies: Vec<(u32, anyhow::Result<Regs>, Option<Vec<u8>>)>,
+    ) -> Vec<(u32, anyhow::Result<Vec<Frame>>)> {
         // 2. Unwind each thread; refresh the maps once if a stack or the ip
         //    is outside what we know (a new thread stack, a dlopen).
         let mut unwound: Vec<(u32, anyhow::Result<Vec<FrameAddress>>)> =
             Vec::with_capacity(copies.len());
         let mut refreshed = false;
-        for (tid, regs) in copies {
+        for (tid, regs, mut given) in copies {
             let regs = match regs {
                 Ok(r) => r,
                 Err(e) => {
@@ -345,10 +367,18 @@ impl Symbolizer {
                         regs.sp
                     )
                 };
-                let len = (stack_map.end - regs.sp).min(native::MAX_STACK_COPY) as usize;
-                let stack = native::StackCopy {
-                    base: regs.sp,
-                    bytes: native::read_mem(pid, regs.sp, len),
+                let stack = match given.take() {
+                    Some(bytes) => native::StackCopy {
+                        base: regs.sp,
+                        bytes,
+                    },
+                    None => {
+                        let len = (stack_map.end - regs.sp).min(native::MAX_STACK_COPY) as usize;
+                        native::StackCopy {
+                            base: regs.sp,
+                            bytes: native::read_mem(pid, regs.sp, len),
+                        }
+                    }
                 };
                 Ok(native::unwind(&p.unwinder, &mut p.cache, regs, &stack))
             })();

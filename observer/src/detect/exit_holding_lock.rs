@@ -1,0 +1,72 @@
+//! A thread exited while holding locks (deep tier): whoever needs them next
+//! waits forever, unless they are robust mutexes. Threads killed by the
+//! process's own exit are not counted.
+
+use super::{Ctx, Detector, Finding, FindingKind};
+use crate::{
+    event::AcqKind,
+    graph::LockKind,
+    report::{dur, escape},
+};
+
+pub struct ExitHoldingLock;
+
+impl Detector for ExitHoldingLock {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let p = cx.process;
+        let mut out = Vec::new();
+        for (tid, ts, locks) in &p.exit_held {
+            if locks.is_empty() {
+                continue;
+            }
+            let t = p.threads.iter().rev().find(|t| t.tid == *tid);
+            if t.is_some_and(|t| t.ended_by_group_exit) {
+                continue;
+            }
+            let infos: Vec<_> = locks
+                .iter()
+                .map(|l| {
+                    let k = match l.kind {
+                        AcqKind::RwRead | AcqKind::RwWrite => LockKind::Rwlock,
+                        AcqKind::Semaphore => LockKind::Semaphore,
+                        AcqKind::PyLock => LockKind::PyLock,
+                        _ => LockKind::Mutex,
+                    };
+                    cx.lock(k, l.lock)
+                })
+                .collect();
+            let held: Vec<String> = locks
+                .iter()
+                .zip(&infos)
+                .map(|(l, i)| {
+                    format!(
+                        "{} (held {}, taken at {})",
+                        super::describe_lock(i),
+                        dur(ts.saturating_sub(l.acquired_ns)),
+                        cx.site(l.site)
+                            .map(|s| escape(&s))
+                            .unwrap_or_else(|| "?".into())
+                    )
+                })
+                .collect();
+            let mut info = cx.thread(*tid);
+            info.waits_for = None;
+            out.push(Finding {
+                kind: FindingKind::ExitHoldingLock,
+                tgid: p.tgid,
+                detected_ns: cx.now_ns,
+                summary: format!(
+                    "thread {tid} \"{}\" exited holding {} lock(s): {}",
+                    escape(&info.name),
+                    locks.len(),
+                    held.join(", ")
+                ),
+                threads: vec![info],
+                locks: infos,
+                cycle: Vec::new(),
+                key: format!("exitheld:{}:{tid}:{ts}", p.tgid),
+            });
+        }
+        out
+    }
+}
