@@ -213,7 +213,13 @@ impl Session {
             return Ok(Vec::new());
         }
         // The stacks of the threads named, taken now, without stopping them.
-        let mut evs = stack_events(&self.model, &mut self.symbols, &cands, now);
+        let mut evs = stack_events(
+            &self.model,
+            &mut self.symbols,
+            Some(&src.probes),
+            &cands,
+            now,
+        );
         if !evs.is_empty() {
             self.feed(&mut evs)?;
             cands = self.engine.candidates(&self.model, now);
@@ -921,6 +927,7 @@ fn py_name_events(
 fn stack_events(
     model: &Model,
     symbols: &mut Symbolizer,
+    probes: Option<&Probes>,
     found: &[crate::detect::Finding],
     now: u64,
 ) -> Vec<Event> {
@@ -954,6 +961,12 @@ fn stack_events(
             // The thread is still in the syscall: /proc has its registers
             // (sp 0 asks the symbolizer to read them there).
             let regs = crate::symbol::Regs::default();
+            if let Some(pr) = probes {
+                let sites = pr.pending_sites(ti.tid);
+                if !sites.is_empty() {
+                    symbols.set_return_fixups(ti.tid, sites);
+                }
+            }
             let v = want.entry(f.tgid).or_default();
             if !v.iter().any(|(x, _)| *x == ti.tid) {
                 v.push((ti.tid, regs));
@@ -1044,7 +1057,7 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));
     let found = engine.candidates(&model, now);
-    for e in stack_events(&model, &mut symbols, &found, now) {
+    for e in stack_events(&model, &mut symbols, None, &found, now) {
         model.apply(&e);
     }
     engine.check(&model, now);

@@ -853,7 +853,11 @@ static __always_inline int acq_entry(struct pt_regs *ctx, __u64 lock, __u32 kind
 		return 0;
 	struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
 	if (p) {
-		p->depth++; /* a lock function called inside another (Python -> sem_wait) */
+		/* a lock function called inside another (Python -> sem_wait) */
+		__u32 d = p->depth;
+		if (d < 3)
+			p->inner_site[d] = call_site(ctx);
+		p->depth = d + 1;
 		return 0;
 	}
 	struct obs_acquire a = {

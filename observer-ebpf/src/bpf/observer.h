@@ -213,6 +213,9 @@ struct obs_acquire {
 	__u32 flags;      /* OBS_ACQ_* */
 	__u32 depth;      /* nested lock calls inside this one (Python -> sem_wait) */
 	__u32 _pad;
+	/* Return addresses of the nested calls (depth 1..3): a uretprobe hides
+	 * each on the stack behind the [uprobes] trampoline. */
+	__u64 inner_site[3];
 };
 
 /* Why 16: lockdep allows 48, but real code nests a handful of locks; 16

@@ -2,8 +2,8 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_exec,
-    obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_lock_edge, obs_lock_key,
+    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key,
+    obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_lock_edge, obs_lock_key,
     obs_lock_stats, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_task_exit,
     obs_task_new, obs_task_rename, obs_wait, obs_wait_done,
 };
@@ -24,6 +24,7 @@ pub enum DecodeError {
 unsafe impl aya::Pod for Pod<obs_wait> {}
 unsafe impl aya::Pod for Pod<obs_agg_key> {}
 unsafe impl aya::Pod for Pod<obs_agg> {}
+unsafe impl aya::Pod for Pod<obs_acquire> {}
 unsafe impl aya::Pod for Pod<obs_lock_key> {}
 unsafe impl aya::Pod for Pod<obs_owner> {}
 unsafe impl aya::Pod for Pod<obs_edge_key> {}

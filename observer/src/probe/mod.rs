@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use observer_ebpf::bindings::{
-    obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_holder, obs_holder_key, obs_lock_key,
-    obs_lock_stats, obs_owner, obs_stat, obs_wait,
+    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_holder, obs_holder_key,
+    obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
 };
 
 use crate::event::Drops;
@@ -727,6 +727,27 @@ impl Probes {
         }
         p.attach(sym, lib, scope)?;
         Ok(())
+    }
+
+    /// Real return addresses of the lock calls a thread is inside (deep
+    /// tier), innermost first: its stack shows uretprobe trampolines there.
+    pub fn pending_sites(&self, tid: u32) -> Vec<u64> {
+        let Some(m) = self.bpf.map("PENDING") else {
+            return Vec::new();
+        };
+        let Ok(m) = BpfHashMap::<_, u32, Pod<obs_acquire>>::try_from(m) else {
+            return Vec::new();
+        };
+        let Ok(Pod(a)) = m.get(&tid, 0) else {
+            return Vec::new();
+        };
+        let inner = (a.depth as usize).min(a.inner_site.len());
+        a.inner_site[..inner]
+            .iter()
+            .rev()
+            .copied()
+            .chain(std::iter::once(a.site))
+            .collect()
     }
 
     /// Current owners of locks (deep tier): (tgid, lock) -> owner.

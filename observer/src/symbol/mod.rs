@@ -121,6 +121,9 @@ pub struct Symbolizer {
     files: HashMap<FileKey, Option<Arc<ElfInfo>>>,
     procs: HashMap<u32, Proc>,
     pythons: HashMap<u32, (u64, py_spy::PythonSpy)>,
+    /// Real return addresses hidden behind uretprobe trampolines, per
+    /// thread, innermost first (see `set_return_fixups`).
+    ret_fixups: HashMap<u32, Vec<u64>>,
 }
 
 impl Default for Symbolizer {
@@ -186,7 +189,16 @@ impl Symbolizer {
             files: HashMap::new(),
             procs: HashMap::new(),
             pythons: HashMap::new(),
+            ret_fixups: HashMap::new(),
         }
+    }
+
+    /// With uretprobes on a thread's pending calls (observer --uprobes),
+    /// the return addresses on its stack point into the kernel's [uprobes]
+    /// trampoline page. `sites` are the real ones, innermost call first:
+    /// the next unwinding of `tid` puts them back in place.
+    pub fn set_return_fixups(&mut self, tid: u32, sites: Vec<u64>) {
+        self.ret_fixups.insert(tid, sites);
     }
 
     /// Drops what is cached about `pid` (call on exit or exec).
@@ -340,6 +352,7 @@ impl Symbolizer {
         pid: u32,
         copies: Vec<(u32, anyhow::Result<Regs>, Option<Vec<u8>>)>,
     ) -> Vec<(u32, anyhow::Result<Vec<Frame>>)> {
+        let mut fixups = std::mem::take(&mut self.ret_fixups);
         // 2. Unwind each thread; refresh the maps once if a stack or the ip
         //    is outside what we know (a new thread stack, a dlopen).
         let mut unwound: Vec<(u32, anyhow::Result<Vec<FrameAddress>>)> =
@@ -367,7 +380,7 @@ impl Symbolizer {
                         regs.sp
                     )
                 };
-                let stack = match given.take() {
+                let mut stack = match given.take() {
                     Some(bytes) => native::StackCopy {
                         base: regs.sp,
                         bytes,
@@ -380,6 +393,22 @@ impl Symbolizer {
                         }
                     }
                 };
+                // Put back return addresses hidden by uretprobe trampolines.
+                if let (Some(sites), Some(tramp)) = (
+                    fixups.remove(&tid),
+                    p.maps.iter().find(|e| e.path == "[uprobes]"),
+                ) {
+                    let mut sites = sites.into_iter();
+                    for w in stack.bytes.chunks_exact_mut(8) {
+                        let v = u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+                        if (tramp.start..tramp.end).contains(&v) {
+                            match sites.next() {
+                                Some(real) => w.copy_from_slice(&real.to_ne_bytes()),
+                                None => break,
+                            }
+                        }
+                    }
+                }
                 Ok(native::unwind(&p.unwinder, &mut p.cache, regs, &stack))
             })();
             unwound.push((tid, r));
