@@ -275,7 +275,7 @@ impl Session {
                         tgid,
                         child_tgid,
                         ..
-                    } if tgid != child_tgid => {
+                    } if tgid != child_tgid && self.opts.follow_forks => {
                         self.pending_uprobes
                             .insert(*child_tgid, ts_ns + UPROBE_RETRY_NS);
                     }
@@ -425,15 +425,22 @@ fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -
         }
     }
     if set.locks {
+        // The interpreter executable has the lock functions when it is
+        // static; a shared build has them in libpython: one is enough.
+        let mut tried = Vec::new();
+        let mut found = false;
         for lib in procfs::python_libs(libs_of) {
             if let Some(used) = probes.attach_lock_uprobes(pid, &lib, true, set.bare) {
-                report_uprobes(
-                    pid,
-                    &lib,
-                    "Python lock",
-                    &used,
-                    &["PyThread_acquire_lock_timed"],
-                );
+                found |= !used.attached.is_empty();
+                if !used.attached.is_empty() {
+                    tracing::info!("pid {pid}: Python lock uprobes on {}", lib.display());
+                }
+                tried.push((lib, used));
+            }
+        }
+        if !found {
+            if let Some((lib, used)) = tried.first() {
+                report_uprobes(pid, lib, "Python lock", used, &["PyThread_acquire_lock_timed"]);
             }
         }
     }
@@ -691,6 +698,12 @@ async fn observe(
     }
     let hooks = src.probes.hooks.clone();
     s.finish(mode, &hooks)?;
+    // The kernel unregisters uprobes one at a time, each after an RCU grace
+    // period: say why exiting takes a moment.
+    let n = src.probes.uprobe_count();
+    if n > 8 && !s.opts.quiet {
+        eprintln!("observer: releasing {n} uprobes (the kernel takes ~0.1-0.2 s for each)");
+    }
     Ok(End {
         status,
         hang_found,
@@ -815,9 +828,12 @@ fn owner_events(model: &Model, probes: &Probes, now: u64) -> Vec<Event> {
             ) {
                 continue;
             }
+            // The waiter's own pending call names the primitive best (a
+            // Python lock is a semaphore underneath).
+            let waiting_as = probes.pending_kind(t.tid);
             let now_owner = probes
                 .lock_owner(p.tgid, w.uaddr)
-                .map(|o| (o.tid, crate::probe::decode::lock_kind(o.kind)));
+                .map(|o| (o.tid, waiting_as.unwrap_or(crate::probe::decode::lock_kind(o.kind))));
             if p.lock_owners.get(&w.uaddr).copied() != now_owner {
                 out.push(Event::LockOwner {
                     ts_ns: now,

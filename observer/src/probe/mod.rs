@@ -305,8 +305,6 @@ const THREAD_UPROBES: &[(&str, &str)] = &[
     ("urp_pthread_tryjoin", "pthread_tryjoin_np"),
     ("up_pthread_tryjoin", "pthread_timedjoin_np"),
     ("urp_pthread_tryjoin", "pthread_timedjoin_np"),
-    ("up_pthread_tryjoin", "pthread_clockjoin_np"),
-    ("urp_pthread_tryjoin", "pthread_clockjoin_np"),
 ];
 
 /// Deep tier (--uprobes): libc lock functions. (entry program, return
@@ -414,6 +412,8 @@ pub struct Probes {
     loaded: HashSet<&'static str>,
     /// (pid, library (dev, inode)) already carrying the thread uprobes.
     uprobed: HashSet<(u32, u64, u64)>,
+    /// Every uprobe link, to release them in parallel (see `release_uprobes`).
+    uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
 }
@@ -498,6 +498,7 @@ impl Probes {
             btf,
             loaded: HashSet::new(),
             uprobed: HashSet::new(),
+            uprobe_links: Vec::new(),
             hooks: Vec::new(),
             mounted_tracefs: false,
         })
@@ -642,20 +643,7 @@ impl Probes {
         let mut used = UprobeUse::default();
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
         for &(prog, sym) in THREAD_UPROBES {
-            let r = (|| -> Result<(), ProgramError> {
-                let p: &mut UProbe = self
-                    .bpf
-                    .program_mut(prog)
-                    .ok_or(ProgramError::NotLoaded)?
-                    .try_into()?;
-                if !self.loaded.contains(prog) {
-                    p.load()?;
-                    self.loaded.insert(prog);
-                }
-                p.attach(sym, lib, scope)?;
-                Ok(())
-            })();
-            match r {
+            match self.attach_uprobe(prog, sym, lib, scope) {
                 Ok(()) => used.attached.push(sym),
                 Err(e) => used.missing.push((sym, short(&e))),
             }
@@ -725,8 +713,14 @@ impl Probes {
             }
             self.loaded.insert(prog);
         }
-        p.attach(sym, lib, scope)?;
+        let id = p.attach(sym, lib, scope)?;
+        self.uprobe_links.push((prog, id));
         Ok(())
+    }
+
+    /// How many uprobe links are attached.
+    pub fn uprobe_count(&self) -> usize {
+        self.uprobe_links.len()
     }
 
     /// Real return addresses of the lock calls a thread is inside (deep
@@ -748,6 +742,12 @@ impl Probes {
             .copied()
             .chain(std::iter::once(a.site))
             .collect()
+    }
+
+    /// The kind of lock call a thread is blocked in (deep tier).
+    pub fn pending_kind(&self, tid: u32) -> Option<crate::event::AcqKind> {
+        let m = BpfHashMap::<_, u32, Pod<obs_acquire>>::try_from(self.bpf.map("PENDING")?).ok()?;
+        m.get(&tid, 0).ok().map(|Pod(a)| decode::lock_kind(a.kind))
     }
 
     /// Current owners of locks (deep tier): (tgid, lock) -> owner.

@@ -247,59 +247,48 @@ pub fn report_thread<'a>(r: &'a serde_json::Value, tid: u32) -> &'a serde_json::
         .unwrap_or_else(|| panic!("report has no thread {tid}: {r:#}"))
 }
 
-/// Processes holding each BPF program id (from /proc/*/fdinfo of prog and link fds).
-fn prog_holders() -> Vec<(u32, PathBuf)> {
+/// Processes holding each BPF program id (from /proc/*/fdinfo of prog and
+/// link fds), as (prog id, holder's parent pid).
+fn prog_holders() -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-            continue;
-        };
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let ppid: u32 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { continue };
         for fd in fds.flatten() {
             let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
             if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-                out.push((id.trim().parse().unwrap_or(0), exe.clone()));
+                out.push((id.trim().parse().unwrap_or(0), ppid));
             }
         }
     }
     out
 }
 
-/// Fails if programs of ours are still loaded by this checkout's observer
-/// (or by nobody: pinned). The kernel frees them shortly after the last fd
-/// closes, so poll a little. Observers of other checkouts are ignored.
+/// Fails if programs of ours are still held by an observer this test
+/// started (or by nobody: pinned). The kernel frees them shortly after the
+/// last fd closes, so poll a little. Observers started by others (another
+/// test run, a benchmark) are ignored.
 pub fn assert_no_programs_left() {
-    let ours = [
-        "btf_sys_enter",
-        "btf_sys_exit",
-        "raw_sys_enter",
-        "btf_task_newtas",
-        "tp_sys_enter_fu",
-        "raw_task_newtas",
-    ];
-    let target = repo().join("target");
+    let ours = ["btf_sys_enter", "btf_sys_exit", "raw_sys_enter", "btf_task_newtas", "tp_sys_enter_fu", "raw_task_newtas"];
+    let me = std::process::id();
     let end = Instant::now() + Duration::from_secs(3);
     loop {
-        let out = Command::new("bpftool")
-            .args(["prog", "show"])
-            .output()
-            .expect("bpftool");
+        let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let holders = prog_holders();
         let left: Vec<&str> = text
             .lines()
             .filter(|l| ours.iter().any(|p| l.contains(p)))
             .filter(|l| {
-                let id: u32 = l
-                    .split(':')
-                    .next()
-                    .and_then(|x| x.trim().parse().ok())
-                    .unwrap_or(0);
+                let id: u32 = l.split(':').next().and_then(|x| x.trim().parse().ok()).unwrap_or(0);
                 let held: Vec<_> = holders.iter().filter(|h| h.0 == id).collect();
-                held.is_empty() || held.iter().any(|h| h.1.starts_with(&target))
+                held.is_empty() || held.iter().any(|h| h.1 == me)
             })
             .collect();
         if left.is_empty() {
