@@ -126,7 +126,7 @@ impl ObserveOpts {
 }
 
 pub fn secs_to_ns(s: f64, what: &str) -> anyhow::Result<u64> {
-    if !s.is_finite() || s < 0.0 || s > 1e7 {
+    if !s.is_finite() || !(0.0..=1e7).contains(&s) {
         anyhow::bail!("{what} must be a number of seconds between 0 and 10000000, got {s}");
     }
     Ok((s * 1e9) as u64)

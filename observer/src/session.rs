@@ -160,21 +160,21 @@ impl Session {
             Vec::new()
         };
         for (tgid, addr) in deep {
-            if self.sym_tried.insert((tgid, addr)) {
-                if let Some(name) = self.symbols.data_symbol(tgid, addr).map(symbol_name) {
-                    evs.push(Event::Symbol { tgid, addr, name });
-                }
+            if self.sym_tried.insert((tgid, addr))
+                && let Some(name) = self.symbols.data_symbol(tgid, addr).map(symbol_name)
+            {
+                evs.push(Event::Symbol { tgid, addr, name });
             }
         }
         for (k, _) in src.probes.aggregates() {
-            if self.sym_tried.insert((k.tgid, k.uaddr)) {
-                if let Some(name) = self.symbols.data_symbol(k.tgid, k.uaddr).map(symbol_name) {
-                    evs.push(Event::Symbol {
-                        tgid: k.tgid,
-                        addr: k.uaddr,
-                        name,
-                    });
-                }
+            if self.sym_tried.insert((k.tgid, k.uaddr))
+                && let Some(name) = self.symbols.data_symbol(k.tgid, k.uaddr).map(symbol_name)
+            {
+                evs.push(Event::Symbol {
+                    tgid: k.tgid,
+                    addr: k.uaddr,
+                    name,
+                });
             }
         }
         self.feed(&mut evs)
@@ -248,19 +248,19 @@ impl Session {
                 frames,
                 ..
             } = ev
+                && !stack.is_empty()
+                && frames.is_empty()
             {
-                if !stack.is_empty() && frames.is_empty() {
-                    // ip is the lock call's return address: step back into the call.
-                    let r = crate::symbol::Regs {
-                        ip: regs[0].saturating_sub(1),
-                        sp: regs[1],
-                        bp: regs[2],
-                    };
-                    *frames = self
-                        .symbols
-                        .stack_from_copy(*tgid, r, std::mem::take(stack))
-                        .unwrap_or_default();
-                }
+                // ip is the lock call's return address: step back into the call.
+                let r = crate::symbol::Regs {
+                    ip: regs[0].saturating_sub(1),
+                    sp: regs[1],
+                    bp: regs[2],
+                };
+                *frames = self
+                    .symbols
+                    .stack_from_copy(*tgid, r, std::mem::take(stack))
+                    .unwrap_or_default();
             }
         }
         for ev in evs.drain(..) {
@@ -287,10 +287,10 @@ impl Session {
                 serde_json::to_writer(&mut *rec, &ev).context("writing the recording")?;
                 rec.write_all(b"\n").context("writing the recording")?;
             }
-            if !self.opts.quiet {
-                if let Some(line) = report::live::line(&self.model, &ev) {
-                    eprintln!("{line}");
-                }
+            if !self.opts.quiet
+                && let Some(line) = report::live::line(&self.model, &ev)
+            {
+                eprintln!("{line}");
             }
         }
         Ok(())
@@ -401,27 +401,27 @@ fn report_uprobes(
 fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -> bool {
     let libs = procfs::thread_libs(libs_of);
     for lib in &libs {
-        if set.thread {
-            if let Some(used) = probes.attach_thread_uprobes(pid, lib) {
-                report_uprobes(
-                    pid,
-                    lib,
-                    "thread",
-                    &used,
-                    &["pthread_create", "pthread_join"],
-                );
-            }
+        if set.thread
+            && let Some(used) = probes.attach_thread_uprobes(pid, lib)
+        {
+            report_uprobes(
+                pid,
+                lib,
+                "thread",
+                &used,
+                &["pthread_create", "pthread_join"],
+            );
         }
-        if set.locks {
-            if let Some(used) = probes.attach_lock_uprobes(pid, lib, false, set.bare) {
-                report_uprobes(
-                    pid,
-                    lib,
-                    "lock",
-                    &used,
-                    &["pthread_mutex_lock", "pthread_mutex_unlock"],
-                );
-            }
+        if set.locks
+            && let Some(used) = probes.attach_lock_uprobes(pid, lib, false, set.bare)
+        {
+            report_uprobes(
+                pid,
+                lib,
+                "lock",
+                &used,
+                &["pthread_mutex_lock", "pthread_mutex_unlock"],
+            );
         }
     }
     if set.locks {
@@ -438,10 +438,14 @@ fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -
                 tried.push((lib, used));
             }
         }
-        if !found {
-            if let Some((lib, used)) = tried.first() {
-                report_uprobes(pid, lib, "Python lock", used, &["PyThread_acquire_lock_timed"]);
-            }
+        if !found && let Some((lib, used)) = tried.first() {
+            report_uprobes(
+                pid,
+                lib,
+                "Python lock",
+                used,
+                &["PyThread_acquire_lock_timed"],
+            );
         }
     }
     !libs.is_empty()
@@ -757,14 +761,14 @@ fn symbol_events(
             .iter()
             .flat_map(|(_, _, l)| l.iter().map(|x| x.lock));
         for addr in edge_locks.chain(held_locks).collect::<Vec<_>>() {
-            if tried.insert((p.tgid, addr)) {
-                if let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name) {
-                    out.push(Event::Symbol {
-                        tgid: p.tgid,
-                        addr,
-                        name,
-                    });
-                }
+            if tried.insert((p.tgid, addr))
+                && let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name)
+            {
+                out.push(Event::Symbol {
+                    tgid: p.tgid,
+                    addr,
+                    name,
+                });
             }
         }
         let edge_sites = p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]);
@@ -831,9 +835,12 @@ fn owner_events(model: &Model, probes: &Probes, now: u64) -> Vec<Event> {
             // The waiter's own pending call names the primitive best (a
             // Python lock is a semaphore underneath).
             let waiting_as = probes.pending_kind(t.tid);
-            let now_owner = probes
-                .lock_owner(p.tgid, w.uaddr)
-                .map(|o| (o.tid, waiting_as.unwrap_or(crate::probe::decode::lock_kind(o.kind))));
+            let now_owner = probes.lock_owner(p.tgid, w.uaddr).map(|o| {
+                (
+                    o.tid,
+                    waiting_as.unwrap_or(crate::probe::decode::lock_kind(o.kind)),
+                )
+            });
             if p.lock_owners.get(&w.uaddr).copied() != now_owner {
                 out.push(Event::LockOwner {
                     ts_ns: now,
@@ -889,7 +896,7 @@ fn profile_events(probes: &Probes) -> Vec<Event> {
                 .filter(|(h, _)| h.lock == k.lock && h.tgid == k.tgid)
                 .map(|(h, v)| (h.tid, v.count, v.hold_total_ns))
                 .collect();
-            top.sort_by(|a, b| b.2.cmp(&a.2));
+            top.sort_by_key(|t| std::cmp::Reverse(t.2));
             top.truncate(5);
             Event::LockProfile {
                 tgid: k.tgid,

@@ -20,7 +20,11 @@ fn run(argv: &[String], extra: &[&str], code: i32) -> (Value, Vec<String>) {
     let rep = dir.path().join("r.json");
     let mut p = Proc::spawn({
         let mut c = observer();
-        c.args(["run", "--quiet", "--uprobes", "--report"]).arg(&rep).args(extra).arg("--").args(argv);
+        c.args(["run", "--quiet", "--uprobes", "--report"])
+            .arg(&rep)
+            .args(extra)
+            .arg("--")
+            .args(argv);
         c
     });
     let st = p.wait_exit(T);
@@ -38,11 +42,21 @@ fn py(name: &str) -> Vec<String> {
 }
 
 fn findings<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
-    r["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == kind).collect()
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == kind)
+        .collect()
 }
 
 fn lock_syms(f: &Value) -> BTreeSet<String> {
-    f["locks"].as_array().unwrap().iter().map(|l| l["symbol"].as_str().unwrap_or("?").to_string()).collect()
+    f["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["symbol"].as_str().unwrap_or("?").to_string())
+        .collect()
 }
 
 #[test]
@@ -51,25 +65,55 @@ fn single_thread_ab_then_ba_is_an_inversion() {
     let (r, _) = run(&c("order_ab_ba"), &[], 0);
     let f = findings(&r, "lock_order_inversion");
     assert_eq!(f.len(), 1, "{:#}", r["findings"]);
-    assert_eq!(lock_syms(f[0]), BTreeSet::from(["lock_a".to_string(), "lock_b".to_string()]));
+    assert_eq!(
+        lock_syms(f[0]),
+        BTreeSet::from(["lock_a".to_string(), "lock_b".to_string()])
+    );
     let cycle = f[0]["cycle"].as_array().unwrap();
     assert_eq!(cycle.len(), 2);
     let sites: BTreeSet<&str> = cycle.iter().map(|e| e["site"].as_str().unwrap()).collect();
-    assert!(sites.iter().any(|s| s.starts_with("take_a_then_b (order_ab_ba.c:")), "{sites:?}");
-    assert!(sites.iter().any(|s| s.starts_with("take_b_then_a (order_ab_ba.c:")), "{sites:?}");
+    assert!(
+        sites
+            .iter()
+            .any(|s| s.starts_with("take_a_then_b (order_ab_ba.c:")),
+        "{sites:?}"
+    );
+    assert!(
+        sites
+            .iter()
+            .any(|s| s.starts_with("take_b_then_a (order_ab_ba.c:")),
+        "{sites:?}"
+    );
     for e in cycle {
         // the stack where the edge was first seen
-        let funcs: Vec<&str> = e["frames"].as_array().unwrap().iter().filter_map(|f| f["function"].as_str()).collect();
-        assert!(funcs.iter().any(|f| f.starts_with("take_")) && funcs.contains(&"main"), "{funcs:?}");
+        let funcs: Vec<&str> = e["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert!(
+            funcs.iter().any(|f| f.starts_with("take_")) && funcs.contains(&"main"),
+            "{funcs:?}"
+        );
     }
-    assert_eq!(r["findings"].as_array().unwrap().len(), 1, "no other finding: {:#}", r["findings"]);
+    assert_eq!(
+        r["findings"].as_array().unwrap().len(),
+        1,
+        "no other finding: {:#}",
+        r["findings"]
+    );
 }
 
 #[test]
 #[ignore = "needs root and BPF"]
 fn two_threads_serialized_by_a_gate_lock_are_no_finding() {
     let (r, _) = run(&c("order_gate"), &[], 0);
-    assert!(findings(&r, "lock_order_inversion").is_empty(), "{:#}", r["findings"]);
+    assert!(
+        findings(&r, "lock_order_inversion").is_empty(),
+        "{:#}",
+        r["findings"]
+    );
 }
 
 #[test]
@@ -78,7 +122,16 @@ fn dining_philosophers_without_a_hang_is_a_five_lock_inversion() {
     let (r, _) = run(&c("philosophers_ok"), &[], 0);
     let f = findings(&r, "lock_order_inversion");
     assert_eq!(f.len(), 1, "{:#}", r["findings"]);
-    let want: BTreeSet<String> = ["forks", "forks+0x28", "forks+0x50", "forks+0x78", "forks+0xa0"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = [
+        "forks",
+        "forks+0x28",
+        "forks+0x50",
+        "forks+0x78",
+        "forks+0xa0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     assert_eq!(lock_syms(f[0]), want);
     assert_eq!(f[0]["cycle"].as_array().unwrap().len(), 5);
 }
@@ -88,7 +141,11 @@ fn dining_philosophers_without_a_hang_is_a_five_lock_inversion() {
 fn trylock_in_reverse_order_recursive_relock_and_reinit_are_no_finding() {
     for fx in ["trylock_ok", "recursive_ok", "destroy_reinit"] {
         let (r, _) = run(&c(fx), &[], 0);
-        assert!(r["findings"].as_array().unwrap().is_empty(), "{fx}: {:#}", r["findings"]);
+        assert!(
+            r["findings"].as_array().unwrap().is_empty(),
+            "{fx}: {:#}",
+            r["findings"]
+        );
     }
 }
 
@@ -96,7 +153,12 @@ fn trylock_in_reverse_order_recursive_relock_and_reinit_are_no_finding() {
 #[ignore = "needs root and BPF"]
 fn hold_time_of_a_200ms_hold() {
     let (r, out) = run(&c("hold_200ms"), &[], 0);
-    let l = r["locks"].as_array().unwrap().iter().find(|l| l["symbol"] == "hold_lock").unwrap_or_else(|| panic!("{:#}", r["locks"]));
+    let l = r["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["symbol"] == "hold_lock")
+        .unwrap_or_else(|| panic!("{:#}", r["locks"]));
     let max = l["hold_max_ns"].as_u64().unwrap() as f64;
     let total = l["hold_total_ns"].as_u64().unwrap() as f64;
     assert!((max - 200e6).abs() <= 20e6, "max hold {max}");
@@ -114,7 +176,10 @@ fn a_thread_exiting_with_two_mutexes_held() {
     let f = findings(&r, "exit_holding_lock");
     assert_eq!(f.len(), 1, "{:#}", r["findings"]);
     assert_eq!(f[0]["threads"][0]["tid"], tid_of(&out, "quitter"));
-    assert_eq!(lock_syms(f[0]), BTreeSet::from(["first_lock".to_string(), "second_lock".to_string()]));
+    assert_eq!(
+        lock_syms(f[0]),
+        BTreeSet::from(["first_lock".to_string(), "second_lock".to_string()])
+    );
 }
 
 /// A Python ABBA under --uprobes: the holders come from the lock uprobes,
@@ -128,11 +193,19 @@ fn python_cycle(script: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["waiter_tid"].as_u64().unwrap(), e["holder_tid"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["waiter_tid"].as_u64().unwrap(),
+                e["holder_tid"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(edges, BTreeSet::from([(a, b), (b, a)]));
     for t in f[0]["threads"].as_array().unwrap() {
-        assert!(t["name"] == "alpha" || t["name"] == "beta", "Python names: {t:#}");
+        assert!(
+            t["name"] == "alpha" || t["name"] == "beta",
+            "Python names: {t:#}"
+        );
         assert_eq!(t["python_frames"][0]["function"], "worker", "{t:#}");
     }
 }

@@ -87,17 +87,16 @@ impl Detector for PiDeadlock {
             let mut edges = Vec::new();
             // Everything that waits, through PI locks, on the parked thread.
             for x in cx.graph.waits.values() {
-                if let Holder::Thread(hh) = x.target.holder {
-                    if x.target.kind == LockKind::PiMutex
-                        && cx
-                            .graph
-                            .chain(x.tid)
-                            .iter()
-                            .any(|c| c.target.holder == Holder::Thread(h))
-                    {
-                        edges.push(cx.edge(x, hh));
-                        chain_threads.push(cx.thread(x.tid));
-                    }
+                if let Holder::Thread(hh) = x.target.holder
+                    && x.target.kind == LockKind::PiMutex
+                    && cx
+                        .graph
+                        .chain(x.tid)
+                        .iter()
+                        .any(|c| c.target.holder == Holder::Thread(h))
+                {
+                    edges.push(cx.edge(x, hh));
+                    chain_threads.push(cx.thread(x.tid));
                 }
             }
             let mut threads = chain_threads;

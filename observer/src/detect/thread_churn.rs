@@ -50,7 +50,7 @@ impl Detector for ThreadChurn {
                 .or_default() += 1;
         }
         let mut sites: Vec<(String, usize)> = by_site.into_iter().collect();
-        sites.sort_by(|a, b| b.1.cmp(&a.1));
+        sites.sort_by_key(|s| std::cmp::Reverse(s.1));
         let top: Vec<String> = sites
             .iter()
             .take(3)

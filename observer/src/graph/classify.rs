@@ -204,32 +204,31 @@ fn classify_wait(w: &Wait, p: &Process) -> Target {
     let owner = word(w, u + MUTEX_OWNER);
     // Default/errorcheck/recursive/adaptive mutex: lock word 2 = locked with waiters.
     if w.val == 2 {
-        if let (Some(kind), Some(owner)) = (kind, owner) {
-            if sane_mutex_kind(kind) && kind & (KIND_ROBUST | KIND_PI) == 0 {
-                if let Some(holder) = holder_of(p, owner) {
-                    return Target {
-                        kind: LockKind::Mutex,
-                        lock: u,
-                        holder,
-                        owner_died: false,
-                    };
-                }
-            }
+        if let (Some(kind), Some(owner)) = (kind, owner)
+            && sane_mutex_kind(kind)
+            && kind & (KIND_ROBUST | KIND_PI) == 0
+            && let Some(holder) = holder_of(p, owner)
+        {
+            return Target {
+                kind: LockKind::Mutex,
+                lock: u,
+                holder,
+                owner_died: false,
+            };
         }
         return Target::unresolved(LockKind::Lock, u);
     }
     // Robust mutex: the word is the owner's TID | FUTEX_WAITERS.
     if w.val & FUTEX_WAITERS != 0
         && kind.is_some_and(|k| sane_mutex_kind(k) && k & KIND_ROBUST != 0)
+        && let Some(holder) = holder_of(p, w.val)
     {
-        if let Some(holder) = holder_of(p, w.val) {
-            return Target {
-                kind: LockKind::RobustMutex,
-                lock: u,
-                holder,
-                owner_died: w.val & FUTEX_OWNER_DIED != 0,
-            };
-        }
+        return Target {
+            kind: LockKind::RobustMutex,
+            lock: u,
+            holder,
+            owner_died: w.val & FUTEX_OWNER_DIED != 0,
+        };
     }
     Target::unresolved(LockKind::Unknown, u)
 }

@@ -75,7 +75,7 @@ pub fn lifecycle(p: &Process) -> Lifecycle {
             median_lifetime_ns: median(of.iter().filter_map(life).collect()),
         });
     }
-    sites.sort_by(|a, b| b.created.cmp(&a.created));
+    sites.sort_by_key(|s| std::cmp::Reverse(s.created));
     Lifecycle {
         created,
         exited,

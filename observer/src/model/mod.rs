@@ -175,19 +175,19 @@ impl Process {
     /// Adds a thread, retiring an exited one that had the same TID.
     fn add_thread(&mut self, t: Thread) -> &mut Thread {
         let tid = t.tid;
-        if let Some(&i) = self.live.get(&tid) {
-            if self.threads[i].alive() {
-                // Already known (e.g. seeded from /proc and then reported
-                // by the kernel): keep the first record, fill gaps.
-                let old = &mut self.threads[i];
-                old.parent_tid = old.parent_tid.or(t.parent_tid);
-                old.clone_flags = old.clone_flags.or(t.clone_flags);
-                if old.child_tid_addr == 0 {
-                    old.child_tid_addr = t.child_tid_addr;
-                }
-                old.start_ns = old.start_ns.or(t.start_ns);
-                return &mut self.threads[i];
+        if let Some(&i) = self.live.get(&tid)
+            && self.threads[i].alive()
+        {
+            // Already known (e.g. seeded from /proc and then reported
+            // by the kernel): keep the first record, fill gaps.
+            let old = &mut self.threads[i];
+            old.parent_tid = old.parent_tid.or(t.parent_tid);
+            old.clone_flags = old.clone_flags.or(t.clone_flags);
+            if old.child_tid_addr == 0 {
+                old.child_tid_addr = t.child_tid_addr;
             }
+            old.start_ns = old.start_ns.or(t.start_ns);
+            return &mut self.threads[i];
         }
         self.threads.push(t);
         let i = self.threads.len() - 1;

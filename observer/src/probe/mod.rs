@@ -550,10 +550,8 @@ impl Probes {
     }
 
     fn attach_rung(&mut self, rung: Rung, hooks: &[Hook]) -> Result<(), String> {
-        if rung == Rung::Tracepoint {
-            if ensure_tracefs()? {
-                self.mounted_tracefs = true;
-            }
+        if rung == Rung::Tracepoint && ensure_tracefs()? {
+            self.mounted_tracefs = true;
         }
         let mut touched: Vec<&'static str> = Vec::new();
         for h in hooks {
@@ -574,10 +572,10 @@ impl Probes {
     }
 
     fn unload(&mut self, prog: &'static str) {
-        if self.loaded.remove(prog) {
-            if let Some(p) = self.bpf.program_mut(prog) {
-                let _ = p_unload(p);
-            }
+        if self.loaded.remove(prog)
+            && let Some(p) = self.bpf.program_mut(prog)
+        {
+            let _ = p_unload(p);
         }
     }
 
@@ -778,6 +776,7 @@ impl Probes {
     }
 
     /// Per-lock statistics and per-holder hold times (deep tier).
+    #[allow(clippy::type_complexity)]
     pub fn lock_stats(
         &self,
     ) -> (

@@ -164,6 +164,6 @@ pub fn build<'a>(
         }
     }
     r.locks
-        .sort_by(|a, b| b.profile.hold_total_ns.cmp(&a.profile.hold_total_ns));
+        .sort_by_key(|l| std::cmp::Reverse(l.profile.hold_total_ns));
     r
 }

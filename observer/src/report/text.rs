@@ -130,7 +130,7 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
 
     if !p.lock_profiles.is_empty() {
         let mut prof: Vec<_> = p.lock_profiles.iter().collect();
-        prof.sort_by(|a, b| b.1.1.hold_total_ns.cmp(&a.1.1.hold_total_ns));
+        prof.sort_by_key(|x| std::cmp::Reverse(x.1.1.hold_total_ns));
         let name = |a: u64| {
             model
                 .symbols

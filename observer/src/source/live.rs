@@ -68,14 +68,13 @@ impl LiveSource {
         while let Some(item) = rb.next() {
             match decode::decode_record(&item) {
                 Ok(ev) => {
-                    if let Event::WaitDone { tid, wait, .. } = &ev {
-                        if self
+                    if let Event::WaitDone { tid, wait, .. } = &ev
+                        && self
                             .seen
                             .get(tid)
                             .is_some_and(|t| t.start_ns == wait.start_ns)
-                        {
-                            self.seen.remove(tid);
-                        }
+                    {
+                        self.seen.remove(tid);
                     }
                     out.push(ev)
                 }
@@ -135,18 +134,18 @@ impl LiveSource {
             return;
         };
         t.read_ns = now;
-        if let Some((words_addr, words)) = snapshot::read_words(t.tgid, t.uaddr) {
-            if words != t.words {
-                t.words = words.clone();
-                out.push(Event::WaitWords {
-                    ts_ns: now,
-                    tgid: t.tgid,
-                    tid,
-                    start_ns: t.start_ns,
-                    words_addr,
-                    words,
-                });
-            }
+        if let Some((words_addr, words)) = snapshot::read_words(t.tgid, t.uaddr)
+            && words != t.words
+        {
+            t.words = words.clone();
+            out.push(Event::WaitWords {
+                ts_ns: now,
+                tgid: t.tgid,
+                tid,
+                start_ns: t.start_ns,
+                words_addr,
+                words,
+            });
         }
     }
 

@@ -98,10 +98,11 @@ pub fn thread_libs(pid: u32) -> Vec<std::path::PathBuf> {
             libs.push(path.to_string());
         }
     }
-    if libs.is_empty() && !has_loader {
-        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-            libs.push(exe.display().to_string());
-        }
+    if libs.is_empty()
+        && !has_loader
+        && let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe"))
+    {
+        libs.push(exe.display().to_string());
     }
     libs.into_iter()
         .map(|l| std::path::PathBuf::from(format!("/proc/{pid}/root{l}")))

@@ -237,7 +237,7 @@ pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("parse {}: {e}\n{s}", p.display()))
 }
 
-pub fn report_thread<'a>(r: &'a serde_json::Value, tid: u32) -> &'a serde_json::Value {
+pub fn report_thread(r: &serde_json::Value, tid: u32) -> &serde_json::Value {
     r["threads"]
         .as_array()
         .unwrap()
@@ -252,14 +252,18 @@ pub fn report_thread<'a>(r: &'a serde_json::Value, tid: u32) -> &'a serde_json::
 fn prog_holders() -> Vec<(u32, u32)> {
     let mut out = Vec::new();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let ppid: u32 = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
             .lines()
             .find_map(|l| l.strip_prefix("PPid:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
             if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
@@ -275,18 +279,32 @@ fn prog_holders() -> Vec<(u32, u32)> {
 /// last fd closes, so poll a little. Observers started by others (another
 /// test run, a benchmark) are ignored.
 pub fn assert_no_programs_left() {
-    let ours = ["btf_sys_enter", "btf_sys_exit", "raw_sys_enter", "btf_task_newtas", "tp_sys_enter_fu", "raw_task_newtas"];
+    let ours = [
+        "btf_sys_enter",
+        "btf_sys_exit",
+        "raw_sys_enter",
+        "btf_task_newtas",
+        "tp_sys_enter_fu",
+        "raw_task_newtas",
+    ];
     let me = std::process::id();
     let end = Instant::now() + Duration::from_secs(3);
     loop {
-        let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
+        let out = Command::new("bpftool")
+            .args(["prog", "show"])
+            .output()
+            .expect("bpftool");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let holders = prog_holders();
         let left: Vec<&str> = text
             .lines()
             .filter(|l| ours.iter().any(|p| l.contains(p)))
             .filter(|l| {
-                let id: u32 = l.split(':').next().and_then(|x| x.trim().parse().ok()).unwrap_or(0);
+                let id: u32 = l
+                    .split(':')
+                    .next()
+                    .and_then(|x| x.trim().parse().ok())
+                    .unwrap_or(0);
                 let held: Vec<_> = holders.iter().filter(|h| h.0 == id).collect();
                 held.is_empty() || held.iter().any(|h| h.1 == me)
             })
