@@ -739,28 +739,19 @@ fn symbol_events(
         .values()
         .filter(|p| p.observed_to_ns.is_none())
     {
+        // Lock addresses: what threads wait for, lock-order edges, locks held at exit.
         let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
-        for w in waits.chain(p.pi_edeadlk.iter().map(|(_, w, _)| w)) {
-            let target = crate::graph::classify(w, p);
-            for addr in [target.lock, w.uaddr] {
-                if !tried.insert((p.tgid, addr)) {
-                    continue;
-                }
-                if let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name) {
-                    out.push(Event::Symbol {
-                        tgid: p.tgid,
-                        addr,
-                        name,
-                    });
-                }
-            }
-        }
-        let edge_locks = p.lock_edges.keys().flat_map(|e| [e.from, e.to]);
-        let held_locks = p
-            .exit_held
-            .iter()
-            .flat_map(|(_, _, l)| l.iter().map(|x| x.lock));
-        for addr in edge_locks.chain(held_locks).collect::<Vec<_>>() {
+        let mut locks: Vec<u64> = waits
+            .chain(p.pi_edeadlk.iter().map(|(_, w, _)| w))
+            .flat_map(|w| [crate::graph::classify(w, p).lock, w.uaddr])
+            .collect();
+        locks.extend(p.lock_edges.keys().flat_map(|e| [e.from, e.to]));
+        locks.extend(
+            p.exit_held
+                .iter()
+                .flat_map(|(_, _, l)| l.iter().map(|x| x.lock)),
+        );
+        for addr in locks {
             if tried.insert((p.tgid, addr))
                 && let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name)
             {
@@ -771,38 +762,22 @@ fn symbol_events(
                 });
             }
         }
-        let edge_sites = p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]);
-        let held_sites = p
-            .exit_held
-            .iter()
-            .flat_map(|(_, _, l)| l.iter().map(|x| x.site));
-        let sites: Vec<u64> = p
-            .threads
-            .iter()
-            .map(|t| t.create_site)
-            .chain(edge_sites)
-            .chain(held_sites)
-            .collect();
+        // Code addresses: thread creation sites, lock call sites.
+        let mut sites: Vec<u64> = p.threads.iter().map(|t| t.create_site).collect();
+        sites.extend(p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]));
+        sites.extend(
+            p.exit_held
+                .iter()
+                .flat_map(|(_, _, l)| l.iter().map(|x| x.site)),
+        );
         for site in sites {
-            if site == 0 || !tried.insert((p.tgid, site)) {
-                continue;
-            }
-            if let Some(f) = symbols.call_site(p.tgid, site) {
+            if site != 0
+                && tried.insert((p.tgid, site))
+                && let Some(f) = symbols.call_site(p.tgid, site)
+            {
                 out.push(Event::CodeSymbol {
                     tgid: p.tgid,
                     addr: site,
-                    name: site_name(&f),
-                });
-            }
-        }
-        for t in &p.threads {
-            if t.create_site == 0 || !tried.insert((p.tgid, t.create_site)) {
-                continue;
-            }
-            if let Some(f) = symbols.call_site(p.tgid, t.create_site) {
-                out.push(Event::CodeSymbol {
-                    tgid: p.tgid,
-                    addr: t.create_site,
                     name: site_name(&f),
                 });
             }

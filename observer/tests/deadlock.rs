@@ -173,12 +173,8 @@ fn dump_json(pid: u32) -> (i32, Value) {
     )
 }
 
-/// `dump` and `attach --kill-on-deadlock` on a fixture that already hung.
-fn attach_hang(fixture: &str, e: &Expect) {
-    let mut p = start_hung(fixture);
-    let (code, d) = dump_json(p.pid());
-    assert_eq!(code, EXIT_HANG, "dump exits 3 on a deadlock: {d:#}");
-    check(&d, &p.stdout, e);
+/// `attach --kill-on-deadlock` on a hung fixture: exits 3, kills it; the report.
+fn attach_kill(p: &mut Proc) -> Value {
     let dir = tmp();
     let rep = dir.path().join("r.json");
     let mut obs = Proc::spawn({
@@ -197,7 +193,17 @@ fn attach_hang(fixture: &str, e: &Expect) {
     assert_eq!(obs.wait_exit(T).code(), Some(EXIT_HANG), "{:?}", obs.stderr);
     let st = p.wait_exit(T);
     assert!(st.code().is_none(), "the hung target was killed");
-    check(&read_json(&rep), &p.stdout, e);
+    read_json(&rep)
+}
+
+/// `dump` and `attach --kill-on-deadlock` on a fixture that already hung.
+fn attach_hang(fixture: &str, e: &Expect) {
+    let mut p = start_hung(fixture);
+    let (code, d) = dump_json(p.pid());
+    assert_eq!(code, EXIT_HANG, "dump exits 3 on a deadlock: {d:#}");
+    check(&d, &p.stdout, e);
+    let r = attach_kill(&mut p);
+    check(&r, &p.stdout, e);
     assert_no_programs_left();
 }
 
@@ -308,24 +314,8 @@ fn join_while_holding_the_lock_the_thread_needs() {
     let (code, d) = dump_json(p.pid());
     assert_eq!(code, EXIT_HANG);
     verify(&d, &p.stdout);
-    let dir = tmp();
-    let rep = dir.path().join("r.json");
-    let mut obs = Proc::spawn({
-        let mut c = observer();
-        c.args([
-            "attach",
-            "-q",
-            "--kill-on-deadlock",
-            "-p",
-            &p.pid().to_string(),
-            "--report",
-        ])
-        .arg(&rep);
-        c
-    });
-    assert_eq!(obs.wait_exit(T).code(), Some(EXIT_HANG));
-    p.wait_exit(T);
-    verify(&read_json(&rep), &p.stdout);
+    let r = attach_kill(&mut p);
+    verify(&r, &p.stdout);
     assert_no_programs_left();
 }
 
@@ -390,24 +380,8 @@ fn pi_mutex_abba_is_a_pi_deadlock() {
     let (code, d) = dump_json(p.pid());
     assert_eq!(code, EXIT_HANG, "{d:#}");
     verify(&d, &p.stdout, false);
-    let dir = tmp();
-    let rep = dir.path().join("r.json");
-    let mut obs = Proc::spawn({
-        let mut c = observer();
-        c.args([
-            "attach",
-            "-q",
-            "--kill-on-deadlock",
-            "-p",
-            &p.pid().to_string(),
-            "--report",
-        ])
-        .arg(&rep);
-        c
-    });
-    assert_eq!(obs.wait_exit(T).code(), Some(EXIT_HANG));
-    p.wait_exit(T);
-    verify(&read_json(&rep), &p.stdout, false);
+    let r = attach_kill(&mut p);
+    verify(&r, &p.stdout, false);
     assert_no_programs_left();
 }
 
