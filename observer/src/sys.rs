@@ -131,6 +131,8 @@ impl GatedChild {
             .context("argument has a NUL byte")?;
         let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
         ptrs.push(std::ptr::null());
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         let (gate_r, gate_w) = pipe_cloexec()?;
         let (err_r, err_w) = pipe_cloexec()?;
         // SAFETY: between fork and exec the child only calls async-signal-safe
@@ -141,6 +143,21 @@ impl GatedChild {
         }
         if pid == 0 {
             unsafe {
+                // Only the parent may hold the gate's write end (else EOF never
+                // comes if it dies), and the target dies with the observer
+                // rather than run on unobserved (like `timeout`).
+                libc::close(gate_w.as_raw_fd());
+                libc::close(err_r.as_raw_fd());
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                if libc::getppid() != parent {
+                    libc::_exit(127);
+                }
                 let mut b = 0u8;
                 let n = libc::read(gate_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
                 if n != 1 {

@@ -389,3 +389,35 @@ fn target_names_are_escaped_in_text() {
     assert!(!all.contains(&0x1b), "raw ESC reached the terminal");
     assert!(String::from_utf8_lossy(&all).contains("ev\\x1b[31mil"));
 }
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn sigkill_of_run_takes_the_target_along() {
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["-v", "run", "--", "sleep", "30"]);
+        c
+    });
+    obs.wait_stderr(T, |l| l.contains("observing pid"));
+    let child: u32 = obs
+        .stderr
+        .iter()
+        .find_map(|l| l.split("observing pid ").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("target pid");
+    obs.signal(libc::SIGKILL);
+    obs.wait_exit(T);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{child}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "the target outlived the observer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_no_programs_left();
+}
