@@ -239,6 +239,9 @@ struct futex_waitv_ {
 
 static __always_inline int futex_enter(struct sc_args *a)
 {
+	/* Non-waiting futex ops (WAKE, ...) leave before the map lookup. */
+	if (a->nr == NR_futex && !is_wait_cmd((__u32)a->a1))
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!watched(tgid))
@@ -246,8 +249,16 @@ static __always_inline int futex_enter(struct sc_args *a)
 
 	struct obs_wait w = {};
 	if (a->nr == NR_futex) {
-		if (!is_wait_cmd((__u32)a->a1))
-			return 0;
+		__u32 cmd = (__u32)a->a1 & OBS_FUTEX_CMD_MASK;
+		/* A WAIT whose word already differs returns EAGAIN at once: no
+		 * sleep, nothing to record (the word changing back before the
+		 * kernel's own check is the rare miss). */
+		if (cmd == OBS_FUTEX_WAIT || cmd == OBS_FUTEX_WAIT_BITSET) {
+			__u32 cur;
+			if (bpf_probe_read_user(&cur, sizeof(cur), (void *)a->a0) == 0 &&
+			    cur != (__u32)a->a2)
+				return 0;
+		}
 		w.uaddr = a->a0;
 		w.op = (__u32)a->a1;
 		w.val = (__u32)a->a2;
