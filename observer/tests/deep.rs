@@ -9,7 +9,9 @@ use std::{collections::BTreeSet, process::Command, time::Duration};
 use common::*;
 use serde_json::Value;
 
-const T: Duration = Duration::from_secs(60);
+// Python under --uprobes starts slowly (a uprobe hit per GIL lock call) and
+// stopping takes ~0.1-0.2 s per uprobe: generous.
+const T: Duration = Duration::from_secs(180);
 
 fn observer() -> Command {
     Command::new(observer_bin())

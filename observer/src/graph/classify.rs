@@ -240,7 +240,7 @@ fn classify_bitset(w: &Wait, p: &Process) -> Target {
     // word (its clone CHILD_CLEARTID address). Recognised by the recorded
     // address, or (threads seen only in /proc) by a shared wait on a word
     // that still holds a live thread's TID.
-    if let Some(t) = p.live_threads().find(|t| t.tid == w.val && t.tid != 0) {
+    if let Some(t) = p.thread(w.val).filter(|t| t.alive() && w.val != 0) {
         let by_addr = t.child_tid_addr != 0 && t.child_tid_addr == u;
         let by_word =
             t.child_tid_addr == 0 && !futex::is_private(w.op) && word(w, u) == Some(t.tid);
