@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_detect;
+mod bench_deep; // TEMP-BENCH-DEEP
 
 use std::{
     path::{Path, PathBuf},
@@ -130,6 +131,7 @@ fn test(args: &[String]) -> Result<()> {
             "-p",
             "observer",
             "--tests",
+            "--no-fail-fast",
             "--",
             "--ignored",
             "--test-threads=1",
@@ -212,6 +214,7 @@ fn main() -> Result<()> {
             bench_detect::main(&args[2..])
         }
         Some("bench") => bench::main(&args[1..]),
+        Some("bench-deep") => bench_deep::main(&args[1..]), // TEMP-BENCH-DEEP
         Some("vmlinux") => vmlinux(),
         _ => bail!("usage: cargo xtask test|demo|bench|vmlinux"),
     }
