@@ -1,8 +1,8 @@
 //! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
 
 mod bench;
+mod bench_deep;
 mod bench_detect;
-mod bench_deep; // TEMP-BENCH-DEEP
 
 use std::{
     path::{Path, PathBuf},
@@ -66,11 +66,17 @@ const OUR_PROGS: &[&str] = &[
 /// Processes holding a BPF program id open (from /proc/*/fdinfo).
 fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
     let mut out = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
             if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
@@ -88,7 +94,9 @@ fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
 pub fn leftover_programs() -> Vec<String> {
     let mut left = Vec::new();
     for _ in 0..50 {
-        let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else { return Vec::new() };
+        let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else {
+            return Vec::new();
+        };
         let holders = prog_holders();
         let ours = root().join("target");
         left = String::from_utf8_lossy(&out.stdout)
@@ -99,7 +107,12 @@ pub fn leftover_programs() -> Vec<String> {
                 let held: Vec<_> = holders.iter().filter(|h| h.0 == id).collect();
                 // Pinned or held by a binary of this checkout: ours to clean up.
                 let mine = held.is_empty() || held.iter().any(|h| h.2.starts_with(&ours));
-                mine.then(|| format!("{l} (held by {:?})", held.iter().map(|h| h.1).collect::<Vec<_>>()))
+                mine.then(|| {
+                    format!(
+                        "{l} (held by {:?})",
+                        held.iter().map(|h| h.1).collect::<Vec<_>>()
+                    )
+                })
             })
             .collect();
         if left.is_empty() {
@@ -213,9 +226,11 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("detect") => {
             bench_detect::main(&args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("deep") => {
+            bench_deep::main(&args[2..])
+        }
         Some("bench") => bench::main(&args[1..]),
-        Some("bench-deep") => bench_deep::main(&args[1..]), // TEMP-BENCH-DEEP
         Some("vmlinux") => vmlinux(),
-        _ => bail!("usage: cargo xtask test|demo|bench|vmlinux"),
+        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep]|vmlinux"),
     }
 }
