@@ -84,6 +84,7 @@ pub struct HeldLock {
 pub struct LockProfile {
     pub acquired: u64,
     pub contended: u64,
+    /// Time in contended acquisitions (calls that slept in a futex wait).
     pub wait_total_ns: u64,
     pub wait_max_ns: u64,
     pub hold_total_ns: u64,

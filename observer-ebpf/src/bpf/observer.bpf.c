@@ -962,11 +962,14 @@ static __always_inline int acq_return(struct pt_regs *ctx, bool ok)
 	if (st) {
 		__u64 wait = now - a.start_ns;
 		__sync_fetch_and_add(&st->acquired, 1);
-		if (a.flags & OBS_ACQ_CONTENDED)
+		/* Only a call that slept waited: the rest of its time is the
+		 * uprobes' own cost (single-stepping), not the lock's. */
+		if (a.flags & OBS_ACQ_CONTENDED) {
 			__sync_fetch_and_add(&st->contended, 1);
-		__sync_fetch_and_add(&st->wait_total_ns, wait);
-		if (wait > st->wait_max_ns)
-			st->wait_max_ns = wait;
+			__sync_fetch_and_add(&st->wait_total_ns, wait);
+			if (wait > st->wait_max_ns)
+				st->wait_max_ns = wait;
+		}
 	}
 
 	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
