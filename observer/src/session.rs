@@ -538,13 +538,7 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
             attached: true,
         }];
         let seed = seed.unwrap_or_default();
-        let tids: Vec<u32> = seed
-            .iter()
-            .filter_map(|e| match e {
-                Event::ThreadSeen { tid, .. } => Some(*tid),
-                _ => None,
-            })
-            .collect();
+        let tids = seeded_tids(&seed);
         evs.extend(seed);
         // Waits already in progress: a deadlock that formed before we came.
         src.add_snapshot(pid, &tids, now, &mut evs);
@@ -564,6 +558,16 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         .await?;
         Ok(if end.hang_found { EXIT_HANG } else { 0 })
     })
+}
+
+/// TIDs of the `ThreadSeen` events of a /proc seed.
+fn seeded_tids(seed: &[Event]) -> Vec<u32> {
+    seed.iter()
+        .filter_map(|e| match e {
+            Event::ThreadSeen { tid, .. } => Some(*tid),
+            _ => None,
+        })
+        .collect()
 }
 
 fn min_age(opts: &ObserveOpts) -> u64 {
@@ -1023,13 +1027,7 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     let now = procfs::mono_ns();
     let seed =
         procfs::seed_threads(pid).with_context(|| format!("cannot read the threads of {pid}"))?;
-    let tids: Vec<u32> = seed
-        .iter()
-        .filter_map(|e| match e {
-            Event::ThreadSeen { tid, .. } => Some(*tid),
-            _ => None,
-        })
-        .collect();
+    let tids = seeded_tids(&seed);
     // Without ptrace rights /proc/PID/task/TID/syscall is unreadable.
     if let Some(&t) = tids.first() {
         std::fs::read_to_string(format!("/proc/{pid}/task/{t}/syscall")).with_context(|| {

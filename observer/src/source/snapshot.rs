@@ -12,25 +12,8 @@ const NR_FUTEX_WAITV: i64 = 449;
 #[cfg(target_arch = "aarch64")]
 const NR_FUTEX_WAITV: i64 = 449;
 
-/// A blocked thread's syscall: (nr, args, sp, pc); None if it is running
-/// or the file cannot be read.
-pub fn proc_syscall(pid: u32, tid: Tid) -> Option<(i64, [u64; 6], u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
-    parse_syscall(&s)
-}
-
-fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
-    let mut it = s.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
-    let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok();
-    let mut args = [0u64; 6];
-    for a in &mut args {
-        *a = hex(it.next()?)?;
-    }
-    let sp = hex(it.next()?)?;
-    let pc = hex(it.next()?)?;
-    Some((nr, args, sp, pc))
-}
+/// What /proc says a blocked thread is doing (one parser, the symbolizer's).
+pub use crate::symbol::proc_syscall;
 
 /// Reads `len` bytes of process `pid` at `addr` without stopping it.
 pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
@@ -111,19 +94,6 @@ pub fn snapshot_waits(pid: u32, tids: impl IntoIterator<Item = Tid>, now_ns: u64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_proc_syscall() {
-        let s = "202 0x55d0c0a01040 0x80 0x2 0x0 0x0 0x0 0x7ffd5e2c9b28 0x7f0c1a2b3c4d\n";
-        let (nr, a, sp, pc) = parse_syscall(s).unwrap();
-        assert_eq!(nr, 202);
-        assert_eq!(a[0], 0x55d0c0a01040);
-        assert_eq!(a[1], 0x80);
-        assert_eq!(sp, 0x7ffd5e2c9b28);
-        assert_eq!(pc, 0x7f0c1a2b3c4d);
-        assert!(parse_syscall("running\n").is_none());
-        assert!(parse_syscall("-1 0x7ffd 0x1\n").is_none());
-    }
 
     #[test]
     fn reads_own_memory() {
