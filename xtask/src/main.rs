@@ -1,8 +1,6 @@
 //! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
 
 mod bench;
-mod bench_deep;
-mod bench_detect;
 
 use std::{
     path::{Path, PathBuf},
@@ -79,10 +77,10 @@ fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
         };
         for fd in fds.flatten() {
             let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
-            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-                if let Ok(id) = id.trim().parse() {
-                    out.push((id, pid, exe.clone()));
-                }
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:"))
+                && let Ok(id) = id.trim().parse()
+            {
+                out.push((id, pid, exe.clone()));
             }
         }
     }
@@ -223,14 +221,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
-        Some("bench") if args.get(1).map(String::as_str) == Some("detect") => {
-            bench_detect::main(&args[2..])
-        }
-        Some("bench") if args.get(1).map(String::as_str) == Some("deep") => {
-            bench_deep::main(&args[2..])
-        }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
-        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep]|vmlinux"),
+        _ => bail!("usage: cargo xtask test|demo|bench [list|detect|deep|...]|vmlinux"),
     }
 }
