@@ -234,12 +234,7 @@ pub fn main(args: &[String]) -> Result<()> {
             }
         }
     }
-    println!("{}", v.summary());
-    match env.progs.leftovers(&env.observer, Duration::from_secs(60)) {
-        Ok(s) => println!("{s}"),
-        Err(e) => println!("WARNING: leftovers: {e}"),
-    }
-    Ok(())
+    h::finish(&v, &env.progs, &env.observer, false)
 }
 
 /// What the benchmarks share: paths, pinning, and what they loaded.
@@ -364,15 +359,18 @@ fn notes(s: &mut String, conds: &[Cond], rows: &[Row], problems: &[String]) {
 // ---------------------------------------------------------------------------
 // lockpair
 
+const UNOBSERVED: Cond = Cond {
+    label: "unobserved",
+    args: None,
+};
+const DEFAULT_MODE: Cond = Cond {
+    label: "observer attach (default mode)",
+    args: Some(&[]),
+};
+
 const LOCK_CONDS: [Cond; 4] = [
-    Cond {
-        label: "unobserved",
-        args: None,
-    },
-    Cond {
-        label: "observer attach (default mode)",
-        args: Some(&[]),
-    },
+    UNOBSERVED,
+    DEFAULT_MODE,
     Cond {
         label: "observer attach --uprobes",
         args: Some(&["--uprobes"]),
@@ -718,27 +716,15 @@ fn stacks_table(r: &StacksResult, o: &Opts, v: &mut Verdicts) -> String {
         r.threads
     )
     .unwrap();
-    writeln!(
-        s,
-        "  {:<50} {:>5} {:>9} {:>9} {:>9}",
-        "command", "runs", "median", "min", "max"
-    )
-    .unwrap();
-    for (label, x) in [
-        ("observer dump -p PID --format json", &r.dump),
-        ("gdb -batch -ex 'thread apply all bt' -p PID", &r.gdb),
-    ] {
-        writeln!(
-            s,
-            "  {:<50} {:>5} {:>9} {:>9} {:>9}",
-            label,
-            x.len(),
-            h::ms(h::median(x)),
-            h::ms(h::min(x)),
-            h::ms(h::max(x))
-        )
-        .unwrap();
-    }
+    s.push_str(&h::ms_table(
+        "command",
+        50,
+        &[
+            ("observer dump -p PID --format json", &r.dump),
+            ("gdb -batch -ex 'thread apply all bt' -p PID", &r.gdb),
+        ],
+        false,
+    ));
     writeln!(
         s,
         "  first observer dump (not in the median): {}",
@@ -789,14 +775,8 @@ fn stacks_table(r: &StacksResult, o: &Opts, v: &mut Verdicts) -> String {
 // threads
 
 const THREAD_CONDS: [Cond; 3] = [
-    Cond {
-        label: "unobserved",
-        args: None,
-    },
-    Cond {
-        label: "observer attach (default mode)",
-        args: Some(&[]),
-    },
+    UNOBSERVED,
+    DEFAULT_MODE,
     Cond {
         label: "observer attach --no-thread-uprobes",
         args: Some(&["--no-thread-uprobes"]),
@@ -1010,26 +990,12 @@ fn startup_table(r: &StartupResult, runs: usize, v: &mut Verdicts) -> String {
         "Startup: a short program under `observer run`, wall clock from spawn to reap, {runs} runs per condition, interleaved"
     )
     .unwrap();
-    writeln!(
-        s,
-        "  {:<50} {:>5} {:>9} {:>9} {:>9} {:>9}",
-        "command", "runs", "median", "min", "max", "added"
-    )
-    .unwrap();
-    let base = h::median(&r.ms[0]);
-    for ((label, _, _), x) in STARTUP_CONDS.iter().zip(&r.ms) {
-        writeln!(
-            s,
-            "  {:<50} {:>5} {:>9} {:>9} {:>9} {:>9}",
-            label,
-            x.len(),
-            h::ms(h::median(x)),
-            h::ms(h::min(x)),
-            h::ms(h::max(x)),
-            h::ms(h::median(x) - base)
-        )
-        .unwrap();
-    }
+    let rows: Vec<(&str, &[f64])> = STARTUP_CONDS
+        .iter()
+        .zip(&r.ms)
+        .map(|(c, x)| (c.0, x.as_slice()))
+        .collect();
+    s.push_str(&h::ms_table("command", 50, &rows, true));
     for p in &r.problems {
         writeln!(s, "  PROBLEM: {p}").unwrap();
     }

@@ -146,13 +146,9 @@ pub fn main(args: &[String]) -> Result<()> {
         let r = dump(&observer, &target, o.threads, dump_reps, gdb_reps)?;
         println!("{}", dump_table(&r, o.threads, &mut verdicts));
     }
-    println!("{}", verdicts.summary());
-    // Every observer here was `observer run`, reaped by run_timed.
-    match Programs::default().leftovers(&observer, Duration::from_secs(30)) {
-        Ok(_) => println!("BPF programs left loaded: none"),
-        Err(e) => println!("WARNING: {e}"),
-    }
-    Ok(())
+    // Every observer here was an `observer run`, reaped by run_timed: only
+    // this checkout's programs held by no one can be left.
+    h::finish(&verdicts, &Programs::default(), &observer, false)
 }
 
 // ---------------------------------------------------------------------------
@@ -500,28 +496,16 @@ fn dump_table(r: &DumpResult, threads: usize, verdicts: &mut Verdicts) -> String
         threads.saturating_sub(2)
     )
     .unwrap();
-    writeln!(
-        s,
-        "  {:<44} {:>5} {:>9} {:>9} {:>9}",
-        "command", "runs", "median", "min", "max"
-    )
-    .unwrap();
-    for (label, v) in [
-        ("observer dump -p PID", &r.text),
-        ("observer dump -p PID --format json", &r.json),
-        ("gdb -batch -ex 'thread apply all bt' -p PID", &r.gdb),
-    ] {
-        writeln!(
-            s,
-            "  {:<44} {:>5} {:>9} {:>9} {:>9}",
-            label,
-            v.len(),
-            h::ms(h::median(v)),
-            h::ms(h::min(v)),
-            h::ms(h::max(v))
-        )
-        .unwrap();
-    }
+    s.push_str(&h::ms_table(
+        "command",
+        44,
+        &[
+            ("observer dump -p PID", &r.text),
+            ("observer dump -p PID --format json", &r.json),
+            ("gdb -batch -ex 'thread apply all bt' -p PID", &r.gdb),
+        ],
+        false,
+    ));
     if let Some(n) = &r.gdb_note {
         writeln!(s, "  note: {n}").unwrap();
     }

@@ -966,13 +966,7 @@ impl Check {
         limit: f64,
         show: fn(f64) -> String,
     ) -> Check {
-        Check {
-            what: what.into(),
-            value: show(value),
-            target: format!("<= {}", show(limit)),
-            pass: (!value.is_nan()).then_some(value <= limit),
-            note: String::new(),
-        }
+        Check::compare(what.into(), value, "<=", limit, show)
     }
 
     /// `value >= limit`; `show` formats both.
@@ -982,11 +976,20 @@ impl Check {
         limit: f64,
         show: fn(f64) -> String,
     ) -> Check {
+        Check::compare(what.into(), value, ">=", limit, show)
+    }
+
+    fn compare(what: String, value: f64, op: &str, limit: f64, show: fn(f64) -> String) -> Check {
+        let ok = if op == "<=" {
+            value <= limit
+        } else {
+            value >= limit
+        };
         Check {
-            what: what.into(),
+            what,
             value: show(value),
-            target: format!(">= {}", show(limit)),
-            pass: (!value.is_nan()).then_some(value >= limit),
+            target: format!("{op} {}", show(limit)),
+            pass: (!value.is_nan()).then_some(ok),
             note: String::new(),
         }
     }
@@ -1055,6 +1058,49 @@ impl Verdicts {
         }
         s
     }
+}
+
+/// A table of wall-clock times per command: runs, median, min, max, and
+/// with `base`, the median added to that of the first row.
+pub fn ms_table(first: &str, width: usize, rows: &[(&str, &[f64])], added: bool) -> String {
+    let mut s = format!(
+        "  {first:<width$} {:>5} {:>9} {:>9} {:>9}{}\n",
+        "runs",
+        "median",
+        "min",
+        "max",
+        if added { "     added" } else { "" }
+    );
+    let base = rows.first().map_or(f64::NAN, |r| median(r.1));
+    for (label, v) in rows {
+        let plus = if added {
+            format!(" {:>9}", ms(median(v) - base))
+        } else {
+            String::new()
+        };
+        writeln!(
+            s,
+            "  {label:<width$} {:>5} {:>9} {:>9} {:>9}{plus}",
+            v.len(),
+            ms(median(v)),
+            ms(min(v)),
+            ms(max(v)),
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// The end of a suite: the verdicts' summary, then whether anything was
+/// left behind (an error if `strict`, else a warning).
+pub fn finish(v: &Verdicts, progs: &Programs, observer: &Path, strict: bool) -> Result<()> {
+    println!("{}", v.summary());
+    match progs.leftovers(observer, Duration::from_secs(60)) {
+        Ok(s) => println!("{s}"),
+        Err(e) if strict => bail!("the bench left something behind: {e}"),
+        Err(e) => println!("WARNING: the bench left something behind: {e}"),
+    }
+    Ok(())
 }
 
 /// "  WRONG ANSWER (N run(s)): problem" per distinct problem.

@@ -176,14 +176,9 @@ pub fn main(args: &[String]) -> Result<()> {
     if let Some(h) = &hooks {
         println!("observer hooks: {h}");
     }
-    println!("{}", verdicts.summary());
     // Every program we loaded went with its owner (a dropped Ebpf, an
     // exited observer); make sure, as `xtask test` does.
-    match progs.leftovers(&env.observer, Duration::from_secs(30)) {
-        Ok(s) => eprintln!("xtask: {s}"),
-        Err(e) => bail!("the bench left something behind: {e}"),
-    }
-    Ok(())
+    h::finish(&verdicts, &progs, &env.observer, true)
 }
 
 struct Env {
