@@ -808,6 +808,9 @@ impl Programs {
                     .into_iter()
                     .filter(|l| !held_by_live_process(l)),
             );
+            if left.is_empty() && alive.is_empty() && self.started.is_empty() {
+                return Ok("Leftovers: none (no orphaned observer programs)".into());
+            }
             if left.is_empty() && alive.is_empty() {
                 return Ok(format!(
                     "Leftovers: none ({} observers attached and reaped, {} BPF programs they held all freed; no orphaned observer programs)",
@@ -1061,7 +1064,7 @@ impl Verdicts {
 }
 
 /// A table of wall-clock times per command: runs, median, min, max, and
-/// with `base`, the median added to that of the first row.
+/// with `added`, the median minus that of the first row (the baseline).
 pub fn ms_table(first: &str, width: usize, rows: &[(&str, &[f64])], added: bool) -> String {
     let mut s = format!(
         "  {first:<width$} {:>5} {:>9} {:>9} {:>9}{}\n",
@@ -1072,11 +1075,11 @@ pub fn ms_table(first: &str, width: usize, rows: &[(&str, &[f64])], added: bool)
         if added { "     added" } else { "" }
     );
     let base = rows.first().map_or(f64::NAN, |r| median(r.1));
-    for (label, v) in rows {
-        let plus = if added {
-            format!(" {:>9}", ms(median(v) - base))
-        } else {
-            String::new()
+    for (i, (label, v)) in rows.iter().enumerate() {
+        let plus = match (added, i) {
+            (false, _) => String::new(),
+            (true, 0) => format!(" {:>9}", "-"),
+            (true, _) => format!(" {:>9}", ms(median(v) - base)),
         };
         writeln!(
             s,
