@@ -129,7 +129,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let usage = format!("{USAGE}\n{}\n{}", h::PIN_OPTIONS, h::COMMON_OPTIONS);
     let mut benches = BTreeSet::new();
     // (flag, value) as given; read below with the defaults.
-    let mut set: Vec<(&str, u64)> = Vec::new();
+    let mut set: Vec<(String, u64)> = Vec::new();
     let Some(common) = h::parse(args, &usage, true, |a, args| {
         match a {
             "lockpair" => benches.insert(Bench::Lockpair),
@@ -138,10 +138,7 @@ pub fn main(args: &[String]) -> Result<()> {
             "startup" => benches.insert(Bench::Startup),
             "philosophers" => benches.insert(Bench::Philosophers),
             f if NUMBER_FLAGS.contains(&f) => {
-                set.push((
-                    NUMBER_FLAGS.iter().find(|x| **x == f).unwrap(),
-                    args.number(f)?,
-                ));
+                set.push((f.to_string(), args.number(f)?));
                 true
             }
             _ => return Ok(false),
@@ -151,14 +148,13 @@ pub fn main(args: &[String]) -> Result<()> {
     else {
         return Ok(());
     };
-    let q = common.quick;
+    // The last value given for `flag`, else the default (or the quick one).
     let get = |flag: &str, normal: u64, quick: u64| {
         set.iter()
             .rev()
-            .find(|(f, _)| *f == flag)
-            .map_or(if q { quick } else { normal }, |&(_, v)| v)
+            .find(|(f, _)| f == flag)
+            .map_or(if common.quick { quick } else { normal }, |&(_, v)| v)
     };
-    let runs = set.iter().rev().find(|(f, _)| *f == "--runs").map(|x| x.1);
     let o = Opts {
         benches: if benches.is_empty() {
             [
@@ -179,8 +175,8 @@ pub fn main(args: &[String]) -> Result<()> {
         ring: get("--ring", 64, 64).clamp(2, 1024) as usize,
         dump_reps: get("--dump-reps", 7, 3).max(1) as usize,
         gdb_reps: get("--gdb-reps", 3, 1) as usize,
-        startup_runs: runs.unwrap_or(if q { 3 } else { 10 }).max(1) as usize,
-        phil_runs: runs.unwrap_or(if q { 5 } else { 20 }).max(1) as usize,
+        startup_runs: get("--runs", 10, 3).max(1) as usize,
+        phil_runs: get("--runs", 20, 5).max(1) as usize,
         meals: get("--meals", 1000, 1000).max(1),
     };
     h::require_root("bench deep")?;

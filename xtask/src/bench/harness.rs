@@ -29,13 +29,13 @@ pub struct Common {
     pub cpu: Option<usize>,
 }
 
-pub const COMMON_OPTIONS: &str = "\
-  --quick           a quick subset (fewer rounds and runs; rougher numbers)
+pub const COMMON_OPTIONS: &str =
+    "  --quick           a quick subset (fewer rounds and runs; rougher numbers)
   --observer PATH   use this observer binary instead of building target/release/observer
   -h, --help        this text";
 
-pub const PIN_OPTIONS: &str = "\
-  --cpu N           pin the workloads to CPU N (default: the last CPU)
+pub const PIN_OPTIONS: &str =
+    "  --cpu N           pin the workloads to CPU N (default: the last CPU)
   --no-pin          do not pin the workloads";
 
 pub fn cpus() -> usize {
@@ -610,7 +610,13 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        let _ = self.stop();
+        if self.guard.child.is_none() {
+            return; // stopped already
+        }
+        if let Some(p) = self.stop().problem() {
+            let tail = &self.log[self.log.len().saturating_sub(10)..];
+            eprintln!("\nxtask: warning: {p}:\n{}", tail.join("\n"));
+        }
     }
 }
 
