@@ -22,6 +22,9 @@
 //!   rounds (bench/philosophers_rounds.c), under `observer run --uprobes`,
 //!   20 runs (and unobserved, the same number). Targets: no run deadlocks,
 //!   and every run reports the 5-lock order inversion.
+//! - pyabba: a Python threading.Lock ABBA that deadlocks within milliseconds
+//!   of its start (bench/py_abba_early.py) under `observer run --uprobes`,
+//!   20 runs. Target: a full cycle (both holders known) every run.
 
 use std::{
     collections::BTreeSet,
@@ -54,6 +57,8 @@ BENCH (default: all)
   startup       `observer run -- /bin/true`: <= 150 ms (default mode), <= 300 ms (--uprobes)
   philosophers  5 philosophers x 1000 rounds under `observer run --uprobes`, 20 runs:
                 no deadlock and the 5-lock order inversion reported, every run
+  pyabba        a Python Lock ABBA deadlocking within ms of its start, `observer run --uprobes`,
+                20 runs: a full cycle (both holders known) every run
 
 options
   --rounds N        passes over the conditions (default 5, --quick 1; each visit times 3 rounds)
@@ -63,7 +68,7 @@ options
   --ring N          threads of the stacks target (default 64)
   --dump-reps N     timed `observer dump` runs (default 7, --quick 3)
   --gdb-reps N      timed gdb runs (default 3, --quick 1; 0 skips gdb)
-  --runs N          startup and philosophers runs per condition (default 10 and 20, --quick 3 and 5)
+  --runs N          startup, philosophers and pyabba runs (default 10, 20, 20; --quick 3, 5, 5)
   --meals N         rounds per philosopher (default 1000)";
 
 const NUMBER_FLAGS: &[&str] = &[
@@ -113,6 +118,7 @@ struct Opts {
     gdb_reps: usize,
     startup_runs: usize,
     phil_runs: usize,
+    py_runs: usize,
     meals: u64,
 }
 
@@ -123,6 +129,7 @@ enum Bench {
     Threads,
     Startup,
     Philosophers,
+    Pyabba,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -137,6 +144,7 @@ pub fn main(args: &[String]) -> Result<()> {
             "threads" => benches.insert(Bench::Threads),
             "startup" => benches.insert(Bench::Startup),
             "philosophers" => benches.insert(Bench::Philosophers),
+            "pyabba" => benches.insert(Bench::Pyabba),
             f if NUMBER_FLAGS.contains(&f) => {
                 set.push((f.to_string(), args.number(f)?));
                 true
@@ -163,6 +171,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 Bench::Threads,
                 Bench::Startup,
                 Bench::Philosophers,
+                Bench::Pyabba,
             ]
             .into()
         } else {
@@ -177,6 +186,7 @@ pub fn main(args: &[String]) -> Result<()> {
         gdb_reps: get("--gdb-reps", 3, 1) as usize,
         startup_runs: get("--runs", 10, 3).max(1) as usize,
         phil_runs: get("--runs", 20, 5).max(1) as usize,
+        py_runs: get("--runs", 20, 5).max(1) as usize,
         meals: get("--meals", 1000, 1000).max(1),
     };
     h::require_root("bench deep")?;
@@ -227,6 +237,10 @@ pub fn main(args: &[String]) -> Result<()> {
                 let bin = h::compile(&out, "bench/philosophers_rounds.c", "philosophers_rounds")?;
                 let r = philosophers(&env, &bin, &o)?;
                 println!("{}", philosophers_table(&r, &o, &mut v));
+            }
+            Bench::Pyabba => {
+                let r = pyabba(&env, o.py_runs)?;
+                println!("{}", pyabba_table(&r, &mut v));
             }
         }
     }
@@ -1189,6 +1203,113 @@ fn philosophers_table(r: &PhilResult, o: &Opts, v: &mut Verdicts) -> String {
     s
 }
 
+// ---------------------------------------------------------------------------
+// pyabba: a Python deadlock closing before late uprobes could see it
+
+struct PyResult {
+    runs: usize,
+    /// Runs whose report had the full cycle.
+    full: usize,
+    ms: Vec<f64>,
+    problems: Vec<String>,
+}
+
+fn pyabba(env: &Env, runs: usize) -> Result<PyResult> {
+    let python = h::which("python3").context("python3 not found")?;
+    let script = crate::root().join("bench/py_abba_early.py");
+    let report = env.out.join("pyabba-report.json");
+    let mut r = PyResult {
+        runs,
+        full: 0,
+        ms: Vec::new(),
+        problems: Vec::new(),
+    };
+    eprintln!("bench deep: pyabba, {runs} runs under `observer run --uprobes` ");
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(&report);
+        let mut c = Command::new(&env.observer);
+        c.args([
+            "run",
+            "--quiet",
+            "--uprobes",
+            "--kill-on-deadlock",
+            "--report",
+        ])
+        .arg(&report)
+        .arg("--")
+        .arg(&python)
+        .arg(&script);
+        let t = h::run_timed(c, RUN_TIMEOUT)?;
+        eprint!(".");
+        let Some(t) = t else {
+            r.problems
+                .push(format!("no deadlock reported within {RUN_TIMEOUT:?}"));
+            continue;
+        };
+        r.ms.push(t.ms());
+        if t.status.code() != Some(3) {
+            r.problems.push(format!(
+                "observer ended with {} (3 expected)",
+                h::describe(&t.status)
+            ));
+            continue;
+        }
+        match full_cycle(&report, &String::from_utf8_lossy(&t.stdout)) {
+            Ok(()) => r.full += 1,
+            Err(e) => r.problems.push(format!("{e:#}")),
+        }
+    }
+    eprintln!();
+    Ok(r)
+}
+
+/// The report has a deadlock whose cycle's waiters and holders are exactly
+/// the two workers the script printed ("thread NAME TID").
+fn full_cycle(report: &Path, out: &str) -> Result<()> {
+    let tids: BTreeSet<u64> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("thread ")?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if tids.len() != 2 {
+        bail!("the script printed {} worker tids, not 2", tids.len());
+    }
+    let v = h::read_json(report)?;
+    let found = v["findings"].as_array().is_some_and(|fs| {
+        fs.iter().any(|f| {
+            let cycle = f["cycle"].as_array().map_or(&[][..], Vec::as_slice);
+            let of =
+                |k: &str| -> BTreeSet<u64> { cycle.iter().filter_map(|e| e[k].as_u64()).collect() };
+            f["kind"] == "deadlock" && of("waiter_tid") == tids && of("holder_tid") == tids
+        })
+    });
+    if !found {
+        bail!("no deadlock finding with the full cycle alpha <-> beta");
+    }
+    Ok(())
+}
+
+fn pyabba_table(r: &PyResult, v: &mut Verdicts) -> String {
+    let mut s = String::new();
+    writeln!(
+        s,
+        "Python Lock ABBA deadlocking within milliseconds of its start (bench/py_abba_early.py, python3),\n\
+         observer run --uprobes --kill-on-deadlock, {} runs: median {} to the report and kill",
+        r.runs,
+        h::ms(h::median(&r.ms))
+    )
+    .unwrap();
+    s.push_str(&h::problems(&r.problems));
+    let c = Check::every("pyabba --uprobes: full cycle reported", r.full, r.runs);
+    writeln!(s, "{}", v.add(c)).unwrap();
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1239,6 +1360,29 @@ mod tests {
         .unwrap();
         assert!(five_fork_inversion(&report, &out).is_err());
         assert!(five_fork_inversion(&report, "done\n").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn full_python_cycle() {
+        let dir = std::env::temp_dir().join(format!("bench-deep-py-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = dir.join("r.json");
+        let out = "thread alpha 11\nthread beta 12\n";
+        let write = |holder: u64| {
+            std::fs::write(
+                &report,
+                format!(
+                    r#"{{"findings":[{{"kind":"deadlock","cycle":[{{"waiter_tid":11,"holder_tid":12}},{{"waiter_tid":12,"holder_tid":{holder}}}]}}]}}"#
+                ),
+            )
+            .unwrap()
+        };
+        write(11);
+        assert!(full_cycle(&report, out).is_ok());
+        write(0); // a holder not known
+        assert!(full_cycle(&report, out).is_err());
+        assert!(full_cycle(&report, "thread alpha 11\n").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
