@@ -55,10 +55,10 @@ fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
         };
         for fd in fds.flatten() {
             let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
-            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
-                if let Ok(id) = id.trim().parse() {
-                    out.push((id, pid, exe.clone()));
-                }
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:"))
+                && let Ok(id) = id.trim().parse()
+            {
+                out.push((id, pid, exe.clone()));
             }
         }
     }
@@ -277,6 +277,16 @@ fn record(names: &[String]) -> Result<()> {
             out.display(),
             std::fs::metadata(&out)?.len()
         );
+        let gz = out.with_extension("jsonl.gz");
+        let _ = std::fs::remove_file(&gz);
+        if std::fs::metadata(&out)?.len() > 100_000 {
+            // Big ones (churn) are checked in compressed.
+            run({
+                let mut c = Command::new("gzip");
+                c.args(["-9", "-n"]).arg(&out);
+                c
+            })?;
+        }
     }
     Ok(())
 }
