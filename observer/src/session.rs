@@ -81,6 +81,8 @@ struct Session {
     symbols: Symbolizer,
     sym_tried: HashSet<(u32, u64)>,
     fed_since_scan: bool,
+    /// Time of the last `Scan` event recorded.
+    scan_recorded_ns: u64,
     /// Processes whose libc may not be mapped yet (just exec'd or forked):
     /// tgid -> give up at (ns).
     pending_uprobes: std::collections::HashMap<u32, u64>,
@@ -105,6 +107,7 @@ impl Session {
             symbols: Symbolizer::new(),
             sym_tried: HashSet::new(),
             fed_since_scan: false,
+            scan_recorded_ns: 0,
             pending_uprobes: std::collections::HashMap::new(),
             not_python: HashSet::new(),
         })
@@ -202,6 +205,7 @@ impl Session {
             }
         }
         if cands.is_empty() {
+            self.mark_scan(now, false)?;
             return Ok(Vec::new());
         }
         let tids: Vec<u32> = cands
@@ -211,6 +215,7 @@ impl Session {
         if !src.confirm(&tids, now, &mut evs) {
             // Something moved since the scan: judge again on fresh data.
             self.feed(&mut evs)?;
+            self.mark_scan(now, false)?;
             return Ok(Vec::new());
         }
         // The stacks of the threads named, taken now, without stopping them.
@@ -225,6 +230,7 @@ impl Session {
             self.feed(&mut evs)?;
             cands = self.engine.candidates(&self.model, now);
         }
+        self.mark_scan(now, true)?;
         let mut hung = Vec::new();
         for f in self.engine.accept(cands) {
             if f.kind.is_hang() {
@@ -235,6 +241,20 @@ impl Session {
             }
         }
         Ok(hung)
+    }
+
+    /// Records a `Scan` event where the detectors judged, after the events
+    /// fed for that judgement (names, owners, stacks), so that replay judges
+    /// the same state: always when something is reported (time alone may
+    /// have made it: a wait grew long), else when events came since the
+    /// last one.
+    fn mark_scan(&mut self, now: u64, reporting: bool) -> Result<()> {
+        if (reporting || self.fed_since_scan) && self.scan_recorded_ns != now {
+            self.apply(&Event::Scan { ts_ns: now })?;
+            self.scan_recorded_ns = now;
+            self.fed_since_scan = false;
+        }
+        Ok(())
     }
 
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
@@ -669,10 +689,6 @@ async fn observe(
                 src.scan(now, &mut evs);
                 s.feed(&mut evs)?;
                 s.pending_thread_uprobes(&mut src, now);
-                if s.fed_since_scan {
-                    s.feed(&mut vec![Event::Scan { ts_ns: now }])?;
-                    s.fed_since_scan = false;
-                }
                 let hung = s.detect(&mut src, now)?;
                 if !hung.is_empty() {
                     hang_found = true;

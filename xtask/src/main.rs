@@ -275,6 +275,16 @@ fn record(names: &[String]) -> Result<()> {
             out.display(),
             std::fs::metadata(&out)?.len()
         );
+        let gz = out.with_extension("jsonl.gz");
+        let _ = std::fs::remove_file(&gz);
+        if std::fs::metadata(&out)?.len() > 100_000 {
+            // Big ones (churn) are checked in compressed.
+            run({
+                let mut c = Command::new("gzip");
+                c.args(["-9", "-n"]).arg(&out);
+                c
+            })?;
+        }
     }
     Ok(())
 }

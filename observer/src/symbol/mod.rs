@@ -444,12 +444,12 @@ impl Symbolizer {
         let mut files = Vec::new();
         for e in entries.iter().filter(|e| e.is_file()) {
             let key = (e.dev.0, e.dev.1, e.inode);
-            if !ids.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(v) = ids.entry(key) {
                 let id = open(e)
                     .and_then(|(path, k)| Self::elf_info(&mut self.files, &path, k))
                     .map(|i| i.build_id.clone())
                     .unwrap_or_default();
-                ids.insert(key, id);
+                v.insert(id);
             }
             files.push(MapEntry {
                 build_id: ids[&key].clone(),
