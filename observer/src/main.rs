@@ -6,18 +6,16 @@ mod event;
 mod graph;
 mod model;
 mod probe;
+mod recording;
 mod report;
 mod session;
 mod source;
 mod symbol;
 mod sys;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::ExitCode,
-};
+use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 
 use cli::{Cli, Command};
@@ -60,78 +58,23 @@ fn dispatch(cli: Cli) -> Result<u8> {
             duration,
             opts,
         } => session::attach(opts, pid, duration, cli.verbose),
-        Command::Replay {
-            file,
-            report,
-            long_wait,
-        } => replay(&file, report.as_deref(), long_wait),
+        Command::Record {
+            output,
+            pid,
+            duration,
+            mut opts,
+            cmd,
+        } => {
+            opts.record = Some(output);
+            match pid {
+                Some(pid) => session::attach(opts, pid, duration, cli.verbose),
+                None => session::run(opts, cmd, cli.verbose),
+            }
+        }
+        Command::Replay { args } => recording::replay(&args),
         Command::Dump { pid, format } => session::dump(pid, format == "json"),
         Command::Doctor => doctor(),
     }
-}
-
-/// How often replay runs the detectors, in event time (the live scan period).
-const REPLAY_CHECK_NS: u64 = 25_000_000;
-
-fn replay(
-    file: &std::path::Path,
-    report_to: Option<&std::path::Path>,
-    long_wait: f64,
-) -> Result<u8> {
-    let long_wait_ns = cli::secs_to_ns(long_wait, "--long-wait")?;
-    let f = std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let out = match report_to {
-        Some(p) => Some(
-            std::fs::File::create(p)
-                .with_context(|| format!("cannot write report {}", p.display()))?,
-        ),
-        None => None,
-    };
-    let mut events = Vec::new();
-    for (i, line) in BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let ev: event::Event = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not an observer event", file.display(), i + 1))?;
-        events.push(ev);
-    }
-    // Judge the state where the live session did (its Scan events), or,
-    // for streams without them, every scan period of event time.
-    let scans = events
-        .iter()
-        .any(|e| matches!(e, event::Event::Scan { .. }));
-    let mut m = model::Model::new();
-    let mut engine = detect::Engine::new(detect::Limits::new(long_wait_ns));
-    let mut last_check = 0u64;
-    for ev in &events {
-        match ev {
-            event::Event::Scan { ts_ns } => {
-                m.apply(ev);
-                engine.check(&m, *ts_ns);
-            }
-            _ if !scans => {
-                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + REPLAY_CHECK_NS) {
-                    if last_check != 0 {
-                        engine.check(&m, m.last_ns);
-                    }
-                    last_check = ts;
-                }
-                m.apply(ev);
-            }
-            _ => m.apply(ev),
-        }
-    }
-    engine.finish(&m, m.last_ns);
-    print!("{}", report::findings::all(&engine.findings));
-    println!();
-    print!("{}", report::text::summary(&m, long_wait_ns));
-    if let Some(f) = out {
-        serde_json::to_writer_pretty(f, &report::json::build(&m, "replay", &[], &engine.findings))
-            .context("writing the report")?;
-    }
-    Ok(0)
 }
 
 fn doctor() -> Result<u8> {

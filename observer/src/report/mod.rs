@@ -8,7 +8,7 @@ pub mod json;
 pub mod live;
 pub mod perfetto;
 #[cfg(test)]
-mod pictures_tests;
+pub mod pictures_tests;
 pub mod text;
 
 use std::fmt::Write as _;
