@@ -198,11 +198,21 @@ pub fn judge(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Vec<Fin
     let mut m = Model::new();
     let mut engine = detect::Engine::new(limits);
     let mut last_check = 0u64;
+    // The live run fed what it learnt while judging a scan (symbols, lock
+    // owners, stacks: stamped with the scan's time or not at all) before it
+    // accepted findings: judge once those are applied too.
+    let mut pending: Option<u64> = None;
     for ev in events {
+        if let Some(at) = pending
+            && (matches!(ev, Event::Scan { .. }) || ev.ts_ns().is_some_and(|t| t != at))
+        {
+            engine.check(&m, at);
+            pending = None;
+        }
         match ev {
             Event::Scan { ts_ns } => {
                 m.apply(ev);
-                engine.check(&m, *ts_ns);
+                pending = Some(*ts_ns);
             }
             _ if !scans => {
                 if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
@@ -215,6 +225,9 @@ pub fn judge(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Vec<Fin
             }
             _ => m.apply(ev),
         }
+    }
+    if let Some(at) = pending {
+        engine.check(&m, at);
     }
     engine.finish(&m, m.last_ns);
     (m, engine.findings)

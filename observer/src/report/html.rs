@@ -261,7 +261,8 @@ fn finding_html(s: &mut String, m: &Model, f: &Finding) {
                 if stack.is_empty() {
                     String::new()
                 } else {
-                    format!("<pre>{}</pre>", esc(&stack))
+                    let lines: Vec<String> = stack.lines().map(esc).collect();
+                    format!("<pre>{}</pre>", lines.join("\n"))
                 }
             );
         }
