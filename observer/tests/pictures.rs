@@ -455,7 +455,8 @@ fn python_recording_replays_to_the_live_findings_with_hold_slices() {
     assert!(holds.contains(&format!("alpha [{alpha}]")), "{holds:?}");
     assert!(holds.contains(&format!("beta [{beta}]")), "{holds:?}");
     if let Some(svg) = render_dot(&r.path("replay.dot")) {
-        assert!(svg.contains("Python lock"), "{svg}");
+        assert!(svg.contains(&format!("alpha [{alpha}]")), "{svg}");
+        assert!(svg.contains(&format!("beta [{beta}]")), "{svg}");
     }
 }
 

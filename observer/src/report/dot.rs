@@ -21,6 +21,20 @@ use crate::{
     report::perfetto::{lock_label, thread_label},
 };
 
+/// Lock-order edges drawn per process (an interpreter takes hundreds).
+const MAX_ORDER_EDGES: usize = 300;
+
+fn kind_of(k: crate::event::AcqKind) -> LockKind {
+    use crate::event::AcqKind as A;
+    match k {
+        A::Mutex => LockKind::Mutex,
+        A::RwRead | A::RwWrite => LockKind::Rwlock,
+        A::Semaphore => LockKind::Semaphore,
+        A::PyLock => LockKind::PyLock,
+        A::Unknown => LockKind::Unknown,
+    }
+}
+
 /// A DOT string literal's contents: target text made printable, then quoted.
 pub fn quote(s: &str) -> String {
     crate::report::escape(s)
@@ -124,10 +138,22 @@ pub fn render(model: &Model, findings: &[Finding]) -> String {
                 Holder::Unknown => {}
             }
         }
-        for (e, info) in &p.lock_edges {
-            let a = lnode(model, p, &mut order, LockKind::Unknown, e.from);
-            let b = lnode(model, p, &mut order, LockKind::Unknown, e.to);
+        for (e, info) in p.lock_edges.iter().take(MAX_ORDER_EDGES) {
+            let a = lnode(model, p, &mut order, kind_of(info.from_kind), e.from);
+            let b = lnode(model, p, &mut order, kind_of(info.to_kind), e.to);
             order.edge(&a, &b, format!("by {}", thread_label(p, info.tid)), false);
+        }
+        if p.lock_edges.len() > MAX_ORDER_EDGES {
+            let id = format!("more{}", p.tgid);
+            let more = p.lock_edges.len() - MAX_ORDER_EDGES;
+            order.nodes.insert(
+                id,
+                (
+                    vec![format!("{more} more lock-order edges not drawn")],
+                    true,
+                    true,
+                ),
+            );
         }
         let cmd = p.cmdline.join(" ");
         emit(
