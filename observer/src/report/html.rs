@@ -38,9 +38,12 @@ struct Node {
     thread: bool,
 }
 
+/// An edge between nodes (by index) with its label.
+pub type Arc = (usize, usize, String);
+
 /// Draws a cycle: nodes on a circle, edges as arcs bent outward (so a pair
 /// of opposite edges stays apart), red arrows with labels.
-pub fn cycle_svg(nodes: &[(String, bool)], edges: &[(usize, usize, String)]) -> String {
+pub fn cycle_svg(nodes: &[(String, bool)], edges: &[Arc]) -> String {
     let n = nodes.len().max(1);
     let nodes: Vec<Node> = nodes
         .iter()
@@ -165,10 +168,7 @@ fn lock_text(l: &LockInfo) -> String {
 }
 
 /// The nodes and edges of a finding's cycle (empty if it has none).
-fn cycle_of(
-    p: Option<&Process>,
-    f: &Finding,
-) -> (Vec<(String, bool)>, Vec<(usize, usize, String)>) {
+fn cycle_of(p: Option<&Process>, f: &Finding) -> (Vec<(String, bool)>, Vec<Arc>) {
     let mut nodes: Vec<(String, bool)> = Vec::new();
     let mut edges = Vec::new();
     let idx = |label: String, thread: bool, nodes: &mut Vec<(String, bool)>| -> usize {
