@@ -461,6 +461,55 @@ fn python_recording_replays_to_the_live_findings_with_hold_slices() {
 }
 
 #[test]
+#[ignore = "needs root and BPF"]
+fn attach_draws_waits_that_began_before_observation() {
+    let mut p = Proc::spawn(Command::new(fixture("abba")));
+    p.wait_stdout(T, |l| l == "ready");
+    // let the last waiter reach the kernel
+    std::thread::sleep(Duration::from_millis(100));
+    let (alpha, beta) = (tid_of(&p.stdout, "alpha"), tid_of(&p.stdout, "beta"));
+    let dir = tmp();
+    let (trace, html) = (dir.path().join("t.json"), dir.path().join("p.html"));
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["attach", "--quiet", "--kill-on-deadlock", "-p"])
+            .arg(p.pid().to_string())
+            .arg("--perfetto")
+            .arg(&trace)
+            .arg("--html")
+            .arg(&html);
+        c
+    });
+    assert_eq!(obs.wait_exit(T).code(), Some(3), "{:?}", obs.stderr);
+    assert!(
+        p.wait_exit(T).code().is_none(),
+        "the hung target was killed"
+    );
+    assert_no_programs_left();
+    let evs = check_trace(&trace);
+    assert_wait_slice(&evs, alpha, "lock_b", beta);
+    assert_wait_slice(&evs, beta, "lock_a", alpha);
+    for tid in [alpha, beta] {
+        let w = evs
+            .iter()
+            .find(|e| e["cat"] == "wait" && e["tid"] == tid)
+            .unwrap();
+        assert_eq!(w["args"]["began_before_observation"], true, "{w}");
+        let life = evs
+            .iter()
+            .find(|e| e["cat"] == "thread" && e["tid"] == tid)
+            .unwrap();
+        assert_eq!(life["args"]["existed_before_observation"], true, "{life}");
+    }
+    assert!(
+        evs.iter()
+            .any(|e| e["cat"] == "finding" && e["args"]["kind"] == "deadlock")
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&format!(">alpha [{alpha}]</text>")), "{page}");
+}
+
+#[test]
 fn replay_rejects_bad_input_with_one_line() {
     let dir = tmp();
     let p = dir.path().join("bad.jsonl");

@@ -82,10 +82,9 @@ pub fn cycle_svg(nodes: &[(String, bool)], edges: &[Arc]) -> String {
         let (dx, dy) = (mx - cx, my - cy);
         let d = (dx * dx + dy * dy).sqrt().max(1.0);
         let bend = if n <= 2 { 0.55 * r } else { 0.25 * r };
-        let (qx, qy) = if n <= 2 && a > b {
-            (mx - (y2 - y1).signum() * bend, my)
-        } else if n <= 2 {
-            (mx + (y2 - y1).signum() * bend, my)
+        // Two nodes sit one above the other: one edge bends right, the other left.
+        let (qx, qy) = if n <= 2 {
+            (if a < b { mx + bend } else { mx - bend }, my)
         } else {
             (mx + dx / d * bend, my + dy / d * bend)
         };
@@ -105,7 +104,7 @@ pub fn cycle_svg(nodes: &[(String, bool)], edges: &[Arc]) -> String {
         );
         let _ = write!(
             s,
-            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\" fill=\"#c00\">{}</text>",
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\" fill=\"#c00\" stroke=\"#fff\" stroke-width=\"4\" paint-order=\"stroke\">{}</text>",
             esc(label)
         );
     }
@@ -406,6 +405,23 @@ mod tests {
         assert!(h.contains(">mutex lock_b</text>"), "{h}");
         assert_eq!(h.matches("marker-end").count(), 4, "{h}");
         assert!(!h.contains("http://") || !h.contains("src=\"http"));
+    }
+
+    #[test]
+    fn two_node_cycle_edges_bend_apart() {
+        let svg = cycle_svg(
+            &[("self [1]".into(), true), ("mutex m".into(), false)],
+            &[(0, 1, "waits for".into()), (1, 0, "held by".into())],
+        );
+        let qx: Vec<f64> = svg
+            .match_indices(" Q")
+            .map(|(i, _)| {
+                let rest = &svg[i + 2..];
+                rest[..rest.find(',').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(qx.len(), 2);
+        assert!((qx[0] - qx[1]).abs() > 100.0, "{svg}");
     }
 
     #[test]
