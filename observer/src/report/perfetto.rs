@@ -53,21 +53,21 @@ pub fn lock_label(model: &Model, tgid: u32, kind: LockKind, addr: u64) -> String
 /// "alpha [1234]" (target data, unescaped).
 pub fn thread_label(p: &Process, tid: Tid) -> String {
     match p.threads.iter().rev().find(|t| t.tid == tid) {
-        Some(t) if !t.name().is_empty() => format!("{} [{tid}]", t.name()),
-        _ => format!("[{tid}]"),
+        Some(t) => label_of(t),
+        None => format!("[{tid}]"),
+    }
+}
+
+fn label_of(t: &Thread) -> String {
+    if t.name().is_empty() {
+        format!("[{}]", t.tid)
+    } else {
+        format!("{} [{}]", t.name(), t.tid)
     }
 }
 
 fn us(ns: u64, origin: u64) -> f64 {
     ns.saturating_sub(origin) as f64 / 1e3
-}
-
-/// The first-known thread with this TID alive at `ts` (TIDs are reused).
-fn thread_at(p: &Process, tid: Tid, ts: u64) -> Option<&Thread> {
-    p.threads
-        .iter()
-        .filter(|t| t.tid == tid)
-        .find(|t| t.start_ns.unwrap_or(0) <= ts && t.exit_ns.is_none_or(|e| e >= ts))
 }
 
 /// Earliest time anything in the model refers to.
@@ -99,9 +99,12 @@ struct WaitSlice {
 
 /// The holder a wait names, if it is a thread of this process that was
 /// alive when the wait began (it may have exited since).
-fn holder_of(p: &Process, t: &Target, at: u64) -> Option<Tid> {
+fn holder_of(t: &Target, at: u64, life: &HashMap<Tid, Vec<(u64, u64)>>) -> Option<Tid> {
     match t.holder {
-        Holder::Thread(h) | Holder::Gone(h) => thread_at(p, h, at).map(|_| h),
+        Holder::Thread(h) | Holder::Gone(h) => life
+            .get(&h)
+            .is_some_and(|v| v.iter().any(|(b, e)| at >= *b && at <= *e))
+            .then_some(h),
         _ => None,
     }
 }
@@ -135,6 +138,14 @@ pub fn build(model: &Model, findings: &[Finding]) -> Value {
         // Lifetimes, per thread record (a reused TID shares the track).
         let mut life: HashMap<Tid, Vec<(u64, u64)>> = HashMap::new();
         let mut named: HashMap<Tid, usize> = HashMap::new();
+        // Labels by TID (the newest thread of a reused TID, as thread_label).
+        let labels: HashMap<Tid, String> = p.threads.iter().map(|t| (t.tid, label_of(t))).collect();
+        let thread_label = |_: &Process, tid: Tid| {
+            labels
+                .get(&tid)
+                .cloned()
+                .unwrap_or_else(|| format!("[{tid}]"))
+        };
         for (i, t) in p.threads.iter().enumerate() {
             let begin = t.start_ns.filter(|&s| s >= p_from).unwrap_or(p_from);
             let end = t.exit_ns.unwrap_or(p_to).max(begin);
@@ -230,7 +241,7 @@ pub fn build(model: &Model, findings: &[Finding]) -> Value {
             let end = w.end.clamp(start, e);
             last_end.insert(w.tid, end);
             let lock = lock_label(model, pid, w.target.kind, w.target.lock);
-            let holder = holder_of(p, &w.target, w.start);
+            let holder = holder_of(&w.target, w.start, &life);
             let name = match holder {
                 Some(h) => format!("wait {lock} (held by {})", thread_label(p, h)),
                 None => format!("wait {lock}"),
