@@ -201,18 +201,24 @@ pub fn judge(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Vec<Fin
     // The live run fed what it learnt while judging a scan (symbols, lock
     // owners, stacks: stamped with the scan's time or not at all) before it
     // accepted findings: judge once those are applied too.
-    let mut pending: Option<u64> = None;
+    // A wait that ended or changed at the scan's time after it means the
+    // live session's confirmation failed: it reported nothing there.
+    let mut pending: Option<(u64, bool)> = None;
     for ev in events {
-        if let Some(at) = pending
-            && (matches!(ev, Event::Scan { .. }) || ev.ts_ns().is_some_and(|t| t != at))
-        {
-            engine.check(&m, at);
-            pending = None;
+        if let Some((at, rejected)) = pending {
+            if matches!(ev, Event::Scan { .. }) || ev.ts_ns().is_some_and(|t| t != at) {
+                if !rejected {
+                    engine.check(&m, at);
+                }
+                pending = None;
+            } else if matches!(ev, Event::WaitEnd { .. } | Event::WaitWords { .. }) {
+                pending = Some((at, true));
+            }
         }
         match ev {
             Event::Scan { ts_ns } => {
                 m.apply(ev);
-                pending = Some(*ts_ns);
+                pending = Some((*ts_ns, false));
             }
             _ if !scans => {
                 if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
@@ -226,7 +232,7 @@ pub fn judge(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Vec<Fin
             _ => m.apply(ev),
         }
     }
-    if let Some(at) = pending {
+    if let Some((at, false)) = pending {
         engine.check(&m, at);
     }
     engine.finish(&m, m.last_ns);
@@ -257,6 +263,37 @@ mod tests {
         std::fs::write(&p, "{\"schema\":\"observer.recording/9\"}\n").unwrap();
         let e = format!("{:#}", read(&p).unwrap_err());
         assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_confirmation_reports_nothing_at_that_scan() {
+        let mut evs = crate::report::pictures_tests::abba_events("beta");
+        let scan = evs
+            .iter()
+            .position(|e| matches!(e, Event::Scan { .. }))
+            .unwrap();
+        let Event::Scan { ts_ns } = evs[scan] else {
+            unreachable!()
+        };
+        let w = crate::report::pictures_tests::mutex_wait(0x5000, 11, 0);
+        // The live session re-read beta's lock word while confirming: changed.
+        evs.insert(
+            scan + 1,
+            Event::WaitWords {
+                ts_ns,
+                tgid: 10,
+                tid: 12,
+                start_ns: 1_041_000_000,
+                words_addr: w.words_addr,
+                words: w.words,
+            },
+        );
+        evs.push(Event::Scan {
+            ts_ns: ts_ns + 25_000_000,
+        });
+        let (_, f) = judge(&evs, Limits::new(5_000_000_000), 25_000_000);
+        assert_eq!(f[0].kind, detect::FindingKind::Deadlock);
+        assert_eq!(f[0].detected_ns, ts_ns + 25_000_000);
     }
 
     #[test]
