@@ -53,7 +53,7 @@ pub fn cycle_svg(nodes: &[(String, bool)], edges: &[Arc]) -> String {
         })
         .collect();
     let r = 110.0 + 28.0 * n as f64;
-    let w = 2.0 * r + 320.0;
+    let w = 2.0 * r + 420.0;
     let h = 2.0 * r + 120.0;
     let (cx, cy) = (w / 2.0, h / 2.0);
     let pos: Vec<(f64, f64)> = (0..n)
@@ -98,13 +98,23 @@ pub fn cycle_svg(nodes: &[(String, bool)], edges: &[Arc]) -> String {
             "<path d=\"M{:.1},{:.1} Q{qx:.1},{qy:.1} {:.1},{:.1}\" fill=\"none\" stroke=\"#c00\" stroke-width=\"2.5\" marker-end=\"url(#arrow)\"/>",
             s1.0, s1.1, e1.0, e1.1
         );
-        let (lx, ly) = (
+        let (mut lx, ly) = (
             0.25 * x1 + 0.5 * qx + 0.25 * x2,
             0.25 * y1 + 0.5 * qy + 0.25 * y2,
         );
+        // Beside the curve's apex, on its outer side.
+        let anchor = if lx > cx + 1.0 {
+            lx += 6.0;
+            "start"
+        } else if lx < cx - 1.0 {
+            lx -= 6.0;
+            "end"
+        } else {
+            "middle"
+        };
         let _ = write!(
             s,
-            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\" fill=\"#c00\" stroke=\"#fff\" stroke-width=\"4\" paint-order=\"stroke\">{}</text>",
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\" fill=\"#c00\" stroke=\"#fff\" stroke-width=\"4\" paint-order=\"stroke\">{}</text>",
             esc(label)
         );
     }
@@ -159,15 +169,16 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
-fn lock_text(l: &LockInfo) -> String {
-    match &l.symbol {
+/// "mutex lock_b": the finding's symbol, or one learnt later.
+fn lock_text(m: &Model, tgid: u32, l: &LockInfo) -> String {
+    match l.symbol.as_ref().or(m.symbols.get(&(tgid, l.addr))) {
         Some(s) => format!("{} {s}", l.kind.as_str()),
         None => format!("{} {}", l.kind.as_str(), l.addr_hex),
     }
 }
 
 /// The nodes and edges of a finding's cycle (empty if it has none).
-fn cycle_of(p: Option<&Process>, f: &Finding) -> (Vec<(String, bool)>, Vec<Arc>) {
+fn cycle_of(m: &Model, p: Option<&Process>, f: &Finding) -> (Vec<(String, bool)>, Vec<Arc>) {
     let mut nodes: Vec<(String, bool)> = Vec::new();
     let mut edges = Vec::new();
     let idx = |label: String, thread: bool, nodes: &mut Vec<(String, bool)>| -> usize {
@@ -191,12 +202,12 @@ fn cycle_of(p: Option<&Process>, f: &Finding) -> (Vec<(String, bool)>, Vec<Arc>)
     for e in &f.cycle {
         if f.kind == FindingKind::LockOrderInversion {
             let Some(h) = &e.held else { continue };
-            let a = idx(lock_text(h), false, &mut nodes);
-            let b = idx(lock_text(&e.lock), false, &mut nodes);
+            let a = idx(lock_text(m, f.tgid, h), false, &mut nodes);
+            let b = idx(lock_text(m, f.tgid, &e.lock), false, &mut nodes);
             edges.push((a, b, format!("then, by {}", name(e.waiter_tid))));
         } else {
             let w = idx(name(e.waiter_tid), true, &mut nodes);
-            let l = idx(lock_text(&e.lock), false, &mut nodes);
+            let l = idx(lock_text(m, f.tgid, &e.lock), false, &mut nodes);
             let h = idx(name(e.holder_tid), true, &mut nodes);
             edges.push((w, l, "waits for".into()));
             edges.push((l, h, "held by".into()));
@@ -225,14 +236,18 @@ fn finding_html(s: &mut String, m: &Model, f: &Finding) {
         esc(&f.summary)
     );
     let p = m.process(f.tgid);
-    let (nodes, edges) = cycle_of(p, f);
+    let (nodes, edges) = cycle_of(m, p, f);
     if !edges.is_empty() {
         s.push_str(&cycle_svg(&nodes, &edges));
     }
     if !f.threads.is_empty() {
         s.push_str("<table><tr><th>tid</th><th>thread</th><th>waits for</th><th>waited</th><th>stack (innermost first)</th></tr>");
         for t in &f.threads {
-            let waits = t.waits_for.as_ref().map(lock_text).unwrap_or_default();
+            let waits = t
+                .waits_for
+                .as_ref()
+                .map(|l| lock_text(m, f.tgid, l))
+                .unwrap_or_default();
             let waited = t
                 .waited_ns
                 .map(|n| {
