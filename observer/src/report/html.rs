@@ -10,6 +10,9 @@ use crate::{
     report::{dur, perfetto::thread_label},
 };
 
+/// Rows of a process's thread table (a churning program has thousands).
+const MAX_THREAD_ROWS: usize = 2_000;
+
 /// Target text made printable, then safe inside HTML text and attributes.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -295,7 +298,7 @@ fn threads_html(s: &mut String, m: &Model, p: &Process) {
         esc(&p.cmdline.join(" "))
     );
     let g = crate::graph::WaitForGraph::build(p);
-    for t in &p.threads {
+    for t in p.threads.iter().take(MAX_THREAD_ROWS) {
         let created = match (t.preexisting, t.start_ns) {
             (true, _) => "before observation".to_string(),
             (false, Some(s)) => rel(s),
@@ -324,6 +327,13 @@ fn threads_html(s: &mut String, m: &Model, p: &Process) {
         );
     }
     s.push_str("</table>");
+    if p.threads.len() > MAX_THREAD_ROWS {
+        let _ = write!(
+            s,
+            "<p>{} more threads not listed (the JSON report has them all).</p>",
+            p.threads.len() - MAX_THREAD_ROWS
+        );
+    }
     if !p.locks.is_empty() {
         s.push_str("<h3>Contended futexes (kernel totals of waits that slept)</h3><table><tr><th>address</th><th>symbol</th><th>op</th><th>waits</th><th>total</th><th>max</th></tr>");
         let mut locks: Vec<_> = p.locks.values().collect();
