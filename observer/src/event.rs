@@ -45,6 +45,16 @@ pub enum WaitOrigin {
     Snapshot,
 }
 
+/// Where an exec'd executable's code was mapped (from the kernel at exec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExeImage {
+    /// (major, minor) as /proc/PID/maps prints them.
+    pub dev: (u32, u32),
+    pub inode: u64,
+    pub start_code: u64,
+    pub end_code: u64,
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -198,6 +208,8 @@ pub enum Event {
         old_tid: Tid,
         filename: String,
         name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<ExeImage>,
     },
     /// A thread is in a futex wait (seen by the wait table scan or /proc).
     WaitBegin {
@@ -350,6 +362,15 @@ pub enum Event {
         kind: AcqKind,
         profile: LockProfile,
     },
+    /// The file mappings of a process, read when it appeared (exec,
+    /// attach) and again when an address fell in no known mapping: what
+    /// symbolizing its addresses needs after it is gone (and in replay).
+    Mappings {
+        ts_ns: u64,
+        tgid: u32,
+        #[serde(default)]
+        maps: Vec<crate::symbol::MapEntry>,
+    },
     /// Code symbols of call sites (creation sites): (tgid, addr) -> function.
     CodeSymbol {
         tgid: u32,
@@ -393,6 +414,7 @@ impl Event {
             | EdgeGates { ts_ns, .. }
             | LockOwner { ts_ns, .. }
             | ExitHeld { ts_ns, .. }
+            | Mappings { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
             LockStats { .. } | Symbol { .. } | CodeSymbol { .. } | LockProfile { .. } => None,
         }

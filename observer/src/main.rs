@@ -7,6 +7,7 @@ mod graph;
 mod model;
 mod probe;
 mod recording;
+mod replay;
 mod report;
 mod session;
 mod source;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cli::{PictureOpts, ReplayArgs},
-    detect::{self, Finding, Limits},
+    detect::{Finding, Limits},
     event::Event,
     model::Model,
     report,
@@ -145,10 +145,6 @@ impl Pictures {
     }
 }
 
-/// Replay checks this often in event time when a recording has no `Scan`
-/// events and no header (the live default scan period).
-const DEFAULT_SCAN_MS: u64 = 25;
-
 /// `observer replay FILE`.
 pub fn replay(a: &ReplayArgs) -> Result<u8> {
     let mut pictures = Pictures::open(&a.pictures)?;
@@ -168,7 +164,9 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
     if let Some(c) = a.churn.or(rec.map(|r| r.churn_per_s)) {
         limits.churn_per_s = c;
     }
-    let check_ns = rec.map_or(DEFAULT_SCAN_MS, |r| r.scan_interval_ms.max(1)) * 1_000_000;
+    let check_ns = rec.map_or(crate::replay::REPLAY_CHECK_NS, |r| {
+        r.scan_interval_ms.max(1) * 1_000_000
+    });
     let long_wait_ns = limits.long_wait_ns;
     let (m, findings) = judge(&events, limits, check_ns);
     if a.format == "json" {
@@ -192,50 +190,7 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
 
 /// Runs the model and the detectors over recorded events.
 pub fn judge(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Vec<Finding>) {
-    // Judge the state where the live session did (its Scan events), or,
-    // for streams without them, every scan period of event time.
-    let scans = events.iter().any(|e| matches!(e, Event::Scan { .. }));
-    let mut m = Model::new();
-    let mut engine = detect::Engine::new(limits);
-    let mut last_check = 0u64;
-    // The live run fed what it learnt while judging a scan (symbols, lock
-    // owners, stacks: stamped with the scan's time or not at all) before it
-    // accepted findings: judge once those are applied too.
-    // A wait that ended or changed at the scan's time after it means the
-    // live session's confirmation failed: it reported nothing there.
-    let mut pending: Option<(u64, bool)> = None;
-    for ev in events {
-        if let Some((at, rejected)) = pending {
-            if matches!(ev, Event::Scan { .. }) || ev.ts_ns().is_some_and(|t| t != at) {
-                if !rejected {
-                    engine.check(&m, at);
-                }
-                pending = None;
-            } else if matches!(ev, Event::WaitEnd { .. } | Event::WaitWords { .. }) {
-                pending = Some((at, true));
-            }
-        }
-        match ev {
-            Event::Scan { ts_ns } => {
-                m.apply(ev);
-                pending = Some((*ts_ns, false));
-            }
-            _ if !scans => {
-                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
-                    if last_check != 0 {
-                        engine.check(&m, m.last_ns);
-                    }
-                    last_check = ts;
-                }
-                m.apply(ev);
-            }
-            _ => m.apply(ev),
-        }
-    }
-    if let Some((at, false)) = pending {
-        engine.check(&m, at);
-    }
-    engine.finish(&m, m.last_ns);
+    let (m, engine) = crate::replay::replay(events, limits, check_ns);
     (m, engine.findings)
 }
 
@@ -292,7 +247,7 @@ mod tests {
             ts_ns: ts_ns + 25_000_000,
         });
         let (_, f) = judge(&evs, Limits::new(5_000_000_000), 25_000_000);
-        assert_eq!(f[0].kind, detect::FindingKind::Deadlock);
+        assert_eq!(f[0].kind, crate::detect::FindingKind::Deadlock);
         assert_eq!(f[0].detected_ns, ts_ns + 25_000_000);
     }
 
@@ -300,6 +255,6 @@ mod tests {
     fn replayed_abba_reports_the_deadlock() {
         let evs = crate::report::pictures_tests::abba_events("beta");
         let (_, f) = judge(&evs, Limits::new(5_000_000_000), 25_000_000);
-        assert_eq!(f[0].kind, detect::FindingKind::Deadlock);
+        assert_eq!(f[0].kind, crate::detect::FindingKind::Deadlock);
     }
 }

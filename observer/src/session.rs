@@ -182,6 +182,7 @@ impl Session {
                 });
             }
         }
+        evs.extend(maps_events(&mut self.symbols));
         self.feed(&mut evs)
     }
 
@@ -243,16 +244,37 @@ impl Session {
 
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
         self.fed_since_scan |= !evs.is_empty();
-        for ev in evs.iter_mut() {
-            // A lock-order edge's stack was copied by BPF: unwind it now,
-            // while the process's mappings are still there.
+        for mut ev in evs.drain(..) {
+            // A new image (or a process we just met): read its mappings now,
+            // while it runs, so its addresses can be named after it is gone.
+            match &ev {
+                Event::Exec {
+                    tgid,
+                    filename,
+                    image,
+                    ..
+                } => self.symbols.exec(*tgid, filename, *image),
+                Event::Start {
+                    tgid,
+                    attached: true,
+                    ..
+                } => self.symbols.read_maps_now(*tgid),
+                Event::ThreadNew {
+                    tgid, child_tgid, ..
+                } if tgid != child_tgid && self.opts.follow_forks => {
+                    self.symbols.read_maps_now(*child_tgid)
+                }
+                _ => {}
+            }
+            // A lock-order edge's stack was copied by BPF: unwind it (from
+            // the recorded mappings if the process is gone already).
             if let Event::LockEdge {
                 tgid,
                 regs,
                 stack,
                 frames,
                 ..
-            } = ev
+            } = &mut ev
                 && !stack.is_empty()
                 && frames.is_empty()
             {
@@ -267,8 +289,6 @@ impl Session {
                     .stack_from_copy(*tgid, r, std::mem::take(stack))
                     .unwrap_or_default();
             }
-        }
-        for ev in evs.drain(..) {
             if UprobeSet::of(&self.opts).any() {
                 match &ev {
                     Event::Exec { ts_ns, tgid, .. } => {
@@ -287,16 +307,24 @@ impl Session {
                     _ => {}
                 }
             }
-            self.model.apply(&ev);
-            if let Some(rec) = &mut self.out.record {
-                serde_json::to_writer(&mut *rec, &ev).context("writing the recording")?;
-                rec.write_all(b"\n").context("writing the recording")?;
+            self.apply(&ev)?;
+            for m in maps_events(&mut self.symbols) {
+                self.apply(&m)?;
             }
-            if !self.opts.quiet
-                && let Some(line) = report::live::line(&self.model, &ev)
-            {
-                eprintln!("{line}");
-            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, ev: &Event) -> Result<()> {
+        self.model.apply(ev);
+        if let Some(rec) = &mut self.out.record {
+            serde_json::to_writer(&mut *rec, ev).context("writing the recording")?;
+            rec.write_all(b"\n").context("writing the recording")?;
+        }
+        if !self.opts.quiet
+            && let Some(line) = report::live::line(&self.model, ev)
+        {
+            eprintln!("{line}");
         }
         Ok(())
     }
@@ -699,6 +727,10 @@ async fn observe(
         exit_status: status,
     });
     s.feed(&mut evs)?;
+    // Names for what arrived since the last scan (a short-lived target may
+    // be gone already: its recorded mappings serve).
+    let mut evs = symbol_events(&s.model, &mut s.symbols, &mut s.sym_tried);
+    s.feed(&mut evs)?;
     // Last look, with what only the end can tell (threads never joined).
     for f in s.engine.finish(&s.model, now) {
         hang_found |= f.kind.is_hang();
@@ -738,19 +770,29 @@ fn symbol_name(d: crate::symbol::DataSymbol) -> String {
     }
 }
 
+/// `Mappings` events for the mappings the symbolizer read since last time.
+pub(crate) fn maps_events(symbols: &mut Symbolizer) -> Vec<Event> {
+    let new = symbols.take_new_maps();
+    if new.is_empty() {
+        return Vec::new();
+    }
+    let ts_ns = procfs::mono_ns();
+    new.into_iter()
+        .map(|(tgid, maps)| Event::Mappings { ts_ns, tgid, maps })
+        .collect()
+}
+
 /// `Symbol` events for lock addresses, and `CodeSymbol` events for thread
-/// creation sites, not looked up yet (while the process is there to read).
-fn symbol_events(
+/// creation sites and lock call sites, not looked up yet: from the live
+/// process, or from its recorded mappings once it is gone. Ends with the
+/// `Mappings` events of what had to be read again.
+pub(crate) fn symbol_events(
     model: &Model,
     symbols: &mut Symbolizer,
     tried: &mut HashSet<(u32, u64)>,
 ) -> Vec<Event> {
     let mut out = Vec::new();
-    for p in model
-        .processes
-        .values()
-        .filter(|p| p.observed_to_ns.is_none())
-    {
+    for p in model.processes.values() {
         // Lock addresses: what threads wait for, lock-order edges, locks held at exit.
         let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
         let mut locks: Vec<u64> = waits
@@ -764,7 +806,8 @@ fn symbol_events(
                 .flat_map(|(_, _, l)| l.iter().map(|x| x.lock)),
         );
         for addr in locks {
-            if tried.insert((p.tgid, addr))
+            if !model.symbols.contains_key(&(p.tgid, addr))
+                && tried.insert((p.tgid, addr))
                 && let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name)
             {
                 out.push(Event::Symbol {
@@ -784,6 +827,7 @@ fn symbol_events(
         );
         for site in sites {
             if site != 0
+                && !model.code_symbols.contains_key(&(p.tgid, site))
                 && tried.insert((p.tgid, site))
                 && let Some(f) = symbols.call_site(p.tgid, site)
             {
@@ -795,6 +839,7 @@ fn symbol_events(
             }
         }
     }
+    out.extend(maps_events(symbols));
     out
 }
 

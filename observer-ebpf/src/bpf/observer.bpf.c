@@ -637,10 +637,16 @@ static __always_inline int exec_rec(__u32 old_tid, const char *filename)
 	if (!r)
 		return 0;
 	r->old_tid = old_tid;
-	r->_pad = 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(t, mm);
+	r->start_code = BPF_CORE_READ(mm, start_code);
+	r->end_code = BPF_CORE_READ(mm, end_code);
+	r->exe_ino = BPF_CORE_READ(mm, exe_file, f_inode, i_ino);
+	r->exe_dev = BPF_CORE_READ(mm, exe_file, f_inode, i_sb, s_dev);
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);
-	rec_submit(r, false);
+	/* urgent: userspace reads the new image's mappings while it runs */
+	rec_submit(r, true);
 	return 0;
 }
 

@@ -175,7 +175,13 @@ struct obs_task_rename {
 struct obs_exec {
 	struct obs_hdr hdr;
 	__u32 old_tid;    /* a non-leader thread that exec'd takes the TGID */
-	__u32 _pad;
+	/* The new executable (device in the kernel's encoding, inode) and where
+	 * its code was mapped (mm->start_code, end_code): enough to symbolize
+	 * its addresses when the process is gone before userspace looks. */
+	__u32 exe_dev;
+	__u64 exe_ino;
+	__u64 start_code;
+	__u64 end_code;
 	char comm[OBS_COMM_LEN];
 	char filename[OBS_PATH_LEN];
 };

@@ -494,6 +494,7 @@ impl Model {
                 old_tid,
                 filename,
                 name,
+                ..
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 p.exe = Some(filename.clone());
@@ -748,6 +749,8 @@ impl Model {
             Event::CodeSymbol { tgid, addr, name } => {
                 self.code_symbols.insert((*tgid, *addr), name.clone());
             }
+            // For the symbolizer (session, replay), not the model.
+            Event::Mappings { .. } => {}
             Event::End {
                 ts_ns,
                 tgid,

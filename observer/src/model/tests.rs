@@ -146,6 +146,7 @@ fn exec_from_a_non_leader_thread() {
         old_tid: 8,
         filename: "/bin/x".into(),
         name: "x".into(),
+        image: None,
     });
     let p = m.process(7).unwrap();
     assert_eq!(p.exe.as_deref(), Some("/bin/x"));

@@ -9,7 +9,7 @@ use observer_ebpf::bindings::{
 };
 use std::os::raw::c_char;
 
-use crate::event::{Event, PthreadOp, Wait, WaitOrigin};
+use crate::event::{Event, ExeImage, PthreadOp, Wait, WaitOrigin};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -149,6 +149,13 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                 old_tid: r.old_tid,
                 filename: cstr(&r.filename),
                 name: cstr(&r.comm),
+                image: (r.start_code != 0).then_some(ExeImage {
+                    // the kernel's dev_t: 12-bit major, 20-bit minor
+                    dev: (r.exe_dev >> 20, r.exe_dev & 0xfffff),
+                    inode: r.exe_ino,
+                    start_code: r.start_code,
+                    end_code: r.end_code,
+                }),
             }
         }
         x if x == obs_rec_kind::OBS_REC_WAIT_DONE as u32 => {

@@ -18,6 +18,7 @@ pub(super) struct FileKey {
 
 #[derive(Clone, Copy, Debug)]
 struct Load {
+    exec: bool,
     offset: u64,
     vaddr: u64,
     filesz: u64,
@@ -38,6 +39,8 @@ pub(super) struct ElfInfo {
     /// Function symbols (start svma, size, name), sorted; filled only for
     /// in-memory images (the vDSO), which blazesym cannot open by path.
     pub funcs: Vec<(u64, u64, String)>,
+    /// The GNU build-id note, hex; empty when the file has none.
+    pub build_id: String,
 }
 
 /// Upper bound on one unwind section we copy (a corrupt header must not
@@ -64,7 +67,9 @@ impl ElfInfo {
             .segments()
             .map(|s| {
                 let (offset, filesz) = s.file_range();
+                let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
                 Load {
+                    exec,
                     offset,
                     vaddr: s.address(),
                     filesz,
@@ -104,7 +109,14 @@ impl ElfInfo {
             funcs.sort();
             funcs.dedup_by_key(|f| f.0);
         }
+        let build_id = file
+            .build_id()
+            .ok()
+            .flatten()
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+            .unwrap_or_default();
         Some(ElfInfo {
+            build_id,
             loads,
             text: range(".text"),
             got: range(".got"),
@@ -130,6 +142,16 @@ impl ElfInfo {
                 .wrapping_sub(map_offset)
                 .wrapping_sub(l.vaddr),
         )
+    }
+
+    /// The file offset and svma of the first executable PT_LOAD (where the
+    /// kernel's `mm->start_code` points, plus the bias).
+    pub fn first_exec_load(&self) -> Option<(u64, u64)> {
+        self.loads
+            .iter()
+            .filter(|l| l.exec)
+            .min_by_key(|l| l.vaddr)
+            .map(|l| (l.offset, l.vaddr))
     }
 
     /// The svma range covered by all PT_LOAD segments (.bss included).
@@ -163,6 +185,8 @@ mod tests {
         let info = ElfInfo::from_file(&exe).expect("our own binary is ELF");
         assert!(info.eh_frame.is_some() && info.eh_frame_hdr.is_some());
         assert!(info.vaddr_extent().end > info.vaddr_extent().start);
+        // rustc links with a build-id by default
+        assert!(info.build_id.len() >= 16, "{:?}", info.build_id);
         assert!(ElfInfo::from_bytes(b"not an elf").is_none());
         assert!(ElfInfo::from_bytes(&[]).is_none());
     }
@@ -172,18 +196,21 @@ mod tests {
         let info = ElfInfo {
             loads: vec![
                 Load {
+                    exec: false,
                     offset: 0,
                     vaddr: 0,
                     filesz: 0x1000,
                     memsz: 0x1000,
                 },
                 Load {
+                    exec: false,
                     offset: 0x1000,
                     vaddr: 0x1000,
                     filesz: 0x800,
                     memsz: 0x800,
                 },
                 Load {
+                    exec: false,
                     offset: 0x2db0,
                     vaddr: 0x3db0,
                     filesz: 0x260,
@@ -201,6 +228,7 @@ mod tests {
         // Non-PIE: bias 0.
         let exec = ElfInfo {
             loads: vec![Load {
+                exec: true,
                 offset: 0,
                 vaddr: 0x400000,
                 filesz: 0x1000,

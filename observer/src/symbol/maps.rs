@@ -13,15 +13,22 @@ use std::{
     sync::Arc,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::elf::{ElfInfo, FileKey};
 
-/// One line of /proc/PID/maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct MapEntry {
+/// One line of /proc/PID/maps. File mappings are also recorded (the
+/// `mappings` event) so that addresses can be symbolized from the files
+/// after the process is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
     pub start: u64,
     pub end: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
     pub offset: u64,
     pub dev: (u32, u32),
@@ -29,10 +36,14 @@ pub(super) struct MapEntry {
     /// The path column as the kernel prints it (may end in " (deleted)",
     /// may be a pseudo name like "[stack]"); empty for anonymous memory.
     pub path: String,
+    /// The file's GNU build-id (hex), which tells whether the file found at
+    /// `path` later is still the one that was mapped. Empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build_id: String,
 }
 
 impl MapEntry {
-    fn is_file(&self) -> bool {
+    pub(super) fn is_file(&self) -> bool {
         self.inode != 0 && self.path.starts_with('/')
     }
 }
@@ -76,6 +87,7 @@ fn parse_line(line: &str) -> Option<MapEntry> {
         ),
         inode: inode.parse().ok()?,
         path,
+        build_id: String::new(),
     })
 }
 
@@ -111,6 +123,12 @@ pub(super) fn same_root(pid: u32) -> bool {
         && ns(&format!("/proc/{pid}/ns/mnt")) == ns("/proc/self/ns/mnt")
 }
 
+/// Finds the files a live process's mappings name (see [`open_path`]).
+pub(super) fn live_opener(pid: u32) -> impl FnMut(&MapEntry) -> Option<(PathBuf, FileKey)> {
+    let same_root = same_root(pid);
+    move |e| open_path(pid, e, same_root)
+}
+
 /// The path through which we can open the file a mapping names, checked
 /// against the mapping's device and inode; falls back to map_files (which
 /// also covers deleted and replaced files).
@@ -143,16 +161,42 @@ fn open_path(pid: u32, e: &MapEntry, same_root: bool) -> Option<(PathBuf, FileKe
     Some((p, k))
 }
 
-/// Reads /proc/PID/maps and builds the module list. `elf_of` parses (or
-/// returns the cached) ELF info for a file; `vdso` does the same for the
-/// vDSO image in the target's memory.
+/// The file a recorded mapping named, for a process that is gone: its
+/// path, if the file there is still the one that was mapped (same build-id,
+/// or same device and inode when the file has none).
+pub(super) fn open_recorded(
+    e: &MapEntry,
+    build_id_of: impl FnOnce(&Path, FileKey) -> Option<String>,
+) -> Option<(PathBuf, FileKey)> {
+    let p = PathBuf::from(e.path.strip_suffix(" (deleted)").unwrap_or(&e.path));
+    let m = std::fs::metadata(&p).ok()?;
+    let k = FileKey {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime: m.mtime(),
+        mtime_ns: m.mtime_nsec(),
+    };
+    let same_inode =
+        k.ino == e.inode && libc::major(k.dev) == e.dev.0 && libc::minor(k.dev) == e.dev.1;
+    let ok = if e.build_id.is_empty() {
+        same_inode
+    } else {
+        build_id_of(&p, k).is_some_and(|b| b == e.build_id)
+    };
+    ok.then_some((p, k))
+}
+
+/// Builds the module list of process `pid` from its maps. `open` finds the
+/// file a mapping names (live: [`live_opener`]; gone: [`open_recorded`]);
+/// `elf_of` parses (or returns the cached) ELF info for a file; `vdso` does
+/// the same for the vDSO image in the target's memory.
 pub(super) fn modules(
-    pid: u32,
     entries: &[MapEntry],
+    mut open: impl FnMut(&MapEntry) -> Option<(PathBuf, FileKey)>,
     mut elf_of: impl FnMut(&Path, FileKey) -> Option<Arc<ElfInfo>>,
     mut vdso: impl FnMut(Range<u64>) -> Option<Arc<ElfInfo>>,
 ) -> Vec<Module> {
-    let same_root = same_root(pid);
     // Group file mappings by (dev, inode, path), keeping the order of first appearance.
     let mut groups: Vec<Vec<&MapEntry>> = Vec::new();
     let mut index: HashMap<(u32, u32, u64, &str), usize> = HashMap::new();
@@ -170,7 +214,7 @@ pub(super) fn modules(
         // objects matter; data files (locale archives, fonts) fail to
         // parse and are skipped by elf_of.
         let first = g.iter().min_by_key(|e| e.start).expect("non-empty group");
-        let Some((path, key)) = open_path(pid, first, same_root) else {
+        let Some((path, key)) = open(first) else {
             continue;
         };
         let Some(elf) = elf_of(&path, key) else {

@@ -41,7 +41,8 @@ use framehop::FrameAddress;
 use serde::{Deserialize, Serialize};
 
 use elf::{ElfInfo, FileKey};
-use maps::{MapEntry, Module};
+pub use maps::MapEntry;
+use maps::Module;
 #[allow(unused_imports)]
 pub use python::{PyFrame, PyThread};
 
@@ -89,10 +90,15 @@ const MAPS_TTL: Duration = Duration::from_secs(1);
 /// Parsed files kept before the file cache is dropped (they are shared
 /// between processes, so this bounds memory, not correctness).
 const MAX_FILES: usize = 1024;
+/// Recorded mappings kept before those of gone processes are dropped.
+const MAX_RECORDED: usize = 4096;
 
 /// Per-process state.
 struct Proc {
     start_time: u64,
+    /// Built from recorded mappings: the process is gone (or its PID now
+    /// names another process), so its files are opened by path.
+    gone: bool,
     read_at: Instant,
     maps: Vec<MapEntry>,
     modules: Vec<Module>,
@@ -114,9 +120,21 @@ impl Proc {
     }
 }
 
+/// The file mappings of a process as last read (or as recorded).
+struct Recorded {
+    /// 0: unknown (loaded from a recording).
+    start_time: u64,
+    maps: Vec<MapEntry>,
+}
+
 /// Caches what symbolizing a process needs. Not `Send` (blazesym's
 /// symbolizer is not): keep one per thread.
 pub struct Symbolizer {
+    /// Never read /proc: symbolize only from recorded mappings (replay).
+    offline: bool,
+    recorded: HashMap<u32, Recorded>,
+    /// Mappings read since the last [`Symbolizer::take_new_maps`].
+    new_maps: Vec<(u32, Vec<MapEntry>)>,
     blaze: bz::Symbolizer,
     files: HashMap<FileKey, Option<Arc<ElfInfo>>>,
     procs: HashMap<u32, Proc>,
@@ -185,6 +203,9 @@ impl Symbolizer {
             .enable_demangling(true)
             .build();
         Symbolizer {
+            offline: false,
+            recorded: HashMap::new(),
+            new_maps: Vec::new(),
             blaze,
             files: HashMap::new(),
             procs: HashMap::new(),
@@ -201,11 +222,103 @@ impl Symbolizer {
         self.ret_fixups.insert(tid, sites);
     }
 
-    /// Drops what is cached about `pid` (call on exit or exec).
-    #[allow(dead_code)]
+    /// A symbolizer that never reads /proc (replay: the PIDs of a
+    /// recording may name other processes now): it symbolizes from the
+    /// mappings given to [`Symbolizer::add_recorded`] and the files they name.
+    pub fn offline() -> Self {
+        Symbolizer {
+            offline: true,
+            ..Self::new()
+        }
+    }
+
+    /// Drops what is cached about `pid` (call on exec: a new image).
     pub fn forget(&mut self, pid: u32) {
         self.procs.remove(&pid);
         self.pythons.remove(&pid);
+        self.recorded.remove(&pid);
+    }
+
+    /// Reads the mappings of `pid` now (at exec, at attach), so that its
+    /// addresses can be symbolized after it is gone.
+    pub fn read_maps_now(&mut self, pid: u32) {
+        if let Err(e) = self.proc(pid, true) {
+            tracing::debug!("mappings of {pid}: {e:#}");
+        }
+    }
+
+    /// A new image in `pid` (exec): reads its mappings now; if the process
+    /// is gone already, records its executable's mapping from what the
+    /// kernel said at exec (`image`), the file found at `filename` (or
+    /// relative to our directory) if it is the same inode.
+    pub fn exec(&mut self, pid: u32, filename: &str, image: Option<crate::event::ExeImage>) {
+        self.forget(pid);
+        self.read_maps_now(pid);
+        let Some(img) = image else { return };
+        if self
+            .recorded
+            .get(&pid)
+            .is_some_and(|r| r.maps.iter().any(|e| e.inode == img.inode))
+        {
+            return;
+        }
+        let path = match std::path::absolute(filename) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let entry = MapEntry {
+            start: img.start_code,
+            end: img.end_code,
+            read: true,
+            write: false,
+            exec: true,
+            offset: 0,
+            dev: img.dev,
+            inode: img.inode,
+            path: path.to_string_lossy().into_owned(),
+            build_id: String::new(),
+        };
+        let Some((p, key)) = maps::open_recorded(&entry, |_, _| None) else {
+            tracing::debug!("exec of {pid}: {filename} is not the file it ran");
+            return;
+        };
+        let Some(info) = Self::elf_info(&mut self.files, &p, key) else {
+            return;
+        };
+        let Some((offset, _)) = info.first_exec_load() else {
+            return;
+        };
+        let entry = MapEntry {
+            offset,
+            build_id: info.build_id.clone(),
+            ..entry
+        };
+        self.procs.remove(&pid);
+        self.new_maps.push((pid, vec![entry.clone()]));
+        self.recorded.insert(
+            pid,
+            Recorded {
+                start_time: 0,
+                maps: vec![entry],
+            },
+        );
+    }
+
+    /// The file mappings read since the last call, per process, for the
+    /// recorded stream (`mappings` events).
+    pub fn take_new_maps(&mut self) -> Vec<(u32, Vec<MapEntry>)> {
+        std::mem::take(&mut self.new_maps)
+    }
+
+    /// Mappings of `pid` recorded earlier (a `mappings` event).
+    pub fn add_recorded(&mut self, pid: u32, maps: Vec<MapEntry>) {
+        let start_time = if self.offline {
+            0
+        } else {
+            self.recorded.get(&pid).map_or(0, |r| r.start_time)
+        };
+        self.procs.remove(&pid);
+        self.recorded.insert(pid, Recorded { start_time, maps });
     }
 
     fn elf_info(
@@ -230,23 +343,74 @@ impl Symbolizer {
         if self.files.len() > MAX_FILES {
             self.files.clear();
         }
+        if self.recorded.len() > MAX_RECORDED && !self.offline {
+            self.recorded
+                .retain(|pid, r| start_time(*pid) == Some(r.start_time));
+        }
+    }
+
+    /// State of a process that is gone, from its recorded mappings.
+    fn gone_proc(&mut self, pid: u32) -> anyhow::Result<&mut Proc> {
+        if !self.procs.get(&pid).is_some_and(|p| p.gone) {
+            let Some(rec) = self.recorded.get(&pid) else {
+                bail!("process {pid} is gone and its mappings were not recorded");
+            };
+            let files = &mut self.files;
+            let mut opened = HashMap::new();
+            for e in rec.maps.iter().filter(|e| e.is_file()) {
+                let f = maps::open_recorded(e, |path, key| {
+                    Self::elf_info(files, path, key).map(|i| i.build_id.clone())
+                });
+                opened.insert(e.start, f);
+            }
+            let modules = maps::modules(
+                &rec.maps,
+                |e| opened.get(&e.start).cloned().flatten(),
+                |path, key| Self::elf_info(files, path, key),
+                |_| None,
+            );
+            let unwinder = native::unwinder_for(&modules);
+            let p = Proc {
+                start_time: rec.start_time,
+                gone: true,
+                read_at: Instant::now(),
+                maps: rec.maps.clone(),
+                modules,
+                unwinder,
+                cache: framehop::x86_64::CacheX86_64::new(),
+            };
+            self.procs.insert(pid, p);
+        }
+        Ok(self.procs.get_mut(&pid).expect("inserted above"))
     }
 
     /// The cached state of `pid`, read again when stale or when `force`.
     fn proc(&mut self, pid: u32, force: bool) -> anyhow::Result<&mut Proc> {
-        let st = start_time(pid).with_context(|| format!("process {pid} is gone"))?;
-        let fresh = self
-            .procs
-            .get(&pid)
-            .is_some_and(|p| p.start_time == st && !force && p.read_at.elapsed() < MAPS_TTL);
+        let recorded_st = self.recorded.get(&pid).map(|r| r.start_time);
+        // A live PID that is not the process recorded under it was reused.
+        let live = (!self.offline)
+            .then(|| start_time(pid))
+            .flatten()
+            .filter(|st| recorded_st.is_none_or(|r| r == *st));
+        let Some(st) = live else {
+            return self.gone_proc(pid);
+        };
+        let fresh = self.procs.get(&pid).is_some_and(|p| {
+            p.start_time == st && !p.gone && !force && p.read_at.elapsed() < MAPS_TTL
+        });
         if !fresh {
             let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
                 .with_context(|| format!("reading /proc/{pid}/maps"))?;
+            if text.is_empty() {
+                // A zombie: its memory is gone already.
+                return self.gone_proc(pid);
+            }
             let entries = maps::parse_maps(&text);
+            self.record(pid, st, &entries);
             let files = &mut self.files;
             let modules = maps::modules(
-                pid,
                 &entries,
+                maps::live_opener(pid),
                 |path, key| Self::elf_info(files, path, key),
                 |r: Range<u64>| {
                     let bytes =
@@ -260,6 +424,7 @@ impl Symbolizer {
                 pid,
                 Proc {
                     start_time: st,
+                    gone: false,
                     read_at: Instant::now(),
                     maps: entries,
                     modules,
@@ -269,6 +434,42 @@ impl Symbolizer {
             );
         }
         Ok(self.procs.get_mut(&pid).expect("inserted above"))
+    }
+
+    /// Keeps the file mappings just read for after `pid` is gone, and
+    /// queues them for the recorded stream when they changed.
+    fn record(&mut self, pid: u32, st: u64, entries: &[MapEntry]) {
+        let mut open = maps::live_opener(pid);
+        let mut ids: HashMap<(u32, u32, u64), String> = HashMap::new();
+        let mut files = Vec::new();
+        for e in entries.iter().filter(|e| e.is_file()) {
+            let key = (e.dev.0, e.dev.1, e.inode);
+            if !ids.contains_key(&key) {
+                let id = open(e)
+                    .and_then(|(path, k)| Self::elf_info(&mut self.files, &path, k))
+                    .map(|i| i.build_id.clone())
+                    .unwrap_or_default();
+                ids.insert(key, id);
+            }
+            files.push(MapEntry {
+                build_id: ids[&key].clone(),
+                ..e.clone()
+            });
+        }
+        let same = self
+            .recorded
+            .get(&pid)
+            .is_some_and(|r| r.start_time == st && r.maps == files);
+        if !same {
+            self.new_maps.push((pid, files.clone()));
+            self.recorded.insert(
+                pid,
+                Recorded {
+                    start_time: st,
+                    maps: files,
+                },
+            );
+        }
     }
 
     /// See [`data_symbol`].
@@ -374,18 +575,18 @@ impl Symbolizer {
                     refreshed = true;
                     p = self.proc(pid, true)?;
                 }
-                let Some(stack_map) = p.mapping_of(regs.sp) else {
-                    bail!(
-                        "sp {:#x} of thread {tid} is in no mapping of {pid}",
-                        regs.sp
-                    )
-                };
                 let mut stack = match given.take() {
                     Some(bytes) => native::StackCopy {
                         base: regs.sp,
                         bytes,
                     },
                     None => {
+                        let Some(stack_map) = p.mapping_of(regs.sp) else {
+                            bail!(
+                                "sp {:#x} of thread {tid} is in no mapping of {pid}",
+                                regs.sp
+                            )
+                        };
                         let len = (stack_map.end - regs.sp).min(native::MAX_STACK_COPY) as usize;
                         native::StackCopy {
                             base: regs.sp,

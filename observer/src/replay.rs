@@ -1,0 +1,83 @@
+//! `observer replay`: a recorded event stream through the model and the
+//! detectors, judged where the live session judged (its `scan` events).
+//! Addresses the live session could not name are symbolized from the
+//! recorded mappings and the files they name, when those are still here.
+
+use std::collections::HashSet;
+
+use crate::{
+    detect::{Engine, Limits},
+    event::Event,
+    model::Model,
+    symbol::Symbolizer,
+};
+
+/// How often replay runs the detectors, in event time, for streams
+/// without `scan` events and without a header (the live scan period).
+pub const REPLAY_CHECK_NS: u64 = 25_000_000;
+
+/// Replays `events`, judging every `check_ns` of event time when the stream
+/// has no `scan` events; returns the model and the engine with its findings.
+pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine) {
+    let scans = events.iter().any(|e| matches!(e, Event::Scan { .. }));
+    let mut m = Model::new();
+    let mut engine = Engine::new(limits);
+    let mut symbols = Symbolizer::offline();
+    let mut tried = HashSet::new();
+    let mut have_maps = false;
+    let mut name = |m: &mut Model, symbols: &mut Symbolizer, have_maps: bool| {
+        if have_maps {
+            for e in crate::session::symbol_events(m, symbols, &mut tried) {
+                m.apply(&e);
+            }
+        }
+    };
+    let mut last_check = 0u64;
+    // The live run fed what it learnt while judging a scan (symbols, lock
+    // owners, stacks: stamped with the scan's time or not at all) before it
+    // accepted findings: judge once those are applied too. A wait that
+    // ended or changed at the scan's time after it means the live
+    // confirmation failed: it reported nothing there.
+    let mut pending: Option<(u64, bool)> = None;
+    for ev in events {
+        if let Some((at, rejected)) = pending {
+            if matches!(ev, Event::Scan { .. }) || ev.ts_ns().is_some_and(|t| t != at) {
+                if !rejected {
+                    name(&mut m, &mut symbols, have_maps);
+                    engine.check(&m, at);
+                }
+                pending = None;
+            } else if matches!(ev, Event::WaitEnd { .. } | Event::WaitWords { .. }) {
+                pending = Some((at, true));
+            }
+        }
+        if let Event::Mappings { tgid, maps, .. } = ev {
+            symbols.add_recorded(*tgid, maps.clone());
+            have_maps = true;
+        }
+        match ev {
+            Event::Scan { ts_ns } => {
+                m.apply(ev);
+                pending = Some((*ts_ns, false));
+            }
+            _ if !scans => {
+                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
+                    if last_check != 0 {
+                        name(&mut m, &mut symbols, have_maps);
+                        engine.check(&m, m.last_ns);
+                    }
+                    last_check = ts;
+                }
+                m.apply(ev);
+            }
+            _ => m.apply(ev),
+        }
+    }
+    if let Some((at, false)) = pending {
+        name(&mut m, &mut symbols, have_maps);
+        engine.check(&m, at);
+    }
+    name(&mut m, &mut symbols, have_maps);
+    engine.finish(&m, m.last_ns);
+    (m, engine)
+}
