@@ -34,14 +34,18 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine
     };
     let mut last_check = 0u64;
     // The live run fed what it learnt while judging a scan (symbols, lock
-    // owners, stacks: stamped with the scan's time or not at all) before it
+    // owners, stacks: stamped with the scan's time, or not at all, or
+    // mappings) before it
     // accepted findings: judge once those are applied too. A wait that
     // ended or changed at the scan's time after it means the live
     // confirmation failed: it reported nothing there.
     let mut pending: Option<(u64, bool)> = None;
     for ev in events {
         if let Some((at, rejected)) = pending {
-            if matches!(ev, Event::Scan { .. }) || ev.ts_ns().is_some_and(|t| t != at) {
+            // Mappings are stamped when read (the model ignores them).
+            let later =
+                ev.ts_ns().is_some_and(|t| t != at) && !matches!(ev, Event::Mappings { .. });
+            if matches!(ev, Event::Scan { .. }) || later {
                 if !rejected {
                     name(&mut m, &mut symbols, have_maps);
                     engine.check(&m, at);
