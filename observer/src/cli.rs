@@ -38,8 +38,8 @@ pub enum Command {
         /// Process to observe.
         #[arg(short, long)]
         pid: u32,
-        /// Stop after this many seconds.
-        #[arg(short, long, value_name = "SECS")]
+        /// Stop after this long (30, 1.5s, 500ms, 2m, 1h; a bare number is seconds).
+        #[arg(short, long, value_name = "DURATION", value_parser = duration_secs)]
         duration: Option<f64>,
         #[command(flatten)]
         opts: ObserveOpts,
@@ -61,8 +61,8 @@ pub enum Command {
         /// Attach to this running process instead of starting CMD.
         #[arg(short, long, conflicts_with = "cmd")]
         pid: Option<u32>,
-        /// With -p: stop after this many seconds.
-        #[arg(short, long, value_name = "SECS", requires = "pid")]
+        /// With -p: stop after this long (30, 1.5s, 500ms, 2m; a bare number is seconds).
+        #[arg(short, long, value_name = "DURATION", requires = "pid", value_parser = duration_secs)]
         duration: Option<f64>,
         #[command(flatten)]
         opts: ObserveOpts,
@@ -92,11 +92,11 @@ pub struct ReplayArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub pictures: PictureOpts,
-    /// Long-wait threshold in seconds (default: the recorded run's, else 5).
-    #[arg(long, value_name = "SECS")]
+    /// Long-wait threshold (5, 500ms, 2m; default: the recorded run's, else 5s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_secs)]
     pub long_wait: Option<f64>,
-    /// Stuck-thread threshold in seconds (default: the recorded run's, else 10).
-    #[arg(long, value_name = "SECS")]
+    /// Stuck-thread threshold (10, 2m; default: the recorded run's, else 10s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_secs)]
     pub stuck: Option<f64>,
     /// Thread creations per second that count as churn (default: the recorded run's, else 200).
     #[arg(long, value_name = "N")]
@@ -130,11 +130,12 @@ pub struct ObserveOpts {
     /// Write every event to FILE (JSON lines) for `observer replay`.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// A futex wait at least this long (seconds) is reported as a long wait.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    /// A futex wait at least this long is reported as a long wait (5, 1s, 500ms, 2m;
+    /// a bare number is seconds).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration_secs)]
     pub long_wait: f64,
-    /// A thread that has not run for this long (seconds) while others did is stuck.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    /// A thread that has not run for this long while others did is stuck (10, 10s, 2m).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration_secs)]
     pub stuck: f64,
     /// Thread creations per second (in any one-second window) that count as churn.
     #[arg(long, default_value_t = 200, value_name = "N")]
@@ -177,9 +178,100 @@ impl ObserveOpts {
     }
 }
 
+/// A duration as people type it, in seconds: `1.5`, `1s`, `500ms`, `2m`,
+/// `1h`, `250us` (a bare number is seconds).
+pub fn duration_secs(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit in '{s}' (use ns, us, ms, s, m or h)")),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v * scale),
+        _ => Err(format!(
+            "'{s}' is not a duration (a number with an optional unit: 30, 1.5s, 500ms, 2m)"
+        )),
+    }
+}
+
 pub fn secs_to_ns(s: f64, what: &str) -> anyhow::Result<u64> {
     if !s.is_finite() || !(0.0..=1e7).contains(&s) {
         anyhow::bail!("{what} must be a number of seconds between 0 and 10000000, got {s}");
     }
     Ok((s * 1e9) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(duration_secs("5"), Ok(5.0));
+        assert_eq!(duration_secs("1.5"), Ok(1.5));
+        assert_eq!(duration_secs("1s"), Ok(1.0));
+        assert_eq!(duration_secs("500ms"), Ok(0.5));
+        assert_eq!(duration_secs("2m"), Ok(120.0));
+        assert_eq!(duration_secs("1h"), Ok(3600.0));
+        assert_eq!(duration_secs("250us"), Ok(0.00025));
+        assert_eq!(duration_secs(" 3 s "), Ok(3.0));
+        for bad in ["", "s", "5x", "1.2.3s", "-1s", "ms5", "inf", "5 parsecs"] {
+            let e = duration_secs(bad).unwrap_err();
+            assert!(!e.contains('\n') && e.contains(bad.trim()), "{bad}: {e}");
+        }
+        // out of range values are refused where they are used
+        assert!(secs_to_ns(duration_secs("1e9").unwrap_or(1e9), "--x").is_err());
+    }
+
+    #[test]
+    fn command_lines_take_units() {
+        let c = Cli::try_parse_from([
+            "observer",
+            "run",
+            "--long-wait",
+            "500ms",
+            "--stuck",
+            "2m",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        let Command::Run { opts, .. } = c.cmd else {
+            panic!()
+        };
+        assert_eq!((opts.long_wait, opts.stuck), (0.5, 120.0));
+        let c =
+            Cli::try_parse_from(["observer", "attach", "-p", "1", "--duration", "1.5s"]).unwrap();
+        let Command::Attach { duration, opts, .. } = c.cmd else {
+            panic!()
+        };
+        assert_eq!(
+            (duration, opts.long_wait, opts.stuck),
+            (Some(1.5), 5.0, 10.0)
+        );
+        let c = Cli::try_parse_from(["observer", "replay", "f", "--long-wait", "2"]).unwrap();
+        let Command::Replay { args } = c.cmd else {
+            panic!()
+        };
+        assert_eq!(args.long_wait, Some(2.0));
+        let e =
+            Cli::try_parse_from(["observer", "run", "--long-wait", "5x", "--", "x"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap()
+                .contains("unknown unit in '5x'"),
+            "{e}"
+        );
+    }
 }

@@ -106,6 +106,7 @@ fn doctor() -> Result<u8> {
             return Ok(1);
         }
     }
+    session::require_bpf()?;
     probe::check_kernel()?;
     let mut ok = true;
     for rung in Rung::ALL {

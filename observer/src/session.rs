@@ -329,7 +329,7 @@ impl Session {
         Ok(())
     }
 
-    fn finish(&mut self, mode: &str, hooks: &[HookUse]) -> Result<()> {
+    fn finish(&mut self, mode: &str, hooks: &[HookUse], uprobes: usize) -> Result<()> {
         print!("{}", report::findings::all(&self.engine.findings));
         println!();
         print!("{}", report::text::summary(&self.model, self.long_wait_ns));
@@ -337,7 +337,8 @@ impl Session {
             rec.flush().context("writing the recording")?;
         }
         if let Some((path, f)) = self.out.report.take() {
-            let r = report::json::build(&self.model, mode, hooks, &self.engine.findings);
+            let mut r = report::json::build(&self.model, mode, hooks, &self.engine.findings);
+            r.uprobes_attached = uprobes;
             let mut w = BufWriter::new(f);
             serde_json::to_writer_pretty(&mut w, &r)
                 .map_err(anyhow::Error::from)
@@ -365,7 +366,19 @@ fn probe_config(opts: &ObserveOpts) -> Result<(ProbeConfig, Option<Rung>)> {
     Ok((cfg, rung))
 }
 
+/// Fails in one line when this binary was built without BPF programs.
+pub fn require_bpf() -> Result<()> {
+    if !observer_ebpf::has_programs() {
+        bail!(
+            "this observer was built without its BPF programs (clang-19 was missing at build \
+             time): only `replay` works; install clang-19 and libbpf-dev (`./x setup`) and rebuild"
+        );
+    }
+    Ok(())
+}
+
 fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
+    require_bpf()?;
     let (cfg, rung) = probe_config(opts)?;
     let mut probes = Probes::load(&cfg)?;
     probes.attach(rung)?;
@@ -496,6 +509,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `observer run -- CMD`: returns CMD's exit code.
 pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
+    require_bpf()?;
     sys::check_privileges()?;
     let prog = sys::resolve_command(&cmd[0])?;
     let out = Outputs::open(&opts)?;
@@ -539,6 +553,7 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
 
 /// `observer attach -p PID`.
 pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -> Result<u8> {
+    require_bpf()?;
     sys::check_privileges()?;
     if pid == std::process::id() {
         bail!("refusing to observe the observer itself (pid {pid})");
@@ -745,7 +760,7 @@ async fn observe(
         );
     }
     let hooks = src.probes.hooks.clone();
-    s.finish(mode, &hooks)?;
+    s.finish(mode, &hooks, src.probes.uprobe_count())?;
     // The kernel unregisters uprobes one at a time, each after an RCU grace
     // period: say why exiting takes a moment.
     let n = src.probes.uprobe_count();

@@ -223,3 +223,55 @@ fn python_lock_abba_is_a_full_cycle() {
 fn python_rlock_abba_is_a_full_cycle() {
     python_cycle("rlock_abba");
 }
+
+/// A program that takes two global mutexes in both orders and exits at
+/// once (in well under 5 ms): gone before the observer reads anything of
+/// it, its globals and call sites are still named (from the mappings the
+/// kernel reported at exec), every time. The recording names them offline.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_program_gone_within_5ms_still_names_its_locks_20_times() {
+    for i in 0..20 {
+        let dir = tmp();
+        let rec = dir.path().join("r.jsonl");
+        let (r, _) = run(&c("order_quick"), &["--record", rec.to_str().unwrap()], 0);
+        let f = findings(&r, "lock_order_inversion");
+        assert_eq!(f.len(), 1, "run {i}: {:#}", r["findings"]);
+        assert_eq!(
+            lock_syms(f[0]),
+            BTreeSet::from(["global_left".to_string(), "global_right".to_string()]),
+            "run {i}"
+        );
+        for e in f[0]["cycle"].as_array().unwrap() {
+            let site = e["site"].as_str().unwrap();
+            assert!(site.starts_with("main (order_quick.c:"), "run {i}: {site}");
+        }
+        if i == 0 {
+            // replay names them from the recorded mappings alone
+            let text = std::fs::read_to_string(&rec).unwrap();
+            let stripped: String = text
+                .lines()
+                .filter(|l| !l.contains(r#""ev":"symbol""#) && !l.contains(r#""ev":"code_symbol""#))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let bare = dir.path().join("bare.jsonl");
+            std::fs::write(&bare, stripped).unwrap();
+            let rep = dir.path().join("replay.json");
+            let st = observer()
+                .arg("replay")
+                .arg(&bare)
+                .arg("--report")
+                .arg(&rep)
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "{st:?}");
+            let r = read_json(&rep);
+            let f = findings(&r, "lock_order_inversion");
+            assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+            assert_eq!(
+                lock_syms(f[0]),
+                BTreeSet::from(["global_left".to_string(), "global_right".to_string()])
+            );
+        }
+    }
+}

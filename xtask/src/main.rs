@@ -39,30 +39,6 @@ fn run(mut c: Command) -> Result<()> {
     Ok(())
 }
 
-/// Names (as the kernel truncates them) of our programs: none may outlive a test.
-const OUR_PROGS: &[&str] = &[
-    "btf_sys_enter",
-    "btf_sys_exit",
-    "raw_sys_enter",
-    "raw_sys_exit",
-    "tp_sys_enter_fu",
-    "tp_sys_exit_fut",
-    "btf_task_newtas",
-    "btf_process_exi",
-    "btf_task_rename",
-    "btf_process_exe",
-    "raw_task_newtas",
-    "raw_process_exi",
-    "raw_task_rename",
-    "raw_process_exe",
-    "tp_task_newtask",
-    "tp_process_exit",
-    "tp_task_rename",
-    "tp_process_exec",
-    "fentry_futex",
-    "fexit_futex",
-];
-
 /// Processes holding a BPF program id open (from /proc/*/fdinfo).
 fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
     let mut out = Vec::new();
@@ -92,6 +68,8 @@ fn prog_holders() -> Vec<(u32, u32, PathBuf)> {
 /// Our programs still loaded by a binary of this checkout (other
 /// observers on the machine are not this run's business).
 pub fn leftover_programs() -> Vec<String> {
+    // Every program in the observer's object, read from the object itself.
+    let ours_names = observer_ebpf::observer_program_names();
     let mut left = Vec::new();
     for _ in 0..50 {
         let Ok(out) = Command::new("bpftool").args(["prog", "show"]).output() else {
@@ -101,7 +79,10 @@ pub fn leftover_programs() -> Vec<String> {
         let ours = root().join("target");
         left = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.split_whitespace().any(|w| OUR_PROGS.contains(&w)))
+            .filter(|l| {
+                l.split_whitespace()
+                    .any(|w| ours_names.iter().any(|p| p == w))
+            })
             .filter_map(|l| {
                 let id: u32 = l.split(':').next()?.trim().parse().ok()?;
                 let held: Vec<_> = holders.iter().filter(|h| h.0 == id).collect();
@@ -218,6 +199,88 @@ fn vmlinux() -> Result<()> {
     Ok(())
 }
 
+/// The recordings the offline detector tests replay: one real run of a
+/// fixture per finding kind (name, observer flags, stop with SIGINT after
+/// this many seconds, or 0: the run ends by itself).
+const RECORDINGS: &[(&str, &[&str], u64)] = &[
+    ("abba", &["--kill-on-deadlock"], 0),
+    ("pi_abba", &["--kill-on-deadlock"], 0),
+    ("orphan_exit", &["--kill-on-deadlock"], 0),
+    ("lost_wakeup", &["--long-wait", "500ms"], 3),
+    ("stuck_read", &["--stuck", "1s"], 4),
+    ("unjoined", &[], 0),
+    ("pool_grow", &[], 0),
+    ("churn", &[], 0),
+    ("order_ab_ba", &["--uprobes"], 0),
+    ("exit_held", &["--uprobes"], 0),
+];
+
+/// `cargo xtask record [NAME...]`: records the fixtures again into
+/// observer/tests/data/recordings/ (then check the offline tests and commit).
+fn record(names: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("recording loads BPF programs: run `sudo ./x record`");
+    }
+    run({
+        let mut c = cargo();
+        c.args(["build", "-p", "observer"]);
+        c
+    })?;
+    let bins = root().join("target/fixtures");
+    let dest = root().join("observer/tests/data/recordings");
+    std::fs::create_dir_all(&bins)?;
+    std::fs::create_dir_all(&dest)?;
+    for (name, flags, stop_after) in RECORDINGS {
+        if !names.is_empty() && !names.iter().any(|n| n == name) {
+            continue;
+        }
+        let bin = bins.join(name);
+        run({
+            let mut c = Command::new("gcc");
+            c.args(["-O2", "-g", "-pthread", "-o"])
+                .arg(&bin)
+                .arg(root().join(format!("fixtures/{name}.c")));
+            c
+        })?;
+        let out = dest.join(format!("{name}.jsonl"));
+        let mut c = Command::new(root().join("target/debug/observer"));
+        c.args(["run", "--quiet", "--record"])
+            .arg(&out)
+            .args(*flags)
+            .arg("--")
+            .arg(&bin)
+            .stdout(std::process::Stdio::null());
+        eprintln!("xtask: {c:?}");
+        let mut child = c.spawn().context("starting the observer")?;
+        let start = std::time::Instant::now();
+        let hard = std::time::Duration::from_secs(60);
+        let mut signalled = false;
+        let st = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            let t = start.elapsed();
+            if *stop_after > 0 && !signalled && t.as_secs() >= *stop_after {
+                // SAFETY: plain kill(2) to our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                signalled = true;
+            }
+            if t > hard {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{name}: the observer did not end in {hard:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        eprintln!(
+            "xtask: {} ({st}, {} bytes)",
+            out.display(),
+            std::fs::metadata(&out)?.len()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -231,6 +294,7 @@ fn main() -> Result<()> {
         }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
-        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep]|vmlinux"),
+        Some("record") => record(&args[1..]),
+        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep]|vmlinux|record [FIXTURE...]"),
     }
 }

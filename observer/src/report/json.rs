@@ -21,6 +21,9 @@ pub struct Report<'a> {
     pub waits: Vec<WaitOut>,
     pub drops: Drops,
     pub hooks: &'a [HookUse],
+    /// Uprobes attached (thread calls, and locks under --uprobes) over
+    /// the session: 0 means nothing the uprobes see was seen.
+    pub uprobes_attached: usize,
     pub findings: &'a [Finding],
     /// Deep tier (--uprobes): per-lock statistics, by total hold time.
     pub locks: Vec<LockOut>,
@@ -96,6 +99,7 @@ pub fn build<'a>(
         waits: Vec::new(),
         drops: model.drops,
         hooks,
+        uprobes_attached: 0,
         findings,
         locks: Vec::new(),
     };

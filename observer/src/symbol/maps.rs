@@ -157,8 +157,13 @@ fn open_path(pid: u32, e: &MapEntry, same_root: bool) -> Option<(PathBuf, FileKe
         }
     }
     let p = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end));
-    let k = key_of(&p)?;
-    Some((p, k))
+    if let Some(k) = key_of(&p) {
+        return Some((p, k));
+    }
+    // An exiting process has no root or map_files any more: the same file
+    // (device and inode) at the same path here will do.
+    let p = PathBuf::from(&e.path);
+    key_of(&p).filter(matches).map(|k| (p, k))
 }
 
 /// The file a recorded mapping named, for a process that is gone: its

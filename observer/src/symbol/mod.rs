@@ -475,8 +475,9 @@ impl Symbolizer {
     /// See [`data_symbol`].
     pub fn data_symbol(&mut self, pid: u32, addr: u64) -> Option<DataSymbol> {
         let mut p = self.proc(pid, false).ok()?;
-        if p.mapping_of(addr).is_none() {
-            // Perhaps mapped since we read the maps (dlopen).
+        if p.module_of_data(addr).is_none() {
+            // Perhaps mapped since we read the maps (dlopen), or read while
+            // the process was exiting (its files could not be opened).
             p = self.proc(pid, true).ok()?;
         }
         let m = p.module_of_data(addr)?.clone();

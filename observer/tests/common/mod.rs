@@ -279,14 +279,9 @@ fn prog_holders() -> Vec<(u32, u32)> {
 /// last fd closes, so poll a little. Observers started by others (another
 /// test run, a benchmark) are ignored.
 pub fn assert_no_programs_left() {
-    let ours = [
-        "btf_sys_enter",
-        "btf_sys_exit",
-        "raw_sys_enter",
-        "btf_task_newtas",
-        "tp_sys_enter_fu",
-        "raw_task_newtas",
-    ];
+    // Every program the observer's object holds (deep tier included).
+    let ours = observer_ebpf::observer_program_names();
+    assert!(!ours.is_empty(), "observer built without BPF programs");
     let me = std::process::id();
     let end = Instant::now() + Duration::from_secs(3);
     loop {
@@ -298,7 +293,7 @@ pub fn assert_no_programs_left() {
         let holders = prog_holders();
         let left: Vec<&str> = text
             .lines()
-            .filter(|l| ours.iter().any(|p| l.contains(p)))
+            .filter(|l| l.split_whitespace().any(|w| ours.iter().any(|p| p == w)))
             .filter(|l| {
                 let id: u32 = l
                     .split(':')
