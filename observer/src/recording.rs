@@ -73,10 +73,14 @@ pub fn read(file: &Path) -> Result<(Option<Header>, Vec<Event>)> {
         if line.trim().is_empty() {
             continue;
         }
-        if events.is_empty() && header.is_none() && line.contains("\"schema\"") {
-            let v: serde_json::Value = serde_json::from_str(&line).with_context(|| {
-                format!("{}:{}: not an observer recording", file.display(), i + 1)
-            })?;
+        // The header is the first line, an object with a schema and no `ev`
+        // (target strings in an event may well say "schema").
+        let first = events.is_empty() && header.is_none();
+        let v: Option<serde_json::Value> = first
+            .then(|| serde_json::from_str(&line).ok())
+            .flatten()
+            .filter(|v: &serde_json::Value| v.get("ev").is_none() && v.get("schema").is_some());
+        if let Some(v) = v {
             let schema = v["schema"].as_str().unwrap_or_default();
             if schema != SCHEMA {
                 bail!(
@@ -215,6 +219,11 @@ mod tests {
         assert_eq!(evs, vec![Event::Scan { ts_ns: 5 }]);
         std::fs::write(&p, "{\"ev\":\"scan\",\"ts_ns\":5}\n").unwrap();
         assert_eq!(read(&p).unwrap().0, None);
+        let start =
+            r#"{"ev":"start","ts_ns":1,"tgid":2,"cmdline":["\"schema\""],"attached":false}"#;
+        std::fs::write(&p, format!("{start}\n")).unwrap();
+        let (h, evs) = read(&p).unwrap();
+        assert!(h.is_none() && evs.len() == 1, "{evs:?}");
         std::fs::write(&p, "{\"schema\":\"observer.recording/9\"}\n").unwrap();
         let e = format!("{:#}", read(&p).unwrap_err());
         assert!(e.contains("not supported"), "{e}");
