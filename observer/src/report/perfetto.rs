@@ -6,8 +6,9 @@
 //!   lifetime slice from its creation (or the start of observation) to its
 //!   exit (or the end of observation);
 //! - a slice inside it for each futex wait that slept long enough to be
-//!   seen (older than one scan period, or reported by the kernel as long or
-//!   with an outcome): labelled with the lock and its holder when known.
+//!   seen (found in progress by a wait-table scan once older than
+//!   min(scan interval, 10 ms), or reported by the kernel as long or with
+//!   an outcome): labelled with the lock and its holder when known.
 //!   Shorter waits are counted per lock in the kernel and never reach user
 //!   space one by one: they appear only as the totals on the lock's track;
 //! - flow arrows from the holder's track to the waiter's wait slice;
@@ -383,7 +384,7 @@ pub fn build(model: &Model, findings: &[Finding]) -> Value {
             "generator": format!("observer {}", env!("CARGO_PKG_VERSION")),
             "origin_monotonic_ns": origin,
             "time_unit": "microseconds since origin_monotonic_ns (CLOCK_MONOTONIC)",
-            "short_waits": "waits shorter than a scan period are counted per lock in the kernel; they appear as totals on the lock tracks",
+            "short_waits": "waits no scan found in progress (younger than min(scan interval, 10 ms)) and the kernel did not report are counted per lock in the kernel: totals on the lock tracks",
             "truncated": anything,
             "dropped": dropped,
         }
