@@ -66,10 +66,15 @@ impl Header {
 /// Reads a recording: its header (None for header-less recordings) and events.
 pub fn read(file: &Path) -> Result<(Option<Header>, Vec<Event>)> {
     let f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    parse(BufReader::new(f), &file.display().to_string())
+}
+
+/// Parses a recording from `r`; `name` says where it came from in errors.
+pub fn parse(r: impl BufRead, name: &str) -> Result<(Option<Header>, Vec<Event>)> {
     let mut header = None;
     let mut events = Vec::new();
-    for (i, line) in BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", file.display()))?;
+    for (i, line) in r.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {name}"))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -84,18 +89,18 @@ pub fn read(file: &Path) -> Result<(Option<Header>, Vec<Event>)> {
             let schema = v["schema"].as_str().unwrap_or_default();
             if schema != SCHEMA {
                 bail!(
-                    "{}: recording schema {:?} is not supported (this observer reads {SCHEMA})",
-                    file.display(),
+                    "{name}: recording schema {:?} is not supported (this observer reads {SCHEMA})",
                     report::escape(schema)
                 );
             }
-            header = Some(serde_json::from_value(v).with_context(|| {
-                format!("{}:{}: malformed recording header", file.display(), i + 1)
-            })?);
+            header = Some(
+                serde_json::from_value(v)
+                    .with_context(|| format!("{name}:{}: malformed recording header", i + 1))?,
+            );
             continue;
         }
         let ev: Event = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not an observer event", file.display(), i + 1))?;
+            .with_context(|| format!("{name}:{}: not an observer event", i + 1))?;
         events.push(ev);
     }
     Ok((header, events))

@@ -297,6 +297,8 @@ fn main() -> Result<()> {
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),
-        _ => bail!("usage: cargo xtask test|demo|bench [list|detect|deep|...]|vmlinux|record [FIXTURE...]"),
+        _ => bail!(
+            "usage: cargo xtask test|demo|bench [list|detect|deep|...]|vmlinux|record [FIXTURE...]"
+        ),
     }
 }
