@@ -101,6 +101,9 @@ const GDB_TIMEOUT: Duration = Duration::from_secs(600);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `observer run` of a short program; with many uprobes it takes seconds to exit.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The Python ABBA deadlocks at once: a report later than this is a miss
+/// (an observer that saw no cycle waits forever).
+const PY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A philosophers run that has not ended by then (unobserved) is deadlocked.
 const PHIL_UNOBSERVED_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for someone else's hook programs to go away before a
@@ -361,9 +364,7 @@ fn notes(s: &mut String, conds: &[Cond], rows: &[Row], problems: &[String]) {
             writeln!(s, "{n}").unwrap();
         }
     }
-    for p in problems {
-        writeln!(s, "  PROBLEM: {p}").unwrap();
-    }
+    s.push_str(&h::problems("PROBLEM", problems));
 }
 
 // ---------------------------------------------------------------------------
@@ -763,7 +764,7 @@ fn stacks_table(r: &StacksResult, o: &Opts, v: &mut Verdicts) -> String {
         )
         .unwrap();
     } else {
-        s.push_str(&h::problems(&r.problems));
+        s.push_str(&h::problems("WRONG ANSWER", &r.problems));
     }
     let (obs, gdb) = (h::median(&r.dump), h::median(&r.gdb));
     writeln!(
@@ -1006,9 +1007,7 @@ fn startup_table(r: &StartupResult, runs: usize, v: &mut Verdicts) -> String {
         .map(|(c, x)| (c.0, x.as_slice()))
         .collect();
     s.push_str(&h::ms_table("command", 50, &rows, true));
-    for p in &r.problems {
-        writeln!(s, "  PROBLEM: {p}").unwrap();
-    }
+    s.push_str(&h::problems("PROBLEM", &r.problems));
     for ((label, _, target), x) in STARTUP_CONDS.iter().zip(&r.ms) {
         if let Some(t) = target {
             let what = format!("startup: {}", label.trim_start_matches("observer "));
@@ -1181,9 +1180,7 @@ fn philosophers_table(r: &PhilResult, o: &Opts, v: &mut Verdicts) -> String {
         .unwrap();
     }
     for (label, x) in [("unobserved", &r.unobserved), ("--uprobes", &r.uprobes)] {
-        for p in &x.problems {
-            writeln!(s, "  PROBLEM ({label}): {p}").unwrap();
-        }
+        s.push_str(&h::problems(&format!("PROBLEM, {label}"), &x.problems));
     }
     let u = &r.uprobes;
     for c in [
@@ -1207,6 +1204,7 @@ fn philosophers_table(r: &PhilResult, o: &Opts, v: &mut Verdicts) -> String {
 // pyabba: a Python deadlock closing before late uprobes could see it
 
 struct PyResult {
+    python: PathBuf,
     runs: usize,
     /// Runs whose report had the full cycle.
     full: usize,
@@ -1215,10 +1213,15 @@ struct PyResult {
 }
 
 fn pyabba(env: &Env, runs: usize) -> Result<PyResult> {
-    let python = h::which("python3").context("python3 not found")?;
+    // The system's CPython (Debian's), else the first on PATH.
+    let python = Some(PathBuf::from("/usr/bin/python3"))
+        .filter(|p| p.is_file())
+        .or_else(|| h::which("python3"))
+        .context("python3 not found")?;
     let script = crate::root().join("bench/py_abba_early.py");
     let report = env.out.join("pyabba-report.json");
     let mut r = PyResult {
+        python: python.clone(),
         runs,
         full: 0,
         ms: Vec::new(),
@@ -1239,11 +1242,11 @@ fn pyabba(env: &Env, runs: usize) -> Result<PyResult> {
         .arg("--")
         .arg(&python)
         .arg(&script);
-        let t = h::run_timed(c, RUN_TIMEOUT)?;
+        let t = h::run_timed(c, PY_TIMEOUT)?;
         eprint!(".");
         let Some(t) = t else {
             r.problems
-                .push(format!("no deadlock reported within {RUN_TIMEOUT:?}"));
+                .push(format!("no deadlock reported within {PY_TIMEOUT:?}"));
             continue;
         };
         r.ms.push(t.ms());
@@ -1298,13 +1301,14 @@ fn pyabba_table(r: &PyResult, v: &mut Verdicts) -> String {
     let mut s = String::new();
     writeln!(
         s,
-        "Python Lock ABBA deadlocking within milliseconds of its start (bench/py_abba_early.py, python3),\n\
+        "Python Lock ABBA deadlocking within milliseconds of its start (bench/py_abba_early.py, {}),\n\
          observer run --uprobes --kill-on-deadlock, {} runs: median {} to the report and kill",
+        r.python.display(),
         r.runs,
         h::ms(h::median(&r.ms))
     )
     .unwrap();
-    s.push_str(&h::problems(&r.problems));
+    s.push_str(&h::problems("WRONG ANSWER", &r.problems));
     let c = Check::every("pyabba --uprobes: full cycle reported", r.full, r.runs);
     writeln!(s, "{}", v.add(c)).unwrap();
     s

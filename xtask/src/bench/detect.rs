@@ -519,7 +519,7 @@ fn dump_table(r: &DumpResult, threads: usize, verdicts: &mut Verdicts) -> String
         )
         .unwrap();
     } else {
-        s.push_str(&h::problems(&r.problems));
+        s.push_str(&h::problems("WRONG ANSWER", &r.problems));
     }
     let obs = h::median(&r.text).max(h::median(&r.json));
     let gdb = h::median(&r.gdb);

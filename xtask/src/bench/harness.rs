@@ -1112,14 +1112,14 @@ pub fn finish(v: &Verdicts, progs: &Programs, observer: &Path, strict: bool) -> 
     Ok(())
 }
 
-/// "  WRONG ANSWER (N run(s)): problem" per distinct problem.
-pub fn problems(p: &[String]) -> String {
+/// "  TAG (N run(s)): problem" per distinct problem.
+pub fn problems(tag: &str, p: &[String]) -> String {
     let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
     for x in p {
         *seen.entry(x.as_str()).or_default() += 1;
     }
     seen.iter()
-        .map(|(p, n)| format!("  WRONG ANSWER ({n} run(s)): {p}\n"))
+        .map(|(p, n)| format!("  {tag} ({n} run(s)): {p}\n"))
         .collect()
 }
 
