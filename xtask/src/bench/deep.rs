@@ -38,10 +38,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{
-    detect::finding,
-    harness::{self as h, Check, Contamination, Observer, Programs, Verdicts, Workload},
-};
+use super::harness::{self as h, Check, Contamination, Observer, Programs, Verdicts, Workload};
 
 const USAGE: &str = "\
 usage: cargo xtask bench deep [BENCH]... [options]   (as root: sudo ./x bench deep)
@@ -618,7 +615,7 @@ fn wait_all_in_futex(pid: u32, n: usize) -> Result<Vec<u64>> {
 /// Returns (min frames, max frames, share of frames with a function name).
 fn check_dump(out: &[u8], tids: &[u64]) -> Result<(usize, usize, f64)> {
     let d: Value = serde_json::from_slice(out).context("not JSON")?;
-    let f = finding(&d, "deadlock").context("no deadlock finding")?;
+    let f = h::finding(&d, "deadlock", |_| true).context("no deadlock finding")?;
     let threads = f["threads"].as_array().context("finding without threads")?;
     let want: BTreeSet<u64> = tids.iter().copied().collect();
     let got: BTreeSet<u64> = threads.iter().filter_map(|t| t["tid"].as_u64()).collect();
@@ -1128,16 +1125,11 @@ fn five_fork_inversion(report: &Path, out: &str) -> Result<()> {
         bail!("the workload printed {} fork addresses, not 5", forks.len());
     }
     let v = h::read_json(report)?;
-    let found = v["findings"].as_array().is_some_and(|fs| {
-        fs.iter().any(|f| {
-            f["kind"] == "lock_order_inversion"
-                && f["locks"].as_array().is_some_and(|ls| {
-                    let got: BTreeSet<u64> = ls.iter().filter_map(|l| l["addr"].as_u64()).collect();
-                    got == forks
-                })
-        })
-    });
-    if !found {
+    if h::finding(&v, "lock_order_inversion", |f| {
+        h::numbers(&f["locks"], "addr") == forks
+    })
+    .is_none()
+    {
         bail!("no lock_order_inversion finding over exactly the 5 forks");
     }
     Ok(())
@@ -1283,15 +1275,11 @@ fn full_cycle(report: &Path, out: &str) -> Result<()> {
         bail!("the script printed {} worker tids, not 2", tids.len());
     }
     let v = h::read_json(report)?;
-    let found = v["findings"].as_array().is_some_and(|fs| {
-        fs.iter().any(|f| {
-            let cycle = f["cycle"].as_array().map_or(&[][..], Vec::as_slice);
-            let of =
-                |k: &str| -> BTreeSet<u64> { cycle.iter().filter_map(|e| e[k].as_u64()).collect() };
-            f["kind"] == "deadlock" && of("waiter_tid") == tids && of("holder_tid") == tids
-        })
-    });
-    if !found {
+    let full = |f: &Value| {
+        h::numbers(&f["cycle"], "waiter_tid") == tids
+            && h::numbers(&f["cycle"], "holder_tid") == tids
+    };
+    if h::finding(&v, "deadlock", full).is_none() {
         bail!("no deadlock finding with the full cycle alpha <-> beta");
     }
     Ok(())

@@ -454,6 +454,25 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The first finding of `kind` in a report or dump for which `ok` holds.
+pub fn finding<'a>(
+    doc: &'a serde_json::Value,
+    kind: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Option<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["kind"] == kind && ok(f))
+}
+
+/// The numbers under `key` in the objects of the array `v`.
+pub fn numbers(v: &serde_json::Value, key: &str) -> BTreeSet<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x[key].as_u64()).collect())
+        .unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------
 // The observer under test
 
