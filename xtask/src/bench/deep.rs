@@ -892,11 +892,11 @@ fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> String {
         let w = h::median(&x.a);
         writeln!(
             s,
-            "  {}: thread uprobes {}, CPU ratio {}, +{} per thread",
+            "  {}: thread uprobes {}, CPU ratio {}, {} per thread",
             cond.label,
             x.uprobes.1,
             h::ratio(h::median(&x.b) / uc),
-            h::ns((w - un) / o.create as f64),
+            h::signed(h::ns, (w - un) / o.create as f64),
         )
         .unwrap();
         if let Some((got, ran)) = r.seen[ci].first() {

@@ -965,6 +965,15 @@ pub fn ms(v: f64) -> String {
     ns(v * 1e6)
 }
 
+/// `show(v)` with its sign: "+1.2 us", "-3.0 ns".
+pub fn signed(show: fn(f64) -> String, v: f64) -> String {
+    if v >= 0.0 {
+        format!("+{}", show(v))
+    } else {
+        show(v)
+    }
+}
+
 pub fn ratio(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}")
