@@ -38,10 +38,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{
-    detect::finding,
-    harness::{self as h, Check, Contamination, Observer, Programs, Verdicts, Workload},
-};
+use super::harness::{self as h, Check, Contamination, Observer, Programs, Verdicts, Workload};
 
 const USAGE: &str = "\
 usage: cargo xtask bench deep [BENCH]... [options]   (as root: sudo ./x bench deep)
@@ -101,6 +98,9 @@ const GDB_TIMEOUT: Duration = Duration::from_secs(600);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `observer run` of a short program; with many uprobes it takes seconds to exit.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The Python ABBA deadlocks at once: a report later than this is a miss
+/// (an observer that saw no cycle waits forever).
+const PY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A philosophers run that has not ended by then (unobserved) is deadlocked.
 const PHIL_UNOBSERVED_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for someone else's hook programs to go away before a
@@ -361,9 +361,7 @@ fn notes(s: &mut String, conds: &[Cond], rows: &[Row], problems: &[String]) {
             writeln!(s, "{n}").unwrap();
         }
     }
-    for p in problems {
-        writeln!(s, "  PROBLEM: {p}").unwrap();
-    }
+    s.push_str(&h::problems("PROBLEM", problems));
 }
 
 // ---------------------------------------------------------------------------
@@ -617,7 +615,7 @@ fn wait_all_in_futex(pid: u32, n: usize) -> Result<Vec<u64>> {
 /// Returns (min frames, max frames, share of frames with a function name).
 fn check_dump(out: &[u8], tids: &[u64]) -> Result<(usize, usize, f64)> {
     let d: Value = serde_json::from_slice(out).context("not JSON")?;
-    let f = finding(&d, "deadlock").context("no deadlock finding")?;
+    let f = h::finding(&d, "deadlock", |_| true).context("no deadlock finding")?;
     let threads = f["threads"].as_array().context("finding without threads")?;
     let want: BTreeSet<u64> = tids.iter().copied().collect();
     let got: BTreeSet<u64> = threads.iter().filter_map(|t| t["tid"].as_u64()).collect();
@@ -763,7 +761,7 @@ fn stacks_table(r: &StacksResult, o: &Opts, v: &mut Verdicts) -> String {
         )
         .unwrap();
     } else {
-        s.push_str(&h::problems(&r.problems));
+        s.push_str(&h::problems("WRONG ANSWER", &r.problems));
     }
     let (obs, gdb) = (h::median(&r.dump), h::median(&r.gdb));
     writeln!(
@@ -894,11 +892,11 @@ fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> String {
         let w = h::median(&x.a);
         writeln!(
             s,
-            "  {}: thread uprobes {}, CPU ratio {}, +{} per thread",
+            "  {}: thread uprobes {}, CPU ratio {}, {} per thread",
             cond.label,
             x.uprobes.1,
             h::ratio(h::median(&x.b) / uc),
-            h::ns((w - un) / o.create as f64),
+            h::signed(h::ns, (w - un) / o.create as f64),
         )
         .unwrap();
         if let Some((got, ran)) = r.seen[ci].first() {
@@ -1006,9 +1004,7 @@ fn startup_table(r: &StartupResult, runs: usize, v: &mut Verdicts) -> String {
         .map(|(c, x)| (c.0, x.as_slice()))
         .collect();
     s.push_str(&h::ms_table("command", 50, &rows, true));
-    for p in &r.problems {
-        writeln!(s, "  PROBLEM: {p}").unwrap();
-    }
+    s.push_str(&h::problems("PROBLEM", &r.problems));
     for ((label, _, target), x) in STARTUP_CONDS.iter().zip(&r.ms) {
         if let Some(t) = target {
             let what = format!("startup: {}", label.trim_start_matches("observer "));
@@ -1129,16 +1125,11 @@ fn five_fork_inversion(report: &Path, out: &str) -> Result<()> {
         bail!("the workload printed {} fork addresses, not 5", forks.len());
     }
     let v = h::read_json(report)?;
-    let found = v["findings"].as_array().is_some_and(|fs| {
-        fs.iter().any(|f| {
-            f["kind"] == "lock_order_inversion"
-                && f["locks"].as_array().is_some_and(|ls| {
-                    let got: BTreeSet<u64> = ls.iter().filter_map(|l| l["addr"].as_u64()).collect();
-                    got == forks
-                })
-        })
-    });
-    if !found {
+    if h::finding(&v, "lock_order_inversion", |f| {
+        h::numbers(&f["locks"], "addr") == forks
+    })
+    .is_none()
+    {
         bail!("no lock_order_inversion finding over exactly the 5 forks");
     }
     Ok(())
@@ -1181,9 +1172,7 @@ fn philosophers_table(r: &PhilResult, o: &Opts, v: &mut Verdicts) -> String {
         .unwrap();
     }
     for (label, x) in [("unobserved", &r.unobserved), ("--uprobes", &r.uprobes)] {
-        for p in &x.problems {
-            writeln!(s, "  PROBLEM ({label}): {p}").unwrap();
-        }
+        s.push_str(&h::problems(&format!("PROBLEM, {label}"), &x.problems));
     }
     let u = &r.uprobes;
     for c in [
@@ -1207,6 +1196,7 @@ fn philosophers_table(r: &PhilResult, o: &Opts, v: &mut Verdicts) -> String {
 // pyabba: a Python deadlock closing before late uprobes could see it
 
 struct PyResult {
+    python: PathBuf,
     runs: usize,
     /// Runs whose report had the full cycle.
     full: usize,
@@ -1215,10 +1205,15 @@ struct PyResult {
 }
 
 fn pyabba(env: &Env, runs: usize) -> Result<PyResult> {
-    let python = h::which("python3").context("python3 not found")?;
+    // The system's CPython (Debian's), else the first on PATH.
+    let python = Some(PathBuf::from("/usr/bin/python3"))
+        .filter(|p| p.is_file())
+        .or_else(|| h::which("python3"))
+        .context("python3 not found")?;
     let script = crate::root().join("bench/py_abba_early.py");
     let report = env.out.join("pyabba-report.json");
     let mut r = PyResult {
+        python: python.clone(),
         runs,
         full: 0,
         ms: Vec::new(),
@@ -1239,11 +1234,11 @@ fn pyabba(env: &Env, runs: usize) -> Result<PyResult> {
         .arg("--")
         .arg(&python)
         .arg(&script);
-        let t = h::run_timed(c, RUN_TIMEOUT)?;
+        let t = h::run_timed(c, PY_TIMEOUT)?;
         eprint!(".");
         let Some(t) = t else {
             r.problems
-                .push(format!("no deadlock reported within {RUN_TIMEOUT:?}"));
+                .push(format!("no deadlock reported within {PY_TIMEOUT:?}"));
             continue;
         };
         r.ms.push(t.ms());
@@ -1280,15 +1275,11 @@ fn full_cycle(report: &Path, out: &str) -> Result<()> {
         bail!("the script printed {} worker tids, not 2", tids.len());
     }
     let v = h::read_json(report)?;
-    let found = v["findings"].as_array().is_some_and(|fs| {
-        fs.iter().any(|f| {
-            let cycle = f["cycle"].as_array().map_or(&[][..], Vec::as_slice);
-            let of =
-                |k: &str| -> BTreeSet<u64> { cycle.iter().filter_map(|e| e[k].as_u64()).collect() };
-            f["kind"] == "deadlock" && of("waiter_tid") == tids && of("holder_tid") == tids
-        })
-    });
-    if !found {
+    let full = |f: &Value| {
+        h::numbers(&f["cycle"], "waiter_tid") == tids
+            && h::numbers(&f["cycle"], "holder_tid") == tids
+    };
+    if h::finding(&v, "deadlock", full).is_none() {
         bail!("no deadlock finding with the full cycle alpha <-> beta");
     }
     Ok(())
@@ -1298,13 +1289,14 @@ fn pyabba_table(r: &PyResult, v: &mut Verdicts) -> String {
     let mut s = String::new();
     writeln!(
         s,
-        "Python Lock ABBA deadlocking within milliseconds of its start (bench/py_abba_early.py, python3),\n\
+        "Python Lock ABBA deadlocking within milliseconds of its start (bench/py_abba_early.py, {}),\n\
          observer run --uprobes --kill-on-deadlock, {} runs: median {} to the report and kill",
+        r.python.display(),
         r.runs,
         h::ms(h::median(&r.ms))
     )
     .unwrap();
-    s.push_str(&h::problems(&r.problems));
+    s.push_str(&h::problems("WRONG ANSWER", &r.problems));
     let c = Check::every("pyabba --uprobes: full cycle reported", r.full, r.runs);
     writeln!(s, "{}", v.add(c)).unwrap();
     s

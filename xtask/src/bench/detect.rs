@@ -16,7 +16,7 @@
 //!   interleaved.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
@@ -229,19 +229,11 @@ fn latency(
     Ok(rows)
 }
 
-/// The first finding of `kind` in a report or dump.
-pub fn finding<'a>(doc: &'a Value, kind: &str) -> Option<&'a Value> {
-    doc["findings"]
-        .as_array()?
-        .iter()
-        .find(|f| f["kind"] == kind)
-}
-
 /// detected_ns of the first deadlock finding minus the latest wait start of
 /// the cycle's waiters.
 fn one_latency(report: &Path, record: &Path) -> Result<u64> {
     let r = h::read_json(report)?;
-    let f = finding(&r, "deadlock").context("no deadlock finding in the report")?;
+    let f = h::finding(&r, "deadlock", |_| true).context("no deadlock finding in the report")?;
     let detected = f["detected_ns"]
         .as_u64()
         .context("finding without detected_ns")?;
@@ -399,7 +391,7 @@ fn dump(
     let (Some(&a), Some(&b)) = (tids.get("alpha"), tids.get("beta")) else {
         bail!("{} did not name alpha and beta", target.display());
     };
-    let want: HashSet<u64> = [a, b].into();
+    let want: BTreeSet<u64> = [a, b].into();
     let pid = wl.pid();
     let mut r = DumpResult {
         threads: std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -468,20 +460,14 @@ fn dump(
 }
 
 /// The dump's JSON has a deadlock finding whose threads are exactly `want`.
-fn check_dump_json(out: &[u8], want: &HashSet<u64>) -> Result<()> {
+fn check_dump_json(out: &[u8], want: &BTreeSet<u64>) -> Result<()> {
     let d: Value = serde_json::from_slice(out).context("not JSON")?;
-    let findings = d["findings"].as_array().context("no findings array")?;
-    let ok = findings.iter().any(|f| {
-        f["kind"] == "deadlock"
-            && f["threads"].as_array().is_some_and(|ts| {
-                let got: HashSet<u64> = ts.iter().filter_map(|t| t["tid"].as_u64()).collect();
-                &got == want
-            })
-    });
-    if !ok {
-        let mut w: Vec<_> = want.iter().collect();
-        w.sort();
-        bail!("no deadlock finding naming exactly threads {w:?}");
+    if h::finding(&d, "deadlock", |f| {
+        h::numbers(&f["threads"], "tid") == *want
+    })
+    .is_none()
+    {
+        bail!("no deadlock finding naming exactly threads {want:?}");
     }
     Ok(())
 }
@@ -519,7 +505,7 @@ fn dump_table(r: &DumpResult, threads: usize, verdicts: &mut Verdicts) -> String
         )
         .unwrap();
     } else {
-        s.push_str(&h::problems(&r.problems));
+        s.push_str(&h::problems("WRONG ANSWER", &r.problems));
     }
     let obs = h::median(&r.text).max(h::median(&r.json));
     let gdb = h::median(&r.gdb);

@@ -454,6 +454,25 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The first finding of `kind` in a report or dump for which `ok` holds.
+pub fn finding<'a>(
+    doc: &'a serde_json::Value,
+    kind: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> Option<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["kind"] == kind && ok(f))
+}
+
+/// The numbers under `key` in the objects of the array `v`.
+pub fn numbers(v: &serde_json::Value, key: &str) -> BTreeSet<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x[key].as_u64()).collect())
+        .unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------
 // The observer under test
 
@@ -946,6 +965,15 @@ pub fn ms(v: f64) -> String {
     ns(v * 1e6)
 }
 
+/// `show(v)` with its sign: "+1.2 us", "-3.0 ns".
+pub fn signed(show: fn(f64) -> String, v: f64) -> String {
+    if v >= 0.0 {
+        format!("+{}", show(v))
+    } else {
+        show(v)
+    }
+}
+
 pub fn ratio(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}")
@@ -1112,14 +1140,14 @@ pub fn finish(v: &Verdicts, progs: &Programs, observer: &Path, strict: bool) -> 
     Ok(())
 }
 
-/// "  WRONG ANSWER (N run(s)): problem" per distinct problem.
-pub fn problems(p: &[String]) -> String {
+/// "  TAG (N run(s)): problem" per distinct problem.
+pub fn problems(tag: &str, p: &[String]) -> String {
     let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
     for x in p {
         *seen.entry(x.as_str()).or_default() += 1;
     }
     seen.iter()
-        .map(|(p, n)| format!("  WRONG ANSWER ({n} run(s)): {p}\n"))
+        .map(|(p, n)| format!("  {tag} ({n} run(s)): {p}\n"))
         .collect()
 }
 
