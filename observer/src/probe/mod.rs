@@ -817,6 +817,28 @@ impl Probes {
             .map_err(|e| ProbeError::Map("WATCH", short(&e)))
     }
 
+    /// Stops observing process `tgid` (the daemon, when it exits or no
+    /// longer matches) and forgets its futex totals, so the tables do not fill.
+    pub fn unwatch(&mut self, tgid: u32) {
+        if let Some(m) = self.bpf.map_mut("WATCH")
+            && let Ok(mut m) = BpfHashMap::<_, u32, u8>::try_from(m)
+        {
+            let _ = m.remove(&tgid);
+        }
+        if let Some(m) = self.bpf.map_mut("AGG")
+            && let Ok(mut m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m)
+        {
+            let keys: Vec<Pod<obs_agg_key>> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.0.tgid == tgid)
+                .collect();
+            for k in keys {
+                let _ = m.remove(&k);
+            }
+        }
+    }
+
     pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let m = self
             .bpf
