@@ -65,7 +65,8 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
-    /// Exact comm (the kernel's 15-byte task name).
+    /// Exact comm (the kernel's 15-byte task name), as the process had it
+    /// at exec or has it now (programs rename their main thread).
     pub comm: Option<String>,
     /// Glob on the executable path (`*` stays within one path component, `**` crosses them).
     pub exe: Option<String>,
@@ -146,9 +147,13 @@ impl Config {
     /// Parses the text; the error is one line (with the TOML line number).
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&c| c == b'\n')
+                    .count()
+                    + 1
+            });
             let msg = e.message().replace('\n', " ");
             match line {
                 Some(l) => format!("line {l}: {msg}"),
@@ -443,7 +448,7 @@ mod tests {
         ));
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e[0].starts_with("line 4: unknown field `commm`"),
+            e[0].starts_with("line 5: unknown field `commm`"),
             "{}",
             e[0]
         );

@@ -60,7 +60,7 @@ Config keys (all optional except at least one [[rule]]):
   long_wait = 5.0                    seconds: a futex wait this long is a long_wait finding
   stuck = 10.0                       seconds: a thread idle this long while others ran is stuck
   [[rule]]                           a process is watched if a rule matches and no exclude does
-  comm = \"pytest\"                    exact comm (15 bytes at most)
+  comm = \"pytest\"                    exact comm: at exec, or now (15 bytes at most)
   exe = \"/opt/ci/**/bin/*\"           glob on the executable path (* within a component, ** across)
   cgroup = \"/system.slice/ci-\"       cgroup v2 path prefix
   user = \"ci\"                        user name or uid (real uid); all keys of a rule must match
@@ -575,6 +575,33 @@ impl Daemon {
     }
 }
 
+/// The model's lock and call-site names as events, so that a recording
+/// replays with them.
+fn names_of(model: &crate::model::Model, pid: u32) -> Vec<Event> {
+    let mut v: Vec<Event> = model
+        .symbols
+        .iter()
+        .filter(|((t, _), _)| *t == pid)
+        .map(|((tgid, addr), name)| Event::Symbol {
+            tgid: *tgid,
+            addr: *addr,
+            name: name.clone(),
+        })
+        .collect();
+    v.extend(
+        model
+            .code_symbols
+            .iter()
+            .filter(|((t, _), _)| *t == pid)
+            .map(|((tgid, addr), name)| Event::CodeSymbol {
+                tgid: *tgid,
+                addr: *addr,
+                name: name.clone(),
+            }),
+    );
+    v
+}
+
 /// Writes one finding's report files; counts it.
 fn write_report(
     sink: &mut Sink,
@@ -618,7 +645,10 @@ fn write_report(
         finding: f,
         json,
         text,
-        recording: p.recorder.as_ref(),
+        recording: p
+            .recorder
+            .as_ref()
+            .map(|r| r.to_jsonl(&names_of(model, pid))),
     }) {
         Ok(Some(id)) => {
             metrics.reports_written.inc();
@@ -743,6 +773,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                 }
                 b = exec_next => match b {
                     Ok(b) => {
+                        tracing::debug!("exec notifications: {:?}", b);
                         d.route(&mut src, &mut evs);
                         for pid in b.execs {
                             d.consider(&mut src, pid);

@@ -9,7 +9,11 @@ use super::config::{Config, Match, exe_glob, resolve_user};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProcInfo {
     pub pid: u32,
+    /// The main thread's comm now.
     pub comm: String,
+    /// The comm the process had at exec (the executable's and argv[0]'s
+    /// file names, 15 bytes), which a program may have renamed since.
+    pub exec_comms: Vec<String>,
     /// The executable path (None for kernel threads, or when unreadable).
     pub exe: Option<String>,
     /// The cgroup v2 path (the `0::` line of /proc/PID/cgroup).
@@ -33,14 +37,37 @@ impl ProcInfo {
         let uid = std::fs::read_to_string(format!("{base}/status"))
             .ok()
             .and_then(|s| parse_real_uid(&s));
+        let argv0 = std::fs::read(format!("{base}/cmdline")).ok().and_then(|b| {
+            b.split(|&c| c == 0)
+                .next()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+        });
+        let exec_comms = [exe.as_deref(), argv0.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(comm_of_path)
+            .filter(|c| !c.is_empty())
+            .collect();
         Some(ProcInfo {
             pid,
             comm: comm.trim_end_matches('\n').to_owned(),
+            exec_comms,
             exe,
             cgroup,
             uid,
         })
     }
+}
+
+/// The comm the kernel gives a program exec'd from `path`: its file name,
+/// cut to 15 bytes.
+pub fn comm_of_path(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path).as_bytes();
+    let mut n = name.len().min(15);
+    while n > 0 && std::str::from_utf8(&name[..n]).is_err() {
+        n -= 1;
+    }
+    String::from_utf8_lossy(&name[..n]).into_owned()
 }
 
 /// The v2 line of /proc/PID/cgroup ("0::/system.slice/x.service").
@@ -78,7 +105,9 @@ impl Compiled {
 
     /// Every key given must match; a key the process lacks does not match.
     fn matches(&self, p: &ProcInfo) -> bool {
-        self.comm.as_ref().is_none_or(|c| *c == p.comm)
+        self.comm
+            .as_ref()
+            .is_none_or(|c| *c == p.comm || p.exec_comms.contains(c))
             && self
                 .exe
                 .as_ref()
@@ -170,6 +199,7 @@ mod tests {
         ProcInfo {
             pid: 100,
             comm: comm.into(),
+            exec_comms: Vec::new(),
             exe: Some(exe.into()),
             cgroup: Some(cg.into()),
             uid: Some(uid),
@@ -232,6 +262,14 @@ mod tests {
             }),
             None
         );
+        // A running process that renamed its main thread still matches by
+        // the name it was started with.
+        let renamed = ProcInfo {
+            comm: "main".into(),
+            exec_comms: vec!["pytest".into()],
+            ..good.clone()
+        };
+        assert!(s.select(&renamed).is_some());
         // A key the process lacks (kernel thread: no exe) does not match.
         assert_eq!(
             s.select(&ProcInfo {
@@ -269,6 +307,8 @@ mod tests {
             Some("/init.scope")
         );
         assert_eq!(parse_cgroup_v2("12:cpu:/x\n"), None);
+        assert_eq!(comm_of_path("/usr/bin/python3"), "python3");
+        assert_eq!(comm_of_path("clean_contention"), "clean_contentio");
         assert_eq!(
             parse_real_uid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\n"),
             Some(1000)

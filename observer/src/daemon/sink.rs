@@ -125,7 +125,8 @@ pub struct ReportFiles<'a> {
     pub finding: &'a Finding,
     pub json: Vec<u8>,
     pub text: String,
-    pub recording: Option<&'a FlightRecorder>,
+    /// The flight recorder's events (JSON lines).
+    pub recording: Option<Vec<u8>>,
 }
 
 pub struct Sink {
@@ -171,11 +172,8 @@ impl Sink {
             n += 1;
             id = format!("{}-{n}", report_id(SystemTime::now(), r.pid, r.comm, &kind));
         }
-        if let Some(rec) = r.recording {
-            write_atomic(
-                &self.dir.join(format!("{id}.{RECORDING_EXT}")),
-                &rec.to_jsonl(),
-            )?;
+        if let Some(rec) = &r.recording {
+            write_atomic(&self.dir.join(format!("{id}.{RECORDING_EXT}")), rec)?;
         }
         write_atomic(&self.dir.join(format!("{id}.txt")), r.text.as_bytes())?;
         write_atomic(&self.dir.join(format!("{id}.json")), &r.json)?;
@@ -306,10 +304,11 @@ impl FlightRecorder {
         self.prologue.len() + self.ring.len()
     }
 
-    /// The `--record` format: one JSON event per line.
-    pub fn to_jsonl(&self) -> Vec<u8> {
+    /// The `--record` format: one JSON event per line; `names` (symbol
+    /// events looked up outside the event stream) follow the prologue.
+    pub fn to_jsonl(&self, names: &[Event]) -> Vec<u8> {
         let mut out = Vec::new();
-        for ev in self.prologue.iter().chain(self.ring.iter()) {
+        for ev in self.prologue.iter().chain(names).chain(self.ring.iter()) {
             if serde_json::to_writer(&mut out, ev).is_ok() {
                 out.push(b'\n');
             }
@@ -415,7 +414,7 @@ mod tests {
             finding: f,
             json: b"{}".to_vec(),
             text: "text\n".into(),
-            recording: Some(&rec),
+            recording: Some(rec.to_jsonl(&[])),
         };
         let id = s.write(files(&f)).unwrap().unwrap();
         assert!(id.ends_with("-42-bad_comm-deadlock"), "{id}");
@@ -475,7 +474,7 @@ mod tests {
             r.push(&Event::Scan { ts_ns: ts * 100 });
         }
         // Window 1000 ns at 100 ns steps: 11 fit in time, 4 in the count cap.
-        let lines = String::from_utf8(r.to_jsonl()).unwrap();
+        let lines = String::from_utf8(r.to_jsonl(&[])).unwrap();
         let lines: Vec<&str> = lines.lines().collect();
         assert_eq!(lines.len(), 5);
         assert!(lines[0].contains("\"start\""), "{}", lines[0]);
