@@ -440,3 +440,42 @@ fn daemon_bad_configs() {
     assert_eq!(out.status.code(), Some(0));
     drop(busy);
 }
+
+/// A watched process's fork (no exec) is watched too: the forked child that
+/// inherited a held mutex is reported as an orphaned lock, in the child.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_watches_forks() {
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-fork\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut p = start(&copy_as("fork_orphan", &tmp.path().join("a"), "obsd-fork"));
+    let line = p.wait_stdout(T, |l| l.starts_with("child "));
+    let child: u32 = line.strip_prefix("child ").unwrap().parse().unwrap();
+    let id = wait_report(&reports, child, REPORT_WITHIN, &mut d);
+    let r = read_json(&reports.join(format!("{id}.json")));
+    let f = &r["findings"][0];
+    assert_eq!(f["kind"], "orphaned_lock", "{f:#}");
+    assert_eq!(f["tgid"], child);
+    assert_eq!(f["threads"][0]["tid"], child);
+    assert_eq!(reports_of(&reports, p.pid()), Vec::<String>::new());
+    kill(child);
+    drop(p);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}

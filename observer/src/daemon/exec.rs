@@ -10,6 +10,7 @@ const NETLINK_CONNECTOR: i32 = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const NLMSG_HDR: usize = 16;
 const CN_MSG: usize = 20;
@@ -21,6 +22,8 @@ const EV_DATA: usize = 16;
 pub struct Batch {
     /// TGIDs that exec'd.
     pub execs: Vec<u32>,
+    /// New processes: (parent TGID, child TGID). Threads are left out.
+    pub forks: Vec<(u32, u32)>,
     /// The kernel dropped notifications (socket buffer overrun): rescan /proc.
     pub overrun: bool,
 }
@@ -119,7 +122,7 @@ impl ExecWatch {
                 }
                 continue;
             }
-            parse(&buf[..n as usize], &mut out.execs);
+            parse(&buf[..n as usize], &mut out);
         }
         Ok(out)
     }
@@ -148,8 +151,8 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
         .map(|s| u32::from_ne_bytes(s.try_into().unwrap()))
 }
 
-/// Walks the netlink messages of one datagram; exec events' TGIDs to `out`.
-pub fn parse(mut b: &[u8], out: &mut Vec<u32>) {
+/// Walks the netlink messages of one datagram: exec and fork events.
+pub fn parse(mut b: &[u8], out: &mut Batch) {
     while b.len() >= NLMSG_HDR {
         let Some(len) = u32_at(b, 0).map(|l| l as usize) else {
             return;
@@ -159,11 +162,23 @@ pub fn parse(mut b: &[u8], out: &mut Vec<u32>) {
         }
         let msg = &b[..len];
         let ev = NLMSG_HDR + CN_MSG;
-        if u32_at(msg, NLMSG_HDR) == Some(CN_IDX_PROC)
-            && u32_at(msg, ev) == Some(PROC_EVENT_EXEC)
-            && let Some(tgid) = u32_at(msg, ev + EV_DATA + 4)
-        {
-            out.push(tgid);
+        let data = ev + EV_DATA;
+        if u32_at(msg, NLMSG_HDR) == Some(CN_IDX_PROC) {
+            match u32_at(msg, ev) {
+                Some(PROC_EVENT_EXEC) => out.execs.extend(u32_at(msg, data + 4)),
+                Some(PROC_EVENT_FORK) => {
+                    if let (Some(ptgid), Some(cpid), Some(ctgid)) = (
+                        u32_at(msg, data + 4),
+                        u32_at(msg, data + 8),
+                        u32_at(msg, data + 12),
+                    ) && cpid == ctgid
+                        && ctgid != ptgid
+                    {
+                        out.forks.push((ptgid, ctgid));
+                    }
+                }
+                _ => {}
+            }
         }
         let step = (len + 3) & !3;
         b = &b[step.min(b.len())..];
@@ -175,13 +190,18 @@ mod tests {
     use super::*;
 
     fn exec_msg(pid: u32, tgid: u32, what: u32) -> Vec<u8> {
+        event(what, &[pid, tgid])
+    }
+
+    fn event(what: u32, data: &[u32]) -> Vec<u8> {
         let mut m = listen_message();
         m.truncate(NLMSG_HDR + CN_MSG);
         m.extend_from_slice(&what.to_ne_bytes());
         m.extend_from_slice(&0u32.to_ne_bytes()); // cpu
         m.extend_from_slice(&0u64.to_ne_bytes()); // timestamp
-        m.extend_from_slice(&pid.to_ne_bytes());
-        m.extend_from_slice(&tgid.to_ne_bytes());
+        for d in data {
+            m.extend_from_slice(&d.to_ne_bytes());
+        }
         let len = m.len() as u32;
         m[..4].copy_from_slice(&len.to_ne_bytes());
         m
@@ -190,15 +210,18 @@ mod tests {
     #[test]
     fn parses_exec_events_only() {
         let mut buf = exec_msg(10, 10, PROC_EVENT_EXEC);
-        buf.extend(exec_msg(11, 12, 1)); // fork
+        buf.extend(event(PROC_EVENT_FORK, &[5, 5, 20, 20])); // a process
+        buf.extend(event(PROC_EVENT_FORK, &[5, 5, 21, 5])); // a thread
+        buf.extend(exec_msg(11, 12, 0x8000_0000)); // exit
         buf.extend(exec_msg(13, 14, PROC_EVENT_EXEC));
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         parse(&buf, &mut out);
-        assert_eq!(out, vec![10, 14]);
+        assert_eq!(out.execs, vec![10, 14]);
+        assert_eq!(out.forks, vec![(5, 20)]);
         // Truncated or garbage input stops quietly.
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         parse(&buf[..30], &mut out);
         parse(&[0xff; 64], &mut out);
-        assert!(out.is_empty());
+        assert_eq!(out, Batch::default());
     }
 }

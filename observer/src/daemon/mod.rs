@@ -773,10 +773,16 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                 }
                 b = exec_next => match b {
                     Ok(b) => {
-                        tracing::debug!("exec notifications: {:?}", b);
                         d.route(&mut src, &mut evs);
                         for pid in b.execs {
                             d.consider(&mut src, pid);
+                        }
+                        // A watched process's forks run the same program:
+                        // the rules decide (the child may be excluded).
+                        for (parent, child) in b.forks {
+                            if d.procs.contains_key(&parent) {
+                                d.consider(&mut src, child);
+                            }
                         }
                         if b.overrun {
                             d.metrics.cap_hit("exec_notifications");
