@@ -273,6 +273,9 @@ fn daemon_main_scenario() {
                 "promtool: {msg}"
             );
         }
+        Err(_) if std::env::var_os("OBSERVER_REQUIRE_PROMTOOL").is_some() => {
+            panic!("promtool is required here (Debian package prometheus)")
+        }
         Err(_) => {
             eprintln!("SKIP promtool check: promtool not installed (Debian package prometheus)")
         }

@@ -557,6 +557,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../contrib/observer.toml");
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.check_static(), Vec::<String>::new());
+        assert_eq!(c.rules.len(), 2);
+    }
+
+    #[test]
     fn users_resolve() {
         assert_eq!(resolve_user("root"), Ok(0));
         assert_eq!(resolve_user("1234"), Ok(1234));
