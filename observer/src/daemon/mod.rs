@@ -621,13 +621,17 @@ fn write_report(
     }
     metrics.finding(&kind);
     let model = &p.session.model;
-    let json = match serde_json::to_vec_pretty(&report::json::build(
+    // One line: shippers that tail files read one report per line.
+    let json = match serde_json::to_vec(&report::json::build(
         model,
         "daemon",
         hooks,
         std::slice::from_ref(f),
     )) {
-        Ok(j) => j,
+        Ok(mut j) => {
+            j.push(b'\n');
+            j
+        }
         Err(e) => {
             metrics.report_errors.inc();
             tracing::error!("pid {pid}: cannot encode the report: {e}");

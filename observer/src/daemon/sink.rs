@@ -355,8 +355,16 @@ pub fn show_command(dir: &Path, id: &str, json: bool) -> Result<u8> {
             dir.display()
         )
     })?;
+    if json {
+        // Stored on one line for shippers; shown indented for people.
+        match serde_json::from_str::<serde_json::Value>(&data) {
+            Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+            Err(_) => print!("{data}"),
+        }
+        return Ok(0);
+    }
     print!("{data}");
-    if !json && let Ok(_) = fs::metadata(dir.join(format!("{id}.{RECORDING_EXT}"))) {
+    if fs::metadata(dir.join(format!("{id}.{RECORDING_EXT}"))).is_ok() {
         println!(
             "\nflight recorder: observer replay {}",
             dir.join(format!("{id}.{RECORDING_EXT}")).display()
