@@ -455,7 +455,7 @@ fn daemon_watches_forks() {
     std::fs::write(
         &cfg,
         format!(
-            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-fork\"\n",
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-fork\"\nkill_on_deadlock = true\n",
             reports.to_str().unwrap()
         ),
     )
@@ -476,7 +476,21 @@ fn daemon_watches_forks() {
     assert_eq!(f["tgid"], child);
     assert_eq!(f["threads"][0]["tid"], child);
     assert_eq!(reports_of(&reports, p.pid()), Vec::<String>::new());
-    kill(child);
+    // kill_on_deadlock: the hung child is killed (a zombie until its parent,
+    // which never waits, dies); its parent is not.
+    d.wait_stderr(T, |l| {
+        l.contains(&format!("pid {child}: killed (kill_on_deadlock)"))
+    });
+    let end = Instant::now() + T;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) {
+            break;
+        }
+        assert!(Instant::now() < end, "child {child} still alive: {stat}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(p.child.try_wait().unwrap().is_none(), "the parent lives on");
     drop(p);
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);

@@ -373,6 +373,15 @@ impl Daemon {
         self.route(src, evs);
         let mut kill = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
+            // Nothing new and nobody waiting: no finding can have formed.
+            let waiting = p
+                .session
+                .model
+                .process(pid)
+                .is_some_and(|m| m.live_threads().any(|t| t.wait.is_some()));
+            if !p.fed && !waiting {
+                continue;
+            }
             if p.fed {
                 p.fed = false;
                 let mut v = vec![Event::Scan { ts_ns: now }];
