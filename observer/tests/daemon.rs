@@ -496,3 +496,66 @@ fn daemon_watches_forks() {
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();
 }
+
+/// Caps: a process past max_processes is not watched; a process past
+/// max_threads has its model rebuilt; both are counted in the metrics and
+/// the daemon carries on.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_caps() {
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    let port = free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nmax_processes = 2\nmax_threads = 64\n\
+             [[rule]]\ncomm = \"obsd-cap\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let sleeper = copy_as("sleeper", &tmp.path().join("s"), "obsd-cap");
+    let churn = copy_as("churn", &tmp.path().join("c"), "obsd-cap");
+    let mut a = start(&sleeper);
+    let mut b = start(&sleeper);
+    a.wait_stdout(T, |l| l == "ready");
+    b.wait_stdout(T, |l| l == "ready");
+    d.wait_stderr(T, |l| l.contains(&format!("watching pid {} ", b.pid())));
+    // Two watched: the third is skipped.
+    let mut c1 = start(&churn);
+    let skipped = c1.pid();
+    d.wait_stderr(T, |l| {
+        l.contains(&format!("not watching pid {skipped} ")) && l.contains("max_processes (2)")
+    });
+    assert!(c1.wait_exit(T).success());
+    // One slot free: the next churn is watched and outgrows max_threads.
+    drop(b);
+    d.wait_stderr(T, |l| l.ends_with("exited"));
+    let mut c2 = start(&churn);
+    let pid = c2.pid();
+    d.wait_stderr(T, |l| {
+        l.contains(&format!("pid {pid} "))
+            && l.contains("max_threads reached: rebuilding its model")
+    });
+    assert!(c2.wait_exit(T).success());
+    let body = http_get(port, None);
+    assert_eq!(
+        metric(&body, "observer_cap_hits_total{cap=\"processes\"}"),
+        1.0
+    );
+    assert!(metric(&body, "observer_cap_hits_total{cap=\"threads\"}") >= 1.0);
+    // Still working: it watches `a` and answers.
+    assert!(d.child.try_wait().unwrap().is_none(), "{:#?}", d.stderr);
+    drop(a);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}

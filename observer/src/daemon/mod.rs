@@ -418,6 +418,7 @@ impl Daemon {
             tracing::warn!("pid {pid}: killed (kill_on_deadlock)");
             sys::kill(pid, libc::SIGKILL);
         }
+        self.enforce_caps(src);
         self.metrics
             .scan_duration
             .observe(t0.elapsed().as_secs_f64());
@@ -442,7 +443,6 @@ impl Daemon {
         for pid in gone {
             self.end(src, pid);
         }
-        self.enforce_caps(src);
         let threads: usize = self
             .procs
             .values()
