@@ -16,6 +16,8 @@ const NLMSG_HDR: usize = 16;
 const CN_MSG: usize = 20;
 /// proc_event: what, cpu, timestamp_ns, then the event data.
 const EV_DATA: usize = 16;
+/// Datagrams read per call of `next` (one event each).
+const MAX_READS: usize = 256;
 
 /// What one read of the socket gave.
 #[derive(Debug, Default, PartialEq)]
@@ -94,12 +96,14 @@ impl ExecWatch {
         Ok(ExecWatch { fd })
     }
 
-    /// Waits for notifications and returns what is queued.
+    /// Waits for notifications and returns what is queued, at most
+    /// `MAX_READS` datagrams at a time: a fork storm never runs dry, and
+    /// the rest of the loop must get its turn.
     pub async fn next(&mut self) -> std::io::Result<Batch> {
         let mut out = Batch::default();
         let mut guard = self.fd.readable_mut().await?;
         let mut buf = [0u8; 8192];
-        loop {
+        for _ in 0..MAX_READS {
             // SAFETY: buf is valid for writes of its length.
             let n = unsafe {
                 libc::recv(
