@@ -145,7 +145,13 @@ struct Daemon {
     last_drops: Drops,
     /// The probes were loaded with the deep tier.
     deep: bool,
+    /// Forks of watched processes, looked at on the next sample if they
+    /// still live: a fork storm of short-lived children costs nothing more.
+    pending_forks: Vec<u32>,
 }
+
+/// Forks remembered between samples at most (more are dropped, counted).
+const MAX_PENDING_FORKS: usize = 4096;
 
 fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
     ObserveOpts {
@@ -443,6 +449,11 @@ impl Daemon {
         for pid in gone {
             self.end(src, pid);
         }
+        for pid in std::mem::take(&mut self.pending_forks) {
+            if procfs::exists(pid) {
+                self.consider(src, pid);
+            }
+        }
         let threads: usize = self
             .procs
             .values()
@@ -738,6 +749,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             hooks,
             last_drops: Drops::default(),
             deep,
+            pending_forks: Vec::new(),
         };
         d.sink.retain();
         tracing::info!(
@@ -791,10 +803,15 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                             d.consider(&mut src, pid);
                         }
                         // A watched process's forks run the same program:
-                        // the rules decide (the child may be excluded).
+                        // the rules decide (the child may be excluded) on
+                        // the next sample, if the child still lives.
                         for (parent, child) in b.forks {
                             if d.procs.contains_key(&parent) {
-                                d.consider(&mut src, child);
+                                if d.pending_forks.len() < MAX_PENDING_FORKS {
+                                    d.pending_forks.push(child);
+                                } else {
+                                    d.metrics.cap_hit("pending_forks");
+                                }
                             }
                         }
                         if b.overrun {
