@@ -385,6 +385,10 @@ impl Daemon {
                 .model
                 .process(pid)
                 .is_some_and(|m| m.live_threads().any(|t| t.wait.is_some()));
+            if p.watch.uprobes {
+                // It exec'd: its new libc may not be mapped yet.
+                p.session.pending_thread_uprobes(src, now);
+            }
             if !p.fed && !waiting {
                 continue;
             }
