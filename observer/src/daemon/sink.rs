@@ -220,6 +220,20 @@ fn remove_report(dir: &Path, id: &str) {
 }
 
 pub fn retain(dir: &Path, max_reports: usize, max_age: Option<Duration>, now: SystemTime) -> usize {
+    // Temporary files a crash left behind.
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            let stale = e.metadata().and_then(|m| m.modified()).is_ok_and(|m| {
+                now.duration_since(m)
+                    .is_ok_and(|d| d > Duration::from_secs(60))
+            });
+            if n.starts_with('.') && n.ends_with(".tmp") && stale {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     let Ok(ids) = list_ids(dir) else { return 0 };
     let mut kept = Vec::new();
     let mut removed = 0;
@@ -457,7 +471,9 @@ mod tests {
             }
         }
         fs::write(dir.join("unrelated.log"), "").unwrap();
+        fs::write(dir.join(".x.json.tmp"), "").unwrap();
         assert_eq!(retain(dir, 3, None, SystemTime::now()), 2);
+        assert!(dir.join(".x.json.tmp").exists(), "a write may be under way");
         let ids = list_ids(dir).unwrap();
         assert_eq!(ids.len(), 3);
         assert!(ids[0].starts_with("20260102"), "oldest went first: {ids:?}");
@@ -467,6 +483,7 @@ mod tests {
         assert_eq!(retain(dir, 0, Some(Duration::from_secs(1)), later), 3);
         assert!(list_ids(dir).unwrap().is_empty());
         assert!(dir.join("unrelated.log").exists());
+        assert!(!dir.join(".x.json.tmp").exists(), "stale temporary file");
     }
 
     #[test]
