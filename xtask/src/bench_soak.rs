@@ -1,9 +1,11 @@
 //! `cargo xtask bench soak`: `observer daemon` under load for a while.
 //!
-//! `stress-ng --futex 2 --clone 2` runs the whole time (watched: a rule on
-//! its comm, so the daemon follows its forks, futex storms and thread
-//! churn), and a deadlocking program (fixtures/abba.c) starts every 20 s
-//! and is killed 5 s later. Reported: the daemon's RSS after warm-up and
+//! `stress-ng --futex 2` runs the whole time under a watched name (a copy
+//! of the binary called obsd-stress, so its futex storm goes through the
+//! daemon's kernel filter and models), `stress-ng --clone 2` unwatched (a
+//! storm of fork and exit notifications the daemon must sift), and a
+//! deadlocking program (fixtures/abba.c) starts every 20 s and is killed
+//! 5 s later. Reported: the daemon's RSS after warm-up and
 //! at the end (flat: at most 10 % growth), whether every deadlock was
 //! reported exactly once, drops and cap hits from its metrics, and its CPU
 //! share. Not a test: it informs (PASS/MISS), it does not fail.
@@ -21,6 +23,9 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "\
 usage: cargo xtask bench soak [--minutes M] [--every SECS] [--observer PATH]   (as root)
 
+observer daemon for M minutes with stress-ng --futex 2 watched, stress-ng --clone 2 not,
+and a deadlocking program every SECS seconds: RSS, reports, drops, CPU share.
+
   --minutes M      how long (default 10)
   --every SECS     start a deadlocking program this often (default 20)
   --observer PATH  use this observer binary instead of building target/release/observer
@@ -30,6 +35,7 @@ Needs stress-ng (Debian package; ./x installs it for `bench soak`).";
 /// A report must appear within this long of the deadlock.
 const REPORT_WITHIN: Duration = Duration::from_secs(5);
 const SCENARIO_COMM: &str = "obsd-soak";
+const STRESS_COMM: &str = "obsd-stress";
 
 struct Opts {
     minutes: f64,
@@ -167,7 +173,7 @@ pub fn main(args: &[String]) -> Result<()> {
         &cfg,
         format!(
             "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nmax_reports = 0\n\
-             [[rule]]\ncomm = \"{SCENARIO_COMM}\"\n[[rule]]\ncomm = \"stress-ng\"\n",
+             [[rule]]\ncomm = \"{SCENARIO_COMM}\"\n[[rule]]\ncomm = \"{STRESS_COMM}\"\n",
             report_dir.to_str().context("path")?
         ),
     )?;
@@ -197,21 +203,33 @@ pub fn main(args: &[String]) -> Result<()> {
     let warmup = (total / 10).max(Duration::from_secs(10)).min(total / 2);
     let every = Duration::from_secs_f64(o.every);
     eprintln!(
-        "xtask: soak {:.1} min: stress-ng --futex 2 --clone 2, a deadlock every {:.0} s; daemon pid {dpid}, log {}",
+        "xtask: soak {:.1} min: stress-ng --futex 2 (watched) and --clone 2 (not), a deadlock every {:.0} s; daemon pid {dpid}, log {}",
         o.minutes,
         o.every,
         base.join("daemon.log").display()
     );
-    let _stress = Guard(
-        Command::new("stress-ng")
-            .args(["--futex", "2", "--clone", "2", "--timeout"])
-            .arg(format!("{}s", total.as_secs() + 5))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting stress-ng")?,
-    );
+    let stress_ng = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v stress-ng"])
+            .output()?
+            .stdout,
+    )?;
+    let watched_stress = base.join(STRESS_COMM);
+    std::fs::copy(stress_ng.trim(), &watched_stress).context("copying stress-ng")?;
+    let stress = |bin: &Path, what: &str| -> Result<Guard> {
+        Ok(Guard(
+            Command::new(bin)
+                .args([what, "2", "--timeout"])
+                .arg(format!("{}s", total.as_secs() + 5))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting stress-ng")?,
+        ))
+    };
+    let _futex = stress(&watched_stress, "--futex")?;
+    let _clone = stress(Path::new(stress_ng.trim()), "--clone")?;
     let t0 = Instant::now();
     let cpu0 = cpu_secs(dpid).unwrap_or(0.0);
     let mut rss_warm = None;
@@ -323,7 +341,10 @@ pub fn main(args: &[String]) -> Result<()> {
             "MISS"
         }
     );
-    let _ = writeln!(out, "  other findings (stress-ng): {other:?}");
+    let _ = writeln!(
+        out,
+        "  other findings (watched stress-ng --futex): {other:?}"
+    );
     let _ = writeln!(
         out,
         "  CPU: {cpu:.1} s over {wall:.0} s: {:.1}% of one CPU",

@@ -148,6 +148,9 @@ struct Daemon {
     /// Forks of watched processes, looked at on the next sample if they
     /// still live: a fork storm of short-lived children costs nothing more.
     pending_forks: Vec<u32>,
+    /// The kernel dropped notifications: read /proc on the next sample
+    /// (at most once a second, however often it overruns).
+    rescan_due: bool,
 }
 
 /// Forks remembered between samples at most (more are dropped, counted).
@@ -754,6 +757,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             last_drops: Drops::default(),
             deep,
             pending_forks: Vec::new(),
+            rescan_due: false,
         };
         d.sink.retain();
         tracing::info!(
@@ -790,7 +794,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                 _ = scan.tick() => d.scan(&mut src, &mut evs),
                 _ = sample.tick() => {
                     d.sample(&mut src, &mut evs);
-                    if execs.is_none() {
+                    if execs.is_none() || std::mem::take(&mut d.rescan_due) {
                         d.rescan(&mut src);
                     }
                 }
@@ -820,8 +824,10 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                         }
                         if b.overrun {
                             d.metrics.cap_hit("exec_notifications");
-                            tracing::warn!("exec notifications overran: reading /proc");
-                            d.rescan(&mut src);
+                            if !d.rescan_due {
+                                tracing::warn!("exec notifications overran: reading /proc");
+                            }
+                            d.rescan_due = true;
                         }
                     }
                     Err(e) => {
