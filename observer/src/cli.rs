@@ -78,6 +78,44 @@ pub enum Command {
     },
     /// Check this machine: kernel features, privileges, and which hooks attach.
     Doctor,
+    /// Watch the processes a config selects; leave a report behind every finding.
+    #[command(long_about = crate::daemon::HELP)]
+    Daemon {
+        /// The TOML config.
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "check_config",
+            conflicts_with = "check_config"
+        )]
+        config: Option<PathBuf>,
+        /// Validate FILE and exit: 0 if good, else one line per error and exit 2.
+        #[arg(long, value_name = "FILE")]
+        check_config: Option<PathBuf>,
+    },
+    /// Reports written by the daemon (with or without a daemon running).
+    Reports {
+        #[command(subcommand)]
+        cmd: ReportsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportsCmd {
+    /// One line per report, oldest first: its id and its finding.
+    List {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/observer/reports")]
+        dir: PathBuf,
+    },
+    /// Print one report (text, or --json).
+    Show {
+        /// The id from `reports list` (the file name without extension).
+        id: String,
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/observer/reports")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,6 +1,7 @@
 //! observer: explains why a multithreaded program hangs or crawls.
 
 mod cli;
+mod daemon;
 mod detect;
 mod event;
 mod graph;
@@ -16,7 +17,7 @@ mod sys;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command};
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let level = match cli.verbose {
+        // The daemon logs what it watches and reports.
+        0 if matches!(cli.cmd, Command::Daemon { .. }) => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -75,6 +78,17 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Command::Replay { args } => recording::replay(&args),
         Command::Dump { pid, format } => session::dump(pid, format == "json"),
         Command::Doctor => doctor(),
+        Command::Daemon {
+            check_config: Some(path),
+            ..
+        } => Ok(daemon::check_config(&path)),
+        Command::Daemon { config, .. } => {
+            daemon::run(&config.context("--config FILE is required")?, cli.verbose)
+        }
+        Command::Reports { cmd } => match cmd {
+            cli::ReportsCmd::List { dir } => daemon::sink::list_command(&dir),
+            cli::ReportsCmd::Show { id, dir, json } => daemon::sink::show_command(&dir, &id, json),
+        },
     }
 }
 

@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Output files, opened (so checked) before any BPF is loaded.
-struct Outputs {
+pub(crate) struct Outputs {
     report: Option<(PathBuf, File)>,
     record: Option<BufWriter<File>>,
     pictures: crate::recording::Pictures,
@@ -41,7 +41,7 @@ fn create(p: &PathBuf, what: &str) -> Result<File> {
 }
 
 impl Outputs {
-    fn open(opts: &ObserveOpts) -> Result<Outputs> {
+    pub(crate) fn open(opts: &ObserveOpts) -> Result<Outputs> {
         Ok(Outputs {
             report: match &opts.report {
                 Some(p) => Some((p.clone(), create(p, "report")?)),
@@ -74,12 +74,12 @@ impl Target {
     }
 }
 
-struct Session {
-    opts: ObserveOpts,
+pub(crate) struct Session {
+    pub(crate) opts: ObserveOpts,
     long_wait_ns: u64,
-    model: Model,
+    pub(crate) model: Model,
     out: Outputs,
-    engine: Engine,
+    pub(crate) engine: Engine,
     symbols: Symbolizer,
     sym_tried: HashSet<(u32, u64)>,
     fed_since_scan: bool,
@@ -93,7 +93,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(opts: ObserveOpts, mut out: Outputs) -> Result<Session> {
+    pub(crate) fn new(opts: ObserveOpts, mut out: Outputs) -> Result<Session> {
         let long_wait_ns = opts.long_wait_ns()?;
         let limits = crate::detect::Limits {
             long_wait_ns,
@@ -119,7 +119,7 @@ impl Session {
     }
 
     /// Attaches the thread uprobes to processes whose libc just appeared.
-    fn pending_thread_uprobes(&mut self, src: &mut LiveSource, now: u64) {
+    pub(crate) fn pending_thread_uprobes(&mut self, src: &mut LiveSource, now: u64) {
         let pending: Vec<(u32, u64)> = self.pending_uprobes.iter().map(|(a, b)| (*a, *b)).collect();
         for (tgid, give_up) in pending {
             if attach_uprobes(&mut src.probes, tgid, tgid, UprobeSet::of(&self.opts))
@@ -134,7 +134,7 @@ impl Session {
     /// Names the contended futexes the kernel has counted so far (while the
     /// process is alive to be read).
     /// Python thread names for CPython targets (checked about once a second).
-    fn python_names(&mut self, now: u64) -> Result<()> {
+    pub(crate) fn python_names(&mut self, now: u64) -> Result<()> {
         let mut evs = Vec::new();
         let tgids: Vec<u32> = self
             .model
@@ -191,7 +191,7 @@ impl Session {
 
     /// Runs the detectors; confirms candidate findings against the target
     /// before reporting them. Returns the processes found hung.
-    fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
+    pub(crate) fn detect(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
         let mut evs = symbol_events(&self.model, &mut self.symbols, &mut self.sym_tried);
         if self.opts.uprobes {
             evs.extend(owner_events(&self.model, &src.probes, now));
@@ -262,7 +262,7 @@ impl Session {
         Ok(())
     }
 
-    fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
+    pub(crate) fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
         self.fed_since_scan |= !evs.is_empty();
         for mut ev in evs.drain(..) {
             // A new image (or a process we just met): read its mappings now,
@@ -397,7 +397,7 @@ pub fn require_bpf() -> Result<()> {
     Ok(())
 }
 
-fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
+pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
     require_bpf()?;
     let (cfg, rung) = probe_config(opts)?;
     let mut probes = Probes::load(&cfg)?;
@@ -418,14 +418,14 @@ const UPROBE_RETRY_NS: u64 = 5_000_000_000;
 
 /// Which uprobes to put on a process.
 #[derive(Clone, Copy)]
-struct UprobeSet {
+pub(crate) struct UprobeSet {
     thread: bool,
     locks: bool,
     bare: bool,
 }
 
 impl UprobeSet {
-    fn of(opts: &ObserveOpts) -> UprobeSet {
+    pub(crate) fn of(opts: &ObserveOpts) -> UprobeSet {
         UprobeSet {
             thread: !opts.no_thread_uprobes,
             locks: opts.uprobes || opts.uprobes_bare,
@@ -433,7 +433,7 @@ impl UprobeSet {
         }
     }
 
-    fn any(self) -> bool {
+    pub(crate) fn any(self) -> bool {
         self.thread || self.locks
     }
 }
@@ -467,7 +467,7 @@ fn report_uprobes(
 
 /// Puts the uprobes on the libraries that `libs_of` maps (libc; libpython
 /// for the deep tier), for process `pid`. Returns whether libc was found.
-fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -> bool {
+pub(crate) fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -> bool {
     let libs = procfs::thread_libs(libs_of);
     for lib in &libs {
         if set.thread
@@ -520,7 +520,7 @@ fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -
     !libs.is_empty()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -632,7 +632,7 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
 }
 
 /// TIDs of the `ThreadSeen` events of a /proc seed.
-fn seeded_tids(seed: &[Event]) -> Vec<u32> {
+pub(crate) fn seeded_tids(seed: &[Event]) -> Vec<u32> {
     seed.iter()
         .filter_map(|e| match e {
             Event::ThreadSeen { tid, .. } => Some(*tid),
@@ -641,7 +641,7 @@ fn seeded_tids(seed: &[Event]) -> Vec<u32> {
         .collect()
 }
 
-fn min_age(opts: &ObserveOpts) -> u64 {
+pub(crate) fn min_age(opts: &ObserveOpts) -> u64 {
     // A wait younger than one scan period is transient contention.
     (opts.scan_interval * 1_000_000).min(10_000_000)
 }

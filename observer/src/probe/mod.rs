@@ -817,6 +817,42 @@ impl Probes {
             .map_err(|e| ProbeError::Map("WATCH", short(&e)))
     }
 
+    /// Stops observing process `tgid` (the daemon, when it exits or no
+    /// longer matches) and forgets its waits and futex totals: once it is
+    /// unwatched no program removes them, and the tables would fill.
+    pub fn unwatch(&mut self, tgid: u32) {
+        if let Some(m) = self.bpf.map_mut("WATCH")
+            && let Ok(mut m) = BpfHashMap::<_, u32, u8>::try_from(m)
+        {
+            let _ = m.remove(&tgid);
+        }
+        if let Some(m) = self.bpf.map_mut("WAITS")
+            && let Ok(mut m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m)
+        {
+            let tids: Vec<u32> = m
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, w)| w.0.tgid == tgid)
+                .map(|(t, _)| t)
+                .collect();
+            for t in tids {
+                let _ = m.remove(&t);
+            }
+        }
+        if let Some(m) = self.bpf.map_mut("AGG")
+            && let Ok(mut m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m)
+        {
+            let keys: Vec<Pod<obs_agg_key>> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.0.tgid == tgid)
+                .collect();
+            for k in keys {
+                let _ = m.remove(&k);
+            }
+        }
+    }
+
     pub fn take_ringbuf(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let m = self
             .bpf

@@ -1,0 +1,909 @@
+//! `observer daemon`: watches the processes the config's rules select,
+//! from exec (or from daemon start for processes already running), and
+//! leaves a report behind for every finding.
+//!
+//! The kernel-tier probes are loaded once; selected TGIDs are added to and
+//! removed from the kernel's watch map live. Each watched process has its
+//! own model and detection engine (a `Session`, as `attach` uses), so a
+//! process's state is dropped with it.
+
+pub mod config;
+pub mod exec;
+pub mod metrics;
+pub mod select;
+pub mod sink;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::ObserveOpts,
+    detect::Finding,
+    event::{Drops, Event},
+    probe::HookUse,
+    report,
+    session::{self, Outputs, Session, UprobeSet},
+    source::{activity::Activity, live::LiveSource, procfs},
+    sys,
+};
+use config::Config;
+use metrics::Metrics;
+use select::{ProcInfo, Selector, Watch};
+use sink::{FlightRecorder, ReportFiles, Sink};
+
+/// `observer daemon --help`: every config key.
+pub const HELP: &str = "Watch the processes a TOML config selects, from their exec (or from \
+daemon start for processes already running), and leave a report behind for every finding: \
+<time>-<pid>-<comm>-<kind>.json (schema observer.report/1), a .txt of the same name, and the \
+process's last seconds of events as <id>.events.jsonl (replayable with `observer replay`). \
+Logs go to stderr, one event per line. SIGHUP reloads the config (a bad one is refused and the \
+old one kept); SIGTERM/SIGINT stop, leaving nothing loaded.
+
+Config keys (all optional except at least one [[rule]]):
+  report_dir = \"/var/lib/observer/reports\"  where reports go; created 0750 if missing
+  metrics_listen = \"127.0.0.1:9464\"         Prometheus endpoint; \"\" disables it
+  max_reports = 1000                 keep at most this many reports (oldest removed); 0: no limit
+  max_report_age_days = 30           remove reports older than this; 0: keep
+  flight_recorder_secs = 30          seconds of events kept per process and written with reports; 0: off
+  flight_recorder_events = 100000    at most this many events per process in the recorder
+  max_processes = 1024               processes watched at once; more matches are skipped
+  max_threads = 8192                 threads remembered per process; past it its model is rebuilt
+  max_locks = 4096                   contended futexes remembered per process
+  max_waits = 1024                   ended long waits remembered per process
+  long_wait = 5.0                    seconds: a futex wait this long is a long_wait finding
+  stuck = 10.0                       seconds: a thread idle this long while others ran is stuck
+  [[rule]]                           a process is watched if a rule matches and no exclude does
+  comm = \"pytest\"                    exact comm: at exec, or now (15 bytes at most)
+  exe = \"/opt/ci/**/bin/*\"           glob on the executable path (* within a component, ** across)
+  cgroup = \"/system.slice/ci-\"       cgroup v2 path prefix
+  user = \"ci\"                        user name or uid (real uid); all keys of a rule must match
+  uprobes = false                    deep tier (lock uprobes) for matching processes
+  kill_on_deadlock = false           SIGKILL a matching process once a hang is reported
+  [[exclude]]                        comm, exe, cgroup, user as in a rule";
+
+/// `observer daemon --check-config FILE`: 0, or one line per error and 2.
+pub fn check_config(path: &Path) -> u8 {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} rules, {} excludes)",
+                path.display(),
+                c.rules.len(),
+                c.excludes.len()
+            );
+            0
+        }
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{}: {e}", path.display());
+            }
+            2
+        }
+    }
+}
+
+/// The `tgid` an event belongs to (None for global events).
+fn event_tgid(ev: &Event) -> Option<u32> {
+    use Event::*;
+    match ev {
+        Start { tgid, .. }
+        | ThreadSeen { tgid, .. }
+        | ThreadNew { tgid, .. }
+        | ThreadExit { tgid, .. }
+        | ThreadRename { tgid, .. }
+        | Exec { tgid, .. }
+        | WaitBegin { tgid, .. }
+        | WaitEnd { tgid, .. }
+        | WaitDone { tgid, .. }
+        | WaitWords { tgid, .. }
+        | Symbol { tgid, .. }
+        | LockStats { tgid, .. }
+        | Pthread { tgid, .. }
+        | ThreadStuck { tgid, .. }
+        | ThreadResumed { tgid, .. }
+        | Stack { tgid, .. }
+        | PyThreadName { tgid, .. }
+        | LockEdge { tgid, .. }
+        | EdgeGates { tgid, .. }
+        | LockOwner { tgid, .. }
+        | ExitHeld { tgid, .. }
+        | LockProfile { tgid, .. }
+        | CodeSymbol { tgid, .. }
+        | Mappings { tgid, .. }
+        | End { tgid, .. } => Some(*tgid),
+        Drops { .. } | Scan { .. } => None,
+    }
+}
+
+/// One watched process.
+struct Proc {
+    session: Session,
+    watch: Watch,
+    comm: String,
+    recorder: Option<FlightRecorder>,
+    activity: Activity,
+    pending: Vec<Event>,
+    /// Events were fed since the last scan.
+    fed: bool,
+    recorder_evicted: u64,
+}
+
+struct Daemon {
+    cfg: Config,
+    path: PathBuf,
+    selector: Selector,
+    procs: BTreeMap<u32, Proc>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    hooks: Vec<HookUse>,
+    last_drops: Drops,
+    /// The probes were loaded with the deep tier.
+    deep: bool,
+    /// Forks of watched processes, looked at on the next sample if they
+    /// still live: a fork storm of short-lived children costs nothing more.
+    pending_forks: Vec<u32>,
+    /// The kernel dropped notifications: read /proc on the next sample
+    /// (at most once a second, however often it overruns).
+    rescan_due: bool,
+}
+
+/// Forks remembered between samples at most (more are dropped, counted).
+const MAX_PENDING_FORKS: usize = 4096;
+
+fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
+    ObserveOpts {
+        quiet: true,
+        report: None,
+        record: None,
+        long_wait: cfg.long_wait,
+        stuck: cfg.stuck,
+        churn: 200,
+        kill_on_deadlock: w.kill_on_deadlock,
+        // Per-process uprobes cost a teardown at exit: only where asked for.
+        no_thread_uprobes: !w.uprobes,
+        uprobes: w.uprobes && deep,
+        uprobes_bare: false,
+        follow_forks: false,
+        hooks: "auto".into(),
+        scan_interval: 25,
+        ringbuf_kib: 4096,
+        pictures: Default::default(),
+    }
+}
+
+impl Daemon {
+    /// A process that exec'd or was found in /proc: watch it if selected.
+    fn consider(&mut self, src: &mut LiveSource, pid: u32) {
+        if self.procs.contains_key(&pid) || pid == std::process::id() {
+            return;
+        }
+        let Some(info) = ProcInfo::read(pid) else {
+            return;
+        };
+        // Kernel threads have no executable and no futexes of interest.
+        if info.exe.is_none() {
+            return;
+        }
+        let Some(w) = self.selector.select(&info) else {
+            return;
+        };
+        if self.procs.len() >= self.cfg.max_processes {
+            self.metrics.cap_hit("processes");
+            tracing::warn!(
+                "not watching pid {pid} {:?}: max_processes ({}) reached",
+                report::escape(&info.comm),
+                self.cfg.max_processes
+            );
+            return;
+        }
+        self.start(src, info, w);
+    }
+
+    fn start(&mut self, src: &mut LiveSource, info: ProcInfo, w: Watch) {
+        let pid = info.pid;
+        if let Err(e) = src.probes.watch(pid) {
+            self.metrics.cap_hit("kernel_watch");
+            tracing::warn!("cannot watch pid {pid}: {e}");
+            return;
+        }
+        let cmdline = procfs::cmdline(pid);
+        let seed = match procfs::seed_threads(pid) {
+            Ok(s) if procfs::exists(pid) => s,
+            _ => {
+                src.probes.unwatch(pid);
+                return;
+            }
+        };
+        let opts = opts_for(&self.cfg, w, self.deep);
+        let session = Outputs::open(&opts).and_then(|out| Session::new(opts.clone(), out));
+        let mut session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                src.probes.unwatch(pid);
+                tracing::warn!("cannot watch pid {pid}: {e:#}");
+                return;
+            }
+        };
+        let now = procfs::mono_ns();
+        let mut evs = vec![Event::Start {
+            ts_ns: now,
+            tgid: pid,
+            cmdline,
+            attached: true,
+        }];
+        let tids = session::seeded_tids(&seed);
+        evs.extend(seed);
+        // Waits already in progress: a deadlock older than the daemon.
+        src.add_snapshot(pid, &tids, now, &mut evs);
+        let mut recorder = (self.cfg.flight_recorder_secs > 0.0).then(|| {
+            FlightRecorder::new(
+                (self.cfg.flight_recorder_secs * 1e9) as u64,
+                self.cfg.flight_recorder_events,
+            )
+        });
+        if let Some(r) = &mut recorder {
+            evs.iter().for_each(|e| r.push(e));
+        }
+        self.metrics.events.inc_by(evs.len() as u64);
+        if let Err(e) = session.feed(&mut evs) {
+            tracing::warn!("pid {pid}: {e:#}");
+        }
+        let set = UprobeSet::of(&opts);
+        if set.any() {
+            session::attach_uprobes(&mut src.probes, pid, pid, set);
+        }
+        tracing::info!(
+            "watching pid {pid} {:?} exe {:?} (rule {}{})",
+            report::escape(&info.comm),
+            report::escape(info.exe.as_deref().unwrap_or("?")),
+            w.rule,
+            if opts.uprobes { ", uprobes" } else { "" }
+        );
+        self.procs.insert(
+            pid,
+            Proc {
+                session,
+                watch: w,
+                comm: info.comm,
+                recorder,
+                activity: Activity::default(),
+                pending: Vec::new(),
+                fed: true,
+                recorder_evicted: 0,
+            },
+        );
+    }
+
+    /// Stops watching a process (exited, or no longer selected).
+    fn drop_proc(&mut self, src: &mut LiveSource, pid: u32, why: &str) -> Option<Proc> {
+        let p = self.procs.remove(&pid)?;
+        src.probes.unwatch(pid);
+        self.sink.forget(pid);
+        tracing::info!("pid {pid} {:?}: {why}", report::escape(&p.comm));
+        Some(p)
+    }
+
+    /// The process is gone: judge what only the end can tell, then forget it.
+    fn end(&mut self, src: &mut LiveSource, pid: u32) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let now = procfs::mono_ns();
+        let mut evs = std::mem::take(&mut p.pending);
+        evs.push(Event::End {
+            ts_ns: now,
+            tgid: pid,
+            exit_status: None,
+        });
+        if let Some(r) = &mut p.recorder {
+            evs.iter().for_each(|e| r.push(e));
+        }
+        let _ = p.session.feed(&mut evs);
+        let found = p.session.engine.finish(&p.session.model, now);
+        for f in found {
+            write_report(
+                &mut self.sink,
+                &self.metrics,
+                &self.cfg,
+                &self.hooks,
+                pid,
+                p,
+                &f,
+            );
+        }
+        self.drop_proc(src, pid, "exited");
+    }
+
+    /// Hands events to their processes' sessions.
+    fn route(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
+        if evs.is_empty() {
+            return;
+        }
+        self.metrics.events.inc_by(evs.len() as u64);
+        let mut ended = Vec::new();
+        let mut execd = Vec::new();
+        for ev in evs.drain(..) {
+            let Some(tgid) = event_tgid(&ev) else {
+                continue;
+            };
+            let Some(p) = self.procs.get_mut(&tgid) else {
+                continue;
+            };
+            if let Some(r) = &mut p.recorder {
+                r.push(&ev);
+            }
+            match &ev {
+                Event::ThreadExit {
+                    group_dead: true, ..
+                } => ended.push(tgid),
+                Event::Exec { .. } => execd.push(tgid),
+                _ => {}
+            }
+            p.pending.push(ev);
+        }
+        for (pid, p) in self.procs.iter_mut() {
+            if !p.pending.is_empty() {
+                p.fed = true;
+                if let Err(e) = p.session.feed(&mut p.pending) {
+                    tracing::warn!("pid {pid}: {e:#}");
+                }
+            }
+        }
+        // A watched process ran another program: the rules decide again.
+        for pid in execd {
+            match ProcInfo::read(pid) {
+                Some(info) if self.selector.select(&info).is_some() => {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.comm = info.comm;
+                    }
+                }
+                Some(_) => {
+                    self.drop_proc(src, pid, "exec'd a program no rule selects");
+                }
+                None => {}
+            }
+        }
+        for pid in ended {
+            self.end(src, pid);
+        }
+    }
+
+    /// One scan: the wait table, then detection for every process.
+    fn scan(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
+        let t0 = Instant::now();
+        src.drain(evs);
+        let now = procfs::mono_ns();
+        src.scan(now, evs);
+        self.route(src, evs);
+        let mut kill = Vec::new();
+        for (&pid, p) in self.procs.iter_mut() {
+            // Nothing new and nobody waiting: no finding can have formed.
+            let waiting = p
+                .session
+                .model
+                .process(pid)
+                .is_some_and(|m| m.live_threads().any(|t| t.wait.is_some()));
+            if p.watch.uprobes {
+                // It exec'd: its new libc may not be mapped yet.
+                p.session.pending_thread_uprobes(src, now);
+            }
+            if !p.fed && !waiting {
+                continue;
+            }
+            if p.fed {
+                p.fed = false;
+                let mut v = vec![Event::Scan { ts_ns: now }];
+                if let Some(r) = &mut p.recorder {
+                    r.push(&v[0]);
+                }
+                let _ = p.session.feed(&mut v);
+            }
+            let before = p.session.engine.findings.len();
+            let hung = match p.session.detect(src, now) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!("pid {pid}: {e:#}");
+                    Vec::new()
+                }
+            };
+            let new: Vec<Finding> = p.session.engine.findings[before..].to_vec();
+            for f in &new {
+                write_report(
+                    &mut self.sink,
+                    &self.metrics,
+                    &self.cfg,
+                    &self.hooks,
+                    pid,
+                    p,
+                    f,
+                );
+            }
+            if !hung.is_empty() && p.watch.kill_on_deadlock {
+                kill.push(pid);
+            }
+        }
+        for pid in kill {
+            tracing::warn!("pid {pid}: killed (kill_on_deadlock)");
+            sys::kill(pid, libc::SIGKILL);
+        }
+        self.enforce_caps(src);
+        self.metrics
+            .scan_duration
+            .observe(t0.elapsed().as_secs_f64());
+    }
+
+    /// About once a second: stuck threads, Python names, caps, exits that
+    /// were missed, metrics.
+    fn sample(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
+        let now = procfs::mono_ns();
+        let stuck_ns = self.cfg.stuck_ns();
+        for p in self.procs.values_mut() {
+            p.activity.sample(&p.session.model, now, stuck_ns, evs);
+            let _ = p.session.python_names(now);
+        }
+        self.route(src, evs);
+        let gone: Vec<u32> = self
+            .procs
+            .keys()
+            .copied()
+            .filter(|&p| !procfs::exists(p))
+            .collect();
+        for pid in gone {
+            self.end(src, pid);
+        }
+        for pid in std::mem::take(&mut self.pending_forks) {
+            if procfs::exists(pid) {
+                self.consider(src, pid);
+            }
+        }
+        let threads: usize = self
+            .procs
+            .values()
+            .flat_map(|p| p.session.model.processes.values())
+            .map(|p| p.live_threads().count())
+            .sum();
+        self.metrics.watched_processes.set(self.procs.len() as i64);
+        self.metrics.watched_threads.set(threads as i64);
+        self.metrics
+            .kernel_drops_now(&mut self.last_drops, src.probes.drops());
+        self.metrics.sample_rss();
+    }
+
+    fn enforce_caps(&mut self, src: &mut LiveSource) {
+        let mut rebuild = Vec::new();
+        for (&pid, p) in self.procs.iter_mut() {
+            if let Some(r) = &p.recorder
+                && r.evicted > p.recorder_evicted
+            {
+                self.metrics
+                    .cap_hits
+                    .get_or_create(&vec![("cap", "flight_recorder_events".into())])
+                    .inc_by(r.evicted - p.recorder_evicted);
+                p.recorder_evicted = r.evicted;
+            }
+            let Some(m) = p.session.model.processes.get_mut(&pid) else {
+                continue;
+            };
+            if m.locks.len() > self.cfg.max_locks {
+                // Keep the most waited-on addresses.
+                let mut v: Vec<(u64, u64)> =
+                    m.locks.iter().map(|(a, s)| (s.total_ns, *a)).collect();
+                v.sort_unstable();
+                let extra = m.locks.len() - self.cfg.max_locks;
+                for (_, a) in &v[..extra] {
+                    m.locks.remove(a);
+                }
+                self.metrics.cap_hit("locks");
+            }
+            if m.long_waits.len() > self.cfg.max_waits {
+                let extra = m.long_waits.len() - self.cfg.max_waits;
+                m.long_waits.drain(..extra);
+                self.metrics.cap_hit("waits");
+            }
+            if m.threads.len() > self.cfg.max_threads {
+                rebuild.push(pid);
+            }
+        }
+        // Too many threads remembered (a churning process): start its model
+        // again from /proc. Findings already written are not written again.
+        for pid in rebuild {
+            self.metrics.cap_hit("threads");
+            let Some(p) = self.drop_proc(src, pid, "max_threads reached: rebuilding its model")
+            else {
+                continue;
+            };
+            let written: Vec<Finding> = p.session.engine.findings.clone();
+            match ProcInfo::read(pid) {
+                Some(info) => {
+                    self.start(src, info, p.watch);
+                    for f in written {
+                        self.sink.mark(pid, &f);
+                    }
+                }
+                None => continue,
+            }
+        }
+    }
+
+    /// Every process in /proc against the rules.
+    fn rescan(&mut self, src: &mut LiveSource) {
+        for pid in select::all_pids() {
+            self.consider(src, pid);
+        }
+    }
+
+    /// SIGHUP: a bad config is refused and the old one kept.
+    fn reload(&mut self, src: &mut LiveSource) {
+        let new = Config::load_for_reload(&self.path, &self.cfg)
+            .and_then(|c| Selector::new(&c).map(|s| (c, s)).map_err(|e| vec![e]));
+        let (new, selector) = match new {
+            Ok(x) => x,
+            Err(errs) => {
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&vec![("result", "error".into())])
+                    .inc();
+                tracing::error!(
+                    "config reload refused, keeping the old config: {}: {}",
+                    self.path.display(),
+                    errs.join("; ")
+                );
+                return;
+            }
+        };
+        if new.metrics_listen != self.cfg.metrics_listen {
+            tracing::warn!("metrics_listen changes take effect at restart");
+        }
+        if new.rules.iter().any(|r| r.uprobes) && !self.deep {
+            tracing::warn!(
+                "uprobes = true takes effect at restart (the probes were loaded without the deep tier)"
+            );
+        }
+        if let Err(e) = sink::ensure_dir(&new.report_dir) {
+            tracing::error!("config reload refused, keeping the old config: {e:#}");
+            return;
+        }
+        self.sink.dir = new.report_dir.clone();
+        self.sink.max_reports = new.max_reports;
+        self.sink.max_age = (new.max_report_age_days > 0.0)
+            .then(|| Duration::from_secs_f64(new.max_report_age_days * 86_400.0));
+        self.selector = selector;
+        self.cfg = new;
+        self.metrics
+            .config_reloads
+            .get_or_create(&vec![("result", "ok".into())])
+            .inc();
+        tracing::info!(
+            "config reloaded: {} rules, {} excludes",
+            self.cfg.rules.len(),
+            self.cfg.excludes.len()
+        );
+        let watched: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in watched {
+            let keep = ProcInfo::read(pid).and_then(|i| self.selector.select(&i));
+            match keep {
+                Some(w) => {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.watch.kill_on_deadlock = w.kill_on_deadlock;
+                        p.session.opts.kill_on_deadlock = w.kill_on_deadlock;
+                    }
+                }
+                None => {
+                    self.drop_proc(src, pid, "no longer selected by the config");
+                }
+            }
+        }
+        self.rescan(src);
+    }
+}
+
+/// The model's lock and call-site names as events, so that a recording
+/// replays with them.
+fn names_of(model: &crate::model::Model, pid: u32) -> Vec<Event> {
+    let mut v: Vec<Event> = model
+        .symbols
+        .iter()
+        .filter(|((t, _), _)| *t == pid)
+        .map(|((tgid, addr), name)| Event::Symbol {
+            tgid: *tgid,
+            addr: *addr,
+            name: name.clone(),
+        })
+        .collect();
+    v.extend(
+        model
+            .code_symbols
+            .iter()
+            .filter(|((t, _), _)| *t == pid)
+            .map(|((tgid, addr), name)| Event::CodeSymbol {
+                tgid: *tgid,
+                addr: *addr,
+                name: name.clone(),
+            }),
+    );
+    v
+}
+
+/// Writes one finding's report files; counts it.
+fn write_report(
+    sink: &mut Sink,
+    metrics: &Metrics,
+    cfg: &Config,
+    hooks: &[HookUse],
+    pid: u32,
+    p: &Proc,
+    f: &Finding,
+) {
+    let kind = serde_json::to_value(f.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if sink.seen(pid, f) {
+        return;
+    }
+    metrics.finding(&kind);
+    let model = &p.session.model;
+    // One line: shippers that tail files read one report per line.
+    let json = match serde_json::to_vec(&report::json::build(
+        model,
+        "daemon",
+        hooks,
+        std::slice::from_ref(f),
+    )) {
+        Ok(mut j) => {
+            j.push(b'\n');
+            j
+        }
+        Err(e) => {
+            metrics.report_errors.inc();
+            tracing::error!("pid {pid}: cannot encode the report: {e}");
+            return;
+        }
+    };
+    let text = format!(
+        "{}\n{}",
+        report::findings::finding(f),
+        report::text::summary(model, cfg.long_wait_ns())
+    );
+    match sink.write(ReportFiles {
+        pid,
+        comm: &p.comm,
+        finding: f,
+        json,
+        text,
+        recording: p
+            .recorder
+            .as_ref()
+            .map(|r| r.to_jsonl(&names_of(model, pid))),
+    }) {
+        Ok(Some(id)) => {
+            metrics.reports_written.inc();
+            tracing::warn!("report {id}: {}", report::escape(&f.summary));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            metrics.report_errors.inc();
+            tracing::error!("pid {pid}: {e:#}");
+        }
+    }
+}
+
+/// `observer daemon --config FILE`.
+pub fn run(path: &Path, verbose: u8) -> Result<u8> {
+    sys::check_privileges()?;
+    let cfg = Config::load(path).map_err(|errs| {
+        anyhow!(
+            "{}: {} (see observer daemon --check-config)",
+            path.display(),
+            errs.join("; ")
+        )
+    })?;
+    let selector = Selector::new(&cfg).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    sink::ensure_dir(&cfg.report_dir)?;
+    let rt = session::runtime()?;
+    rt.block_on(async move {
+        let deep = cfg.rules.iter().any(|r| r.uprobes);
+        let base = opts_for(
+            &cfg,
+            Watch {
+                uprobes: deep,
+                ..Watch::default()
+            },
+            deep,
+        );
+        let probes = session::load_probes(&base, verbose)?;
+        let hooks = probes.hooks.clone();
+        let mut src = LiveSource::new(probes, session::min_age(&base))?;
+        let metrics = Arc::new(Metrics::new());
+        let server = match cfg.metrics_addr().map_err(|e| anyhow!(e))? {
+            Some(addr) => {
+                let l = metrics::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics_listen: cannot listen on {addr}"))?;
+                tracing::info!("metrics on http://{addr}/metrics");
+                Some(tokio::spawn(metrics::serve(l, metrics.clone())))
+            }
+            None => None,
+        };
+        let mut execs = match exec::ExecWatch::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "no exec notifications ({e}): new processes are found by reading /proc every second"
+                );
+                None
+            }
+        };
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut d = Daemon {
+            sink: Sink::new(
+                cfg.report_dir.clone(),
+                cfg.max_reports,
+                cfg.max_report_age_days,
+            ),
+            cfg,
+            path: path.to_path_buf(),
+            selector,
+            procs: BTreeMap::new(),
+            metrics,
+            hooks,
+            last_drops: Drops::default(),
+            deep,
+            pending_forks: Vec::new(),
+            rescan_due: false,
+        };
+        d.sink.retain();
+        tracing::info!(
+            "observer daemon started: {} rules, {} excludes, reports in {}",
+            d.cfg.rules.len(),
+            d.cfg.excludes.len(),
+            d.cfg.report_dir.display()
+        );
+        // Processes already running (exec notifications are live first, so
+        // nothing falls between the two).
+        d.rescan(&mut src);
+        let mut evs = Vec::new();
+        d.scan(&mut src, &mut evs);
+        let mut drain = tokio::time::interval(Duration::from_millis(20));
+        let mut scan = tokio::time::interval(Duration::from_millis(25));
+        let mut sample = tokio::time::interval(Duration::from_secs(1));
+        let mut retention = tokio::time::interval(Duration::from_secs(60));
+        for t in [&mut drain, &mut scan, &mut sample, &mut retention] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        }
+        let stop = loop {
+            let exec_next = async {
+                match execs.as_mut() {
+                    Some(w) => w.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = src.urgent(&mut evs) => {
+                    r.context("reading the ring buffer")?;
+                    scan.reset_immediately();
+                }
+                _ = drain.tick() => src.drain(&mut evs),
+                _ = scan.tick() => d.scan(&mut src, &mut evs),
+                _ = sample.tick() => {
+                    d.sample(&mut src, &mut evs);
+                    if execs.is_none() || std::mem::take(&mut d.rescan_due) {
+                        d.rescan(&mut src);
+                    }
+                }
+                _ = retention.tick() => {
+                    let n = d.sink.retain();
+                    if n > 0 {
+                        tracing::info!("retention: removed {n} old reports");
+                    }
+                }
+                b = exec_next => match b {
+                    Ok(b) => {
+                        d.route(&mut src, &mut evs);
+                        for pid in b.execs {
+                            d.consider(&mut src, pid);
+                        }
+                        // A watched process's forks run the same program:
+                        // the rules decide (the child may be excluded) on
+                        // the next sample, if the child still lives.
+                        for (parent, child) in b.forks {
+                            if d.procs.contains_key(&parent) {
+                                if d.pending_forks.len() < MAX_PENDING_FORKS {
+                                    d.pending_forks.push(child);
+                                } else {
+                                    d.metrics.cap_hit("pending_forks");
+                                }
+                            }
+                        }
+                        if b.overrun {
+                            d.metrics.cap_hit("exec_notifications");
+                            if !d.rescan_due {
+                                tracing::warn!("exec notifications overran: reading /proc");
+                            }
+                            d.rescan_due = true;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("exec notifications failed ({e}): reading /proc every second instead");
+                        execs = None;
+                    }
+                },
+                _ = sighup.recv() => d.reload(&mut src),
+                _ = sigint.recv() => break "SIGINT",
+                _ = sigterm.recv() => break "SIGTERM",
+            }
+            d.route(&mut src, &mut evs);
+        };
+        // Flush: one last look at everything watched.
+        d.scan(&mut src, &mut evs);
+        tracing::info!(
+            "{stop}: stopping; {} processes were watched",
+            d.procs.len()
+        );
+        if let Some(s) = server {
+            s.abort();
+        }
+        let n = src.probes.uprobe_count();
+        if n > 0 {
+            tracing::info!("releasing {n} uprobes (the kernel takes ~0.1-0.2 s for each)");
+        }
+        drop(d);
+        drop(src);
+        Ok(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_names_every_config_key() {
+        let c = Config::parse("[[rule]]\ncomm = \"x\"\n").unwrap();
+        let v = serde_json::json!({
+            "report_dir": c.report_dir, "metrics_listen": c.metrics_listen,
+            "max_reports": 1, "max_report_age_days": 1, "flight_recorder_secs": 1,
+            "flight_recorder_events": 1, "max_processes": 1, "max_threads": 1,
+            "max_locks": 1, "max_waits": 1, "long_wait": 1, "stuck": 1,
+        });
+        for k in v.as_object().unwrap().keys() {
+            assert!(HELP.contains(&format!("  {k} = ")), "--help lacks {k}");
+        }
+        for k in [
+            "comm",
+            "exe",
+            "cgroup",
+            "user",
+            "uprobes",
+            "kill_on_deadlock",
+        ] {
+            assert!(HELP.contains(&format!("  {k} = ")), "--help lacks {k}");
+        }
+        // And each is a real key.
+        let all: String = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| {
+                format!(
+                    "{k} = {}\n",
+                    if k.contains("dir") || k.contains("listen") {
+                        "\"\""
+                    } else {
+                        "1"
+                    }
+                )
+            })
+            .collect();
+        assert!(Config::parse(&format!("{all}[[rule]]\ncomm = \"x\"\n")).is_ok());
+    }
+}
