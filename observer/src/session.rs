@@ -263,6 +263,28 @@ impl Session {
                     .unwrap_or_default();
             }
         }
+        for ev in evs.iter_mut() {
+            // A new thread's creation stack was copied by BPF: unwind it now,
+            // while the creator's mappings are there (symbols come later,
+            // once per distinct address).
+            if let Event::CreationStack {
+                tgid,
+                regs,
+                stack,
+                frames,
+                ..
+            } = ev
+                && !stack.is_empty()
+                && frames.is_empty()
+            {
+                let r = crate::symbol::Regs {
+                    ip: regs[0],
+                    sp: regs[1],
+                    bp: regs[2],
+                };
+                *frames = self.symbols.creation_stack(*tgid, r, std::mem::take(stack));
+            }
+        }
         for ev in evs.drain(..) {
             if UprobeSet::of(&self.opts).any() {
                 match &ev {
@@ -358,7 +380,7 @@ struct UprobeSet {
 impl UprobeSet {
     fn of(opts: &ObserveOpts) -> UprobeSet {
         UprobeSet {
-            thread: !opts.no_thread_uprobes,
+            thread: opts.thread_uprobes && !opts.no_thread_uprobes,
             locks: opts.uprobes || opts.uprobes_bare,
             bare: opts.uprobes_bare,
         }
@@ -766,8 +788,9 @@ fn symbol_events(
                 });
             }
         }
-        // Code addresses: thread creation sites, lock call sites.
+        // Code addresses: thread creation sites and stacks, lock call sites.
         let mut sites: Vec<u64> = p.threads.iter().map(|t| t.create_site).collect();
+        sites.extend(p.create_stacks.iter().flatten().copied());
         sites.extend(p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]));
         sites.extend(
             p.exit_held

@@ -77,7 +77,7 @@ pub struct Frame {
 
 /// User registers of a blocked thread: from BPF at syscall entry (ip, sp,
 /// bp) or from /proc/PID/task/TID/syscall (sp and pc only; bp = 0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Regs {
     pub ip: u64,
     pub sp: u64,
@@ -98,6 +98,7 @@ struct Proc {
     modules: Vec<Module>,
     unwinder: native::Unwinder64,
     cache: framehop::x86_64::CacheX86_64,
+    creation: native::CreationCache,
 }
 
 impl Proc {
@@ -243,6 +244,13 @@ impl Symbolizer {
             let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
                 .with_context(|| format!("reading /proc/{pid}/maps"))?;
             let entries = maps::parse_maps(&text);
+            // A zombie has no maps: keep what was read while it lived.
+            if entries.is_empty()
+                && let Some(p) = self.procs.get_mut(&pid).filter(|p| p.start_time == st)
+            {
+                p.read_at = Instant::now();
+                return Ok(self.procs.get_mut(&pid).expect("checked above"));
+            }
             let files = &mut self.files;
             let modules = maps::modules(
                 pid,
@@ -265,6 +273,7 @@ impl Symbolizer {
                     modules,
                     unwinder,
                     cache: framehop::x86_64::CacheX86_64::new(),
+                    creation: native::CreationCache::default(),
                 },
             );
         }
@@ -344,6 +353,42 @@ impl Symbolizer {
     ) -> anyhow::Result<Vec<Frame>> {
         let mut r = self.unwind_and_symbolize(pid, vec![(0, Ok(regs), Some(bytes))]);
         r.pop().map(|x| x.1).unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// A thread's creation stack, from its creator's registers at the clone
+    /// and a copy of the top of its stack taken then (by BPF): return
+    /// addresses from the creation site outwards (see
+    /// [`native::creation_frames`]). Unwinding only, no symbols: it runs for
+    /// every thread created; [`Symbolizer::call_site`] names the addresses.
+    /// A process that has exited is unwound with the mappings last read.
+    pub fn creation_stack(&mut self, pid: u32, regs: Regs, bytes: Vec<u8>) -> Vec<u64> {
+        // Cached mappings that cover the clone are used as they are: a
+        // churning process creates thousands of threads a second, and by the
+        // time they are unwound it may be gone (or a zombie, with no maps).
+        let known = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| p.module_of_code(regs.ip).is_some());
+        if !known {
+            let alive = self
+                .proc(pid, false)
+                .is_ok_and(|p| p.module_of_code(regs.ip).is_some())
+                || self
+                    .proc(pid, true)
+                    .is_ok_and(|p| p.module_of_code(regs.ip).is_some());
+            if !alive {
+                return Vec::new();
+            }
+        }
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let stack = native::StackCopy {
+            base: regs.sp,
+            bytes,
+        };
+        p.creation
+            .stack(&p.unwinder, &mut p.cache, &p.modules, regs, &stack)
     }
 
     #[allow(clippy::type_complexity)]
