@@ -699,6 +699,10 @@ async fn observe(
     }
     let now = procfs::mono_ns();
     src.finish(now, &mut evs);
+    // Creation sites of a process that already ended: named from the
+    // mappings read while it lived.
+    s.feed(&mut evs)?;
+    evs.extend(late_site_events(&s.model, &mut s.symbols, &mut s.sym_tried));
     if s.opts.uprobes {
         evs.extend(gate_events(&s.model, &src.probes, now));
         evs.extend(profile_events(&src.probes));
@@ -798,6 +802,33 @@ fn symbol_events(
                 .flat_map(|(_, _, l)| l.iter().map(|x| x.site)),
         );
         for site in sites {
+            if site != 0
+                && tried.insert((p.tgid, site))
+                && let Some(f) = symbols.call_site(p.tgid, site)
+            {
+                out.push(Event::CodeSymbol {
+                    tgid: p.tgid,
+                    addr: site,
+                    name: site_name(&f),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `CodeSymbol` events for the thread creation sites and stacks of processes
+/// that have ended (the symbolizer keeps their mappings).
+fn late_site_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model.processes.values() {
+        let sites = p.threads.iter().map(|t| t.create_site);
+        let stacks = p.create_stacks.iter().flatten().copied();
+        for site in sites.chain(stacks) {
             if site != 0
                 && tried.insert((p.tgid, site))
                 && let Some(f) = symbols.call_site(p.tgid, site)

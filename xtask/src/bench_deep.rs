@@ -1325,8 +1325,8 @@ impl ThreadCond {
     fn label(self) -> &'static str {
         match self {
             ThreadCond::Unobserved => "unobserved",
-            ThreadCond::Default => "observer attach (default: thread uprobes)",
-            ThreadCond::NoThreadUprobes => "observer attach --no-thread-uprobes",
+            ThreadCond::Default => "observer attach (default: no uprobes)",
+            ThreadCond::NoThreadUprobes => "observer attach --thread-uprobes",
         }
     }
 
@@ -1334,7 +1334,7 @@ impl ThreadCond {
         match self {
             ThreadCond::Unobserved => None,
             ThreadCond::Default => Some(&[]),
-            ThreadCond::NoThreadUprobes => Some(&["--no-thread-uprobes"]),
+            ThreadCond::NoThreadUprobes => Some(&["--thread-uprobes"]),
         }
     }
 }

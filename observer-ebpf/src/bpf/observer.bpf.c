@@ -654,7 +654,11 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 		if (bpf_map_update_elem(&WATCH, &child_tgid, &one, BPF_ANY))
 			stat_inc(OBS_STAT_WATCH_FULL);
 	}
-	if (clone_flags & CLONE_THREAD_) {
+	/* Over half full, the reader is behind: send the thread without its
+	 * stack rather than lose records (its creation site is then unknown). */
+	if ((clone_flags & CLONE_THREAD_) &&
+	    bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA) <
+		    bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE) / 2) {
 		struct obs_task_new_stack *b =
 			rec_reserve(sizeof(*b), OBS_REC_TASK_NEW_STACK, tgid, (__u32)id);
 		if (b) {

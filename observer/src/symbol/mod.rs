@@ -562,8 +562,16 @@ impl Symbolizer {
     pub fn call_site(&mut self, pid: u32, ret_addr: u64) -> Option<Frame> {
         let lookup = ret_addr.checked_sub(1)?;
         for force in [false, true] {
-            let p = self.proc(pid, force).ok()?;
-            let Some(m) = p.modules.iter().find(|m| m.code.contains(&lookup)).cloned() else {
+            let alive = start_time(pid).is_some();
+            let m = if alive {
+                let p = self.proc(pid, force).ok()?;
+                p.modules.iter().find(|m| m.code.contains(&lookup)).cloned()
+            } else {
+                // gone: the mappings read while it lived
+                let p = self.procs.get(&pid)?;
+                p.modules.iter().find(|m| m.code.contains(&lookup)).cloned()
+            };
+            let Some(m) = m else {
                 continue;
             };
             let svma = m.svma(lookup);

@@ -121,9 +121,12 @@ pub(super) fn unwind(
 /// same registers and the same values at those words unwinds identically,
 /// so the result is reused exactly (a churning process would otherwise be
 /// unwound thousands of times a second).
+/// The stack words an unwinding read (address, value), and its result.
+type Unwound = (Vec<(u64, u64)>, Vec<u64>);
+
 #[derive(Default)]
 pub(super) struct CreationCache {
-    seen: std::collections::HashMap<Regs, Vec<(Vec<(u64, u64)>, Vec<u64>)>>,
+    seen: std::collections::HashMap<Regs, Vec<Unwound>>,
 }
 
 /// Distinct stacks kept per register set (the same sp and ip reached
@@ -175,8 +178,7 @@ impl CreationCache {
             cache,
             &mut read,
         );
-        loop {
-            let Ok(Some(f)) = it.next() else { break };
+        while let Ok(Some(f)) = it.next() {
             match f {
                 FrameAddress::InstructionPointer(pc) => {
                     addrs.extend(FrameAddress::from_return_address(pc));
