@@ -19,6 +19,8 @@ pub const OBS_OP_FUTEX2_WAIT: u32 = 131072;
 pub const OBS_WAIT_WORDS_OK: u32 = 1;
 pub const OBS_WAIT_REGS_OK: u32 = 2;
 pub const OBS_F_URGENT: u32 = 1;
+pub const OBS_CLONE_STACK: u32 = 2048;
+pub const OBS_JS_READ: u32 = 1;
 pub const OBS_ACQ_TRY: u32 = 1;
 pub const OBS_ACQ_CONTENDED: u32 = 2;
 pub const OBS_MAX_HELD: u32 = 16;
@@ -41,6 +43,9 @@ pub enum obs_rec_kind {
     OBS_REC_PTHREAD = 6,
     OBS_REC_LOCK_EDGE = 7,
     OBS_REC_EXIT_HELD = 8,
+    OBS_REC_TASK_NEW_STACK = 9,
+    OBS_REC_JOIN_WAIT = 10,
+    OBS_REC_JOIN_STATE = 11,
 }
 #[repr(u32)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -61,7 +66,8 @@ pub enum obs_stat {
     OBS_STAT_HELD_FULL = 6,
     OBS_STAT_ORDER_FULL = 7,
     OBS_STAT_LSTATS_FULL = 8,
-    OBS_STAT_MAX = 9,
+    OBS_STAT_EXITED_FULL = 9,
+    OBS_STAT_MAX = 10,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -201,6 +207,101 @@ const _: () = {
     ["Offset of field: obs_task_new::detached"]
         [::std::mem::offset_of!(obs_task_new, detached) - 96usize];
     ["Offset of field: obs_task_new::_pad"][::std::mem::offset_of!(obs_task_new, _pad) - 100usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct obs_task_new_stack {
+    pub t: obs_task_new,
+    pub ip: __u64,
+    pub sp: __u64,
+    pub bp: __u64,
+    pub stack_len: __u32,
+    pub _pad: __u32,
+    pub stack: [__u8; 2048usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_task_new_stack"][::std::mem::size_of::<obs_task_new_stack>() - 2184usize];
+    ["Alignment of obs_task_new_stack"][::std::mem::align_of::<obs_task_new_stack>() - 8usize];
+    ["Offset of field: obs_task_new_stack::t"]
+        [::std::mem::offset_of!(obs_task_new_stack, t) - 0usize];
+    ["Offset of field: obs_task_new_stack::ip"]
+        [::std::mem::offset_of!(obs_task_new_stack, ip) - 104usize];
+    ["Offset of field: obs_task_new_stack::sp"]
+        [::std::mem::offset_of!(obs_task_new_stack, sp) - 112usize];
+    ["Offset of field: obs_task_new_stack::bp"]
+        [::std::mem::offset_of!(obs_task_new_stack, bp) - 120usize];
+    ["Offset of field: obs_task_new_stack::stack_len"]
+        [::std::mem::offset_of!(obs_task_new_stack, stack_len) - 128usize];
+    ["Offset of field: obs_task_new_stack::_pad"]
+        [::std::mem::offset_of!(obs_task_new_stack, _pad) - 132usize];
+    ["Offset of field: obs_task_new_stack::stack"]
+        [::std::mem::offset_of!(obs_task_new_stack, stack) - 136usize];
+};
+impl Default for obs_task_new_stack {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_join_wait {
+    pub hdr: obs_hdr,
+    pub uaddr: __u64,
+    pub val: __u32,
+    pub _pad: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_join_wait"][::std::mem::size_of::<obs_join_wait>() - 40usize];
+    ["Alignment of obs_join_wait"][::std::mem::align_of::<obs_join_wait>() - 8usize];
+    ["Offset of field: obs_join_wait::hdr"][::std::mem::offset_of!(obs_join_wait, hdr) - 0usize];
+    ["Offset of field: obs_join_wait::uaddr"]
+        [::std::mem::offset_of!(obs_join_wait, uaddr) - 24usize];
+    ["Offset of field: obs_join_wait::val"][::std::mem::offset_of!(obs_join_wait, val) - 32usize];
+    ["Offset of field: obs_join_wait::_pad"][::std::mem::offset_of!(obs_join_wait, _pad) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_exited {
+    pub pthread: __u64,
+    pub tgid: __u32,
+    pub _pad: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_exited"][::std::mem::size_of::<obs_exited>() - 16usize];
+    ["Alignment of obs_exited"][::std::mem::align_of::<obs_exited>() - 8usize];
+    ["Offset of field: obs_exited::pthread"][::std::mem::offset_of!(obs_exited, pthread) - 0usize];
+    ["Offset of field: obs_exited::tgid"][::std::mem::offset_of!(obs_exited, tgid) - 8usize];
+    ["Offset of field: obs_exited::_pad"][::std::mem::offset_of!(obs_exited, _pad) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_join_state {
+    pub hdr: obs_hdr,
+    pub pthread: __u64,
+    pub joinid: __u64,
+    pub tid_word: __s32,
+    pub flags: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_join_state"][::std::mem::size_of::<obs_join_state>() - 48usize];
+    ["Alignment of obs_join_state"][::std::mem::align_of::<obs_join_state>() - 8usize];
+    ["Offset of field: obs_join_state::hdr"][::std::mem::offset_of!(obs_join_state, hdr) - 0usize];
+    ["Offset of field: obs_join_state::pthread"]
+        [::std::mem::offset_of!(obs_join_state, pthread) - 24usize];
+    ["Offset of field: obs_join_state::joinid"]
+        [::std::mem::offset_of!(obs_join_state, joinid) - 32usize];
+    ["Offset of field: obs_join_state::tid_word"]
+        [::std::mem::offset_of!(obs_join_state, tid_word) - 40usize];
+    ["Offset of field: obs_join_state::flags"]
+        [::std::mem::offset_of!(obs_join_state, flags) - 44usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -266,6 +266,41 @@ pub enum Event {
         ts_ns: u64,
         drops: Drops,
     },
+    /// Where thread `tid` was created: its creator's stack at the clone
+    /// (copied by BPF), unwound by userspace. `frames` are return
+    /// addresses from the creation site outwards (libc's pthread_create
+    /// and clone frames dropped); `site` is the first of them.
+    CreationStack {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        #[serde(skip)]
+        regs: [u64; 3],
+        #[serde(skip)]
+        stack: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        frames: Vec<u64>,
+    },
+    /// `tid` began a shared futex wait on `uaddr` expecting `val`: a join
+    /// of thread `val` when `uaddr` is that thread's CHILD_CLEARTID word.
+    JoinWait {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        uaddr: u64,
+        val: u32,
+    },
+    /// glibc's descriptor of exited thread `tid`, read at the process's
+    /// exit_group: `read` false when it was unmapped (freed).
+    JoinState {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        pthread: u64,
+        read: bool,
+        tid_word: i32,
+        joinid: u64,
+    },
     /// A libc thread call seen by a uprobe: `tid` joined or detached the
     /// thread `pthread`, or called pthread_exit.
     Pthread {
@@ -406,6 +441,9 @@ impl Event {
             | Drops { ts_ns, .. }
             | Scan { ts_ns }
             | Pthread { ts_ns, .. }
+            | CreationStack { ts_ns, .. }
+            | JoinWait { ts_ns, .. }
+            | JoinState { ts_ns, .. }
             | ThreadStuck { ts_ns, .. }
             | ThreadResumed { ts_ns, .. }
             | Stack { ts_ns, .. }

@@ -309,6 +309,26 @@ impl Session {
                     .stack_from_copy(*tgid, r, std::mem::take(stack))
                     .unwrap_or_default();
             }
+            // A new thread's creation stack was copied by BPF: unwind it now,
+            // while the creator's mappings are there (symbols come later,
+            // once per distinct address).
+            if let Event::CreationStack {
+                tgid,
+                regs,
+                stack,
+                frames,
+                ..
+            } = &mut ev
+                && !stack.is_empty()
+                && frames.is_empty()
+            {
+                let r = crate::symbol::Regs {
+                    ip: regs[0],
+                    sp: regs[1],
+                    bp: regs[2],
+                };
+                *frames = self.symbols.creation_stack(*tgid, r, std::mem::take(stack));
+            }
             if UprobeSet::of(&self.opts).any() {
                 match &ev {
                     Event::Exec { ts_ns, tgid, .. } => {
@@ -427,7 +447,7 @@ pub(crate) struct UprobeSet {
 impl UprobeSet {
     pub(crate) fn of(opts: &ObserveOpts) -> UprobeSet {
         UprobeSet {
-            thread: !opts.no_thread_uprobes,
+            thread: opts.thread_uprobes && !opts.no_thread_uprobes,
             locks: opts.uprobes || opts.uprobes_bare,
             bare: opts.uprobes_bare,
         }
@@ -744,6 +764,10 @@ async fn observe(
     }
     let now = procfs::mono_ns();
     src.finish(now, &mut evs);
+    // Creation sites of a process that already ended: named from the
+    // mappings read while it lived.
+    s.feed(&mut evs)?;
+    evs.extend(late_site_events(&s.model, &mut s.symbols, &mut s.sym_tried));
     if s.opts.uprobes {
         evs.extend(gate_events(&s.model, &src.probes, now));
         evs.extend(profile_events(&src.probes));
@@ -848,8 +872,9 @@ pub(crate) fn symbol_events(
                 });
             }
         }
-        // Code addresses: thread creation sites, lock call sites.
+        // Code addresses: thread creation sites and stacks, lock call sites.
         let mut sites: Vec<u64> = p.threads.iter().map(|t| t.create_site).collect();
+        sites.extend(p.create_stacks.iter().flatten().copied());
         sites.extend(p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]));
         sites.extend(
             p.exit_held
@@ -871,6 +896,33 @@ pub(crate) fn symbol_events(
         }
     }
     out.extend(maps_events(symbols));
+    out
+}
+
+/// `CodeSymbol` events for the thread creation sites and stacks of processes
+/// that have ended (the symbolizer keeps their mappings).
+fn late_site_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model.processes.values() {
+        let sites = p.threads.iter().map(|t| t.create_site);
+        let stacks = p.create_stacks.iter().flatten().copied();
+        for site in sites.chain(stacks) {
+            if site != 0
+                && tried.insert((p.tgid, site))
+                && let Some(f) = symbols.call_site(p.tgid, site)
+            {
+                out.push(Event::CodeSymbol {
+                    tgid: p.tgid,
+                    addr: site,
+                    name: site_name(&f),
+                });
+            }
+        }
+    }
     out
 }
 

@@ -75,9 +75,12 @@ fn unjoined_threads_are_counted_exactly() {
             .unwrap()
             .starts_with("5 joinable thread(s)")
     );
-    // the joined and detached ones are recorded as such
+    // the joined and detached ones are recorded as such (no uprobes: the
+    // join waits on the thread's CLONE_CHILD_CLEARTID word)
     let joined = report_thread(&r, tid_of(&out, "joined-1"));
+    assert_eq!(joined["joined"], true);
     assert_eq!(joined["joined_by"], r["processes"][0]["tgid"]);
+    assert_eq!(report_thread(&r, tid_of(&out, "joined-2"))["joined"], true);
     assert_eq!(
         report_thread(&r, tid_of(&out, "detached"))["detached"],
         true
@@ -96,6 +99,66 @@ fn unjoined_threads_are_counted_exactly() {
     assert_eq!(lc["created"], 9, "{lc:#}");
     assert_eq!(lc["exited"], 10, "{lc:#}");
     assert_eq!(lc["alive_at_end"], 0);
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn joins_and_detaches_after_exit_are_read_from_the_descriptors() {
+    // Joins that never waited and a late detach leave no kernel event:
+    // they are read from glibc's descriptors at exit_group.
+    let (r, out) = run(&bin("join_late"), &[]);
+    let f = findings(&r, "unjoined_thread");
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    let leaked = tid_of(&out, "leaked") as u64;
+    let got: Vec<u64> = f[0]["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, vec![leaked], "{:#}", f[0]);
+    let t = &f[0]["threads"][0];
+    assert!(
+        t["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("spawn (join_late.c:"),
+        "{t:#}"
+    );
+    // the creation stack goes on to main
+    let stack: Vec<&str> = t["creation_stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(stack[0].starts_with("spawn (join_late.c:"), "{stack:?}");
+    assert!(
+        stack.iter().any(|s| s.starts_with("main (join_late.c:")),
+        "{stack:?}"
+    );
+    assert_eq!(report_thread(&r, tid_of(&out, "early"))["joined"], true);
+    assert_eq!(
+        report_thread(&r, tid_of(&out, "late-detach"))["detached"],
+        true
+    );
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn thread_uprobes_are_opt_in_and_agree() {
+    // The opt-in uprobes see the same joins and detaches.
+    let (r, out) = run(&bin("unjoined"), &["--thread-uprobes"]);
+    let f = findings(&r, "unjoined_thread");
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    assert_eq!(f[0]["threads"].as_array().unwrap().len(), 5);
+    assert_eq!(report_thread(&r, tid_of(&out, "joined-1"))["joined"], true);
+    assert_eq!(
+        report_thread(&r, tid_of(&out, "detached"))["detached"],
+        true
+    );
     assert_no_programs_left();
 }
 

@@ -27,6 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_ARG2 dx
 #define F_ARG4 r8
 #define F_NR orig_ax
+#define NR_exit_group 231
 #define F_IP ip
 #define F_SP sp
 #define F_BP bp
@@ -39,6 +40,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_ARG2 regs[2]
 #define F_ARG4 regs[4]
 #define F_NR syscallno
+#define NR_exit_group 94
 #define F_IP pc
 #define F_SP sp
 #define F_BP regs[29]
@@ -47,6 +49,7 @@ char LICENSE[] SEC("license") = "GPL";
 #endif
 
 #define CLONE_THREAD_ 0x00010000
+#define CLONE_SETTLS_ 0x00080000
 #define SIGNAL_GROUP_EXIT_ 0x00000004
 /* Held-set index the verifier can bound: the barrier stops clang from
  * reusing an unmasked copy of the index. */
@@ -65,6 +68,16 @@ volatile const __u64 LONG_WAIT_NS = 1000000000ULL;
 volatile const __u8 FOLLOW_FORKS = 0;
 /* Deep tier (--uprobes) is on: futex waits mark the pending lock call contended. */
 volatile const __u8 DEEP = 0;
+/* glibc's struct pthread (2.36, x86_64; libc6-dbg): tid and joinid offsets.
+ * A clone whose CHILD_CLEARTID address is not pthread + PT_TID_OFF is not
+ * a glibc thread of this layout, and its descriptor is never read. */
+#if defined(__TARGET_ARCH_x86)
+volatile const __u32 PT_TID_OFF = 720;
+volatile const __u32 PT_JOINID_OFF = 1568;
+#else
+volatile const __u32 PT_TID_OFF = 0;
+volatile const __u32 PT_JOINID_OFF = 0;
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -110,6 +123,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } JOINING SEC(".maps");
+
+/* tid -> a thread that ended by itself; its join state is read at exit_group. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct obs_exited);
+} EXITED SEC(".maps");
 
 /* ---- deep tier maps (empty unless --uprobes) ---- */
 struct {
@@ -237,6 +258,22 @@ struct futex_waitv_ {
 	__u32 reserved;
 };
 
+/* A shared wait that will sleep on a nonzero word: pthread_join waits so on
+ * the joined thread's CHILD_CLEARTID word (val = its TID). Shared waits
+ * are rare (private is glibc's default), so this costs nothing elsewhere. */
+static __always_inline void join_wait(__u32 tgid, __u32 tid, __u64 uaddr, __u32 val)
+{
+	struct obs_join_wait *r = rec_reserve(sizeof(*r), OBS_REC_JOIN_WAIT, tgid, tid);
+	if (!r)
+		return;
+	r->uaddr = uaddr;
+	r->val = val;
+	r->_pad = 0;
+	rec_submit(r, false);
+}
+
+static __always_inline int exit_group_enter(void);
+
 static __always_inline int futex_enter(struct sc_args *a)
 {
 	/* Non-waiting futex ops (WAKE, ...) leave before the map lookup. */
@@ -258,6 +295,8 @@ static __always_inline int futex_enter(struct sc_args *a)
 			if (bpf_probe_read_user(&cur, sizeof(cur), (void *)a->a0) == 0 &&
 			    cur != (__u32)a->a2)
 				return 0;
+			if (!((__u32)a->a1 & OBS_FUTEX_PRIVATE_FLAG) && (__u32)a->a2)
+				join_wait(tgid, tid, a->a0, (__u32)a->a2);
 		}
 		w.uaddr = a->a0;
 		w.op = (__u32)a->a1;
@@ -412,7 +451,7 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(btf_sys_enter, struct pt_regs *regs, long id)
 {
 	if (!is_futex_nr(id))
-		return 0;
+		return id == NR_exit_group ? exit_group_enter() : 0;
 	struct sc_args a = {
 		.nr = id,
 		.a0 = regs->F_ARG0,
@@ -442,7 +481,7 @@ int raw_sys_enter(__u64 *ctx)
 {
 	__u64 id = ctx[1];
 	if (!is_futex_nr(id))
-		return 0;
+		return id == NR_exit_group ? exit_group_enter() : 0;
 	struct sc_args a = { .nr = id };
 	args_from_regs(&a, (struct pt_regs *)ctx[0]);
 	return futex_enter(&a);
@@ -496,6 +535,23 @@ int tp_sys_exit_futex(struct trace_event_raw_sys_exit *ctx)
 	return futex_exit(ctx->ret);
 }
 
+/* exit_group in the rungs without a generic sys_enter (see exit_group_enter). */
+SEC("tracepoint/syscalls/sys_enter_exit_group")
+int tp_sys_enter_exit_group(void *ctx)
+{
+	return exit_group_enter();
+}
+
+#if defined(__TARGET_ARCH_x86)
+SEC("fentry/__x64_sys_exit_group")
+#else
+SEC("fentry/__arm64_sys_exit_group")
+#endif
+int BPF_PROG(fentry_exit_group, struct pt_regs *regs)
+{
+	return exit_group_enter();
+}
+
 /* ------------------------------------------------------------------ */
 /* thread lifecycle                                                    */
 
@@ -519,6 +575,73 @@ static __always_inline void creating_fill(struct obs_task_new *r, __u32 creator)
 	bpf_map_delete_elem(&CREATING, &creator);
 }
 
+/* x86_64 glibc: pthread_t is the new thread's TLS base, and the clone's
+ * CHILD_CLEARTID word is its descriptor's tid field. joinid == pd means
+ * created detached (pthread_create sets it before cloning). */
+static __always_inline void thread_pthread(struct task_struct *task, struct obs_task_new *r)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (r->pthread || !(r->clone_flags & CLONE_SETTLS_) || !PT_TID_OFF)
+		return;
+	__u64 pd = BPF_CORE_READ(task, thread.fsbase);
+	if (!pd || r->child_tid_addr != pd + PT_TID_OFF)
+		return;
+	r->pthread = pd;
+	__u64 joinid = 0;
+	if (PT_JOINID_OFF &&
+	    bpf_probe_read_user(&joinid, sizeof(joinid), (void *)(pd + PT_JOINID_OFF)) == 0 &&
+	    joinid == pd)
+		r->detached = 1;
+#endif
+}
+
+/* Wake the reader for the first creation stack of a process (userspace
+ * must read its mappings while it lives: a short program may be gone by
+ * the next drain; bit 1 of its WATCH value remembers), and when the ring
+ * is a quarter full: a burst of clones must not wait for the periodic drain. */
+static __always_inline __u64 stack_wakeup(__u32 tgid)
+{
+	__u8 *w = bpf_map_lookup_elem(&WATCH, &tgid);
+	if (w && !(*w & 2)) {
+		*w |= 2;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	__u64 avail = bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE);
+	return avail > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/* The creating thread's user registers at the clone syscall and the top of
+ * its stack (current is the creator). */
+static __always_inline void clone_stack(struct obs_task_new_stack *b)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	b->ip = BPF_CORE_READ(regs, F_IP);
+	b->sp = BPF_CORE_READ(regs, F_SP);
+	b->bp = BPF_CORE_READ(regs, F_BP);
+	b->_pad = 0;
+	b->stack_len = 0;
+	/* one read of the whole copy; a stack that ends sooner gets a smaller one */
+	if (bpf_probe_read_user(b->stack, OBS_CLONE_STACK, (void *)b->sp) == 0)
+		b->stack_len = OBS_CLONE_STACK;
+	else if (bpf_probe_read_user(b->stack, 1024, (void *)b->sp) == 0)
+		b->stack_len = 1024;
+}
+
+static __always_inline void task_new_fill(struct obs_task_new *r, struct task_struct *task,
+					  __u64 clone_flags, __u32 creator, __u32 child_tgid)
+{
+	r->clone_flags = clone_flags;
+	/* copy_process() has set it by the time the tracepoint fires */
+	r->child_tid_addr = (__u64)BPF_CORE_READ(task, clear_child_tid);
+	r->child_tid = BPF_CORE_READ(task, pid);
+	r->child_tgid = child_tgid;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	BPF_CORE_READ_STR_INTO(&r->child_comm, task, comm);
+	creating_fill(r, creator);
+	thread_pthread(task, r);
+}
+
 static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -531,17 +654,26 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 		if (bpf_map_update_elem(&WATCH, &child_tgid, &one, BPF_ANY))
 			stat_inc(OBS_STAT_WATCH_FULL);
 	}
+	/* Over half full, the reader is behind: send the thread without its
+	 * stack rather than lose records (its creation site is then unknown). */
+	if ((clone_flags & CLONE_THREAD_) &&
+	    bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA) <
+		    bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE) / 2) {
+		struct obs_task_new_stack *b =
+			rec_reserve(sizeof(*b), OBS_REC_TASK_NEW_STACK, tgid, (__u32)id);
+		if (b) {
+			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid);
+			clone_stack(b);
+			stat_inc(OBS_STAT_RECORDS);
+			bpf_ringbuf_submit(b, stack_wakeup(tgid));
+			return 0;
+		}
+		/* no room for the stack: the thread still gets its small record */
+	}
 	struct obs_task_new *r = rec_reserve(sizeof(*r), OBS_REC_TASK_NEW, tgid, (__u32)id);
 	if (!r)
 		return 0;
-	r->clone_flags = clone_flags;
-	/* copy_process() has set it by the time the tracepoint fires */
-	r->child_tid_addr = (__u64)BPF_CORE_READ(task, clear_child_tid);
-	r->child_tid = BPF_CORE_READ(task, pid);
-	r->child_tgid = child_tgid;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	BPF_CORE_READ_STR_INTO(&r->child_comm, task, comm);
-	creating_fill(r, (__u32)id);
+	task_new_fill(r, task, clone_flags, (__u32)id, child_tgid);
 	rec_submit(r, false);
 	return 0;
 }
@@ -585,6 +717,58 @@ static __always_inline void exit_held(__u32 tgid, __u32 tid)
 	bpf_map_delete_elem(&HELD, &tid);
 }
 
+/* A thread that ended by itself: whether it was joined or detached is in
+ * its glibc descriptor, read when the process calls exit_group. */
+static __always_inline void exited_remember(struct task_struct *t, __u32 tgid, __u32 tid)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (!PT_TID_OFF)
+		return;
+	struct obs_exited e = { .pthread = BPF_CORE_READ(t, thread.fsbase), .tgid = tgid };
+	if (e.pthread && bpf_map_update_elem(&EXITED, &tid, &e, BPF_ANY))
+		stat_inc(OBS_STAT_EXITED_FULL);
+#endif
+}
+
+struct js_ctx {
+	__u32 tgid;
+};
+
+static long join_state_one(struct bpf_map *map, __u32 *tid, struct obs_exited *e,
+			   struct js_ctx *c)
+{
+	if (e->tgid != c->tgid)
+		return 0;
+	struct obs_join_state *r = rec_reserve(sizeof(*r), OBS_REC_JOIN_STATE, e->tgid, *tid);
+	if (r) {
+		r->pthread = e->pthread;
+		r->joinid = 0;
+		r->tid_word = 0;
+		r->flags = 0;
+		if (bpf_probe_read_user(&r->tid_word, sizeof(r->tid_word),
+					(void *)(e->pthread + PT_TID_OFF)) == 0 &&
+		    bpf_probe_read_user(&r->joinid, sizeof(r->joinid),
+					(void *)(e->pthread + PT_JOINID_OFF)) == 0)
+			r->flags = OBS_JS_READ;
+		rec_submit(r, false);
+	}
+	bpf_map_delete_elem(map, tid);
+	return 0;
+}
+
+/* exit_group of a watched process: its memory is still there. Read the
+ * descriptors of the threads that ended by themselves (joins that never
+ * waited, because the thread had already exited, leave no other trace). */
+static __always_inline int exit_group_enter(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!PT_TID_OFF || !watched(tgid))
+		return 0;
+	struct js_ctx c = { .tgid = tgid };
+	bpf_for_each_map_elem(&EXITED, join_state_one, &c, 0);
+	return 0;
+}
+
 /* The exiting task is always current. */
 static __always_inline int task_exit(void)
 {
@@ -606,6 +790,8 @@ static __always_inline int task_exit(void)
 	r->exit_code = BPF_CORE_READ(t, exit_code);
 	r->group_dead = group_dead;
 	r->group_exit = (BPF_CORE_READ(t, signal, flags) & SIGNAL_GROUP_EXIT_) != 0;
+	if (!r->group_exit && tid != tgid)
+		exited_remember(t, tgid, tid);
 	r->_pad = 0;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	/* the leader's exit is what `attach` waits for: do not let it sit */

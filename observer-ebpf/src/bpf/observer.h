@@ -50,6 +50,9 @@ enum obs_rec_kind {
 	OBS_REC_PTHREAD = 6,
 	OBS_REC_LOCK_EDGE = 7,     /* deep tier: a lock-order edge seen for the first time */
 	OBS_REC_EXIT_HELD = 8,     /* deep tier: a thread exited holding locks */
+	OBS_REC_TASK_NEW_STACK = 9, /* obs_task_new_stack: a thread with its creator's stack */
+	OBS_REC_JOIN_WAIT = 10,    /* a shared futex wait that may be a join */
+	OBS_REC_JOIN_STATE = 11,   /* glibc's descriptor of an exited thread, read at exit_group */
 };
 
 
@@ -79,7 +82,8 @@ enum obs_stat {
 	OBS_STAT_HELD_FULL = 6,    /* more locks held than OBS_MAX_HELD */
 	OBS_STAT_ORDER_FULL = 7,   /* lock-order table full: an edge not tracked */
 	OBS_STAT_LSTATS_FULL = 8,  /* per-lock statistics table full */
-	OBS_STAT_MAX = 9,
+	OBS_STAT_EXITED_FULL = 9,  /* exited-thread table full: its join state not read */
+	OBS_STAT_MAX = 10,
 };
 
 /* Value of WAITS (key: __u32 tid): the wait a thread is in right now. */
@@ -132,11 +136,61 @@ struct obs_task_new {
 	__u32 child_tgid;
 	char comm[OBS_COMM_LEN];       /* creator */
 	char child_comm[OBS_COMM_LEN];
-	/* From the pthread_create uprobe, when the clone came from it (else 0). */
-	__u64 pthread;        /* the new thread's pthread_t */
-	__u64 create_site;    /* return address of the pthread_create call */
+	/* The new thread's pthread_t: its TLS base (x86_64 glibc), or what the
+	 * pthread_create uprobe saw; 0 if unknown. */
+	__u64 pthread;
+	__u64 create_site;    /* pthread_create uprobe: return address of the call */
 	__u32 detached;       /* created with PTHREAD_CREATE_DETACHED */
 	__u32 _pad;
+};
+
+/* Bytes of the creating thread's user stack copied at clone: enough for
+ * libc's pthread_create/clone frames and the caller's first frames (see
+ * BENCHMARKS.md for the size chosen against unwinding success and cost). */
+#define OBS_CLONE_STACK 2048
+
+/* A thread created with CLONE_THREAD, with the creator's user registers at
+ * the clone syscall and the top of its stack: userspace unwinds it to the
+ * creation stack (as perf's DWARF call graphs do). */
+struct obs_task_new_stack {
+	struct obs_task_new t;
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 stack_len;      /* bytes valid in stack[] (copied from sp) */
+	__u32 _pad;
+	__u8 stack[OBS_CLONE_STACK];
+};
+
+/* A futex wait that would sleep on a shared (not PRIVATE) word: glibc's
+ * pthread_join waits so on the joined thread's CLONE_CHILD_CLEARTID word
+ * with val = its TID. Userspace matches it against the clone records. */
+struct obs_join_wait {
+	struct obs_hdr hdr;
+	__u64 uaddr;
+	__u32 val;
+	__u32 _pad;
+};
+
+/* Value of EXITED (key: __u32 tid): a thread that ended by itself (not by
+ * the process's exit) whose join state is read at exit_group. */
+struct obs_exited {
+	__u64 pthread;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+/* obs_join_state.flags */
+#define OBS_JS_READ 1         /* tid_word and joinid hold target memory */
+
+/* glibc's descriptor of an exited thread, read at the process's exit_group
+ * (hdr.tid: the exited thread; hdr is stamped by the exiting thread's CPU). */
+struct obs_join_state {
+	struct obs_hdr hdr;
+	__u64 pthread;
+	__u64 joinid;         /* struct pthread.joinid: pd = detached, other = its joiner */
+	__s32 tid_word;       /* struct pthread.tid: 0 exited, -1 joined, else reused */
+	__u32 flags;          /* OBS_JS_* */
 };
 
 /* Value of CREATING (key: creator tid): a pthread_create in progress. */

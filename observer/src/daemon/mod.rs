@@ -117,6 +117,9 @@ fn event_tgid(ev: &Event) -> Option<u32> {
         | LockProfile { tgid, .. }
         | CodeSymbol { tgid, .. }
         | Mappings { tgid, .. }
+        | CreationStack { tgid, .. }
+        | JoinWait { tgid, .. }
+        | JoinState { tgid, .. }
         | End { tgid, .. } => Some(*tgid),
         Drops { .. } | Scan { .. } => None,
     }
@@ -167,7 +170,8 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         churn: 200,
         kill_on_deadlock: w.kill_on_deadlock,
         // Per-process uprobes cost a teardown at exit: only where asked for.
-        no_thread_uprobes: !w.uprobes,
+        thread_uprobes: w.uprobes,
+        no_thread_uprobes: false,
         uprobes: w.uprobes && deep,
         uprobes_bare: false,
         follow_forks: false,

@@ -71,6 +71,9 @@ pub struct ThreadInfo {
     /// Where it was created (the pthread_create call), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Its creation stack (site first), for findings about thread lifecycle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub creation_stack: Vec<String>,
     /// Native stack at detection (innermost first), and the Python stack
     /// for CPython threads.
     pub frames: Vec<crate::symbol::Frame>,
@@ -154,6 +157,7 @@ impl Ctx<'_> {
             waited_since_before_observation: w.is_some_and(|w| w.before_observation),
             blocked_in: None,
             created_at: t.and_then(|t| self.site(t.create_site)),
+            creation_stack: Vec::new(),
             frames: t
                 .and_then(|t| t.stack.as_ref())
                 .map(|s| s.frames.clone())
@@ -185,6 +189,17 @@ impl Ctx<'_> {
         py.is_some_and(|f| {
             f.function.ends_with("_wait_for_tstate_lock") || f.function.ends_with("Thread.join")
         })
+    }
+
+    /// `ft` with the creation stack of `t`, symbolized while the process was alive.
+    pub fn with_creation_stack(&self, mut ft: ThreadInfo, t: &crate::model::Thread) -> ThreadInfo {
+        if let Some(st) = t
+            .create_stack
+            .and_then(|i| self.process.create_stacks.get(i))
+        {
+            ft.creation_stack = st.iter().filter_map(|&a| self.site(a)).collect();
+        }
+        ft
     }
 
     /// A creation site, as symbolized while the process was alive.

@@ -94,7 +94,10 @@ impl Detector for ThreadLeak {
                 survivors.len(),
                 sites_txt.join(", ")
             ),
-            threads: survivors.iter().map(|t| cx.thread(t.tid)).collect(),
+            threads: survivors
+                .iter()
+                .map(|t| cx.with_creation_stack(cx.thread(t.tid), t))
+                .collect(),
             locks: Vec::new(),
             cycle: Vec::new(),
             key: format!("leak:{}", p.tgid),

@@ -1,7 +1,11 @@
 //! Joinable threads that exited and were never joined or detached by the
 //! end of observation: each keeps its stack and descriptor until joined
-//! (TSan's thread_leak). Needs the pthread_create uprobe (threads it did
-//! not see are not judged) and ignores threads killed by the process's exit.
+//! (TSan's thread_leak). Judged from glibc's thread descriptors, read by
+//! BPF when the process calls exit_group (a join of a thread that had
+//! already exited leaves no other trace): only threads whose descriptor
+//! was read then are judged. Threads killed by the process's exit do not
+//! count; a process that dies by a signal or whose last thread calls
+//! pthread_exit is not judged.
 
 use super::{Ctx, Detector, Finding, FindingKind};
 use crate::report::escape;
@@ -23,14 +27,19 @@ impl Detector for UnjoinedThread {
                     && t.tid != p.tgid
                     && t.exit_ns.is_some()
                     && !t.ended_by_group_exit
+                    && t.unjoined_at_exit
                     && !t.detached
-                    && t.joined_by.is_none()
+                    && !t.joined
+                    && !t.released
             })
             .collect();
         if unjoined.is_empty() {
             return Vec::new();
         }
-        let threads: Vec<_> = unjoined.iter().map(|t| cx.thread(t.tid)).collect();
+        let threads: Vec<_> = unjoined
+            .iter()
+            .map(|t| cx.with_creation_stack(cx.thread(t.tid), t))
+            .collect();
         let mut sites: Vec<String> = threads
             .iter()
             .filter_map(|t| t.created_at.clone())

@@ -29,13 +29,27 @@ pub struct Thread {
     pub preexisting: bool,
     /// The futex wait it is in now.
     pub wait: Option<Wait>,
-    /// pthread_t and creation site, from the pthread_create uprobe (0 if unknown).
+    /// pthread_t (the TLS base at clone on x86_64 glibc, or from the
+    /// pthread_create uprobe; 0 if unknown).
     pub pthread: u64,
+    /// Creation site: return address of the call that created it, from the
+    /// unwound creation stack (or the pthread_create uprobe); 0 if unknown.
     pub create_site: u64,
-    /// Created detached, or pthread_detach'ed later.
+    /// Its creation stack: an index into `Process::create_stacks`.
+    pub create_stack: Option<usize>,
+    /// Created detached, or detached later (pthread_detach).
     pub detached: bool,
-    /// Joined by this thread (pthread_join entry, or a successful try/timed join).
+    /// Known to be joined: a join waited for it, its descriptor says so,
+    /// or the pthread_join uprobe saw it.
+    pub joined: bool,
+    /// Joined by this thread, when known.
     pub joined_by: Option<Tid>,
+    /// Its glibc descriptor was freed or reused: it was joined or detached
+    /// (which one is not known).
+    pub released: bool,
+    /// Its descriptor was read at the process's exit_group and showed it
+    /// neither joined nor detached.
+    pub unjoined_at_exit: bool,
     /// Ended through pthread_exit rather than by returning.
     pub called_pthread_exit: bool,
     /// Ended by the process's exit (exit_group, fatal signal), not by itself.
@@ -150,6 +164,14 @@ pub struct Process {
     pub pi_edeadlk: Vec<(Tid, Wait, u64)>,
     /// Finished waits that were seen (for timelines), oldest first, bounded.
     pub history: History,
+    /// Distinct creation stacks (return addresses, site first); threads
+    /// point into it (most threads share a few).
+    pub create_stacks: Vec<Vec<u64>>,
+    #[serde(skip)]
+    stack_ids: HashMap<Vec<u64>, usize>,
+    /// pthread_t -> the newest thread that had it (descriptors are reused).
+    #[serde(skip)]
+    by_pthread: HashMap<u64, usize>,
 }
 
 /// A finished wait that slept long enough to be seen by the wait-table
@@ -435,7 +457,14 @@ impl Model {
                     }
                 }
                 let p = self.proc_mut(*child_tgid, *ts_ns);
-                p.add_thread(Thread {
+                // A descriptor in use again was freed: its last owner was
+                // joined or detached.
+                if *pthread != 0
+                    && let Some(&i) = p.by_pthread.get(pthread)
+                {
+                    p.threads[i].released = true;
+                }
+                let t = p.add_thread(Thread {
                     tid: *tid,
                     tgid: *child_tgid,
                     names: vec![(*ts_ns, name.clone())],
@@ -448,6 +477,78 @@ impl Model {
                     detached: *detached,
                     ..Default::default()
                 });
+                let tid = t.tid;
+                if *pthread != 0
+                    && let Some(&i) = p.live.get(&tid)
+                {
+                    p.by_pthread.insert(*pthread, i);
+                }
+            }
+            Event::CreationStack {
+                ts_ns,
+                tgid,
+                tid,
+                frames,
+                ..
+            } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                if let Some(&site) = frames.first() {
+                    let n = p.create_stacks.len();
+                    let id = *p.stack_ids.entry(frames.clone()).or_insert(n);
+                    if id == n {
+                        p.create_stacks.push(frames.clone());
+                    }
+                    let t = p.ensure_thread(*tid, *ts_ns);
+                    t.create_stack = Some(id);
+                    if t.create_site == 0 {
+                        t.create_site = site;
+                    }
+                }
+            }
+            Event::JoinWait {
+                ts_ns,
+                tgid,
+                tid,
+                uaddr,
+                val,
+            } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                if let Some(t) = p.thread_mut(*val)
+                    && (t.child_tid_addr == *uaddr || t.child_tid_addr == 0)
+                    && *val != *tid
+                {
+                    t.joined = true;
+                    t.joined_by = Some(*tid);
+                }
+            }
+            Event::JoinState {
+                ts_ns,
+                tgid,
+                tid,
+                pthread,
+                read,
+                tid_word,
+                joinid,
+            } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                let joiner = p
+                    .by_pthread
+                    .get(joinid)
+                    .map(|&i| p.threads[i].tid)
+                    .filter(|_| *joinid != 0);
+                if let Some(t) = p.thread_mut(*tid).filter(|t| t.pthread == *pthread) {
+                    if !*read || *tid_word > 0 {
+                        // unmapped, or the descriptor belongs to a newer thread
+                        t.released = true;
+                    } else if *joinid == *pthread {
+                        t.detached = true;
+                    } else if *joinid != 0 || *tid_word == -1 {
+                        t.joined = true;
+                        t.joined_by = t.joined_by.or(joiner);
+                    } else if *tid_word == 0 {
+                        t.unjoined_at_exit = true;
+                    }
+                }
             }
             Event::ThreadExit {
                 ts_ns,
@@ -620,6 +721,7 @@ impl Model {
                             .find(|t| t.pthread == *pthread && *pthread != 0)
                         {
                             if *op == PthreadOp::Join {
+                                t.joined = true;
                                 t.joined_by = Some(*tid);
                             } else {
                                 t.detached = true;

@@ -160,3 +160,75 @@ fn exit_descriptions() {
     assert_eq!(describe_exit(9), "signal 9");
     assert_eq!(describe_exit(0x86), "signal 6 (core dumped)");
 }
+
+/// Join and detach state without uprobes: join waits on the CLEARTID word,
+/// glibc descriptors read at exit_group, descriptors reused by newer threads.
+#[test]
+fn join_state_from_waits_descriptors_and_reuse() {
+    let mut m = Model::new();
+    let pd = |i: u64| 0x7f00_0000_0000 + i * 0x10_0000;
+    let new = |ts, tid: u32, pthread: u64| Event::ThreadNew {
+        ts_ns: ts,
+        tgid: 1,
+        creator: 1,
+        tid,
+        child_tgid: 1,
+        clone_flags: 0x3d0f00,
+        child_tid_addr: pthread + 0x2d0,
+        name: format!("t{tid}"),
+        pthread,
+        create_site: 0,
+        detached: false,
+    };
+    let exit = |ts, tid| Event::ThreadExit {
+        ts_ns: ts,
+        tgid: 1,
+        tid,
+        exit_code: 0,
+        group_dead: false,
+        group_exit: false,
+    };
+    let state = |tid, pthread, tid_word, joinid| Event::JoinState {
+        ts_ns: 100,
+        tgid: 1,
+        tid,
+        pthread,
+        read: true,
+        tid_word,
+        joinid,
+    };
+    for (i, tid) in [(1, 11), (2, 12), (3, 13), (4, 14), (5, 15)] {
+        m.apply(&new(i, tid, pd(i as u64)));
+    }
+    // 11: joined with a wait on its CLEARTID word (val = its TID)
+    m.apply(&Event::JoinWait {
+        ts_ns: 6,
+        tgid: 1,
+        tid: 1,
+        uaddr: pd(1) + 0x2d0,
+        val: 11,
+    });
+    // a shared wait on another word holding a TID is no join
+    m.apply(&Event::JoinWait {
+        ts_ns: 6,
+        tgid: 1,
+        tid: 1,
+        uaddr: 0x1234,
+        val: 12,
+    });
+    for tid in 11..=15 {
+        m.apply(&exit(10 + tid as u64, tid));
+    }
+    // 14's descriptor is reused by a newer thread: it was freed
+    m.apply(&new(40, 16, pd(4)));
+    m.apply(&state(12, pd(2), 0, pd(2))); // detached (joinid == pd)
+    m.apply(&state(13, pd(3), 0, 0)); // never joined
+    m.apply(&state(15, pd(5), -1, 0)); // joined without a wait
+    let p = m.process(1).unwrap();
+    let t = |tid| p.threads.iter().find(|t| t.tid == tid).unwrap();
+    assert!(t(11).joined && t(11).joined_by == Some(1));
+    assert!(!t(12).joined && t(12).detached);
+    assert!(t(13).unjoined_at_exit && !t(13).joined && !t(13).detached);
+    assert!(t(14).released);
+    assert!(t(15).joined && !t(15).unjoined_at_exit);
+}

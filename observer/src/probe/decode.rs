@@ -2,10 +2,11 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key,
-    obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_lock_edge, obs_lock_key,
-    obs_lock_stats, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_task_exit,
-    obs_task_new, obs_task_rename, obs_wait, obs_wait_done,
+    OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_edge,
+    obs_edge_key, obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_join_state,
+    obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats, obs_owner, obs_pthread,
+    obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new, obs_task_new_stack, obs_task_rename,
+    obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -98,6 +99,44 @@ pub fn lock_kind(k: u32) -> crate::event::AcqKind {
     }
 }
 
+fn thread_new(h: &obs_hdr, r: &obs_task_new) -> Event {
+    Event::ThreadNew {
+        ts_ns: h.ts_ns,
+        tgid: h.tgid,
+        creator: h.tid,
+        tid: r.child_tid,
+        child_tgid: r.child_tgid,
+        clone_flags: r.clone_flags,
+        child_tid_addr: r.child_tid_addr,
+        name: cstr(&r.child_comm),
+        pthread: r.pthread,
+        create_site: r.create_site,
+        detached: r.detached != 0,
+    }
+}
+
+/// Decodes one ring buffer record into its events (a thread created with
+/// its creator's stack gives two).
+pub fn decode_into(b: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    let h: obs_hdr = read(b, 0)?;
+    if h.kind == obs_rec_kind::OBS_REC_TASK_NEW_STACK as u32 {
+        let r: obs_task_new_stack = read(b, h.kind)?;
+        let len = (r.stack_len as usize).min(r.stack.len());
+        out.push(thread_new(&h, &r.t));
+        out.push(Event::CreationStack {
+            ts_ns: h.ts_ns,
+            tgid: r.t.child_tgid,
+            tid: r.t.child_tid,
+            regs: [r.ip, r.sp, r.bp],
+            stack: r.stack[..len].to_vec(),
+            frames: Vec::new(),
+        });
+        return Ok(());
+    }
+    out.push(decode_record(b)?);
+    Ok(())
+}
+
 /// Decodes one ring buffer record into an event.
 pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
     let h: obs_hdr = read(b, 0)?;
@@ -106,18 +145,29 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
     let ev = match k {
         x if x == obs_rec_kind::OBS_REC_TASK_NEW as u32 => {
             let r: obs_task_new = read(b, k)?;
-            Event::ThreadNew {
+            thread_new(&h, &r)
+        }
+        x if x == obs_rec_kind::OBS_REC_JOIN_WAIT as u32 => {
+            let r: obs_join_wait = read(b, k)?;
+            Event::JoinWait {
                 ts_ns,
                 tgid,
-                creator: tid,
-                tid: r.child_tid,
-                child_tgid: r.child_tgid,
-                clone_flags: r.clone_flags,
-                child_tid_addr: r.child_tid_addr,
-                name: cstr(&r.child_comm),
+                tid,
+                uaddr: r.uaddr,
+                val: r.val,
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_JOIN_STATE as u32 => {
+            let r: obs_join_state = read(b, k)?;
+            let ok = r.flags & OBS_JS_READ != 0;
+            Event::JoinState {
+                ts_ns,
+                tgid,
+                tid,
                 pthread: r.pthread,
-                create_site: r.create_site,
-                detached: r.detached != 0,
+                read: ok,
+                tid_word: if ok { r.tid_word } else { 0 },
+                joinid: if ok { r.joinid } else { 0 },
             }
         }
         x if x == obs_rec_kind::OBS_REC_TASK_EXIT as u32 => {

@@ -94,12 +94,14 @@ mod sysfn {
     pub const FUTEX: &str = "__x64_sys_futex";
     pub const FUTEX_WAITV: &str = "__x64_sys_futex_waitv";
     pub const FUTEX_WAIT: &str = "__x64_sys_futex_wait";
+    pub const EXIT_GROUP: &str = "__x64_sys_exit_group";
 }
 #[cfg(target_arch = "aarch64")]
 mod sysfn {
     pub const FUTEX: &str = "__arm64_sys_futex";
     pub const FUTEX_WAITV: &str = "__arm64_sys_futex_waitv";
     pub const FUTEX_WAIT: &str = "__arm64_sys_futex_wait";
+    pub const EXIT_GROUP: &str = "__arm64_sys_exit_group";
 }
 
 /// A group of hooks that serve one purpose, with its rungs.
@@ -121,6 +123,7 @@ const GROUPS: &[Group] = &[
                     opt("fexit_futex_waitv", How::Fexit(sysfn::FUTEX_WAITV)),
                     opt("fentry_futex_wait", How::Fentry(sysfn::FUTEX_WAIT)),
                     opt("fexit_futex_wait", How::Fexit(sysfn::FUTEX_WAIT)),
+                    opt("fentry_exit_group", How::Fentry(sysfn::EXIT_GROUP)),
                 ],
             ),
             (
@@ -157,6 +160,10 @@ const GROUPS: &[Group] = &[
                     opt(
                         "tp_sys_exit_futex",
                         How::Tp("syscalls", "sys_exit_futex_wait"),
+                    ),
+                    opt(
+                        "tp_sys_enter_exit_group",
+                        How::Tp("syscalls", "sys_enter_exit_group"),
                     ),
                 ],
             ),

@@ -66,9 +66,11 @@ pub struct ThreadOut {
     pub exit_ns: Option<u64>,
     pub exit_code: Option<i32>,
     pub preexisting: bool,
-    /// pthread_create call site (symbolized), when the uprobe saw it.
+    /// Creation site (symbolized), when known.
     pub created_at: Option<String>,
     pub detached: bool,
+    /// Known to be joined (`joined_by` names the joiner when known).
+    pub joined: bool,
     pub joined_by: Option<u32>,
 }
 
@@ -149,6 +151,7 @@ pub fn build<'a>(
                         .unwrap_or_else(|| format!("{:#x}", t.create_site))
                 }),
                 detached: t.detached,
+                joined: t.joined,
                 joined_by: t.joined_by,
             });
         }

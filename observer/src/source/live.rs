@@ -66,9 +66,10 @@ impl LiveSource {
     pub fn drain(&mut self, out: &mut Vec<Event>) {
         let rb = self.ring.get_mut();
         while let Some(item) = rb.next() {
-            match decode::decode_record(&item) {
-                Ok(ev) => {
-                    if let Event::WaitDone { tid, wait, .. } = &ev
+            let first = out.len();
+            match decode::decode_into(&item, out) {
+                Ok(()) => {
+                    if let Some(Event::WaitDone { tid, wait, .. }) = out.get(first)
                         && self
                             .seen
                             .get(tid)
@@ -76,7 +77,6 @@ impl LiveSource {
                     {
                         self.seen.remove(tid);
                     }
-                    out.push(ev)
                 }
                 Err(e) => {
                     self.decode_errors += 1;

@@ -78,7 +78,7 @@ pub struct Frame {
 
 /// User registers of a blocked thread: from BPF at syscall entry (ip, sp,
 /// bp) or from /proc/PID/task/TID/syscall (sp and pc only; bp = 0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Regs {
     pub ip: u64,
     pub sp: u64,
@@ -104,6 +104,7 @@ struct Proc {
     modules: Vec<Module>,
     unwinder: native::Unwinder64,
     cache: framehop::x86_64::CacheX86_64,
+    creation: native::CreationCache,
 }
 
 impl Proc {
@@ -378,6 +379,7 @@ impl Symbolizer {
                 modules,
                 unwinder,
                 cache: framehop::x86_64::CacheX86_64::new(),
+                creation: native::CreationCache::default(),
             };
             self.procs.insert(pid, p);
         }
@@ -430,6 +432,7 @@ impl Symbolizer {
                     modules,
                     unwinder,
                     cache: framehop::x86_64::CacheX86_64::new(),
+                    creation: native::CreationCache::default(),
                 },
             );
         }
@@ -546,6 +549,42 @@ impl Symbolizer {
     ) -> anyhow::Result<Vec<Frame>> {
         let mut r = self.unwind_and_symbolize(pid, vec![(0, Ok(regs), Some(bytes))]);
         r.pop().map(|x| x.1).unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// A thread's creation stack, from its creator's registers at the clone
+    /// and a copy of the top of its stack taken then (by BPF): return
+    /// addresses from the creation site outwards (see
+    /// [`native::creation_frames`]). Unwinding only, no symbols: it runs for
+    /// every thread created; [`Symbolizer::call_site`] names the addresses.
+    /// A process that has exited is unwound with the mappings last read.
+    pub fn creation_stack(&mut self, pid: u32, regs: Regs, bytes: Vec<u8>) -> Vec<u64> {
+        // Cached mappings that cover the clone are used as they are: a
+        // churning process creates thousands of threads a second, and by the
+        // time they are unwound it may be gone (or a zombie, with no maps).
+        let known = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| p.module_of_code(regs.ip).is_some());
+        if !known {
+            let alive = self
+                .proc(pid, false)
+                .is_ok_and(|p| p.module_of_code(regs.ip).is_some())
+                || self
+                    .proc(pid, true)
+                    .is_ok_and(|p| p.module_of_code(regs.ip).is_some());
+            if !alive {
+                return Vec::new();
+            }
+        }
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let stack = native::StackCopy {
+            base: regs.sp,
+            bytes,
+        };
+        p.creation
+            .stack(&p.unwinder, &mut p.cache, &p.modules, regs, &stack)
     }
 
     #[allow(clippy::type_complexity)]
@@ -719,8 +758,16 @@ impl Symbolizer {
     pub fn call_site(&mut self, pid: u32, ret_addr: u64) -> Option<Frame> {
         let lookup = ret_addr.checked_sub(1)?;
         for force in [false, true] {
-            let p = self.proc(pid, force).ok()?;
-            let Some(m) = p.modules.iter().find(|m| m.code.contains(&lookup)).cloned() else {
+            let alive = start_time(pid).is_some();
+            let m = if alive {
+                let p = self.proc(pid, force).ok()?;
+                p.modules.iter().find(|m| m.code.contains(&lookup)).cloned()
+            } else {
+                // gone: the mappings read while it lived
+                let p = self.procs.get(&pid)?;
+                p.modules.iter().find(|m| m.code.contains(&lookup)).cloned()
+            };
+            let Some(m) = m else {
                 continue;
             };
             let svma = m.svma(lookup);

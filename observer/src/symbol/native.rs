@@ -115,6 +115,119 @@ pub(super) fn unwind(
     out
 }
 
+/// Creation stacks already unwound, per process: threads created from the
+/// same place give the same registers and the same return addresses. An
+/// entry records every stack word the unwinder read; a new copy with the
+/// same registers and the same values at those words unwinds identically,
+/// so the result is reused exactly (a churning process would otherwise be
+/// unwound thousands of times a second).
+/// The stack words an unwinding read (address, value), and its result.
+type Unwound = (Vec<(u64, u64)>, Vec<u64>);
+
+#[derive(Default)]
+pub(super) struct CreationCache {
+    seen: std::collections::HashMap<Regs, Vec<Unwound>>,
+}
+
+/// Distinct stacks kept per register set (the same sp and ip reached
+/// through different paths).
+const CREATION_VARIANTS: usize = 8;
+/// Register sets remembered before the cache starts over (bounds memory).
+const CREATION_KEYS: usize = 4096;
+
+impl CreationCache {
+    pub fn stack(
+        &mut self,
+        unwinder: &Unwinder64,
+        cache: &mut CacheX86_64,
+        modules: &[Module],
+        regs: Regs,
+        stack: &StackCopy,
+    ) -> Vec<u64> {
+        if self.seen.len() >= CREATION_KEYS {
+            self.seen.clear();
+        }
+        let variants = self.seen.entry(regs).or_default();
+        if let Some((_, r)) = variants
+            .iter()
+            .find(|(reads, _)| reads.iter().all(|&(a, v)| stack.read_u64(a) == Ok(v)))
+        {
+            return r.clone();
+        }
+        // glibc ends clone3's and clone's CFI before the syscall (the
+        // child's unwind info would be wrong), so no rule covers the ip.
+        // Both are frameless in the parent: the return address is at sp.
+        let mut reads = Vec::new();
+        let Ok(ret) = stack.read_u64(regs.sp) else {
+            return Vec::new();
+        };
+        reads.push((regs.sp, ret));
+        let mut addrs = vec![FrameAddress::from_instruction_pointer(regs.ip)];
+        let mut read = |addr: u64| {
+            let v = stack.read_u64(addr);
+            if let Ok(v) = v {
+                reads.push((addr, v));
+            }
+            v
+        };
+        // The caller's frame: its pc is a return address (looked up as is;
+        // the rule after a call is the rule of the call).
+        let mut it = unwinder.iter_frames(
+            ret,
+            UnwindRegsX86_64::new(ret, regs.sp + 8, regs.bp),
+            cache,
+            &mut read,
+        );
+        while let Ok(Some(f)) = it.next() {
+            match f {
+                FrameAddress::InstructionPointer(pc) => {
+                    addrs.extend(FrameAddress::from_return_address(pc));
+                }
+                other => addrs.push(other),
+            }
+            if addrs.len() >= MAX_FRAMES {
+                break;
+            }
+        }
+        let r = creation_frames(modules, &addrs);
+        if r.is_empty() {
+            return r; // a failed walk teaches nothing about the next one
+        }
+        if variants.len() >= CREATION_VARIANTS {
+            variants.remove(0);
+        }
+        variants.push((reads, r.clone()));
+        r
+    }
+}
+
+/// A creation stack from the creation site outwards (return addresses).
+/// The clone syscall runs in libc (frame 0's module), whose pthread_create
+/// and clone frames come first; a C++ runtime's thread wrapper
+/// (`std::thread` in libstdc++/libc++) is skipped too, so that the site is
+/// the program's own call. Nothing left (a static binary): empty.
+pub(super) fn creation_frames(modules: &[Module], addrs: &[FrameAddress]) -> Vec<u64> {
+    let module_of = |a: u64| modules.iter().position(|m| m.code.contains(&a));
+    let Some(first) = addrs.first() else {
+        return Vec::new();
+    };
+    let libc = module_of(first.address_for_lookup());
+    let runtime = |i: Option<usize>| {
+        i.is_some_and(|i| {
+            let file = modules[i].name.rsplit('/').next().unwrap_or_default();
+            file.starts_with("libstdc++") || file.starts_with("libc++")
+        })
+    };
+    let site = addrs.iter().skip(1).position(|f| {
+        let m = module_of(f.address_for_lookup());
+        m.is_some() && m != libc && !runtime(m)
+    });
+    match site {
+        Some(i) => addrs[i + 1..].iter().map(|f| f.address()).collect(),
+        None => Vec::new(),
+    }
+}
+
 /// Turns one blazesym result into our frames (inlined callees first).
 pub(super) fn frames_from_sym(
     addr: u64,
