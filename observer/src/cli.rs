@@ -52,23 +52,75 @@ pub enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
-    /// Re-run the model offline on a stream written by --record (no root needed).
+    /// Record every event of a run or an attach to FILE for `observer replay`
+    /// (like `run`/`attach` with --record; all their options apply).
+    Record {
+        /// The recording to write (JSON lines, schema observer.recording/1).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Attach to this running process instead of starting CMD.
+        #[arg(short, long, conflicts_with = "cmd")]
+        pid: Option<u32>,
+        /// With -p: stop after this long (30, 1.5s, 500ms, 2m; a bare number is seconds).
+        #[arg(short, long, value_name = "DURATION", requires = "pid", value_parser = duration_secs)]
+        duration: Option<f64>,
+        #[command(flatten)]
+        opts: ObserveOpts,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
+        cmd: Vec<String>,
+    },
+    /// Re-run the model offline on a recording (no root needed): the same
+    /// findings, judged with the live run's limits (from the recording's header).
     Replay {
-        /// The recorded event stream (JSON lines).
-        file: PathBuf,
-        /// Write the JSON report to FILE.
-        #[arg(long, value_name = "FILE")]
-        report: Option<PathBuf>,
-        /// Long-wait threshold used for the summary (5, 500ms, 2m; a bare number is seconds).
-        #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = duration_secs)]
-        long_wait: f64,
+        #[command(flatten)]
+        args: ReplayArgs,
     },
     /// Check this machine: kernel features, privileges, and which hooks attach.
     Doctor,
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The recording (`observer record`, or --record of run/attach).
+    pub file: PathBuf,
+    /// What goes to stdout: findings and summary as text, or the JSON report.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub pictures: PictureOpts,
+    /// Long-wait threshold (5, 500ms, 2m; default: the recorded run's, else 5s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_secs)]
+    pub long_wait: Option<f64>,
+    /// Stuck-thread threshold (10, 2m; default: the recorded run's, else 10s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_secs)]
+    pub stuck: Option<f64>,
+    /// Thread creations per second that count as churn (default: the recorded run's, else 200).
+    #[arg(long, value_name = "N")]
+    pub churn: Option<u64>,
+}
+
+/// Picture files written at the end (see README "Report formats").
+#[derive(Args, Debug, Clone, Default)]
+pub struct PictureOpts {
+    /// Write a timeline to FILE (Chrome trace-event JSON: open it in ui.perfetto.dev).
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Write the wait-for graph to FILE (Graphviz DOT: `dot -Tsvg FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub dot: Option<PathBuf>,
+    /// Write a self-contained HTML page to FILE: findings, cycles drawn, threads.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ObserveOpts {
+    #[command(flatten)]
+    pub pictures: PictureOpts,
     /// No live lines; only the final summary.
     #[arg(short, long)]
     pub quiet: bool,
@@ -207,10 +259,10 @@ mod tests {
             (Some(1.5), 5.0, 10.0)
         );
         let c = Cli::try_parse_from(["observer", "replay", "f", "--long-wait", "2"]).unwrap();
-        let Command::Replay { long_wait, .. } = c.cmd else {
+        let Command::Replay { args } = c.cmd else {
             panic!()
         };
-        assert_eq!(long_wait, 2.0);
+        assert_eq!(args.long_wait, Some(2.0));
         let e =
             Cli::try_parse_from(["observer", "run", "--long-wait", "5x", "--", "x"]).unwrap_err();
         assert!(

@@ -6,6 +6,7 @@ mod event;
 mod graph;
 mod model;
 mod probe;
+mod recording;
 mod replay;
 mod report;
 mod session;
@@ -15,7 +16,7 @@ mod sys;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 
 use cli::{Cli, Command};
@@ -58,41 +59,23 @@ fn dispatch(cli: Cli) -> Result<u8> {
             duration,
             opts,
         } => session::attach(opts, pid, duration, cli.verbose),
-        Command::Replay {
-            file,
-            report,
-            long_wait,
-        } => replay(&file, report.as_deref(), long_wait),
+        Command::Record {
+            output,
+            pid,
+            duration,
+            mut opts,
+            cmd,
+        } => {
+            opts.record = Some(output);
+            match pid {
+                Some(pid) => session::attach(opts, pid, duration, cli.verbose),
+                None => session::run(opts, cmd, cli.verbose),
+            }
+        }
+        Command::Replay { args } => recording::replay(&args),
         Command::Dump { pid, format } => session::dump(pid, format == "json"),
         Command::Doctor => doctor(),
     }
-}
-
-fn replay(
-    file: &std::path::Path,
-    report_to: Option<&std::path::Path>,
-    long_wait: f64,
-) -> Result<u8> {
-    let long_wait_ns = cli::secs_to_ns(long_wait, "--long-wait")?;
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let out = match report_to {
-        Some(p) => Some(
-            std::fs::File::create(p)
-                .with_context(|| format!("cannot write report {}", p.display()))?,
-        ),
-        None => None,
-    };
-    let events = replay::read(&text).with_context(|| format!("{}", file.display()))?;
-    let (m, engine) = replay::replay(&events, detect::Limits::new(long_wait_ns));
-    print!("{}", report::findings::all(&engine.findings));
-    println!();
-    print!("{}", report::text::summary(&m, long_wait_ns));
-    if let Some(f) = out {
-        serde_json::to_writer_pretty(f, &report::json::build(&m, "replay", &[], &engine.findings))
-            .context("writing the report")?;
-    }
-    Ok(0)
 }
 
 fn doctor() -> Result<u8> {

@@ -13,11 +13,12 @@ use crate::{
 };
 
 /// How often replay runs the detectors, in event time, for streams
-/// without `scan` events (the live scan period).
-const REPLAY_CHECK_NS: u64 = 25_000_000;
+/// without `scan` events and without a header (the live scan period).
+pub const REPLAY_CHECK_NS: u64 = 25_000_000;
 
-/// Replays `events`; returns the model and the engine with its findings.
-pub fn replay(events: &[Event], limits: Limits) -> (Model, Engine) {
+/// Replays `events`, judging every `check_ns` of event time when the stream
+/// has no `scan` events; returns the model and the engine with its findings.
+pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine) {
     let scans = events.iter().any(|e| matches!(e, Event::Scan { .. }));
     let mut m = Model::new();
     let mut engine = Engine::new(limits);
@@ -32,7 +33,28 @@ pub fn replay(events: &[Event], limits: Limits) -> (Model, Engine) {
         }
     };
     let mut last_check = 0u64;
+    // The live run fed what it learnt while judging a scan (symbols, lock
+    // owners, stacks: stamped with the scan's time, or not at all, or
+    // mappings) before it
+    // accepted findings: judge once those are applied too. A wait that
+    // ended or changed at the scan's time after it means the live
+    // confirmation failed: it reported nothing there.
+    let mut pending: Option<(u64, bool)> = None;
     for ev in events {
+        if let Some((at, rejected)) = pending {
+            // Mappings are stamped when read (the model ignores them).
+            let later =
+                ev.ts_ns().is_some_and(|t| t != at) && !matches!(ev, Event::Mappings { .. });
+            if matches!(ev, Event::Scan { .. }) || later {
+                if !rejected {
+                    name(&mut m, &mut symbols, have_maps);
+                    engine.check(&m, at);
+                }
+                pending = None;
+            } else if matches!(ev, Event::WaitEnd { .. } | Event::WaitWords { .. }) {
+                pending = Some((at, true));
+            }
+        }
         if let Event::Mappings { tgid, maps, .. } = ev {
             symbols.add_recorded(*tgid, maps.clone());
             have_maps = true;
@@ -40,11 +62,10 @@ pub fn replay(events: &[Event], limits: Limits) -> (Model, Engine) {
         match ev {
             Event::Scan { ts_ns } => {
                 m.apply(ev);
-                name(&mut m, &mut symbols, have_maps);
-                engine.check(&m, *ts_ns);
+                pending = Some((*ts_ns, false));
             }
             _ if !scans => {
-                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + REPLAY_CHECK_NS) {
+                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
                     if last_check != 0 {
                         name(&mut m, &mut symbols, have_maps);
                         engine.check(&m, m.last_ns);
@@ -56,21 +77,11 @@ pub fn replay(events: &[Event], limits: Limits) -> (Model, Engine) {
             _ => m.apply(ev),
         }
     }
+    if let Some((at, false)) = pending {
+        name(&mut m, &mut symbols, have_maps);
+        engine.check(&m, at);
+    }
     name(&mut m, &mut symbols, have_maps);
     engine.finish(&m, m.last_ns);
     (m, engine)
-}
-
-/// Reads a recording (JSON lines, as `--record` writes them).
-pub fn read(text: &str) -> anyhow::Result<Vec<Event>> {
-    let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let ev: Event = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("line {}: not an observer event: {e}", i + 1))?;
-        events.push(ev);
-    }
-    Ok(events)
 }

@@ -33,6 +33,7 @@ use crate::{
 struct Outputs {
     report: Option<(PathBuf, File)>,
     record: Option<BufWriter<File>>,
+    pictures: crate::recording::Pictures,
 }
 
 fn create(p: &PathBuf, what: &str) -> Result<File> {
@@ -50,6 +51,7 @@ impl Outputs {
                 Some(p) => Some(BufWriter::new(create(p, "recording")?)),
                 None => None,
             },
+            pictures: crate::recording::Pictures::open(&opts.pictures)?,
         })
     }
 }
@@ -91,13 +93,16 @@ struct Session {
 }
 
 impl Session {
-    fn new(opts: ObserveOpts, out: Outputs) -> Result<Session> {
+    fn new(opts: ObserveOpts, mut out: Outputs) -> Result<Session> {
         let long_wait_ns = opts.long_wait_ns()?;
         let limits = crate::detect::Limits {
             long_wait_ns,
             stuck_ns: crate::cli::secs_to_ns(opts.stuck, "--stuck")?,
             churn_per_s: opts.churn,
         };
+        if let Some(rec) = &mut out.record {
+            crate::recording::Header::new(&limits, opts.scan_interval).write(rec)?;
+        }
         Ok(Session {
             opts,
             long_wait_ns,
@@ -360,6 +365,9 @@ impl Session {
                 .and_then(|_| Ok(w.flush()?))
                 .with_context(|| format!("cannot write report {}", path.display()))?;
         }
+        self.out
+            .pictures
+            .write(&self.model, &self.engine.findings)?;
         Ok(())
     }
 }

@@ -1,8 +1,6 @@
 //! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
 
 mod bench;
-mod bench_deep;
-mod bench_detect;
 
 use std::{
     path::{Path, PathBuf},
@@ -296,15 +294,11 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
-        Some("bench") if args.get(1).map(String::as_str) == Some("detect") => {
-            bench_detect::main(&args[2..])
-        }
-        Some("bench") if args.get(1).map(String::as_str) == Some("deep") => {
-            bench_deep::main(&args[2..])
-        }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),
-        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep]|vmlinux|record [FIXTURE...]"),
+        _ => bail!(
+            "usage: cargo xtask test|demo|bench [list|detect|deep|...]|vmlinux|record [FIXTURE...]"
+        ),
     }
 }

@@ -26,12 +26,13 @@ fn recording(name: &str) -> String {
 
 /// Replays a recording with the thresholds it was recorded with.
 fn replay(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Vec<Finding>) {
-    let events = crate::replay::read(&recording(name)).expect("recording parses");
+    let (_, events) =
+        crate::recording::parse(recording(name).as_bytes(), name).expect("recording parses");
     let limits = Limits {
         stuck_ns: (stuck_s * 1e9) as u64,
         ..Limits::new((long_wait_s * 1e9) as u64)
     };
-    let (m, engine) = crate::replay::replay(&events, limits);
+    let (m, engine) = crate::replay::replay(&events, limits, crate::replay::REPLAY_CHECK_NS);
     (m, engine.findings)
 }
 

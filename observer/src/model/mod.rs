@@ -3,7 +3,7 @@
 
 pub mod lifecycle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -148,6 +148,124 @@ pub struct Process {
     pub lock_profiles: BTreeMap<(u64, u32), (AcqKind, LockProfile)>,
     /// PI lock attempts the kernel refused with EDEADLK: (tid, wait, when).
     pub pi_edeadlk: Vec<(Tid, Wait, u64)>,
+    /// Finished waits that were seen (for timelines), oldest first, bounded.
+    pub history: History,
+}
+
+/// A finished wait that slept long enough to be seen by the wait-table
+/// scan or to be reported by the kernel. Shorter waits exist only in the
+/// kernel's per-lock totals (`locks`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PastWait {
+    pub tid: Tid,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// What it waited for and who held it, as classified when it ended.
+    pub target: crate::graph::Target,
+    pub op: u32,
+    /// The syscall result when the kernel reported it.
+    pub ret: Option<i64>,
+    /// It began before observation: `start_ns` is when it was first seen.
+    pub before_observation: bool,
+}
+
+/// An interval in which a thread is known to have held a lock.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hold {
+    pub lock: u64,
+    pub tid: Tid,
+    pub kind: AcqKind,
+    pub from_ns: u64,
+    /// None: still held when last seen.
+    pub to_ns: Option<u64>,
+}
+
+/// Bounded history for timelines: the oldest entries go first.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct History {
+    pub waits: VecDeque<PastWait>,
+    pub waits_dropped: u64,
+    /// Deep tier: lock owners as the uprobes reported them.
+    pub holds: VecDeque<Hold>,
+    pub holds_dropped: u64,
+}
+
+/// Entries of each history list kept per process.
+pub const HISTORY_MAX: usize = 100_000;
+
+impl History {
+    fn push_wait(&mut self, w: PastWait) {
+        // The kernel's report of a wait the scan already ended: one entry.
+        if let Some(last) = self
+            .waits
+            .iter_mut()
+            .rev()
+            .take(64)
+            .find(|x| x.tid == w.tid && x.start_ns == w.start_ns)
+        {
+            last.end_ns = last.end_ns.max(w.end_ns);
+            last.ret = last.ret.or(w.ret);
+            return;
+        }
+        if self.waits.len() >= HISTORY_MAX {
+            self.waits.pop_front();
+            self.waits_dropped += 1;
+        }
+        self.waits.push_back(w);
+    }
+
+    fn owner(&mut self, lock: u64, owner: Option<Tid>, kind: AcqKind, ts_ns: u64) {
+        if let Some(h) = self
+            .holds
+            .iter_mut()
+            .rev()
+            .find(|h| h.lock == lock && h.to_ns.is_none())
+        {
+            if Some(h.tid) == owner {
+                return;
+            }
+            h.to_ns = Some(ts_ns);
+        }
+        if let Some(tid) = owner {
+            if self.holds.len() >= HISTORY_MAX {
+                self.holds.pop_front();
+                self.holds_dropped += 1;
+            }
+            self.holds.push_back(Hold {
+                lock,
+                tid,
+                kind,
+                from_ns: ts_ns,
+                to_ns: None,
+            });
+        }
+    }
+
+    fn held_until_exit(&mut self, l: &HeldLock, tid: Tid, exit_ns: u64) {
+        if self.holds.len() >= HISTORY_MAX {
+            self.holds.pop_front();
+            self.holds_dropped += 1;
+        }
+        self.holds.push_back(Hold {
+            lock: l.lock,
+            tid,
+            kind: l.kind,
+            from_ns: l.acquired_ns.min(exit_ns),
+            to_ns: Some(exit_ns),
+        });
+    }
+
+    fn ended(&mut self, p: &Process, tid: Tid, w: &Wait, end_ns: u64, ret: Option<i64>) {
+        self.push_wait(PastWait {
+            tid,
+            start_ns: w.start_ns,
+            end_ns,
+            target: crate::graph::classify(w, p),
+            op: w.op,
+            ret,
+            before_observation: w.origin == crate::event::WaitOrigin::Snapshot,
+        });
+    }
 }
 
 impl Process {
@@ -344,7 +462,12 @@ impl Model {
                 t.exit_ns = Some(*ts_ns);
                 t.exit_code = Some(*exit_code);
                 t.ended_by_group_exit = *group_exit;
-                t.wait = None;
+                if let Some(w) = t.wait.take() {
+                    let mut h = std::mem::take(&mut p.history);
+                    h.ended(p, *tid, &w, *ts_ns, None);
+                    p.history = h;
+                }
+                let t = p.ensure_thread(*tid, *ts_ns);
                 t.stuck = None;
                 if *group_dead {
                     p.observed_to_ns = Some(*ts_ns);
@@ -400,11 +523,15 @@ impl Model {
                 tgid,
                 tid,
                 start_ns,
-                ..
+                ret,
             } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
+                let p = self.proc_mut(*tgid, *ts_ns);
+                let t = p.ensure_thread(*tid, *ts_ns);
                 if t.wait.as_ref().is_some_and(|w| w.start_ns == *start_ns) {
-                    t.wait = None;
+                    let w = t.wait.take().expect("checked");
+                    let mut h = std::mem::take(&mut p.history);
+                    h.ended(p, *tid, &w, *ts_ns, *ret);
+                    p.history = h;
                 }
             }
             Event::WaitDone {
@@ -416,9 +543,14 @@ impl Model {
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 let t = p.ensure_thread(*tid, *ts_ns);
-                if t.wait.as_ref().is_some_and(|w| w.start_ns == wait.start_ns) {
-                    t.wait = None;
-                }
+                // The copy seen in progress has the freshest words (holder).
+                let seen = t
+                    .wait
+                    .take_if(|w| w.start_ns == wait.start_ns)
+                    .unwrap_or_else(|| wait.clone());
+                let mut h = std::mem::take(&mut p.history);
+                h.ended(p, *tid, &seen, *ts_ns, Some(*ret));
+                p.history = h;
                 if *ret == -(libc::EDEADLK as i64) && crate::event::futex::is_pi(wait.op) {
                     p.pi_edeadlk.push((*tid, wait.clone(), *ts_ns));
                 }
@@ -585,6 +717,7 @@ impl Model {
                 kind,
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
+                p.history.owner(*lock, *owner, *kind, *ts_ns);
                 match owner {
                     Some(t) => p.lock_owners.insert(*lock, (*t, *kind)),
                     None => p.lock_owners.remove(lock),
@@ -596,9 +729,11 @@ impl Model {
                 tid,
                 locks,
             } => {
-                self.proc_mut(*tgid, *ts_ns)
-                    .exit_held
-                    .push((*tid, *ts_ns, locks.clone()));
+                let p = self.proc_mut(*tgid, *ts_ns);
+                for l in locks {
+                    p.history.held_until_exit(l, *tid, *ts_ns);
+                }
+                p.exit_held.push((*tid, *ts_ns, locks.clone()));
             }
             Event::LockProfile {
                 tgid,

@@ -1,9 +1,14 @@
 //! Reports: live lines, the text summary, JSON.
 
+pub mod dot;
 pub mod dump;
 pub mod findings;
+pub mod html;
 pub mod json;
 pub mod live;
+pub mod perfetto;
+#[cfg(test)]
+pub mod pictures_tests;
 pub mod text;
 
 use std::fmt::Write as _;
