@@ -219,8 +219,8 @@ impl Session {
             .collect();
         if !src.confirm(&tids, now, &mut evs) {
             // Something moved since the scan: judge again on fresh data.
+            // (No scan recorded: replay must not judge this state either.)
             self.feed(&mut evs)?;
-            self.mark_scan(now, false)?;
             return Ok(Vec::new());
         }
         // The stacks of the threads named, taken now, without stopping them.

@@ -32,7 +32,9 @@ fn run(argv: &[String], extra: &[&str], code: i32) -> (Value, Vec<String>) {
     let st = p.wait_exit(T);
     assert_eq!(st.code(), Some(code), "{:?}", p.stderr);
     assert_no_programs_left();
-    (read_json(&rep), p.stdout.clone())
+    let r = read_json(&rep);
+    assert_uprobes_attached(&r);
+    (r, p.stdout.clone())
 }
 
 fn c(name: &str) -> Vec<String> {

@@ -28,7 +28,10 @@ fn run(argv: &[String], extra: &[&str]) -> (Value, Vec<String>) {
     });
     let st = p.wait_exit(T);
     assert_eq!(st.code(), Some(0), "{:?}", p.stderr);
-    (read_json(&rep), p.stdout.clone())
+    let r = read_json(&rep);
+    // creation sites and joins come from the thread uprobes
+    assert_uprobes_attached(&r);
+    (r, p.stdout.clone())
 }
 
 fn bin(name: &str) -> Vec<String> {

@@ -44,7 +44,12 @@ fn fit(pts: &[(f64, f64)]) -> (f64, f64) {
 impl Detector for ThreadLeak {
     fn check(&self, cx: &Ctx) -> Vec<Finding> {
         let p = cx.process;
-        let t0 = p.observed_from_ns;
+        // From the start of the running image: `run` holds the child before
+        // its exec (while the probes attach), a flat stretch that is not the
+        // program's.
+        let t0 = p
+            .exec_ns
+            .map_or(p.observed_from_ns, |e| e.max(p.observed_from_ns));
         let t1 = p.observed_to_ns.unwrap_or(cx.now_ns).min(cx.now_ns);
         if t1 <= t0 || t1 - t0 < MIN_SPAN_NS {
             return Vec::new();

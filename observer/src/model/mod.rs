@@ -146,6 +146,8 @@ pub struct Process {
     /// Attached to a running process (rather than started by `run`).
     pub attached: bool,
     pub observed_from_ns: u64,
+    /// When the running image began (the last exec seen), if one was seen.
+    pub exec_ns: Option<u64>,
     pub observed_to_ns: Option<u64>,
     pub exit_status: Option<i32>,
     /// Every thread ever seen, in order of first sight (TIDs can be reused).
@@ -295,6 +297,7 @@ impl Process {
         Process {
             tgid,
             observed_from_ns: ts_ns,
+            exec_ns: None,
             ..Default::default()
         }
     }
@@ -599,6 +602,7 @@ impl Model {
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 p.exe = Some(filename.clone());
+                p.exec_ns = Some(*ts_ns);
                 if old_tid != tid {
                     // A non-leader thread exec'd: it takes over the leader's TID.
                     if let Some(&i) = p.live.get(old_tid) {

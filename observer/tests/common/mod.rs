@@ -317,3 +317,10 @@ pub fn assert_no_programs_left() {
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Tests whose findings come from uprobes first check that they attached
+/// (a race or a missing library would otherwise look like "no finding").
+pub fn assert_uprobes_attached(r: &serde_json::Value) {
+    let n = r["uprobes_attached"].as_u64().unwrap_or(0);
+    assert!(n > 0, "no uprobes attached: {:#}", r["hooks"]);
+}
