@@ -65,6 +65,10 @@ volatile const __u64 LONG_WAIT_NS = 1000000000ULL;
 volatile const __u8 FOLLOW_FORKS = 0;
 /* Deep tier (--uprobes) is on: futex waits mark the pending lock call contended. */
 volatile const __u8 DEEP = 0;
+/* Stop a watched process at exec (SIGSTOP) until userspace has put the
+ * deep tier's uprobes on what it will map, then continues it (`run`). */
+volatile const __u8 STOP_ON_EXEC = 0;
+#define SIGSTOP_ 19
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -640,6 +644,12 @@ static __always_inline int exec_rec(__u32 old_tid, const char *filename)
 	r->_pad = 0;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);
+	if (STOP_ON_EXEC) {
+		/* delivered before the new image's first instruction */
+		bpf_send_signal(SIGSTOP_);
+		rec_submit(r, true);
+		return 0;
+	}
 	rec_submit(r, false);
 	return 0;
 }

@@ -3,6 +3,8 @@
 //! through `decode` and becomes typed events elsewhere.
 
 pub mod decode;
+pub mod deps;
+pub mod site;
 
 use std::{collections::HashSet, fmt, path::Path};
 
@@ -11,7 +13,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, FEntry, FExit, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
-        uprobe::UProbeScope,
+        uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
 use observer_ebpf::bindings::{
@@ -245,6 +247,10 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     /// Deep tier (--uprobes): futex waits mark pending lock calls contended.
     pub deep: bool,
+    /// Stop watched processes at exec (SIGSTOP, urgent record) so uprobes
+    /// can be put in place before their first instruction; the caller
+    /// continues them (SIGCONT).
+    pub stop_on_exec: bool,
 }
 
 impl Default for ProbeConfig {
@@ -254,6 +260,7 @@ impl Default for ProbeConfig {
             follow_forks: false,
             ringbuf_bytes: 4 << 20,
             deep: false,
+            stop_on_exec: false,
         }
     }
 }
@@ -398,6 +405,19 @@ const PY_UPROBES: &[(&str, Option<&str>, &str)] = &[
     ("up_py_release", None, "PyThread_release_lock"),
 ];
 
+/// What a uprobe program reads at its site: argument registers, and the
+/// return address at `[rsp]` (its call site). Return programs read only the
+/// return value, but need `[rsp]` intact at the site to hijack it.
+fn reads(prog: &str) -> site::Reads {
+    let (args, stack) = match prog {
+        "up_pthread_create" | "up_cond_wait" | "up_py_acquire" => (2, true),
+        "up_unlock" | "up_py_release" | "up_destroy" | "up_pthread_tryjoin" => (1, false),
+        p if p.starts_with("urp_") => (0, true),
+        _ => (1, true),
+    };
+    site::Reads { args, stack }
+}
+
 /// What attaching uprobes to one library of one process gave.
 #[derive(Clone, Debug, Default)]
 pub struct UprobeUse {
@@ -414,8 +434,11 @@ pub struct Probes {
     uprobed: HashSet<(u32, u64, u64)>,
     /// Every uprobe link, to release them in parallel (see `release_uprobes`).
     uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
+    /// Probe sites per library content (see `site`).
+    sites: site::SiteCache,
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
+    stop_on_exec: bool,
 }
 
 /// Checks the kernel features observer needs, before touching BPF.
@@ -490,6 +513,7 @@ impl Probes {
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
             .override_global("FOLLOW_FORKS", &follow, true)
             .override_global("DEEP", &u8::from(cfg.deep), true)
+            .override_global("STOP_ON_EXEC", &u8::from(cfg.stop_on_exec), true)
             .map_max_entries("EVENTS", ring)
             .load(observer_ebpf::OBSERVER_OBJ)
             .map_err(|e| ProbeError::Load(short(&e)))?;
@@ -499,8 +523,10 @@ impl Probes {
             loaded: HashSet::new(),
             uprobed: HashSet::new(),
             uprobe_links: Vec::new(),
+            sites: site::SiteCache::default(),
             hooks: Vec::new(),
             mounted_tracefs: false,
+            stop_on_exec: cfg.stop_on_exec,
         })
     }
 
@@ -640,10 +666,18 @@ impl Probes {
         }
         let mut used = UprobeUse::default();
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
-        for &(prog, sym) in THREAD_UPROBES {
-            match self.attach_uprobe(prog, sym, lib, scope) {
+        let want: Vec<(&str, site::Reads)> = THREAD_UPROBES
+            .iter()
+            .map(|&(prog, sym)| (sym, reads(prog)))
+            .collect();
+        let sites = self.sites_in(lib, &want);
+        for (&(prog, sym), site) in THREAD_UPROBES.iter().zip(sites) {
+            match site.and_then(|at| {
+                self.attach_uprobe(prog, at.offset, lib, scope)
+                    .map_err(|e| short(&e))
+            }) {
                 Ok(()) => used.attached.push(sym),
-                Err(e) => used.missing.push((sym, short(&e))),
+                Err(e) => used.missing.push((sym, e)),
             }
         }
         used.attached.dedup();
@@ -670,7 +704,29 @@ impl Probes {
         let table = if python { PY_UPROBES } else { LOCK_UPROBES };
         let mut used = UprobeUse::default();
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
-        for &(entry, ret, sym) in table {
+        // Bare programs go to the sites the real ones would use.
+        let want: Vec<(&str, site::Reads)> = table
+            .iter()
+            .map(|&(entry, ret, sym)| {
+                let r = reads(entry);
+                (
+                    sym,
+                    site::Reads {
+                        stack: r.stack || ret.is_some(),
+                        ..r
+                    },
+                )
+            })
+            .collect();
+        let sites = self.sites_in(lib, &want);
+        for (&(entry, ret, sym), site) in table.iter().zip(sites) {
+            let at = match site {
+                Ok(at) => at,
+                Err(e) => {
+                    used.missing.push((sym, e));
+                    continue;
+                }
+            };
             let progs: Vec<&'static str> = if bare {
                 std::iter::once("up_bare")
                     .chain(ret.map(|_| "urp_bare"))
@@ -680,7 +736,7 @@ impl Probes {
             };
             let mut r = Ok(());
             for prog in progs {
-                r = r.and_then(|_| self.attach_uprobe(prog, sym, lib, scope));
+                r = r.and_then(|_| self.attach_uprobe(prog, at.offset, lib, scope));
             }
             match r {
                 Ok(()) => used.attached.push(sym),
@@ -690,10 +746,36 @@ impl Probes {
         Some(used)
     }
 
+    /// Probe sites of `want` (symbol, what its programs read) in `lib`.
+    fn sites_in(
+        &mut self,
+        lib: &Path,
+        want: &[(&str, site::Reads)],
+    ) -> Vec<Result<site::Site, String>> {
+        let sites = self.sites.sites(lib, want);
+        for (&(sym, _), s) in want.iter().zip(&sites) {
+            match s {
+                Ok(s) if s.emulated => tracing::debug!(
+                    "{sym} in {}: probe at +{:#x} ({}, emulated)",
+                    lib.display(),
+                    s.offset - s.entry,
+                    s.why
+                ),
+                Ok(s) => tracing::info!(
+                    "{sym} in {}: probe at +0, single-stepped: {}",
+                    lib.display(),
+                    s.why
+                ),
+                Err(_) => {}
+            }
+        }
+        sites
+    }
+
     fn attach_uprobe(
         &mut self,
         prog: &'static str,
-        sym: &str,
+        offset: u64,
         lib: &Path,
         scope: UProbeScope,
     ) -> Result<(), ProgramError> {
@@ -711,9 +793,14 @@ impl Probes {
             }
             self.loaded.insert(prog);
         }
-        let id = p.attach(sym, lib, scope)?;
+        let id = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope)?;
         self.uprobe_links.push((prog, id));
         Ok(())
+    }
+
+    /// Whether the kernel side stops watched processes at exec.
+    pub fn stops_on_exec(&self) -> bool {
+        self.stop_on_exec
     }
 
     /// How many uprobe links are attached.
