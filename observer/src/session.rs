@@ -258,6 +258,44 @@ impl Session {
 
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
         self.fed_since_scan |= !evs.is_empty();
+        // A lock-order edge's locks and sites are named now: a short
+        // program may be gone by the next scan.
+        let mut names = Vec::new();
+        for ev in evs.iter() {
+            if let Event::LockEdge {
+                tgid,
+                edge,
+                from_site,
+                to_site,
+                ..
+            } = ev
+            {
+                for addr in [edge.from, edge.to] {
+                    if self.sym_tried.insert((*tgid, addr))
+                        && let Some(name) = self.symbols.data_symbol(*tgid, addr).map(symbol_name)
+                    {
+                        names.push(Event::Symbol {
+                            tgid: *tgid,
+                            addr,
+                            name,
+                        });
+                    }
+                }
+                for site in [*from_site, *to_site] {
+                    if site != 0
+                        && self.sym_tried.insert((*tgid, site))
+                        && let Some(f) = self.symbols.call_site(*tgid, site)
+                    {
+                        names.push(Event::CodeSymbol {
+                            tgid: *tgid,
+                            addr: site,
+                            name: site_name(&f),
+                        });
+                    }
+                }
+            }
+        }
+        evs.extend(names);
         for ev in evs.iter_mut() {
             // A lock-order edge's stack was copied by BPF: unwind it now,
             // while the process's mappings are still there.
