@@ -405,6 +405,12 @@ fn load_probes(opts: &ObserveOpts, verbose: u8, stop_on_exec: bool) -> Result<Pr
             eprintln!("observer: hook {h}");
         }
     }
+    if UprobeSet::of(opts).any() {
+        probes.prepare_uprobe_multi();
+        if verbose > 0 {
+            eprintln!("observer: uprobes: {}", probes.uprobe_mode());
+        }
+    }
     Ok(probes)
 }
 
@@ -817,6 +823,7 @@ async fn observe(
     }
     let hooks = src.probes.hooks.clone();
     s.finish(mode, &hooks)?;
+    src.probes.release_uprobes();
     // The kernel unregisters uprobes one at a time, each after an RCU grace
     // period: say why exiting takes a moment.
     let n = src.probes.uprobe_count();

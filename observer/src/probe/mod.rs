@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod deps;
+pub mod multi;
 pub mod site;
 
 use std::{collections::HashSet, fmt, path::Path};
@@ -418,6 +419,40 @@ fn reads(prog: &str) -> site::Reads {
     site::Reads { args, stack }
 }
 
+/// The uprobe_multi attach cookie that makes `upm_entry`/`upm_return` do
+/// what program `prog` does (observer.h, OBS_UP_*).
+fn cookie(prog: &str) -> u64 {
+    use observer_ebpf::bindings::*;
+    let acq = |kind: obs_lock_kind, flags: u32| {
+        u64::from(OBS_UP_ACQ) << 16 | (kind as u64) << 8 | u64::from(flags)
+    };
+    let class = |c: u32| u64::from(c) << 16;
+    match prog {
+        "up_mutex_lock" => acq(obs_lock_kind::OBS_LK_MUTEX, 0),
+        "up_mutex_trylock" => acq(obs_lock_kind::OBS_LK_MUTEX, OBS_ACQ_TRY),
+        "up_rw_rdlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_READ, 0),
+        "up_rw_tryrdlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_READ, OBS_ACQ_TRY),
+        "up_rw_wrlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_WRITE, 0),
+        "up_rw_trywrlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_WRITE, OBS_ACQ_TRY),
+        "up_sem_wait" => acq(obs_lock_kind::OBS_LK_SEM, 0),
+        "up_sem_trywait" => acq(obs_lock_kind::OBS_LK_SEM, OBS_ACQ_TRY),
+        "up_unlock" | "up_py_release" => class(OBS_UP_REL),
+        "up_destroy" => class(OBS_UP_DESTROY),
+        "up_cond_wait" => class(OBS_UP_COND_WAIT),
+        "up_py_acquire" => class(OBS_UP_PY_ACQ),
+        "up_pthread_create" => class(OBS_UP_PT_CREATE),
+        "up_pthread_join" => class(OBS_UP_PT_JOIN),
+        "up_pthread_detach" => class(OBS_UP_PT_DETACH),
+        "up_pthread_exit" => class(OBS_UP_PT_EXIT),
+        "up_pthread_tryjoin" => class(OBS_UP_PT_TRYJOIN),
+        "urp_lock_ret0" => class(OBS_URP_RET0),
+        "urp_cond_wait" => class(OBS_URP_COND),
+        "urp_py_acquire" => class(OBS_URP_PY),
+        "urp_pthread_tryjoin" => class(OBS_URP_TRYJOIN),
+        _ => class(OBS_UP_BARE),
+    }
+}
+
 /// What attaching uprobes to one library of one process gave.
 #[derive(Clone, Debug, Default)]
 pub struct UprobeUse {
@@ -436,6 +471,10 @@ pub struct Probes {
     uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
     /// Probe sites per library content (see `site`).
     sites: site::SiteCache,
+    /// uprobe_multi programs, when the kernel has them; else why not.
+    multi: Option<multi::Multi>,
+    multi_why: Option<String>,
+    multi_links: Vec<std::os::fd::OwnedFd>,
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
     stop_on_exec: bool,
@@ -524,6 +563,9 @@ impl Probes {
             uprobed: HashSet::new(),
             uprobe_links: Vec::new(),
             sites: site::SiteCache::default(),
+            multi: None,
+            multi_why: None,
+            multi_links: Vec::new(),
             hooks: Vec::new(),
             mounted_tracefs: false,
             stop_on_exec: cfg.stop_on_exec,
@@ -664,22 +706,18 @@ impl Probes {
         if !self.uprobed.insert((pid, md.dev(), md.ino())) {
             return None;
         }
-        let mut used = UprobeUse::default();
-        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
         let want: Vec<(&str, site::Reads)> = THREAD_UPROBES
             .iter()
             .map(|&(prog, sym)| (sym, reads(prog)))
             .collect();
         let sites = self.sites_in(lib, &want);
-        for (&(prog, sym), site) in THREAD_UPROBES.iter().zip(sites) {
-            match site.and_then(|at| {
-                self.attach_uprobe(prog, at.offset, lib, scope)
-                    .map_err(|e| short(&e))
-            }) {
-                Ok(()) => used.attached.push(sym),
-                Err(e) => used.missing.push((sym, e)),
-            }
-        }
+        let rows: Vec<(&'static str, Vec<&'static str>, Result<site::Site, String>)> =
+            THREAD_UPROBES
+                .iter()
+                .zip(sites)
+                .map(|(&(prog, sym), site)| (sym, vec![prog], site))
+                .collect();
+        let mut used = self.attach_rows(pid, lib, rows)?;
         used.attached.dedup();
         used.missing.dedup_by(|a, b| a.0 == b.0);
         Some(used)
@@ -702,8 +740,6 @@ impl Probes {
             return None;
         }
         let table = if python { PY_UPROBES } else { LOCK_UPROBES };
-        let mut used = UprobeUse::default();
-        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
         // Bare programs go to the sites the real ones would use.
         let want: Vec<(&str, site::Reads)> = table
             .iter()
@@ -719,24 +755,78 @@ impl Probes {
             })
             .collect();
         let sites = self.sites_in(lib, &want);
-        for (&(entry, ret, sym), site) in table.iter().zip(sites) {
-            let at = match site {
-                Ok(at) => at,
-                Err(e) => {
-                    used.missing.push((sym, e));
+        let rows = table
+            .iter()
+            .zip(sites)
+            .map(|(&(entry, ret, sym), site)| {
+                let progs: Vec<&'static str> = if bare {
+                    std::iter::once("up_bare")
+                        .chain(ret.map(|_| "urp_bare"))
+                        .collect()
+                } else {
+                    std::iter::once(entry).chain(ret).collect()
+                };
+                (sym, progs, site)
+            })
+            .collect();
+        self.attach_rows(pid, lib, rows)
+    }
+
+    /// Attaches each row's programs at its site: in two uprobe_multi links
+    /// (entry, return) where the kernel has them, else one perf-event uprobe
+    /// per program.
+    #[allow(clippy::type_complexity)]
+    fn attach_rows(
+        &mut self,
+        pid: u32,
+        lib: &Path,
+        rows: Vec<(&'static str, Vec<&'static str>, Result<site::Site, String>)>,
+    ) -> Option<UprobeUse> {
+        let mut used = UprobeUse::default();
+        let mut ok: Vec<(&'static str, Vec<&'static str>, u64)> = Vec::new();
+        for (sym, progs, site) in rows {
+            match site {
+                Ok(at) => ok.push((sym, progs, at.offset)),
+                Err(e) => used.missing.push((sym, e)),
+            }
+        }
+        if let Some(m) = &self.multi {
+            let mut dirs: [(Vec<u64>, Vec<u64>); 2] = Default::default();
+            for (_, progs, off) in &ok {
+                for p in progs {
+                    let d = &mut dirs[usize::from(p.starts_with("urp_"))];
+                    d.0.push(*off);
+                    d.1.push(cookie(p));
+                }
+            }
+            let mut links = Vec::new();
+            let mut err = None;
+            for (ret, (offs, cookies)) in dirs.iter().enumerate() {
+                if offs.is_empty() {
                     continue;
                 }
-            };
-            let progs: Vec<&'static str> = if bare {
-                std::iter::once("up_bare")
-                    .chain(ret.map(|_| "urp_bare"))
-                    .collect()
-            } else {
-                std::iter::once(entry).chain(ret).collect()
-            };
+                match m.attach(lib, offs, cookies, ret == 1, pid) {
+                    Ok(l) => links.push(l),
+                    Err(e) => err = Some(e),
+                }
+            }
+            match err {
+                None => {
+                    self.multi_links.extend(links);
+                    used.attached.extend(ok.iter().map(|r| r.0));
+                    return Some(used);
+                }
+                Some(e) => {
+                    tracing::debug!("uprobe_multi on {}: {e}; one uprobe each", lib.display());
+                    multi::release(links);
+                }
+            }
+        }
+        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
+        for (sym, progs, off) in ok {
             let mut r = Ok(());
             for prog in progs {
-                r = r.and_then(|_| self.attach_uprobe(prog, at.offset, lib, scope));
+                r = r.and_then(|_| self.attach_uprobe(prog, off, lib, scope));
             }
             match r {
                 Ok(()) => used.attached.push(sym),
@@ -796,6 +886,37 @@ impl Probes {
         let id = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope)?;
         self.uprobe_links.push((prog, id));
         Ok(())
+    }
+
+    /// Loads the uprobe_multi programs (before the ring buffer is taken).
+    /// Without them, each uprobe is a perf event of its own.
+    pub fn prepare_uprobe_multi(&mut self) {
+        if self.multi.is_some() || self.multi_why.is_some() {
+            return;
+        }
+        match multi::Multi::load(&self.bpf, &self.btf, observer_ebpf::OBSERVER_OBJ) {
+            Ok(m) => self.multi = Some(m),
+            Err(e) => {
+                tracing::debug!("no uprobe_multi: {e}");
+                self.multi_why = Some(e);
+            }
+        }
+    }
+
+    /// How uprobes are attached: "uprobe_multi (one link per library)" or
+    /// why each is a perf event.
+    pub fn uprobe_mode(&self) -> String {
+        match (&self.multi, &self.multi_why) {
+            (Some(_), _) => "uprobe_multi (one link per library and direction)".into(),
+            (None, Some(why)) => format!("one perf event per uprobe (uprobe_multi: {why})"),
+            (None, None) => "not prepared".into(),
+        }
+    }
+
+    /// Releases every uprobe_multi link at once (each link waits out one
+    /// grace period; in parallel they overlap).
+    pub fn release_uprobes(&mut self) {
+        multi::release(std::mem::take(&mut self.multi_links));
     }
 
     /// Whether the kernel side stops watched processes at exec.
