@@ -258,7 +258,42 @@ impl Session {
 
     fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
         self.fed_since_scan |= !evs.is_empty();
-        // A lock-order edge's locks and sites are named now: a short
+        for ev in evs.iter() {
+            if let Event::Exec { tgid, .. } = ev {
+                // What was read of the old image (maps, modules) is wrong now.
+                self.symbols.forget(*tgid);
+            }
+        }
+        for ev in evs.iter_mut() {
+            // A lock-order edge's stack was copied by BPF: unwind it now,
+            // while the process's mappings are still there.
+            if let Event::LockEdge {
+                tgid,
+                regs,
+                stack,
+                frames,
+                ..
+            } = ev
+                && !stack.is_empty()
+                && frames.is_empty()
+            {
+                // ip is the lock call's return address: step back into the call.
+                let r = crate::symbol::Regs {
+                    ip: regs[0].saturating_sub(1),
+                    sp: regs[1],
+                    bp: regs[2],
+                };
+                *frames = self
+                    .symbols
+                    .stack_from_copy(*tgid, r, std::mem::take(stack))
+                    .unwrap_or_else(|e| {
+                        tracing::debug!("unwinding a lock-order edge's stack: {e:#}");
+                        Vec::new()
+                    });
+            }
+        }
+        // A lock-order edge's locks and sites are named now, after the stacks
+        // are unwound (both need the process alive): a short
         // program may be gone by the next scan.
         let mut names = Vec::new();
         for ev in evs.iter() {
@@ -296,31 +331,6 @@ impl Session {
             }
         }
         evs.extend(names);
-        for ev in evs.iter_mut() {
-            // A lock-order edge's stack was copied by BPF: unwind it now,
-            // while the process's mappings are still there.
-            if let Event::LockEdge {
-                tgid,
-                regs,
-                stack,
-                frames,
-                ..
-            } = ev
-                && !stack.is_empty()
-                && frames.is_empty()
-            {
-                // ip is the lock call's return address: step back into the call.
-                let r = crate::symbol::Regs {
-                    ip: regs[0].saturating_sub(1),
-                    sp: regs[1],
-                    bp: regs[2],
-                };
-                *frames = self
-                    .symbols
-                    .stack_from_copy(*tgid, r, std::mem::take(stack))
-                    .unwrap_or_default();
-            }
-        }
         for ev in evs.drain(..) {
             if UprobeSet::of(&self.opts).any() {
                 match &ev {

@@ -894,6 +894,10 @@ impl Probes {
         if self.multi.is_some() || self.multi_why.is_some() {
             return;
         }
+        if std::env::var_os("OBSERVER_UPROBE_MULTI").is_some_and(|v| v == "0") {
+            self.multi_why = Some("off (OBSERVER_UPROBE_MULTI=0)".into());
+            return;
+        }
         match multi::Multi::load(&self.bpf, &self.btf, observer_ebpf::OBSERVER_OBJ) {
             Ok(m) => self.multi = Some(m),
             Err(e) => {

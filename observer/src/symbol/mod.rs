@@ -202,7 +202,6 @@ impl Symbolizer {
     }
 
     /// Drops what is cached about `pid` (call on exit or exec).
-    #[allow(dead_code)]
     pub fn forget(&mut self, pid: u32) {
         self.procs.remove(&pid);
         self.pythons.remove(&pid);
@@ -239,9 +238,17 @@ impl Symbolizer {
             .procs
             .get(&pid)
             .is_some_and(|p| p.start_time == st && !force && p.read_at.elapsed() < MAPS_TTL);
-        if !fresh {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-                .with_context(|| format!("reading /proc/{pid}/maps"))?;
+        let text = if fresh {
+            String::new()
+        } else {
+            std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .with_context(|| format!("reading /proc/{pid}/maps"))?
+        };
+        // An exited (zombie) process has no maps left: what was read of the
+        // same process before still describes the copies taken while it ran.
+        let kept =
+            !fresh && text.is_empty() && self.procs.get(&pid).is_some_and(|p| p.start_time == st);
+        if !fresh && !kept {
             let entries = maps::parse_maps(&text);
             let files = &mut self.files;
             let modules = maps::modules(
