@@ -129,6 +129,25 @@ impl Session {
         }
     }
 
+    /// Deep tier: puts the lock uprobes on libraries mapped since the last
+    /// look (dlopen of libpython, ...); already probed ones are skipped.
+    fn recheck_libs(&mut self, src: &mut LiveSource) {
+        let set = UprobeSet::of(&self.opts);
+        if !set.locks {
+            return;
+        }
+        let live: Vec<u32> = self
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none())
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in live {
+            attach_uprobes(&mut src.probes, tgid, tgid, set);
+        }
+    }
+
     /// Continues the processes the kernel stopped at exec, once the uprobes
     /// are on the executable and the libraries it will map (its ELF
     /// dependencies: the loader has not mapped them yet).
@@ -416,7 +435,7 @@ fn load_probes(opts: &ObserveOpts, verbose: u8, stop_on_exec: bool) -> Result<Pr
         }
     }
     if UprobeSet::of(opts).any() {
-        probes.prepare_uprobe_multi();
+        probes.prepare_uprobe_multi(UprobeSet::of(opts).locks);
         if verbose > 0 {
             eprintln!("observer: uprobes: {}", probes.uprobe_mode());
         }
@@ -769,7 +788,10 @@ async fn observe(
                     }
                 }
             }
-            _ = agg.tick() => s.symbolize_aggregates(&src)?,
+            _ = agg.tick() => {
+                s.symbolize_aggregates(&src)?;
+                s.recheck_libs(&mut src);
+            }
             _ = sample.tick() => {
                 let now = procfs::mono_ns();
                 activity.sample(&s.model, now, s.engine.limits.stuck_ns, &mut evs);

@@ -1250,6 +1250,18 @@ int BPF_KPROBE(upm_entry, void *a0, void *a1)
 		return rel_entry(lock);
 	case OBS_UP_DESTROY:
 		return destroy_entry(a0);
+	default:
+		return 0;
+	}
+	return acq_entry(ctx, lock, kind, flags);
+}
+
+/* The thread lifecycle probes have programs of their own: small ones, quick
+ * to verify, for when the lock probes are not wanted. */
+SEC("uprobe")
+int BPF_KPROBE(upm_thread_entry, void *a0, void *a1)
+{
+	switch (bpf_get_attach_cookie(ctx) >> 16) {
 	case OBS_UP_PT_CREATE:
 		return pthread_create_entry(ctx, a0, a1);
 	case OBS_UP_PT_JOIN:
@@ -1260,10 +1272,16 @@ int BPF_KPROBE(upm_entry, void *a0, void *a1)
 		return pthread_rec(OBS_PT_EXIT, 0, (__u64)a0, call_site(ctx));
 	case OBS_UP_PT_TRYJOIN:
 		return tryjoin_entry((__u64)a0);
-	default:
-		return 0;
 	}
-	return acq_entry(ctx, lock, kind, flags);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(upm_thread_return, long ret)
+{
+	if (bpf_get_attach_cookie(ctx) >> 16 == OBS_URP_TRYJOIN)
+		return tryjoin_return(ret);
+	return 0;
 }
 
 SEC("uretprobe")
@@ -1281,8 +1299,6 @@ int BPF_KRETPROBE(upm_return, long ret)
 	case OBS_URP_PY:
 		ok = (int)ret == 1;
 		break;
-	case OBS_URP_TRYJOIN:
-		return tryjoin_return(ret);
 	default:
 		return 0;
 	}

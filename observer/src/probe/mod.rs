@@ -717,7 +717,7 @@ impl Probes {
                 .zip(sites)
                 .map(|(&(prog, sym), site)| (sym, vec![prog], site))
                 .collect();
-        let mut used = self.attach_rows(pid, lib, rows)?;
+        let mut used = self.attach_rows(pid, lib, rows, true)?;
         used.attached.dedup();
         used.missing.dedup_by(|a, b| a.0 == b.0);
         Some(used)
@@ -769,7 +769,7 @@ impl Probes {
                 (sym, progs, site)
             })
             .collect();
-        self.attach_rows(pid, lib, rows)
+        self.attach_rows(pid, lib, rows, false)
     }
 
     /// Attaches each row's programs at its site: in two uprobe_multi links
@@ -781,6 +781,7 @@ impl Probes {
         pid: u32,
         lib: &Path,
         rows: Vec<(&'static str, Vec<&'static str>, Result<site::Site, String>)>,
+        thread: bool,
     ) -> Option<UprobeUse> {
         let mut used = UprobeUse::default();
         let mut ok: Vec<(&'static str, Vec<&'static str>, u64)> = Vec::new();
@@ -790,7 +791,7 @@ impl Probes {
                 Err(e) => used.missing.push((sym, e)),
             }
         }
-        if let Some(m) = &self.multi {
+        if let Some(m) = self.multi.as_ref().filter(|m| thread || m.has_locks()) {
             let mut dirs: [(Vec<u64>, Vec<u64>); 2] = Default::default();
             for (_, progs, off) in &ok {
                 for p in progs {
@@ -805,7 +806,7 @@ impl Probes {
                 if offs.is_empty() {
                     continue;
                 }
-                match m.attach(lib, offs, cookies, ret == 1, pid) {
+                match m.attach(lib, offs, cookies, (thread, ret == 1), pid) {
                     Ok(l) => links.push(l),
                     Err(e) => err = Some(e),
                 }
@@ -890,7 +891,8 @@ impl Probes {
 
     /// Loads the uprobe_multi programs (before the ring buffer is taken).
     /// Without them, each uprobe is a perf event of its own.
-    pub fn prepare_uprobe_multi(&mut self) {
+    /// `locks`: also the deep tier's lock programs.
+    pub fn prepare_uprobe_multi(&mut self, locks: bool) {
         if self.multi.is_some() || self.multi_why.is_some() {
             return;
         }
@@ -898,7 +900,7 @@ impl Probes {
             self.multi_why = Some("off (OBSERVER_UPROBE_MULTI=0)".into());
             return;
         }
-        match multi::Multi::load(&self.bpf, &self.btf, observer_ebpf::OBSERVER_OBJ) {
+        match multi::Multi::load(&self.bpf, &self.btf, observer_ebpf::OBSERVER_OBJ, locks) {
             Ok(m) => self.multi = Some(m),
             Err(e) => {
                 tracing::debug!("no uprobe_multi: {e}");

@@ -23,10 +23,11 @@ const BPF_PROG_TYPE_KPROBE: u32 = 2;
 const BPF_TRACE_UPROBE_MULTI: u32 = 48;
 const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 
-/// The two loaded programs.
+/// The loaded programs: thread lifecycle (entry, return), and the lock
+/// ones when wanted (their return program takes the verifier longest).
 pub struct Multi {
-    entry: OwnedFd,
-    ret: OwnedFd,
+    thread: [OwnedFd; 2],
+    locks: Option<[OwnedFd; 2]>,
 }
 
 fn map_fd(m: &Map) -> RawFd {
@@ -118,7 +119,7 @@ impl Multi {
     /// Relocates and loads the dispatching programs against `bpf`'s maps
     /// (call before any map is taken out of `bpf`). Fails on kernels
     /// without uprobe_multi.
-    pub fn load(bpf: &Ebpf, btf: &Btf, obj: &[u8]) -> Result<Multi, String> {
+    pub fn load(bpf: &Ebpf, btf: &Btf, obj: &[u8], locks: bool) -> Result<Multi, String> {
         let mut o = aya_obj::Object::parse(obj).map_err(|e| e.to_string())?;
         o.relocate_btf(btf).map_err(|e| e.to_string())?;
         let text: HashSet<usize> = o.functions.keys().map(|(s, _)| *s).collect();
@@ -140,26 +141,42 @@ impl Multi {
                 .ok_or_else(|| format!("no program {name}"))?;
             Ok(o.functions[&p.function_key()].instructions.clone())
         };
+        let load = |name: &str| prog_load(name, &insns(name)?);
         Ok(Multi {
-            entry: prog_load("upm_entry", &insns("upm_entry")?)?,
-            ret: prog_load("upm_return", &insns("upm_return")?)?,
+            thread: [load("upm_thread_entry")?, load("upm_thread_return")?],
+            locks: if locks {
+                Some([load("upm_entry")?, load("upm_return")?])
+            } else {
+                None
+            },
         })
     }
 
-    /// One link: the entry (or return) program on `offsets` (file offsets)
-    /// of `path`, each with its cookie, firing only in process `pid`.
+    /// Whether the lock programs are loaded.
+    pub fn has_locks(&self) -> bool {
+        self.locks.is_some()
+    }
+
+    /// One link: the entry (or return) program of the thread (or lock) set
+    /// on `offsets` (file offsets) of `path`, each with its cookie, firing
+    /// only in process `pid`.
     pub fn attach(
         &self,
         path: &Path,
         offsets: &[u64],
         cookies: &[u64],
-        ret: bool,
+        (thread, ret): (bool, bool),
         pid: u32,
     ) -> Result<OwnedFd, String> {
         use std::os::unix::ffi::OsStrExt;
         assert_eq!(offsets.len(), cookies.len());
         let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-        let prog = if ret { &self.ret } else { &self.entry };
+        let set = if thread {
+            &self.thread
+        } else {
+            self.locks.as_ref().ok_or("lock programs not loaded")?
+        };
+        let prog = &set[usize::from(ret)];
         // union bpf_attr, BPF_LINK_CREATE with uprobe_multi
         let mut a = [0u8; 64];
         put32(&mut a, 0, prog.as_raw_fd() as u32);
