@@ -234,7 +234,7 @@ fn read_dynamic(file: &Path) -> Option<Dynamic> {
     };
     let mut strtab = None;
     for d in dyns {
-        if d.d_tag(e) == i64::from(object::elf::DT_STRTAB) {
+        if d.d_tag(e) == object::elf::DT_STRTAB {
             strtab = vaddr_to_off(d.d_val(e));
         }
     }
@@ -247,11 +247,11 @@ fn read_dynamic(file: &Path) -> Option<Dynamic> {
     let mut out = Dynamic::default();
     for d in dyns {
         let tag = d.d_tag(e);
-        if tag == i64::from(DT_NEEDED) {
+        if tag == DT_NEEDED {
             out.needed.extend(str_at(d.d_val(e)));
-        } else if tag == i64::from(DT_RPATH) {
+        } else if tag == DT_RPATH {
             out.rpath = str_at(d.d_val(e));
-        } else if tag == i64::from(DT_RUNPATH) {
+        } else if tag == DT_RUNPATH {
             out.runpath = str_at(d.d_val(e));
         }
     }

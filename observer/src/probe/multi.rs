@@ -103,7 +103,7 @@ fn prog_load(name: &str, insns: &[aya_obj::generated::bpf_insn]) -> Result<Owned
         put32(&mut a, 68, BPF_TRACE_UPROBE_MULTI);
         bpf(BPF_PROG_LOAD, &mut a)
     };
-    load(&mut Vec::new()).or_else(|e| {
+    load(&mut Vec::new()).map_err(|e| {
         let mut log = vec![0u8; 1 << 20];
         let _ = load(&mut log);
         let end = log.iter().position(|&b| b == 0).unwrap_or(0);
@@ -111,7 +111,7 @@ fn prog_load(name: &str, insns: &[aya_obj::generated::bpf_insn]) -> Result<Owned
             "verifier log of {name}:\n{}",
             String::from_utf8_lossy(&log[..end])
         );
-        Err(format!("loading {name}: {e}"))
+        format!("loading {name}: {e}")
     })
 }
 
