@@ -149,5 +149,7 @@ fn doctor() -> Result<u8> {
     for h in &p.hooks {
         println!("auto: {h}");
     }
+    p.prepare_uprobe_multi(true);
+    println!("uprobes: {}", p.uprobe_mode());
     Ok(if ok { 0 } else { 1 })
 }

@@ -90,6 +90,10 @@ pub(crate) struct Session {
     pending_uprobes: std::collections::HashMap<u32, u64>,
     /// Processes known not to be CPython (until they exec).
     not_python: HashSet<u32>,
+    /// The kernel stops watched processes at exec (deep tier in `run`).
+    stop_on_exec: bool,
+    /// Processes stopped at exec, to continue once their uprobes are in.
+    exec_stopped: Vec<u32>,
 }
 
 impl Session {
@@ -115,6 +119,8 @@ impl Session {
             scan_recorded_ns: 0,
             pending_uprobes: std::collections::HashMap::new(),
             not_python: HashSet::new(),
+            stop_on_exec: false,
+            exec_stopped: Vec::new(),
         })
     }
 
@@ -128,6 +134,39 @@ impl Session {
             {
                 self.pending_uprobes.remove(&tgid);
             }
+        }
+    }
+
+    /// Deep tier: puts the lock uprobes on libraries mapped since the last
+    /// look (dlopen of libpython, ...); already probed ones are skipped.
+    fn recheck_libs(&mut self, src: &mut LiveSource) {
+        let set = UprobeSet::of(&self.opts);
+        if !set.locks {
+            return;
+        }
+        let live: Vec<u32> = self
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none())
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in live {
+            attach_uprobes(&mut src.probes, tgid, tgid, set);
+        }
+    }
+
+    /// Continues the processes the kernel stopped at exec, once the uprobes
+    /// are on the executable and the libraries it will map (its ELF
+    /// dependencies: the loader has not mapped them yet).
+    fn resume_execs(&mut self, probes: &mut Probes) {
+        let set = UprobeSet::of(&self.opts);
+        for tgid in std::mem::take(&mut self.exec_stopped) {
+            if let Ok(exe) = std::fs::read_link(format!("/proc/{tgid}/exe")) {
+                let (libs, py) = planned_uprobe_targets(&exe);
+                attach_uprobes_to(probes, tgid, &libs, &py, set);
+            }
+            sys::kill(tgid, libc::SIGCONT);
         }
     }
 
@@ -307,7 +346,10 @@ impl Session {
                 *frames = self
                     .symbols
                     .stack_from_copy(*tgid, r, std::mem::take(stack))
-                    .unwrap_or_default();
+                    .unwrap_or_else(|e| {
+                        tracing::debug!("unwinding a lock-order edge's stack: {e:#}");
+                        Vec::new()
+                    });
             }
             // A new thread's creation stack was copied by BPF: unwind it now,
             // while the creator's mappings are there (symbols come later,
@@ -332,6 +374,9 @@ impl Session {
             if UprobeSet::of(&self.opts).any() {
                 match &ev {
                     Event::Exec { ts_ns, tgid, .. } => {
+                        if self.stop_on_exec && !self.exec_stopped.contains(tgid) {
+                            self.exec_stopped.push(*tgid);
+                        }
                         self.pending_uprobes.insert(*tgid, ts_ns + UPROBE_RETRY_NS);
                         self.not_python.remove(tgid);
                     }
@@ -392,7 +437,9 @@ impl Session {
     }
 }
 
-fn probe_config(opts: &ObserveOpts) -> Result<(ProbeConfig, Option<Rung>)> {
+/// `stop_on_exec`: `run` holds each exec of the deep tier's targets until
+/// its uprobes are in place (see `Session::resume_execs`).
+fn probe_config(opts: &ObserveOpts, stop_on_exec: bool) -> Result<(ProbeConfig, Option<Rung>)> {
     let rung = match opts.hooks.as_str() {
         "auto" => None,
         s => Some(Rung::parse(s).with_context(|| format!("unknown --hooks {s}"))?),
@@ -402,6 +449,7 @@ fn probe_config(opts: &ObserveOpts) -> Result<(ProbeConfig, Option<Rung>)> {
         follow_forks: opts.follow_forks,
         ringbuf_bytes: opts.ringbuf_kib.saturating_mul(1024),
         deep: opts.uprobes || opts.uprobes_bare,
+        stop_on_exec: stop_on_exec && UprobeSet::of(opts).locks,
     };
     Ok((cfg, rung))
 }
@@ -417,9 +465,9 @@ pub fn require_bpf() -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
+pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8, stop_on_exec: bool) -> Result<Probes> {
     require_bpf()?;
-    let (cfg, rung) = probe_config(opts)?;
+    let (cfg, rung) = probe_config(opts, stop_on_exec)?;
     let mut probes = Probes::load(&cfg)?;
     probes.attach(rung)?;
     if probes.mounted_tracefs {
@@ -428,6 +476,12 @@ pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8) -> Result<Probes> {
     for h in &probes.hooks {
         if verbose > 0 {
             eprintln!("observer: hook {h}");
+        }
+    }
+    if UprobeSet::of(opts).any() {
+        probes.prepare_uprobe_multi(UprobeSet::of(opts).locks);
+        if verbose > 0 {
+            eprintln!("observer: uprobes: {}", probes.uprobe_mode());
         }
     }
     Ok(probes)
@@ -489,7 +543,51 @@ fn report_uprobes(
 /// for the deep tier), for process `pid`. Returns whether libc was found.
 pub(crate) fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: UprobeSet) -> bool {
     let libs = procfs::thread_libs(libs_of);
-    for lib in &libs {
+    let py = if set.locks {
+        procfs::python_libs(libs_of)
+    } else {
+        Vec::new()
+    };
+    attach_uprobes_to(probes, pid, &libs, &py, set);
+    !libs.is_empty()
+}
+
+/// The files a command will map that want uprobes, before it runs: the
+/// libraries with libc's thread and lock functions (the executable itself
+/// when static), and Python interpreters or libpython.
+fn planned_uprobe_targets(prog: &std::path::Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let plan = crate::probe::deps::planned(prog);
+    let name = |f: &PathBuf| {
+        f.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut libs: Vec<PathBuf> = plan
+        .libs
+        .iter()
+        .filter(|l| procfs::is_thread_lib(&name(l)))
+        .cloned()
+        .collect();
+    if !plan.dynamic {
+        libs.extend(plan.exe.clone());
+    }
+    let py = plan
+        .files()
+        .filter(|f| procfs::is_python(&name(f)))
+        .cloned()
+        .collect();
+    (libs, py)
+}
+
+/// Puts the uprobes of `set` on `libs` (libc) and `py` (Python) for `pid`.
+fn attach_uprobes_to(
+    probes: &mut Probes,
+    pid: u32,
+    libs: &[PathBuf],
+    py: &[PathBuf],
+    set: UprobeSet,
+) {
+    for lib in libs {
         if set.thread
             && let Some(used) = probes.attach_thread_uprobes(pid, lib)
         {
@@ -518,8 +616,8 @@ pub(crate) fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: U
         // static; a shared build has them in libpython: one is enough.
         let mut tried = Vec::new();
         let mut found = false;
-        for lib in procfs::python_libs(libs_of) {
-            if let Some(used) = probes.attach_lock_uprobes(pid, &lib, true, set.bare) {
+        for lib in py {
+            if let Some(used) = probes.attach_lock_uprobes(pid, lib, true, set.bare) {
                 found |= !used.attached.is_empty();
                 if !used.attached.is_empty() {
                     tracing::info!("pid {pid}: Python lock uprobes on {}", lib.display());
@@ -537,7 +635,6 @@ pub(crate) fn attach_uprobes(probes: &mut Probes, pid: u32, libs_of: u32, set: U
             );
         }
     }
-    !libs.is_empty()
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -555,13 +652,15 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
     let out = Outputs::open(&opts)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let mut probes = load_probes(&opts, verbose)?;
+        let mut probes = load_probes(&opts, verbose, true)?;
+        let stop_on_exec = probes.stops_on_exec();
         let mut child = sys::GatedChild::spawn(&prog, &cmd)?;
         let pid = child.pid;
         probes.watch(pid)?;
         let pidfd = sys::pidfd_open(pid).context("pidfd_open on the child")?;
         let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::new(opts, out)?;
+        s.stop_on_exec = stop_on_exec;
         let now = procfs::mono_ns();
         let mut evs = vec![Event::Start {
             ts_ns: now,
@@ -571,15 +670,13 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         }];
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
-        if UprobeSet::of(&s.opts).any() {
-            // The child still runs our image: our libc is the likely one; its
-            // own is checked again after exec.
-            attach_uprobes(
-                &mut src.probes,
-                pid,
-                std::process::id(),
-                UprobeSet::of(&s.opts),
-            );
+        let set = UprobeSet::of(&s.opts);
+        if set.any() {
+            // In place before the first instruction: on the files the
+            // command will map (filtered to the held child's PID, which
+            // survives exec); checked again in /proc after exec.
+            let (libs, py) = planned_uprobe_targets(&prog);
+            attach_uprobes_to(&mut src.probes, pid, &libs, &py, set);
         }
         child.release()?;
         tracing::info!("observing pid {pid}");
@@ -612,7 +709,7 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
     let out = Outputs::open(&opts)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let mut probes = load_probes(&opts, verbose)?;
+        let mut probes = load_probes(&opts, verbose, false)?;
         probes.watch(pid)?;
         let cmdline = procfs::cmdline(pid);
         let seed = procfs::seed_threads(pid);
@@ -716,6 +813,7 @@ async fn observe(
                 let now = procfs::mono_ns();
                 src.scan(now, &mut evs);
                 s.feed(&mut evs)?;
+                s.resume_execs(&mut src.probes);
                 s.pending_thread_uprobes(&mut src, now);
                 let hung = s.detect(&mut src, now)?;
                 if !hung.is_empty() {
@@ -732,7 +830,10 @@ async fn observe(
                     }
                 }
             }
-            _ = agg.tick() => s.symbolize_aggregates(&src)?,
+            _ = agg.tick() => {
+                s.symbolize_aggregates(&src)?;
+                s.recheck_libs(&mut src);
+            }
             _ = sample.tick() => {
                 let now = procfs::mono_ns();
                 activity.sample(&s.model, now, s.engine.limits.stuck_ns, &mut evs);
@@ -744,6 +845,7 @@ async fn observe(
             _ = &mut deadline => break,
         }
         s.feed(&mut evs)?;
+        s.resume_execs(&mut src.probes);
         if let Some(sig) = stop_signal {
             match target {
                 // Pass the signal on and give the child a moment to exit.
@@ -782,6 +884,8 @@ async fn observe(
         exit_status: status,
     });
     s.feed(&mut evs)?;
+    // Never leave a process stopped at exec behind.
+    s.resume_execs(&mut src.probes);
     // Names for what arrived since the last scan (a short-lived target may
     // be gone already: its recorded mappings serve).
     let mut evs = symbol_events(&s.model, &mut s.symbols, &mut s.sym_tried);
@@ -801,6 +905,7 @@ async fn observe(
     }
     let hooks = src.probes.hooks.clone();
     s.finish(mode, &hooks, src.probes.uprobe_count())?;
+    src.probes.release_uprobes();
     // The kernel unregisters uprobes one at a time, each after an RCU grace
     // period: say why exiting takes a moment.
     let n = src.probes.uprobe_count();

@@ -78,6 +78,10 @@ volatile const __u32 PT_JOINID_OFF = 1568;
 volatile const __u32 PT_TID_OFF = 0;
 volatile const __u32 PT_JOINID_OFF = 0;
 #endif
+/* Stop a watched process at exec (SIGSTOP) until userspace has put the
+ * deep tier's uprobes on what it will map, then continues it (`run`). */
+volatile const __u8 STOP_ON_EXEC = 0;
+#define SIGSTOP_ 19
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -831,6 +835,10 @@ static __always_inline int exec_rec(__u32 old_tid, const char *filename)
 	r->exe_dev = BPF_CORE_READ(mm, exe_file, f_inode, i_sb, s_dev);
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), filename);
+	if (STOP_ON_EXEC) {
+		/* delivered before the new image's first instruction */
+		bpf_send_signal(SIGSTOP_);
+	}
 	/* urgent: userspace reads the new image's mappings while it runs */
 	rec_submit(r, true);
 	return 0;
@@ -957,8 +965,7 @@ static __always_inline __u64 call_site(struct pt_regs *ctx)
 #define ATTR_FLAGS_OFF 8
 #define ATTR_FLAG_DETACHSTATE 1
 
-SEC("uprobe")
-int BPF_KPROBE(up_pthread_create, void *thread_out, void *attr)
+static __always_inline int pthread_create_entry(struct pt_regs *ctx, void *thread_out, void *attr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -973,6 +980,12 @@ int BPF_KPROBE(up_pthread_create, void *thread_out, void *attr)
 	if (bpf_map_update_elem(&CREATING, &tid, &c, BPF_ANY))
 		stat_inc(OBS_STAT_CREATING_FULL);
 	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_create, void *thread_out, void *attr)
+{
+	return pthread_create_entry(ctx, thread_out, attr);
 }
 
 static __always_inline int pthread_rec(__u32 op, __u64 pthread, __u64 arg, __u64 site)
@@ -1013,8 +1026,7 @@ int BPF_KPROBE(up_pthread_exit, void *retval)
 
 /* pthread_tryjoin_np / timedjoin_np / clockjoin_np may fail: count them
  * as joins only when they return 0. */
-SEC("uprobe")
-int BPF_KPROBE(up_pthread_tryjoin, __u64 th)
+static __always_inline int tryjoin_entry(__u64 th)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
@@ -1024,8 +1036,13 @@ int BPF_KPROBE(up_pthread_tryjoin, __u64 th)
 	return 0;
 }
 
-SEC("uretprobe")
-int BPF_KRETPROBE(urp_pthread_tryjoin, long ret)
+SEC("uprobe")
+int BPF_KPROBE(up_pthread_tryjoin, __u64 th)
+{
+	return tryjoin_entry(th);
+}
+
+static __always_inline int tryjoin_return(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 *th = bpf_map_lookup_elem(&JOINING, &tid);
@@ -1036,6 +1053,12 @@ int BPF_KRETPROBE(urp_pthread_tryjoin, long ret)
 	if (ret != 0)
 		return 0;
 	return pthread_rec(OBS_PT_JOIN, pt, 0, 0); /* no call site at return */
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(urp_pthread_tryjoin, long ret)
+{
+	return tryjoin_return(ret);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1338,8 +1361,7 @@ int BPF_KPROBE(up_unlock, void *lock)
 	return rel_entry((__u64)lock);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_destroy, void *lock)
+static __always_inline int destroy_entry(void *lock)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
@@ -1351,6 +1373,12 @@ int BPF_KPROBE(up_destroy, void *lock)
 	bpf_map_update_elem(&GEN, &k, &next, BPF_ANY);
 	bpf_map_delete_elem(&OWNERS, &k);
 	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_destroy, void *lock)
+{
+	return destroy_entry(lock);
 }
 
 /* CPython: PyThread_acquire_lock_timed(lock, microseconds, intr_flag);
@@ -1384,4 +1412,85 @@ SEC("uretprobe")
 int urp_bare(void *ctx)
 {
 	return 0;
+}
+
+/* uprobe_multi: one entry and one return program for every probed
+ * function of a library, told apart by the attach cookie (OBS_UP_*). */
+SEC("uprobe")
+int BPF_KPROBE(upm_entry, void *a0, void *a1)
+{
+	__u64 c = bpf_get_attach_cookie(ctx);
+	__u64 lock = (__u64)a0;
+	__u32 flags = c & 0xff, kind = (c >> 8) & 0xff;
+	/* one inlined acq_entry and rel_entry: the verifier walks each once */
+	switch (c >> 16) {
+	case OBS_UP_ACQ:
+		break;
+	case OBS_UP_PY_ACQ:
+		kind = OBS_LK_PYLOCK;
+		flags = a1 == 0 ? OBS_ACQ_TRY : 0;
+		break;
+	case OBS_UP_COND_WAIT:
+		lock = (__u64)a1;
+		kind = OBS_LK_MUTEX;
+		flags = 0;
+		rel_entry(lock);
+		break;
+	case OBS_UP_REL:
+		return rel_entry(lock);
+	case OBS_UP_DESTROY:
+		return destroy_entry(a0);
+	default:
+		return 0;
+	}
+	return acq_entry(ctx, lock, kind, flags);
+}
+
+/* The thread lifecycle probes have programs of their own: small ones, quick
+ * to verify, for when the lock probes are not wanted. */
+SEC("uprobe")
+int BPF_KPROBE(upm_thread_entry, void *a0, void *a1)
+{
+	switch (bpf_get_attach_cookie(ctx) >> 16) {
+	case OBS_UP_PT_CREATE:
+		return pthread_create_entry(ctx, a0, a1);
+	case OBS_UP_PT_JOIN:
+		return pthread_rec(OBS_PT_JOIN, (__u64)a0, 0, call_site(ctx));
+	case OBS_UP_PT_DETACH:
+		return pthread_rec(OBS_PT_DETACH, (__u64)a0, 0, call_site(ctx));
+	case OBS_UP_PT_EXIT:
+		return pthread_rec(OBS_PT_EXIT, 0, (__u64)a0, call_site(ctx));
+	case OBS_UP_PT_TRYJOIN:
+		return tryjoin_entry((__u64)a0);
+	}
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(upm_thread_return, long ret)
+{
+	if (bpf_get_attach_cookie(ctx) >> 16 == OBS_URP_TRYJOIN)
+		return tryjoin_return(ret);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(upm_return, long ret)
+{
+	bool ok;
+	/* one inlined acq_return: the verifier walks it once */
+	switch (bpf_get_attach_cookie(ctx) >> 16) {
+	case OBS_URP_RET0:
+		ok = ret == 0 || ret == EOWNERDEAD_;
+		break;
+	case OBS_URP_COND:
+		ok = true;
+		break;
+	case OBS_URP_PY:
+		ok = (int)ret == 1;
+		break;
+	default:
+		return 0;
+	}
+	return acq_return(ctx, ok);
 }

@@ -261,6 +261,24 @@ enum obs_lock_kind {
 };
 
 /* obs_acquire.flags */
+/* uprobe_multi links (one per library and direction) run one program that
+ * dispatches on the attach cookie: class << 16 | lock kind << 8 | OBS_ACQ_*. */
+#define OBS_UP_BARE 0           /* do nothing (benchmark baseline) */
+#define OBS_UP_ACQ 1            /* lock call entry: acquire of arg 1 */
+#define OBS_UP_REL 2            /* unlock / post: release of arg 1 */
+#define OBS_UP_DESTROY 3        /* lock destroyed: new generation */
+#define OBS_UP_COND_WAIT 4      /* cond wait: releases then reacquires arg 2 */
+#define OBS_UP_PY_ACQ 5         /* PyThread_acquire_lock_timed(lock, us, intr) */
+#define OBS_UP_PT_CREATE 6      /* pthread_create */
+#define OBS_UP_PT_JOIN 7
+#define OBS_UP_PT_DETACH 8
+#define OBS_UP_PT_EXIT 9
+#define OBS_UP_PT_TRYJOIN 10    /* tryjoin / timedjoin entry */
+/* return classes */
+#define OBS_URP_RET0 16         /* lock calls: 0 (or EOWNERDEAD) is acquired */
+#define OBS_URP_COND 17         /* cond wait: the mutex is held again */
+#define OBS_URP_PY 18           /* PyThread: 1 is acquired */
+#define OBS_URP_TRYJOIN 19      /* tryjoin: 0 is joined */
 #define OBS_ACQ_TRY 1        /* trylock: adds no edge into the tried lock */
 #define OBS_ACQ_CONTENDED 2  /* the thread entered a futex wait during the call */
 

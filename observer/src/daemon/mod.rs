@@ -722,7 +722,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             },
             deep,
         );
-        let probes = session::load_probes(&base, verbose)?;
+        let probes = session::load_probes(&base, verbose, false)?;
         let hooks = probes.hooks.clone();
         let mut src = LiveSource::new(probes, session::min_age(&base))?;
         let metrics = Arc::new(Metrics::new());

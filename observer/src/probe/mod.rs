@@ -3,6 +3,9 @@
 //! through `decode` and becomes typed events elsewhere.
 
 pub mod decode;
+pub mod deps;
+pub mod multi;
+pub mod site;
 
 use std::{collections::HashSet, fmt, path::Path};
 
@@ -11,7 +14,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, FEntry, FExit, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
-        uprobe::UProbeScope,
+        uprobe::{UProbeAttachLocation, UProbeScope},
     },
 };
 use observer_ebpf::bindings::{
@@ -252,6 +255,10 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     /// Deep tier (--uprobes): futex waits mark pending lock calls contended.
     pub deep: bool,
+    /// Stop watched processes at exec (SIGSTOP, urgent record) so uprobes
+    /// can be put in place before their first instruction; the caller
+    /// continues them (SIGCONT).
+    pub stop_on_exec: bool,
 }
 
 impl Default for ProbeConfig {
@@ -261,6 +268,7 @@ impl Default for ProbeConfig {
             follow_forks: false,
             ringbuf_bytes: 4 << 20,
             deep: false,
+            stop_on_exec: false,
         }
     }
 }
@@ -405,6 +413,53 @@ const PY_UPROBES: &[(&str, Option<&str>, &str)] = &[
     ("up_py_release", None, "PyThread_release_lock"),
 ];
 
+/// What a uprobe program reads at its site: argument registers, and the
+/// return address at `[rsp]` (its call site). Return programs read only the
+/// return value, but need `[rsp]` intact at the site to hijack it.
+fn reads(prog: &str) -> site::Reads {
+    let (args, stack) = match prog {
+        "up_pthread_create" | "up_cond_wait" | "up_py_acquire" => (2, true),
+        "up_unlock" | "up_py_release" | "up_destroy" | "up_pthread_tryjoin" => (1, false),
+        p if p.starts_with("urp_") => (0, true),
+        _ => (1, true),
+    };
+    site::Reads { args, stack }
+}
+
+/// The uprobe_multi attach cookie that makes `upm_entry`/`upm_return` do
+/// what program `prog` does (observer.h, OBS_UP_*).
+fn cookie(prog: &str) -> u64 {
+    use observer_ebpf::bindings::*;
+    let acq = |kind: obs_lock_kind, flags: u32| {
+        u64::from(OBS_UP_ACQ) << 16 | (kind as u64) << 8 | u64::from(flags)
+    };
+    let class = |c: u32| u64::from(c) << 16;
+    match prog {
+        "up_mutex_lock" => acq(obs_lock_kind::OBS_LK_MUTEX, 0),
+        "up_mutex_trylock" => acq(obs_lock_kind::OBS_LK_MUTEX, OBS_ACQ_TRY),
+        "up_rw_rdlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_READ, 0),
+        "up_rw_tryrdlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_READ, OBS_ACQ_TRY),
+        "up_rw_wrlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_WRITE, 0),
+        "up_rw_trywrlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_WRITE, OBS_ACQ_TRY),
+        "up_sem_wait" => acq(obs_lock_kind::OBS_LK_SEM, 0),
+        "up_sem_trywait" => acq(obs_lock_kind::OBS_LK_SEM, OBS_ACQ_TRY),
+        "up_unlock" | "up_py_release" => class(OBS_UP_REL),
+        "up_destroy" => class(OBS_UP_DESTROY),
+        "up_cond_wait" => class(OBS_UP_COND_WAIT),
+        "up_py_acquire" => class(OBS_UP_PY_ACQ),
+        "up_pthread_create" => class(OBS_UP_PT_CREATE),
+        "up_pthread_join" => class(OBS_UP_PT_JOIN),
+        "up_pthread_detach" => class(OBS_UP_PT_DETACH),
+        "up_pthread_exit" => class(OBS_UP_PT_EXIT),
+        "up_pthread_tryjoin" => class(OBS_UP_PT_TRYJOIN),
+        "urp_lock_ret0" => class(OBS_URP_RET0),
+        "urp_cond_wait" => class(OBS_URP_COND),
+        "urp_py_acquire" => class(OBS_URP_PY),
+        "urp_pthread_tryjoin" => class(OBS_URP_TRYJOIN),
+        _ => class(OBS_UP_BARE),
+    }
+}
+
 /// What attaching uprobes to one library of one process gave.
 #[derive(Clone, Debug, Default)]
 pub struct UprobeUse {
@@ -421,8 +476,15 @@ pub struct Probes {
     uprobed: HashSet<(u32, u64, u64)>,
     /// Every uprobe link, to release them in parallel (see `release_uprobes`).
     uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
+    /// Probe sites per library content (see `site`).
+    sites: site::SiteCache,
+    /// uprobe_multi programs, when the kernel has them; else why not.
+    multi: Option<multi::Multi>,
+    multi_why: Option<String>,
+    multi_links: Vec<std::os::fd::OwnedFd>,
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
+    stop_on_exec: bool,
 }
 
 /// Checks the kernel features observer needs, before touching BPF.
@@ -497,6 +559,7 @@ impl Probes {
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
             .override_global("FOLLOW_FORKS", &follow, true)
             .override_global("DEEP", &u8::from(cfg.deep), true)
+            .override_global("STOP_ON_EXEC", &u8::from(cfg.stop_on_exec), true)
             .map_max_entries("EVENTS", ring)
             .load(observer_ebpf::OBSERVER_OBJ)
             .map_err(|e| ProbeError::Load(short(&e)))?;
@@ -506,8 +569,13 @@ impl Probes {
             loaded: HashSet::new(),
             uprobed: HashSet::new(),
             uprobe_links: Vec::new(),
+            sites: site::SiteCache::default(),
+            multi: None,
+            multi_why: None,
+            multi_links: Vec::new(),
             hooks: Vec::new(),
             mounted_tracefs: false,
+            stop_on_exec: cfg.stop_on_exec,
         })
     }
 
@@ -645,14 +713,18 @@ impl Probes {
         if !self.uprobed.insert((pid, md.dev(), md.ino())) {
             return None;
         }
-        let mut used = UprobeUse::default();
-        let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
-        for &(prog, sym) in THREAD_UPROBES {
-            match self.attach_uprobe(prog, sym, lib, scope) {
-                Ok(()) => used.attached.push(sym),
-                Err(e) => used.missing.push((sym, short(&e))),
-            }
-        }
+        let want: Vec<(&str, site::Reads)> = THREAD_UPROBES
+            .iter()
+            .map(|&(prog, sym)| (sym, reads(prog)))
+            .collect();
+        let sites = self.sites_in(lib, &want);
+        let rows: Vec<(&'static str, Vec<&'static str>, Result<site::Site, String>)> =
+            THREAD_UPROBES
+                .iter()
+                .zip(sites)
+                .map(|(&(prog, sym), site)| (sym, vec![prog], site))
+                .collect();
+        let mut used = self.attach_rows(pid, lib, rows, true)?;
         used.attached.dedup();
         used.missing.dedup_by(|a, b| a.0 == b.0);
         Some(used)
@@ -675,19 +747,94 @@ impl Probes {
             return None;
         }
         let table = if python { PY_UPROBES } else { LOCK_UPROBES };
+        // Bare programs go to the sites the real ones would use.
+        let want: Vec<(&str, site::Reads)> = table
+            .iter()
+            .map(|&(entry, ret, sym)| {
+                let r = reads(entry);
+                (
+                    sym,
+                    site::Reads {
+                        stack: r.stack || ret.is_some(),
+                        ..r
+                    },
+                )
+            })
+            .collect();
+        let sites = self.sites_in(lib, &want);
+        let rows = table
+            .iter()
+            .zip(sites)
+            .map(|(&(entry, ret, sym), site)| {
+                let progs: Vec<&'static str> = if bare {
+                    std::iter::once("up_bare")
+                        .chain(ret.map(|_| "urp_bare"))
+                        .collect()
+                } else {
+                    std::iter::once(entry).chain(ret).collect()
+                };
+                (sym, progs, site)
+            })
+            .collect();
+        self.attach_rows(pid, lib, rows, false)
+    }
+
+    /// Attaches each row's programs at its site: in two uprobe_multi links
+    /// (entry, return) where the kernel has them, else one perf-event uprobe
+    /// per program.
+    #[allow(clippy::type_complexity)]
+    fn attach_rows(
+        &mut self,
+        pid: u32,
+        lib: &Path,
+        rows: Vec<(&'static str, Vec<&'static str>, Result<site::Site, String>)>,
+        thread: bool,
+    ) -> Option<UprobeUse> {
         let mut used = UprobeUse::default();
+        let mut ok: Vec<(&'static str, Vec<&'static str>, u64)> = Vec::new();
+        for (sym, progs, site) in rows {
+            match site {
+                Ok(at) => ok.push((sym, progs, at.offset)),
+                Err(e) => used.missing.push((sym, e)),
+            }
+        }
+        if let Some(m) = self.multi.as_ref().filter(|m| thread || m.has_locks()) {
+            let mut dirs: [(Vec<u64>, Vec<u64>); 2] = Default::default();
+            for (_, progs, off) in &ok {
+                for p in progs {
+                    let d = &mut dirs[usize::from(p.starts_with("urp_"))];
+                    d.0.push(*off);
+                    d.1.push(cookie(p));
+                }
+            }
+            let mut links = Vec::new();
+            let mut err = None;
+            for (ret, (offs, cookies)) in dirs.iter().enumerate() {
+                if offs.is_empty() {
+                    continue;
+                }
+                match m.attach(lib, offs, cookies, (thread, ret == 1), pid) {
+                    Ok(l) => links.push(l),
+                    Err(e) => err = Some(e),
+                }
+            }
+            match err {
+                None => {
+                    self.multi_links.extend(links);
+                    used.attached.extend(ok.iter().map(|r| r.0));
+                    return Some(used);
+                }
+                Some(e) => {
+                    tracing::debug!("uprobe_multi on {}: {e}; one uprobe each", lib.display());
+                    multi::release(links);
+                }
+            }
+        }
         let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid)?);
-        for &(entry, ret, sym) in table {
-            let progs: Vec<&'static str> = if bare {
-                std::iter::once("up_bare")
-                    .chain(ret.map(|_| "urp_bare"))
-                    .collect()
-            } else {
-                std::iter::once(entry).chain(ret).collect()
-            };
+        for (sym, progs, off) in ok {
             let mut r = Ok(());
             for prog in progs {
-                r = r.and_then(|_| self.attach_uprobe(prog, sym, lib, scope));
+                r = r.and_then(|_| self.attach_uprobe(prog, off, lib, scope));
             }
             match r {
                 Ok(()) => used.attached.push(sym),
@@ -697,10 +844,36 @@ impl Probes {
         Some(used)
     }
 
+    /// Probe sites of `want` (symbol, what its programs read) in `lib`.
+    fn sites_in(
+        &mut self,
+        lib: &Path,
+        want: &[(&str, site::Reads)],
+    ) -> Vec<Result<site::Site, String>> {
+        let sites = self.sites.sites(lib, want);
+        for (&(sym, _), s) in want.iter().zip(&sites) {
+            match s {
+                Ok(s) if s.emulated => tracing::debug!(
+                    "{sym} in {}: probe at +{:#x} ({}, emulated)",
+                    lib.display(),
+                    s.offset - s.entry,
+                    s.why
+                ),
+                Ok(s) => tracing::info!(
+                    "{sym} in {}: probe at +0, single-stepped: {}",
+                    lib.display(),
+                    s.why
+                ),
+                Err(_) => {}
+            }
+        }
+        sites
+    }
+
     fn attach_uprobe(
         &mut self,
         prog: &'static str,
-        sym: &str,
+        offset: u64,
         lib: &Path,
         scope: UProbeScope,
     ) -> Result<(), ProgramError> {
@@ -718,9 +891,50 @@ impl Probes {
             }
             self.loaded.insert(prog);
         }
-        let id = p.attach(sym, lib, scope)?;
+        let id = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope)?;
         self.uprobe_links.push((prog, id));
         Ok(())
+    }
+
+    /// Loads the uprobe_multi programs (before the ring buffer is taken).
+    /// Without them, each uprobe is a perf event of its own.
+    /// `locks`: also the deep tier's lock programs.
+    pub fn prepare_uprobe_multi(&mut self, locks: bool) {
+        if self.multi.is_some() || self.multi_why.is_some() {
+            return;
+        }
+        if std::env::var_os("OBSERVER_UPROBE_MULTI").is_some_and(|v| v == "0") {
+            self.multi_why = Some("off (OBSERVER_UPROBE_MULTI=0)".into());
+            return;
+        }
+        match multi::Multi::load(&self.bpf, &self.btf, observer_ebpf::OBSERVER_OBJ, locks) {
+            Ok(m) => self.multi = Some(m),
+            Err(e) => {
+                tracing::debug!("no uprobe_multi: {e}");
+                self.multi_why = Some(e);
+            }
+        }
+    }
+
+    /// How uprobes are attached: "uprobe_multi (one link per library)" or
+    /// why each is a perf event.
+    pub fn uprobe_mode(&self) -> String {
+        match (&self.multi, &self.multi_why) {
+            (Some(_), _) => "uprobe_multi (one link per library and direction)".into(),
+            (None, Some(why)) => format!("one perf event per uprobe (uprobe_multi: {why})"),
+            (None, None) => "not prepared".into(),
+        }
+    }
+
+    /// Releases every uprobe_multi link at once (each link waits out one
+    /// grace period; in parallel they overlap).
+    pub fn release_uprobes(&mut self) {
+        multi::release(std::mem::take(&mut self.multi_links));
+    }
+
+    /// Whether the kernel side stops watched processes at exec.
+    pub fn stops_on_exec(&self) -> bool {
+        self.stop_on_exec
     }
 
     /// How many uprobe links are attached.

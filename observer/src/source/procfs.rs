@@ -73,6 +73,18 @@ pub fn seed_threads(pid: u32) -> std::io::Result<Vec<Event>> {
     Ok(out)
 }
 
+/// Whether a file name is a library holding libc's thread and lock
+/// functions (glibc >= 2.34 has pthread in libc; older ones libpthread).
+pub fn is_thread_lib(file: &str) -> bool {
+    file.starts_with("libc.so") || file.starts_with("libc-2.") || file.starts_with("libpthread")
+}
+
+/// Whether a file name is a CPython interpreter or libpython.
+pub fn is_python(file: &str) -> bool {
+    file.starts_with("libpython")
+        || (file.starts_with("python") && !file.contains(".so") && !file.ends_with(".py"))
+}
+
 /// Libraries of `pid` that hold the libc thread functions, as paths that
 /// resolve in the target's mount namespace (through /proc/PID/root): libc
 /// (glibc >= 2.34 has pthread in it), libpthread for older glibc, or the
@@ -91,10 +103,7 @@ pub fn thread_libs(pid: u32) -> Vec<std::path::PathBuf> {
         {
             has_loader = true;
         }
-        let is_lib = file.starts_with("libc.so")
-            || file.starts_with("libc-2.")
-            || file.starts_with("libpthread");
-        if is_lib && path.starts_with('/') && !libs.iter().any(|l| l == path) {
+        if is_thread_lib(file) && path.starts_with('/') && !libs.iter().any(|l| l == path) {
             libs.push(path.to_string());
         }
     }
@@ -118,9 +127,7 @@ pub fn python_libs(pid: u32) -> Vec<std::path::PathBuf> {
     let mut libs: Vec<String> = Vec::new();
     for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
         let file = path.rsplit('/').next().unwrap_or(path);
-        let py = file.starts_with("libpython")
-            || (file.starts_with("python") && !file.contains(".so") && !file.ends_with(".py"));
-        if py && path.starts_with('/') && !libs.iter().any(|l| l == path) {
+        if is_python(file) && path.starts_with('/') && !libs.iter().any(|l| l == path) {
             libs.push(path.to_string());
         }
     }

@@ -1,0 +1,202 @@
+//! uprobe_multi links (Linux >= 6.6): every probed function of a library in
+//! one link, attached in one syscall and released after one grace period
+//! (perf-event uprobes cost one each: 50 took ~6 s to release here).
+//!
+//! aya 0.14 cannot load a program with the expected attach type the kernel
+//! requires (BPF_TRACE_UPROBE_MULTI), so the two dispatching programs
+//! (`upm_entry`, `upm_return`) are relocated with aya-obj's public API
+//! against the maps aya already created (same fds, so the same state) and
+//! loaded with raw BPF_PROG_LOAD; links are made with BPF_LINK_CREATE.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CString,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::Path,
+};
+
+use aya::{Btf, Ebpf, maps::Map};
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_KPROBE: u32 = 2;
+const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
+
+/// The loaded programs: thread lifecycle (entry, return), and the lock
+/// ones when wanted (their return program takes the verifier longest).
+pub struct Multi {
+    thread: [OwnedFd; 2],
+    locks: Option<[OwnedFd; 2]>,
+}
+
+fn map_fd(m: &Map) -> RawFd {
+    let d = match m {
+        Map::Array(d)
+        | Map::ArrayOfMaps(d)
+        | Map::BloomFilter(d)
+        | Map::CgroupArray(d)
+        | Map::CgroupStorage(d)
+        | Map::CgrpStorage(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashMap(d)
+        | Map::HashOfMaps(d)
+        | Map::InodeStorage(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuCgroupStorage(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::Queue(d)
+        | Map::ReusePortSockArray(d)
+        | Map::RingBuf(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::SkStorage(d)
+        | Map::Stack(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+    };
+    d.fd().as_fd().as_raw_fd()
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> std::io::Result<OwnedFd> {
+    // SAFETY: attr is a zero-padded bpf_attr of attr.len() bytes whose
+    // pointers (set by the callers) outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: these commands return a new file descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+fn put32(a: &mut [u8], off: usize, v: u32) {
+    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+fn put64(a: &mut [u8], off: usize, v: u64) {
+    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn prog_load(name: &str, insns: &[aya_obj::generated::bpf_insn]) -> Result<OwnedFd, String> {
+    let license = CString::new("GPL").expect("no NUL");
+    let load = |log: &mut Vec<u8>| {
+        // union bpf_attr, BPF_PROG_LOAD part (include/uapi/linux/bpf.h)
+        let mut a = [0u8; 128];
+        put32(&mut a, 0, BPF_PROG_TYPE_KPROBE);
+        put32(&mut a, 4, insns.len() as u32);
+        put64(&mut a, 8, insns.as_ptr() as u64);
+        put64(&mut a, 16, license.as_ptr() as u64);
+        if !log.is_empty() {
+            put32(&mut a, 24, 1);
+            put32(&mut a, 28, log.len() as u32);
+            put64(&mut a, 32, log.as_mut_ptr() as u64);
+        }
+        let n = name.as_bytes();
+        a[48..48 + n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
+        put32(&mut a, 68, BPF_TRACE_UPROBE_MULTI);
+        bpf(BPF_PROG_LOAD, &mut a)
+    };
+    load(&mut Vec::new()).map_err(|e| {
+        let mut log = vec![0u8; 1 << 20];
+        let _ = load(&mut log);
+        let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+        tracing::debug!(
+            "verifier log of {name}:\n{}",
+            String::from_utf8_lossy(&log[..end])
+        );
+        format!("loading {name}: {e}")
+    })
+}
+
+impl Multi {
+    /// Relocates and loads the dispatching programs against `bpf`'s maps
+    /// (call before any map is taken out of `bpf`). Fails on kernels
+    /// without uprobe_multi.
+    pub fn load(bpf: &Ebpf, btf: &Btf, obj: &[u8], locks: bool) -> Result<Multi, String> {
+        let mut o = aya_obj::Object::parse(obj).map_err(|e| e.to_string())?;
+        o.relocate_btf(btf).map_err(|e| e.to_string())?;
+        let text: HashSet<usize> = o.functions.keys().map(|(s, _)| *s).collect();
+        let defs = o.maps.clone();
+        let mut fds = HashMap::new();
+        for name in defs.keys() {
+            let m = bpf
+                .map(name)
+                .ok_or_else(|| format!("map {name} is not loaded"))?;
+            fds.insert(name.clone(), map_fd(m));
+        }
+        o.relocate_maps(defs.iter().map(|(n, d)| (n.as_str(), fds[n], d)), &text)
+            .map_err(|e| e.to_string())?;
+        o.relocate_calls(&text).map_err(|e| e.to_string())?;
+        let insns = |name: &str| -> Result<Vec<aya_obj::generated::bpf_insn>, String> {
+            let p = o
+                .programs
+                .get(name)
+                .ok_or_else(|| format!("no program {name}"))?;
+            Ok(o.functions[&p.function_key()].instructions.clone())
+        };
+        let load = |name: &str| prog_load(name, &insns(name)?);
+        Ok(Multi {
+            thread: [load("upm_thread_entry")?, load("upm_thread_return")?],
+            locks: if locks {
+                Some([load("upm_entry")?, load("upm_return")?])
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Whether the lock programs are loaded.
+    pub fn has_locks(&self) -> bool {
+        self.locks.is_some()
+    }
+
+    /// One link: the entry (or return) program of the thread (or lock) set
+    /// on `offsets` (file offsets) of `path`, each with its cookie, firing
+    /// only in process `pid`.
+    pub fn attach(
+        &self,
+        path: &Path,
+        offsets: &[u64],
+        cookies: &[u64],
+        (thread, ret): (bool, bool),
+        pid: u32,
+    ) -> Result<OwnedFd, String> {
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(offsets.len(), cookies.len());
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        let set = if thread {
+            &self.thread
+        } else {
+            self.locks.as_ref().ok_or("lock programs not loaded")?
+        };
+        let prog = &set[usize::from(ret)];
+        // union bpf_attr, BPF_LINK_CREATE with uprobe_multi
+        let mut a = [0u8; 64];
+        put32(&mut a, 0, prog.as_raw_fd() as u32);
+        put32(&mut a, 8, BPF_TRACE_UPROBE_MULTI);
+        put64(&mut a, 16, cpath.as_ptr() as u64);
+        put64(&mut a, 24, offsets.as_ptr() as u64);
+        put64(&mut a, 40, cookies.as_ptr() as u64);
+        put32(&mut a, 48, offsets.len() as u32);
+        put32(&mut a, 52, if ret { BPF_F_UPROBE_MULTI_RETURN } else { 0 });
+        put32(&mut a, 56, pid);
+        bpf(BPF_LINK_CREATE, &mut a).map_err(|e| e.to_string())
+    }
+}
+
+/// Releases links in parallel: each waits out its own grace period.
+pub fn release(links: Vec<OwnedFd>) {
+    std::thread::scope(|s| {
+        for l in links {
+            // Without a thread the closure, and so the link, drops here.
+            let _ = std::thread::Builder::new().spawn_scoped(s, move || drop(l));
+        }
+    });
+}
