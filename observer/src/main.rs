@@ -6,6 +6,7 @@ mod event;
 mod graph;
 mod model;
 mod probe;
+mod python;
 mod report;
 mod session;
 mod source;

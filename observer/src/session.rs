@@ -1016,6 +1016,45 @@ fn site_name(f: &crate::symbol::Frame) -> String {
     }
 }
 
+/// The Python view of `tgid` if it is CPython (a `PyState` event), and the
+/// names of its locks as `Symbol` events.
+fn python_events(model: &Model, symbols: &mut Symbolizer, tgid: u32, now: u64) -> Vec<Event> {
+    let Some(p) = model.process(tgid) else {
+        return Vec::new();
+    };
+    let waits: std::collections::HashMap<u32, u64> = p
+        .live_threads()
+        .filter_map(|t| Some((t.tid, t.wait.as_ref()?.uaddr)))
+        .collect();
+    let started = std::time::Instant::now();
+    let view = match symbols.python_view(tgid, &waits) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!("cannot read the Python interpreter of {tgid}: {e:#}");
+            return Vec::new();
+        }
+    };
+    tracing::debug!("python view of {tgid} in {:?}", started.elapsed());
+    let mut out: Vec<Event> = view
+        .locks
+        .iter()
+        .filter_map(|l| {
+            Some(Event::Symbol {
+                tgid,
+                addr: l.addr,
+                name: l.name.clone()?,
+            })
+        })
+        .collect();
+    out.push(Event::PyState {
+        ts_ns: now,
+        tgid,
+        view,
+    });
+    out
+}
+
 /// `observer dump -p PID`: one look at a process through /proc, no BPF.
 pub fn dump(pid: u32, json: bool) -> Result<u8> {
     if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
@@ -1049,6 +1088,9 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     }
     let mut symbols = Symbolizer::new();
     for e in symbol_events(&model, &mut symbols, &mut HashSet::new()) {
+        model.apply(&e);
+    }
+    for e in python_events(&model, &mut symbols, pid, now) {
         model.apply(&e);
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));

@@ -148,6 +148,8 @@ pub struct Process {
     pub lock_profiles: BTreeMap<(u64, u32), (AcqKind, LockProfile)>,
     /// PI lock attempts the kernel refused with EDEADLK: (tid, wait, when).
     pub pi_edeadlk: Vec<(Tid, Wait, u64)>,
+    /// The last Python view of a CPython process.
+    pub python: Option<crate::python::PyView>,
 }
 
 impl Process {
@@ -530,6 +532,21 @@ impl Model {
                     python: python.clone(),
                     owns_gil: *owns_gil,
                 });
+            }
+            Event::PyState { ts_ns, tgid, view } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                for t in &view.threads {
+                    if let Some(name) = &t.name
+                        && p.thread(t.tid).is_some()
+                    {
+                        let th = p.ensure_thread(t.tid, *ts_ns);
+                        if th.py_name.as_deref() != Some(name.as_str()) {
+                            th.py_name = Some(name.clone());
+                            th.names.push((*ts_ns, name.clone()));
+                        }
+                    }
+                }
+                p.python = Some(view.clone());
             }
             Event::PyThreadName {
                 ts_ns,
