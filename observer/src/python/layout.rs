@@ -57,6 +57,8 @@ pub struct Layout {
     pub method_self: u64,
     pub func_qualname: u64,
     pub long_digits: u64,
+    /// The `BEFORE_WITH` opcode: a frame stopped on it is entering a `with`.
+    pub before_with: u8,
     /// Where an instance's attributes live (managed dict, 3.11+).
     pub attrs: Attrs,
     /// `threading.Lock`: how its state is kept.
@@ -67,7 +69,7 @@ pub struct Layout {
 pub enum Attrs {
     /// 3.11: values pointer at obj-32, dict pointer at obj-24.
     ValuesOrDict311,
-    /// 3.12: one word at obj-24, a values pointer when its low bit is set.
+    /// 3.12: one word at obj-24: values pointer - 1 when its low bit is set.
     DictOrValues312,
     /// 3.13: values inline after the object (`Py_TPFLAGS_INLINE_VALUES`),
     /// a dict pointer at obj-24.
@@ -140,6 +142,7 @@ pub const PY311: Layout = Layout {
     method_self: 24,
     func_qualname: 40,
     long_digits: 24,
+    before_with: 53,
     attrs: Attrs::ValuesOrDict311,
     lock: LockLayout::Sem,
 };
@@ -187,6 +190,7 @@ pub const PY313: Layout = Layout {
     ts_current_frame: Some(72),
     code_adaptive: 200,
     dictvalues_values: 8,
+    before_with: 2,
     attrs: Attrs::Inline313,
     // Measured on 3.13.0: `_thread.lock` still keeps a `sem_t*` at +16 and
     // `locked` at +32 (the PyMutex-based lock object is newer).
@@ -299,6 +303,7 @@ mod tests {
             ("method_self", Some(l.method_self)),
             ("func_qualname", Some(l.func_qualname)),
             ("long_digits", Some(l.long_digits)),
+            ("before_with", Some(u64::from(l.before_with))),
             ("managed_dict_flag", Some(MANAGED_DICT)),
             ("heaptype_flag", Some(HEAPTYPE)),
             (

@@ -8,6 +8,7 @@
 #include "internal/pycore_code.h"
 #include "internal/pycore_dict.h"
 #include "internal/pycore_long.h"
+#include "opcode.h"
 #define P(name, expr) printf("%s %zu\n", name, (size_t)(expr));
 int main(void) {
   P("interp_threads_head", offsetof(PyInterpreterState, threads.head));
@@ -74,6 +75,7 @@ int main(void) {
 #else
   P("long_digits", offsetof(PyLongObject, long_value.ob_digit));
 #endif
+  P("before_with", BEFORE_WITH);
   P("managed_dict_flag", Py_TPFLAGS_MANAGED_DICT);
   P("heaptype_flag", Py_TPFLAGS_HEAPTYPE);
   return 0;

@@ -305,7 +305,7 @@ impl<'a, M: Mem> Reader<'a, M> {
             Attrs::DictOrValues312 => {
                 let w = self.u64(obj - 24)?;
                 if w & 1 == 1 {
-                    self.keys_entries(cached_keys()?, Some(w - 1 + l.dictvalues_values))?
+                    self.keys_entries(cached_keys()?, Some(w + 1 + l.dictvalues_values))?
                 } else if w == 0 {
                     return Some(Vec::new());
                 } else {

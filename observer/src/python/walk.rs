@@ -23,7 +23,10 @@ struct RawFrame {
     locals: Vec<(String, u64)>,
     stack: Vec<u64>,
     /// The stack depth was saved (`stacktop`): `stack` is exactly live.
+    #[allow(dead_code)]
     exact: bool,
+    /// The opcode the frame is executing.
+    opcode: Option<u8>,
 }
 
 struct RawThread {
@@ -179,6 +182,7 @@ impl<M: Mem> Walk<'_, '_, M> {
             locals,
             stack,
             exact,
+            opcode: r.u8(instr),
         })
     }
 
@@ -303,10 +307,12 @@ impl<M: Mem> Walk<'_, '_, M> {
                         view.wait = Some(PyWait {
                             lock,
                             kind,
-                            how: if slot == Slot::Lock {
-                                How::Acquire
-                            } else {
+                            // 3.12+ keep the manager on the stack while
+                            // BEFORE_WITH calls `__enter__`; 3.11 its `__exit__`.
+                            how: if slot == Slot::Exit || f0.opcode == Some(self.r.l.before_with) {
                                 How::With
+                            } else {
+                                How::Acquire
                             },
                             frame: 0,
                         });
@@ -333,10 +339,6 @@ impl<M: Mem> Walk<'_, '_, M> {
                     {
                         continue;
                     }
-                    // A stale slot above the live stack may still hold a
-                    // lock that is locked by another thread: only trust it
-                    // when the frame's depth is known or nothing else claims it.
-                    let _ = f.exact;
                     view.held.push(PyHeld {
                         lock,
                         kind,
@@ -406,7 +408,20 @@ impl<M: Mem> Walk<'_, '_, M> {
         // Names as the program spells them.
         let mut wanted: HashSet<u64> = infos.iter().map(|l| l.addr).collect();
         wanted.extend(label_objs.iter().map(|x| x.1));
-        let names = self.names(&raw, &wanted);
+        // The frame that waits for or holds a lock names it first: the
+        // program's own spelling at that line (`src.lock`).
+        let mut prefer: Vec<(usize, usize, u64)> = Vec::new();
+        for (ti, t) in threads.iter().enumerate() {
+            if let Some(w) = &t.wait {
+                prefer.push((ti, w.frame, w.lock));
+            }
+            for h in &t.held {
+                if let Some(f) = h.frame {
+                    prefer.push((ti, f, h.lock));
+                }
+            }
+        }
+        let names = self.names(&raw, &wanted, &prefer);
         for li in &mut infos {
             li.name = names.get(&li.addr).cloned();
         }
@@ -446,10 +461,40 @@ impl<M: Mem> Walk<'_, '_, M> {
         self.r.long(id).and_then(|v| u32::try_from(v).ok())
     }
 
-    fn names(&mut self, raw: &[RawThread], wanted: &HashSet<u64>) -> HashMap<u64, String> {
+    /// A name for `obj` among the locals of one frame (and their attributes).
+    fn local_name(&mut self, f: &RawFrame, obj: u64) -> Option<String> {
+        if let Some((k, _)) = f.locals.iter().find(|(_, v)| *v == obj) {
+            return Some(k.clone());
+        }
+        for (k, v) in &f.locals {
+            if let Some(attrs) = self.attrs(*v)
+                && let Some((a, _)) = attrs.iter().find(|(_, av)| *av == obj)
+            {
+                return Some(format!("{k}.{a}"));
+            }
+        }
+        None
+    }
+
+    fn names(
+        &mut self,
+        raw: &[RawThread],
+        wanted: &HashSet<u64>,
+        prefer: &[(usize, usize, u64)],
+    ) -> HashMap<u64, String> {
         let mut out: HashMap<u64, String> = HashMap::new();
         if wanted.is_empty() {
             return out;
+        }
+        for &(ti, fi, obj) in prefer {
+            if out.contains_key(&obj) {
+                continue;
+            }
+            if let Some(f) = raw.get(ti).and_then(|t| t.frames.get(fi))
+                && let Some(n) = self.local_name(f, obj)
+            {
+                out.insert(obj, n);
+            }
         }
         // Module globals first: the most stable name.
         let mut dicts: Vec<u64> = Vec::new();

@@ -4,6 +4,7 @@ pub mod dump;
 pub mod findings;
 pub mod json;
 pub mod live;
+pub mod python;
 pub mod text;
 
 use std::fmt::Write as _;
