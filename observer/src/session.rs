@@ -86,6 +86,8 @@ struct Session {
     pending_uprobes: std::collections::HashMap<u32, u64>,
     /// Processes known not to be CPython (until they exec).
     not_python: HashSet<u32>,
+    /// The futex waits each CPython process had at its last Python read.
+    py_read: std::collections::HashMap<u32, Vec<(u32, u64, u64)>>,
 }
 
 impl Session {
@@ -107,7 +109,44 @@ impl Session {
             fed_since_scan: false,
             pending_uprobes: std::collections::HashMap::new(),
             not_python: HashSet::new(),
+            py_read: std::collections::HashMap::new(),
         })
+    }
+
+    /// Reads the Python view of CPython targets whose threads sit in futex
+    /// waits older than the minimum age, when those waits changed since
+    /// the last read (or always, with `again`: a second read confirms a
+    /// cycle, since reads that do not stop the target can tear).
+    fn python_view(&mut self, now: u64, again: bool) -> Result<()> {
+        let min = min_age(&self.opts);
+        let mut evs = Vec::new();
+        let procs: Vec<(u32, Vec<(u32, u64, u64)>)> = self
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
+            .map(|p| {
+                let waits = p
+                    .live_threads()
+                    .filter_map(|t| t.wait.as_ref().map(|w| (t.tid, w.uaddr, w.start_ns)))
+                    .filter(|w| now.saturating_sub(w.2) >= min)
+                    .collect();
+                (p.tgid, waits)
+            })
+            .collect();
+        for (tgid, waits) in procs {
+            if waits.is_empty() || (!again && self.py_read.get(&tgid) == Some(&waits)) {
+                continue;
+            }
+            match python_events(&self.model, &mut self.symbols, tgid, now) {
+                Some(got) => evs.extend(got),
+                None => {
+                    self.not_python.insert(tgid);
+                }
+            }
+            self.py_read.insert(tgid, waits);
+        }
+        self.feed(&mut evs)
     }
 
     /// Attaches the thread uprobes to processes whose libc just appeared.
@@ -188,7 +227,15 @@ impl Session {
             evs.extend(owner_events(&self.model, &src.probes, now));
         }
         self.feed(&mut evs)?;
+        self.python_view(now, false)?;
         let mut cands = self.engine.candidates(&self.model, now);
+        if cands.iter().any(|f| {
+            f.kind == crate::detect::FindingKind::Deadlock
+                && f.threads.iter().any(|t| t.python.is_some())
+        }) {
+            self.python_view(now, true)?;
+            cands = self.engine.candidates(&self.model, now);
+        }
         if cands
             .iter()
             .any(|f| f.kind == crate::detect::FindingKind::LockOrderInversion)
@@ -1017,11 +1064,14 @@ fn site_name(f: &crate::symbol::Frame) -> String {
 }
 
 /// The Python view of `tgid` if it is CPython (a `PyState` event), and the
-/// names of its locks as `Symbol` events.
-fn python_events(model: &Model, symbols: &mut Symbolizer, tgid: u32, now: u64) -> Vec<Event> {
-    let Some(p) = model.process(tgid) else {
-        return Vec::new();
-    };
+/// names of its locks as `Symbol` events. None: not CPython.
+fn python_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tgid: u32,
+    now: u64,
+) -> Option<Vec<Event>> {
+    let p = model.process(tgid)?;
     let waits: std::collections::HashMap<u32, u64> = p
         .live_threads()
         .filter_map(|t| Some((t.tid, t.wait.as_ref()?.uaddr)))
@@ -1029,10 +1079,10 @@ fn python_events(model: &Model, symbols: &mut Symbolizer, tgid: u32, now: u64) -
     let started = std::time::Instant::now();
     let view = match symbols.python_view(tgid, &waits) {
         Ok(Some(v)) => v,
-        Ok(None) => return Vec::new(),
+        Ok(None) => return None,
         Err(e) => {
             tracing::warn!("cannot read the Python interpreter of {tgid}: {e:#}");
-            return Vec::new();
+            return Some(Vec::new());
         }
     };
     tracing::debug!("python view of {tgid} in {:?}", started.elapsed());
@@ -1052,7 +1102,7 @@ fn python_events(model: &Model, symbols: &mut Symbolizer, tgid: u32, now: u64) -
         tgid,
         view,
     });
-    out
+    Some(out)
 }
 
 /// `observer dump -p PID`: one look at a process through /proc, no BPF.
@@ -1090,7 +1140,7 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     for e in symbol_events(&model, &mut symbols, &mut HashSet::new()) {
         model.apply(&e);
     }
-    for e in python_events(&model, &mut symbols, pid, now) {
+    for e in python_events(&model, &mut symbols, pid, now).unwrap_or_default() {
         model.apply(&e);
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));
