@@ -52,6 +52,9 @@ pub struct PyWait {
     pub how: How,
     /// Index in `frames` of the frame entering it (0: innermost).
     pub frame: usize,
+    /// Its name as that frame spells it (`dst.lock`), if the frame does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A lock a thread holds: an active `with` block in `frame`, or an RLock
@@ -61,6 +64,9 @@ pub struct PyHeld {
     pub lock: u64,
     pub kind: PyLockKind,
     pub frame: Option<usize>,
+    /// Its name as that frame spells it, if the frame does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One Python thread as read from the interpreter.
@@ -228,10 +234,14 @@ impl PyView {
     /// The report's view of thread `tid`.
     pub fn info(&self, tid: u32) -> Option<PyThreadInfo> {
         let t = self.thread(tid)?;
-        let r = |lock: u64, kind: PyLockKind, how: Option<How>, frame: Option<usize>| {
+        let r = |lock: u64,
+                 kind: PyLockKind,
+                 how: Option<How>,
+                 frame: Option<usize>,
+                 name: &Option<String>| {
             let f = frame.and_then(|i| t.frames.get(i));
             PyLockRef {
-                name: self.lock_name(lock),
+                name: name.clone().unwrap_or_else(|| self.lock_name(lock)),
                 kind,
                 addr: lock,
                 how,
@@ -243,11 +253,11 @@ impl PyView {
             waits: t
                 .wait
                 .as_ref()
-                .map(|w| r(w.lock, w.kind, Some(w.how), Some(w.frame))),
+                .map(|w| r(w.lock, w.kind, Some(w.how), Some(w.frame), &w.name)),
             holds: t
                 .held
                 .iter()
-                .map(|h| r(h.lock, h.kind, None, h.frame))
+                .map(|h| r(h.lock, h.kind, None, h.frame, &h.name))
                 .collect(),
             joins: t.joins,
             label: t.label.clone(),

@@ -315,6 +315,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                                 How::Acquire
                             },
                             frame: 0,
+                            name: None,
                         });
                         locks.insert(lock, kind);
                         cut = Some(k);
@@ -343,6 +344,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                         lock,
                         kind,
                         frame: Some(fi),
+                        name: None,
                     });
                     locks.insert(lock, kind);
                 }
@@ -402,6 +404,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                     lock: li.addr,
                     kind: li.kind,
                     frame: None,
+                    name: None,
                 });
             }
         }
@@ -424,6 +427,22 @@ impl<M: Mem> Walk<'_, '_, M> {
         let names = self.names(&raw, &wanted, &prefer);
         for li in &mut infos {
             li.name = names.get(&li.addr).cloned();
+        }
+        // Each reference as its own frame spells it: the same lock is
+        // `dst.lock` where one thread waits and `src.lock` where another holds it.
+        for (t, rt) in threads.iter_mut().zip(&raw) {
+            if let Some(w) = &mut t.wait {
+                w.name = rt
+                    .frames
+                    .get(w.frame)
+                    .and_then(|f| self.local_name(f, w.lock));
+            }
+            for h in &mut t.held {
+                h.name = h
+                    .frame
+                    .and_then(|i| rt.frames.get(i))
+                    .and_then(|f| self.local_name(f, h.lock));
+            }
         }
         for (ti, obj) in label_objs {
             let n = names

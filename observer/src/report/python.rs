@@ -84,7 +84,9 @@ pub fn deadlock(f: &Finding) -> Option<String> {
             .and_then(|t| t.python.as_ref())
             .and_then(|p| p.holds.iter().find(|l| l.addr == e.lock.addr));
         let how = match held {
-            Some(l) if l.site.is_some() => format!(", in a `with` block{}", at(l)),
+            Some(l) if l.site.is_some() => {
+                format!(", as {} in a `with` block{}", escape(&l.name), at(l))
+            }
             Some(_) => ", its owner".to_string(),
             None => String::new(),
         };
