@@ -118,6 +118,12 @@ impl Session {
     /// the last read (or always, with `again`: a second read confirms a
     /// cycle, since reads that do not stop the target can tear).
     fn python_view(&mut self, now: u64, again: bool) -> Result<()> {
+        self.python_view_of(now, again, false)
+    }
+
+    /// `all`: every CPython target still alive, blocked or not (the end of
+    /// observation, so every thread's report carries its Python stack).
+    fn python_view_of(&mut self, now: u64, again: bool, all: bool) -> Result<()> {
         let min = min_age(&self.opts);
         let mut evs = Vec::new();
         let procs: Vec<(u32, Vec<(u32, u64, u64)>)> = self
@@ -125,6 +131,7 @@ impl Session {
             .processes
             .values()
             .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
+            .filter(|p| !all || procfs::exists(p.tgid))
             .map(|p| {
                 let waits = p
                     .live_threads()
@@ -135,7 +142,7 @@ impl Session {
             })
             .collect();
         for (tgid, waits) in procs {
-            if waits.is_empty() || (!again && self.py_read.get(&tgid) == Some(&waits)) {
+            if !all && (waits.is_empty() || (!again && self.py_read.get(&tgid) == Some(&waits))) {
                 continue;
             }
             match python_events(&self.model, &mut self.symbols, tgid, now) {
@@ -723,6 +730,9 @@ async fn observe(
         }
     }
     let now = procfs::mono_ns();
+    if !killed_on_hang {
+        s.python_view_of(now, true, true)?;
+    }
     src.finish(now, &mut evs);
     if s.opts.uprobes {
         evs.extend(gate_events(&s.model, &src.probes, now));
@@ -1081,7 +1091,7 @@ fn python_events(
         Ok(Some(v)) => v,
         Ok(None) => return None,
         Err(e) => {
-            tracing::warn!("cannot read the Python interpreter of {tgid}: {e:#}");
+            tracing::info!("cannot read the Python interpreter of {tgid}: {e:#}");
             return Some(Vec::new());
         }
     };

@@ -67,6 +67,13 @@ pub struct ThreadOut {
     pub created_at: Option<String>,
     pub detached: bool,
     pub joined_by: Option<u32>,
+    /// CPython: the Python stack at the last read of the interpreter (for a
+    /// thread that exited since, its last known state)
+    /// (innermost first) and what it showed about locks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<crate::python::PyThreadInfo>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +152,12 @@ pub fn build<'a>(
                         .unwrap_or_else(|| format!("{:#x}", t.create_site))
                 }),
                 detached: t.detached,
+                python_frames: p
+                    .python
+                    .as_ref()
+                    .and_then(|v| v.thread(t.tid))
+                    .map(|x| x.frames.clone()),
+                python: p.python.as_ref().and_then(|v| v.info(t.tid)),
                 joined_by: t.joined_by,
             });
         }
