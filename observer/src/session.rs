@@ -712,6 +712,9 @@ async fn observe(
         }
         s.feed(&mut evs)?;
         if let Some(sig) = stop_signal {
+            // Every thread's Python state as it is now, before the signal
+            // reaches a child (Python unwinds on SIGINT).
+            s.python_view_of(procfs::mono_ns(), true, true)?;
             match target {
                 // Pass the signal on and give the child a moment to exit.
                 Target::Child { pid } => {
@@ -730,7 +733,7 @@ async fn observe(
         }
     }
     let now = procfs::mono_ns();
-    if !killed_on_hang {
+    if !killed_on_hang && stop_signal.is_none() {
         s.python_view_of(now, true, true)?;
     }
     src.finish(now, &mut evs);

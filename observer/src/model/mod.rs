@@ -84,6 +84,16 @@ impl Thread {
         self.names.last().map(|(_, n)| n.as_str()).unwrap_or("")
     }
 
+    /// Records a name taken at `ts_ns`. Kernel records can arrive after a
+    /// later name read from memory (a Python thread name): keep time order.
+    fn rename(&mut self, ts_ns: u64, name: &str) {
+        let pos = self.names.partition_point(|(t, _)| *t <= ts_ns);
+        let before = pos.checked_sub(1).map(|i| self.names[i].1.as_str());
+        if before != Some(name) {
+            self.names.insert(pos, (ts_ns, name.to_string()));
+        }
+    }
+
     pub fn alive(&self) -> bool {
         self.exit_ns.is_none()
     }
@@ -362,9 +372,7 @@ impl Model {
                 name,
             } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                if t.name() != name {
-                    t.names.push((*ts_ns, name.clone()));
-                }
+                t.rename(*ts_ns, name);
             }
             Event::Exec {
                 ts_ns,
@@ -383,9 +391,7 @@ impl Model {
                     }
                 }
                 let t = p.ensure_thread(*tid, *ts_ns);
-                if t.name() != name {
-                    t.names.push((*ts_ns, name.clone()));
-                }
+                t.rename(*ts_ns, name);
             }
             Event::WaitBegin {
                 ts_ns,
