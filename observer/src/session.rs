@@ -153,6 +153,10 @@ impl Session {
             }
             self.py_read.insert(tgid, waits);
         }
+        if !evs.is_empty() && !all {
+            // Replay judges at scans: judge again with what Python showed.
+            evs.push(Event::Scan { ts_ns: now });
+        }
         self.feed(&mut evs)
     }
 

@@ -381,8 +381,12 @@ fn run_case(e: &Expect) {
     for (label, py) in pythons() {
         let dir = tmp();
         let rep = dir.path().join("r.json");
+        let rec = dir.path().join("rec.jsonl");
         let mut cmd = observer();
-        cmd.args(["run", "-q", "--report"]).arg(&rep);
+        cmd.args(["run", "-q", "--report"])
+            .arg(&rep)
+            .arg("--record")
+            .arg(&rec);
         if e.cycle.is_some() {
             cmd.arg("--kill-on-deadlock");
         }
@@ -405,6 +409,36 @@ fn run_case(e: &Expect) {
             );
         }
         check(e, label, &read_json(&rep), &o.stdout);
+        // The recording replays to the same Python finding.
+        let rp = dir.path().join("replay.json");
+        let out = observer()
+            .arg("replay")
+            .arg(&rec)
+            .arg("--report")
+            .arg(&rp)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let replayed = read_json(&rp);
+        let kinds = |r: &Value| -> Vec<String> {
+            r["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["kind"].to_string())
+                .filter(|k| k.contains("deadlock"))
+                .collect()
+        };
+        assert_eq!(
+            kinds(&replayed),
+            kinds(&read_json(&rep)),
+            "{} under {label}: replay",
+            e.fixture
+        );
         drop(o);
         assert_no_programs_left();
     }
