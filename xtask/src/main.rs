@@ -3,6 +3,7 @@
 mod bench;
 mod bench_deep;
 mod bench_detect;
+mod bench_python;
 
 use std::{
     path::{Path, PathBuf},
@@ -229,8 +230,11 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("deep") => {
             bench_deep::main(&args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("python") => {
+            bench_python::main(&args[2..])
+        }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
-        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep]|vmlinux"),
+        _ => bail!("usage: cargo xtask test|demo|bench [detect|deep|python]|vmlinux"),
     }
 }

@@ -652,3 +652,42 @@ fn label_frame(frames: &[RawFrame]) -> Option<(usize, &'static str)> {
     }
     best
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(file: &str, function: &str) -> RawFrame {
+        RawFrame {
+            frame: PyFrame {
+                function: function.into(),
+                file: file.into(),
+                line: 1,
+            },
+            globals: 0,
+            locals: Vec::new(),
+            stack: Vec::new(),
+            exact: false,
+            opcode: None,
+        }
+    }
+
+    #[test]
+    fn labels_name_the_outermost_library_wait() {
+        let q = [
+            frame("/usr/lib/python3.11/threading.py", "Condition.wait"),
+            frame("/usr/lib/python3.11/queue.py", "Queue.get"),
+            frame("/app/worker.py", "consume"),
+        ];
+        assert_eq!(label_frame(&q), Some((1, "Queue.get")));
+        let e = [
+            frame("/x/threading.py", "Condition.wait"),
+            frame("/x/threading.py", "Event.wait"),
+            frame("/app/a.py", "main"),
+        ];
+        assert_eq!(label_frame(&e), Some((1, "Event.wait")));
+        // A user's own Queue.get is not the library's.
+        assert_eq!(label_frame(&[frame("/app/queue2.py", "Queue.get")]), None);
+        assert_eq!(label_frame(&[frame("/app/a.py", "main")]), None);
+    }
+}
