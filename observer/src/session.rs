@@ -87,7 +87,7 @@ struct Session {
     /// Processes known not to be CPython (until they exec).
     not_python: HashSet<u32>,
     /// The futex waits each CPython process had at its last Python read.
-    py_read: std::collections::HashMap<u32, Vec<(u32, u64, u64)>>,
+    py_read: std::collections::HashMap<u32, Vec<PyWaitKey>>,
 }
 
 impl Session {
@@ -126,7 +126,7 @@ impl Session {
     fn python_view_of(&mut self, now: u64, again: bool, all: bool) -> Result<()> {
         let min = min_age(&self.opts);
         let mut evs = Vec::new();
-        let procs: Vec<(u32, Vec<(u32, u64, u64)>)> = self
+        let procs: Vec<(u32, Vec<PyWaitKey>)> = self
             .model
             .processes
             .values()
@@ -617,6 +617,9 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         Ok(if end.hang_found { EXIT_HANG } else { 0 })
     })
 }
+
+/// A thread's futex wait as the Python reads remember it: (tid, uaddr, start).
+type PyWaitKey = (u32, u64, u64);
 
 /// TIDs of the `ThreadSeen` events of a /proc seed.
 fn seeded_tids(seed: &[Event]) -> Vec<u32> {

@@ -156,7 +156,7 @@ fn line_of(fixture: &str, needle: &str) -> u64 {
         + 1
 }
 
-fn thread<'a>(r: &'a Value, tid: u32) -> &'a Value {
+fn thread(r: &Value, tid: u32) -> &Value {
     r["threads"]
         .as_array()
         .unwrap()

@@ -69,7 +69,7 @@ impl<'a, M: Mem> Reader<'a, M> {
 
     /// A plausible object pointer: non-null, aligned.
     pub fn ptr_ok(p: u64) -> bool {
-        p >= 4096 && p % 8 == 0 && p < (1 << 56)
+        p >= 4096 && p.is_multiple_of(8) && p < (1 << 56)
     }
 
     /// (refcount, type) of a live-looking object.

@@ -117,10 +117,10 @@ impl<M: Mem> Walk<'_, '_, M> {
             };
             let prev = u64_at(&b, l.frame_previous).unwrap_or(0);
             let owner = b.get(l.frame_owner as usize).copied();
-            if l.owned_by_cstack.is_none() || owner != l.owned_by_cstack {
-                if let Some(rf) = self.frame(f, &b) {
-                    out.push(rf);
-                }
+            if (l.owned_by_cstack.is_none() || owner != l.owned_by_cstack)
+                && let Some(rf) = self.frame(f, &b)
+            {
+                out.push(rf);
             }
             f = prev;
         }
