@@ -1105,7 +1105,11 @@ fn python_events(
             return Some(Vec::new());
         }
     };
-    tracing::debug!("python view of {tgid} in {:?}", started.elapsed());
+    tracing::debug!(
+        "python view of {tgid} in {:?} ({} memory reads so far)",
+        started.elapsed(),
+        crate::python::reader::READS.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let mut out: Vec<Event> = view
         .locks
         .iter()

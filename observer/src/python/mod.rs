@@ -193,13 +193,22 @@ pub fn view(
             "CPython {vs}: interpreter layout not known (3.11-3.13 are): Python locks are not read (native view only)"
         ));
     };
-    inspect(
+    let t0 = std::time::Instant::now();
+    let reads = reader::READS.load(std::sync::atomic::Ordering::Relaxed);
+    let v = inspect(
         &reader::Live(pid),
         layout,
         vs.clone(),
         version.addresses.interpreter_address as u64,
         waits,
-    )
+    );
+    tracing::debug!(
+        "python walk of {pid}: {} threads in {:?}, {} memory reads",
+        v.threads.len(),
+        t0.elapsed(),
+        reader::READS.load(std::sync::atomic::Ordering::Relaxed) - reads
+    );
+    v
 }
 
 /// What a report says about one thread's Python state.

@@ -14,11 +14,15 @@ pub trait Mem {
 
 pub struct Live(pub u32);
 
+/// process_vm_readv calls made by live readers (the cost of a Python read).
+pub static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Mem for Live {
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
         if addr < 4096 {
             return None;
         }
+        READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::source::snapshot::read_mem(self.0, addr, len)
     }
 }
