@@ -411,8 +411,8 @@ impl<M: Mem> Walk<'_, '_, M> {
         // Names as the program spells them.
         let mut wanted: HashSet<u64> = infos.iter().map(|l| l.addr).collect();
         wanted.extend(label_objs.iter().map(|x| x.1));
-        // The frame that waits for or holds a lock names it first: the
-        // program's own spelling at that line (`src.lock`).
+        // After module globals, the frame that waits for or holds a lock
+        // names it: the program's own spelling at that line (`src.lock`).
         let mut prefer: Vec<(usize, usize, u64)> = Vec::new();
         for (ti, t) in threads.iter().enumerate() {
             if let Some(w) = &t.wait {
@@ -505,16 +505,6 @@ impl<M: Mem> Walk<'_, '_, M> {
         if wanted.is_empty() {
             return out;
         }
-        for &(ti, fi, obj) in prefer {
-            if out.contains_key(&obj) {
-                continue;
-            }
-            if let Some(f) = raw.get(ti).and_then(|t| t.frames.get(fi))
-                && let Some(n) = self.local_name(f, obj)
-            {
-                out.insert(obj, n);
-            }
-        }
         // Module globals first: the most stable name.
         let mut dicts: Vec<u64> = Vec::new();
         for f in raw.iter().flat_map(|t| &t.frames) {
@@ -551,6 +541,17 @@ impl<M: Mem> Walk<'_, '_, M> {
                         }
                     }
                 }
+            }
+        }
+        // Then the frames that wait for or hold it.
+        for &(ti, fi, obj) in prefer {
+            if out.contains_key(&obj) {
+                continue;
+            }
+            if let Some(f) = raw.get(ti).and_then(|t| t.frames.get(fi))
+                && let Some(n) = self.local_name(f, obj)
+            {
+                out.insert(obj, n);
             }
         }
         // Then locals and their attributes, innermost frames first.
