@@ -1043,7 +1043,33 @@ fn stack_events(
         }
     }
     let mut out = Vec::new();
-    for (tgid, threads) in want {
+    for (tgid, mut threads) in want {
+        // CPython threads the Python view already shows: their Python stack
+        // is the answer (the native frames are the interpreter's own), and
+        // unwinding them costs more than the whole Python read.
+        if let Some(view) = model
+            .process(tgid)
+            .and_then(|p| p.python.as_ref())
+            .filter(|v| v.unsupported.is_none())
+        {
+            threads.retain(|(tid, _)| {
+                let Some(t) = view.thread(*tid).filter(|t| !t.frames.is_empty()) else {
+                    return true;
+                };
+                out.push(Event::Stack {
+                    ts_ns: now,
+                    tgid,
+                    tid: *tid,
+                    frames: Vec::new(),
+                    python: t.frames.clone(),
+                    owns_gil: false,
+                });
+                false
+            });
+            if threads.is_empty() {
+                continue;
+            }
+        }
         let py = symbols
             .python_threads(tgid)
             .ok()
