@@ -347,6 +347,13 @@ pub enum Event {
         tid: Tid,
         name: String,
     },
+    /// The Python view of a CPython process read from its memory: every
+    /// thread's name and stack, the lock it waits for, the locks it holds.
+    PyState {
+        ts_ns: u64,
+        tgid: u32,
+        view: crate::python::PyView,
+    },
     /// Deep tier: a lock-order edge seen for the first time, with the call
     /// sites and a copy of the stack (`frames` once unwound by userspace).
     LockEdge {
@@ -448,6 +455,7 @@ impl Event {
             | ThreadResumed { ts_ns, .. }
             | Stack { ts_ns, .. }
             | PyThreadName { ts_ns, .. }
+            | PyState { ts_ns, .. }
             | LockEdge { ts_ns, .. }
             | EdgeGates { ts_ns, .. }
             | LockOwner { ts_ns, .. }

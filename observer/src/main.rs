@@ -7,6 +7,7 @@ mod event;
 mod graph;
 mod model;
 mod probe;
+mod python;
 mod recording;
 mod replay;
 mod report;

@@ -94,6 +94,8 @@ pub(crate) struct Session {
     stop_on_exec: bool,
     /// Processes stopped at exec, to continue once their uprobes are in.
     exec_stopped: Vec<u32>,
+    /// The futex waits each CPython process had at its last Python read.
+    py_read: std::collections::HashMap<u32, Vec<PyWaitKey>>,
 }
 
 impl Session {
@@ -121,7 +123,55 @@ impl Session {
             not_python: HashSet::new(),
             stop_on_exec: false,
             exec_stopped: Vec::new(),
+            py_read: std::collections::HashMap::new(),
         })
+    }
+
+    /// Reads the Python view of CPython targets whose threads sit in futex
+    /// waits older than the minimum age, when those waits changed since
+    /// the last read (or always, with `again`: a second read confirms a
+    /// cycle, since reads that do not stop the target can tear).
+    fn python_view(&mut self, now: u64, again: bool) -> Result<()> {
+        self.python_view_of(now, again, false)
+    }
+
+    /// `all`: every CPython target still alive, blocked or not (the end of
+    /// observation, so every thread's report carries its Python stack).
+    fn python_view_of(&mut self, now: u64, again: bool, all: bool) -> Result<()> {
+        let min = min_age(&self.opts);
+        let mut evs = Vec::new();
+        let procs: Vec<(u32, Vec<PyWaitKey>)> = self
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
+            .filter(|p| !all || procfs::exists(p.tgid))
+            .map(|p| {
+                let waits = p
+                    .live_threads()
+                    .filter_map(|t| t.wait.as_ref().map(|w| (t.tid, w.uaddr, w.start_ns)))
+                    .filter(|w| now.saturating_sub(w.2) >= min)
+                    .collect();
+                (p.tgid, waits)
+            })
+            .collect();
+        for (tgid, waits) in procs {
+            if !all && (waits.is_empty() || (!again && self.py_read.get(&tgid) == Some(&waits))) {
+                continue;
+            }
+            match python_events(&self.model, &mut self.symbols, tgid, now) {
+                Some(got) => evs.extend(got),
+                None => {
+                    self.not_python.insert(tgid);
+                }
+            }
+            self.py_read.insert(tgid, waits);
+        }
+        if !evs.is_empty() && !all {
+            // Replay judges at scans: judge again with what Python showed.
+            evs.push(Event::Scan { ts_ns: now });
+        }
+        self.feed(&mut evs)
     }
 
     /// Attaches the thread uprobes to processes whose libc just appeared.
@@ -236,7 +286,15 @@ impl Session {
             evs.extend(owner_events(&self.model, &src.probes, now));
         }
         self.feed(&mut evs)?;
+        self.python_view(now, false)?;
         let mut cands = self.engine.candidates(&self.model, now);
+        if cands.iter().any(|f| {
+            f.kind == crate::detect::FindingKind::Deadlock
+                && f.threads.iter().any(|t| t.python.is_some())
+        }) {
+            self.python_view(now, true)?;
+            cands = self.engine.candidates(&self.model, now);
+        }
         if cands
             .iter()
             .any(|f| f.kind == crate::detect::FindingKind::LockOrderInversion)
@@ -748,6 +806,9 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
     })
 }
 
+/// A thread's futex wait as the Python reads remember it: (tid, uaddr, start).
+type PyWaitKey = (u32, u64, u64);
+
 /// TIDs of the `ThreadSeen` events of a /proc seed.
 pub(crate) fn seeded_tids(seed: &[Event]) -> Vec<u32> {
     seed.iter()
@@ -847,6 +908,9 @@ async fn observe(
         s.feed(&mut evs)?;
         s.resume_execs(&mut src.probes);
         if let Some(sig) = stop_signal {
+            // Every thread's Python state as it is now, before the signal
+            // reaches a child (Python unwinds on SIGINT).
+            s.python_view_of(procfs::mono_ns(), true, true)?;
             match target {
                 // Pass the signal on and give the child a moment to exit.
                 Target::Child { pid } => {
@@ -865,6 +929,9 @@ async fn observe(
         }
     }
     let now = procfs::mono_ns();
+    if !killed_on_hang && stop_signal.is_none() {
+        s.python_view_of(now, true, true)?;
+    }
     src.finish(now, &mut evs);
     // Creation sites of a process that already ended: named from the
     // mappings read while it lived.
@@ -1217,7 +1284,33 @@ fn stack_events(
         }
     }
     let mut out = Vec::new();
-    for (tgid, threads) in want {
+    for (tgid, mut threads) in want {
+        // CPython threads the Python view already shows: their Python stack
+        // is the answer (the native frames are the interpreter's own), and
+        // unwinding them costs more than the whole Python read.
+        if let Some(view) = model
+            .process(tgid)
+            .and_then(|p| p.python.as_ref())
+            .filter(|v| v.unsupported.is_none())
+        {
+            threads.retain(|(tid, _)| {
+                let Some(t) = view.thread(*tid).filter(|t| !t.frames.is_empty()) else {
+                    return true;
+                };
+                out.push(Event::Stack {
+                    ts_ns: now,
+                    tgid,
+                    tid: *tid,
+                    frames: Vec::new(),
+                    python: t.frames.clone(),
+                    owns_gil: false,
+                });
+                false
+            });
+            if threads.is_empty() {
+                continue;
+            }
+        }
         let py = symbols
             .python_threads(tgid)
             .ok()
@@ -1257,6 +1350,52 @@ fn site_name(f: &crate::symbol::Frame) -> String {
     }
 }
 
+/// The Python view of `tgid` if it is CPython (a `PyState` event), and the
+/// names of its locks as `Symbol` events. None: not CPython.
+fn python_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tgid: u32,
+    now: u64,
+) -> Option<Vec<Event>> {
+    let p = model.process(tgid)?;
+    let waits: std::collections::HashMap<u32, u64> = p
+        .live_threads()
+        .filter_map(|t| Some((t.tid, t.wait.as_ref()?.uaddr)))
+        .collect();
+    let started = std::time::Instant::now();
+    let view = match symbols.python_view(tgid, &waits) {
+        Ok(Some(v)) => v,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::info!("cannot read the Python interpreter of {tgid}: {e:#}");
+            return Some(Vec::new());
+        }
+    };
+    tracing::debug!(
+        "python view of {tgid} in {:?} ({} memory reads so far)",
+        started.elapsed(),
+        crate::python::reader::READS.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut out: Vec<Event> = view
+        .locks
+        .iter()
+        .filter_map(|l| {
+            Some(Event::Symbol {
+                tgid,
+                addr: l.addr,
+                name: l.name.clone()?,
+            })
+        })
+        .collect();
+    out.push(Event::PyState {
+        ts_ns: now,
+        tgid,
+        view,
+    });
+    Some(out)
+}
+
 /// `observer dump -p PID`: one look at a process through /proc, no BPF.
 pub fn dump(pid: u32, json: bool) -> Result<u8> {
     if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
@@ -1290,6 +1429,9 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     }
     let mut symbols = Symbolizer::new();
     for e in symbol_events(&model, &mut symbols, &mut HashSet::new()) {
+        model.apply(&e);
+    }
+    for e in python_events(&model, &mut symbols, pid, now).unwrap_or_default() {
         model.apply(&e);
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));

@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
 
 mod bench;
+mod bench_python;
 mod bench_soak;
 
 use std::{
@@ -298,11 +299,14 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("soak") => {
             bench_soak::main(&args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("python") => {
+            bench_python::main(&args[2..])
+        }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|...]|vmlinux|record [FIXTURE...]"
+            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|python|...]|vmlinux|record [FIXTURE...]"
         ),
     }
 }

@@ -120,6 +120,7 @@ fn event_tgid(ev: &Event) -> Option<u32> {
         | CreationStack { tgid, .. }
         | JoinWait { tgid, .. }
         | JoinState { tgid, .. }
+        | PyState { tgid, .. }
         | End { tgid, .. } => Some(*tgid),
         Drops { .. } | Scan { .. } => None,
     }

@@ -80,6 +80,9 @@ pub struct ThreadInfo {
     pub python_frames: Vec<crate::symbol::PyFrame>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub owns_gil: bool,
+    /// CPython: the lock it waits for, the locks it holds, a join, a label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<crate::python::PyThreadInfo>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -165,7 +168,10 @@ impl Ctx<'_> {
             python_frames: t
                 .and_then(|t| t.stack.as_ref())
                 .map(|s| s.python.clone())
+                .filter(|f| !f.is_empty())
+                .or_else(|| Some(self.process.python.as_ref()?.thread(tid)?.frames.clone()))
                 .unwrap_or_default(),
+            python: self.process.python.as_ref().and_then(|v| v.info(tid)),
             owns_gil: t.and_then(|t| t.stack.as_ref()).is_some_and(|s| s.owns_gil),
         }
     }

@@ -49,6 +49,8 @@ pub enum LockKind {
     Semaphore,
     /// A CPython `threading.Lock` (a semaphore underneath; owner from the deep tier).
     PyLock,
+    /// A CPython `threading.RLock` (records its owner).
+    PyRLock,
     /// A futex lock that records no owner (e.g. Rust's std Mutex).
     Lock,
     Unknown,
@@ -65,6 +67,7 @@ impl LockKind {
             LockKind::Condvar => "condvar",
             LockKind::Semaphore => "semaphore",
             LockKind::PyLock => "Python lock",
+            LockKind::PyRLock => "Python RLock",
             LockKind::Lock => "futex lock",
             LockKind::Unknown => "futex",
         }
@@ -79,6 +82,7 @@ impl LockKind {
                 | LockKind::PiMutex
                 | LockKind::Rwlock
                 | LockKind::PyLock
+                | LockKind::PyRLock
         )
     }
 }

@@ -2,6 +2,7 @@
 //! wait whose holder is known.
 
 pub mod classify;
+pub mod python;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,7 +36,10 @@ impl WaitForGraph {
         let mut g = WaitForGraph::default();
         for t in p.live_threads() {
             let Some(w) = &t.wait else { continue };
-            let target = classify(w, p);
+            let mut target = classify(w, p);
+            if let Some(view) = &p.python {
+                target = python::refine(view, p, t.tid, w, target);
+            }
             if let Holder::Thread(h) = target.holder {
                 g.graph.add_edge(t.tid, h, ());
             }

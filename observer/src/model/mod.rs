@@ -98,6 +98,16 @@ impl Thread {
         self.names.last().map(|(_, n)| n.as_str()).unwrap_or("")
     }
 
+    /// Records a name taken at `ts_ns`. Kernel records can arrive after a
+    /// later name read from memory (a Python thread name): keep time order.
+    fn rename(&mut self, ts_ns: u64, name: &str) {
+        let pos = self.names.partition_point(|(t, _)| *t <= ts_ns);
+        let before = pos.checked_sub(1).map(|i| self.names[i].1.as_str());
+        if before != Some(name) {
+            self.names.insert(pos, (ts_ns, name.to_string()));
+        }
+    }
+
     pub fn alive(&self) -> bool {
         self.exit_ns.is_none()
     }
@@ -174,6 +184,8 @@ pub struct Process {
     /// pthread_t -> the newest thread that had it (descriptors are reused).
     #[serde(skip)]
     by_pthread: HashMap<u64, usize>,
+    /// The last Python view of a CPython process.
+    pub python: Option<crate::python::PyView>,
 }
 
 /// A finished wait that slept long enough to be seen by the wait-table
@@ -587,9 +599,7 @@ impl Model {
                 name,
             } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                if t.name() != name {
-                    t.names.push((*ts_ns, name.clone()));
-                }
+                t.rename(*ts_ns, name);
             }
             Event::Exec {
                 ts_ns,
@@ -610,9 +620,7 @@ impl Model {
                     }
                 }
                 let t = p.ensure_thread(*tid, *ts_ns);
-                if t.name() != name {
-                    t.names.push((*ts_ns, name.clone()));
-                }
+                t.rename(*ts_ns, name);
             }
             Event::WaitBegin {
                 ts_ns,
@@ -769,6 +777,21 @@ impl Model {
                     python: python.clone(),
                     owns_gil: *owns_gil,
                 });
+            }
+            Event::PyState { ts_ns, tgid, view } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                for t in &view.threads {
+                    if let Some(name) = &t.name
+                        && p.thread(t.tid).is_some()
+                    {
+                        let th = p.ensure_thread(t.tid, *ts_ns);
+                        if th.py_name.as_deref() != Some(name.as_str()) {
+                            th.py_name = Some(name.clone());
+                            th.names.push((*ts_ns, name.clone()));
+                        }
+                    }
+                }
+                p.python = Some(view.clone());
             }
             Event::PyThreadName {
                 ts_ns,

@@ -21,6 +21,16 @@ pub struct Dump<'a> {
     pub tgid: u32,
     pub findings: &'a [Finding],
     pub threads: Vec<ThreadState>,
+    /// CPython: the interpreter version, and why locks were not read if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonState>,
+}
+
+#[derive(Serialize)]
+pub struct PythonState {
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +39,11 @@ pub struct ThreadState {
     pub name: String,
     /// Null when the thread is not in a futex wait.
     pub wait: Option<WaitState>,
+    /// CPython threads: the Python stack (innermost first) and locks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<crate::python::PyThreadInfo>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +76,12 @@ fn states(model: &Model) -> (u32, Vec<ThreadState>) {
                 symbol: model.symbols.get(&(p.tgid, w.target.lock)).cloned(),
                 holder: w.target.holder,
             }),
+            python_frames: p
+                .python
+                .as_ref()
+                .and_then(|v| v.thread(t.tid))
+                .map(|x| x.frames.clone()),
+            python: p.python.as_ref().and_then(|v| v.info(t.tid)),
         })
         .collect();
     (p.tgid, threads)
@@ -74,7 +95,16 @@ pub fn json<'a>(model: &Model, findings: &'a [Finding], _now: u64) -> Dump<'a> {
         tgid,
         findings,
         threads,
+        python: python_state(model),
     }
+}
+
+fn python_state(model: &Model) -> Option<PythonState> {
+    let v = model.processes.values().next()?.python.as_ref()?;
+    Some(PythonState {
+        version: v.version.clone(),
+        unsupported: v.unsupported.clone(),
+    })
 }
 
 pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
@@ -90,6 +120,12 @@ pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
         "== observer dump: process {tgid} \"{leader}\", {} threads ==",
         threads.len()
     );
+    if let Some(py) = python_state(model) {
+        let _ = writeln!(s, "Python {}", escape(&py.version));
+        if let Some(u) = &py.unsupported {
+            let _ = writeln!(s, "  {}", escape(u));
+        }
+    }
     s.push_str(&super::findings::all(findings));
     let _ = writeln!(s, "\nTHREADS");
     let name_of = |tid: u32| {
@@ -116,7 +152,42 @@ pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
                 format!("waits for {lock}{holder}  [{} val {}]", w.op, w.val)
             }
         };
-        let _ = writeln!(s, "  {:>8}  {:<16}  {what}", t.tid, escape(&t.name));
+        let Some(frames) = &t.python_frames else {
+            let _ = writeln!(s, "  {:>8}  {:<16}  {what}", t.tid, escape(&t.name));
+            continue;
+        };
+        // py-spy dump style: the thread, its Python wait, its stack.
+        let _ = writeln!(s, "\nThread {} \"{}\"", t.tid, escape(&t.name));
+        let py = t.python.as_ref();
+        let joins = py.is_some_and(|p| p.joins.is_some() && p.label.is_none());
+        let holder = t.wait.as_ref().map(|w| match w.holder {
+            Holder::Thread(h) if joins => format!(" \"{}\"", name_of(h)),
+            Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
+            Holder::Gone(h) => format!(", owner {h} is gone"),
+            _ => String::new(),
+        });
+        match py.and_then(super::python::wait_line) {
+            Some(line) => {
+                let bare = py.is_some_and(|p| p.label.is_none())
+                    && py
+                        .and_then(|p| p.waits.as_ref())
+                        .is_some_and(|w| w.how == Some(crate::python::How::Acquire))
+                    && t.wait.as_ref().is_some_and(|w| w.holder == Holder::Unknown);
+                let note = if bare {
+                    " (holder unknown: a lock taken by acquire() outside `with` leaves no trace in memory; --uprobes records it)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(s, "    {line}{}{note}", holder.unwrap_or_default());
+            }
+            None => {
+                let _ = writeln!(s, "    {what}");
+            }
+        }
+        if let Some(h) = py.and_then(super::python::holds_line) {
+            let _ = writeln!(s, "    {h}");
+        }
+        super::python::frames(&mut s, frames, "        ");
     }
     s
 }

@@ -23,6 +23,9 @@ fn lock(l: &LockInfo) -> String {
 }
 
 pub fn finding(f: &Finding) -> String {
+    if let Some(s) = super::python::deadlock(f) {
+        return s;
+    }
     let mut s = String::new();
     let _ = match f.kind {
         FindingKind::Deadlock if f.cycle.len() == 1 => {

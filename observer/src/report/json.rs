@@ -72,6 +72,13 @@ pub struct ThreadOut {
     /// Known to be joined (`joined_by` names the joiner when known).
     pub joined: bool,
     pub joined_by: Option<u32>,
+    /// CPython: the Python stack at the last read of the interpreter (for a
+    /// thread that exited since, its last known state)
+    /// (innermost first) and what it showed about locks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<crate::python::PyThreadInfo>,
 }
 
 #[derive(Serialize)]
@@ -152,6 +159,12 @@ pub fn build<'a>(
                 }),
                 detached: t.detached,
                 joined: t.joined,
+                python_frames: p
+                    .python
+                    .as_ref()
+                    .and_then(|v| v.thread(t.tid))
+                    .map(|x| x.frames.clone()),
+                python: p.python.as_ref().and_then(|v| v.info(t.tid)),
                 joined_by: t.joined_by,
             });
         }

@@ -9,6 +9,7 @@ pub mod live;
 pub mod perfetto;
 #[cfg(test)]
 pub mod pictures_tests;
+pub mod python;
 pub mod text;
 
 use std::fmt::Write as _;

@@ -821,8 +821,8 @@ impl Symbolizer {
         Ok(self.native_stacks(pid, &threads))
     }
 
-    /// See [`python_threads`].
-    pub fn python_threads(&mut self, pid: u32) -> anyhow::Result<Option<Vec<PyThread>>> {
+    /// The cached py-spy handle of a CPython process (None: not Python).
+    fn spy(&mut self, pid: u32) -> anyhow::Result<Option<&mut py_spy::PythonSpy>> {
         let st = start_time(pid).with_context(|| format!("process {pid} is gone"))?;
         if self.pythons.get(&pid).is_none_or(|(s, _)| *s != st) {
             self.pythons.remove(&pid);
@@ -833,7 +833,32 @@ impl Symbolizer {
             let spy = python::new_spy(pid)?;
             self.pythons.insert(pid, (st, spy));
         }
-        let (_, spy) = self.pythons.get_mut(&pid).expect("inserted above");
+        Ok(self.pythons.get_mut(&pid).map(|(_, s)| s))
+    }
+
+    /// The Python view of a CPython process (threads, stacks, lock waits,
+    /// holders, names; see `crate::python`). `waits`: TID -> futex address
+    /// of the threads blocked in a futex wait. Ok(None): not Python.
+    pub fn python_view(
+        &mut self,
+        pid: u32,
+        waits: &HashMap<u32, u64>,
+    ) -> anyhow::Result<Option<crate::python::PyView>> {
+        let free = self
+            .proc(pid, false)
+            .map(|p| python::free_threaded(&p.maps))
+            .unwrap_or(false);
+        let Some(spy) = self.spy(pid)? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::python::view(pid, spy, free, waits)))
+    }
+
+    /// See [`python_threads`].
+    pub fn python_threads(&mut self, pid: u32) -> anyhow::Result<Option<Vec<PyThread>>> {
+        let Some(spy) = self.spy(pid)? else {
+            return Ok(None);
+        };
         match python::threads(spy) {
             Ok(t) => Ok(Some(t)),
             Err(e) => {

@@ -38,6 +38,20 @@ fn is_python_file(path: &str) -> bool {
     ver.is_empty() || ver.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// True when the interpreter is a free-threaded build (python3.13t).
+pub(super) fn free_threaded(maps: &[MapEntry]) -> bool {
+    maps.iter().any(|e| {
+        e.exec
+            && is_python_file(&e.path)
+            && e.path.rsplit('/').next().is_some_and(|b| {
+                b.trim_end_matches(" (deleted)")
+                    .split(".so")
+                    .next()
+                    .is_some_and(|n| n.ends_with('t'))
+            })
+    })
+}
+
 /// True when the process maps a CPython interpreter.
 pub(super) fn looks_like_python(maps: &[MapEntry]) -> bool {
     maps.iter().any(|e| e.exec && is_python_file(&e.path))
