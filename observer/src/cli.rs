@@ -212,8 +212,10 @@ pub struct ObserveOpts {
     /// How often the wait table is scanned, in milliseconds.
     #[arg(long, default_value_t = 25, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub scan_interval: u64,
-    /// Ring buffer size in KiB (rounded up to a power of two).
-    #[arg(long, default_value_t = 4096, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=1_048_576))]
+    /// Ring buffer size in KiB (rounded up to a power of two). It absorbs
+    /// bursts while userspace unwinds creation stacks: a record that finds it
+    /// over half full goes out without its stack.
+    #[arg(long, default_value_t = 16384, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=1_048_576))]
     pub ringbuf_kib: u32,
 }
 

@@ -975,7 +975,7 @@ async fn observe(
     src.probes.release_uprobes();
     // The kernel unregisters uprobes one at a time, each after an RCU grace
     // period: say why exiting takes a moment.
-    let n = src.probes.uprobe_count();
+    let n = src.probes.perf_uprobe_count();
     if n > 8 && !s.opts.quiet {
         eprintln!("observer: releasing {n} uprobes (the kernel takes ~0.1-0.2 s for each)");
     }

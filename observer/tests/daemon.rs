@@ -510,7 +510,7 @@ fn daemon_caps() {
     std::fs::write(
         &cfg,
         format!(
-            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nmax_processes = 2\nmax_threads = 64\n\
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nmax_processes = 2\nmax_threads = 16\n\
              [[rule]]\ncomm = \"obsd-cap\"\n",
             reports.to_str().unwrap()
         ),
@@ -524,6 +524,9 @@ fn daemon_caps() {
     d.wait_stderr(T, |l| l.contains("observer daemon started"));
     let sleeper = copy_as("sleeper", &tmp.path().join("s"), "obsd-cap");
     let churn = copy_as("churn", &tmp.path().join("c"), "obsd-cap");
+    // Outgrows max_threads over 2 s (a thread every 50 ms), so scans see it
+    // grow: a burst that starts and ends between two scans never counts.
+    let pool = copy_as("pool_grow", &tmp.path().join("p"), "obsd-cap");
     let mut a = start(&sleeper);
     let mut b = start(&sleeper);
     a.wait_stdout(T, |l| l == "ready");
@@ -536,10 +539,10 @@ fn daemon_caps() {
         l.contains(&format!("not watching pid {skipped} ")) && l.contains("max_processes (2)")
     });
     assert!(c1.wait_exit(T).success());
-    // One slot free: the next churn is watched and outgrows max_threads.
+    // One slot free: the growing pool is watched and outgrows max_threads.
     drop(b);
     d.wait_stderr(T, |l| l.ends_with("exited"));
-    let mut c2 = start(&churn);
+    let mut c2 = start(&pool);
     let pid = c2.pid();
     d.wait_stderr(T, |l| {
         l.contains(&format!("pid {pid} "))

@@ -178,7 +178,7 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         follow_forks: false,
         hooks: "auto".into(),
         scan_interval: 25,
-        ringbuf_kib: 4096,
+        ringbuf_kib: 16384,
         pictures: Default::default(),
     }
 }
@@ -857,7 +857,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         if let Some(s) = server {
             s.abort();
         }
-        let n = src.probes.uprobe_count();
+        let n = src.probes.perf_uprobe_count();
         if n > 0 {
             tracing::info!("releasing {n} uprobes (the kernel takes ~0.1-0.2 s for each)");
         }

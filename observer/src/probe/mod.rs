@@ -482,6 +482,8 @@ pub struct Probes {
     multi: Option<multi::Multi>,
     multi_why: Option<String>,
     multi_links: Vec<std::os::fd::OwnedFd>,
+    /// Probes attached through `multi_links` (programs × sites).
+    multi_probes: usize,
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
     stop_on_exec: bool,
@@ -573,6 +575,7 @@ impl Probes {
             multi: None,
             multi_why: None,
             multi_links: Vec::new(),
+            multi_probes: 0,
             hooks: Vec::new(),
             mounted_tracefs: false,
             stop_on_exec: cfg.stop_on_exec,
@@ -821,6 +824,7 @@ impl Probes {
             match err {
                 None => {
                     self.multi_links.extend(links);
+                    self.multi_probes += dirs.iter().map(|d| d.0.len()).sum::<usize>();
                     used.attached.extend(ok.iter().map(|r| r.0));
                     return Some(used);
                 }
@@ -930,6 +934,7 @@ impl Probes {
     /// grace period; in parallel they overlap).
     pub fn release_uprobes(&mut self) {
         multi::release(std::mem::take(&mut self.multi_links));
+        self.multi_probes = 0;
     }
 
     /// Whether the kernel side stops watched processes at exec.
@@ -937,8 +942,14 @@ impl Probes {
         self.stop_on_exec
     }
 
-    /// How many uprobe links are attached.
+    /// How many uprobes are attached (a program at a site), either way.
     pub fn uprobe_count(&self) -> usize {
+        self.uprobe_links.len() + self.multi_probes
+    }
+
+    /// How many uprobes are attached one perf event each (each costs a
+    /// grace period to release).
+    pub fn perf_uprobe_count(&self) -> usize {
         self.uprobe_links.len()
     }
 
