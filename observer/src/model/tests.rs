@@ -198,7 +198,7 @@ fn join_state_from_waits_descriptors_and_reuse() {
         joinid,
     };
     for (i, tid) in [(1, 11), (2, 12), (3, 13), (4, 14), (5, 15)] {
-        m.apply(&new(i, tid, pd(i as u64)));
+        m.apply(&new(i, tid, pd(i)));
     }
     // 11: joined with a wait on its CLEARTID word (val = its TID)
     m.apply(&Event::JoinWait {
