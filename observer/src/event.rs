@@ -432,6 +432,43 @@ pub enum Event {
 }
 
 impl Event {
+    /// The `tgid` an event belongs to (None for global events).
+    pub fn tgid(&self) -> Option<u32> {
+        use Event::*;
+        match self {
+            Start { tgid, .. }
+            | ThreadSeen { tgid, .. }
+            | ThreadNew { tgid, .. }
+            | ThreadExit { tgid, .. }
+            | ThreadRename { tgid, .. }
+            | Exec { tgid, .. }
+            | WaitBegin { tgid, .. }
+            | WaitEnd { tgid, .. }
+            | WaitDone { tgid, .. }
+            | WaitWords { tgid, .. }
+            | Symbol { tgid, .. }
+            | LockStats { tgid, .. }
+            | Pthread { tgid, .. }
+            | ThreadStuck { tgid, .. }
+            | ThreadResumed { tgid, .. }
+            | Stack { tgid, .. }
+            | PyThreadName { tgid, .. }
+            | LockEdge { tgid, .. }
+            | EdgeGates { tgid, .. }
+            | LockOwner { tgid, .. }
+            | ExitHeld { tgid, .. }
+            | LockProfile { tgid, .. }
+            | CodeSymbol { tgid, .. }
+            | Mappings { tgid, .. }
+            | CreationStack { tgid, .. }
+            | JoinWait { tgid, .. }
+            | JoinState { tgid, .. }
+            | PyState { tgid, .. }
+            | End { tgid, .. } => Some(*tgid),
+            Drops { .. } | Scan { .. } => None,
+        }
+    }
+
     pub fn ts_ns(&self) -> Option<u64> {
         use Event::*;
         match self {

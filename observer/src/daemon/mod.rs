@@ -89,43 +89,6 @@ pub fn check_config(path: &Path) -> u8 {
     }
 }
 
-/// The `tgid` an event belongs to (None for global events).
-fn event_tgid(ev: &Event) -> Option<u32> {
-    use Event::*;
-    match ev {
-        Start { tgid, .. }
-        | ThreadSeen { tgid, .. }
-        | ThreadNew { tgid, .. }
-        | ThreadExit { tgid, .. }
-        | ThreadRename { tgid, .. }
-        | Exec { tgid, .. }
-        | WaitBegin { tgid, .. }
-        | WaitEnd { tgid, .. }
-        | WaitDone { tgid, .. }
-        | WaitWords { tgid, .. }
-        | Symbol { tgid, .. }
-        | LockStats { tgid, .. }
-        | Pthread { tgid, .. }
-        | ThreadStuck { tgid, .. }
-        | ThreadResumed { tgid, .. }
-        | Stack { tgid, .. }
-        | PyThreadName { tgid, .. }
-        | LockEdge { tgid, .. }
-        | EdgeGates { tgid, .. }
-        | LockOwner { tgid, .. }
-        | ExitHeld { tgid, .. }
-        | LockProfile { tgid, .. }
-        | CodeSymbol { tgid, .. }
-        | Mappings { tgid, .. }
-        | CreationStack { tgid, .. }
-        | JoinWait { tgid, .. }
-        | JoinState { tgid, .. }
-        | PyState { tgid, .. }
-        | End { tgid, .. } => Some(*tgid),
-        Drops { .. } | Scan { .. } => None,
-    }
-}
-
 /// One watched process.
 struct Proc {
     session: Session,
@@ -335,7 +298,7 @@ impl Daemon {
         let mut ended = Vec::new();
         let mut execd = Vec::new();
         for ev in evs.drain(..) {
-            let Some(tgid) = event_tgid(&ev) else {
+            let Some(tgid) = ev.tgid() else {
                 continue;
             };
             let Some(p) = self.procs.get_mut(&tgid) else {
