@@ -3,6 +3,7 @@
 mod cli;
 mod daemon;
 mod detect;
+mod engine;
 mod event;
 mod graph;
 mod model;

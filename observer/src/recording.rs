@@ -57,6 +57,20 @@ impl Header {
         }
     }
 
+    /// The limits the live run judged with.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            long_wait_ns: self.limits.long_wait_ns,
+            stuck_ns: self.limits.stuck_ns,
+            churn_per_s: self.limits.churn_per_s,
+        }
+    }
+
+    /// How often the live run judged, for a stream without `scan` events.
+    pub fn check_ns(&self) -> u64 {
+        self.limits.scan_interval_ms.max(1) * 1_000_000
+    }
+
     pub fn write(&self, w: &mut impl Write) -> Result<()> {
         serde_json::to_writer(&mut *w, self).context("writing the recording")?;
         w.write_all(b"\n").context("writing the recording")
@@ -159,23 +173,23 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
     let mut pictures = Pictures::open(&a.pictures)?;
     let report_out = create(&a.report, "report")?;
     let (header, events) = read(&a.file)?;
-    let rec = header.as_ref().map(|h| &h.limits);
-    let mut limits = Limits::new(match (a.long_wait, rec) {
-        (Some(s), _) => crate::cli::secs_to_ns(s, "--long-wait")?,
-        (None, Some(r)) => r.long_wait_ns,
-        (None, None) => 5_000_000_000, // run's default --long-wait
-    });
+    // The live run's limits, from the header, unless overridden.
+    let mut limits = match &header {
+        Some(h) => h.limits(),
+        None => Limits::new(5_000_000_000), // run's default --long-wait
+    };
+    if let Some(s) = a.long_wait {
+        limits.long_wait_ns = crate::cli::secs_to_ns(s, "--long-wait")?;
+    }
     if let Some(s) = a.stuck {
         limits.stuck_ns = crate::cli::secs_to_ns(s, "--stuck")?;
-    } else if let Some(r) = rec {
-        limits.stuck_ns = r.stuck_ns;
     }
-    if let Some(c) = a.churn.or(rec.map(|r| r.churn_per_s)) {
+    if let Some(c) = a.churn {
         limits.churn_per_s = c;
     }
-    let check_ns = rec.map_or(crate::replay::REPLAY_CHECK_NS, |r| {
-        r.scan_interval_ms.max(1) * 1_000_000
-    });
+    let check_ns = header
+        .as_ref()
+        .map_or(crate::replay::REPLAY_CHECK_NS, Header::check_ns);
     let long_wait_ns = limits.long_wait_ns;
     let (m, findings) = judge(&events, limits, check_ns);
     if a.format == "json" {
@@ -199,8 +213,8 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
 
 /// Runs the model and the detectors over recorded events.
 pub fn judge(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Vec<Finding>) {
-    let (m, engine) = crate::replay::replay(events, limits, check_ns);
-    (m, engine.findings)
+    let engine = crate::replay::replay(events, limits, check_ns);
+    (engine.model, engine.detectors.findings)
 }
 
 #[cfg(test)]

@@ -5,26 +5,21 @@
 
 use std::collections::HashSet;
 
-use crate::{
-    detect::{Engine, Limits},
-    event::Event,
-    model::Model,
-    symbol::Symbolizer,
-};
+use crate::{detect::Limits, engine::Engine, event::Event, model::Model, symbol::Symbolizer};
 
 /// How often replay runs the detectors, in event time, for streams
 /// without `scan` events and without a header (the live scan period).
 pub const REPLAY_CHECK_NS: u64 = 25_000_000;
 
 /// Replays `events`, judging every `check_ns` of event time when the stream
-/// has no `scan` events; returns the model and the engine with its findings.
-pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine) {
+/// has no `scan` events; returns the engine with its model and findings.
+pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
     let scans = events.iter().any(|e| matches!(e, Event::Scan { .. }));
-    let mut m = Model::new();
-    let mut engine = Engine::new(limits);
+    let mut engine = Engine::new(limits, ());
     let mut symbols = Symbolizer::offline();
     let mut tried = HashSet::new();
     let mut have_maps = false;
+    // Names the live run could not give, from the recorded mappings.
     let mut name = |m: &mut Model, symbols: &mut Symbolizer, have_maps: bool| {
         if have_maps {
             for e in crate::session::symbol_events(m, symbols, &mut tried) {
@@ -35,10 +30,9 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine
     let mut last_check = 0u64;
     // The live run fed what it learnt while judging a scan (symbols, lock
     // owners, stacks: stamped with the scan's time, or not at all, or
-    // mappings) before it
-    // accepted findings: judge once those are applied too. A wait that
-    // ended or changed at the scan's time after it means the live
-    // confirmation failed: it reported nothing there.
+    // mappings) before it accepted findings: judge once those are applied
+    // too. A wait that ended or changed at the scan's time after it means
+    // the live confirmation failed: it reported nothing there.
     let mut pending: Option<(u64, bool)> = None;
     for ev in events {
         if let Some((at, rejected)) = pending {
@@ -47,8 +41,8 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine
                 ev.ts_ns().is_some_and(|t| t != at) && !matches!(ev, Event::Mappings { .. });
             if matches!(ev, Event::Scan { .. }) || later {
                 if !rejected {
-                    name(&mut m, &mut symbols, have_maps);
-                    engine.check(&m, at);
+                    name(&mut engine.model, &mut symbols, have_maps);
+                    engine.check(at);
                 }
                 pending = None;
             } else if matches!(ev, Event::WaitEnd { .. } | Event::WaitWords { .. }) {
@@ -61,27 +55,29 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> (Model, Engine
         }
         match ev {
             Event::Scan { ts_ns } => {
-                m.apply(ev);
+                engine.model.apply(ev);
                 pending = Some((*ts_ns, false));
             }
             _ if !scans => {
                 if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
                     if last_check != 0 {
-                        name(&mut m, &mut symbols, have_maps);
-                        engine.check(&m, m.last_ns);
+                        name(&mut engine.model, &mut symbols, have_maps);
+                        let now = engine.model.last_ns;
+                        engine.check(now);
                     }
                     last_check = ts;
                 }
-                m.apply(ev);
+                engine.model.apply(ev);
             }
-            _ => m.apply(ev),
+            _ => engine.model.apply(ev),
         }
     }
     if let Some((at, false)) = pending {
-        name(&mut m, &mut symbols, have_maps);
-        engine.check(&m, at);
+        name(&mut engine.model, &mut symbols, have_maps);
+        engine.check(at);
     }
-    name(&mut m, &mut symbols, have_maps);
-    engine.finish(&m, m.last_ns);
-    (m, engine)
+    name(&mut engine.model, &mut symbols, have_maps);
+    let end = engine.model.last_ns;
+    engine.finish(end);
+    engine
 }

@@ -4,8 +4,10 @@
 //!
 //! The kernel-tier probes are loaded once; selected TGIDs are added to and
 //! removed from the kernel's watch map live. Each watched process has its
-//! own model and detection engine (a `Session`, as `attach` uses), so a
-//! process's state is dropped with it.
+//! own engine, fed by a `Session` as in `attach`; the daemon is the source
+//! (exec notifications, /proc) and the sink (report files, the flight
+//! recorder as the engine's event sink, metrics) around it, so a process's
+//! state is dropped with it.
 
 pub mod config;
 pub mod exec;
@@ -26,7 +28,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     cli::ObserveOpts,
     detect::Finding,
+    engine::Sink as EventSink,
     event::{Drops, Event},
+    model::Model,
     probe::HookUse,
     report,
     session::{self, Outputs, Session, UprobeSet},
@@ -89,12 +93,22 @@ pub fn check_config(path: &Path) -> u8 {
     }
 }
 
+/// The flight recorder is the engine's event sink: it keeps what a
+/// `--record` of the process would have, for its last seconds.
+impl EventSink for Option<FlightRecorder> {
+    fn event(&mut self, _: &Model, ev: &Event) -> Result<()> {
+        if let Some(r) = self {
+            r.push(ev);
+        }
+        Ok(())
+    }
+}
+
 /// One watched process.
 struct Proc {
-    session: Session,
+    session: Session<Option<FlightRecorder>>,
     watch: Watch,
     comm: String,
-    recorder: Option<FlightRecorder>,
     activity: Activity,
     pending: Vec<Event>,
     /// Events were fed since the last scan.
@@ -190,9 +204,8 @@ impl Daemon {
             }
         };
         let opts = opts_for(&self.cfg, w, self.deep);
-        let session = Outputs::open(&opts).and_then(|out| Session::new(opts.clone(), out));
-        let mut session = match session {
-            Ok(s) => s,
+        let limits = match session::limits_of(&opts) {
+            Ok(l) => l,
             Err(e) => {
                 src.probes.unwatch(pid);
                 tracing::warn!("cannot watch pid {pid}: {e:#}");
@@ -210,15 +223,13 @@ impl Daemon {
         evs.extend(seed);
         // Waits already in progress: a deadlock older than the daemon.
         src.add_snapshot(pid, &tids, now, &mut evs);
-        let mut recorder = (self.cfg.flight_recorder_secs > 0.0).then(|| {
+        let recorder = (self.cfg.flight_recorder_secs > 0.0).then(|| {
             FlightRecorder::new(
                 (self.cfg.flight_recorder_secs * 1e9) as u64,
                 self.cfg.flight_recorder_events,
             )
         });
-        if let Some(r) = &mut recorder {
-            evs.iter().for_each(|e| r.push(e));
-        }
+        let mut session = Session::new(opts.clone(), limits, recorder, Outputs::default());
         self.metrics.events.inc_by(evs.len() as u64);
         if let Err(e) = session.feed(&mut evs) {
             tracing::warn!("pid {pid}: {e:#}");
@@ -240,7 +251,6 @@ impl Daemon {
                 session,
                 watch: w,
                 comm: info.comm,
-                recorder,
                 activity: Activity::default(),
                 pending: Vec::new(),
                 fed: true,
@@ -270,11 +280,8 @@ impl Daemon {
             tgid: pid,
             exit_status: None,
         });
-        if let Some(r) = &mut p.recorder {
-            evs.iter().for_each(|e| r.push(e));
-        }
         let _ = p.session.feed(&mut evs);
-        let found = p.session.engine.finish(&p.session.model, now);
+        let found = p.session.engine.finish(now);
         for f in found {
             write_report(
                 &mut self.sink,
@@ -304,9 +311,6 @@ impl Daemon {
             let Some(p) = self.procs.get_mut(&tgid) else {
                 continue;
             };
-            if let Some(r) = &mut p.recorder {
-                r.push(&ev);
-            }
             match &ev {
                 Event::ThreadExit {
                     group_dead: true, ..
@@ -355,7 +359,7 @@ impl Daemon {
             // Nothing new and nobody waiting: no finding can have formed.
             let waiting = p
                 .session
-                .model
+                .model()
                 .process(pid)
                 .is_some_and(|m| m.live_threads().any(|t| t.wait.is_some()));
             if p.watch.uprobes {
@@ -365,23 +369,16 @@ impl Daemon {
             if !p.fed && !waiting {
                 continue;
             }
-            if p.fed {
-                p.fed = false;
-                let mut v = vec![Event::Scan { ts_ns: now }];
-                if let Some(r) = &mut p.recorder {
-                    r.push(&v[0]);
-                }
-                let _ = p.session.feed(&mut v);
-            }
-            let before = p.session.engine.findings.len();
-            let hung = match p.session.detect(src, now) {
+            p.fed = false;
+            let before = p.session.engine.findings().len();
+            let hung = match p.session.scan(src, now) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!("pid {pid}: {e:#}");
                     Vec::new()
                 }
             };
-            let new: Vec<Finding> = p.session.engine.findings[before..].to_vec();
+            let new: Vec<Finding> = p.session.engine.findings()[before..].to_vec();
             for f in &new {
                 write_report(
                     &mut self.sink,
@@ -413,7 +410,7 @@ impl Daemon {
         let now = procfs::mono_ns();
         let stuck_ns = self.cfg.stuck_ns();
         for p in self.procs.values_mut() {
-            p.activity.sample(&p.session.model, now, stuck_ns, evs);
+            p.activity.sample(p.session.model(), now, stuck_ns, evs);
             let _ = p.session.python_names(now);
         }
         self.route(src, evs);
@@ -434,7 +431,7 @@ impl Daemon {
         let threads: usize = self
             .procs
             .values()
-            .flat_map(|p| p.session.model.processes.values())
+            .flat_map(|p| p.session.model().processes.values())
             .map(|p| p.live_threads().count())
             .sum();
         self.metrics.watched_processes.set(self.procs.len() as i64);
@@ -447,7 +444,7 @@ impl Daemon {
     fn enforce_caps(&mut self, src: &mut LiveSource) {
         let mut rebuild = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
-            if let Some(r) = &p.recorder
+            if let Some(r) = &p.session.engine.sink
                 && r.evicted > p.recorder_evicted
             {
                 self.metrics
@@ -456,7 +453,7 @@ impl Daemon {
                     .inc_by(r.evicted - p.recorder_evicted);
                 p.recorder_evicted = r.evicted;
             }
-            let Some(m) = p.session.model.processes.get_mut(&pid) else {
+            let Some(m) = p.session.engine.model.processes.get_mut(&pid) else {
                 continue;
             };
             if m.locks.len() > self.cfg.max_locks {
@@ -487,7 +484,7 @@ impl Daemon {
             else {
                 continue;
             };
-            let written: Vec<Finding> = p.session.engine.findings.clone();
+            let written: Vec<Finding> = p.session.engine.findings().to_vec();
             match ProcInfo::read(pid) {
                 Some(info) => {
                     self.start(src, info, p.watch);
@@ -617,7 +614,7 @@ fn write_report(
         return;
     }
     metrics.finding(&kind);
-    let model = &p.session.model;
+    let model = p.session.model();
     // One line: shippers that tail files read one report per line.
     let json = match serde_json::to_vec(&report::json::build(
         model,
@@ -646,10 +643,17 @@ fn write_report(
         finding: f,
         json,
         text,
-        recording: p
-            .recorder
-            .as_ref()
-            .map(|r| r.to_jsonl(&names_of(model, pid))),
+        recording: p.session.engine.sink.as_ref().map(|r| {
+            // The header first: replay judges with the daemon's limits.
+            let mut out = Vec::new();
+            let h = crate::recording::Header::new(
+                p.session.engine.limits(),
+                p.session.opts.scan_interval,
+            );
+            let _ = h.write(&mut out);
+            out.extend(r.to_jsonl(&names_of(model, pid)));
+            out
+        }),
     }) {
         Ok(Some(id)) => {
             metrics.reports_written.inc();

@@ -32,7 +32,7 @@ impl Detector for Deadlock {
                     "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
                     edges[0].waiter_tid,
                     escape(&threads[0].name),
-                    super::describe_lock(&edges[0].lock)
+                    crate::report::findings::describe_lock(&edges[0].lock)
                 )
             } else {
                 let names: Vec<String> = threads

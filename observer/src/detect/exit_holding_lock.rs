@@ -41,7 +41,7 @@ impl Detector for ExitHoldingLock {
                 .map(|(l, i)| {
                     format!(
                         "{} (held {}, taken at {})",
-                        super::describe_lock(i),
+                        crate::report::findings::describe_lock(i),
                         dur(ts.saturating_sub(l.acquired_ns)),
                         cx.site(l.site)
                             .map(|s| escape(&s))

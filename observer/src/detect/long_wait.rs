@@ -47,7 +47,7 @@ impl Detector for LongWait {
                     w.tid,
                     escape(&t.name),
                     dur(age),
-                    super::describe_lock(&lock)
+                    crate::report::findings::describe_lock(&lock)
                 ),
                 threads,
                 locks: vec![lock],

@@ -152,7 +152,7 @@ impl Ctx<'_> {
     pub fn thread(&self, tid: Tid) -> ThreadInfo {
         let w = self.graph.waits.get(&tid);
         let t = self.process.threads.iter().rev().find(|t| t.tid == tid);
-        ThreadInfo {
+        let mut info = ThreadInfo {
             tid,
             name: self.name(tid),
             waits_for: w.map(|w| self.lock(w.target.kind, w.target.lock)),
@@ -161,19 +161,13 @@ impl Ctx<'_> {
             blocked_in: None,
             created_at: t.and_then(|t| self.site(t.create_site)),
             creation_stack: Vec::new(),
-            frames: t
-                .and_then(|t| t.stack.as_ref())
-                .map(|s| s.frames.clone())
-                .unwrap_or_default(),
-            python_frames: t
-                .and_then(|t| t.stack.as_ref())
-                .map(|s| s.python.clone())
-                .filter(|f| !f.is_empty())
-                .or_else(|| Some(self.process.python.as_ref()?.thread(tid)?.frames.clone()))
-                .unwrap_or_default(),
-            python: self.process.python.as_ref().and_then(|v| v.info(tid)),
-            owns_gil: t.and_then(|t| t.stack.as_ref()).is_some_and(|s| s.owns_gil),
-        }
+            frames: Vec::new(),
+            python_frames: Vec::new(),
+            python: None,
+            owns_gil: false,
+        };
+        fill_thread(self.process, &mut info);
+        info
     }
 
     /// The thread is joining another (pthread_join, or Python's
@@ -188,10 +182,16 @@ impl Ctx<'_> {
         {
             return true;
         }
+        // The Python stack taken for this wait, else the interpreter's view
+        // (read before judging; the stack is taken after).
         let t = self.process.thread(tid);
+        let since = t.and_then(|t| t.wait.as_ref()).map_or(0, |w| w.start_ns);
         let py = t
             .and_then(|t| t.stack.as_ref())
-            .and_then(|s| s.python.first());
+            .filter(|s| s.ts_ns >= since && !s.python.is_empty())
+            .and_then(|s| s.python.first())
+            .or_else(|| self.process.python.as_ref()?.thread(tid)?.frames.first())
+            .or_else(|| t?.stack.as_ref()?.python.first());
         py.is_some_and(|f| {
             f.function.ends_with("_wait_for_tstate_lock") || f.function.ends_with("Thread.join")
         })
@@ -231,19 +231,6 @@ impl Ctx<'_> {
     }
 }
 
-/// "mutex lock_b (0x5600...)" or "condvar 0x7ff0...".
-pub fn describe_lock(l: &LockInfo) -> String {
-    match &l.symbol {
-        Some(s) => format!(
-            "{} {} ({})",
-            l.kind.as_str(),
-            crate::report::escape(s),
-            l.addr_hex
-        ),
-        None => format!("{} {}", l.kind.as_str(), l.addr_hex),
-    }
-}
-
 pub trait Detector {
     fn check(&self, cx: &Ctx) -> Vec<Finding>;
     /// Findings that can only be judged when observation ends.
@@ -272,8 +259,35 @@ impl Limits {
     }
 }
 
+/// The thread's details that change after it is judged (its name, the
+/// stacks taken for the finding), as the model has them.
+fn fill_thread(p: &Process, info: &mut ThreadInfo) {
+    let t = p.threads.iter().rev().find(|t| t.tid == info.tid);
+    if let Some(t) = t {
+        info.name = t.name().to_string();
+    }
+    let stack = t.and_then(|t| t.stack.as_ref());
+    info.frames = stack.map(|s| s.frames.clone()).unwrap_or_default();
+    info.python_frames = stack
+        .map(|s| s.python.clone())
+        .filter(|f| !f.is_empty())
+        .or_else(|| Some(p.python.as_ref()?.thread(info.tid)?.frames.clone()))
+        .unwrap_or_default();
+    info.python = p.python.as_ref().and_then(|v| v.info(info.tid));
+    info.owns_gil = stack.is_some_and(|s| s.owns_gil);
+}
+
+/// Fills `f`'s threads from the model as it is now.
+pub fn refresh_threads(model: &Model, f: &mut Finding) {
+    if let Some(p) = model.process(f.tgid) {
+        for t in &mut f.threads {
+            fill_thread(p, t);
+        }
+    }
+}
+
 /// Runs every detector and remembers what was reported.
-pub struct Engine {
+pub struct Detectors {
     detectors: Vec<Box<dyn Detector>>,
     reported: HashSet<String>,
     covered: HashSet<(u32, Tid)>,
@@ -281,9 +295,9 @@ pub struct Engine {
     pub limits: Limits,
 }
 
-impl Engine {
-    pub fn new(limits: Limits) -> Engine {
-        Engine {
+impl Detectors {
+    pub fn new(limits: Limits) -> Detectors {
+        Detectors {
             // Order matters: stuck_thread and long_wait report only threads
             // no earlier finding explains.
             detectors: vec![
@@ -310,12 +324,10 @@ impl Engine {
         self.run(model, now_ns, false)
     }
 
-    /// Detect, accept and also judge what needs the end of observation.
-    pub fn finish(&mut self, model: &Model, now_ns: u64) -> Vec<Finding> {
-        let c = self.run(model, now_ns, true);
-        self.accept(c)
+    /// Candidates, with what needs the end of observation.
+    pub fn candidates_at_end(&self, model: &Model, now_ns: u64) -> Vec<Finding> {
+        self.run(model, now_ns, true)
     }
-
     fn run(&self, model: &Model, now_ns: u64, end: bool) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut covered = self.covered.clone();
@@ -363,12 +375,6 @@ impl Engine {
             }
         }
         new
-    }
-
-    /// Detect and accept in one step (replay, dump).
-    pub fn check(&mut self, model: &Model, now_ns: u64) -> Vec<Finding> {
-        let c = self.candidates(model, now_ns);
-        self.accept(c)
     }
 }
 

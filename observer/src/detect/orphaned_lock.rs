@@ -42,7 +42,7 @@ impl Detector for OrphanedLock {
                     "thread {} \"{}\" waits for {}: {why}",
                     w.tid,
                     escape(&t.name),
-                    super::describe_lock(&lock)
+                    crate::report::findings::describe_lock(&lock)
                 ),
                 threads: vec![t],
                 locks: vec![lock],

@@ -27,7 +27,7 @@ impl Detector for StuckThread {
             let blocked = match (s.syscall, cx.graph.waits.get(&t.tid)) {
                 (_, Some(w)) => format!(
                     "futex wait on {}",
-                    super::describe_lock(&cx.lock(w.target.kind, w.target.lock))
+                    crate::report::findings::describe_lock(&cx.lock(w.target.kind, w.target.lock))
                 ),
                 (Some(nr), None) => format!("syscall {}", syscall_name(nr)),
                 (None, None) => "no syscall (stopped?)".to_string(),

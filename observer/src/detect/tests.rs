@@ -32,8 +32,8 @@ fn replay(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Vec<Finding>) {
         stuck_ns: (stuck_s * 1e9) as u64,
         ..Limits::new((long_wait_s * 1e9) as u64)
     };
-    let (m, engine) = crate::replay::replay(&events, limits, crate::replay::REPLAY_CHECK_NS);
-    (m, engine.findings)
+    let engine = crate::replay::replay(&events, limits, crate::replay::REPLAY_CHECK_NS);
+    (engine.model, engine.detectors.findings)
 }
 
 fn name_of(m: &Model, tgid: u32, tid: u32) -> String {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{dur, escape};
-use crate::detect::{Finding, FindingKind, LockInfo, ThreadInfo, describe_lock};
+use crate::detect::{Finding, FindingKind, LockInfo, ThreadInfo};
 
 fn waited(t: &ThreadInfo) -> String {
     match t.waited_ns {
@@ -20,6 +20,14 @@ fn waited(t: &ThreadInfo) -> String {
 
 fn lock(l: &LockInfo) -> String {
     describe_lock(l)
+}
+
+/// "mutex lock_b (0x5600...)" or "condvar 0x7ff0...".
+pub fn describe_lock(l: &LockInfo) -> String {
+    match &l.symbol {
+        Some(s) => format!("{} {} ({})", l.kind.as_str(), escape(s), l.addr_hex),
+        None => format!("{} {}", l.kind.as_str(), l.addr_hex),
+    }
 }
 
 pub fn finding(f: &Finding) -> String {

@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use crate::{
-    detect::{Engine, Finding, Limits},
+    detect::{Finding, Limits},
+    engine::Engine,
     event::{Event, Wait, WaitOrigin},
     model::Model,
 };
@@ -130,16 +131,16 @@ pub fn abba_events(beta_name: &str) -> Vec<Event> {
 
 /// The abba events applied, with the findings replay would report.
 pub fn abba_model_named(beta_name: &str) -> (Model, Vec<Finding>) {
-    let mut m = Model::new();
-    let mut e = Engine::new(Limits::new(5_000 * MS));
+    let mut e = Engine::new(Limits::new(5_000 * MS), ());
     for ev in abba_events(beta_name) {
-        m.apply(&ev);
+        e.apply(&ev).unwrap();
         if let Event::Scan { ts_ns } = ev {
-            e.check(&m, ts_ns);
+            e.check(ts_ns);
         }
     }
-    e.finish(&m, m.last_ns);
-    (m, e.findings)
+    let end = e.model.last_ns;
+    e.finish(end);
+    (e.model, e.detectors.findings)
 }
 
 pub fn abba_model() -> (Model, Vec<Finding>) {

@@ -75,9 +75,12 @@ pub fn deadlock(f: &Finding) -> Option<String> {
         let w = thread(e.waiter_tid);
         let _ = writeln!(s, "{}:", who(w, e.waiter_tid));
         let py = w.and_then(|t| t.python.as_ref());
-        let line = py
-            .and_then(wait_line)
-            .unwrap_or_else(|| format!("waits for {}", crate::detect::describe_lock(&e.lock)));
+        let line = py.and_then(wait_line).unwrap_or_else(|| {
+            format!(
+                "waits for {}",
+                crate::report::findings::describe_lock(&e.lock)
+            )
+        });
         let _ = writeln!(s, "  {line}");
         let h = thread(e.holder_tid);
         let held = h

@@ -1,0 +1,624 @@
+//! Enrichment: what the live run learns about the target besides its
+//! events, fed to the engine as events (so a recording keeps it): names of
+//! locks and call sites, mappings, unwound stacks, the Python view, lock
+//! owners and gates of the deep tier.
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+
+use super::{Session, Sink, target::min_age, uprobes::UprobeSet};
+use crate::{
+    event::Event,
+    model::Model,
+    probe::Probes,
+    source::{live::LiveSource, procfs},
+    symbol::Symbolizer,
+};
+
+/// A thread's futex wait as the Python reads remember it: (tid, uaddr, start).
+pub(super) type PyWaitKey = (u32, u64, u64);
+
+impl<S: Sink> Session<S> {
+    /// Reads the Python view of CPython targets whose threads sit in futex
+    /// waits older than the minimum age, when those waits changed since
+    /// the last read (or always, with `again`: a second read confirms a
+    /// cycle, since reads that do not stop the target can tear).
+    pub(super) fn python_view(&mut self, now: u64, again: bool) -> Result<()> {
+        self.python_view_of(now, again, false)
+    }
+
+    /// `all`: every CPython target still alive, blocked or not (the end of
+    /// observation, so every thread's report carries its Python stack).
+    pub(super) fn python_view_of(&mut self, now: u64, again: bool, all: bool) -> Result<()> {
+        let min = min_age(&self.opts);
+        let mut evs = Vec::new();
+        let procs: Vec<(u32, Vec<PyWaitKey>)> = self
+            .engine
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
+            .filter(|p| !all || procfs::exists(p.tgid))
+            .map(|p| {
+                let waits = p
+                    .live_threads()
+                    .filter_map(|t| t.wait.as_ref().map(|w| (t.tid, w.uaddr, w.start_ns)))
+                    .filter(|w| now.saturating_sub(w.2) >= min)
+                    .collect();
+                (p.tgid, waits)
+            })
+            .collect();
+        for (tgid, waits) in procs {
+            if !all && (waits.is_empty() || (!again && self.py_read.get(&tgid) == Some(&waits))) {
+                continue;
+            }
+            match python_events(&self.engine.model, &mut self.symbols, tgid, now) {
+                Some(got) => evs.extend(got),
+                None => {
+                    self.not_python.insert(tgid);
+                }
+            }
+            self.py_read.insert(tgid, waits);
+        }
+        self.feed(&mut evs)
+    }
+
+    /// Python thread names for CPython targets (checked about once a second).
+    pub(crate) fn python_names(&mut self, now: u64) -> Result<()> {
+        let mut evs = Vec::new();
+        let tgids: Vec<u32> = self
+            .engine
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in tgids {
+            match self.symbols.python_threads(tgid) {
+                Ok(Some(threads)) => {
+                    evs.extend(py_name_events(&self.engine.model, tgid, &threads, now))
+                }
+                Ok(None) => {
+                    self.not_python.insert(tgid);
+                }
+                Err(e) => tracing::debug!("python threads of {tgid}: {e:#}"),
+            }
+        }
+        self.feed(&mut evs)
+    }
+
+    /// Names the contended futexes the kernel has counted so far (while the
+    /// process is alive to be read).
+    pub(super) fn symbolize_aggregates(&mut self, src: &LiveSource) -> Result<()> {
+        let mut evs = Vec::new();
+        let deep: Vec<(u32, u64)> = if self.opts.uprobes {
+            src.probes
+                .lock_stats()
+                .0
+                .into_iter()
+                .map(|(k, _)| (k.tgid, k.lock))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (tgid, addr) in deep {
+            if self.sym_tried.insert((tgid, addr))
+                && let Some(name) = self.symbols.data_symbol(tgid, addr).map(symbol_name)
+            {
+                evs.push(Event::Symbol { tgid, addr, name });
+            }
+        }
+        for (k, _) in src.probes.aggregates() {
+            if self.sym_tried.insert((k.tgid, k.uaddr))
+                && let Some(name) = self.symbols.data_symbol(k.tgid, k.uaddr).map(symbol_name)
+            {
+                evs.push(Event::Symbol {
+                    tgid: k.tgid,
+                    addr: k.uaddr,
+                    name,
+                });
+            }
+        }
+        evs.extend(maps_events(&mut self.symbols));
+        self.feed(&mut evs)
+    }
+
+    /// Deep tier: the gates of lock-order edges that changed in the kernel
+    /// since first seen (a gate only ever clears), before the next scan.
+    pub(super) fn refresh_gates(&mut self, src: &LiveSource) -> Result<()> {
+        if !UprobeSet::of(&self.opts).locks
+            || !self
+                .engine
+                .model
+                .processes
+                .values()
+                .any(|p| p.lock_edges.len() >= 2)
+        {
+            return Ok(());
+        }
+        let mut evs = gate_events(&self.engine.model, &src.probes, procfs::mono_ns());
+        self.feed(&mut evs)
+    }
+
+    /// Before an event reaches the engine: reads the mappings of a new image
+    /// (or of a process just met) while it runs, so its addresses can be
+    /// named after it is gone; unwinds the stacks BPF copied.
+    pub(super) fn enrich_event(&mut self, ev: &mut Event) {
+        // A new image (or a process we just met): read its mappings now,
+        // while it runs, so its addresses can be named after it is gone.
+        match &*ev {
+            Event::Exec {
+                tgid,
+                filename,
+                image,
+                ..
+            } => self.symbols.exec(*tgid, filename, *image),
+            Event::Start {
+                tgid,
+                attached: true,
+                ..
+            } => self.symbols.read_maps_now(*tgid),
+            Event::ThreadNew {
+                tgid, child_tgid, ..
+            } if tgid != child_tgid && self.opts.follow_forks => {
+                self.symbols.read_maps_now(*child_tgid)
+            }
+            _ => {}
+        }
+        // A lock-order edge's stack was copied by BPF: unwind it (from
+        // the recorded mappings if the process is gone already).
+        if let Event::LockEdge {
+            tgid,
+            regs,
+            stack,
+            frames,
+            ..
+        } = ev
+            && !stack.is_empty()
+            && frames.is_empty()
+        {
+            // ip is the lock call's return address: step back into the call.
+            let r = crate::symbol::Regs {
+                ip: regs[0].saturating_sub(1),
+                sp: regs[1],
+                bp: regs[2],
+            };
+            *frames = self
+                .symbols
+                .stack_from_copy(*tgid, r, std::mem::take(stack))
+                .unwrap_or_else(|e| {
+                    tracing::debug!("unwinding a lock-order edge's stack: {e:#}");
+                    Vec::new()
+                });
+        }
+        // A new thread's creation stack was copied by BPF: unwind it now,
+        // while the creator's mappings are there (symbols come later,
+        // once per distinct address).
+        if let Event::CreationStack {
+            tgid,
+            regs,
+            stack,
+            frames,
+            ..
+        } = ev
+            && !stack.is_empty()
+            && frames.is_empty()
+        {
+            let r = crate::symbol::Regs {
+                ip: regs[0],
+                sp: regs[1],
+                bp: regs[2],
+            };
+            *frames = self.symbols.creation_stack(*tgid, r, std::mem::take(stack));
+        }
+    }
+}
+
+pub(super) fn symbol_name(d: crate::symbol::DataSymbol) -> String {
+    if d.offset == 0 {
+        d.name
+    } else {
+        format!("{}+{:#x}", d.name, d.offset)
+    }
+}
+
+/// `Mappings` events for the mappings the symbolizer read since last time.
+pub(super) fn maps_events(symbols: &mut Symbolizer) -> Vec<Event> {
+    let new = symbols.take_new_maps();
+    if new.is_empty() {
+        return Vec::new();
+    }
+    let ts_ns = procfs::mono_ns();
+    new.into_iter()
+        .map(|(tgid, maps)| Event::Mappings { ts_ns, tgid, maps })
+        .collect()
+}
+
+/// `Symbol` events for lock addresses, and `CodeSymbol` events for thread
+/// creation sites and lock call sites, not looked up yet: from the live
+/// process, or from its recorded mappings once it is gone. Ends with the
+/// `Mappings` events of what had to be read again.
+pub(crate) fn symbol_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model.processes.values() {
+        // Lock addresses: what threads wait for, lock-order edges, locks held at exit.
+        let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
+        let mut locks: Vec<u64> = waits
+            .chain(p.pi_edeadlk.iter().map(|(_, w, _)| w))
+            .flat_map(|w| [crate::graph::classify(w, p).lock, w.uaddr])
+            .collect();
+        locks.extend(p.lock_edges.keys().flat_map(|e| [e.from, e.to]));
+        locks.extend(
+            p.exit_held
+                .iter()
+                .flat_map(|(_, _, l)| l.iter().map(|x| x.lock)),
+        );
+        for addr in locks {
+            if !model.symbols.contains_key(&(p.tgid, addr))
+                && tried.insert((p.tgid, addr))
+                && let Some(name) = symbols.data_symbol(p.tgid, addr).map(symbol_name)
+            {
+                out.push(Event::Symbol {
+                    tgid: p.tgid,
+                    addr,
+                    name,
+                });
+            }
+        }
+        // Code addresses: thread creation sites and stacks, lock call sites.
+        let mut sites: Vec<u64> = p.threads.iter().map(|t| t.create_site).collect();
+        sites.extend(p.create_stacks.iter().flatten().copied());
+        sites.extend(p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]));
+        sites.extend(
+            p.exit_held
+                .iter()
+                .flat_map(|(_, _, l)| l.iter().map(|x| x.site)),
+        );
+        for site in sites {
+            if site != 0
+                && !model.code_symbols.contains_key(&(p.tgid, site))
+                && tried.insert((p.tgid, site))
+                && let Some(f) = symbols.call_site(p.tgid, site)
+            {
+                out.push(Event::CodeSymbol {
+                    tgid: p.tgid,
+                    addr: site,
+                    name: site_name(&f),
+                });
+            }
+        }
+    }
+    out.extend(maps_events(symbols));
+    out
+}
+
+/// `CodeSymbol` events for the thread creation sites and stacks of processes
+/// that have ended (the symbolizer keeps their mappings).
+pub(super) fn late_site_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model.processes.values() {
+        let sites = p.threads.iter().map(|t| t.create_site);
+        let stacks = p.create_stacks.iter().flatten().copied();
+        for site in sites.chain(stacks) {
+            if site != 0
+                && tried.insert((p.tgid, site))
+                && let Some(f) = symbols.call_site(p.tgid, site)
+            {
+                out.push(Event::CodeSymbol {
+                    tgid: p.tgid,
+                    addr: site,
+                    name: site_name(&f),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `LockOwner` events (deep tier) for locks that threads wait for and whose
+/// primitive records no owner (semaphores, Python locks), when it changed.
+pub(super) fn owner_events(model: &Model, probes: &Probes, now: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in model
+        .processes
+        .values()
+        .filter(|p| p.observed_to_ns.is_none())
+    {
+        for t in p.live_threads() {
+            let Some(w) = &t.wait else { continue };
+            let kind = crate::graph::classify(w, p).kind;
+            if !matches!(
+                kind,
+                crate::graph::LockKind::Semaphore
+                    | crate::graph::LockKind::PyLock
+                    | crate::graph::LockKind::Lock
+                    | crate::graph::LockKind::Unknown
+            ) {
+                continue;
+            }
+            // The waiter's own pending call names the primitive best (a
+            // Python lock is a semaphore underneath).
+            let waiting_as = probes.pending_kind(t.tid);
+            let now_owner = probes.lock_owner(p.tgid, w.uaddr).map(|o| {
+                (
+                    o.tid,
+                    waiting_as.unwrap_or(crate::probe::decode::lock_kind(o.kind)),
+                )
+            });
+            if p.lock_owners.get(&w.uaddr).copied() != now_owner {
+                out.push(Event::LockOwner {
+                    ts_ns: now,
+                    tgid: p.tgid,
+                    lock: w.uaddr,
+                    owner: now_owner.map(|o| o.0),
+                    kind: now_owner
+                        .map(|o| o.1)
+                        .unwrap_or(crate::event::AcqKind::Unknown),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `EdgeGates` events for lock-order edges whose gate changed in the kernel.
+pub(super) fn gate_events(model: &Model, probes: &Probes, now: u64) -> Vec<Event> {
+    use std::collections::BTreeMap;
+    let mut by: BTreeMap<u32, Vec<(crate::event::EdgeId, u64)>> = BTreeMap::new();
+    for (k, e) in probes.lock_edges() {
+        let id = crate::event::EdgeId {
+            from: k.from,
+            from_gen: k.from_gen,
+            to: k.to,
+            to_gen: k.to_gen,
+        };
+        let known = model
+            .process(k.tgid)
+            .and_then(|p| p.lock_edges.get(&id))
+            .map(|x| x.gate);
+        if known.is_some_and(|g| g != e.gate) {
+            by.entry(k.tgid).or_default().push((id, e.gate));
+        }
+    }
+    by.into_iter()
+        .map(|(tgid, gates)| Event::EdgeGates {
+            ts_ns: now,
+            tgid,
+            gates,
+        })
+        .collect()
+}
+
+/// `LockProfile` events from the deep tier's per-lock tables (at the end).
+pub(super) fn profile_events(probes: &Probes) -> Vec<Event> {
+    let (stats, holders) = probes.lock_stats();
+    stats
+        .into_iter()
+        .map(|(k, st)| {
+            let mut top: Vec<(u32, u64, u64)> = holders
+                .iter()
+                .filter(|(h, _)| h.lock == k.lock && h.tgid == k.tgid)
+                .map(|(h, v)| (h.tid, v.count, v.hold_total_ns))
+                .collect();
+            top.sort_by_key(|t| std::cmp::Reverse(t.2));
+            top.truncate(5);
+            Event::LockProfile {
+                tgid: k.tgid,
+                lock: k.lock,
+                generation: k.gen_,
+                kind: crate::probe::decode::lock_kind(st.kind),
+                profile: crate::event::LockProfile {
+                    acquired: st.acquired,
+                    contended: st.contended,
+                    wait_total_ns: st.wait_total_ns,
+                    wait_max_ns: st.wait_max_ns,
+                    hold_total_ns: st.hold_total_ns,
+                    hold_max_ns: st.hold_max_ns,
+                    hold_hist: st.hold_hist.to_vec(),
+                    top_holders: top,
+                },
+            }
+        })
+        .collect()
+}
+
+/// `PyThreadName` events for Python threads whose name the model lacks.
+pub(super) fn py_name_events(
+    model: &Model,
+    tgid: u32,
+    threads: &[crate::symbol::PyThread],
+    now: u64,
+) -> Vec<Event> {
+    let p = model.process(tgid);
+    threads
+        .iter()
+        .filter(|t| t.tid != 0)
+        .filter_map(|t| {
+            let name = t.name.clone()?;
+            let known = p
+                .and_then(|p| p.thread(t.tid))
+                .and_then(|x| x.py_name.as_deref())
+                == Some(name.as_str());
+            (!known).then_some(Event::PyThreadName {
+                ts_ns: now,
+                tgid,
+                tid: t.tid,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// Stacks of the threads the findings name, unless already taken for
+/// their current wait; Python stacks and names for CPython targets.
+pub(super) fn stack_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    probes: Option<&Probes>,
+    found: &[crate::detect::Finding],
+    now: u64,
+) -> Vec<Event> {
+    use crate::detect::FindingKind as K;
+    use std::collections::BTreeMap;
+    let mut want: BTreeMap<u32, Vec<(u32, crate::symbol::Regs)>> = BTreeMap::new();
+    // Findings about the past (inversions, leaks) carry their own evidence.
+    let now_findings = found.iter().filter(|f| {
+        matches!(
+            f.kind,
+            K::Deadlock | K::PiDeadlock | K::OrphanedLock | K::LongWait | K::StuckThread
+        )
+    });
+    for f in now_findings {
+        let Some(p) = model.process(f.tgid) else {
+            continue;
+        };
+        for ti in &f.threads {
+            let Some(t) = p.thread(ti.tid).filter(|t| t.alive()) else {
+                continue;
+            };
+            let since = t
+                .wait
+                .as_ref()
+                .map(|w| w.start_ns)
+                .or(t.stuck.as_ref().map(|s| s.since_ns))
+                .unwrap_or(0);
+            if t.stack.as_ref().is_some_and(|s| s.ts_ns >= since) {
+                continue;
+            }
+            // The thread is still in the syscall: /proc has its registers
+            // (sp 0 asks the symbolizer to read them there).
+            let regs = crate::symbol::Regs::default();
+            if let Some(pr) = probes {
+                let sites = pr.pending_sites(ti.tid);
+                if !sites.is_empty() {
+                    symbols.set_return_fixups(ti.tid, sites);
+                }
+            }
+            let v = want.entry(f.tgid).or_default();
+            if !v.iter().any(|(x, _)| *x == ti.tid) {
+                v.push((ti.tid, regs));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (tgid, mut threads) in want {
+        // CPython threads the Python view already shows: their Python stack
+        // is the answer (the native frames are the interpreter's own), and
+        // unwinding them costs more than the whole Python read.
+        if let Some(view) = model
+            .process(tgid)
+            .and_then(|p| p.python.as_ref())
+            .filter(|v| v.unsupported.is_none())
+        {
+            threads.retain(|(tid, _)| {
+                let Some(t) = view.thread(*tid).filter(|t| !t.frames.is_empty()) else {
+                    return true;
+                };
+                out.push(Event::Stack {
+                    ts_ns: now,
+                    tgid,
+                    tid: *tid,
+                    frames: Vec::new(),
+                    python: t.frames.clone(),
+                    owns_gil: false,
+                });
+                false
+            });
+            if threads.is_empty() {
+                continue;
+            }
+        }
+        let py = symbols
+            .python_threads(tgid)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        out.extend(py_name_events(model, tgid, &py, now));
+        for (tid, frames) in symbols.native_stacks(tgid, &threads) {
+            let pt = py.iter().find(|x| x.tid == tid);
+            out.push(Event::Stack {
+                ts_ns: now,
+                tgid,
+                tid,
+                frames: frames.unwrap_or_default(),
+                python: pt.map(|x| x.frames.clone()).unwrap_or_default(),
+                owns_gil: pt.is_some_and(|x| x.owns_gil),
+            });
+        }
+    }
+    out
+}
+
+/// "spawn_worker (pool.c:21)", or the function, or module+offset.
+pub(super) fn site_name(f: &crate::symbol::Frame) -> String {
+    match (&f.function, &f.file, f.line) {
+        (Some(func), Some(file), Some(line)) => {
+            format!(
+                "{func} ({}:{line})",
+                file.rsplit('/').next().unwrap_or(file)
+            )
+        }
+        (Some(func), _, _) => func.clone(),
+        (None, _, _) => format!(
+            "{}+{:#x}",
+            f.module.as_deref().unwrap_or("?"),
+            f.module_offset
+        ),
+    }
+}
+
+/// The Python view of `tgid` if it is CPython (a `PyState` event), and the
+/// names of its locks as `Symbol` events. None: not CPython.
+pub(super) fn python_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tgid: u32,
+    now: u64,
+) -> Option<Vec<Event>> {
+    let p = model.process(tgid)?;
+    let waits: std::collections::HashMap<u32, u64> = p
+        .live_threads()
+        .filter_map(|t| Some((t.tid, t.wait.as_ref()?.uaddr)))
+        .collect();
+    let started = std::time::Instant::now();
+    let view = match symbols.python_view(tgid, &waits) {
+        Ok(Some(v)) => v,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::info!("cannot read the Python interpreter of {tgid}: {e:#}");
+            return Some(Vec::new());
+        }
+    };
+    tracing::debug!(
+        "python view of {tgid} in {:?} ({} memory reads so far)",
+        started.elapsed(),
+        crate::python::reader::READS.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut out: Vec<Event> = view
+        .locks
+        .iter()
+        .filter_map(|l| {
+            Some(Event::Symbol {
+                tgid,
+                addr: l.addr,
+                name: l.name.clone()?,
+            })
+        })
+        .collect();
+    out.push(Event::PyState {
+        ts_ns: now,
+        tgid,
+        view,
+    });
+    Some(out)
+}

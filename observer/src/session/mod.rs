@@ -1,0 +1,295 @@
+//! The live driver around the engine (`run`, `attach`, and each process the
+//! daemon watches): events from the live source are enriched (mappings,
+//! unwound stacks, names, the Python view) and fed to the engine, which
+//! judges once per scan.
+//!
+//! - `target`: setting up the target (spawn held at a gate, attach) and
+//!   loading the probes;
+//! - `uprobes`: which uprobes go on which process, and when;
+//! - `live`: the event loop of `run`/`attach`, and the end of observation;
+//! - `enrich`: names, stacks and the Python view, as events;
+//! - `dump`: `observer dump`, one look through /proc without BPF.
+
+mod dump;
+mod enrich;
+mod live;
+mod target;
+mod uprobes;
+
+pub use dump::dump;
+pub(crate) use target::min_age;
+pub use target::{attach, require_bpf, run};
+pub(crate) use target::{load_probes, runtime, seeded_tids};
+pub(crate) use uprobes::{UprobeSet, attach_uprobes};
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    cli::ObserveOpts,
+    detect::{Finding, FindingKind, Limits},
+    engine::{Engine, Sink},
+    event::Event,
+    model::Model,
+    probe::HookUse,
+    report,
+    source::live::LiveSource,
+    symbol::Symbolizer,
+};
+pub(crate) use enrich::symbol_events;
+use enrich::{PyWaitKey, maps_events, owner_events, stack_events};
+
+/// Output files of `run`/`attach`, opened (so checked) before any BPF is
+/// loaded; the recording goes to the `LiveSink`.
+#[derive(Default)]
+pub(crate) struct Outputs {
+    report: Option<(PathBuf, File)>,
+    pictures: crate::recording::Pictures,
+}
+
+fn create(p: &PathBuf, what: &str) -> Result<File> {
+    File::create(p).with_context(|| format!("cannot write {what} {}", p.display()))
+}
+
+impl Outputs {
+    pub(crate) fn open(opts: &ObserveOpts) -> Result<Outputs> {
+        Ok(Outputs {
+            report: match &opts.report {
+                Some(p) => Some((p.clone(), create(p, "report")?)),
+                None => None,
+            },
+            pictures: crate::recording::Pictures::open(&opts.pictures)?,
+        })
+    }
+}
+
+/// Where `run`/`attach` send the engine's events: the recording
+/// (`--record`, its header first) and the live echo on stderr.
+pub(crate) struct LiveSink {
+    record: Option<BufWriter<File>>,
+    echo: bool,
+}
+
+impl LiveSink {
+    pub(crate) fn open(opts: &ObserveOpts, limits: &Limits) -> Result<LiveSink> {
+        let mut record = match &opts.record {
+            Some(p) => Some(BufWriter::new(create(p, "recording")?)),
+            None => None,
+        };
+        if let Some(rec) = &mut record {
+            crate::recording::Header::new(limits, opts.scan_interval).write(rec)?;
+        }
+        Ok(LiveSink {
+            record,
+            echo: !opts.quiet,
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(rec) = &mut self.record {
+            rec.flush().context("writing the recording")?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for LiveSink {
+    fn event(&mut self, model: &Model, ev: &Event) -> Result<()> {
+        if let Some(rec) = &mut self.record {
+            serde_json::to_writer(&mut *rec, ev).context("writing the recording")?;
+            rec.write_all(b"\n").context("writing the recording")?;
+        }
+        if self.echo
+            && let Some(line) = report::live::line(model, ev)
+        {
+            eprintln!("{line}");
+        }
+        Ok(())
+    }
+}
+
+/// The judgement limits the options ask for.
+pub(crate) fn limits_of(opts: &ObserveOpts) -> Result<Limits> {
+    Ok(Limits {
+        long_wait_ns: opts.long_wait_ns()?,
+        stuck_ns: crate::cli::secs_to_ns(opts.stuck, "--stuck")?,
+        churn_per_s: opts.churn,
+    })
+}
+
+pub(crate) struct Session<S: Sink = LiveSink> {
+    pub(crate) opts: ObserveOpts,
+    pub(crate) engine: Engine<S>,
+    out: Outputs,
+    symbols: Symbolizer,
+    sym_tried: HashSet<(u32, u64)>,
+    /// Processes whose libc may not be mapped yet (just exec'd or forked):
+    /// tgid -> give up at (ns).
+    pending_uprobes: HashMap<u32, u64>,
+    /// Processes known not to be CPython (until they exec).
+    not_python: HashSet<u32>,
+    /// The kernel stops watched processes at exec (deep tier in `run`).
+    stop_on_exec: bool,
+    /// Processes stopped at exec, to continue once their uprobes are in.
+    exec_stopped: Vec<u32>,
+    /// The futex waits each CPython process had at its last Python read.
+    py_read: HashMap<u32, Vec<PyWaitKey>>,
+}
+
+impl Session<LiveSink> {
+    /// `run`/`attach`: the recording and the echo as the options say.
+    pub(crate) fn open(opts: ObserveOpts, out: Outputs) -> Result<Session<LiveSink>> {
+        let limits = limits_of(&opts)?;
+        let sink = LiveSink::open(&opts, &limits)?;
+        Ok(Session::new(opts, limits, sink, out))
+    }
+}
+
+impl Session<LiveSink> {
+    /// The end of observation: findings and summary on stdout, the report
+    /// and pictures written.
+    fn write_outputs(&mut self, mode: &str, hooks: &[HookUse], uprobes: usize) -> Result<()> {
+        self.engine.sink.flush()?;
+        let m = &self.engine.model;
+        let findings = self.engine.findings();
+        print!("{}", report::findings::all(findings));
+        println!();
+        print!(
+            "{}",
+            report::text::summary(m, self.engine.limits().long_wait_ns)
+        );
+        if let Some((path, f)) = self.out.report.take() {
+            let mut r = report::json::build(m, mode, hooks, findings);
+            r.uprobes_attached = uprobes;
+            let mut w = BufWriter::new(f);
+            serde_json::to_writer_pretty(&mut w, &r)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| Ok(w.flush()?))
+                .with_context(|| format!("cannot write report {}", path.display()))?;
+        }
+        self.out.pictures.write(m, findings)?;
+        Ok(())
+    }
+}
+
+impl<S: Sink> Session<S> {
+    pub(crate) fn new(opts: ObserveOpts, limits: Limits, sink: S, out: Outputs) -> Session<S> {
+        Session {
+            opts,
+            engine: Engine::new(limits, sink),
+            out,
+            symbols: Symbolizer::new(),
+            sym_tried: HashSet::new(),
+            pending_uprobes: HashMap::new(),
+            not_python: HashSet::new(),
+            stop_on_exec: false,
+            exec_stopped: Vec::new(),
+            py_read: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn model(&self) -> &Model {
+        &self.engine.model
+    }
+
+    /// Feeds events to the engine, each enriched first (mappings read,
+    /// stacks unwound), with the mappings the symbolizer read after it.
+    pub(crate) fn feed(&mut self, evs: &mut Vec<Event>) -> Result<()> {
+        for mut ev in evs.drain(..) {
+            self.enrich_event(&mut ev);
+            self.note_uprobe_targets(&ev);
+            self.engine.apply(&ev)?;
+            for m in maps_events(&mut self.symbols) {
+                self.engine.apply(&m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One scan: names and owners and the Python view fed, the detectors
+    /// run once, candidate findings confirmed against the target, the
+    /// stacks of the threads they name taken, then reported. Returns the
+    /// processes found hung.
+    pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
+        let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
+        if self.opts.uprobes {
+            evs.extend(owner_events(&self.engine.model, &src.probes, now));
+        }
+        self.feed(&mut evs)?;
+        self.python_view(now, false)?;
+        let cands = self.engine.candidates(now);
+        if cands.is_empty() {
+            self.engine.mark_scan(now, false)?;
+            return Ok(Vec::new());
+        }
+        // Something moved since the scan: judge again on fresh data at the
+        // next one. (No scan marked: replay must not judge this state either.)
+        if !self.python_confirms(&cands, now)? {
+            return Ok(Vec::new());
+        }
+        let tids: Vec<u32> = cands
+            .iter()
+            .flat_map(|f| f.threads.iter().map(|t| t.tid))
+            .collect();
+        if !src.confirm(&tids, now, &mut evs) {
+            self.feed(&mut evs)?;
+            return Ok(Vec::new());
+        }
+        // The stacks of the threads named, taken now, without stopping them.
+        let mut evs = stack_events(
+            &self.engine.model,
+            &mut self.symbols,
+            Some(&src.probes),
+            &cands,
+            now,
+        );
+        self.feed(&mut evs)?;
+        self.engine.mark_scan(now, true)?;
+        let mut hung = Vec::new();
+        for f in self.engine.accept(cands) {
+            if f.kind.is_hang() {
+                hung.push(f.tgid);
+            }
+            if !self.opts.quiet {
+                eprint!("{}", report::findings::finding(&f));
+            }
+        }
+        Ok(hung)
+    }
+
+    /// A cycle through Python threads is read again (reads that do not
+    /// stop the target can tear): false when what the interpreter shows of
+    /// those threads changed.
+    fn python_confirms(&mut self, cands: &[Finding], now: u64) -> Result<bool> {
+        let py: Vec<(u32, u32)> = cands
+            .iter()
+            .filter(|f| f.kind == FindingKind::Deadlock)
+            .flat_map(|f| {
+                f.threads
+                    .iter()
+                    .filter(|t| t.python.is_some())
+                    .map(move |t| (f.tgid, t.tid))
+            })
+            .collect();
+        if py.is_empty() {
+            return Ok(true);
+        }
+        let shown = |m: &Model| -> Vec<_> {
+            py.iter()
+                .map(|&(tgid, tid)| m.process(tgid)?.python.as_ref()?.info(tid))
+                .collect()
+        };
+        let before = shown(&self.engine.model);
+        self.python_view(now, true)?;
+        Ok(shown(&self.engine.model) == before)
+    }
+}
+
+/// The session of `run`/`attach`.
+pub(crate) type LiveSession = Session<LiveSink>;

@@ -1,0 +1,212 @@
+//! Target setup: load the probes, start the command held at a gate until
+//! they watch it (`run`) or find a running process (`attach`), seed the
+//! engine with its threads, then hand over to the live loop.
+
+use anyhow::{Context, Result, bail};
+
+use super::{
+    Outputs, Session,
+    live::{EXIT_HANG, observe},
+    uprobes::{UprobeSet, attach_uprobes, attach_uprobes_to, planned_uprobe_targets},
+};
+use crate::{
+    cli::ObserveOpts,
+    event::Event,
+    probe::{ProbeConfig, Probes, Rung},
+    source::{live::LiveSource, procfs},
+    sys,
+};
+
+pub(super) enum Target {
+    /// Started by us: reaped for its exit status.
+    Child {
+        pid: u32,
+    },
+    Attached {
+        pid: u32,
+    },
+}
+
+impl Target {
+    pub(super) fn pid(&self) -> u32 {
+        match self {
+            Target::Child { pid } | Target::Attached { pid } => *pid,
+        }
+    }
+}
+
+/// `stop_on_exec`: `run` holds each exec of the deep tier's targets until
+/// its uprobes are in place (see `Session::resume_execs`).
+fn probe_config(opts: &ObserveOpts, stop_on_exec: bool) -> Result<(ProbeConfig, Option<Rung>)> {
+    let rung = match opts.hooks.as_str() {
+        "auto" => None,
+        s => Some(Rung::parse(s).with_context(|| format!("unknown --hooks {s}"))?),
+    };
+    let cfg = ProbeConfig {
+        long_wait_ns: opts.long_wait_ns()?,
+        follow_forks: opts.follow_forks,
+        ringbuf_bytes: opts.ringbuf_kib.saturating_mul(1024),
+        deep: opts.uprobes || opts.uprobes_bare,
+        stop_on_exec: stop_on_exec && UprobeSet::of(opts).locks,
+    };
+    Ok((cfg, rung))
+}
+
+/// Fails in one line when this binary was built without BPF programs.
+pub fn require_bpf() -> Result<()> {
+    if !observer_ebpf::has_programs() {
+        bail!(
+            "this observer was built without its BPF programs (clang-19 was missing at build \
+             time): only `replay` works; install clang-19 and libbpf-dev (`./x setup`) and rebuild"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8, stop_on_exec: bool) -> Result<Probes> {
+    require_bpf()?;
+    let (cfg, rung) = probe_config(opts, stop_on_exec)?;
+    let mut probes = Probes::load(&cfg)?;
+    probes.attach(rung)?;
+    if probes.mounted_tracefs {
+        tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    }
+    for h in &probes.hooks {
+        if verbose > 0 {
+            eprintln!("observer: hook {h}");
+        }
+    }
+    if UprobeSet::of(opts).any() {
+        probes.prepare_uprobe_multi(UprobeSet::of(opts).locks);
+        if verbose > 0 {
+            eprintln!("observer: uprobes: {}", probes.uprobe_mode());
+        }
+    }
+    Ok(probes)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// `observer run -- CMD`: returns CMD's exit code.
+pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
+    require_bpf()?;
+    sys::check_privileges()?;
+    let prog = sys::resolve_command(&cmd[0])?;
+    let out = Outputs::open(&opts)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut probes = load_probes(&opts, verbose, true)?;
+        let stop_on_exec = probes.stops_on_exec();
+        let mut child = sys::GatedChild::spawn(&prog, &cmd)?;
+        let pid = child.pid;
+        probes.watch(pid)?;
+        let pidfd = sys::pidfd_open(pid).context("pidfd_open on the child")?;
+        let mut src = LiveSource::new(probes, min_age(&opts))?;
+        let mut s = Session::open(opts, out)?;
+        s.stop_on_exec = stop_on_exec;
+        let now = procfs::mono_ns();
+        let mut evs = vec![Event::Start {
+            ts_ns: now,
+            tgid: pid,
+            cmdline: cmd.clone(),
+            attached: false,
+        }];
+        evs.extend(procfs::seed_threads(pid).unwrap_or_default());
+        s.feed(&mut evs)?;
+        let set = UprobeSet::of(&s.opts);
+        if set.any() {
+            // In place before the first instruction: on the files the
+            // command will map (filtered to the held child's PID, which
+            // survives exec); checked again in /proc after exec.
+            let (libs, py) = planned_uprobe_targets(&prog);
+            attach_uprobes_to(&mut src.probes, pid, &libs, &py, set);
+        }
+        child.release()?;
+        tracing::info!("observing pid {pid}");
+        let end = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
+        if end.killed_on_hang {
+            return Ok(EXIT_HANG);
+        }
+        Ok(end.status.map(sys::exit_code_of).unwrap_or(1))
+    })
+}
+
+/// `observer attach -p PID`.
+pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -> Result<u8> {
+    require_bpf()?;
+    sys::check_privileges()?;
+    if pid == std::process::id() {
+        bail!("refusing to observe the observer itself (pid {pid})");
+    }
+    if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
+        bail!("{pid} is a thread of process {tgid}: attach to the process");
+    }
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => bail!("no such process: {pid}"),
+        Err(e) => return Err(e).with_context(|| format!("cannot open process {pid}")),
+    };
+    let duration = duration
+        .map(|d| crate::cli::secs_to_ns(d, "--duration"))
+        .transpose()?;
+    let out = Outputs::open(&opts)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut probes = load_probes(&opts, verbose, false)?;
+        probes.watch(pid)?;
+        let cmdline = procfs::cmdline(pid);
+        let seed = procfs::seed_threads(pid);
+        if !procfs::exists(pid) || seed.is_err() {
+            bail!("process {pid} exited while attaching");
+        }
+        let mut src = LiveSource::new(probes, min_age(&opts))?;
+        let mut s = Session::open(opts, out)?;
+        let now = procfs::mono_ns();
+        let mut evs = vec![Event::Start {
+            ts_ns: now,
+            tgid: pid,
+            cmdline,
+            attached: true,
+        }];
+        let seed = seed.unwrap_or_default();
+        let tids = seeded_tids(&seed);
+        evs.extend(seed);
+        // Waits already in progress: a deadlock that formed before we came.
+        src.add_snapshot(pid, &tids, now, &mut evs);
+        s.feed(&mut evs)?;
+        if UprobeSet::of(&s.opts).any() {
+            attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
+        }
+        tracing::info!("observing pid {pid}");
+        let end = observe(
+            &mut s,
+            src,
+            Target::Attached { pid },
+            pidfd,
+            duration,
+            "attach",
+        )
+        .await?;
+        Ok(if end.hang_found { EXIT_HANG } else { 0 })
+    })
+}
+
+/// TIDs of the `ThreadSeen` events of a /proc seed.
+pub(crate) fn seeded_tids(seed: &[Event]) -> Vec<u32> {
+    seed.iter()
+        .filter_map(|e| match e {
+            Event::ThreadSeen { tid, .. } => Some(*tid),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(crate) fn min_age(opts: &ObserveOpts) -> u64 {
+    // A wait younger than one scan period is transient contention.
+    (opts.scan_interval * 1_000_000).min(10_000_000)
+}
