@@ -657,7 +657,10 @@ fn write_report(
     }) {
         Ok(Some(id)) => {
             metrics.reports_written.inc();
-            tracing::warn!("report {id}: {}", report::escape(&f.summary));
+            tracing::warn!(
+                "report {id}: {}",
+                report::escape(&report::findings::summary(f))
+            );
         }
         Ok(None) => {}
         Err(e) => {

@@ -397,7 +397,7 @@ mod tests {
             kind: FindingKind::Deadlock,
             tgid: 42,
             detected_ns: 1,
-            summary: "2 threads wait for each other".into(),
+            detail: crate::detect::Detail::Deadlock,
             threads: Vec::new(),
             locks: Vec::new(),
             cycle: Vec::new(),

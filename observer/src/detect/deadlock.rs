@@ -1,7 +1,8 @@
 //! A cycle in the wait-for graph: every thread in it waits for the next.
 
+use super::Detail;
 use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{graph::Holder, report::escape};
+use crate::graph::Holder;
 
 pub struct Deadlock;
 
@@ -27,29 +28,11 @@ impl Detector for Deadlock {
             let threads: Vec<_> = edges.iter().map(|e| cx.thread(e.waiter_tid)).collect();
             let mut locks: Vec<_> = edges.iter().map(|e| e.lock.clone()).collect();
             locks.dedup();
-            let summary = if edges.len() == 1 {
-                format!(
-                    "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
-                    edges[0].waiter_tid,
-                    escape(&threads[0].name),
-                    crate::report::findings::describe_lock(&edges[0].lock)
-                )
-            } else {
-                let names: Vec<String> = threads
-                    .iter()
-                    .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
-                    .collect();
-                format!(
-                    "{} threads wait for each other in a cycle: {}",
-                    edges.len(),
-                    names.join(" -> ")
-                )
-            };
             out.push(Finding {
                 kind: FindingKind::Deadlock,
                 tgid: cx.process.tgid,
                 detected_ns: cx.now_ns,
-                summary,
+                detail: Detail::Deadlock,
                 threads,
                 locks,
                 cycle: edges,

@@ -2,12 +2,8 @@
 //! waits forever, unless they are robust mutexes. Threads killed by the
 //! process's own exit are not counted.
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{
-    event::AcqKind,
-    graph::LockKind,
-    report::{dur, escape},
-};
+use super::{Ctx, Detail, Detector, Finding, FindingKind, HeldAtExit};
+use crate::{event::AcqKind, graph::LockKind};
 
 pub struct ExitHoldingLock;
 
@@ -35,18 +31,11 @@ impl Detector for ExitHoldingLock {
                     cx.lock(k, l.lock)
                 })
                 .collect();
-            let held: Vec<String> = locks
+            let held: Vec<HeldAtExit> = locks
                 .iter()
-                .zip(&infos)
-                .map(|(l, i)| {
-                    format!(
-                        "{} (held {}, taken at {})",
-                        crate::report::findings::describe_lock(i),
-                        dur(ts.saturating_sub(l.acquired_ns)),
-                        cx.site(l.site)
-                            .map(|s| escape(&s))
-                            .unwrap_or_else(|| "?".into())
-                    )
+                .map(|l| HeldAtExit {
+                    held_ns: ts.saturating_sub(l.acquired_ns),
+                    site: cx.site(l.site),
                 })
                 .collect();
             let mut info = cx.thread(*tid);
@@ -55,12 +44,7 @@ impl Detector for ExitHoldingLock {
                 kind: FindingKind::ExitHoldingLock,
                 tgid: p.tgid,
                 detected_ns: cx.now_ns,
-                summary: format!(
-                    "thread {tid} \"{}\" exited holding {} lock(s): {}",
-                    escape(&info.name),
-                    locks.len(),
-                    held.join(", ")
-                ),
+                detail: Detail::ExitHoldingLock { held },
                 threads: vec![info],
                 locks: infos,
                 cycle: Vec::new(),

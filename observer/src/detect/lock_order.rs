@@ -18,12 +18,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use petgraph::{algo::tarjan_scc, graphmap::DiGraphMap};
 
-use super::{Ctx, Detector, Edge, Finding, FindingKind, LockInfo};
+use super::{Ctx, Detail, Detector, Edge, Finding, FindingKind, LockInfo};
 use crate::{
     event::{AcqKind, EdgeId},
     graph::LockKind,
     model::LockEdgeInfo,
-    report::escape,
 };
 
 pub struct LockOrder;
@@ -135,46 +134,13 @@ impl Detector for LockOrder {
             tids.sort();
             tids.dedup();
             let threads: Vec<_> = tids.iter().map(|&t| cx.thread(t)).collect();
-            let names: Vec<String> = locks
-                .iter()
-                .map(|l| {
-                    l.symbol
-                        .clone()
-                        .map(|s| escape(&s))
-                        .unwrap_or_else(|| l.addr_hex.clone())
-                })
-                .collect();
-            let order: Vec<String> = edges
-                .iter()
-                .map(|(e, i)| {
-                    let s = |a: u64| cx.site(a).map(|x| escape(&x)).unwrap_or_else(|| "?".into());
-                    format!(
-                        "{} -> {} (thread {} \"{}\" at {})",
-                        cx.lock(kind_of(i.from_kind), e.from)
-                            .symbol
-                            .map(|x| escape(&x))
-                            .unwrap_or_else(|| format!("{:#x}", e.from)),
-                        cx.lock(kind_of(i.to_kind), e.to)
-                            .symbol
-                            .map(|x| escape(&x))
-                            .unwrap_or_else(|| format!("{:#x}", e.to)),
-                        i.tid,
-                        escape(&cx.name(i.tid)),
-                        s(i.to_site)
-                    )
-                })
-                .collect();
             let mut key_locks: Vec<String> = c.iter().map(|(a, g)| format!("{a:x}.{g}")).collect();
             key_locks.sort();
             out.push(Finding {
                 kind: FindingKind::LockOrderInversion,
                 tgid: p.tgid,
                 detected_ns: cx.now_ns,
-                summary: format!(
-                    "locks {} are taken in an order that can deadlock: {}",
-                    names.join(", "),
-                    order.join("; ")
-                ),
+                detail: Detail::LockOrderInversion,
                 threads,
                 locks,
                 cycle,

@@ -1,11 +1,8 @@
 //! A wait longer than the threshold that no other finding explains: a lost
 //! wakeup, a semaphore nobody posts, a lock held for too long.
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{
-    graph::Holder,
-    report::{dur, escape},
-};
+use super::{Ctx, Detail, Detector, Finding, FindingKind, WaitHolder};
+use crate::graph::Holder;
 
 pub struct LongWait;
 
@@ -24,15 +21,10 @@ impl Detector for LongWait {
             }
             let lock = cx.lock(w.target.kind, w.target.lock);
             let t = cx.thread(w.tid);
-            let held = match w.target.holder {
-                Holder::Thread(h) => format!(", held by thread {h} \"{}\"", escape(&cx.name(h))),
-                Holder::Readers => ", held by readers".into(),
-                _ => String::new(),
-            };
-            let since = if w.before_observation {
-                "at least "
-            } else {
-                ""
+            let holder = match w.target.holder {
+                Holder::Thread(h) => WaitHolder::Thread(h),
+                Holder::Readers => WaitHolder::Readers,
+                _ => WaitHolder::Unknown,
             };
             let mut threads = vec![t.clone()];
             if let Holder::Thread(h) = w.target.holder {
@@ -42,13 +34,11 @@ impl Detector for LongWait {
                 kind: FindingKind::LongWait,
                 tgid: cx.process.tgid,
                 detected_ns: cx.now_ns,
-                summary: format!(
-                    "thread {} \"{}\" has waited {since}{} for {}{held}",
-                    w.tid,
-                    escape(&t.name),
-                    dur(age),
-                    crate::report::findings::describe_lock(&lock)
-                ),
+                detail: Detail::LongWait {
+                    waited_ns: age,
+                    before_observation: w.before_observation,
+                    holder,
+                },
                 threads,
                 locks: vec![lock],
                 cycle: Vec::new(),

@@ -100,21 +100,86 @@ pub struct Edge {
     pub frames: Vec<crate::symbol::Frame>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A finding: plain data. report/ writes its text (and its one-line
+/// summary, in text and JSON) from these fields and its `detail`.
+#[derive(Clone, Debug)]
 pub struct Finding {
     pub kind: FindingKind,
     pub tgid: u32,
     pub detected_ns: u64,
-    /// One line for people.
-    pub summary: String,
+    /// What the finding says beyond its threads, locks and cycle.
+    pub detail: Detail,
     pub threads: Vec<ThreadInfo>,
     pub locks: Vec<LockInfo>,
     /// For cycles: the edges in order, each waiter waiting for the next.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cycle: Vec<Edge>,
     /// Reported once per key.
-    #[serde(skip)]
     pub key: String,
+}
+
+/// The facts of a finding that its threads, locks and cycle do not carry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Detail {
+    /// `cycle[i].waiter_tid` waits for `cycle[i].lock`, held by the next.
+    Deadlock,
+    /// `parked` got EDEADLK (or, `inferred` from a snapshot, is parked on
+    /// its own stack after it).
+    PiDeadlock { parked: Tid, inferred: bool },
+    /// `threads[0]` waits for `locks[0]`, whose owner is not a live thread:
+    /// `owner_exited` names it when it was seen to exit.
+    OrphanedLock {
+        owner: Tid,
+        owner_exited: Option<String>,
+    },
+    /// `threads[0]` has waited `waited_ns` for `locks[0]`.
+    LongWait {
+        waited_ns: u64,
+        before_observation: bool,
+        holder: WaitHolder,
+    },
+    /// `threads[0]` has not run for `idle_ns`; `blocked_in` says where.
+    StuckThread { idle_ns: u64, wchan: String },
+    /// `threads` exited and were never joined or detached.
+    UnjoinedThread,
+    /// The live thread count grew along a line.
+    ThreadLeak {
+        from: f64,
+        to: f64,
+        span_ns: u64,
+        slope_per_s: f64,
+        r2: f64,
+        survivors: usize,
+        /// (creation site, survivors from it), most first.
+        sites: Vec<(String, usize)>,
+    },
+    /// `in_window` threads created within one second.
+    ThreadChurn {
+        in_window: usize,
+        total: usize,
+        threshold_per_s: u64,
+        /// (creation site, threads from it in the window), most first.
+        sites: Vec<(String, usize)>,
+    },
+    /// `cycle[i]`: `lock` taken while `held` was held, by `waiter_tid` at `site`.
+    LockOrderInversion,
+    /// `threads[0]` exited holding `locks`; `held[i]` is about `locks[i]`.
+    ExitHoldingLock { held: Vec<HeldAtExit> },
+}
+
+/// Who holds the lock of a long wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitHolder {
+    Thread(Tid),
+    Readers,
+    Unknown,
+}
+
+/// A lock a thread held when it exited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldAtExit {
+    pub held_ns: u64,
+    /// Where it was taken.
+    pub site: Option<String>,
 }
 
 /// What a detector sees.
@@ -228,6 +293,14 @@ impl Ctx<'_> {
             site: None,
             frames: Vec::new(),
         }
+    }
+}
+
+/// A lock as a plain label (data, not escaped): "mutex lock_b (0x5600...)".
+pub fn plain_lock(l: &LockInfo) -> String {
+    match &l.symbol {
+        Some(s) => format!("{} {s} ({})", l.kind.as_str(), l.addr_hex),
+        None => format!("{} {}", l.kind.as_str(), l.addr_hex),
     }
 }
 

@@ -2,8 +2,8 @@
 //! process: the owner exited holding it, or the lock was inherited across
 //! fork from another process's thread. Nobody will ever unlock it.
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{graph::Holder, report::escape};
+use super::{Ctx, Detail, Detector, Finding, FindingKind};
+use crate::graph::Holder;
 
 pub struct OrphanedLock;
 
@@ -24,26 +24,16 @@ impl Detector for OrphanedLock {
                 .iter()
                 .rev()
                 .find(|t| t.tid == owner && t.exit_ns.is_some());
-            let why = match exited {
-                Some(t) => format!(
-                    "owner thread {owner} \"{}\" exited holding it",
-                    escape(t.name())
-                ),
-                None => format!(
-                    "owner thread {owner} is not a thread of this process (exited before observation, or the lock was inherited across fork)"
-                ),
-            };
+            let owner_exited = exited.map(|t| t.name().to_string());
             let t = cx.thread(w.tid);
             out.push(Finding {
                 kind: FindingKind::OrphanedLock,
                 tgid: cx.process.tgid,
                 detected_ns: cx.now_ns,
-                summary: format!(
-                    "thread {} \"{}\" waits for {}: {why}",
-                    w.tid,
-                    escape(&t.name),
-                    crate::report::findings::describe_lock(&lock)
-                ),
+                detail: Detail::OrphanedLock {
+                    owner,
+                    owner_exited,
+                },
                 threads: vec![t],
                 locks: vec![lock],
                 cycle: Vec::new(),

@@ -4,11 +4,10 @@
 //! not a cycle. Observed live, the EDEADLK result is the evidence; in a
 //! snapshot, the parked thread at the end of a PI chain is.
 
-use super::{Ctx, Detector, Finding, FindingKind};
+use super::{Ctx, Detail, Detector, Finding, FindingKind};
 use crate::{
     event::futex,
     graph::{Holder, LockKind, classify},
-    report::escape,
 };
 
 pub struct PiDeadlock;
@@ -119,16 +118,11 @@ fn finding(
     let mut locks: Vec<_> = edges.iter().map(|e| e.lock.clone()).collect();
     locks.sort_by_key(|l| l.addr);
     locks.dedup();
-    let how = if inferred {
-        "is parked forever on its own stack after the kernel refused a PI lock (EDEADLK)"
-    } else {
-        "got EDEADLK from the kernel on a PI mutex and now sleeps forever"
-    };
     Finding {
         kind: FindingKind::PiDeadlock,
         tgid: cx.process.tgid,
         detected_ns: cx.now_ns,
-        summary: format!("thread {parked} \"{}\" {how}", escape(&cx.name(parked))),
+        detail: Detail::PiDeadlock { parked, inferred },
         threads,
         locks,
         cycle: edges,

@@ -2,11 +2,8 @@
 //! process did: a worker that never comes back (blocked in read(), in a
 //! wait nobody ends, ...). What it is blocked in comes from /proc.
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{
-    report::{dur, escape},
-    source::activity::syscall_name,
-};
+use super::{Ctx, Detail, Detector, Finding, FindingKind};
+use crate::source::activity::syscall_name;
 
 pub struct StuckThread;
 
@@ -27,29 +24,32 @@ impl Detector for StuckThread {
             let blocked = match (s.syscall, cx.graph.waits.get(&t.tid)) {
                 (_, Some(w)) => format!(
                     "futex wait on {}",
-                    crate::report::findings::describe_lock(&cx.lock(w.target.kind, w.target.lock))
+                    super::plain_lock(&cx.lock(w.target.kind, w.target.lock))
                 ),
                 (Some(nr), None) => format!("syscall {}", syscall_name(nr)),
                 (None, None) => "no syscall (stopped?)".to_string(),
             };
-            info.blocked_in = Some(blocked.clone());
-            let wchan = if s.wchan.is_empty() || s.wchan == "0" {
+            info.blocked_in = Some(blocked);
+            let wchan = if s.wchan == "0" {
                 String::new()
             } else {
-                format!(" ({})", escape(&s.wchan))
+                s.wchan.clone()
             };
             out.push(Finding {
                 kind: FindingKind::StuckThread,
                 tgid: cx.process.tgid,
                 detected_ns: cx.now_ns,
-                summary: format!(
-                    "thread {} \"{}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran",
-                    t.tid,
-                    escape(t.name()),
-                    dur(idle)
-                ),
+                detail: Detail::StuckThread {
+                    idle_ns: idle,
+                    wchan,
+                },
                 threads: vec![info],
-                locks: cx.graph.waits.get(&t.tid).map(|w| vec![cx.lock(w.target.kind, w.target.lock)]).unwrap_or_default(),
+                locks: cx
+                    .graph
+                    .waits
+                    .get(&t.tid)
+                    .map(|w| vec![cx.lock(w.target.kind, w.target.lock)])
+                    .unwrap_or_default(),
                 cycle: Vec::new(),
                 key: format!("stuck:{}:{}:{}", cx.process.tgid, t.tid, s.since_ns),
             });

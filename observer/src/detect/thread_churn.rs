@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::report::escape;
+use super::{Ctx, Detail, Detector, Finding, FindingKind};
 
 pub struct ThreadChurn;
 
@@ -51,21 +50,17 @@ impl Detector for ThreadChurn {
         }
         let mut sites: Vec<(String, usize)> = by_site.into_iter().collect();
         sites.sort_by_key(|s| std::cmp::Reverse(s.1));
-        let top: Vec<String> = sites
-            .iter()
-            .take(3)
-            .map(|(s, n)| format!("{n} at {}", escape(s)))
-            .collect();
+        sites.truncate(3);
         vec![Finding {
             kind: FindingKind::ThreadChurn,
             tgid: p.tgid,
             detected_ns: cx.now_ns,
-            summary: format!(
-                "{best} threads created within one second ({} in all; threshold {}/s); top creation sites: {}",
-                starts.len(),
-                cx.limits.churn_per_s,
-                top.join(", ")
-            ),
+            detail: Detail::ThreadChurn {
+                in_window: best,
+                total: starts.len(),
+                threshold_per_s: cx.limits.churn_per_s,
+                sites,
+            },
             threads: Vec::new(),
             locks: Vec::new(),
             cycle: Vec::new(),

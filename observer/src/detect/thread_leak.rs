@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::{model::Process, report::escape};
+use super::{Ctx, Detail, Detector, Finding, FindingKind};
+use crate::model::Process;
 
 pub struct ThreadLeak;
 
@@ -82,23 +82,20 @@ impl Detector for ThreadLeak {
         }
         let mut sites: Vec<(String, usize)> = by_site.into_iter().collect();
         sites.sort_by_key(|s| std::cmp::Reverse(s.1));
-        let sites_txt: Vec<String> = sites
-            .iter()
-            .take(3)
-            .map(|(s, n)| format!("{n} from {}", escape(s)))
-            .collect();
+        sites.truncate(3);
         vec![Finding {
             kind: FindingKind::ThreadLeak,
             tgid: p.tgid,
             detected_ns: cx.now_ns,
-            summary: format!(
-                "live threads grew from {} to {} in {:.1}s ({slope:.1} threads/s, r2 {r2:.2}); {} survivors: {}",
-                pts[0].1,
-                pts.last().unwrap().1,
-                (t1 - t0) as f64 / 1e9,
-                survivors.len(),
-                sites_txt.join(", ")
-            ),
+            detail: Detail::ThreadLeak {
+                from: pts[0].1,
+                to: pts.last().unwrap().1,
+                span_ns: t1 - t0,
+                slope_per_s: slope,
+                r2,
+                survivors: survivors.len(),
+                sites,
+            },
             threads: survivors
                 .iter()
                 .map(|t| cx.with_creation_stack(cx.thread(t.tid), t))

@@ -7,8 +7,7 @@
 //! count; a process that dies by a signal or whose last thread calls
 //! pthread_exit is not judged.
 
-use super::{Ctx, Detector, Finding, FindingKind};
-use crate::report::escape;
+use super::{Ctx, Detail, Detector, Finding, FindingKind};
 
 pub struct UnjoinedThread;
 
@@ -40,43 +39,11 @@ impl Detector for UnjoinedThread {
             .iter()
             .map(|t| cx.with_creation_stack(cx.thread(t.tid), t))
             .collect();
-        let mut sites: Vec<String> = threads
-            .iter()
-            .filter_map(|t| t.created_at.clone())
-            .collect();
-        sites.sort();
-        sites.dedup();
-        let names: Vec<String> = unjoined
-            .iter()
-            .take(5)
-            .map(|t| format!("{} \"{}\"", t.tid, escape(t.name())))
-            .collect();
-        let more = if unjoined.len() > 5 {
-            format!(" and {} more", unjoined.len() - 5)
-        } else {
-            String::new()
-        };
-        let at = if sites.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; created at {}",
-                sites
-                    .iter()
-                    .map(|s| escape(s))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
         vec![Finding {
             kind: FindingKind::UnjoinedThread,
             tgid: p.tgid,
             detected_ns: cx.now_ns,
-            summary: format!(
-                "{} joinable thread(s) exited and were never joined or detached: {}{more}{at}",
-                unjoined.len(),
-                names.join(", ")
-            ),
+            detail: Detail::UnjoinedThread,
             threads,
             locks: Vec::new(),
             cycle: Vec::new(),

@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 
 use super::{dur, escape};
-use crate::detect::{Finding, FindingKind, LockInfo, ThreadInfo};
+use crate::{
+    detect::{Detail, Finding, FindingKind, LockInfo, ThreadInfo, WaitHolder},
+    event::Tid,
+};
 
 fn waited(t: &ThreadInfo) -> String {
     match t.waited_ns {
@@ -20,6 +23,209 @@ fn waited(t: &ThreadInfo) -> String {
 
 fn lock(l: &LockInfo) -> String {
     describe_lock(l)
+}
+
+/// The finding in one line (also the JSON report's `summary`).
+pub fn summary(f: &Finding) -> String {
+    let name = |tid: Tid| {
+        f.threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .map(|t| escape(&t.name))
+            .unwrap_or_else(|| "?".into())
+    };
+    // The thread a one-thread finding is about, and its lock.
+    let (tid, tname) = f
+        .threads
+        .first()
+        .map(|t| (t.tid, escape(&t.name)))
+        .unwrap_or((0, "?".into()));
+    let first_lock = || f.locks.first().map(describe_lock).unwrap_or_default();
+    let sym_or_addr = |l: &LockInfo| {
+        l.symbol
+            .as_deref()
+            .map(escape)
+            .unwrap_or_else(|| l.addr_hex.clone())
+    };
+    let counted = |sites: &[(String, usize)], word: &str| -> String {
+        let v: Vec<String> = sites
+            .iter()
+            .map(|(s, n)| format!("{n} {word} {}", escape(s)))
+            .collect();
+        v.join(", ")
+    };
+    match &f.detail {
+        Detail::Deadlock if f.cycle.len() == 1 => {
+            let e = &f.cycle[0];
+            format!(
+                "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
+                e.waiter_tid,
+                name(e.waiter_tid),
+                describe_lock(&e.lock)
+            )
+        }
+        Detail::Deadlock => {
+            let names: Vec<String> = f
+                .threads
+                .iter()
+                .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                .collect();
+            format!(
+                "{} threads wait for each other in a cycle: {}",
+                f.cycle.len(),
+                names.join(" -> ")
+            )
+        }
+        Detail::PiDeadlock { parked, inferred } => {
+            let how = if *inferred {
+                "is parked forever on its own stack after the kernel refused a PI lock (EDEADLK)"
+            } else {
+                "got EDEADLK from the kernel on a PI mutex and now sleeps forever"
+            };
+            format!("thread {parked} \"{}\" {how}", name(*parked))
+        }
+        Detail::OrphanedLock {
+            owner,
+            owner_exited,
+        } => {
+            let why = match owner_exited {
+                Some(n) => format!("owner thread {owner} \"{}\" exited holding it", escape(n)),
+                None => format!(
+                    "owner thread {owner} is not a thread of this process (exited before observation, or the lock was inherited across fork)"
+                ),
+            };
+            format!("thread {tid} \"{tname}\" waits for {}: {why}", first_lock())
+        }
+        Detail::LongWait {
+            waited_ns,
+            before_observation,
+            holder,
+        } => {
+            let held = match holder {
+                WaitHolder::Thread(h) => format!(", held by thread {h} \"{}\"", name(*h)),
+                WaitHolder::Readers => ", held by readers".into(),
+                WaitHolder::Unknown => String::new(),
+            };
+            let since = if *before_observation { "at least " } else { "" };
+            format!(
+                "thread {tid} \"{tname}\" has waited {since}{} for {}{held}",
+                dur(*waited_ns),
+                first_lock()
+            )
+        }
+        Detail::StuckThread { idle_ns, wchan } => {
+            let blocked = f
+                .threads
+                .first()
+                .and_then(|t| t.blocked_in.as_deref())
+                .map(escape)
+                .unwrap_or_default();
+            let wchan = if wchan.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape(wchan))
+            };
+            format!(
+                "thread {tid} \"{tname}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran",
+                dur(*idle_ns)
+            )
+        }
+        Detail::UnjoinedThread => {
+            let names: Vec<String> = f
+                .threads
+                .iter()
+                .take(5)
+                .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                .collect();
+            let more = if f.threads.len() > 5 {
+                format!(" and {} more", f.threads.len() - 5)
+            } else {
+                String::new()
+            };
+            let mut sites: Vec<&String> = f
+                .threads
+                .iter()
+                .filter_map(|t| t.created_at.as_ref())
+                .collect();
+            sites.sort();
+            sites.dedup();
+            let at = if sites.is_empty() {
+                String::new()
+            } else {
+                let v: Vec<String> = sites.iter().map(|s| escape(s)).collect();
+                format!("; created at {}", v.join(", "))
+            };
+            format!(
+                "{} joinable thread(s) exited and were never joined or detached: {}{more}{at}",
+                f.threads.len(),
+                names.join(", ")
+            )
+        }
+        Detail::ThreadLeak {
+            from,
+            to,
+            span_ns,
+            slope_per_s,
+            r2,
+            survivors,
+            sites,
+        } => format!(
+            "live threads grew from {from} to {to} in {:.1}s ({slope_per_s:.1} threads/s, r2 {r2:.2}); {survivors} survivors: {}",
+            *span_ns as f64 / 1e9,
+            counted(sites, "from")
+        ),
+        Detail::ThreadChurn {
+            in_window,
+            total,
+            threshold_per_s,
+            sites,
+        } => format!(
+            "{in_window} threads created within one second ({total} in all; threshold {threshold_per_s}/s); top creation sites: {}",
+            counted(sites, "at")
+        ),
+        Detail::LockOrderInversion => {
+            let names: Vec<String> = f.locks.iter().map(sym_or_addr).collect();
+            let order: Vec<String> = f
+                .cycle
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} -> {} (thread {} \"{}\" at {})",
+                        e.held.as_ref().map(sym_or_addr).unwrap_or_default(),
+                        sym_or_addr(&e.lock),
+                        e.waiter_tid,
+                        name(e.waiter_tid),
+                        e.site.as_deref().map(escape).unwrap_or_else(|| "?".into())
+                    )
+                })
+                .collect();
+            format!(
+                "locks {} are taken in an order that can deadlock: {}",
+                names.join(", "),
+                order.join("; ")
+            )
+        }
+        Detail::ExitHoldingLock { held } => {
+            let v: Vec<String> = f
+                .locks
+                .iter()
+                .zip(held)
+                .map(|(l, h)| {
+                    format!(
+                        "{} (held {}, taken at {})",
+                        describe_lock(l),
+                        dur(h.held_ns),
+                        h.site.as_deref().map(escape).unwrap_or_else(|| "?".into())
+                    )
+                })
+                .collect();
+            format!(
+                "thread {tid} \"{tname}\" exited holding {} lock(s): {}",
+                f.locks.len(),
+                v.join(", ")
+            )
+        }
+    }
 }
 
 /// "mutex lock_b (0x5600...)" or "condvar 0x7ff0...".
@@ -61,7 +267,7 @@ pub fn finding(f: &Finding) -> String {
             writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
         }
     };
-    let _ = writeln!(s, "  {}", f.summary);
+    let _ = writeln!(s, "  {}", summary(f));
     if f.kind == FindingKind::LockOrderInversion {
         for e in &f.cycle {
             let held = e.held.as_ref().map(lock).unwrap_or_default();

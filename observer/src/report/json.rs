@@ -11,6 +11,28 @@ use crate::{
 
 pub const SCHEMA: &str = "observer.report/1";
 
+/// A finding as the report shows it: its data, with the one-line summary
+/// report/ writes for it.
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let cycle = !self.cycle.is_empty();
+        let mut st = s.serialize_struct("Finding", if cycle { 7 } else { 6 })?;
+        st.serialize_field("kind", &self.kind)?;
+        st.serialize_field("tgid", &self.tgid)?;
+        st.serialize_field("detected_ns", &self.detected_ns)?;
+        st.serialize_field("summary", &super::findings::summary(self))?;
+        st.serialize_field("threads", &self.threads)?;
+        st.serialize_field("locks", &self.locks)?;
+        if cycle {
+            st.serialize_field("cycle", &self.cycle)?;
+        } else {
+            st.skip_field("cycle")?;
+        }
+        st.end()
+    }
+}
+
 #[derive(Serialize)]
 pub struct Report<'a> {
     pub schema: &'static str,

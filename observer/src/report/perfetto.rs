@@ -354,10 +354,11 @@ pub fn build(model: &Model, findings: &[Finding]) -> Value {
         }
         for f in findings.iter().filter(|f| f.tgid == pid) {
             let tids: Vec<Value> = f.threads.iter().map(|t| json!(t.tid)).collect();
+            let summary = super::findings::summary(f);
             ev.push(json!({"ph":"i","s":"p","cat":"finding",
-                "name":format!("{}: {}", kind_name(f), f.summary),
+                "name":format!("{}: {}", kind_name(f), summary),
                 "pid":pid,"tid":0,"ts":us(f.detected_ns.max(origin), origin),
-                "args":{"kind":kind_name(f),"summary":f.summary,"threads":tids}}));
+                "args":{"kind":kind_name(f),"summary":summary,"threads":tids}}));
         }
     }
     let k = model.drops;
