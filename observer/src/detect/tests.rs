@@ -95,7 +95,10 @@ fn edges(v: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, String, St
 
 fn only(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Finding) {
     let (m, f) = replay(name, long_wait_s, stuck_s);
-    let shown: Vec<_> = f.iter().map(|f| (f.kind, crate::report::findings::summary(f))).collect();
+    let shown: Vec<_> = f
+        .iter()
+        .map(|f| (f.kind, crate::report::findings::summary(f)))
+        .collect();
     assert_eq!(f.len(), 1, "{name}: exactly one finding: {shown:#?}");
     (m, f.into_iter().next().unwrap())
 }

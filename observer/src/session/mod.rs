@@ -46,10 +46,11 @@ pub(crate) use enrich::symbol_events;
 use enrich::{PyWaitKey, maps_events, owner_events, stack_events};
 
 /// Output files of `run`/`attach`, opened (so checked) before any BPF is
-/// loaded; the recording goes to the `LiveSink`.
+/// loaded; the recording is handed to the `LiveSink`.
 #[derive(Default)]
 pub(crate) struct Outputs {
     report: Option<(PathBuf, File)>,
+    record: Option<BufWriter<File>>,
     pictures: crate::recording::Pictures,
 }
 
@@ -62,6 +63,10 @@ impl Outputs {
         Ok(Outputs {
             report: match &opts.report {
                 Some(p) => Some((p.clone(), create(p, "report")?)),
+                None => None,
+            },
+            record: match &opts.record {
+                Some(p) => Some(BufWriter::new(create(p, "recording")?)),
                 None => None,
             },
             pictures: crate::recording::Pictures::open(&opts.pictures)?,
@@ -77,11 +82,11 @@ pub(crate) struct LiveSink {
 }
 
 impl LiveSink {
-    pub(crate) fn open(opts: &ObserveOpts, limits: &Limits) -> Result<LiveSink> {
-        let mut record = match &opts.record {
-            Some(p) => Some(BufWriter::new(create(p, "recording")?)),
-            None => None,
-        };
+    fn new(
+        opts: &ObserveOpts,
+        limits: &Limits,
+        mut record: Option<BufWriter<File>>,
+    ) -> Result<LiveSink> {
         if let Some(rec) = &mut record {
             crate::recording::Header::new(limits, opts.scan_interval).write(rec)?;
         }
@@ -144,9 +149,9 @@ pub(crate) struct Session<S: Sink = LiveSink> {
 
 impl Session<LiveSink> {
     /// `run`/`attach`: the recording and the echo as the options say.
-    pub(crate) fn open(opts: ObserveOpts, out: Outputs) -> Result<Session<LiveSink>> {
+    pub(crate) fn open(opts: ObserveOpts, mut out: Outputs) -> Result<Session<LiveSink>> {
         let limits = limits_of(&opts)?;
-        let sink = LiveSink::open(&opts, &limits)?;
+        let sink = LiveSink::new(&opts, &limits, out.record.take())?;
         Ok(Session::new(opts, limits, sink, out))
     }
 }
