@@ -412,6 +412,8 @@ impl Daemon {
         for p in self.procs.values_mut() {
             p.activity.sample(p.session.model(), now, stuck_ns, evs);
             let _ = p.session.python_names(now);
+            // Deep tier: lock-order gates that cleared since first seen.
+            let _ = p.session.refresh_gates(src);
         }
         self.route(src, evs);
         let gone: Vec<u32> = self

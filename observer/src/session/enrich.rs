@@ -127,7 +127,7 @@ impl<S: Sink> Session<S> {
 
     /// Deep tier: the gates of lock-order edges that changed in the kernel
     /// since first seen (a gate only ever clears), before the next scan.
-    pub(super) fn refresh_gates(&mut self, src: &LiveSource) -> Result<()> {
+    pub(crate) fn refresh_gates(&mut self, src: &LiveSource) -> Result<()> {
         if !UprobeSet::of(&self.opts).locks
             || !self
                 .engine

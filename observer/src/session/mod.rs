@@ -154,9 +154,7 @@ impl Session<LiveSink> {
         let sink = LiveSink::new(&opts, &limits, out.record.take())?;
         Ok(Session::new(opts, limits, sink, out))
     }
-}
 
-impl Session<LiveSink> {
     /// The end of observation: findings and summary on stdout, the report
     /// and pictures written.
     fn write_outputs(&mut self, mode: &str, hooks: &[HookUse], uprobes: usize) -> Result<()> {
