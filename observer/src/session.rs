@@ -96,6 +96,7 @@ pub(crate) struct Session {
     exec_stopped: Vec<u32>,
     /// The futex waits each CPython process had at its last Python read.
     py_read: std::collections::HashMap<u32, Vec<PyWaitKey>>,
+    loops: crate::source::event_loop::LoopWatch,
 }
 
 impl Session {
@@ -105,6 +106,7 @@ impl Session {
             long_wait_ns,
             stuck_ns: crate::cli::secs_to_ns(opts.stuck, "--stuck")?,
             churn_per_s: opts.churn,
+            loop_blocked_ns: crate::cli::secs_to_ns(opts.loop_blocked, "--loop-blocked")?,
         };
         if let Some(rec) = &mut out.record {
             crate::recording::Header::new(&limits, opts.scan_interval).write(rec)?;
@@ -124,6 +126,7 @@ impl Session {
             stop_on_exec: false,
             exec_stopped: Vec::new(),
             py_read: std::collections::HashMap::new(),
+            loops: Default::default(),
         })
     }
 
@@ -286,6 +289,7 @@ impl Session {
             evs.extend(owner_events(&self.model, &src.probes, now));
         }
         self.feed(&mut evs)?;
+        self.event_loops(src, now)?;
         self.python_view(now, false)?;
         let mut cands = self.engine.candidates(&self.model, now);
         if cands.iter().any(|f| {
@@ -343,6 +347,28 @@ impl Session {
             }
         }
         Ok(hung)
+    }
+
+    /// Event loops out of their selector too long (their Python stack is
+    /// read now, while they are), and loops idle in it (their tasks are read
+    /// once per idle stretch: an await cycle leaves the loop idle).
+    fn event_loops(&mut self, src: &LiveSource, now: u64) -> Result<()> {
+        let limit = self.engine.limits.loop_blocked_ns;
+        // Long enough that a busy loop is rarely read; a stuck one sits there for good.
+        let idle = limit.max(500_000_000);
+        let (mut evs, read) = self.loops.poll(&src.probes, now, limit, idle);
+        for tgid in read {
+            if self.not_python.contains(&tgid) {
+                continue;
+            }
+            match python_events(&self.model, &mut self.symbols, tgid, now) {
+                Some(got) => evs.extend(got),
+                None => {
+                    self.not_python.insert(tgid);
+                }
+            }
+        }
+        self.feed(&mut evs)
     }
 
     /// Records a `Scan` event where the detectors judged, after the events
@@ -476,6 +502,9 @@ impl Session {
         print!("{}", report::findings::all(&self.engine.findings));
         println!();
         print!("{}", report::text::summary(&self.model, self.long_wait_ns));
+        let mut loops = String::new();
+        report::asyncio::summary(&mut loops, &self.model, self.engine.limits.loop_blocked_ns);
+        print!("{loops}");
         if let Some(rec) = &mut self.out.record {
             rec.flush().context("writing the recording")?;
         }
@@ -508,6 +537,7 @@ fn probe_config(opts: &ObserveOpts, stop_on_exec: bool) -> Result<(ProbeConfig, 
         ringbuf_bytes: opts.ringbuf_kib.saturating_mul(1024),
         deep: opts.uprobes || opts.uprobes_bare,
         stop_on_exec: stop_on_exec && UprobeSet::of(opts).locks,
+        loop_blocked_ns: crate::cli::secs_to_ns(opts.loop_blocked, "--loop-blocked")?,
     };
     Ok((cfg, rung))
 }
@@ -1431,7 +1461,16 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     for e in symbol_events(&model, &mut symbols, &mut HashSet::new()) {
         model.apply(&e);
     }
-    for e in python_events(&model, &mut symbols, pid, now).unwrap_or_default() {
+    for mut e in python_events(&model, &mut symbols, pid, now).unwrap_or_default() {
+        if let Event::PyState { view, .. } = &mut e
+            && let Some(a) = &mut view.asyncio
+        {
+            for l in &mut a.loops {
+                l.polling = l
+                    .tid
+                    .and_then(|t| crate::source::event_loop::in_selector(pid, t));
+            }
+        }
         model.apply(&e);
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));

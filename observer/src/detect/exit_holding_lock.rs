@@ -64,6 +64,7 @@ impl Detector for ExitHoldingLock {
                 threads: vec![info],
                 locks: infos,
                 cycle: Vec::new(),
+                tasks: Vec::new(),
                 key: format!("exitheld:{}:{tid}:{ts}", p.tgid),
             });
         }

@@ -1,7 +1,9 @@
 //! Findings: one trait, one module per kind. Detectors read the model and
 //! its wait-for graph (pure: no root, replayable) and say what is wrong.
 
+mod await_cycle;
 mod deadlock;
+mod event_loop_blocked;
 mod exit_holding_lock;
 mod lock_order;
 mod long_wait;
@@ -15,6 +17,8 @@ mod unjoined_thread;
 use std::collections::HashSet;
 
 use serde::Serialize;
+
+pub use await_cycle::TaskInfo;
 
 use crate::{
     event::Tid,
@@ -35,6 +39,7 @@ pub enum FindingKind {
     ThreadChurn,
     LockOrderInversion,
     ExitHoldingLock,
+    EventLoopBlocked,
 }
 
 impl FindingKind {
@@ -112,6 +117,9 @@ pub struct Finding {
     /// For cycles: the edges in order, each waiter waiting for the next.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cycle: Vec<Edge>,
+    /// asyncio findings: the tasks, in cycle order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskInfo>,
     /// Reported once per key.
     #[serde(skip)]
     pub key: String,
@@ -260,6 +268,8 @@ pub struct Limits {
     pub stuck_ns: u64,
     /// Thread creations per second that count as churn.
     pub churn_per_s: u64,
+    /// An event loop out of its selector this long is blocked.
+    pub loop_blocked_ns: u64,
 }
 
 impl Limits {
@@ -268,6 +278,7 @@ impl Limits {
             long_wait_ns,
             stuck_ns: 10_000_000_000,
             churn_per_s: 200,
+            loop_blocked_ns: 100_000_000,
         }
     }
 }
@@ -297,6 +308,8 @@ impl Engine {
                 Box::new(unjoined_thread::UnjoinedThread),
                 Box::new(lock_order::LockOrder),
                 Box::new(exit_holding_lock::ExitHoldingLock),
+                Box::new(await_cycle::AwaitCycle),
+                Box::new(event_loop_blocked::EventLoopBlocked),
             ],
             reported: HashSet::new(),
             covered: HashSet::new(),

@@ -132,6 +132,7 @@ fn finding(
         threads,
         locks,
         cycle: edges,
+        tasks: Vec::new(),
         key: format!("pi:{}:{}", cx.process.tgid, parked),
     }
 }

@@ -105,6 +105,7 @@ impl Detector for ThreadLeak {
                 .collect(),
             locks: Vec::new(),
             cycle: Vec::new(),
+            tasks: Vec::new(),
             key: format!("leak:{}", p.tgid),
         }]
     }

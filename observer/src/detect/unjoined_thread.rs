@@ -80,6 +80,7 @@ impl Detector for UnjoinedThread {
             threads,
             locks: Vec::new(),
             cycle: Vec::new(),
+            tasks: Vec::new(),
             key: format!("unjoined:{}", p.tgid),
         }]
     }

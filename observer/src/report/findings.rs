@@ -23,6 +23,9 @@ fn lock(l: &LockInfo) -> String {
 }
 
 pub fn finding(f: &Finding) -> String {
+    if let Some(s) = super::asyncio::finding(f) {
+        return s;
+    }
     if let Some(s) = super::python::deadlock(f) {
         return s;
     }
@@ -49,6 +52,9 @@ pub fn finding(f: &Finding) -> String {
             "Lock-order inversion (potential deadlock) in process {}:",
             f.tgid
         ),
+        FindingKind::EventLoopBlocked => {
+            writeln!(s, "Event loop blocked in process {}:", f.tgid)
+        }
         FindingKind::ExitHoldingLock => {
             writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
         }

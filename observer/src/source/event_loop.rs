@@ -1,0 +1,72 @@
+//! Event loop threads from the kernel's epoll_wait bookkeeping (map EPOLL):
+//! which are out of their selector too long, and which sit idle in it (a
+//! moment to read their tasks: an await cycle leaves the loop idle).
+
+use std::collections::HashMap;
+
+use crate::{event::Event, probe::Probes};
+
+/// What was already looked at, per thread.
+#[derive(Default)]
+pub struct LoopWatch {
+    /// The stretch out of the selector already reported (its start).
+    out: HashMap<u32, u64>,
+    /// The idle stretch in the selector already read (its start).
+    idle: HashMap<u32, u64>,
+}
+
+impl LoopWatch {
+    /// `LoopBlocked` events for threads out of their selector for `limit`
+    /// or more (once per stretch), and the processes whose Python view
+    /// should be read now: those, and those idle in it for `idle`.
+    pub fn poll(
+        &mut self,
+        probes: &Probes,
+        now: u64,
+        limit: u64,
+        idle: u64,
+    ) -> (Vec<Event>, Vec<u32>) {
+        let mut evs = Vec::new();
+        let mut read = Vec::new();
+        let threads = probes.epoll_threads();
+        for (tid, e) in &threads {
+            let (tid, tgid) = (*tid, e.tgid);
+            if e.exit_ns > e.enter_ns {
+                if now.saturating_sub(e.exit_ns) >= limit
+                    && self.out.insert(tid, e.exit_ns) != Some(e.exit_ns)
+                {
+                    evs.push(Event::LoopBlocked {
+                        ts_ns: now,
+                        tgid,
+                        tid,
+                        start_ns: e.exit_ns,
+                        end_ns: None,
+                    });
+                    read.push(tgid);
+                }
+            } else if now.saturating_sub(e.enter_ns) >= idle
+                && self.idle.insert(tid, e.enter_ns) != Some(e.enter_ns)
+            {
+                read.push(tgid);
+            }
+        }
+        // Threads gone from the map (exited) are forgotten.
+        self.out.retain(|t, _| threads.iter().any(|x| x.0 == *t));
+        self.idle.retain(|t, _| threads.iter().any(|x| x.0 == *t));
+        read.sort_unstable();
+        read.dedup();
+        (evs, read)
+    }
+}
+
+/// Whether thread `tid` of `pid` sits in epoll_wait now (/proc; no BPF).
+pub fn in_selector(pid: u32, tid: u32) -> Option<bool> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let nr: i64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(EPOLL_NRS.contains(&nr))
+}
+
+#[cfg(target_arch = "x86_64")]
+const EPOLL_NRS: &[i64] = &[232, 281, 441];
+#[cfg(target_arch = "aarch64")]
+const EPOLL_NRS: &[i64] = &[22, 441];
