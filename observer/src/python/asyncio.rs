@@ -425,6 +425,12 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     self.frames += 1;
                     let awaiting = self.yielding_from(state, f, &rf);
                     let top = rf.stack.last().copied();
+                    tracing::trace!(
+                        "asyncio chain: {} state {state} awaiting {awaiting} top {:?} ({:?})",
+                        rf.frame.function,
+                        top,
+                        top.and_then(|t| self.r().obj_type_name(t))
+                    );
                     out.frames.push(rf);
                     match (awaiting, top) {
                         (true, Some(next)) => obj = next,
@@ -444,7 +450,8 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// A suspended generator frame is in `yield from` / `await` (not a
     /// bare `yield`): 3.13 says so in the state, 3.11/3.12 by the RESUME
-    /// after the YIELD_VALUE (oparg >= 2).
+    /// after the YIELD_VALUE (oparg >= 2; its opcode is RESUME, or
+    /// RESUME_QUICK once 3.11 quickened the code).
     fn yielding_from(&self, state: i8, frame: u64, rf: &RawFrame) -> bool {
         let l = self.r().l;
         if rf.stack.is_empty() {
@@ -459,9 +466,9 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         let Some(instr) = self.r().u64(frame + l.frame_instr) else {
             return false;
         };
-        self.r()
-            .bytes(instr + 2, 2)
-            .is_some_and(|b| b[0] == l.resume_op && b[1] >= 2)
+        // 3.11 quickens hot RESUMEs into RESUME_QUICK: the oparg tells, and
+        // only awaitable objects are followed from the top of the stack.
+        self.r().bytes(instr + 2, 2).is_some_and(|b| b[1] >= 2)
     }
 
     /// What each pending task waits for, the locks tasks hold, labels.
@@ -698,11 +705,11 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 break;
             }
             let file = f.frame.file.rsplit('/').next().unwrap_or("");
-            if let Some(&(_, n)) = LABELS
+            if let Some(&(_, _, shown)) = LABELS
                 .iter()
-                .find(|(lf, n)| *lf == file && f.frame.function == *n)
+                .find(|(lf, n, _)| *lf == file && f.frame.function == *n)
             {
-                best = Some((i, n));
+                best = Some((i, shown));
             }
         }
         let (i, what) = best?;
@@ -718,17 +725,17 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 }
 
-/// Library waits that have no owner to blame.
-const LABELS: &[(&str, &str)] = &[
-    ("locks.py", "Event.wait"),
-    ("locks.py", "Condition.wait"),
-    ("locks.py", "Condition.wait_for"),
-    ("locks.py", "Semaphore.acquire"),
-    ("locks.py", "Barrier.wait"),
-    ("queues.py", "Queue.get"),
-    ("queues.py", "Queue.put"),
-    ("queues.py", "Queue.join"),
-    ("tasks.py", "sleep"),
+/// Library waits that have no owner to blame: (file, function, label).
+const LABELS: &[(&str, &str, &str)] = &[
+    ("locks.py", "Event.wait", "Event.wait"),
+    ("locks.py", "Condition.wait", "Condition.wait"),
+    ("locks.py", "Condition.wait_for", "Condition.wait_for"),
+    ("locks.py", "Semaphore.acquire", "Semaphore.acquire"),
+    ("locks.py", "Barrier.wait", "Barrier.wait"),
+    ("queues.py", "Queue.get", "Queue.get"),
+    ("queues.py", "Queue.put", "Queue.put"),
+    ("queues.py", "Queue.join", "Queue.join"),
+    ("tasks.py", "sleep", "asyncio.sleep"),
 ];
 
 fn self_of(f: &RawFrame) -> Option<u64> {

@@ -7,7 +7,10 @@ use super::escape;
 use crate::{
     detect::{Finding, FindingKind},
     model::Model,
-    python::asyncio::{AsyncView, TaskView, Why},
+    python::{
+        PyView,
+        asyncio::{AsyncView, TaskView, Why},
+    },
 };
 
 fn task_name(v: &AsyncView, addr: u64) -> String {
@@ -46,13 +49,45 @@ pub fn wait_line(v: &AsyncView, t: &TaskView) -> Option<String> {
     t.label.as_ref().map(|l| format!("waits in {}", escape(l)))
 }
 
-/// Every loop and its tasks, for `dump`.
-pub fn tasks(s: &mut String, v: &AsyncView) {
+/// Every loop and its tasks, for `dump`; `py` gives the loop threads'
+/// stacks (what a loop out of its selector is running).
+pub fn tasks(s: &mut String, v: &AsyncView, py: Option<&PyView>) {
     for l in &v.loops {
-        let on = match l.tid {
+        let mut on = match l.tid {
             Some(t) => format!("thread {t}"),
             None => "no thread (not running)".into(),
         };
+        match l.polling {
+            Some(true) => on.push_str(" (idle in its selector, epoll_wait)"),
+            Some(false) => {
+                let what = match l.current.and_then(|c| v.task(c)) {
+                    Some((_, t)) => format!("task \"{}\"", escape(&t.name)),
+                    None => "a callback".into(),
+                };
+                let at = l
+                    .tid
+                    .and_then(|t| py?.thread(t))
+                    .and_then(|t| {
+                        t.frames.iter().find(|f| {
+                            !f.file.contains("/asyncio/") && !f.file.ends_with("selectors.py")
+                        })
+                    })
+                    .map(|f| {
+                        format!(
+                            " at {} ({}:{})",
+                            escape(&f.function),
+                            escape(&f.file),
+                            f.line
+                        )
+                    })
+                    .unwrap_or_default();
+                let _ = write!(
+                    on,
+                    " NOT in its selector (epoll_wait): running {what}{at}; how long needs `observer run`/`attach`"
+                );
+            }
+            None => {}
+        }
         let _ = writeln!(
             s,
             "\nEvent loop {:#x} on {on}: {} task{}",

@@ -193,9 +193,14 @@ pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
         }
         super::python::frames(&mut s, frames, "        ");
     }
-    if let Some(a) = python_state(model).and_then(|p| p.asyncio) {
+    let py = model
+        .processes
+        .values()
+        .next()
+        .and_then(|p| p.python.as_ref());
+    if let Some(a) = py.and_then(|p| p.asyncio.as_ref()) {
         let _ = writeln!(s, "\nASYNCIO");
-        super::asyncio::tasks(&mut s, &a);
+        super::asyncio::tasks(&mut s, a, py);
     }
     s
 }

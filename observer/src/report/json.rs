@@ -53,6 +53,12 @@ pub struct ProcessOut {
     /// Raw wait status (status << 8 | signal), null while running.
     pub exit_status: Option<i32>,
     pub lifecycle: crate::model::lifecycle::Lifecycle,
+    /// asyncio: event loops and tasks as last read, and every stretch an
+    /// event loop thread spent out of its selector past the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asyncio: Option<crate::python::asyncio::AsyncView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loop_stalls: Vec<crate::model::event_loop::LoopStall>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +139,8 @@ pub fn build<'a>(
             observed_to_ns: p.observed_to_ns,
             exit_status: p.exit_status,
             lifecycle: crate::model::lifecycle::lifecycle(p),
+            asyncio: p.python.as_ref().and_then(|v| v.asyncio.clone()),
+            loop_stalls: p.loop_stalls.clone(),
         });
         for t in &p.threads {
             r.threads.push(ThreadOut {
