@@ -291,13 +291,15 @@ pub enum Event {
         val: u32,
     },
     /// An event loop thread out of its selector (epoll_wait) since
-    /// `start_ns`: until `end_ns` (it came back), or still at `ts_ns`.
+    /// `start_ns`: until `end_ns` (it came back), or still at `ts_ns`;
+    /// `runq_ns` of it runnable but waiting for a CPU.
     LoopBlocked {
         ts_ns: u64,
         tgid: u32,
         tid: Tid,
         start_ns: u64,
         end_ns: Option<u64>,
+        runq_ns: u64,
     },
     /// glibc's descriptor of exited thread `tid`, read at the process's
     /// exit_group: `read` false when it was unmapped (freed).

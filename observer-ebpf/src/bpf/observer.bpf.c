@@ -445,11 +445,18 @@ static __always_inline int epoll_enter(void)
 		return 0;
 	}
 	if (e->exit_ns > e->enter_ns && now - e->exit_ns >= LOOP_BLOCKED_NS) {
-		struct obs_loop_gap *r = rec_reserve(sizeof(*r), OBS_REC_LOOP_GAP, tgid, tid);
-		if (r) {
-			r->start_ns = e->exit_ns;
-			r->end_ns = now;
-			rec_submit(r, false);
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		__u64 runq = BPF_CORE_READ(t, sched_info.run_delay) - e->exit_delay;
+		__u64 gap = now - e->exit_ns;
+		if (runq < gap && gap - runq >= LOOP_BLOCKED_NS) {
+			struct obs_loop_gap *r =
+				rec_reserve(sizeof(*r), OBS_REC_LOOP_GAP, tgid, tid);
+			if (r) {
+				r->start_ns = e->exit_ns;
+				r->end_ns = now;
+				r->runq_ns = runq;
+				rec_submit(r, false);
+			}
 		}
 	}
 	e->enter_ns = now;
@@ -460,8 +467,11 @@ static __always_inline int epoll_exit(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct obs_epoll *e = bpf_map_lookup_elem(&EPOLL, &tid);
-	if (e)
-		e->exit_ns = bpf_ktime_get_ns();
+	if (!e)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	e->exit_delay = BPF_CORE_READ(t, sched_info.run_delay);
+	e->exit_ns = bpf_ktime_get_ns();
 	return 0;
 }
 

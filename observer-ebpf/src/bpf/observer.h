@@ -256,16 +256,20 @@ struct obs_wait_done {
 struct obs_epoll {
 	__u64 enter_ns;
 	__u64 exit_ns;
+	__u64 exit_delay; /* sched_info.run_delay at exit_ns */
 	__u32 tgid;
 	__u32 _pad;
 };
 
 /* A thread came back to epoll_wait LOOP_BLOCKED_NS or more after it last
- * returned from it (an event loop that ran that long without polling). */
+ * returned from it (an event loop that ran that long without polling),
+ * not counting the time it waited for a CPU (a busy machine is not a
+ * blocked loop). */
 struct obs_loop_gap {
 	struct obs_hdr hdr;
 	__u64 start_ns; /* return from the previous epoll_wait */
 	__u64 end_ns;   /* entry into the next one */
+	__u64 runq_ns;  /* of which runnable, waiting for a CPU */
 };
 
 /* Deep tier (uprobes on lock functions). */

@@ -29,7 +29,7 @@ impl Detector for EventLoopBlocked {
         for s in &p.loop_stalls {
             // Reported once, with the stack read while it was out (a stretch
             // that ended before any look is only counted in the summary).
-            if s.duration_ns() < limit || s.python.is_empty() || !loop_thread(s.tid) {
+            if s.blocked_ns() < limit || s.python.is_empty() || !loop_thread(s.tid) {
                 continue;
             }
             let mut t = cx.thread(s.tid);
@@ -51,9 +51,14 @@ impl Detector for EventLoopBlocked {
                 Some(n) => format!("task \"{}\"", escape(n)),
                 None => "a callback".into(),
             };
+            let runq = if s.runq_ns >= 1_000_000 {
+                format!(" ({} of it waiting for a CPU)", ms(s.runq_ns))
+            } else {
+                String::new()
+            };
             let how_long = match s.end_ns {
-                Some(_) => format!("for {}", ms(s.duration_ns())),
-                None => format!("for {} so far", ms(s.duration_ns())),
+                Some(_) => format!("for {}{runq}", ms(s.duration_ns())),
+                None => format!("for {}{runq} so far", ms(s.duration_ns())),
             };
             out.push(Finding {
                 kind: FindingKind::EventLoopBlocked,

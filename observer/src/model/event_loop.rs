@@ -18,6 +18,9 @@ pub struct LoopStall {
     pub end_ns: Option<u64>,
     /// Last time it was seen still out.
     pub seen_ns: u64,
+    /// Of that time, runnable but waiting for a CPU (not the loop's doing).
+    #[serde(default)]
+    pub runq_ns: u64,
     /// Its Python stack (innermost first), read while it was out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<PyFrame>,
@@ -32,6 +35,11 @@ impl LoopStall {
             .unwrap_or(self.seen_ns)
             .saturating_sub(self.start_ns)
     }
+
+    /// The time the loop itself kept the thread (running or sleeping).
+    pub fn blocked_ns(&self) -> u64 {
+        self.duration_ns().saturating_sub(self.runq_ns)
+    }
 }
 
 /// The thread's frames show an asyncio event loop (`run_forever`, `_run_once`).
@@ -43,7 +51,14 @@ pub fn is_loop_stack(frames: &[PyFrame]) -> bool {
 }
 
 impl Process {
-    pub(super) fn loop_blocked(&mut self, ts_ns: u64, tid: Tid, start_ns: u64, end: Option<u64>) {
+    pub(super) fn loop_blocked(
+        &mut self,
+        ts_ns: u64,
+        tid: Tid,
+        start_ns: u64,
+        end: Option<u64>,
+        runq_ns: u64,
+    ) {
         match self
             .loop_stalls
             .iter_mut()
@@ -51,7 +66,10 @@ impl Process {
             .find(|s| s.tid == tid && s.start_ns == start_ns)
         {
             Some(s) => {
-                s.end_ns = s.end_ns.or(end);
+                if s.end_ns.is_none() {
+                    s.end_ns = end;
+                    s.runq_ns = runq_ns;
+                }
                 s.seen_ns = s.seen_ns.max(ts_ns);
             }
             None => {
@@ -63,6 +81,7 @@ impl Process {
                     start_ns,
                     end_ns: end,
                     seen_ns: ts_ns,
+                    runq_ns,
                     ..Default::default()
                 });
             }

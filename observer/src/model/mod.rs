@@ -804,9 +804,10 @@ impl Model {
                 tid,
                 start_ns,
                 end_ns,
+                runq_ns,
             } => {
                 self.proc_mut(*tgid, *ts_ns)
-                    .loop_blocked(*ts_ns, *tid, *start_ns, *end_ns);
+                    .loop_blocked(*ts_ns, *tid, *start_ns, *end_ns, *runq_ns);
             }
             Event::PyThreadName {
                 ts_ns,

@@ -183,7 +183,7 @@ pub fn summary(s: &mut String, model: &Model, limit_ns: u64) {
             let d: Vec<u64> = p
                 .loop_stalls
                 .iter()
-                .filter(|x| x.tid == tid && x.duration_ns() >= limit_ns)
+                .filter(|x| x.tid == tid && x.blocked_ns() >= limit_ns)
                 .map(|x| x.duration_ns())
                 .collect();
             if d.is_empty() {

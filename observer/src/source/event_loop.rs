@@ -32,15 +32,20 @@ impl LoopWatch {
         for (tid, e) in &threads {
             let (tid, tgid) = (*tid, e.tgid);
             if e.exit_ns > e.enter_ns {
-                if now.saturating_sub(e.exit_ns) >= limit
-                    && self.out.insert(tid, e.exit_ns) != Some(e.exit_ns)
-                {
+                if now.saturating_sub(e.exit_ns) < limit || self.out.get(&tid) == Some(&e.exit_ns) {
+                    continue;
+                }
+                // Time spent waiting for a CPU is not the loop's doing.
+                let runq = run_delay(tgid, tid).map_or(0, |d| d.saturating_sub(e.exit_delay));
+                if now.saturating_sub(e.exit_ns).saturating_sub(runq) >= limit {
+                    self.out.insert(tid, e.exit_ns);
                     evs.push(Event::LoopBlocked {
                         ts_ns: now,
                         tgid,
                         tid,
                         start_ns: e.exit_ns,
                         end_ns: None,
+                        runq_ns: runq,
                     });
                     read.push(tgid);
                 }
@@ -57,6 +62,13 @@ impl LoopWatch {
         read.dedup();
         (evs, read)
     }
+}
+
+/// The time `tid` has spent runnable, waiting for a CPU (the kernel's
+/// `sched_info.run_delay`, /proc/PID/task/TID/schedstat field 2).
+fn run_delay(pid: u32, tid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether thread `tid` of `pid` sits in epoll_wait now (/proc; no BPF).
