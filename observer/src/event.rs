@@ -300,6 +300,12 @@ pub enum Event {
         start_ns: u64,
         end_ns: Option<u64>,
         runq_ns: u64,
+        /// Its Python stack (innermost first) and the asyncio task running,
+        /// read while it was still out of its selector.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        python: Vec<crate::symbol::PyFrame>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
     },
     /// glibc's descriptor of exited thread `tid`, read at the process's
     /// exit_group: `read` false when it was unmapped (freed).

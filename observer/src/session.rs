@@ -356,7 +356,8 @@ impl Session {
         let limit = self.engine.limits.loop_blocked_ns;
         // Long enough that a busy loop is rarely read; a stuck one sits there for good.
         let idle = limit.max(500_000_000);
-        let (mut evs, read) = self.loops.poll(&src.probes, now, limit, idle);
+        let (mut blocked, read) = self.loops.poll(&src.probes, now, limit, idle);
+        let mut evs = Vec::new();
         for tgid in read {
             if self.not_python.contains(&tgid) {
                 continue;
@@ -368,6 +369,8 @@ impl Session {
                 }
             }
         }
+        crate::source::event_loop::stacks(&mut blocked, &evs, &src.probes);
+        evs.extend(blocked);
         self.feed(&mut evs)
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Process;
-use crate::{event::Tid, python::PyView, symbol::PyFrame};
+use crate::{event::Tid, symbol::PyFrame};
 
 /// At most this many episodes are kept per process (the oldest go).
 const MAX_STALLS: usize = 1024;
@@ -58,19 +58,20 @@ impl Process {
         start_ns: u64,
         end: Option<u64>,
         runq_ns: u64,
-    ) {
-        match self
+    ) -> &mut LoopStall {
+        let at = self
             .loop_stalls
-            .iter_mut()
-            .rev()
-            .find(|s| s.tid == tid && s.start_ns == start_ns)
-        {
-            Some(s) => {
+            .iter()
+            .rposition(|s| s.tid == tid && s.start_ns == start_ns);
+        let i = match at {
+            Some(i) => {
+                let s = &mut self.loop_stalls[i];
                 if s.end_ns.is_none() {
                     s.end_ns = end;
                     s.runq_ns = runq_ns;
                 }
                 s.seen_ns = s.seen_ns.max(ts_ns);
+                i
             }
             None => {
                 if self.loop_stalls.len() >= MAX_STALLS {
@@ -84,28 +85,9 @@ impl Process {
                     runq_ns,
                     ..Default::default()
                 });
+                self.loop_stalls.len() - 1
             }
-        }
-    }
-
-    /// A Python view read while a stall is open gives it its stack.
-    pub(super) fn loop_stacks(&mut self, view: &PyView) {
-        for s in self.loop_stalls.iter_mut().filter(|s| s.end_ns.is_none()) {
-            if !s.python.is_empty() {
-                continue;
-            }
-            let Some(t) = view.thread(s.tid) else {
-                continue;
-            };
-            s.python = t.frames.clone();
-            s.task = view
-                .asyncio
-                .as_ref()
-                .and_then(|a| {
-                    let l = a.loop_of(s.tid)?;
-                    a.task(l.current?)
-                })
-                .map(|(_, t)| t.name.clone());
-        }
+        };
+        &mut self.loop_stalls[i]
     }
 }

@@ -795,7 +795,6 @@ impl Model {
                         }
                     }
                 }
-                p.loop_stacks(view);
                 p.python = Some(view.clone());
             }
             Event::LoopBlocked {
@@ -805,9 +804,16 @@ impl Model {
                 start_ns,
                 end_ns,
                 runq_ns,
+                python,
+                task,
             } => {
-                self.proc_mut(*tgid, *ts_ns)
+                let s = self
+                    .proc_mut(*tgid, *ts_ns)
                     .loop_blocked(*ts_ns, *tid, *start_ns, *end_ns, *runq_ns);
+                if s.python.is_empty() && !python.is_empty() {
+                    s.python = python.clone();
+                    s.task = task.clone();
+                }
             }
             Event::PyThreadName {
                 ts_ns,

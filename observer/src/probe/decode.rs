@@ -218,6 +218,8 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                 start_ns: r.start_ns,
                 end_ns: Some(r.end_ns),
                 runq_ns: r.runq_ns,
+                python: Vec::new(),
+                task: None,
             }
         }
         x if x == obs_rec_kind::OBS_REC_WAIT_DONE as u32 => {

@@ -46,6 +46,8 @@ impl LoopWatch {
                         start_ns: e.exit_ns,
                         end_ns: None,
                         runq_ns: runq,
+                        python: Vec::new(),
+                        task: None,
                     });
                     read.push(tgid);
                 }
@@ -61,6 +63,49 @@ impl LoopWatch {
         read.sort_unstable();
         read.dedup();
         (evs, read)
+    }
+}
+
+/// Gives each `LoopBlocked` in `blocked` the stack its thread has in the
+/// Python views just read (`views`), if the thread is still out of its
+/// selector in the same stretch (else the stack would be of later work).
+pub fn stacks(blocked: &mut [Event], views: &[Event], probes: &Probes) {
+    let out: HashMap<u32, u64> = probes
+        .epoll_threads()
+        .into_iter()
+        .filter(|(_, e)| e.exit_ns > e.enter_ns)
+        .map(|(t, e)| (t, e.exit_ns))
+        .collect();
+    for b in blocked {
+        let Event::LoopBlocked {
+            tgid,
+            tid,
+            start_ns,
+            python,
+            task,
+            ..
+        } = b
+        else {
+            continue;
+        };
+        if out.get(tid) != Some(start_ns) {
+            continue;
+        }
+        let Some(view) = views.iter().rev().find_map(|e| match e {
+            Event::PyState { tgid: g, view, .. } if g == tgid => Some(view),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let Some(t) = view.thread(*tid) else {
+            continue;
+        };
+        *python = t.frames.clone();
+        *task = view
+            .asyncio
+            .as_ref()
+            .and_then(|a| a.task(a.loop_of(*tid)?.current?))
+            .map(|(_, t)| t.name.clone());
     }
 }
 
