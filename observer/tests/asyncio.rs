@@ -372,9 +372,19 @@ fn blocked_loop_dump() {
     for (label, py) in pythons() {
         // Long sleeps: the dump catches the loop inside one.
         let p = start(py, BLOCKING, &["60", "1"]);
+        // Formed once the handler is inside its time.sleep (before that the
+        // loop runs its own code between polls).
         let (code, r) = dump_until(p.pid(), label, |_, r| {
-            r["python"]["asyncio"]["loops"][0]["polling"] == false
+            r["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["python_frames"][0]["function"] == "handle")
         });
+        assert_eq!(
+            r["python"]["asyncio"]["loops"][0]["polling"], false,
+            "{label}"
+        );
         assert_eq!(code, Some(0), "{label}");
         let l = &r["python"]["asyncio"]["loops"][0];
         assert_eq!(
