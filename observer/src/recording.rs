@@ -41,6 +41,13 @@ pub struct RecordedLimits {
     pub stuck_ns: u64,
     pub churn_per_s: u64,
     pub scan_interval_ms: u64,
+    /// `--loop-blocked` (recordings made before it: the default).
+    #[serde(default = "default_loop_blocked")]
+    pub loop_blocked_ns: u64,
+}
+
+fn default_loop_blocked() -> u64 {
+    Limits::new(0).loop_blocked_ns
 }
 
 impl Header {
@@ -53,6 +60,7 @@ impl Header {
                 stuck_ns: limits.stuck_ns,
                 churn_per_s: limits.churn_per_s,
                 scan_interval_ms,
+                loop_blocked_ns: limits.loop_blocked_ns,
             },
         }
     }
@@ -172,6 +180,9 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
     }
     if let Some(c) = a.churn.or(rec.map(|r| r.churn_per_s)) {
         limits.churn_per_s = c;
+    }
+    if let Some(r) = rec {
+        limits.loop_blocked_ns = r.loop_blocked_ns;
     }
     let check_ns = rec.map_or(crate::replay::REPLAY_CHECK_NS, |r| {
         r.scan_interval_ms.max(1) * 1_000_000

@@ -299,6 +299,23 @@ impl Session {
             self.python_view(now, true)?;
             cands = self.engine.candidates(&self.model, now);
         }
+        // An await cycle is confirmed by a second read of its tasks too.
+        let mut awaits: Vec<u32> = cands
+            .iter()
+            .filter(|f| !f.tasks.is_empty())
+            .map(|f| f.tgid)
+            .collect();
+        awaits.dedup();
+        if !awaits.is_empty() {
+            let mut evs = Vec::new();
+            for tgid in awaits {
+                evs.extend(
+                    python_events(&self.model, &mut self.symbols, tgid, now).unwrap_or_default(),
+                );
+            }
+            self.feed(&mut evs)?;
+            cands = self.engine.candidates(&self.model, now);
+        }
         if cands
             .iter()
             .any(|f| f.kind == crate::detect::FindingKind::LockOrderInversion)

@@ -79,3 +79,86 @@ impl Detector for EventLoopBlocked {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        detect::{Engine, FindingKind, Limits},
+        event::Event,
+        model::Model,
+        symbol::PyFrame,
+    };
+
+    fn fr(function: &str, file: &str, line: i32) -> PyFrame {
+        PyFrame {
+            function: function.into(),
+            file: file.into(),
+            line,
+        }
+    }
+
+    fn blocked(start: u64, end: Option<u64>, runq: u64, python: Vec<PyFrame>) -> Event {
+        Event::LoopBlocked {
+            ts_ns: end.unwrap_or(start + 150_000_000),
+            tgid: 10,
+            tid: 10,
+            start_ns: start,
+            end_ns: end,
+            runq_ns: runq,
+            task: (!python.is_empty()).then(|| "slow".into()),
+            python,
+        }
+    }
+
+    #[test]
+    fn a_loop_out_of_its_selector_is_reported_once_with_the_stack_read_then() {
+        let mut m = Model::new();
+        m.apply(&Event::ThreadSeen {
+            ts_ns: 1,
+            tgid: 10,
+            tid: 10,
+            name: "python3".into(),
+            parent_tid: None,
+            start_ns: None,
+        });
+        let stack = vec![
+            fr("handle", "/app/a.py", 19),
+            fr("Handle._run", "/py/asyncio/events.py", 84),
+            fr(
+                "BaseEventLoop._run_once",
+                "/py/asyncio/base_events.py",
+                1971,
+            ),
+        ];
+        let s = 1_000_000_000;
+        // Seen while out (stack read then), then its end from the kernel.
+        m.apply(&blocked(s, None, 0, stack.clone()));
+        m.apply(&blocked(s, Some(s + 500_000_000), 2_000_000, Vec::new()));
+        // Mostly waiting for a CPU: not the loop's doing.
+        m.apply(&blocked(
+            3 * s,
+            Some(3 * s + 300_000_000),
+            250_000_000,
+            stack.clone(),
+        ));
+        // Ended before any look: counted, not reported (no stack).
+        m.apply(&blocked(5 * s, Some(5 * s + 200_000_000), 0, Vec::new()));
+        let mut e = Engine::new(Limits::new(u64::MAX));
+        let found = e.check(&m, 6 * s);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.kind, FindingKind::EventLoopBlocked);
+        assert!(
+            f.summary
+                .contains("did not poll for 500 ms (2 ms of it waiting for a CPU): task \"slow\" ran at handle (/app/a.py:19)"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(f.threads[0].python_frames, stack);
+        let mut s = String::new();
+        crate::report::asyncio::summary(&mut s, &m, e.limits.loop_blocked_ns);
+        assert!(s.contains("thread 10 blocked 2 times"), "{s}");
+        // Once per stretch.
+        assert!(e.check(&m, 7_000_000_000).is_empty());
+    }
+}
