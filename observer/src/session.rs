@@ -373,6 +373,14 @@ impl Session {
         let limit = self.engine.limits.loop_blocked_ns;
         // Long enough that a busy loop is rarely read; a stuck one sits there for good.
         let idle = limit.max(500_000_000);
+        for tgid in self.loops.fresh(&src.probes) {
+            // Find the interpreter now, not while a loop is blocked.
+            if !self.not_python.contains(&tgid)
+                && let Ok(None) = self.symbols.python_threads(tgid)
+            {
+                self.not_python.insert(tgid);
+            }
+        }
         let (mut blocked, read) = self.loops.poll(&src.probes, now, limit, idle);
         let mut evs = Vec::new();
         for tgid in read {

@@ -13,9 +13,26 @@ pub struct LoopWatch {
     out: HashMap<u32, u64>,
     /// The idle stretch in the selector already read (its start).
     idle: HashMap<u32, u64>,
+    /// Processes seen calling epoll_wait.
+    known: std::collections::HashSet<u32>,
 }
 
 impl LoopWatch {
+    /// Processes whose threads called epoll_wait for the first time since
+    /// the last call (to get ready to read them: the first read of an
+    /// interpreter is the slow one).
+    pub fn fresh(&mut self, probes: &Probes) -> Vec<u32> {
+        let mut out: Vec<u32> = probes
+            .epoll_threads()
+            .into_iter()
+            .map(|(_, e)| e.tgid)
+            .filter(|&g| self.known.insert(g))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// `LoopBlocked` events for threads out of their selector for `limit`
     /// or more (once per stretch), and the processes whose Python view
     /// should be read now: those, and those idle in it for `idle`.
