@@ -470,19 +470,21 @@ pub struct obs_epoll {
     pub enter_ns: __u64,
     pub exit_ns: __u64,
     pub exit_delay: __u64,
+    pub exit_cpu: __u64,
     pub tgid: __u32,
     pub _pad: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of obs_epoll"][::std::mem::size_of::<obs_epoll>() - 32usize];
+    ["Size of obs_epoll"][::std::mem::size_of::<obs_epoll>() - 40usize];
     ["Alignment of obs_epoll"][::std::mem::align_of::<obs_epoll>() - 8usize];
     ["Offset of field: obs_epoll::enter_ns"][::std::mem::offset_of!(obs_epoll, enter_ns) - 0usize];
     ["Offset of field: obs_epoll::exit_ns"][::std::mem::offset_of!(obs_epoll, exit_ns) - 8usize];
     ["Offset of field: obs_epoll::exit_delay"]
         [::std::mem::offset_of!(obs_epoll, exit_delay) - 16usize];
-    ["Offset of field: obs_epoll::tgid"][::std::mem::offset_of!(obs_epoll, tgid) - 24usize];
-    ["Offset of field: obs_epoll::_pad"][::std::mem::offset_of!(obs_epoll, _pad) - 28usize];
+    ["Offset of field: obs_epoll::exit_cpu"][::std::mem::offset_of!(obs_epoll, exit_cpu) - 24usize];
+    ["Offset of field: obs_epoll::tgid"][::std::mem::offset_of!(obs_epoll, tgid) - 32usize];
+    ["Offset of field: obs_epoll::_pad"][::std::mem::offset_of!(obs_epoll, _pad) - 36usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

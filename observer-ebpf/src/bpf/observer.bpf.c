@@ -471,6 +471,7 @@ static __always_inline int epoll_exit(void)
 		return 0;
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	e->exit_delay = BPF_CORE_READ(t, sched_info.run_delay);
+	e->exit_cpu = BPF_CORE_READ(t, se.sum_exec_runtime);
 	e->exit_ns = bpf_ktime_get_ns();
 	return 0;
 }

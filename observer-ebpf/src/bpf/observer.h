@@ -257,6 +257,7 @@ struct obs_epoll {
 	__u64 enter_ns;
 	__u64 exit_ns;
 	__u64 exit_delay; /* sched_info.run_delay at exit_ns */
+	__u64 exit_cpu;   /* se.sum_exec_runtime at exit_ns */
 	__u32 tgid;
 	__u32 _pad;
 };

@@ -52,9 +52,22 @@ impl LoopWatch {
                 if now.saturating_sub(e.exit_ns) < limit || self.out.get(&tid) == Some(&e.exit_ns) {
                     continue;
                 }
-                // Time spent waiting for a CPU is not the loop's doing.
-                let runq = run_delay(tgid, tid).map_or(0, |d| d.saturating_sub(e.exit_delay));
-                if now.saturating_sub(e.exit_ns).saturating_sub(runq) >= limit {
+                // Time spent waiting for a CPU is not the loop's doing. The
+                // kernel adds a wait to run_delay only once it ends: a thread
+                // runnable now may be waiting right now, so for it only its
+                // CPU time counts until the stretch ends (the kernel's record
+                // then has the whole wait).
+                let Some(st) = sched(tgid, tid) else {
+                    continue;
+                };
+                let out_ns = now.saturating_sub(e.exit_ns);
+                let runq = st.run_delay.saturating_sub(e.exit_delay);
+                let blocked = if st.runnable {
+                    st.cpu.saturating_sub(e.exit_cpu)
+                } else {
+                    out_ns.saturating_sub(runq)
+                };
+                if blocked >= limit {
                     self.out.insert(tid, e.exit_ns);
                     evs.push(Event::LoopBlocked {
                         ts_ns: now,
@@ -126,11 +139,27 @@ pub fn stacks(blocked: &mut [Event], views: &[Event], probes: &Probes) {
     }
 }
 
-/// The time `tid` has spent runnable, waiting for a CPU (the kernel's
-/// `sched_info.run_delay`, /proc/PID/task/TID/schedstat field 2).
-fn run_delay(pid: u32, tid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    s.split_whitespace().nth(1)?.parse().ok()
+/// A thread's scheduler counters (/proc): whether it is running or
+/// runnable, its CPU time and the time it spent waiting for a CPU
+/// (`se.sum_exec_runtime`, `sched_info.run_delay`).
+struct Sched {
+    runnable: bool,
+    cpu: u64,
+    run_delay: u64,
+}
+
+fn sched(pid: u32, tid: u32) -> Option<Sched> {
+    let dir = format!("/proc/{pid}/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // The state follows the last ')' (the name may hold anything).
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    let ss = std::fs::read_to_string(format!("{dir}/schedstat")).ok()?;
+    let mut it = ss.split_whitespace();
+    Some(Sched {
+        runnable: state == "R",
+        cpu: it.next()?.parse().ok()?,
+        run_delay: it.next()?.parse().ok()?,
+    })
 }
 
 /// Whether thread `tid` of `pid` sits in epoll_wait now (/proc; no BPF).
