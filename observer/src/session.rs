@@ -381,7 +381,19 @@ impl Session {
                 self.not_python.insert(tgid);
             }
         }
-        let (mut blocked, read) = self.loops.poll(&src.probes, now, limit, idle);
+        let (mut blocked, mut read) = self.loops.poll(&src.probes, now, limit, idle);
+        let attached: Vec<u32> = self
+            .model
+            .processes
+            .values()
+            .filter(|p| p.attached && p.observed_to_ns.is_none())
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in attached {
+            if self.loops.first_look(tgid) && !read.contains(&tgid) {
+                read.push(tgid);
+            }
+        }
         let mut evs = Vec::new();
         for tgid in read {
             if self.not_python.contains(&tgid) {

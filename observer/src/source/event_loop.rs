@@ -15,9 +15,18 @@ pub struct LoopWatch {
     idle: HashMap<u32, u64>,
     /// Processes seen calling epoll_wait.
     known: std::collections::HashSet<u32>,
+    /// Attached processes already read once.
+    looked: std::collections::HashSet<u32>,
 }
 
 impl LoopWatch {
+    /// True the first time it is asked about `tgid`: a process attached to
+    /// is read once right away (a loop idle since before the attach makes no
+    /// epoll_wait call to be seen).
+    pub fn first_look(&mut self, tgid: u32) -> bool {
+        self.looked.insert(tgid)
+    }
+
     /// Processes whose threads called epoll_wait for the first time since
     /// the last call (to get ready to read them: the first read of an
     /// interpreter is the slow one).
