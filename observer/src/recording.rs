@@ -188,6 +188,7 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
         r.scan_interval_ms.max(1) * 1_000_000
     });
     let long_wait_ns = limits.long_wait_ns;
+    let loop_blocked_ns = limits.loop_blocked_ns;
     let (m, findings) = judge(&events, limits, check_ns);
     if a.format == "json" {
         let r = report::json::build(&m, "replay", &[], &findings);
@@ -196,6 +197,9 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
         print!("{}", report::findings::all(&findings));
         println!();
         print!("{}", report::text::summary(&m, long_wait_ns));
+        let mut loops = String::new();
+        report::asyncio::summary(&mut loops, &m, loop_blocked_ns);
+        print!("{loops}");
     }
     if let Some((path, f)) = report_out {
         let mut w = BufWriter::new(f);
