@@ -61,6 +61,7 @@ pub enum obs_rec_kind {
     OBS_REC_TASK_NEW_STACK = 9,
     OBS_REC_JOIN_WAIT = 10,
     OBS_REC_JOIN_STATE = 11,
+    OBS_REC_LOOP_GAP = 12,
 }
 #[repr(u32)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -463,6 +464,48 @@ impl Default for obs_wait_done {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_epoll {
+    pub enter_ns: __u64,
+    pub exit_ns: __u64,
+    pub exit_delay: __u64,
+    pub exit_cpu: __u64,
+    pub tgid: __u32,
+    pub _pad: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_epoll"][::std::mem::size_of::<obs_epoll>() - 40usize];
+    ["Alignment of obs_epoll"][::std::mem::align_of::<obs_epoll>() - 8usize];
+    ["Offset of field: obs_epoll::enter_ns"][::std::mem::offset_of!(obs_epoll, enter_ns) - 0usize];
+    ["Offset of field: obs_epoll::exit_ns"][::std::mem::offset_of!(obs_epoll, exit_ns) - 8usize];
+    ["Offset of field: obs_epoll::exit_delay"]
+        [::std::mem::offset_of!(obs_epoll, exit_delay) - 16usize];
+    ["Offset of field: obs_epoll::exit_cpu"][::std::mem::offset_of!(obs_epoll, exit_cpu) - 24usize];
+    ["Offset of field: obs_epoll::tgid"][::std::mem::offset_of!(obs_epoll, tgid) - 32usize];
+    ["Offset of field: obs_epoll::_pad"][::std::mem::offset_of!(obs_epoll, _pad) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_loop_gap {
+    pub hdr: obs_hdr,
+    pub start_ns: __u64,
+    pub end_ns: __u64,
+    pub runq_ns: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_loop_gap"][::std::mem::size_of::<obs_loop_gap>() - 48usize];
+    ["Alignment of obs_loop_gap"][::std::mem::align_of::<obs_loop_gap>() - 8usize];
+    ["Offset of field: obs_loop_gap::hdr"][::std::mem::offset_of!(obs_loop_gap, hdr) - 0usize];
+    ["Offset of field: obs_loop_gap::start_ns"]
+        [::std::mem::offset_of!(obs_loop_gap, start_ns) - 24usize];
+    ["Offset of field: obs_loop_gap::end_ns"]
+        [::std::mem::offset_of!(obs_loop_gap, end_ns) - 32usize];
+    ["Offset of field: obs_loop_gap::runq_ns"]
+        [::std::mem::offset_of!(obs_loop_gap, runq_ns) - 40usize];
+};
 #[repr(u32)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub enum obs_lock_kind {

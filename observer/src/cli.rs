@@ -178,6 +178,10 @@ pub struct ObserveOpts {
     /// Thread creations per second (in any one-second window) that count as churn.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub churn: u64,
+    /// An event loop thread (asyncio) that has not returned to its selector
+    /// (epoll_wait) for this long is reported blocked (100ms, 0.5s, 1).
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = duration_secs)]
+    pub loop_blocked: f64,
     /// On a deadlock (or another hang): write the report, kill the target, exit 3.
     #[arg(long)]
     pub kill_on_deadlock: bool,

@@ -290,6 +290,23 @@ pub enum Event {
         uaddr: u64,
         val: u32,
     },
+    /// An event loop thread out of its selector (epoll_wait) since
+    /// `start_ns`: until `end_ns` (it came back), or still at `ts_ns`;
+    /// `runq_ns` of it runnable but waiting for a CPU.
+    LoopBlocked {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        start_ns: u64,
+        end_ns: Option<u64>,
+        runq_ns: u64,
+        /// Its Python stack (innermost first) and the asyncio task running,
+        /// read while it was still out of its selector.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        python: Vec<crate::symbol::PyFrame>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+    },
     /// glibc's descriptor of exited thread `tid`, read at the process's
     /// exit_group: `read` false when it was unmapped (freed).
     JoinState {
@@ -462,6 +479,7 @@ impl Event {
             | Mappings { tgid, .. }
             | CreationStack { tgid, .. }
             | JoinWait { tgid, .. }
+            | LoopBlocked { tgid, .. }
             | JoinState { tgid, .. }
             | PyState { tgid, .. }
             | End { tgid, .. } => Some(*tgid),
@@ -487,6 +505,7 @@ impl Event {
             | Pthread { ts_ns, .. }
             | CreationStack { ts_ns, .. }
             | JoinWait { ts_ns, .. }
+            | LoopBlocked { ts_ns, .. }
             | JoinState { ts_ns, .. }
             | ThreadStuck { ts_ns, .. }
             | ThreadResumed { ts_ns, .. }

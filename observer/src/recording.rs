@@ -41,6 +41,13 @@ pub struct RecordedLimits {
     pub stuck_ns: u64,
     pub churn_per_s: u64,
     pub scan_interval_ms: u64,
+    /// `--loop-blocked` (recordings made before it: the default).
+    #[serde(default = "default_loop_blocked")]
+    pub loop_blocked_ns: u64,
+}
+
+fn default_loop_blocked() -> u64 {
+    Limits::new(0).loop_blocked_ns
 }
 
 impl Header {
@@ -53,6 +60,7 @@ impl Header {
                 stuck_ns: limits.stuck_ns,
                 churn_per_s: limits.churn_per_s,
                 scan_interval_ms,
+                loop_blocked_ns: limits.loop_blocked_ns,
             },
         }
     }
@@ -63,6 +71,7 @@ impl Header {
             long_wait_ns: self.limits.long_wait_ns,
             stuck_ns: self.limits.stuck_ns,
             churn_per_s: self.limits.churn_per_s,
+            loop_blocked_ns: self.limits.loop_blocked_ns,
         }
     }
 
@@ -191,6 +200,7 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
         .as_ref()
         .map_or(crate::replay::REPLAY_CHECK_NS, Header::check_ns);
     let long_wait_ns = limits.long_wait_ns;
+    let loop_blocked_ns = limits.loop_blocked_ns;
     let (m, findings) = judge(&events, limits, check_ns);
     if a.format == "json" {
         let r = report::json::build(&m, "replay", &[], &findings);
@@ -199,6 +209,9 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
         print!("{}", report::findings::all(&findings));
         println!();
         print!("{}", report::text::summary(&m, long_wait_ns));
+        let mut loops = String::new();
+        report::asyncio::summary(&mut loops, &m, loop_blocked_ns);
+        print!("{loops}");
     }
     if let Some((path, f)) = report_out {
         let mut w = BufWriter::new(f);

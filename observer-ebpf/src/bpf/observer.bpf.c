@@ -20,6 +20,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Syscall argument and user register fields of struct pt_regs. */
 #if defined(__TARGET_ARCH_x86)
 #define NR_futex 202
+#define NR_epoll_wait 232
+#define NR_epoll_pwait 281
+#define NR_epoll_pwait2 441
 #define NR_futex_waitv 449
 #define NR_futex_wait 455
 #define F_ARG0 di
@@ -33,6 +36,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_BP bp
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_futex 98
+#define NR_epoll_wait 0xffffffff /* none on arm64 */
+#define NR_epoll_pwait 22
+#define NR_epoll_pwait2 441
 #define NR_futex_waitv 449
 #define NR_futex_wait 455
 #define F_ARG0 orig_x0
@@ -81,6 +87,8 @@ volatile const __u32 PT_JOINID_OFF = 0;
 /* Stop a watched process at exec (SIGSTOP) until userspace has put the
  * deep tier's uprobes on what it will map, then continues it (`run`). */
 volatile const __u8 STOP_ON_EXEC = 0;
+/* Event loops: a return to epoll_wait this long after the last one is recorded. */
+volatile const __u64 LOOP_BLOCKED_NS = 100000000ULL;
 #define SIGSTOP_ 19
 
 struct {
@@ -95,6 +103,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } WATCH SEC(".maps");
+
+/* tid -> its last epoll_wait entry and return (watched processes only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct obs_epoll);
+} EPOLL SEC(".maps");
 
 /* tid -> the futex wait the thread is in now. */
 struct {
@@ -405,6 +421,61 @@ static __always_inline bool exit_interesting(__u64 nr, __u64 op)
 	return nr == NR_futex_waitv || nr == NR_futex_wait;
 }
 
+/* ------------------------------------------------------------------ */
+/* event loops: time spent outside epoll_wait                          */
+
+static __always_inline bool is_epoll_nr(__u64 nr)
+{
+	return nr == NR_epoll_wait || nr == NR_epoll_pwait || nr == NR_epoll_pwait2;
+}
+
+/* A map update per call; a record only when the thread stayed out of its
+ * selector LOOP_BLOCKED_NS or more. */
+static __always_inline int epoll_enter(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct obs_epoll *e = bpf_map_lookup_elem(&EPOLL, &tid);
+	if (!e) {
+		struct obs_epoll n = { .enter_ns = now, .tgid = tgid };
+		bpf_map_update_elem(&EPOLL, &tid, &n, BPF_ANY);
+		return 0;
+	}
+	if (e->exit_ns > e->enter_ns && now - e->exit_ns >= LOOP_BLOCKED_NS) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		__u64 runq = BPF_CORE_READ(t, sched_info.run_delay) - e->exit_delay;
+		__u64 gap = now - e->exit_ns;
+		if (runq < gap && gap - runq >= LOOP_BLOCKED_NS) {
+			struct obs_loop_gap *r =
+				rec_reserve(sizeof(*r), OBS_REC_LOOP_GAP, tgid, tid);
+			if (r) {
+				r->start_ns = e->exit_ns;
+				r->end_ns = now;
+				r->runq_ns = runq;
+				rec_submit(r, false);
+			}
+		}
+	}
+	e->enter_ns = now;
+	return 0;
+}
+
+static __always_inline int epoll_exit(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct obs_epoll *e = bpf_map_lookup_elem(&EPOLL, &tid);
+	if (!e)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	e->exit_delay = BPF_CORE_READ(t, sched_info.run_delay);
+	e->exit_cpu = BPF_CORE_READ(t, se.sum_exec_runtime);
+	e->exit_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
 /* Fill sc_args from user pt_regs. tp_btf may read regs directly; raw_tp
  * and fentry go through CO-RE reads, which work for both. */
 static __always_inline void args_from_regs(struct sc_args *a, struct pt_regs *regs)
@@ -454,8 +525,11 @@ FENTRY_PAIR(futex_wait, SYS_FUTEX_WAIT, NR_futex_wait)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(btf_sys_enter, struct pt_regs *regs, long id)
 {
-	if (!is_futex_nr(id))
+	if (!is_futex_nr(id)) {
+		if (is_epoll_nr(id))
+			return epoll_enter();
 		return id == NR_exit_group ? exit_group_enter() : 0;
+	}
 	struct sc_args a = {
 		.nr = id,
 		.a0 = regs->F_ARG0,
@@ -473,6 +547,8 @@ int BPF_PROG(btf_sys_enter, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(btf_sys_exit, struct pt_regs *regs, long ret)
 {
+	if (is_epoll_nr(regs->F_NR))
+		return epoll_exit();
 	if (!exit_interesting(regs->F_NR, regs->F_ARG1))
 		return 0;
 	return futex_exit(ret);
@@ -484,8 +560,11 @@ SEC("raw_tp/sys_enter")
 int raw_sys_enter(__u64 *ctx)
 {
 	__u64 id = ctx[1];
-	if (!is_futex_nr(id))
+	if (!is_futex_nr(id)) {
+		if (is_epoll_nr(id))
+			return epoll_enter();
 		return id == NR_exit_group ? exit_group_enter() : 0;
+	}
 	struct sc_args a = { .nr = id };
 	args_from_regs(&a, (struct pt_regs *)ctx[0]);
 	return futex_enter(&a);
@@ -495,7 +574,10 @@ SEC("raw_tp/sys_exit")
 int raw_sys_exit(__u64 *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx[0];
-	if (!exit_interesting(BPF_CORE_READ(regs, F_NR), BPF_CORE_READ(regs, F_ARG1)))
+	__u64 nr = BPF_CORE_READ(regs, F_NR);
+	if (is_epoll_nr(nr))
+		return epoll_exit();
+	if (!exit_interesting(nr, BPF_CORE_READ(regs, F_ARG1)))
 		return 0;
 	return futex_exit((long)ctx[1]);
 }
@@ -537,6 +619,19 @@ SEC("tracepoint/syscalls/sys_exit_futex")
 int tp_sys_exit_futex(struct trace_event_raw_sys_exit *ctx)
 {
 	return futex_exit(ctx->ret);
+}
+
+/* epoll waits (event loops); one exit program serves the three. */
+SEC("tracepoint/syscalls/sys_enter_epoll_wait")
+int tp_sys_enter_epoll(void *ctx)
+{
+	return epoll_enter();
+}
+
+SEC("tracepoint/syscalls/sys_exit_epoll_wait")
+int tp_sys_exit_epoll(void *ctx)
+{
+	return epoll_exit();
 }
 
 /* exit_group in the rungs without a generic sys_enter (see exit_group_enter). */
@@ -781,6 +876,7 @@ static __always_inline int task_exit(void)
 	if (!watched(tgid))
 		return 0;
 	bpf_map_delete_elem(&WAITS, &tid);
+	bpf_map_delete_elem(&EPOLL, &tid);
 	if (DEEP)
 		exit_held(tgid, tid);
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();

@@ -53,6 +53,7 @@ enum obs_rec_kind {
 	OBS_REC_TASK_NEW_STACK = 9, /* obs_task_new_stack: a thread with its creator's stack */
 	OBS_REC_JOIN_WAIT = 10,    /* a shared futex wait that may be a join */
 	OBS_REC_JOIN_STATE = 11,   /* glibc's descriptor of an exited thread, read at exit_group */
+	OBS_REC_LOOP_GAP = 12,     /* obs_loop_gap: a thread stayed out of epoll_wait too long */
 };
 
 
@@ -247,6 +248,29 @@ struct obs_wait_done {
 	struct obs_wait wait;
 	__s64 ret;
 	__u64 end_ns;
+};
+
+/* Event loops: per thread, its last entry into and return from
+ * epoll_wait/epoll_pwait/epoll_pwait2 (map EPOLL, key tid). A thread whose
+ * exit_ns > enter_ns is outside its selector since exit_ns. */
+struct obs_epoll {
+	__u64 enter_ns;
+	__u64 exit_ns;
+	__u64 exit_delay; /* sched_info.run_delay at exit_ns */
+	__u64 exit_cpu;   /* se.sum_exec_runtime at exit_ns */
+	__u32 tgid;
+	__u32 _pad;
+};
+
+/* A thread came back to epoll_wait LOOP_BLOCKED_NS or more after it last
+ * returned from it (an event loop that ran that long without polling),
+ * not counting the time it waited for a CPU (a busy machine is not a
+ * blocked loop). */
+struct obs_loop_gap {
+	struct obs_hdr hdr;
+	__u64 start_ns; /* return from the previous epoll_wait */
+	__u64 end_ns;   /* entry into the next one */
+	__u64 runq_ns;  /* of which runnable, waiting for a CPU */
 };
 
 /* Deep tier (uprobes on lock functions). */

@@ -146,6 +146,7 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         long_wait: cfg.long_wait,
         stuck: cfg.stuck,
         churn: 200,
+        loop_blocked: 0.1,
         kill_on_deadlock: w.kill_on_deadlock,
         // Per-process uprobes cost a teardown at exit: only where asked for.
         thread_uprobes: w.uprobes,

@@ -401,6 +401,7 @@ mod tests {
             threads: Vec::new(),
             locks: Vec::new(),
             cycle: Vec::new(),
+            tasks: Vec::new(),
             key: key.into(),
         }
     }

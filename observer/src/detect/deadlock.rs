@@ -36,6 +36,7 @@ impl Detector for Deadlock {
                 threads,
                 locks,
                 cycle: edges,
+                tasks: Vec::new(),
                 key: format!("deadlock:{}:{}", cx.process.tgid, key_parts.join(",")),
             });
         }

@@ -48,6 +48,7 @@ impl Detector for ExitHoldingLock {
                 threads: vec![info],
                 locks: infos,
                 cycle: Vec::new(),
+                tasks: Vec::new(),
                 key: format!("exitheld:{}:{tid}:{ts}", p.tgid),
             });
         }

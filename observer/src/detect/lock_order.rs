@@ -144,6 +144,7 @@ impl Detector for LockOrder {
                 threads,
                 locks,
                 cycle,
+                tasks: Vec::new(),
                 key: format!("order:{}:{}", p.tgid, key_locks.join(",")),
             });
         }

@@ -42,6 +42,7 @@ impl Detector for LongWait {
                 threads,
                 locks: vec![lock],
                 cycle: Vec::new(),
+                tasks: Vec::new(),
                 key: format!("long:{}:{}:{}", cx.process.tgid, w.tid, w.start_ns),
             });
         }

@@ -1,7 +1,9 @@
 //! Findings: one trait, one module per kind. Detectors read the model and
 //! its wait-for graph (pure: no root, replayable) and say what is wrong.
 
+mod await_cycle;
 mod deadlock;
+mod event_loop_blocked;
 mod exit_holding_lock;
 mod lock_order;
 mod long_wait;
@@ -15,6 +17,8 @@ mod unjoined_thread;
 use std::collections::HashSet;
 
 use serde::Serialize;
+
+pub use await_cycle::TaskInfo;
 
 use crate::{
     event::Tid,
@@ -35,6 +39,7 @@ pub enum FindingKind {
     ThreadChurn,
     LockOrderInversion,
     ExitHoldingLock,
+    EventLoopBlocked,
 }
 
 impl FindingKind {
@@ -113,6 +118,8 @@ pub struct Finding {
     pub locks: Vec<LockInfo>,
     /// For cycles: the edges in order, each waiter waiting for the next.
     pub cycle: Vec<Edge>,
+    /// asyncio findings: the tasks, in cycle order.
+    pub tasks: Vec<TaskInfo>,
     /// Reported once per key.
     pub key: String,
 }
@@ -164,6 +171,19 @@ pub enum Detail {
     LockOrderInversion,
     /// `threads[0]` exited holding `locks`; `held[i]` is about `locks[i]`.
     ExitHoldingLock { held: Vec<HeldAtExit> },
+    /// `tasks` await each other in a cycle (one task: it awaits itself).
+    AwaitCycle,
+    /// The event loop of `threads[0]` stayed out of its selector for
+    /// `blocked_ns` (`runq_ns` of it waiting for a CPU), `ongoing` if it
+    /// still is; `task` ran (else a callback), at `at`, the innermost frame
+    /// outside asyncio.
+    EventLoopBlocked {
+        blocked_ns: u64,
+        runq_ns: u64,
+        ongoing: bool,
+        task: Option<String>,
+        at: Option<crate::symbol::PyFrame>,
+    },
 }
 
 /// Who holds the lock of a long wait.
@@ -320,6 +340,8 @@ pub struct Limits {
     pub stuck_ns: u64,
     /// Thread creations per second that count as churn.
     pub churn_per_s: u64,
+    /// An event loop out of its selector this long is blocked.
+    pub loop_blocked_ns: u64,
 }
 
 impl Limits {
@@ -328,6 +350,7 @@ impl Limits {
             long_wait_ns,
             stuck_ns: 10_000_000_000,
             churn_per_s: 200,
+            loop_blocked_ns: 100_000_000,
         }
     }
 }
@@ -352,9 +375,15 @@ fn fill_thread(p: &Process, info: &mut ThreadInfo) {
 
 /// Fills `f`'s threads from the model as it is now.
 pub fn refresh_threads(model: &Model, f: &mut Finding) {
+    // A blocked loop's stack is the one read while it was blocked.
+    let then = matches!(f.detail, Detail::EventLoopBlocked { .. });
     if let Some(p) = model.process(f.tgid) {
         for t in &mut f.threads {
+            let py = then.then(|| std::mem::take(&mut t.python_frames));
             fill_thread(p, t);
+            if let Some(py) = py {
+                t.python_frames = py;
+            }
         }
     }
 }
@@ -384,6 +413,8 @@ impl Detectors {
                 Box::new(unjoined_thread::UnjoinedThread),
                 Box::new(lock_order::LockOrder),
                 Box::new(exit_holding_lock::ExitHoldingLock),
+                Box::new(await_cycle::AwaitCycle),
+                Box::new(event_loop_blocked::EventLoopBlocked),
             ],
             reported: HashSet::new(),
             covered: HashSet::new(),

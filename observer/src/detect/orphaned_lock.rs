@@ -37,6 +37,7 @@ impl Detector for OrphanedLock {
                 threads: vec![t],
                 locks: vec![lock],
                 cycle: Vec::new(),
+                tasks: Vec::new(),
                 key: format!(
                     "orphan:{}:{}:{:x}:{}",
                     cx.process.tgid, w.tid, w.target.lock, owner

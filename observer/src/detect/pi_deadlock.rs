@@ -126,6 +126,7 @@ fn finding(
         threads,
         locks,
         cycle: edges,
+        tasks: Vec::new(),
         key: format!("pi:{}:{}", cx.process.tgid, parked),
     }
 }

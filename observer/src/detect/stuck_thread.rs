@@ -51,6 +51,7 @@ impl Detector for StuckThread {
                     .map(|w| vec![cx.lock(w.target.kind, w.target.lock)])
                     .unwrap_or_default(),
                 cycle: Vec::new(),
+                tasks: Vec::new(),
                 key: format!("stuck:{}:{}:{}", cx.process.tgid, t.tid, s.since_ns),
             });
         }

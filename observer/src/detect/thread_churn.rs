@@ -64,6 +64,7 @@ impl Detector for ThreadChurn {
             threads: Vec::new(),
             locks: Vec::new(),
             cycle: Vec::new(),
+            tasks: Vec::new(),
             key: format!("churn:{}", p.tgid),
         }]
     }

@@ -102,6 +102,7 @@ impl Detector for ThreadLeak {
                 .collect(),
             locks: Vec::new(),
             cycle: Vec::new(),
+            tasks: Vec::new(),
             key: format!("leak:{}", p.tgid),
         }]
     }

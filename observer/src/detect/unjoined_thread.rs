@@ -47,6 +47,7 @@ impl Detector for UnjoinedThread {
             threads,
             locks: Vec::new(),
             cycle: Vec::new(),
+            tasks: Vec::new(),
             key: format!("unjoined:{}", p.tgid),
         }]
     }

@@ -182,6 +182,7 @@ mod tests {
                     owner: None,
                 },
             ],
+            asyncio: None,
         };
         assert_eq!(view.lock_name(0xb000), "<_thread.lock at 0xb000>");
         assert_eq!(view.info(11).unwrap().holds[0].name, "lock_a");

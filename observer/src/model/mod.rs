@@ -1,6 +1,7 @@
 //! The pure model of the observed processes, fed only by events. No root,
 //! no kernel: `observer replay` and the unit tests drive it from recordings.
 
+pub mod event_loop;
 pub mod lifecycle;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -186,6 +187,9 @@ pub struct Process {
     by_pthread: HashMap<u64, usize>,
     /// The last Python view of a CPython process.
     pub python: Option<crate::python::PyView>,
+    /// Event loop threads' stretches outside epoll_wait.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loop_stalls: Vec<event_loop::LoopStall>,
 }
 
 /// A finished wait that slept long enough to be seen by the wait-table
@@ -792,6 +796,24 @@ impl Model {
                     }
                 }
                 p.python = Some(view.clone());
+            }
+            Event::LoopBlocked {
+                ts_ns,
+                tgid,
+                tid,
+                start_ns,
+                end_ns,
+                runq_ns,
+                python,
+                task,
+            } => {
+                let s = self
+                    .proc_mut(*tgid, *ts_ns)
+                    .loop_blocked(*ts_ns, *tid, *start_ns, *end_ns, *runq_ns);
+                if s.python.is_empty() && !python.is_empty() {
+                    s.python = python.clone();
+                    s.task = task.clone();
+                }
             }
             Event::PyThreadName {
                 ts_ns,

@@ -3,10 +3,10 @@
 
 use observer_ebpf::bindings::{
     OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_edge,
-    obs_edge_key, obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_join_state,
-    obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats, obs_owner, obs_pthread,
-    obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new, obs_task_new_stack, obs_task_rename,
-    obs_wait, obs_wait_done,
+    obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key,
+    obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats, obs_loop_gap,
+    obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new,
+    obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -33,6 +33,7 @@ unsafe impl aya::Pod for Pod<obs_edge> {}
 unsafe impl aya::Pod for Pod<obs_lock_stats> {}
 unsafe impl aya::Pod for Pod<obs_holder_key> {}
 unsafe impl aya::Pod for Pod<obs_holder> {}
+unsafe impl aya::Pod for Pod<obs_epoll> {}
 
 /// Wrapper that lets aya maps hold the generated types (the orphan rule
 /// forbids implementing aya's trait on them directly).
@@ -206,6 +207,19 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
                     start_code: r.start_code,
                     end_code: r.end_code,
                 }),
+            }
+        }
+        x if x == obs_rec_kind::OBS_REC_LOOP_GAP as u32 => {
+            let r: obs_loop_gap = read(b, k)?;
+            Event::LoopBlocked {
+                ts_ns,
+                tgid,
+                tid,
+                start_ns: r.start_ns,
+                end_ns: Some(r.end_ns),
+                runq_ns: r.runq_ns,
+                python: Vec::new(),
+                task: None,
             }
         }
         x if x == obs_rec_kind::OBS_REC_WAIT_DONE as u32 => {

@@ -18,8 +18,8 @@ use aya::{
     },
 };
 use observer_ebpf::bindings::{
-    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_holder, obs_holder_key,
-    obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
+    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_epoll, obs_holder,
+    obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
 };
 
 use crate::event::Drops;
@@ -165,6 +165,30 @@ const GROUPS: &[Group] = &[
                         How::Tp("syscalls", "sys_exit_futex_wait"),
                     ),
                     opt(
+                        "tp_sys_enter_epoll",
+                        How::Tp("syscalls", "sys_enter_epoll_wait"),
+                    ),
+                    opt(
+                        "tp_sys_enter_epoll",
+                        How::Tp("syscalls", "sys_enter_epoll_pwait"),
+                    ),
+                    opt(
+                        "tp_sys_enter_epoll",
+                        How::Tp("syscalls", "sys_enter_epoll_pwait2"),
+                    ),
+                    opt(
+                        "tp_sys_exit_epoll",
+                        How::Tp("syscalls", "sys_exit_epoll_wait"),
+                    ),
+                    opt(
+                        "tp_sys_exit_epoll",
+                        How::Tp("syscalls", "sys_exit_epoll_pwait"),
+                    ),
+                    opt(
+                        "tp_sys_exit_epoll",
+                        How::Tp("syscalls", "sys_exit_epoll_pwait2"),
+                    ),
+                    opt(
                         "tp_sys_enter_exit_group",
                         How::Tp("syscalls", "sys_enter_exit_group"),
                     ),
@@ -259,6 +283,8 @@ pub struct ProbeConfig {
     /// can be put in place before their first instruction; the caller
     /// continues them (SIGCONT).
     pub stop_on_exec: bool,
+    /// Event loops: a gap this long between epoll_wait calls is recorded.
+    pub loop_blocked_ns: u64,
 }
 
 impl Default for ProbeConfig {
@@ -269,6 +295,7 @@ impl Default for ProbeConfig {
             ringbuf_bytes: 4 << 20,
             deep: false,
             stop_on_exec: false,
+            loop_blocked_ns: 100_000_000,
         }
     }
 }
@@ -559,6 +586,7 @@ impl Probes {
         let bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
+            .override_global("LOOP_BLOCKED_NS", &cfg.loop_blocked_ns, true)
             .override_global("FOLLOW_FORKS", &follow, true)
             .override_global("DEEP", &u8::from(cfg.deep), true)
             .override_global("STOP_ON_EXEC", &u8::from(cfg.stop_on_exec), true)
@@ -1111,6 +1139,21 @@ impl Probes {
     pub fn wait(&self, tid: u32) -> Option<obs_wait> {
         let m = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(self.bpf.map("WAITS")?).ok()?;
         m.get(&tid, 0).ok().map(|v| v.0)
+    }
+
+    /// Threads of watched processes that call epoll_wait: tid -> their
+    /// last entry and return.
+    pub fn epoll_threads(&self) -> Vec<(u32, obs_epoll)> {
+        let Some(m) = self.bpf.map("EPOLL") else {
+            return Vec::new();
+        };
+        let Ok(m) = BpfHashMap::<_, u32, Pod<obs_epoll>>::try_from(m) else {
+            return Vec::new();
+        };
+        m.iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.0))
+            .collect()
     }
 
     pub fn aggregates(&self) -> Vec<(obs_agg_key, obs_agg)> {

@@ -63,6 +63,34 @@ pub struct Layout {
     pub attrs: Attrs,
     /// `threading.Lock`: how its state is kept.
     pub lock: LockLayout,
+    /// asyncio (see asyncio.rs): coroutine objects, `sys.modules`, sets,
+    /// weak references.
+    pub gen_iframe: u64,
+    pub gen_frame_state: u64,
+    /// `-FRAME_SUSPENDED` (and 3.13's `-FRAME_SUSPENDED_YIELD_FROM`).
+    pub frame_suspended_neg: u8,
+    pub frame_suspended_yield_from_neg: Option<u8>,
+    pub resume_op: u8,
+    pub interp_modules: u64,
+    pub module_dict: u64,
+    pub set_mask: u64,
+    pub set_table: u64,
+    pub weakref_object: u64,
+    /// The C `_asyncio` Future and Task objects (private structs: measured
+    /// on each version by the asyncio tests, not in any header).
+    pub task: TaskLayout,
+}
+
+/// Offsets in `_asyncio.Future` / `_asyncio.Task` objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskLayout {
+    pub fut_loop: u64,
+    pub fut_state: u64,
+    /// The instance dict pointer (3.11/3.12); 3.13 uses a managed dict.
+    pub fut_dict: Option<u64>,
+    pub fut_waiter: u64,
+    pub coro: u64,
+    pub name: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +173,24 @@ pub const PY311: Layout = Layout {
     before_with: 53,
     attrs: Attrs::ValuesOrDict311,
     lock: LockLayout::Sem,
+    gen_iframe: 80,
+    gen_frame_state: 75,
+    frame_suspended_neg: 1,
+    frame_suspended_yield_from_neg: None,
+    resume_op: 151,
+    interp_modules: 888,
+    module_dict: 16,
+    set_mask: 32,
+    set_table: 40,
+    weakref_object: 16,
+    task: TaskLayout {
+        fut_loop: 16,
+        fut_state: 88,
+        fut_dict: Some(104),
+        fut_waiter: 128,
+        coro: 136,
+        name: 144,
+    },
 };
 
 pub const PY312: Layout = Layout {
@@ -178,6 +224,9 @@ pub const PY312: Layout = Layout {
     ascii_size: 40,
     compact_size: 56,
     attrs: Attrs::DictOrValues312,
+    gen_iframe: 72,
+    gen_frame_state: 67,
+    interp_modules: 944,
     ..PY311
 };
 
@@ -195,6 +244,18 @@ pub const PY313: Layout = Layout {
     // Measured on 3.13.0: `_thread.lock` still keeps a `sem_t*` at +16 and
     // `locked` at +32 (the PyMutex-based lock object is newer).
     lock: LockLayout::Sem,
+    frame_suspended_neg: 2,
+    frame_suspended_yield_from_neg: Some(1),
+    resume_op: 149,
+    interp_modules: 7656,
+    task: TaskLayout {
+        fut_loop: 16,
+        fut_state: 96,
+        fut_dict: None,
+        fut_waiter: 112,
+        coro: 120,
+        name: 128,
+    },
     ..PY312
 };
 
@@ -310,6 +371,22 @@ mod tests {
                 "inline_values_flag",
                 (l.minor >= 13).then_some(INLINE_VALUES),
             ),
+            ("gen_iframe", Some(l.gen_iframe)),
+            ("gen_frame_state", Some(l.gen_frame_state)),
+            (
+                "frame_suspended_neg",
+                Some(u64::from(l.frame_suspended_neg)),
+            ),
+            (
+                "frame_suspended_yield_from_neg",
+                l.frame_suspended_yield_from_neg.map(u64::from),
+            ),
+            ("resume_op", Some(u64::from(l.resume_op))),
+            ("interp_modules", Some(l.interp_modules)),
+            ("module_dict", Some(l.module_dict)),
+            ("set_mask", Some(l.set_mask)),
+            ("set_table", Some(l.set_table)),
+            ("weakref_object", Some(l.weakref_object)),
             ("dict_keys_unicode", Some(1)),
             ("dict_keys_split", Some(2)),
         ]

@@ -6,6 +6,7 @@
 //! program spells them. py-spy finds the interpreter; the walk is ours,
 //! with per-version offsets checked against the headers (layout.rs).
 
+pub mod asyncio;
 pub mod layout;
 pub mod reader;
 mod walk;
@@ -116,6 +117,9 @@ pub struct PyView {
     pub threads: Vec<PyThreadView>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<PyLockInfo>,
+    /// Event loops and their tasks, when the program uses asyncio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asyncio: Option<asyncio::AsyncView>,
 }
 
 impl PyView {

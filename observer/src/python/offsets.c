@@ -9,6 +9,7 @@
 #include "internal/pycore_dict.h"
 #include "internal/pycore_long.h"
 #include "opcode.h"
+#include "internal/pycore_moduleobject.h"
 #define P(name, expr) printf("%s %zu\n", name, (size_t)(expr));
 int main(void) {
   P("interp_threads_head", offsetof(PyInterpreterState, threads.head));
@@ -76,6 +77,23 @@ int main(void) {
   P("long_digits", offsetof(PyLongObject, long_value.ob_digit));
 #endif
   P("before_with", BEFORE_WITH);
+  /* asyncio: coroutines, sys.modules, sets and weak references. */
+  P("gen_iframe", offsetof(PyGenObject, gi_iframe));
+  P("gen_frame_state", offsetof(PyGenObject, gi_frame_state));
+  P("frame_suspended_neg", -FRAME_SUSPENDED);
+#if PY_VERSION_HEX >= 0x030D0000
+  P("frame_suspended_yield_from_neg", -FRAME_SUSPENDED_YIELD_FROM);
+#endif
+#if PY_VERSION_HEX >= 0x030C0000
+  P("interp_modules", offsetof(PyInterpreterState, imports.modules));
+#else
+  P("interp_modules", offsetof(PyInterpreterState, modules));
+#endif
+  P("resume_op", RESUME);
+  P("module_dict", offsetof(PyModuleObject, md_dict));
+  P("set_mask", offsetof(PySetObject, mask));
+  P("set_table", offsetof(PySetObject, table));
+  P("weakref_object", offsetof(PyWeakReference, wr_object));
   P("managed_dict_flag", Py_TPFLAGS_MANAGED_DICT);
   P("heaptype_flag", Py_TPFLAGS_HEAPTYPE);
   return 0;

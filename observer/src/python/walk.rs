@@ -16,12 +16,12 @@ const MAX_SLOTS: i32 = 4096;
 /// A live object's refcount; freed memory holds a free-list pointer or 0.
 const MAX_REFCNT: u64 = 1 << 31;
 
-struct RawFrame {
-    frame: PyFrame,
-    globals: u64,
+pub(super) struct RawFrame {
+    pub(super) frame: PyFrame,
+    pub(super) globals: u64,
     /// Local variables: (name, value), plus the value stack.
-    locals: Vec<(String, u64)>,
-    stack: Vec<u64>,
+    pub(super) locals: Vec<(String, u64)>,
+    pub(super) stack: Vec<u64>,
     /// The stack depth was saved (`stacktop`): `stack` is exactly live.
     #[allow(dead_code)]
     exact: bool,
@@ -29,10 +29,10 @@ struct RawFrame {
     opcode: Option<u8>,
 }
 
-struct RawThread {
-    tid: u32,
-    ident: u64,
-    frames: Vec<RawFrame>,
+pub(super) struct RawThread {
+    pub(super) tid: u32,
+    pub(super) ident: u64,
+    pub(super) frames: Vec<RawFrame>,
 }
 
 /// What a value-stack slot says about a lock.
@@ -60,16 +60,19 @@ pub fn inspect<M: Mem>(
         attrs: HashMap::new(),
     };
     let threads = w.threads(interp);
-    w.analyze(version, threads, waits)
+    let tasks = super::asyncio::read(&mut w, interp, &threads);
+    let mut view = w.analyze(version, threads, waits);
+    view.asyncio = tasks;
+    view
 }
 
-struct Walk<'r, 'm, M: Mem> {
-    r: &'r Reader<'m, M>,
+pub(super) struct Walk<'r, 'm, M: Mem> {
+    pub(super) r: &'r Reader<'m, M>,
     attrs: HashMap<u64, Option<Vec<(String, u64)>>>,
 }
 
 impl<M: Mem> Walk<'_, '_, M> {
-    fn attrs(&mut self, obj: u64) -> Option<Vec<(String, u64)>> {
+    pub(super) fn attrs(&mut self, obj: u64) -> Option<Vec<(String, u64)>> {
         if let Some(a) = self.attrs.get(&obj) {
             return a.clone();
         }
@@ -127,7 +130,7 @@ impl<M: Mem> Walk<'_, '_, M> {
         out
     }
 
-    fn frame(&mut self, f: u64, b: &[u8]) -> Option<RawFrame> {
+    pub(super) fn frame(&mut self, f: u64, b: &[u8]) -> Option<RawFrame> {
         let l = self.r.l;
         let r = self.r;
         let code = u64_at(b, l.frame_code)?;
@@ -462,6 +465,7 @@ impl<M: Mem> Walk<'_, '_, M> {
             unsupported: None,
             threads,
             locks: infos,
+            asyncio: None,
         }
     }
 

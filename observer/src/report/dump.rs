@@ -31,6 +31,9 @@ pub struct PythonState {
     pub version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
+    /// Event loops and their tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asyncio: Option<crate::python::asyncio::AsyncView>,
 }
 
 #[derive(Serialize)]
@@ -104,6 +107,7 @@ fn python_state(model: &Model) -> Option<PythonState> {
     Some(PythonState {
         version: v.version.clone(),
         unsupported: v.unsupported.clone(),
+        asyncio: v.asyncio.clone(),
     })
 }
 
@@ -188,6 +192,15 @@ pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
             let _ = writeln!(s, "    {h}");
         }
         super::python::frames(&mut s, frames, "        ");
+    }
+    let py = model
+        .processes
+        .values()
+        .next()
+        .and_then(|p| p.python.as_ref());
+    if let Some(a) = py.and_then(|p| p.asyncio.as_ref()) {
+        let _ = writeln!(s, "\nASYNCIO");
+        super::asyncio::tasks(&mut s, a, py);
     }
     s
 }

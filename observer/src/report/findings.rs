@@ -225,6 +225,59 @@ pub fn summary(f: &Finding) -> String {
                 v.join(", ")
             )
         }
+        Detail::AwaitCycle => {
+            let names: Vec<String> = f
+                .tasks
+                .iter()
+                .map(|t| format!("\"{}\"", escape(&t.name)))
+                .collect();
+            match f.tasks.as_slice() {
+                [t] => format!(
+                    "asyncio task {} waits for itself: {}",
+                    names[0],
+                    t.waits.as_deref().map(escape).unwrap_or_default()
+                ),
+                _ => format!(
+                    "{} asyncio tasks await each other in a cycle: {}",
+                    f.tasks.len(),
+                    names.join(" -> ")
+                ),
+            }
+        }
+        Detail::EventLoopBlocked {
+            blocked_ns,
+            runq_ns,
+            ongoing,
+            task,
+            at,
+        } => {
+            let ms = |ns: u64| format!("{:.0} ms", ns as f64 / 1e6);
+            let runq = if *runq_ns >= 1_000_000 {
+                format!(" ({} of it waiting for a CPU)", ms(*runq_ns))
+            } else {
+                String::new()
+            };
+            let so_far = if *ongoing { " so far" } else { "" };
+            let what = match task {
+                Some(n) => format!("task \"{}\"", escape(n)),
+                None => "a callback".into(),
+            };
+            let at = at
+                .as_ref()
+                .map(|f| {
+                    format!(
+                        " at {} ({}:{})",
+                        escape(&f.function),
+                        escape(&f.file),
+                        f.line
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "event loop of thread {tid} \"{tname}\" did not poll for {}{runq}{so_far}: {what} ran{at}",
+                ms(*blocked_ns)
+            )
+        }
     }
 }
 
@@ -237,6 +290,9 @@ pub fn describe_lock(l: &LockInfo) -> String {
 }
 
 pub fn finding(f: &Finding) -> String {
+    if let Some(s) = super::asyncio::finding(f) {
+        return s;
+    }
     if let Some(s) = super::python::deadlock(f) {
         return s;
     }
@@ -263,6 +319,9 @@ pub fn finding(f: &Finding) -> String {
             "Lock-order inversion (potential deadlock) in process {}:",
             f.tgid
         ),
+        FindingKind::EventLoopBlocked => {
+            writeln!(s, "Event loop blocked in process {}:", f.tgid)
+        }
         FindingKind::ExitHoldingLock => {
             writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
         }

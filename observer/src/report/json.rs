@@ -17,7 +17,8 @@ impl Serialize for Finding {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let cycle = !self.cycle.is_empty();
-        let mut st = s.serialize_struct("Finding", if cycle { 7 } else { 6 })?;
+        let tasks = !self.tasks.is_empty();
+        let mut st = s.serialize_struct("Finding", 6 + cycle as usize + tasks as usize)?;
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("tgid", &self.tgid)?;
         st.serialize_field("detected_ns", &self.detected_ns)?;
@@ -28,6 +29,11 @@ impl Serialize for Finding {
             st.serialize_field("cycle", &self.cycle)?;
         } else {
             st.skip_field("cycle")?;
+        }
+        if tasks {
+            st.serialize_field("tasks", &self.tasks)?;
+        } else {
+            st.skip_field("tasks")?;
         }
         st.end()
     }
@@ -75,6 +81,12 @@ pub struct ProcessOut {
     /// Raw wait status (status << 8 | signal), null while running.
     pub exit_status: Option<i32>,
     pub lifecycle: crate::model::lifecycle::Lifecycle,
+    /// asyncio: event loops and tasks as last read, and every stretch an
+    /// event loop thread spent out of its selector past the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asyncio: Option<crate::python::asyncio::AsyncView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loop_stalls: Vec<crate::model::event_loop::LoopStall>,
 }
 
 #[derive(Serialize)]
@@ -155,6 +167,8 @@ pub fn build<'a>(
             observed_to_ns: p.observed_to_ns,
             exit_status: p.exit_status,
             lifecycle: crate::model::lifecycle::lifecycle(p),
+            asyncio: p.python.as_ref().and_then(|v| v.asyncio.clone()),
+            loop_stalls: p.loop_stalls.clone(),
         });
         for t in &p.threads {
             r.threads.push(ThreadOut {

@@ -1,5 +1,6 @@
 //! Reports: live lines, the text summary, JSON.
 
+pub mod asyncio;
 pub mod dot;
 pub mod dump;
 pub mod findings;

@@ -45,7 +45,19 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     engine.apply_all(&mut evs)?;
     let mut symbols = Symbolizer::new();
     let mut evs = symbol_events(&engine.model, &mut symbols, &mut HashSet::new());
-    evs.extend(python_events(&engine.model, &mut symbols, pid, now).unwrap_or_default());
+    for mut e in python_events(&engine.model, &mut symbols, pid, now).unwrap_or_default() {
+        // Whether each loop's thread sits in its selector now.
+        if let Event::PyState { view, .. } = &mut e
+            && let Some(a) = &mut view.asyncio
+        {
+            for l in &mut a.loops {
+                l.polling = l
+                    .tid
+                    .and_then(|t| crate::source::event_loop::in_selector(pid, t));
+            }
+        }
+        evs.push(e);
+    }
     engine.apply_all(&mut evs)?;
     let found = engine.candidates(now);
     let mut evs = stack_events(&engine.model, &mut symbols, None, &found, now);

@@ -43,7 +43,7 @@ use crate::{
     symbol::Symbolizer,
 };
 pub(crate) use enrich::symbol_events;
-use enrich::{PyWaitKey, maps_events, owner_events, stack_events};
+use enrich::{PyWaitKey, maps_events, owner_events, python_events, stack_events};
 
 /// Output files of `run`/`attach`, opened (so checked) before any BPF is
 /// loaded; the recording is handed to the `LiveSink`.
@@ -125,6 +125,7 @@ pub(crate) fn limits_of(opts: &ObserveOpts) -> Result<Limits> {
         long_wait_ns: opts.long_wait_ns()?,
         stuck_ns: crate::cli::secs_to_ns(opts.stuck, "--stuck")?,
         churn_per_s: opts.churn,
+        loop_blocked_ns: crate::cli::secs_to_ns(opts.loop_blocked, "--loop-blocked")?,
     })
 }
 
@@ -145,6 +146,7 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     exec_stopped: Vec<u32>,
     /// The futex waits each CPython process had at its last Python read.
     py_read: HashMap<u32, Vec<PyWaitKey>>,
+    loops: crate::source::event_loop::LoopWatch,
 }
 
 impl Session<LiveSink> {
@@ -167,6 +169,9 @@ impl Session<LiveSink> {
             "{}",
             report::text::summary(m, self.engine.limits().long_wait_ns)
         );
+        let mut loops = String::new();
+        report::asyncio::summary(&mut loops, m, self.engine.limits().loop_blocked_ns);
+        print!("{loops}");
         if let Some((path, f)) = self.out.report.take() {
             let mut r = report::json::build(m, mode, hooks, findings);
             r.uprobes_attached = uprobes;
@@ -194,6 +199,7 @@ impl<S: Sink> Session<S> {
             stop_on_exec: false,
             exec_stopped: Vec::new(),
             py_read: HashMap::new(),
+            loops: Default::default(),
         }
     }
 
@@ -225,6 +231,7 @@ impl<S: Sink> Session<S> {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
         }
         self.feed(&mut evs)?;
+        self.event_loops(src, now)?;
         self.python_view(now, false)?;
         let cands = self.engine.candidates(now);
         if cands.is_empty() {
@@ -280,17 +287,86 @@ impl<S: Sink> Session<S> {
                     .map(move |t| (f.tgid, t.tid))
             })
             .collect();
-        if py.is_empty() {
+        // An await cycle: its tasks, read again.
+        let tasks: Vec<(u32, u64)> = cands
+            .iter()
+            .flat_map(|f| f.tasks.iter().map(move |t| (f.tgid, t.addr)))
+            .collect();
+        if py.is_empty() && tasks.is_empty() {
             return Ok(true);
         }
-        let shown = |m: &Model| -> Vec<_> {
-            py.iter()
+        let shown = |m: &Model| -> (Vec<_>, Vec<_>) {
+            let py = py
+                .iter()
                 .map(|&(tgid, tid)| m.process(tgid)?.python.as_ref()?.info(tid))
-                .collect()
+                .collect();
+            let tasks = tasks
+                .iter()
+                .map(|&(tgid, addr)| {
+                    let a = m.process(tgid)?.python.as_ref()?.asyncio.as_ref()?;
+                    a.task(addr).map(|(_, t)| t.clone())
+                })
+                .collect();
+            (py, tasks)
         };
         let before = shown(&self.engine.model);
         self.python_view(now, true)?;
+        let mut tgids: Vec<u32> = tasks.iter().map(|&(tgid, _)| tgid).collect();
+        tgids.dedup();
+        let mut evs = Vec::new();
+        for tgid in tgids {
+            evs.extend(
+                python_events(&self.engine.model, &mut self.symbols, tgid, now).unwrap_or_default(),
+            );
+        }
+        self.feed(&mut evs)?;
         Ok(shown(&self.engine.model) == before)
+    }
+
+    /// Event loops out of their selector too long (their Python stack is
+    /// read now, while they are), and loops idle in it (their tasks are read
+    /// once per idle stretch: an await cycle leaves the loop idle).
+    fn event_loops(&mut self, src: &LiveSource, now: u64) -> Result<()> {
+        let limit = self.engine.limits().loop_blocked_ns;
+        // Long enough that a busy loop is rarely read; a stuck one sits there for good.
+        let idle = limit.max(500_000_000);
+        for tgid in self.loops.fresh(&src.probes) {
+            // Find the interpreter now, not while a loop is blocked.
+            if !self.not_python.contains(&tgid)
+                && let Ok(None) = self.symbols.python_threads(tgid)
+            {
+                self.not_python.insert(tgid);
+            }
+        }
+        let (mut blocked, mut read) = self.loops.poll(&src.probes, now, limit, idle);
+        let attached: Vec<u32> = self
+            .engine
+            .model
+            .processes
+            .values()
+            .filter(|p| p.attached && p.observed_to_ns.is_none())
+            .map(|p| p.tgid)
+            .collect();
+        for tgid in attached {
+            if self.loops.first_look(tgid) && !read.contains(&tgid) {
+                read.push(tgid);
+            }
+        }
+        let mut evs = Vec::new();
+        for tgid in read {
+            if self.not_python.contains(&tgid) {
+                continue;
+            }
+            match python_events(&self.engine.model, &mut self.symbols, tgid, now) {
+                Some(got) => evs.extend(got),
+                None => {
+                    self.not_python.insert(tgid);
+                }
+            }
+        }
+        crate::source::event_loop::stacks(&mut blocked, &evs, &src.probes);
+        evs.extend(blocked);
+        self.feed(&mut evs)
     }
 }
 

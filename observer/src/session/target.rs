@@ -48,6 +48,7 @@ fn probe_config(opts: &ObserveOpts, stop_on_exec: bool) -> Result<(ProbeConfig, 
         ringbuf_bytes: opts.ringbuf_kib.saturating_mul(1024),
         deep: opts.uprobes || opts.uprobes_bare,
         stop_on_exec: stop_on_exec && UprobeSet::of(opts).locks,
+        loop_blocked_ns: crate::cli::secs_to_ns(opts.loop_blocked, "--loop-blocked")?,
     };
     Ok((cfg, rung))
 }

@@ -1,6 +1,7 @@
 //! Sources of events: the live BPF source and /proc.
 
 pub mod activity;
+pub mod event_loop;
 pub mod live;
 pub mod procfs;
 pub mod snapshot;

@@ -1,0 +1,791 @@
+//! asyncio from outside: every event loop's tasks (name, coroutine, state),
+//! where each one awaits (the coroutine chain, file:line, as
+//! `python -m asyncio pstree` prints it in 3.14), what it waits for (a
+//! task, the children of a gather, an `asyncio.Lock` and the task holding
+//! it, a future another task keeps), the locks it holds (`async with`), and
+//! labelled library waits (Event.wait, Queue.get, ...).
+//!
+//! Tasks come from `asyncio.tasks` found in `sys.modules`: `_all_tasks`
+//! (3.11) or `_scheduled_tasks` (3.12+, WeakSets) and `_eager_tasks`. The
+//! C Task's fields are private: their offsets (layout.rs `TaskLayout`) are
+//! checked against live tasks by the asyncio tests.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    reader::{Mem, Reader, u64_at},
+    walk::{RawFrame, RawThread, Walk},
+};
+use crate::symbol::PyFrame;
+
+const MAX_TASKS: usize = 10_000;
+const MAX_CHAIN: usize = 64;
+const MAX_SET: u64 = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Pending,
+    Cancelled,
+    Done,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Done => "done",
+        }
+    }
+}
+
+/// Why a task waits for another one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    /// `await task`.
+    Awaits,
+    /// A child of the `gather` it awaits.
+    Gather,
+    /// The `asyncio.Lock` it waits for is held by that task (`async with`).
+    Lock { lock: u64, name: Option<String> },
+    /// It awaits a future only that task refers to.
+    Future { fut: u64, name: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEdge {
+    pub task: u64,
+    pub why: Why,
+}
+
+/// An `asyncio.Lock`, named as the program spells it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncLock {
+    pub addr: u64,
+    pub name: Option<String>,
+    /// The frame (index in the task's chain) entering or holding it.
+    pub frame: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub addr: u64,
+    pub name: String,
+    /// The task's coroutine (qualname).
+    pub coro: String,
+    pub state: TaskState,
+    /// Where it awaits: the coroutine chain, outermost (the task's own
+    /// coroutine) first.
+    pub chain: Vec<PyFrame>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<TaskEdge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits_lock: Option<AsyncLock>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<AsyncLock>,
+    /// A library wait without an owner: "Event.wait on ready".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The coroutine is running now (its frames are on the thread's stack).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopView {
+    pub addr: u64,
+    /// The thread inside its `run_forever`, if any.
+    pub tid: Option<u32>,
+    /// The task running now (`asyncio.tasks._current_tasks`).
+    pub current: Option<u64>,
+    /// Handles ready to run and timers scheduled.
+    pub ready: Option<u64>,
+    pub timers: Option<u64>,
+    /// Its thread sits in epoll_wait (read from /proc by `dump`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling: Option<bool>,
+    pub tasks: Vec<TaskView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncView {
+    pub loops: Vec<LoopView>,
+}
+
+impl AsyncView {
+    pub fn task(&self, addr: u64) -> Option<(&LoopView, &TaskView)> {
+        self.loops
+            .iter()
+            .find_map(|l| Some((l, l.tasks.iter().find(|t| t.addr == addr)?)))
+    }
+
+    /// The loop `tid` runs.
+    pub fn loop_of(&self, tid: u32) -> Option<&LoopView> {
+        self.loops.iter().find(|l| l.tid == Some(tid))
+    }
+
+    /// Await cycles: each a list of (task, edge to the next task), in
+    /// order, first task the lowest address. Every task of a cycle is
+    /// pending and waits for the next one: none can ever finish.
+    pub fn cycles(&self) -> Vec<Vec<(u64, TaskEdge)>> {
+        let mut by: HashMap<u64, &TaskView> = HashMap::new();
+        for l in &self.loops {
+            for t in &l.tasks {
+                by.insert(t.addr, t);
+            }
+        }
+        let mut out: Vec<Vec<(u64, TaskEdge)>> = Vec::new();
+        let mut seen: HashSet<Vec<u64>> = HashSet::new();
+        let mut starts: Vec<u64> = by.keys().copied().collect();
+        starts.sort_unstable();
+        for s in starts {
+            // Depth-first along waits_for edges, looking for a way back to s.
+            let mut path: Vec<(u64, TaskEdge)> = Vec::new();
+            let mut visited = HashSet::new();
+            if find_back(&by, s, s, &mut path, &mut visited) {
+                let mut key: Vec<u64> = path.iter().map(|e| e.0).collect();
+                key.sort_unstable();
+                if seen.insert(key) {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn find_back(
+    by: &HashMap<u64, &TaskView>,
+    start: u64,
+    at: u64,
+    path: &mut Vec<(u64, TaskEdge)>,
+    visited: &mut HashSet<u64>,
+) -> bool {
+    let Some(t) = by.get(&at) else {
+        return false;
+    };
+    if t.state != TaskState::Pending || !visited.insert(at) || path.len() > MAX_CHAIN {
+        return false;
+    }
+    for e in &t.waits_for {
+        path.push((at, e.clone()));
+        // Only cycles through their lowest task, so each is found once.
+        if e.task == start || (e.task > start && find_back(by, start, e.task, path, visited)) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+/// The asyncio view of the interpreter, when `asyncio.tasks` is loaded.
+pub(super) fn read<M: Mem>(
+    w: &mut Walk<'_, '_, M>,
+    interp: u64,
+    threads: &[RawThread],
+) -> Option<AsyncView> {
+    let mut a = Asyncio { w, frames: 0 };
+    a.view(interp, threads)
+}
+
+struct Asyncio<'a, 'r, 'm, M: Mem> {
+    w: &'a mut Walk<'r, 'm, M>,
+    frames: usize,
+}
+
+/// What a task's chain ends on.
+struct Chain {
+    frames: Vec<RawFrame>,
+    running: bool,
+}
+
+impl<M: Mem> Asyncio<'_, '_, '_, M> {
+    fn r(&self) -> &Reader<'_, M> {
+        self.w.r
+    }
+
+    fn view(&mut self, interp: u64, threads: &[RawThread]) -> Option<AsyncView> {
+        let l = self.r().l;
+        let modules = self.r().u64(interp + l.interp_modules)?;
+        let m = self.r().str_dict(modules)?;
+        let tasks_mod = m.iter().find(|(k, _)| k == "asyncio.tasks")?.1;
+        let g = self.r().u64(tasks_mod + l.module_dict)?;
+        let globals = self.r().str_dict(g)?;
+        let get = |n: &str| globals.iter().find(|(k, _)| k == n).map(|x| x.1);
+        let mut tasks: Vec<u64> = Vec::new();
+        for ws in ["_all_tasks", "_scheduled_tasks"] {
+            if let Some(ws) = get(ws)
+                && let Some(data) = self.attr(ws, "data")
+            {
+                for r in self.set(data) {
+                    if let Some(t) = self.r().u64(r + l.weakref_object)
+                        && self.r().header(t).is_some()
+                    {
+                        tasks.push(t);
+                    }
+                }
+            }
+        }
+        if let Some(eager) = get("_eager_tasks") {
+            tasks.extend(self.set(eager));
+        }
+        let mut seen = HashSet::new();
+        tasks.retain(|t| seen.insert(*t));
+        tasks.truncate(MAX_TASKS);
+        let current: HashMap<u64, u64> = get("_current_tasks")
+            .and_then(|d| self.r().dict(d))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+
+        // Loops: by their tasks, and by the threads inside `run_forever`.
+        let mut loops: Vec<LoopView> = Vec::new();
+        for t in threads {
+            for f in &t.frames {
+                if f.frame.function.ends_with("BaseEventLoop.run_forever")
+                    && let Some(lp) = self_of(f)
+                    && !loops.iter().any(|x| x.addr == lp)
+                {
+                    loops.push(LoopView {
+                        addr: lp,
+                        tid: Some(t.tid),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let mut chains: Vec<(u64, Chain)> = Vec::new();
+        for &t in &tasks {
+            let Some(v) = self.task(t) else {
+                continue;
+            };
+            let lp = self.r().u64(t + l.task.fut_loop).unwrap_or(0);
+            let chain = self.chain(t);
+            let i = match loops.iter().position(|x| x.addr == lp) {
+                Some(i) => i,
+                None => {
+                    loops.push(LoopView {
+                        addr: lp,
+                        ..Default::default()
+                    });
+                    loops.len() - 1
+                }
+            };
+            loops[i].tasks.push(v);
+            chains.push((t, chain));
+        }
+        for lv in &mut loops {
+            lv.current = current.get(&lv.addr).copied();
+            let attrs = self.w.attrs(lv.addr).unwrap_or_default();
+            let len = |n: &str| {
+                let v = attrs.iter().find(|(k, _)| k == n)?.1;
+                self.w.r.u64(v + 16)
+            };
+            lv.ready = len("_ready");
+            lv.timers = len("_scheduled");
+        }
+        self.waits(&mut loops, &chains);
+        for lv in &mut loops {
+            lv.tasks
+                .sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
+        }
+        tracing::debug!("asyncio: {} tasks, {} frames", tasks.len(), self.frames);
+        Some(AsyncView { loops })
+    }
+
+    fn attr(&mut self, obj: u64, name: &str) -> Option<u64> {
+        self.w
+            .attrs(obj)?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|x| x.1)
+    }
+
+    /// The keys of a `set` object.
+    fn set(&self, obj: u64) -> Vec<u64> {
+        let l = self.r().l;
+        if !self.r().is_type(obj, "set") {
+            return Vec::new();
+        }
+        let (Some(mask), Some(table)) = (
+            self.r().u64(obj + l.set_mask),
+            self.r().u64(obj + l.set_table),
+        ) else {
+            return Vec::new();
+        };
+        if mask >= MAX_SET {
+            return Vec::new();
+        }
+        let Some(b) = self.r().bytes(table, ((mask + 1) * 16) as usize) else {
+            return Vec::new();
+        };
+        b.chunks_exact(16)
+            .filter_map(|e| u64_at(e, 0))
+            .filter(|&k| {
+                k != 0
+                    && !self
+                        .r()
+                        .obj_type_name(k)
+                        .is_some_and(|n| n.contains("dummy"))
+            })
+            .collect()
+    }
+
+    /// Name, coroutine, state of a task object.
+    fn task(&mut self, t: u64) -> Option<TaskView> {
+        let l = self.r().l;
+        let ty = self.r().obj_type_name(t)?;
+        let coro = self.r().u64(t + l.task.coro)?;
+        let coro_ty = self.r().obj_type_name(coro).unwrap_or_default();
+        // A subclass of the C Task keeps its layout; anything else is not read.
+        if ty != "_asyncio.Task" && coro_ty != "coroutine" {
+            return None;
+        }
+        let state = match self.r().bytes(t + l.task.fut_state, 4)?.first()? {
+            0 => TaskState::Pending,
+            1 => TaskState::Cancelled,
+            2 => TaskState::Done,
+            _ => return None,
+        };
+        let name_obj = self.r().u64(t + l.task.name)?;
+        let name = self
+            .r()
+            .string(name_obj)
+            // 3.13 names unnamed tasks lazily: an int n means "Task-n".
+            .or_else(|| self.r().long(name_obj).map(|n| format!("Task-{n}")))
+            .unwrap_or_else(|| format!("<task {t:#x}>"));
+        let coro_name = self.coro_name(coro).unwrap_or_else(|| coro_ty.clone());
+        Some(TaskView {
+            addr: t,
+            name,
+            coro: coro_name,
+            state,
+            chain: Vec::new(),
+            waits_for: Vec::new(),
+            waits_lock: None,
+            holds: Vec::new(),
+            label: None,
+            running: false,
+        })
+    }
+
+    fn coro_name(&self, coro: u64) -> Option<String> {
+        let l = self.r().l;
+        if !self.is_gen(coro) {
+            return None;
+        }
+        let code = self.r().u64(coro + l.gen_iframe + l.frame_code)?;
+        self.r().string(self.r().u64(code + l.code_qualname)?)
+    }
+
+    fn is_gen(&self, obj: u64) -> bool {
+        matches!(
+            self.r().obj_type_name(obj).as_deref(),
+            Some("coroutine" | "generator")
+        )
+    }
+
+    /// The coroutine chain of task `t`: each suspended coroutine's frame,
+    /// following what it awaits (the top of its value stack) down to a
+    /// future or a running coroutine.
+    fn chain(&mut self, t: u64) -> Chain {
+        let l = self.r().l;
+        let mut out = Chain {
+            frames: Vec::new(),
+            running: false,
+        };
+        let Some(mut obj) = self.r().u64(t + l.task.coro) else {
+            return out;
+        };
+        let mut seen = HashSet::new();
+        while out.frames.len() < MAX_CHAIN && seen.insert(obj) {
+            let ty = self.r().obj_type_name(obj).unwrap_or_default();
+            match ty.as_str() {
+                "coroutine" | "generator" => {
+                    let Some(state) = self.r().u8(obj + l.gen_frame_state) else {
+                        break;
+                    };
+                    let state = state as i8;
+                    if state >= 0 {
+                        // Executing (its frames are on a thread), or finished.
+                        out.running = state == 0;
+                        break;
+                    }
+                    let f = obj + l.gen_iframe;
+                    let Some(b) = self.r().bytes(f, l.frame_localsplus as usize) else {
+                        break;
+                    };
+                    let Some(rf) = self.w.frame(f, &b) else {
+                        break;
+                    };
+                    self.frames += 1;
+                    let awaiting = self.yielding_from(state, f, &rf);
+                    let top = rf.stack.last().copied();
+                    tracing::trace!(
+                        "asyncio chain: {} state {state} awaiting {awaiting} top {:?} ({:?})",
+                        rf.frame.function,
+                        top,
+                        top.and_then(|t| self.r().obj_type_name(t))
+                    );
+                    out.frames.push(rf);
+                    match (awaiting, top) {
+                        (true, Some(next)) => obj = next,
+                        _ => break,
+                    }
+                }
+                // `coro.__await__()`: its coroutine.
+                "coroutine_wrapper" => match self.r().u64(obj + 16) {
+                    Some(c) => obj = c,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// A suspended generator frame is in `yield from` / `await` (not a
+    /// bare `yield`): 3.13 says so in the state, 3.11/3.12 by the RESUME
+    /// after the YIELD_VALUE (oparg >= 2; its opcode is RESUME, or
+    /// RESUME_QUICK once 3.11 quickened the code).
+    fn yielding_from(&self, state: i8, frame: u64, rf: &RawFrame) -> bool {
+        let l = self.r().l;
+        if rf.stack.is_empty() {
+            return false;
+        }
+        if let Some(yf) = l.frame_suspended_yield_from_neg {
+            return state == -(yf as i8);
+        }
+        if state != -(l.frame_suspended_neg as i8) {
+            return false;
+        }
+        let Some(instr) = self.r().u64(frame + l.frame_instr) else {
+            return false;
+        };
+        // 3.11 quickens hot RESUMEs into RESUME_QUICK: the oparg tells, and
+        // only awaitable objects are followed from the top of the stack.
+        self.r().bytes(instr + 2, 2).is_some_and(|b| b[1] >= 2)
+    }
+
+    /// What each pending task waits for, the locks tasks hold, labels.
+    fn waits(&mut self, loops: &mut [LoopView], chains: &[(u64, Chain)]) {
+        let l = self.r().l;
+        let task_set: HashSet<u64> = chains.iter().map(|c| c.0).collect();
+        // Held asyncio locks: `__aexit__` bound to a lock on a chain's stacks.
+        let mut held: HashMap<u64, Vec<AsyncLock>> = HashMap::new();
+        let mut waiting: HashMap<u64, AsyncLock> = HashMap::new();
+        for (t, c) in chains {
+            let mut exits: Vec<(usize, u64)> = Vec::new();
+            for (fi, f) in c.frames.iter().enumerate() {
+                for &v in &f.stack {
+                    if let Some(lock) = self.aexit_lock(v) {
+                        exits.push((fi, lock));
+                    }
+                }
+            }
+            // Waiting in Lock.acquire: the innermost `__aexit__` of that lock
+            // belongs to the `async with` being entered, not one held.
+            if let Some(f) = c.frames.last()
+                && f.frame.function == "Lock.acquire"
+                && f.frame.file.ends_with("locks.py")
+                && let Some(lock) = self_of(f)
+            {
+                if let Some(k) = exits.iter().rposition(|e| e.1 == lock) {
+                    exits.remove(k);
+                }
+                // The program's frame entering it (outside asyncio's own code).
+                let caller = c
+                    .frames
+                    .iter()
+                    .rposition(|f| !f.frame.file.contains("/asyncio/"));
+                let name = caller.and_then(|i| self.name_in(&c.frames[i], lock));
+                waiting.insert(
+                    *t,
+                    AsyncLock {
+                        addr: lock,
+                        name,
+                        frame: caller,
+                    },
+                );
+            }
+            let mut hs: Vec<AsyncLock> = Vec::new();
+            for (fi, lock) in exits {
+                if hs.iter().any(|h| h.addr == lock) || !self.lock_locked(lock) {
+                    continue;
+                }
+                let name = self.name_in(&c.frames[fi], lock);
+                hs.push(AsyncLock {
+                    addr: lock,
+                    name,
+                    frame: Some(fi),
+                });
+            }
+            held.insert(*t, hs);
+        }
+        let holder_of = |lock: u64| {
+            held.iter()
+                .find(|(_, hs)| hs.iter().any(|h| h.addr == lock))
+                .map(|x| *x.0)
+        };
+        for lv in loops.iter_mut() {
+            for tv in &mut lv.tasks {
+                let Some((_, c)) = chains.iter().find(|c| c.0 == tv.addr) else {
+                    continue;
+                };
+                tv.chain = c.frames.iter().map(|f| f.frame.clone()).collect();
+                tv.running = c.running;
+                tv.holds = held.get(&tv.addr).cloned().unwrap_or_default();
+                if tv.state != TaskState::Pending {
+                    continue;
+                }
+                if let Some(w) = waiting.get(&tv.addr) {
+                    tv.waits_lock = Some(w.clone());
+                    if let Some(h) = holder_of(w.addr) {
+                        tv.waits_for.push(TaskEdge {
+                            task: h,
+                            why: Why::Lock {
+                                lock: w.addr,
+                                name: w.name.clone(),
+                            },
+                        });
+                    }
+                }
+                let waiter = self.r().u64(tv.addr + l.task.fut_waiter).unwrap_or(0);
+                if waiter != 0 && tv.waits_for.is_empty() {
+                    if task_set.contains(&waiter) {
+                        tv.waits_for.push(TaskEdge {
+                            task: waiter,
+                            why: Why::Awaits,
+                        });
+                    } else if let Some(children) = self.gather_children(waiter) {
+                        for ch in children {
+                            if task_set.contains(&ch) {
+                                tv.waits_for.push(TaskEdge {
+                                    task: ch,
+                                    why: Why::Gather,
+                                });
+                            }
+                        }
+                    } else if !waiting.contains_key(&tv.addr) {
+                        // A future only one other task refers to: that task
+                        // is the one that can complete it.
+                        let mut by: Vec<u64> = chains
+                            .iter()
+                            .filter(|(o, oc)| {
+                                *o != tv.addr
+                                    && oc
+                                        .frames
+                                        .iter()
+                                        .any(|f| f.locals.iter().any(|x| x.1 == waiter))
+                            })
+                            .map(|x| x.0)
+                            .collect();
+                        by.dedup();
+                        if by.len() == 1 {
+                            let name = c.frames.iter().rev().find_map(|f| self.name_in(f, waiter));
+                            tv.waits_for.push(TaskEdge {
+                                task: by[0],
+                                why: Why::Future { fut: waiter, name },
+                            });
+                        }
+                    }
+                }
+                if tv.waits_for.is_empty() && tv.waits_lock.is_none() {
+                    tv.label = self.label(&c.frames);
+                }
+            }
+        }
+    }
+
+    /// `_GatheringFuture._children`.
+    fn gather_children(&mut self, fut: u64) -> Option<Vec<u64>> {
+        let l = self.r().l;
+        let attrs = match l.task.fut_dict {
+            Some(off) => {
+                let d = self.r().u64(fut + off)?;
+                if d == 0 {
+                    return None;
+                }
+                self.r().str_dict(d)?
+            }
+            None => self.w.attrs(fut)?,
+        };
+        let list = attrs.iter().find(|(k, _)| k == "_children")?.1;
+        self.list(list)
+    }
+
+    fn list(&self, obj: u64) -> Option<Vec<u64>> {
+        if !self.r().is_type(obj, "list") {
+            return None;
+        }
+        let n = self.r().u64(obj + 16)?;
+        let items = self.r().u64(obj + 24)?;
+        if n > MAX_SET {
+            return None;
+        }
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let b = self.r().bytes(items, n as usize * 8)?;
+        Some(b.chunks_exact(8).filter_map(|c| u64_at(c, 0)).collect())
+    }
+
+    /// The asyncio.Lock whose `__aexit__` value `v` is (a bound method of a
+    /// Lock, or of a Condition/Semaphore-like object wrapping one).
+    fn aexit_lock(&mut self, v: u64) -> Option<u64> {
+        let l = self.r().l;
+        if !self.r().is_type(v, "method") {
+            return None;
+        }
+        let func = self.r().u64(v + l.method_func)?;
+        if !self.r().is_type(func, "function") {
+            return None;
+        }
+        let q = self.r().string(self.r().u64(func + l.func_qualname)?)?;
+        if !q.ends_with(".__aexit__") {
+            return None;
+        }
+        let this = self.r().u64(v + l.method_self)?;
+        self.as_lock(this)
+    }
+
+    fn as_lock(&mut self, obj: u64) -> Option<u64> {
+        match self.r().obj_type_name(obj)?.as_str() {
+            "Lock" if self.attr(obj, "_locked").is_some() => Some(obj),
+            "Condition" => {
+                let inner = self.attr(obj, "_lock")?;
+                self.as_lock(inner)
+            }
+            _ => None,
+        }
+    }
+
+    /// asyncio.Lock `_locked` is True.
+    fn lock_locked(&mut self, lock: u64) -> bool {
+        let l = self.r().l;
+        let Some(b) = self.attr(lock, "_locked") else {
+            return false;
+        };
+        self.r().is_type(b, "bool")
+            && self
+                .r()
+                .bytes(b + l.long_digits, 4)
+                .is_some_and(|d| d.iter().any(|&x| x != 0))
+    }
+
+    /// A name for `obj` in frame `f`: a local, a local's attribute, or a
+    /// global of its module.
+    fn name_in(&mut self, f: &RawFrame, obj: u64) -> Option<String> {
+        if let Some((k, _)) = f.locals.iter().find(|(k, v)| *v == obj && k != "self") {
+            return Some(k.clone());
+        }
+        for (k, v) in &f.locals {
+            if let Some(attrs) = self.w.attrs(*v)
+                && let Some((a, _)) = attrs.iter().find(|(_, av)| *av == obj)
+            {
+                return Some(format!("{k}.{a}"));
+            }
+        }
+        let g = self.r().str_dict(f.globals)?;
+        g.into_iter()
+            .find(|(k, v)| *v == obj && !k.starts_with("__"))
+            .map(|x| x.0)
+    }
+
+    /// "Event.wait on ready": the outermost asyncio library wait among the
+    /// innermost frames, and its object as the calling frame names it.
+    fn label(&mut self, frames: &[RawFrame]) -> Option<String> {
+        let mut best: Option<(usize, &str)> = None;
+        for (i, f) in frames.iter().enumerate().rev().take(6) {
+            if !f.frame.file.contains("asyncio/") {
+                break;
+            }
+            let file = f.frame.file.rsplit('/').next().unwrap_or("");
+            if let Some(&(_, _, shown)) = LABELS
+                .iter()
+                .find(|(lf, n, _)| *lf == file && f.frame.function == *n)
+            {
+                best = Some((i, shown));
+            }
+        }
+        let (i, what) = best?;
+        let obj = self_of(&frames[i]);
+        let name = match (obj, i.checked_sub(1)) {
+            (Some(o), Some(c)) => self.name_in(&frames[c], o),
+            _ => None,
+        };
+        Some(match name {
+            Some(n) => format!("{what} on {n}"),
+            None => what.to_string(),
+        })
+    }
+}
+
+/// Library waits that have no owner to blame: (file, function, label).
+const LABELS: &[(&str, &str, &str)] = &[
+    ("locks.py", "Event.wait", "Event.wait"),
+    ("locks.py", "Condition.wait", "Condition.wait"),
+    ("locks.py", "Condition.wait_for", "Condition.wait_for"),
+    ("locks.py", "Semaphore.acquire", "Semaphore.acquire"),
+    ("locks.py", "Barrier.wait", "Barrier.wait"),
+    ("queues.py", "Queue.get", "Queue.get"),
+    ("queues.py", "Queue.put", "Queue.put"),
+    ("queues.py", "Queue.join", "Queue.join"),
+    ("tasks.py", "sleep", "asyncio.sleep"),
+];
+
+fn self_of(f: &RawFrame) -> Option<u64> {
+    f.locals.iter().find(|(n, _)| n == "self").map(|x| x.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(addr: u64, name: &str, waits: &[u64]) -> TaskView {
+        TaskView {
+            addr,
+            name: name.into(),
+            coro: "work".into(),
+            state: TaskState::Pending,
+            chain: Vec::new(),
+            waits_for: waits
+                .iter()
+                .map(|&t| TaskEdge {
+                    task: t,
+                    why: Why::Awaits,
+                })
+                .collect(),
+            waits_lock: None,
+            holds: Vec::new(),
+            label: None,
+            running: false,
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_once_and_only_among_pending_tasks() {
+        let mut v = AsyncView {
+            loops: vec![LoopView {
+                addr: 1,
+                tasks: vec![
+                    task(30, "c", &[10]),
+                    task(10, "a", &[20]),
+                    task(20, "b", &[10]),
+                    task(40, "d", &[30]),
+                    task(50, "e", &[50]),
+                ],
+                ..Default::default()
+            }],
+        };
+        let c = v.cycles();
+        let ids: Vec<Vec<u64>> = c.iter().map(|c| c.iter().map(|e| e.0).collect()).collect();
+        assert_eq!(ids, vec![vec![10, 20], vec![50]]);
+        v.loops[0].tasks[2].state = TaskState::Done;
+        assert_eq!(v.cycles().len(), 1);
+    }
+}
