@@ -874,6 +874,8 @@ async fn observe(
                 let now = procfs::mono_ns();
                 src.scan(now, &mut evs);
                 s.feed(&mut evs)?;
+                let deep = s.opts.uprobes && src.probes.uprobe_count() > 0;
+                evs.extend(crate::source::preheld::events(&s.model, &src.probes, deep, now));
                 s.resume_execs(&mut src.probes);
                 s.pending_thread_uprobes(&mut src, now);
                 let hung = s.detect(&mut src, now)?;
@@ -1027,6 +1029,7 @@ pub(crate) fn symbol_events(
             .flat_map(|w| [crate::graph::classify(w, p).lock, w.uaddr])
             .collect();
         locks.extend(p.lock_edges.keys().flat_map(|e| [e.from, e.to]));
+        locks.extend(p.held_at_attach.keys().copied());
         locks.extend(
             p.exit_held
                 .iter()

@@ -2,5 +2,6 @@
 
 pub mod activity;
 pub mod live;
+pub mod preheld;
 pub mod procfs;
 pub mod snapshot;
