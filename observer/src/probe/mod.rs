@@ -605,19 +605,23 @@ impl Probes {
             tracing::debug!("startup: kernel BTF parsed in {:?}", t0.elapsed());
             b
         });
+        // aya 0.14's `EbpfLoader::new` parses the full BTF too (its
+        // default target): on a third thread, so the parses overlap.
+        let loader = std::thread::spawn(EbpfLoader::new);
         let min = btfcache::min_core_btf(observer_ebpf::OBSERVER_OBJ);
         let mut full = BtfSlot::Pending(full);
-        let bpf = match min
-            .as_ref()
-            .map(|m| Self::load_obj(cfg, m).map_err(|e| (m, e)))
-        {
-            Some(Ok(bpf)) => bpf,
-            other => {
-                if let Some(Err((_, e))) = other {
+        let loader = loader
+            .join()
+            .map_err(|_| ProbeError::Load("the BTF parser panicked".into()))?;
+        let bpf = match min.as_ref() {
+            Some(m) => match Self::load_obj(cfg, loader, m) {
+                Ok(bpf) => bpf,
+                Err(e) => {
                     tracing::debug!("minimized BTF: {e}; relocating against the full BTF");
+                    Self::load_obj(cfg, EbpfLoader::new(), full.get()?)?
                 }
-                Self::load_obj(cfg, full.get()?)?
-            }
+            },
+            None => Self::load_obj(cfg, loader, full.get()?)?,
         };
         Ok(Probes {
             bpf,
@@ -638,13 +642,17 @@ impl Probes {
     }
 
     /// Creates maps and relocates the object's programs against `btf`.
-    fn load_obj(cfg: &ProbeConfig, btf: &Btf) -> Result<Ebpf, ProbeError> {
+    fn load_obj(
+        cfg: &ProbeConfig,
+        loader: EbpfLoader<'static>,
+        btf: &Btf,
+    ) -> Result<Ebpf, ProbeError> {
         let t0 = std::time::Instant::now();
+        let mut loader: EbpfLoader<'_> = loader;
         let follow = u8::from(cfg.follow_forks);
         let deep = u8::from(cfg.deep);
         let stop = u8::from(cfg.stop_on_exec);
         let ring = cfg.ringbuf_bytes.next_power_of_two().max(4096);
-        let mut loader = EbpfLoader::new();
         loader
             .btf(Some(btf))
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
