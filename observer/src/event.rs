@@ -105,6 +105,16 @@ pub struct LockProfile {
     pub top_holders: Vec<(Tid, u64, u64)>,
 }
 
+/// How a lock was known to be held since before `attach`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldEvidence {
+    /// A thread was already waiting for it (the /proc snapshot).
+    WaitingAtAttach,
+    /// Deep tier: a thread waits for it and the uprobes saw no acquisition.
+    NoAcquisitionSeen,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PthreadOp {
@@ -406,6 +416,19 @@ pub enum Event {
         owner: Option<Tid>,
         kind: AcqKind,
     },
+    /// `attach`: a lock already held when observation began, so no
+    /// acquisition of it was seen: `waiter` waited for it at attach, or
+    /// (deep tier) waits for it with no acquisition seen since. `holder`
+    /// is what the lock's memory names (None: it records no owner).
+    HeldAtAttach {
+        ts_ns: u64,
+        tgid: u32,
+        lock: u64,
+        kind: crate::graph::LockKind,
+        holder: Option<Tid>,
+        waiter: Tid,
+        evidence: HeldEvidence,
+    },
     /// Deep tier: a thread exited holding these locks.
     ExitHeld {
         ts_ns: u64,
@@ -474,6 +497,7 @@ impl Event {
             | EdgeGates { tgid, .. }
             | LockOwner { tgid, .. }
             | ExitHeld { tgid, .. }
+            | HeldAtAttach { tgid, .. }
             | LockProfile { tgid, .. }
             | CodeSymbol { tgid, .. }
             | Mappings { tgid, .. }
@@ -516,6 +540,7 @@ impl Event {
             | EdgeGates { ts_ns, .. }
             | LockOwner { ts_ns, .. }
             | ExitHeld { ts_ns, .. }
+            | HeldAtAttach { ts_ns, .. }
             | Mappings { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
             LockStats { .. } | Symbol { .. } | CodeSymbol { .. } | LockProfile { .. } => None,

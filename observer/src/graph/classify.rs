@@ -37,7 +37,9 @@ const RW_WRLOCKED_BIT: u32 = 2;
 const COND_SIGNALS: u64 = 40;
 const COND_WREFS: u64 = 36;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LockKind {
     Mutex,

@@ -173,6 +173,8 @@ pub struct Process {
     pub lock_owners: HashMap<u64, (Tid, AcqKind)>,
     pub exit_held: Vec<(Tid, u64, Vec<HeldLock>)>,
     pub lock_profiles: BTreeMap<(u64, u32), (AcqKind, LockProfile)>,
+    /// `attach`: locks held since before observation began, by address.
+    pub held_at_attach: BTreeMap<u64, HeldAtAttach>,
     /// PI lock attempts the kernel refused with EDEADLK: (tid, wait, when).
     pub pi_edeadlk: Vec<(Tid, Wait, u64)>,
     /// Finished waits that were seen (for timelines), oldest first, bounded.
@@ -207,6 +209,18 @@ pub struct PastWait {
     pub ret: Option<i64>,
     /// It began before observation: `start_ns` is when it was first seen.
     pub before_observation: bool,
+}
+
+/// A lock held since before `attach`: its holder was never seen taking it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldAtAttach {
+    pub first_ns: u64,
+    pub kind: crate::graph::LockKind,
+    /// From the lock's memory (mutex `__owner`, rwlock writer, RLock owner).
+    pub holder: Option<Tid>,
+    /// Threads seen waiting for it, in order.
+    pub waiters: Vec<Tid>,
+    pub evidence: crate::event::HeldEvidence,
 }
 
 /// An interval in which a thread is known to have held a lock.
@@ -885,6 +899,31 @@ impl Model {
                     p.history.held_until_exit(l, *tid, *ts_ns);
                 }
                 p.exit_held.push((*tid, *ts_ns, locks.clone()));
+            }
+            Event::HeldAtAttach {
+                ts_ns,
+                tgid,
+                lock,
+                kind,
+                holder,
+                waiter,
+                evidence,
+            } => {
+                let h = self
+                    .proc_mut(*tgid, *ts_ns)
+                    .held_at_attach
+                    .entry(*lock)
+                    .or_insert(HeldAtAttach {
+                        first_ns: *ts_ns,
+                        kind: *kind,
+                        holder: None,
+                        waiters: Vec::new(),
+                        evidence: *evidence,
+                    });
+                h.holder = h.holder.or(*holder);
+                if !h.waiters.contains(waiter) {
+                    h.waiters.push(*waiter);
+                }
             }
             Event::LockProfile {
                 tgid,

@@ -2,6 +2,7 @@
 //! ladder chosen at run time. Root-only and thin: everything it reads goes
 //! through `decode` and becomes typed events elsewhere.
 
+pub mod btfcache;
 pub mod decode;
 pub mod deps;
 pub mod multi;
@@ -337,6 +338,11 @@ pub enum ProbeError {
     Map(&'static str, String),
 }
 
+/// Maps only the deep tier (--uprobes) writes.
+const DEEP_MAPS: [&str; 7] = [
+    "PENDING", "HELD", "ORDER", "LSTATS", "OWNERS", "HOLDERS", "GEN",
+];
+
 /// Lifecycle uprobes: rare libc calls, so on by default. (program, symbol)
 const THREAD_UPROBES: &[(&str, &str)] = &[
     ("up_pthread_create", "pthread_create"),
@@ -495,9 +501,47 @@ pub struct UprobeUse {
     pub missing: Vec<(&'static str, String)>,
 }
 
+/// The full kernel BTF, parsed on another thread until first needed.
+enum BtfSlot {
+    Pending(std::thread::JoinHandle<Result<Btf, String>>),
+    Ready(Btf),
+    Failed(String),
+}
+
+impl BtfSlot {
+    fn get(&mut self) -> Result<&Btf, ProbeError> {
+        if matches!(self, BtfSlot::Pending(_)) {
+            let BtfSlot::Pending(h) = std::mem::replace(self, BtfSlot::Failed(String::new()))
+            else {
+                unreachable!()
+            };
+            *self = match h.join() {
+                Ok(Ok(b)) => BtfSlot::Ready(b),
+                Ok(Err(e)) => BtfSlot::Failed(e),
+                Err(_) => BtfSlot::Failed("the BTF parser panicked".into()),
+            };
+        }
+        match self {
+            BtfSlot::Ready(b) => Ok(b),
+            BtfSlot::Failed(e) => Err(ProbeError::Load(format!("kernel BTF: {e}"))),
+            BtfSlot::Pending(_) => unreachable!(),
+        }
+    }
+
+    fn ready(&self) -> Option<&Btf> {
+        match self {
+            BtfSlot::Ready(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
 pub struct Probes {
     bpf: Ebpf,
-    btf: Btf,
+    /// The full kernel BTF (attach IDs of tp_btf and fentry programs).
+    btf: BtfSlot,
+    /// The minimized BTF the object was relocated against, when cached.
+    reloc_btf: Option<Btf>,
     loaded: HashSet<&'static str>,
     /// (pid, library (dev, inode)) already carrying the thread uprobes.
     uprobed: HashSet<(u32, u64, u64)>,
@@ -580,22 +624,36 @@ impl Probes {
     /// Creates maps and relocates programs (nothing is attached yet).
     pub fn load(cfg: &ProbeConfig) -> Result<Probes, ProbeError> {
         check_kernel()?;
-        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(short(&e)))?;
-        let follow = u8::from(cfg.follow_forks);
-        let ring = cfg.ringbuf_bytes.next_power_of_two().max(4096);
-        let bpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
-            .override_global("LOOP_BLOCKED_NS", &cfg.loop_blocked_ns, true)
-            .override_global("FOLLOW_FORKS", &follow, true)
-            .override_global("DEEP", &u8::from(cfg.deep), true)
-            .override_global("STOP_ON_EXEC", &u8::from(cfg.stop_on_exec), true)
-            .map_max_entries("EVENTS", ring)
-            .load(observer_ebpf::OBSERVER_OBJ)
-            .map_err(|e| ProbeError::Load(short(&e)))?;
+        // The full kernel BTF (tp_btf/fentry attach IDs) is parsed while
+        // the object is relocated against the minimized one, when cached.
+        let full = std::thread::spawn(|| {
+            let t0 = std::time::Instant::now();
+            let b = Btf::from_sys_fs().map_err(|e| short(&e));
+            tracing::debug!("startup: kernel BTF parsed in {:?}", t0.elapsed());
+            b
+        });
+        // aya 0.14's `EbpfLoader::new` parses the full BTF too (its
+        // default target): on a third thread, so the parses overlap.
+        let loader = std::thread::spawn(EbpfLoader::new);
+        let min = btfcache::min_core_btf(observer_ebpf::OBSERVER_OBJ);
+        let mut full = BtfSlot::Pending(full);
+        let loader = loader
+            .join()
+            .map_err(|_| ProbeError::Load("the BTF parser panicked".into()))?;
+        let bpf = match min.as_ref() {
+            Some(m) => match Self::load_obj(cfg, loader, m) {
+                Ok(bpf) => bpf,
+                Err(e) => {
+                    tracing::debug!("minimized BTF: {e}; relocating against the full BTF");
+                    Self::load_obj(cfg, EbpfLoader::new(), full.get()?)?
+                }
+            },
+            None => Self::load_obj(cfg, loader, full.get()?)?,
+        };
         Ok(Probes {
             bpf,
-            btf,
+            btf: full,
+            reloc_btf: min,
             loaded: HashSet::new(),
             uprobed: HashSet::new(),
             uprobe_links: Vec::new(),
@@ -610,8 +668,53 @@ impl Probes {
         })
     }
 
+    /// Creates maps and relocates the object's programs against `btf`.
+    fn load_obj(
+        cfg: &ProbeConfig,
+        loader: EbpfLoader<'static>,
+        btf: &Btf,
+    ) -> Result<Ebpf, ProbeError> {
+        let t0 = std::time::Instant::now();
+        let mut loader: EbpfLoader<'_> = loader;
+        let follow = u8::from(cfg.follow_forks);
+        let deep = u8::from(cfg.deep);
+        let stop = u8::from(cfg.stop_on_exec);
+        let ring = cfg.ringbuf_bytes.next_power_of_two().max(4096);
+        loader
+            .btf(Some(btf))
+            .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
+            .override_global("LOOP_BLOCKED_NS", &cfg.loop_blocked_ns, true)
+            .override_global("FOLLOW_FORKS", &follow, true)
+            .override_global("DEEP", &deep, true)
+            .override_global("STOP_ON_EXEC", &stop, true)
+            .map_max_entries("EVENTS", ring);
+        if !cfg.deep {
+            // Hash maps are preallocated: the deep tier's would cost
+            // megabytes and milliseconds at every start that never uses them.
+            for m in DEEP_MAPS {
+                loader.map_max_entries(m, 1);
+            }
+        }
+        let bpf = loader
+            .load(observer_ebpf::OBSERVER_OBJ)
+            .map_err(|e| ProbeError::Load(short(&e)))?;
+        tracing::debug!(
+            "startup: object relocated and maps created in {:?}",
+            t0.elapsed()
+        );
+        Ok(bpf)
+    }
+
     /// Attaches every hook group on the first rung the kernel accepts.
     pub fn attach(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
+        let t0 = std::time::Instant::now();
+        self.btf.get()?;
+        let r = self.attach_groups(only);
+        tracing::debug!("startup: hooks verified and attached in {:?}", t0.elapsed());
+        r
+    }
+
+    fn attach_groups(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
         for g in GROUPS {
             let mut used = HookUse {
                 group: g.name,
@@ -687,6 +790,8 @@ impl Probes {
 
     fn attach_one(&mut self, h: &Hook) -> Result<(), ProgramError> {
         let first = !self.loaded.contains(h.prog);
+        // Joined in `attach`.
+        let btf = self.btf.ready().ok_or(ProgramError::NotLoaded)?;
         let p = self
             .bpf
             .program_mut(h.prog)
@@ -695,7 +800,7 @@ impl Probes {
             How::Fentry(f) => {
                 let p: &mut FEntry = p.try_into()?;
                 if first {
-                    p.load(f, &self.btf)?;
+                    p.load(f, btf)?;
                 }
                 self.loaded.insert(h.prog);
                 p.attach()?;
@@ -703,7 +808,7 @@ impl Probes {
             How::Fexit(f) => {
                 let p: &mut FExit = p.try_into()?;
                 if first {
-                    p.load(f, &self.btf)?;
+                    p.load(f, btf)?;
                 }
                 self.loaded.insert(h.prog);
                 p.attach()?;
@@ -711,7 +816,7 @@ impl Probes {
             How::TpBtf(tp) => {
                 let p: &mut BtfTracePoint = p.try_into()?;
                 if first {
-                    p.load(tp, &self.btf)?;
+                    p.load(tp, btf)?;
                 }
                 self.loaded.insert(h.prog);
                 p.attach()?;
@@ -939,7 +1044,17 @@ impl Probes {
             self.multi_why = Some("off (OBSERVER_UPROBE_MULTI=0)".into());
             return;
         }
-        match multi::Multi::load(&self.bpf, &self.btf, observer_ebpf::OBSERVER_OBJ, locks) {
+        let btf = match &self.reloc_btf {
+            Some(m) => m,
+            None => match self.btf.get() {
+                Ok(b) => b,
+                Err(e) => {
+                    self.multi_why = Some(e.to_string());
+                    return;
+                }
+            },
+        };
+        match multi::Multi::load(&self.bpf, btf, observer_ebpf::OBSERVER_OBJ, locks) {
             Ok(m) => self.multi = Some(m),
             Err(e) => {
                 tracing::debug!("no uprobe_multi: {e}");

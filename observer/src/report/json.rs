@@ -55,6 +55,8 @@ pub struct Report<'a> {
     pub findings: &'a [Finding],
     /// Deep tier (--uprobes): per-lock statistics, by total hold time.
     pub locks: Vec<LockOut>,
+    /// `attach`: locks held since before observation began.
+    pub held_at_attach: Vec<super::held::HeldOut>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +147,7 @@ pub fn build<'a>(
         uprobes_attached: 0,
         findings,
         locks: Vec::new(),
+        held_at_attach: super::held::json(model),
     };
     for p in model.processes.values() {
         for ((addr, generation), (kind, profile)) in &p.lock_profiles {

@@ -58,6 +58,26 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
                 describe_exit(*exit_code)
             )
         }
+        Event::HeldAtAttach {
+            ts_ns,
+            tgid,
+            lock,
+            kind,
+            holder,
+            waiter,
+            ..
+        } => {
+            let by = match holder {
+                Some(h) => format!("{h} \"{}\"", name(*tgid, *h)),
+                None => "a thread the lock does not record".into(),
+            };
+            format!(
+                "{} ! {} {lock:#x} was held before attach, by {by}; {waiter} \"{}\" waits for it",
+                rel(*ts_ns),
+                kind.as_str(),
+                name(*tgid, *waiter)
+            )
+        }
         Event::ThreadRename {
             ts_ns,
             tid,

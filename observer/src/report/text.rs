@@ -185,6 +185,8 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         }
     }
 
+    super::held::text(s, model, p);
+
     let mut locks: Vec<_> = p.locks.values().collect();
     locks.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.uaddr.cmp(&b.uaddr)));
     if locks.is_empty() {

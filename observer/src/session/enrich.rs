@@ -254,6 +254,7 @@ pub(crate) fn symbol_events(
             .flat_map(|w| [crate::graph::classify(w, p).lock, w.uaddr])
             .collect();
         locks.extend(p.lock_edges.keys().flat_map(|e| [e.from, e.to]));
+        locks.extend(p.held_at_attach.keys().copied());
         locks.extend(
             p.exit_held
                 .iter()

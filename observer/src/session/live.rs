@@ -73,6 +73,10 @@ pub(super) async fn observe(
                 let now = procfs::mono_ns();
                 src.scan(now, &mut evs);
                 s.feed(&mut evs)?;
+                // Locks held since before the attach, judged on the state just fed.
+                let deep = s.opts.uprobes && src.probes.uprobe_count() > 0;
+                evs.extend(crate::source::preheld::events(&s.engine.model, &src.probes, deep, now));
+                s.feed(&mut evs)?;
                 s.resume_execs(&mut src.probes);
                 s.pending_thread_uprobes(&mut src, now);
                 let hung = s.scan(&mut src, now)?;

@@ -95,11 +95,17 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `observer run -- CMD`: returns CMD's exit code.
 pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
+    let t0 = std::time::Instant::now();
     require_bpf()?;
     sys::check_privileges()?;
     let prog = sys::resolve_command(&cmd[0])?;
     let out = Outputs::open(&opts)?;
     let rt = runtime()?;
+    // What the command will map is read while the BPF object loads.
+    let planned = UprobeSet::of(&opts).any().then(|| {
+        let prog = prog.clone();
+        std::thread::spawn(move || planned_uprobe_targets(&prog))
+    });
     rt.block_on(async move {
         let mut probes = load_probes(&opts, verbose, true)?;
         let stop_on_exec = probes.stops_on_exec();
@@ -120,14 +126,15 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
         let set = UprobeSet::of(&s.opts);
-        if set.any() {
+        if let Some(planned) = planned {
             // In place before the first instruction: on the files the
             // command will map (filtered to the held child's PID, which
             // survives exec); checked again in /proc after exec.
-            let (libs, py) = planned_uprobe_targets(&prog);
+            let (libs, py) = planned.join().unwrap_or_default();
             attach_uprobes_to(&mut src.probes, pid, &libs, &py, set);
         }
         child.release()?;
+        tracing::debug!("startup: target released {:?} after start", t0.elapsed());
         tracing::info!("observing pid {pid}");
         let end = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
         if end.killed_on_hang {

@@ -3,5 +3,6 @@
 pub mod activity;
 pub mod event_loop;
 pub mod live;
+pub mod preheld;
 pub mod procfs;
 pub mod snapshot;
