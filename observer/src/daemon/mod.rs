@@ -700,15 +700,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             }
             None => None,
         };
-        let mut execs = match exec::ExecWatch::open() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    "no exec notifications ({e}): new processes are found by reading /proc every second"
-                );
-                None
-            }
-        };
+        let mut execs = exec::Notes::open(&mut src.probes, &cfg);
+        let mut last_spawns = Default::default();
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -764,6 +757,9 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                 _ = scan.tick() => d.scan(&mut src, &mut evs),
                 _ = sample.tick() => {
                     d.sample(&mut src, &mut evs);
+                    if let Some(c) = execs.as_ref().and_then(exec::Notes::counts) {
+                        d.metrics.exec_notes_now(&mut last_spawns, c);
+                    }
                     if execs.is_none() || std::mem::take(&mut d.rescan_due) {
                         d.rescan(&mut src);
                     }
@@ -805,7 +801,12 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                         execs = None;
                     }
                 },
-                _ = sighup.recv() => d.reload(&mut src),
+                _ = sighup.recv() => {
+                    d.reload(&mut src);
+                    if let Some(n) = execs.as_mut() {
+                        n.set_rules(&d.cfg);
+                    }
+                }
                 _ = sigint.recv() => break "SIGINT",
                 _ = sigterm.recv() => break "SIGTERM",
             }

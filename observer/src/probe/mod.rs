@@ -6,6 +6,7 @@ pub mod decode;
 pub mod deps;
 pub mod multi;
 pub mod site;
+pub mod spawn;
 
 use std::{collections::HashSet, fmt, path::Path};
 
