@@ -129,7 +129,9 @@ impl Notes {
                     );
                     return Some(Notes::Kernel(w));
                 }
-                Err(e) => tracing::info!("no kernel exec filter ({e}): using the process events connector"),
+                Err(e) => tracing::info!(
+                    "no kernel exec filter ({e}): using the process events connector"
+                ),
             }
         }
         match ExecWatch::open() {

@@ -253,6 +253,9 @@ impl Daemon {
     fn drop_proc(&mut self, src: &mut LiveSource, pid: u32, why: &str) -> Option<Proc> {
         let p = self.procs.remove(&pid)?;
         src.probes.unwatch(pid);
+        // Its uprobe links go now, not at daemon stop (released off this
+        // thread): a long-running daemon does not pile them up.
+        src.probes.release_process_uprobes(pid);
         self.sink.forget(pid);
         tracing::info!("pid {pid} {:?}: {why}", report::escape(&p.comm));
         Some(p)
@@ -826,6 +829,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             tracing::info!("releasing {n} uprobes (the kernel takes ~0.1-0.2 s for each)");
         }
         drop(d);
+        src.probes.release_uprobes();
         drop(src);
         Ok(0)
     })

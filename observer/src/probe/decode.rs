@@ -2,12 +2,11 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    obs_comm, obs_spawn,
-    OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_edge,
-    obs_edge_key, obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key, obs_join_state,
-    obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats, obs_owner, obs_pthread,
-    obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new, obs_task_new_stack, obs_task_rename,
-    obs_wait, obs_wait_done,
+    OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_comm,
+    obs_edge, obs_edge_key, obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key,
+    obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats, obs_owner,
+    obs_pthread, obs_pthread_op, obs_rec_kind, obs_spawn, obs_task_exit, obs_task_new,
+    obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
