@@ -332,9 +332,14 @@ fn daemon_main_scenario() {
     // A bad config is refused; the old one stays.
     std::fs::write(&cfg, "[[rule]\ncomm = \"x\"\n").unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_stderr(T, |l| {
+    let why = d.wait_stderr(T, |l| {
         l.contains("config reload refused, keeping the old config")
     });
+    // It says why, on the same line.
+    assert!(
+        why.contains("observer.toml: line 1: unclosed array table"),
+        "{why}"
+    );
     let mut other3 = start(&copy_as("abba", &tmp.path().join("g"), "obsd-other"));
     wait_report(&reports, other3.pid(), REPORT_WITHIN, &mut d);
     other3.wait_stdout(T, |l| l == "ready");

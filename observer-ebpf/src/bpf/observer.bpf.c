@@ -983,6 +983,22 @@ struct {
 	__type(value, __u64);
 } SPAWN_STATS SEC(".maps");
 
+/* Processes whose exec or rename note is on its way: their forks are sent
+ * too until the daemon has decided on them (it deletes the entry once it
+ * watches the process, or not), so a fork right after exec is not lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} SPAWN_PENDING SEC(".maps");
+
+static __always_inline void spawn_pending(__u32 tgid)
+{
+	__u8 one = 1;
+	bpf_map_update_elem(&SPAWN_PENDING, &tgid, &one, BPF_ANY);
+}
+
 /* argv[0] at exec (too big for the stack next to the rest). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -1112,6 +1128,7 @@ int BPF_PROG(spawn_exec, struct task_struct *p)
 	if (mode == OBS_SPAWN_COMMS && !spawn_named(t))
 		return 0;
 	spawn_stat(OBS_SPAWN_STAT_SENT);
+	spawn_pending(tgid);
 	spawn_note(OBS_SPAWN_EXEC, tgid, 0);
 	return 0;
 }
@@ -1122,7 +1139,7 @@ int BPF_PROG(spawn_fork, struct task_struct *parent, struct task_struct *child)
 	if (spawn_mode() == OBS_SPAWN_OFF)
 		return 0;
 	__u32 ptgid = parent->tgid;
-	if (!watched(ptgid))
+	if (!watched(ptgid) && !bpf_map_lookup_elem(&SPAWN_PENDING, &ptgid))
 		return 0;
 	__u32 ctgid = child->tgid;
 	/* threads are the main ring's business */
@@ -1146,6 +1163,7 @@ int BPF_PROG(spawn_rename, struct task_struct *task, const char *comm)
 	bpf_probe_read_kernel_str(c.comm, sizeof(c.comm), comm);
 	if (!rule_name(&c))
 		return 0;
+	spawn_pending(tgid);
 	spawn_note(OBS_SPAWN_RENAME, tgid, 0);
 	return 0;
 }

@@ -161,6 +161,13 @@ impl Notes {
         }
     }
 
+    /// The daemon has decided on `tgid` (see `SpawnMaps::settled`).
+    pub fn settled(&mut self, tgid: u32) {
+        if let Notes::Kernel(w) = self {
+            w.maps.settled(tgid);
+        }
+    }
+
     pub fn counts(&self) -> Option<SpawnCounts> {
         match self {
             Notes::Kernel(w) => Some(w.counts()),

@@ -778,6 +778,9 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                         d.route(&mut src, &mut evs);
                         for pid in b.execs {
                             d.consider(&mut src, pid);
+                            if let Some(n) = execs.as_mut() {
+                                n.settled(pid);
+                            }
                         }
                         // A watched process's forks run the same program:
                         // the rules decide (the child may be excluded) on

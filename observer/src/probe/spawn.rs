@@ -17,6 +17,7 @@ pub struct SpawnMaps {
     comms: BpfHashMap<MapData, Pod<obs_comm>, u8>,
     cfg: Array<MapData, u32>,
     stats: PerCpuArray<MapData, u64>,
+    pending: BpfHashMap<MapData, u32, u8>,
 }
 
 /// The kernel's spawn counters (cumulative).
@@ -71,6 +72,7 @@ impl Probes {
             take("SPAWN_CFG")?,
             take("SPAWN_STATS")?,
         );
+        let pending = take("SPAWN_PENDING")?;
         let err = |n: &'static str| move |e: aya::maps::MapError| ProbeError::Map(n, short(&e));
         Ok((
             RingBuf::try_from(ring).map_err(err("SPAWNS"))?,
@@ -78,6 +80,7 @@ impl Probes {
                 comms: BpfHashMap::try_from(comms).map_err(err("RULE_COMMS"))?,
                 cfg: Array::try_from(cfg).map_err(err("SPAWN_CFG"))?,
                 stats: PerCpuArray::try_from(stats).map_err(err("SPAWN_STATS"))?,
+                pending: BpfHashMap::try_from(pending).map_err(err("SPAWN_PENDING"))?,
             },
         ))
     }
@@ -108,6 +111,12 @@ impl SpawnMaps {
                 .map_err(|e| short(&e))?;
         }
         Ok(())
+    }
+
+    /// The daemon has decided on `tgid` (watched or not): its forks need
+    /// no longer be sent on its account.
+    pub fn settled(&mut self, tgid: u32) {
+        let _ = self.pending.remove(&tgid);
     }
 
     pub fn counts(&self) -> SpawnCounts {
