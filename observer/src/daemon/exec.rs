@@ -106,7 +106,7 @@ const MAX_READS: usize = 256;
 
 /// Where the notifications come from.
 pub enum Notes {
-    Kernel(SpawnWatch),
+    Kernel(Box<SpawnWatch>),
     Connector(ExecWatch),
 }
 
@@ -127,7 +127,7 @@ impl Notes {
                             format!("filtered in the kernel by name ({})", names.len())
                         }
                     );
-                    return Some(Notes::Kernel(w));
+                    return Some(Notes::Kernel(Box::new(w)));
                 }
                 Err(e) => tracing::info!(
                     "no kernel exec filter ({e}): using the process events connector"

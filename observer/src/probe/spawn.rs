@@ -142,11 +142,9 @@ mod tests {
     #[test]
     fn comm_keys_are_nul_padded_and_short() {
         let k = comm_key("pytest").unwrap();
-        assert_eq!(
-            &k.0.comm[..7],
-            &[b'p', b'y', b't', b'e', b's', b't', 0].map(|b| b as _)
-        );
-        assert!(k.0.comm[6..].iter().all(|&b| b == 0));
+        let bytes: Vec<u8> = k.0.comm.iter().map(|&c| c as u8).collect();
+        assert_eq!(&bytes[..6], b"pytest");
+        assert!(bytes[6..].iter().all(|&b| b == 0));
         assert!(comm_key("").is_none());
         assert!(comm_key("0123456789abcdef").is_none());
         assert!(comm_key("0123456789abcde").is_some());
