@@ -355,6 +355,7 @@ pub fn main(args: &[String]) -> Result<()> {
         "observer_kernel_drops_total",
         "observer_cap_hits_total",
         "observer_events_total",
+        "observer_exec_notes_total",
         "observer_scan_duration_seconds_sum",
         "observer_scan_duration_seconds_count",
     ] {
