@@ -41,6 +41,8 @@ pub const OBS_ACQ_CONTENDED: u32 = 2;
 pub const OBS_MAX_HELD: u32 = 16;
 pub const OBS_HOLD_HIST: u32 = 24;
 pub const OBS_STACK_COPY: u32 = 2048;
+pub const OBS_MAX_RULE_COMMS: u32 = 1024;
+pub const OBS_ARGV0_LEN: u32 = 256;
 pub type __u8 = ::std::os::raw::c_uchar;
 pub type __u16 = ::std::os::raw::c_ushort;
 pub type __s32 = ::std::os::raw::c_int;
@@ -797,3 +799,45 @@ const _: () = {
     ["Offset of field: obs_exit_held::locks"]
         [::std::mem::offset_of!(obs_exit_held, locks) - 32usize];
 };
+pub const obs_spawn_kind_OBS_SPAWN_EXEC: obs_spawn_kind = 1;
+pub const obs_spawn_kind_OBS_SPAWN_FORK: obs_spawn_kind = 2;
+pub const obs_spawn_kind_OBS_SPAWN_RENAME: obs_spawn_kind = 3;
+pub type obs_spawn_kind = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_spawn {
+    pub kind: __u32,
+    pub tgid: __u32,
+    pub parent: __u32,
+    pub _pad: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_spawn"][::std::mem::size_of::<obs_spawn>() - 16usize];
+    ["Alignment of obs_spawn"][::std::mem::align_of::<obs_spawn>() - 4usize];
+    ["Offset of field: obs_spawn::kind"][::std::mem::offset_of!(obs_spawn, kind) - 0usize];
+    ["Offset of field: obs_spawn::tgid"][::std::mem::offset_of!(obs_spawn, tgid) - 4usize];
+    ["Offset of field: obs_spawn::parent"][::std::mem::offset_of!(obs_spawn, parent) - 8usize];
+    ["Offset of field: obs_spawn::_pad"][::std::mem::offset_of!(obs_spawn, _pad) - 12usize];
+};
+pub const obs_spawn_mode_OBS_SPAWN_OFF: obs_spawn_mode = 0;
+pub const obs_spawn_mode_OBS_SPAWN_ALL: obs_spawn_mode = 1;
+pub const obs_spawn_mode_OBS_SPAWN_COMMS: obs_spawn_mode = 2;
+pub type obs_spawn_mode = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_comm {
+    pub comm: [::std::os::raw::c_char; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_comm"][::std::mem::size_of::<obs_comm>() - 16usize];
+    ["Alignment of obs_comm"][::std::mem::align_of::<obs_comm>() - 1usize];
+    ["Offset of field: obs_comm::comm"][::std::mem::offset_of!(obs_comm, comm) - 0usize];
+};
+pub const obs_spawn_stat_OBS_SPAWN_STAT_EXECS: obs_spawn_stat = 0;
+pub const obs_spawn_stat_OBS_SPAWN_STAT_SENT: obs_spawn_stat = 1;
+pub const obs_spawn_stat_OBS_SPAWN_STAT_FORKS: obs_spawn_stat = 2;
+pub const obs_spawn_stat_OBS_SPAWN_STAT_DROPS: obs_spawn_stat = 3;
+pub const obs_spawn_stat_OBS_SPAWN_STAT_MAX: obs_spawn_stat = 4;
+pub type obs_spawn_stat = ::std::os::raw::c_uint;

@@ -332,9 +332,14 @@ fn daemon_main_scenario() {
     // A bad config is refused; the old one stays.
     std::fs::write(&cfg, "[[rule]\ncomm = \"x\"\n").unwrap();
     d.signal(libc::SIGHUP);
-    d.wait_stderr(T, |l| {
+    let why = d.wait_stderr(T, |l| {
         l.contains("config reload refused, keeping the old config")
     });
+    // It says why, on the same line.
+    assert!(
+        why.contains("observer.toml: line 1: unclosed array table"),
+        "{why}"
+    );
     let mut other3 = start(&copy_as("abba", &tmp.path().join("g"), "obsd-other"));
     wait_report(&reports, other3.pid(), REPORT_WITHIN, &mut d);
     other3.wait_stdout(T, |l| l == "ready");
@@ -559,6 +564,180 @@ fn daemon_caps() {
     // Still working: it watches `a` and answers.
     assert!(d.child.try_wait().unwrap().is_none(), "{:#?}", d.stderr);
     drop(a);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// Polls the daemon's metrics until `name` reaches `min` (they are
+/// refreshed about once a second); returns the value.
+fn wait_metric(port: u16, name: &str, min: f64) -> f64 {
+    let end = Instant::now() + T;
+    loop {
+        let body = http_get(port, None);
+        let v = body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if v >= min {
+            return v;
+        }
+        assert!(Instant::now() < end, "{name} = {v} < {min}:\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The kernel's exec filter sends only the execs a rule may select, and
+/// never drops one it can: a rule's comm is matched against the comm at
+/// exec, the executable's file name and argv[0]'s, as userspace does.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_exec_filter() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    let port = free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+             [[rule]]\ncomm = \"obsd-exe\"\n[[rule]]\ncomm = \"obsd-argv\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    assert!(
+        d.stderr
+            .iter()
+            .any(|l| l.contains("exec notifications from BPF, filtered in the kernel by name (2)")),
+        "{:#?}",
+        d.stderr
+    );
+    // Named by nothing a rule has: never sent (and not watched).
+    let plain = copy_as("abba", &tmp.path().join("p"), "obsd-plain");
+    let mut none = Proc::spawn(Command::new(&plain));
+    none.wait_stdout(T, |l| l == "ready");
+    // Only the executable's file name matches: run through a symlink, so
+    // comm and argv[0] are the link's name.
+    let exe = copy_as("abba", &tmp.path().join("e"), "obsd-exe");
+    let link = tmp.path().join("e/link-name");
+    std::os::unix::fs::symlink(&exe, &link).unwrap();
+    let mut by_exe = Proc::spawn(Command::new(&link));
+    // Only argv[0]'s file name matches.
+    let mut by_argv = Proc::spawn({
+        let mut c = Command::new(&plain);
+        c.arg0("/somewhere/obsd-argv");
+        c
+    });
+    let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
+    for p in [&mut by_exe, &mut by_argv] {
+        let id = wait_report(&reports, p.pid(), T, &mut d);
+        p.wait_stdout(T, |l| l == "ready");
+        check_pair(&reports, &id, &p.stdout, &abba_cycle);
+    }
+    assert_eq!(reports_of(&reports, none.pid()), Vec::<String>::new());
+    assert!(
+        !d.stderr
+            .iter()
+            .any(|l| l.contains(&format!("watching pid {} ", none.pid()))),
+        "{:#?}",
+        d.stderr
+    );
+    // An exec storm of other names stays in the kernel.
+    let st = Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_metric(
+        port,
+        "observer_exec_notes_total{result=\"filtered\"}",
+        300.0,
+    );
+    assert!(wait_metric(port, "observer_exec_notes_total{result=\"sent\"}", 2.0) >= 2.0);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// uprobe_multi links a process holds open now.
+fn uprobe_multi_links(pid: u32) -> usize {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("link_type:") && l.ends_with("uprobe_multi"))
+        })
+        .count()
+}
+
+/// uprobes = true: several deep-tier processes in a row, each reported;
+/// each one's uprobe links go when it exits (not at daemon stop), and
+/// SIGTERM leaves nothing loaded.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_uprobes_released_per_process() {
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-up\"\nuprobes = true\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let dpid = d.pid();
+    assert_eq!(uprobe_multi_links(dpid), 0);
+    let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
+    for i in 0..3 {
+        let mut p = start(&copy_as(
+            "abba",
+            &tmp.path().join(format!("u{i}")),
+            "obsd-up",
+        ));
+        let pid = p.pid();
+        let id = wait_report(&reports, pid, T, &mut d);
+        p.wait_stdout(T, |l| l == "ready");
+        let r = read_json(&reports.join(format!("{id}.json")));
+        check_cycle(&r, &p.stdout, &abba_cycle);
+        d.wait_stderr(T, |l| l.contains(&format!("pid {pid}: lock uprobes on")));
+        assert!(uprobe_multi_links(dpid) > 0, "{:#?}", d.stderr);
+        drop(p);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+        });
+        let end = Instant::now() + T;
+        while uprobe_multi_links(dpid) > 0 {
+            assert!(
+                Instant::now() < end,
+                "pid {pid} exited {T:?} ago and its uprobe links are still held"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();

@@ -355,6 +355,7 @@ pub fn main(args: &[String]) -> Result<()> {
         "observer_kernel_drops_total",
         "observer_cap_hits_total",
         "observer_events_total",
+        "observer_exec_notes_total",
         "observer_scan_duration_seconds_sum",
         "observer_scan_duration_seconds_count",
     ] {
@@ -368,6 +369,144 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     print!("{out}");
     let _ = std::fs::write(base.join("summary.txt"), &out);
+    Ok(())
+}
+
+/// `cargo xtask bench execs [--execs N] [--observer PATH]`: what an exec
+/// storm of programs no rule names costs the daemon, with the kernel's
+/// exec filter and with the process events connector (every exec and fork
+/// sent), against no daemon at all, in the same run (two rounds).
+pub fn exec_storm(args: &[String]) -> Result<()> {
+    let mut n: u32 = 5000;
+    let mut observer = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--execs" => n = it.next().context("--execs N")?.parse().context("--execs")?,
+            "--observer" => observer = Some(PathBuf::from(it.next().context("--observer PATH")?)),
+            x => bail!(
+                "unknown argument {x}\nusage: cargo xtask bench execs [--execs N] [--observer PATH]"
+            ),
+        }
+    }
+    if !crate::is_root() {
+        bail!("the exec benchmark needs root");
+    }
+    let observer = match observer {
+        Some(p) => p,
+        None => {
+            crate::run({
+                let mut c = crate::cargo();
+                c.args(["build", "--release", "-p", "observer"]);
+                c
+            })?;
+            crate::root().join("target/release/observer")
+        }
+    };
+    let base = crate::root().join(format!("target/bench/execs-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    let storm = format!("i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done");
+    println!("exec storm: {n} x /bin/true from sh (a fork and an exec each), no rule names them");
+    println!(
+        "{:<10} {:>9} {:>7} {:>13} {:>12} {:>10}",
+        "daemon", "storm s", "ratio", "daemon CPU s", "notes sent", "filtered"
+    );
+    for round in 0..2 {
+        let mut none_s = 0.0;
+        for mode in ["none", "connector", "kernel"] {
+            let mut daemon = None;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            if mode != "none" {
+                let cfg = base.join(format!("{mode}.toml"));
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n[[rule]]\ncomm = \"obsd-nothing\"\n",
+                        base.join("reports").to_str().context("path")?
+                    ),
+                )?;
+                let log = std::fs::File::create(base.join(format!("{mode}-{round}.log")))?;
+                let d = Guard(
+                    Command::new(&observer)
+                        .args(["daemon", "--config"])
+                        .arg(&cfg)
+                        .env(
+                            "OBSERVER_EXEC_FILTER",
+                            if mode == "kernel" { "1" } else { "0" },
+                        )
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()?,
+                );
+                let t = Instant::now();
+                while metrics(port).is_none() {
+                    if t.elapsed() > Duration::from_secs(60) {
+                        bail!("the daemon did not come up");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                daemon = Some(d);
+            }
+            let dpid = daemon.as_ref().map(|d| d.0.id());
+            // The daemon's own rate (scans, samples) with no storm.
+            let idle0 = dpid.and_then(cpu_secs).unwrap_or(0.0);
+            std::thread::sleep(Duration::from_secs(3));
+            let cpu0 = dpid.and_then(cpu_secs).unwrap_or(0.0);
+            let idle_rate = (cpu0 - idle0) / 3.0;
+            let t = Instant::now();
+            let st = Command::new("sh").args(["-c", &storm]).status()?;
+            let wall = t.elapsed().as_secs_f64();
+            if !st.success() {
+                bail!("the storm failed");
+            }
+            // What was queued is read now; then the counters (every second).
+            std::thread::sleep(Duration::from_millis(2500));
+            let cpu = dpid.and_then(cpu_secs).map_or(0.0, |c| c - cpu0)
+                - idle_rate * t.elapsed().as_secs_f64();
+            let text = metrics(port).unwrap_or_default();
+            let get = |name: &str| -> Option<f64> {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            let sent = get("observer_exec_notes_total{result=\"sent\"}")
+                .zip(get("observer_exec_notes_total{result=\"fork\"}"))
+                .map(|(a, b)| a + b);
+            let filtered = get("observer_exec_notes_total{result=\"filtered\"}");
+            if mode == "none" {
+                none_s = wall;
+            }
+            println!(
+                "{:<10} {wall:>9.2} {:>7.2} {:>13} {:>12} {:>10}",
+                format!("{mode}{}", if round == 1 { "'" } else { "" }),
+                wall / none_s,
+                if dpid.is_some() {
+                    format!("{cpu:.2}")
+                } else {
+                    "-".into()
+                },
+                match (mode, sent) {
+                    ("none", _) => "-".into(),
+                    ("connector", _) => format!(">= {}", 2 * n),
+                    (_, Some(s)) => format!("{s:.0}"),
+                    _ => "?".into(),
+                },
+                filtered.map_or("-".into(), |f| format!("{f:.0}")),
+            );
+            if let Some(d) = daemon {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
+                let mut d = d;
+                let _ = d.0.wait();
+            }
+        }
+    }
+    println!(
+        "(connector: the kernel sends every exec and fork of the host to the daemon, which reads /proc for each exec)"
+    );
     Ok(())
 }
 

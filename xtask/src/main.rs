@@ -299,6 +299,9 @@ fn main() -> Result<()> {
         Some("bench") if args.get(1).map(String::as_str) == Some("soak") => {
             bench_soak::main(&args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("execs") => {
+            bench_soak::exec_storm(&args[2..])
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("python") => {
             bench_python::main(&args[2..])
         }
@@ -306,7 +309,7 @@ fn main() -> Result<()> {
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),
         _ => bail!(
-            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|python|...]|vmlinux|record [FIXTURE...]"
+            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|execs|python|...]|vmlinux|record [FIXTURE...]"
         ),
     }
 }

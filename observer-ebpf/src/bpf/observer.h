@@ -429,4 +429,46 @@ struct obs_exit_held {
 	struct obs_held_lock locks[OBS_MAX_HELD];
 };
 
+/* `observer daemon`: what the kernel tells it about processes it does not
+ * watch yet, on a ring buffer of its own (SPAWNS). The exec path filters
+ * by name so that a storm of unrelated execs never reaches userspace. */
+enum obs_spawn_kind {
+	OBS_SPAWN_EXEC = 1,   /* a program started that a rule may select */
+	OBS_SPAWN_FORK = 2,   /* a watched process forked (parent set) */
+	OBS_SPAWN_RENAME = 3, /* a main thread took a name some rule has */
+};
+
+struct obs_spawn {
+	__u32 kind;       /* enum obs_spawn_kind */
+	__u32 tgid;
+	__u32 parent;
+	__u32 _pad;
+};
+
+/* SPAWN_CFG[0]: which execs are sent. */
+enum obs_spawn_mode {
+	OBS_SPAWN_OFF = 0,    /* none */
+	OBS_SPAWN_ALL = 1,    /* every exec (a rule has no comm key) */
+	OBS_SPAWN_COMMS = 2,  /* execs whose comm, executable or argv[0] file
+			       * name (15 bytes) is in RULE_COMMS */
+};
+
+/* RULE_COMMS key: a name as the kernel stores comm, NUL-padded. */
+struct obs_comm {
+	char comm[OBS_COMM_LEN];
+};
+
+#define OBS_MAX_RULE_COMMS 1024
+/* argv[0] bytes read at exec to find its file name. */
+#define OBS_ARGV0_LEN 256
+
+/* Indices of the per-CPU SPAWN_STATS counters. */
+enum obs_spawn_stat {
+	OBS_SPAWN_STAT_EXECS = 0,   /* execs of unwatched processes seen */
+	OBS_SPAWN_STAT_SENT = 1,    /* exec notes sent */
+	OBS_SPAWN_STAT_FORKS = 2,   /* fork notes sent */
+	OBS_SPAWN_STAT_DROPS = 3,   /* SPAWNS full: a note lost */
+	OBS_SPAWN_STAT_MAX = 4,
+};
+
 #endif /* OBSERVER_H */

@@ -1,10 +1,95 @@
-//! Exec notifications for every process, from the kernel's process events
-//! connector (netlink, CN_IDX_PROC): the daemon checks each new program
-//! against its rules right after exec, without a BPF program on every exec.
+//! Exec notifications: the daemon checks each new program against its
+//! rules right after exec. From BPF programs on exec and fork that send
+//! only the execs a rule may select (by name, in the kernel) and forks of
+//! watched processes (`SpawnWatch`); or, where those cannot attach, from
+//! the kernel's process events connector (netlink, CN_IDX_PROC), which
+//! sends every exec and fork of the host (`ExecWatch`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use aya::maps::{MapData, RingBuf};
+use observer_ebpf::bindings::{
+    obs_spawn_kind_OBS_SPAWN_EXEC, obs_spawn_kind_OBS_SPAWN_FORK, obs_spawn_kind_OBS_SPAWN_RENAME,
+};
 use tokio::io::{Interest, unix::AsyncFd};
+
+use super::config::Config;
+use crate::probe::{
+    Probes, decode,
+    spawn::{SpawnCounts, SpawnMaps},
+};
+
+/// Exec and fork notes filtered in the kernel.
+pub struct SpawnWatch {
+    ring: AsyncFd<RingBuf<MapData>>,
+    maps: SpawnMaps,
+    drops_seen: u64,
+}
+
+/// The names the kernel filters execs by, and whether it cannot (a rule
+/// without a comm key selects by exe, cgroup or user, which only
+/// userspace checks). Excludes are userspace's: they only ever remove.
+pub fn kernel_names(cfg: &Config) -> (Vec<String>, bool) {
+    let mut names: Vec<String> = cfg.rules.iter().filter_map(|r| r.comm.clone()).collect();
+    names.sort();
+    names.dedup();
+    (names, cfg.rules.iter().any(|r| r.comm.is_none()))
+}
+
+impl SpawnWatch {
+    pub fn open(probes: &mut Probes, cfg: &Config) -> Result<SpawnWatch, String> {
+        let (ring, mut maps) = probes.attach_spawns().map_err(|e| e.to_string())?;
+        let (names, all) = kernel_names(cfg);
+        maps.set_names(&names, all)?;
+        // SAFETY: the RingBuf owns its map fd and keeps it open while the
+        // AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| e.to_string())?;
+        Ok(SpawnWatch {
+            ring,
+            maps,
+            drops_seen: 0,
+        })
+    }
+
+    /// SIGHUP: the new config's names.
+    pub fn set_rules(&mut self, cfg: &Config) -> Result<(), String> {
+        let (names, all) = kernel_names(cfg);
+        self.maps.set_names(&names, all)
+    }
+
+    pub fn counts(&self) -> SpawnCounts {
+        self.maps.counts()
+    }
+
+    /// Waits for notes and returns what is queued (a note lost in the
+    /// kernel sets `overrun`).
+    pub async fn next(&mut self) -> std::io::Result<Batch> {
+        let mut out = Batch::default();
+        let mut g = self.ring.readable_mut().await?;
+        g.clear_ready();
+        let rb = g.get_inner_mut();
+        while let Some(item) = rb.next() {
+            if let Some(s) = decode::spawn(&item) {
+                #[allow(non_upper_case_globals)]
+                match s.kind {
+                    obs_spawn_kind_OBS_SPAWN_EXEC | obs_spawn_kind_OBS_SPAWN_RENAME => {
+                        out.execs.push(s.tgid)
+                    }
+                    obs_spawn_kind_OBS_SPAWN_FORK => out.forks.push((s.parent, s.tgid)),
+                    _ => {}
+                }
+            }
+        }
+        drop(g);
+        let drops = self.maps.counts().drops;
+        if drops > self.drops_seen {
+            self.drops_seen = drops;
+            out.overrun = true;
+        }
+        Ok(out)
+    }
+}
 
 const NETLINK_CONNECTOR: i32 = 11;
 const CN_IDX_PROC: u32 = 1;
@@ -18,6 +103,78 @@ const CN_MSG: usize = 20;
 const EV_DATA: usize = 16;
 /// Datagrams read per call of `next` (one event each).
 const MAX_READS: usize = 256;
+
+/// Where the notifications come from.
+pub enum Notes {
+    Kernel(Box<SpawnWatch>),
+    Connector(ExecWatch),
+}
+
+impl Notes {
+    /// The kernel filter, else the connector, else None (the daemon then
+    /// reads /proc every second). `OBSERVER_EXEC_FILTER=0` skips the
+    /// kernel filter (to compare the two).
+    pub fn open(probes: &mut Probes, cfg: &Config) -> Option<Notes> {
+        if std::env::var_os("OBSERVER_EXEC_FILTER").is_none_or(|v| v != "0") {
+            match SpawnWatch::open(probes, cfg) {
+                Ok(w) => {
+                    let (names, all) = kernel_names(cfg);
+                    tracing::info!(
+                        "exec notifications from BPF, {}",
+                        if all {
+                            "every exec (a rule has no comm key)".to_owned()
+                        } else {
+                            format!("filtered in the kernel by name ({})", names.len())
+                        }
+                    );
+                    return Some(Notes::Kernel(Box::new(w)));
+                }
+                Err(e) => tracing::info!(
+                    "no kernel exec filter ({e}): using the process events connector"
+                ),
+            }
+        }
+        match ExecWatch::open() {
+            Ok(w) => Some(Notes::Connector(w)),
+            Err(e) => {
+                tracing::warn!(
+                    "no exec notifications ({e}): new processes are found by reading /proc every second"
+                );
+                None
+            }
+        }
+    }
+
+    pub async fn next(&mut self) -> std::io::Result<Batch> {
+        match self {
+            Notes::Kernel(w) => w.next().await,
+            Notes::Connector(w) => w.next().await,
+        }
+    }
+
+    /// After a reload: the kernel filters by the new rules' names.
+    pub fn set_rules(&mut self, cfg: &Config) {
+        if let Notes::Kernel(w) = self
+            && let Err(e) = w.set_rules(cfg)
+        {
+            tracing::error!("exec filter: cannot set the new names ({e}): every exec is sent");
+        }
+    }
+
+    /// The daemon has decided on `tgid` (see `SpawnMaps::settled`).
+    pub fn settled(&mut self, tgid: u32) {
+        if let Notes::Kernel(w) = self {
+            w.maps.settled(tgid);
+        }
+    }
+
+    pub fn counts(&self) -> Option<SpawnCounts> {
+        match self {
+            Notes::Kernel(w) => Some(w.counts()),
+            Notes::Connector(_) => None,
+        }
+    }
+}
 
 /// What one read of the socket gave.
 #[derive(Debug, Default, PartialEq)]

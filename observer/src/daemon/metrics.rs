@@ -32,6 +32,8 @@ pub struct Metrics {
     pub cap_hits: Family<Labels, Counter>,
     pub rss_bytes: Gauge,
     pub config_reloads: Family<Labels, Counter>,
+    /// Exec and fork notes of the kernel filter, by result.
+    pub exec_notes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,7 @@ impl Metrics {
             cap_hits: Family::default(),
             rss_bytes: Gauge::default(),
             config_reloads: Family::default(),
+            exec_notes: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -115,6 +118,11 @@ impl Metrics {
             "SIGHUP reloads, by result",
             m.config_reloads.clone(),
         );
+        r.register(
+            "exec_notes",
+            "Execs of unwatched processes the kernel looked at: sent to the daemon, filtered out by name, or lost; and forks of watched processes sent",
+            m.exec_notes.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -128,6 +136,26 @@ impl Metrics {
         self.cap_hits
             .get_or_create(&vec![("cap", cap.into())])
             .inc();
+    }
+
+    /// Adds the kernel filter's counters (cumulative) as deltas.
+    pub fn exec_notes_now(
+        &self,
+        last: &mut crate::probe::spawn::SpawnCounts,
+        now: crate::probe::spawn::SpawnCounts,
+    ) {
+        let filtered = |c: &crate::probe::spawn::SpawnCounts| c.execs.saturating_sub(c.sent);
+        for (result, n, l) in [
+            ("sent", now.sent, last.sent),
+            ("filtered", filtered(&now), filtered(last)),
+            ("fork", now.forks, last.forks),
+            ("dropped", now.drops, last.drops),
+        ] {
+            self.exec_notes
+                .get_or_create(&vec![("result", result.into())])
+                .inc_by(n.saturating_sub(l));
+        }
+        *last = now;
     }
 
     /// Adds kernel counters (cumulative) as deltas since the last call.

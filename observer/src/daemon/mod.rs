@@ -264,6 +264,9 @@ impl Daemon {
     fn drop_proc(&mut self, src: &mut LiveSource, pid: u32, why: &str) -> Option<Proc> {
         let p = self.procs.remove(&pid)?;
         src.probes.unwatch(pid);
+        // Its uprobe links go now, not at daemon stop (released off this
+        // thread): a long-running daemon does not pile them up.
+        src.probes.release_process_uprobes(pid);
         self.sink.forget(pid);
         tracing::info!("pid {pid} {:?}: {why}", report::escape(&p.comm));
         Some(p)
@@ -710,15 +713,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             }
             None => None,
         };
-        let mut execs = match exec::ExecWatch::open() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    "no exec notifications ({e}): new processes are found by reading /proc every second"
-                );
-                None
-            }
-        };
+        let mut execs = exec::Notes::open(&mut src.probes, &cfg);
+        let mut last_spawns = Default::default();
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -774,6 +770,9 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                 _ = scan.tick() => d.scan(&mut src, &mut evs),
                 _ = sample.tick() => {
                     d.sample(&mut src, &mut evs);
+                    if let Some(c) = execs.as_ref().and_then(exec::Notes::counts) {
+                        d.metrics.exec_notes_now(&mut last_spawns, c);
+                    }
                     if execs.is_none() || std::mem::take(&mut d.rescan_due) {
                         d.rescan(&mut src);
                     }
@@ -789,6 +788,9 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                         d.route(&mut src, &mut evs);
                         for pid in b.execs {
                             d.consider(&mut src, pid);
+                            if let Some(n) = execs.as_mut() {
+                                n.settled(pid);
+                            }
                         }
                         // A watched process's forks run the same program:
                         // the rules decide (the child may be excluded) on
@@ -815,7 +817,12 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
                         execs = None;
                     }
                 },
-                _ = sighup.recv() => d.reload(&mut src),
+                _ = sighup.recv() => {
+                    d.reload(&mut src);
+                    if let Some(n) = execs.as_mut() {
+                        n.set_rules(&d.cfg);
+                    }
+                }
                 _ = sigint.recv() => break "SIGINT",
                 _ = sigterm.recv() => break "SIGTERM",
             }
@@ -835,6 +842,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             tracing::info!("releasing {n} uprobes (the kernel takes ~0.1-0.2 s for each)");
         }
         drop(d);
+        src.probes.release_uprobes();
         drop(src);
         Ok(0)
     })

@@ -2,11 +2,11 @@
 //! map values, whose layouts come from `observer.h` through bindgen.
 
 use observer_ebpf::bindings::{
-    OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_edge,
-    obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_holder, obs_holder_key,
-    obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats, obs_loop_gap,
-    obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_task_exit, obs_task_new,
-    obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
+    OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_comm,
+    obs_edge, obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_holder,
+    obs_holder_key, obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats,
+    obs_loop_gap, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_spawn, obs_task_exit,
+    obs_task_new, obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -34,6 +34,7 @@ unsafe impl aya::Pod for Pod<obs_lock_stats> {}
 unsafe impl aya::Pod for Pod<obs_holder_key> {}
 unsafe impl aya::Pod for Pod<obs_holder> {}
 unsafe impl aya::Pod for Pod<obs_epoll> {}
+unsafe impl aya::Pod for Pod<obs_comm> {}
 
 /// Wrapper that lets aya maps hold the generated types (the orphan rule
 /// forbids implementing aya's trait on them directly).
@@ -54,6 +55,11 @@ fn read<T: Copy>(b: &[u8], kind: u32) -> Result<T, DecodeError> {
     // SAFETY: length checked; T is a bindgen struct of plain integers, valid
     // for any bit pattern; read_unaligned copes with ring buffer alignment.
     Ok(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+/// A note from the daemon's spawn ring (kind, tgid, parent).
+pub fn spawn(b: &[u8]) -> Option<obs_spawn> {
+    read::<obs_spawn>(b, 0).ok()
 }
 
 pub fn cstr(c: &[c_char]) -> String {

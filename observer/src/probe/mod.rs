@@ -7,6 +7,7 @@ pub mod decode;
 pub mod deps;
 pub mod multi;
 pub mod site;
+pub mod spawn;
 
 use std::{collections::HashSet, fmt, path::Path};
 
@@ -545,14 +546,18 @@ pub struct Probes {
     loaded: HashSet<&'static str>,
     /// (pid, library (dev, inode)) already carrying the thread uprobes.
     uprobed: HashSet<(u32, u64, u64)>,
-    /// Every uprobe link, to release them in parallel (see `release_uprobes`).
-    uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
+    /// Every perf-event uprobe link, with the pid it fires in (0: any).
+    uprobe_links: Vec<(u32, &'static str, aya::programs::uprobe::UProbeLinkId)>,
     /// Probe sites per library content (see `site`).
     sites: site::SiteCache,
     /// uprobe_multi programs, when the kernel has them; else why not.
     multi: Option<multi::Multi>,
     multi_why: Option<String>,
-    multi_links: Vec<std::os::fd::OwnedFd>,
+    /// uprobe_multi links: (pid they fire in, probes in the link, link).
+    multi_links: Vec<(u32, usize, std::os::fd::OwnedFd)>,
+    /// Releases the links of processes that are gone, off the caller's
+    /// thread (see `release_process_uprobes`).
+    reaper: multi::Reaper,
     /// Probes attached through `multi_links` (programs × sites).
     multi_probes: usize,
     pub hooks: Vec<HookUse>,
@@ -661,6 +666,7 @@ impl Probes {
             multi: None,
             multi_why: None,
             multi_links: Vec::new(),
+            reaper: multi::Reaper::default(),
             multi_probes: 0,
             hooks: Vec::new(),
             mounted_tracefs: false,
@@ -950,7 +956,7 @@ impl Probes {
                     continue;
                 }
                 match m.attach(lib, offs, cookies, (thread, ret == 1), pid) {
-                    Ok(l) => links.push(l),
+                    Ok(l) => links.push((pid, offs.len(), l)),
                     Err(e) => err = Some(e),
                 }
             }
@@ -963,7 +969,7 @@ impl Probes {
                 }
                 Some(e) => {
                     tracing::debug!("uprobe_multi on {}: {e}; one uprobe each", lib.display());
-                    multi::release(links);
+                    multi::release(links.into_iter().map(|l| l.2).collect());
                 }
             }
         }
@@ -1029,7 +1035,11 @@ impl Probes {
             self.loaded.insert(prog);
         }
         let id = p.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope)?;
-        self.uprobe_links.push((prog, id));
+        let pid = match scope {
+            UProbeScope::OneProcess(p) => p.get(),
+            _ => 0,
+        };
+        self.uprobe_links.push((pid, prog, id));
         Ok(())
     }
 
@@ -1076,8 +1086,49 @@ impl Probes {
     /// Releases every uprobe_multi link at once (each link waits out one
     /// grace period; in parallel they overlap).
     pub fn release_uprobes(&mut self) {
-        multi::release(std::mem::take(&mut self.multi_links));
+        multi::release(
+            std::mem::take(&mut self.multi_links)
+                .into_iter()
+                .map(|l| l.2)
+                .collect(),
+        );
         self.multi_probes = 0;
+    }
+
+    /// The uprobes of one process that is gone or no longer watched (the
+    /// daemon): its links are released on the reaper thread, so the caller
+    /// never waits out a grace period, and a later process with the same
+    /// pid gets its own. Returns how many probes were released.
+    pub fn release_process_uprobes(&mut self, pid: u32) -> usize {
+        self.uprobed.retain(|(p, _, _)| *p != pid);
+        let mut gone: Vec<Box<dyn Send>> = Vec::new();
+        let mut n = 0;
+        let (theirs, ours): (Vec<_>, Vec<_>) = std::mem::take(&mut self.multi_links)
+            .into_iter()
+            .partition(|l| l.0 == pid);
+        self.multi_links = ours;
+        for (_, probes, fd) in theirs {
+            n += probes;
+            gone.push(Box::new(fd));
+        }
+        self.multi_probes -= n;
+        let (theirs, ours): (Vec<_>, Vec<_>) = std::mem::take(&mut self.uprobe_links)
+            .into_iter()
+            .partition(|l| l.0 == pid);
+        self.uprobe_links = ours;
+        for (_, prog, id) in theirs {
+            let link = self
+                .bpf
+                .program_mut(prog)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                .and_then(|p| p.take_link(id).ok());
+            if let Some(l) = link {
+                n += 1;
+                gone.push(Box::new(l));
+            }
+        }
+        self.reaper.release(gone);
+        n
     }
 
     /// Whether the kernel side stops watched processes at exec.

@@ -200,3 +200,64 @@ pub fn release(links: Vec<OwnedFd>) {
         }
     });
 }
+
+/// Releases links on a thread of its own: a process's exit costs the
+/// caller nothing, and what piles up meanwhile goes in one parallel batch
+/// (one grace period). Dropping the reaper waits until all are released.
+#[derive(Default)]
+pub struct Reaper {
+    tx: Option<std::sync::mpsc::Sender<Vec<Box<dyn Send>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reaper {
+    pub fn release(&mut self, links: Vec<Box<dyn Send>>) {
+        if links.is_empty() {
+            return;
+        }
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Box<dyn Send>>>();
+            let spawned = std::thread::Builder::new()
+                .name("uprobe-reaper".into())
+                .spawn(move || {
+                    while let Ok(mut batch) = rx.recv() {
+                        while let Ok(more) = rx.try_recv() {
+                            batch.extend(more);
+                        }
+                        release_all(batch);
+                    }
+                });
+            match spawned {
+                Ok(t) => {
+                    self.tx = Some(tx);
+                    self.thread = Some(t);
+                }
+                // No thread: release here.
+                Err(_) => return release_all(links),
+            }
+        }
+        if let Some(tx) = &self.tx
+            && let Err(e) = tx.send(links)
+        {
+            release_all(e.0);
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `release` for links of any kind.
+fn release_all(links: Vec<Box<dyn Send>>) {
+    std::thread::scope(|s| {
+        for l in links {
+            let _ = std::thread::Builder::new().spawn_scoped(s, move || drop(l));
+        }
+    });
+}
