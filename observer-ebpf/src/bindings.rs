@@ -32,6 +32,7 @@ pub const OBS_UP_PT_JOIN: u32 = 7;
 pub const OBS_UP_PT_DETACH: u32 = 8;
 pub const OBS_UP_PT_EXIT: u32 = 9;
 pub const OBS_UP_PT_TRYJOIN: u32 = 10;
+pub const OBS_UP_LOCK: u32 = 11;
 pub const OBS_URP_RET0: u32 = 16;
 pub const OBS_URP_COND: u32 = 17;
 pub const OBS_URP_PY: u32 = 18;
@@ -39,6 +40,8 @@ pub const OBS_URP_TRYJOIN: u32 = 19;
 pub const OBS_ACQ_TRY: u32 = 1;
 pub const OBS_ACQ_CONTENDED: u32 = 2;
 pub const OBS_MAX_HELD: u32 = 16;
+pub const OBS_HL_WAITING: u32 = 1;
+pub const OBS_HL_COUNTED: u32 = 2;
 pub const OBS_HOLD_HIST: u32 = 24;
 pub const OBS_STACK_COPY: u32 = 2048;
 pub type __u8 = ::std::os::raw::c_uchar;
@@ -508,7 +511,7 @@ pub struct obs_held_lock {
     pub gen_: __u32,
     pub count: __u16,
     pub kind: __u8,
-    pub _pad: __u8,
+    pub flags: __u8,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -522,13 +525,14 @@ const _: () = {
     ["Offset of field: obs_held_lock::count"]
         [::std::mem::offset_of!(obs_held_lock, count) - 28usize];
     ["Offset of field: obs_held_lock::kind"][::std::mem::offset_of!(obs_held_lock, kind) - 30usize];
-    ["Offset of field: obs_held_lock::_pad"][::std::mem::offset_of!(obs_held_lock, _pad) - 31usize];
+    ["Offset of field: obs_held_lock::flags"]
+        [::std::mem::offset_of!(obs_held_lock, flags) - 31usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct obs_held {
     pub n: __u32,
-    pub _pad: __u32,
+    pub in_call: __u32,
     pub locks: [obs_held_lock; 16usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -536,7 +540,7 @@ const _: () = {
     ["Size of obs_held"][::std::mem::size_of::<obs_held>() - 520usize];
     ["Alignment of obs_held"][::std::mem::align_of::<obs_held>() - 8usize];
     ["Offset of field: obs_held::n"][::std::mem::offset_of!(obs_held, n) - 0usize];
-    ["Offset of field: obs_held::_pad"][::std::mem::offset_of!(obs_held, _pad) - 4usize];
+    ["Offset of field: obs_held::in_call"][::std::mem::offset_of!(obs_held, in_call) - 4usize];
     ["Offset of field: obs_held::locks"][::std::mem::offset_of!(obs_held, locks) - 8usize];
 };
 #[repr(C)]

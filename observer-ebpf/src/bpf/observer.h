@@ -274,6 +274,8 @@ enum obs_lock_kind {
 #define OBS_UP_PT_DETACH 8
 #define OBS_UP_PT_EXIT 9
 #define OBS_UP_PT_TRYJOIN 10    /* tryjoin / timedjoin entry */
+#define OBS_UP_LOCK 11          /* blocking lock call entry: acquire of arg 1, taken at
+				 * entry (no return probe: it succeeds or never returns) */
 /* return classes */
 #define OBS_URP_RET0 16         /* lock calls: 0 (or EOWNERDEAD) is acquired */
 #define OBS_URP_COND 17         /* cond wait: the mutex is held again */
@@ -301,20 +303,24 @@ struct obs_acquire {
  * Deeper nesting is counted in OBS_STAT_HELD_FULL. */
 #define OBS_MAX_HELD 16
 
+/* obs_held_lock.flags */
+#define OBS_HL_WAITING 1     /* taken at a lock call's entry; the thread sleeps in it */
+#define OBS_HL_COUNTED 2     /* its contention is counted in LSTATS */
+
 struct obs_held_lock {
-	__u64 lock;
+	__u64 lock;       /* 0: released (a hole, dropped once at the top) */
 	__u64 acquired_ns;
 	__u64 site;
 	__u32 gen;        /* identity generation: bumped by destroy */
 	__u16 count;      /* recursive acquisitions */
 	__u8 kind;
-	__u8 _pad;
+	__u8 flags;       /* OBS_HL_* */
 };
 
-/* Value of HELD (key: tid). */
+/* Value of HELD (key: tid): the deep tier's per-thread state. */
 struct obs_held {
-	__u32 n;
-	__u32 _pad;
+	__u32 n;          /* entries used in locks[], holes included */
+	__u32 in_call;    /* a return-probed lock call is in progress (PENDING) */
 	struct obs_held_lock locks[OBS_MAX_HELD];
 };
 

@@ -325,7 +325,8 @@ const THREAD_UPROBES: &[(&str, &str)] = &[
 /// Deep tier (--uprobes): libc lock functions. (entry program, return
 /// program, symbol)
 const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
-    ("up_mutex_lock", Some("urp_lock_ret0"), "pthread_mutex_lock"),
+    // Blocking calls return 0 or never: taken at entry, no return probe.
+    ("up_mutex_lock_now", None, "pthread_mutex_lock"),
     (
         "up_mutex_lock",
         Some("urp_lock_ret0"),
@@ -343,11 +344,7 @@ const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
     ),
     ("up_unlock", None, "pthread_mutex_unlock"),
     ("up_destroy", None, "pthread_mutex_destroy"),
-    (
-        "up_rw_rdlock",
-        Some("urp_lock_ret0"),
-        "pthread_rwlock_rdlock",
-    ),
+    ("up_rw_rdlock_now", None, "pthread_rwlock_rdlock"),
     (
         "up_rw_rdlock",
         Some("urp_lock_ret0"),
@@ -363,11 +360,7 @@ const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
         Some("urp_lock_ret0"),
         "pthread_rwlock_tryrdlock",
     ),
-    (
-        "up_rw_wrlock",
-        Some("urp_lock_ret0"),
-        "pthread_rwlock_wrlock",
-    ),
+    ("up_rw_wrlock_now", None, "pthread_rwlock_wrlock"),
     (
         "up_rw_wrlock",
         Some("urp_lock_ret0"),
@@ -434,7 +427,11 @@ fn cookie(prog: &str) -> u64 {
         u64::from(OBS_UP_ACQ) << 16 | (kind as u64) << 8 | u64::from(flags)
     };
     let class = |c: u32| u64::from(c) << 16;
+    let now = |kind: obs_lock_kind| u64::from(OBS_UP_LOCK) << 16 | (kind as u64) << 8;
     match prog {
+        "up_mutex_lock_now" => now(obs_lock_kind::OBS_LK_MUTEX),
+        "up_rw_rdlock_now" => now(obs_lock_kind::OBS_LK_RWLOCK_READ),
+        "up_rw_wrlock_now" => now(obs_lock_kind::OBS_LK_RWLOCK_WRITE),
         "up_mutex_lock" => acq(obs_lock_kind::OBS_LK_MUTEX, 0),
         "up_mutex_trylock" => acq(obs_lock_kind::OBS_LK_MUTEX, OBS_ACQ_TRY),
         "up_rw_rdlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_READ, 0),
