@@ -279,6 +279,7 @@ static __always_inline void join_wait(__u32 tgid, __u32 tid, __u64 uaddr, __u32 
 static __always_inline int exit_group_enter(void);
 static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr);
 static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur);
+static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid);
 
 static __always_inline int futex_enter(struct sc_args *a)
 {
@@ -718,6 +719,30 @@ static __always_inline void held_trim(struct obs_held *h)
 	h->n = n;
 }
 
+struct exit_ctx {
+	struct obs_held *h;
+	struct obs_exit_held *r; /* per-CPU scratch */
+	__u32 n, tgid, tid, _pad;
+};
+
+/* One entry of an exiting thread's held set into its record (a bpf_loop
+ * callback: verified once, not once per entry). */
+static long exit_one(__u32 i, struct exit_ctx *c)
+{
+	if (i >= c->n || i >= OBS_MAX_HELD)
+		return 1;
+	struct obs_held_lock l = c->h->locks[HI(i)];
+	/* a hole, a lock it was still waiting for, or released by another thread */
+	if (!still_held(&l, c->tgid, c->tid))
+		return 0;
+	__u32 k = c->r->n;
+	if (k < OBS_MAX_HELD) {
+		c->r->locks[HI(k)] = l;
+		c->r->n = k + 1;
+	}
+	return 0;
+}
+
 /* Deep tier: report the locks a thread still holds when it exits. */
 static __always_inline void exit_held(__u32 tgid, __u32 tid)
 {
@@ -725,29 +750,26 @@ static __always_inline void exit_held(__u32 tgid, __u32 tid)
 	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
 	if (!h)
 		return;
-	struct obs_exit_held *r = NULL;
-	__u32 n = 0;
-	for (int i = 0; i < OBS_MAX_HELD; i++) {
-		if (i >= h->n)
-			break;
-		struct obs_held_lock l = h->locks[HI(i)];
-		/* a hole, a lock it was still waiting for, or released by another thread */
-		if (!still_held(&l, tgid, tid))
-			continue;
-		if (!r) {
-			r = rec_reserve(sizeof(*r), OBS_REC_EXIT_HELD, tgid, tid);
-			if (!r)
-				break;
-		}
-		if (n < OBS_MAX_HELD)
-			r->locks[HI(n)] = l;
-		n++;
-	}
-	if (r) {
-		r->n = n;
+	/* the record is built in scratch (obs_held is the larger) and copied */
+	struct obs_exit_held *r = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
+	if (r && h->n) {
+		r->hdr.kind = OBS_REC_EXIT_HELD;
+		r->hdr.tgid = tgid;
+		r->hdr.tid = tid;
+		r->hdr.flags = 0;
+		r->hdr.ts_ns = bpf_ktime_get_ns();
+		r->n = 0;
 		r->_pad = 0;
-		rec_submit(r, false);
+		struct exit_ctx c = { .h = h, .r = r, .n = h->n, .tgid = tgid, .tid = tid };
+		bpf_loop(OBS_MAX_HELD, exit_one, &c, 0);
+		if (r->n) {
+			if (bpf_ringbuf_output(&EVENTS, r, sizeof(*r), BPF_RB_NO_WAKEUP))
+				stat_inc(OBS_STAT_RB_DROPS);
+			else
+				stat_inc(OBS_STAT_RECORDS);
+		}
 	}
+	cache_flush(h, tgid, tid);
 	bpf_map_delete_elem(&HELD, &tid);
 }
 
@@ -1115,6 +1137,9 @@ static __always_inline struct obs_held *held_get(__u32 tid, __u32 tgid)
 		return NULL;
 	z->n = 0;
 	z->in_call = 0;
+	z->tgid = tgid;
+	z->_pad = 0;
+	z->cache.count = 0;
 	bpf_map_update_elem(&HELD, &tid, z, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&HELD, &tid);
 }
@@ -1267,7 +1292,8 @@ struct edge_ctx {
 };
 
 /* One held lock `from` -> the lock being taken: an edge of ORDER. A
- * bpf_loop callback, so that the verifier walks it once. */
+ * bpf_loop callback: the verifier walks it once (an open-coded loop over
+ * this body took it a million instructions). */
 static long edge_one(__u32 i, struct edge_ctx *c)
 {
 	if (i >= c->n || i >= OBS_MAX_HELD)
@@ -1325,6 +1351,7 @@ static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, _
 	if (n > OBS_MAX_HELD)
 		n = OBS_MAX_HELD;
 	/* a relock of a lock it holds: no edge, no new entry */
+	int j = -1;
 	for (int i = 0; i < OBS_MAX_HELD; i++) {
 		if (i >= n)
 			break;
@@ -1335,6 +1362,11 @@ static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, _
 			l->lock = 0; /* released by another thread: a hole now */
 			continue;
 		}
+		j = i;
+		break;
+	}
+	if (j >= 0) {
+		struct obs_held_lock *l = &h->locks[HI(j)];
 		{
 			bool counts = true;
 			if (entry && a->kind == OBS_LK_RWLOCK_WRITE)
@@ -1417,6 +1449,20 @@ static __always_inline int acq_return(struct pt_regs *ctx, bool ok)
 	return 0;
 }
 
+static __always_inline void holders_add(__u64 lock, __u32 tgid, __u32 holder, __u64 count,
+					__u64 hold_total)
+{
+	struct obs_holder_key hk = { .lock = lock, .tgid = tgid, .tid = holder };
+	struct obs_holder *ho = bpf_map_lookup_elem(&HOLDERS, &hk);
+	if (ho) {
+		__sync_fetch_and_add(&ho->count, count);
+		__sync_fetch_and_add(&ho->hold_total_ns, hold_total);
+	} else {
+		struct obs_holder nh = { .count = count, .hold_total_ns = hold_total };
+		bpf_map_update_elem(&HOLDERS, &hk, &nh, BPF_NOEXIST);
+	}
+}
+
 /* Hold statistics of one completed hold ("acquired" counts them). */
 static __always_inline void hold_done(__u64 lock, __u32 tgid, __u32 gen, __u32 kind, __u32 holder,
 				      __u64 hold)
@@ -1431,15 +1477,52 @@ static __always_inline void hold_done(__u64 lock, __u32 tgid, __u32 gen, __u32 k
 		if (b < OBS_HOLD_HIST)
 			__sync_fetch_and_add(&st->hold_hist[b], 1);
 	}
-	struct obs_holder_key hk = { .lock = lock, .tgid = tgid, .tid = holder };
-	struct obs_holder *ho = bpf_map_lookup_elem(&HOLDERS, &hk);
-	if (ho) {
-		__sync_fetch_and_add(&ho->count, 1);
-		__sync_fetch_and_add(&ho->hold_total_ns, hold);
-	} else {
-		struct obs_holder nh = { .count = 1, .hold_total_ns = hold };
-		bpf_map_update_elem(&HOLDERS, &hk, &nh, BPF_NOEXIST);
+	holders_add(lock, tgid, holder, 1, hold);
+}
+
+/* Adds a thread's cached hold statistics to LSTATS and HOLDERS. */
+static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid)
+{
+	struct obs_hold_cache *c = &h->cache;
+	if (!c->count)
+		return;
+	struct obs_lock_stats *st = lstats(c->lock, tgid, c->gen, c->kind);
+	if (st) {
+		__sync_fetch_and_add(&st->acquired, c->count);
+		__sync_fetch_and_add(&st->hold_total_ns, c->hold_total_ns);
+		if (c->hold_max_ns > st->hold_max_ns)
+			st->hold_max_ns = c->hold_max_ns;
+		for (int b = 0; b < OBS_HOLD_HIST; b++)
+			if (c->hold_hist[b])
+				__sync_fetch_and_add(&st->hold_hist[b], c->hold_hist[b]);
 	}
+	holders_add(c->lock, tgid, tid, c->count, c->hold_total_ns);
+	c->count = 0;
+}
+
+/* One completed hold by this thread, into its cache (no shared map
+ * update while it keeps releasing the same lock). */
+static __always_inline void cache_add(struct obs_held *h, __u64 lock, __u32 gen, __u32 kind,
+				      __u32 tgid, __u32 tid, __u64 hold)
+{
+	struct obs_hold_cache *c = &h->cache;
+	if (c->count && (c->lock != lock || c->gen != gen))
+		cache_flush(h, tgid, tid);
+	if (!c->count) {
+		c->lock = lock;
+		c->gen = gen;
+		c->kind = kind;
+		c->hold_total_ns = 0;
+		c->hold_max_ns = 0;
+		__builtin_memset(c->hold_hist, 0, sizeof(c->hold_hist));
+	}
+	c->count++;
+	c->hold_total_ns += hold;
+	if (hold > c->hold_max_ns)
+		c->hold_max_ns = hold;
+	__u32 b = log2_bucket(hold / 1000);
+	if (b < OBS_HOLD_HIST)
+		c->hold_hist[b]++;
 }
 
 static __always_inline int rel_entry(__u64 lock)
@@ -1454,10 +1537,16 @@ static __always_inline int rel_entry(__u64 lock)
 		__u32 n = h->n;
 		if (n > OBS_MAX_HELD)
 			n = OBS_MAX_HELD;
-		/* most recent first */
-		for (int j = OBS_MAX_HELD - 1; j >= 0; j--) {
-			if (j >= n || h->locks[HI(j)].lock != lock)
-				continue;
+		/* most recent first; the loop only searches, so that the
+		 * verifier walks the work below once */
+		int j = -1;
+		for (int i = OBS_MAX_HELD - 1; i >= 0; i--) {
+			if (i < n && h->locks[HI(i)].lock == lock) {
+				j = i;
+				break;
+			}
+		}
+		if (j >= 0) {
 			struct obs_held_lock *l = &h->locks[HI(j)];
 			if (l->count > 1) {
 				l->count--;
@@ -1467,14 +1556,17 @@ static __always_inline int rel_entry(__u64 lock)
 			__u32 gen = l->gen, kind = l->kind;
 			l->lock = 0;
 			held_trim(h);
-			if (owner_tracked(kind) && !owned_by(lock, tgid, tid))
-				break; /* released by another thread meanwhile: stale */
-			hold_done(lock, tgid, gen, kind, tid, now - acquired_ns);
-			if (owner_tracked(kind)) {
+			if (!owner_tracked(kind)) {
+				cache_add(h, lock, gen, kind, tgid, tid, now - acquired_ns);
+				return 0;
+			}
+			if (owned_by(lock, tgid, tid)) {
+				cache_add(h, lock, gen, kind, tgid, tid, now - acquired_ns);
 				struct obs_lock_key ok_ = { .lock = lock, .tgid = tgid };
 				bpf_map_delete_elem(&OWNERS, &ok_);
+				return 0;
 			}
-			return 0;
+			/* released by another thread meanwhile: stale; OWNERS has the holder */
 		}
 	} else if (!watched(tgid)) {
 		return 0;

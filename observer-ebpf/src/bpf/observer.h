@@ -317,11 +317,30 @@ struct obs_held_lock {
 	__u8 flags;       /* OBS_HL_* */
 };
 
+#define OBS_HOLD_HIST 24     /* log2 buckets of hold time in microseconds */
+
+/* Hold statistics of the lock a thread released last, not yet added to
+ * LSTATS and HOLDERS: a thread that takes the same lock again and again
+ * pays no shared-map update per release. Added when it releases another
+ * lock or exits; userspace adds what is still here when it reads them. */
+struct obs_hold_cache {
+	__u64 lock;
+	__u32 gen;
+	__u32 kind;
+	__u64 count;
+	__u64 hold_total_ns;
+	__u64 hold_max_ns;
+	__u64 hold_hist[OBS_HOLD_HIST];
+};
+
 /* Value of HELD (key: tid): the deep tier's per-thread state. */
 struct obs_held {
 	__u32 n;          /* entries used in locks[], holes included */
 	__u32 in_call;    /* a return-probed lock call is in progress (PENDING) */
+	__u32 tgid;
+	__u32 _pad;
 	struct obs_held_lock locks[OBS_MAX_HELD];
+	struct obs_hold_cache cache;
 };
 
 /* Key of ORDER: lock `from` was held when `to` was acquired. */
@@ -352,8 +371,7 @@ struct obs_lock_key {
 	__u32 gen;
 };
 
-#define OBS_HOLD_HIST 24     /* log2 buckets of hold time in microseconds */
-
+/* acquired counts completed holds (releases), hold_* their times. */
 struct obs_lock_stats {
 	__u64 acquired;
 	__u64 contended;

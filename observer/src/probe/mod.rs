@@ -18,8 +18,8 @@ use aya::{
     },
 };
 use observer_ebpf::bindings::{
-    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_holder, obs_holder_key,
-    obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
+    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_held, obs_holder,
+    obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
 };
 
 use crate::event::Drops;
@@ -1034,7 +1034,18 @@ impl Probes {
                     .collect()
             })
             .unwrap_or_default();
-        (stats, holders)
+        let cached = self
+            .bpf
+            .map("HELD")
+            .and_then(|m| BpfHashMap::<_, u32, Pod<obs_held>>::try_from(m).ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(Result::ok)
+                    .map(|(tid, h)| (tid, h.0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        decode::add_hold_caches(stats, holders, &cached)
     }
 
     /// Starts observing process `tgid` (checked first by every program).
