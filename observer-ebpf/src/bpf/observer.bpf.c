@@ -278,7 +278,7 @@ static __always_inline void join_wait(__u32 tgid, __u32 tid, __u64 uaddr, __u32 
 
 static __always_inline int exit_group_enter(void);
 static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr);
-static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur);
+static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u64 now);
 static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid);
 
 static __always_inline int futex_enter(struct sc_args *a)
@@ -378,7 +378,7 @@ static __always_inline int futex_exit(long ret)
 	}
 
 	if (DEEP)
-		deep_wait_end(tid, w->tgid, dur);
+		deep_wait_end(tid, w->tgid, dur, now);
 	bool urgent = ret == -EDEADLK_ || ret == -EOWNERDEAD_ || ret == -ENOTRECOVERABLE_;
 	if (urgent || dur >= LONG_WAIT_NS) {
 		struct obs_wait_done *r =
@@ -1206,8 +1206,9 @@ static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr)
 		l->flags |= OBS_HL_WAITING;
 }
 
-/* The futex wait ended: the lock it was for counts it as contention. */
-static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur)
+/* The futex wait ended: the lock it was for counts it as contention, and
+ * its hold starts no sooner than now. */
+static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u64 now)
 {
 	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
 	if (!h)
@@ -1220,6 +1221,7 @@ static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur)
 		return;
 	bool first = !(l->flags & OBS_HL_COUNTED);
 	l->flags = (l->flags & ~OBS_HL_WAITING) | OBS_HL_COUNTED;
+	l->acquired_ns = now;
 	struct obs_lock_stats *st = lstats(l->lock, tgid, l->gen, l->kind);
 	if (st)
 		count_wait(st, dur, first);
@@ -1227,7 +1229,9 @@ static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur)
 
 /* Return-probed lock calls (try, timed, cond waits, semaphores, CPython):
  * the call is kept in PENDING from entry to return. */
-static __always_inline int acq_entry(struct pt_regs *ctx, __u64 lock, __u32 kind, __u32 flags)
+/* The deep tier's entry points are global functions: the verifier walks
+ * each once per program, not once per call site and caller state. */
+__noinline int acq_entry(struct pt_regs *ctx, __u64 lock, __u32 kind, __u32 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -1350,20 +1354,20 @@ static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, _
 	__u32 n = h->n;
 	if (n > OBS_MAX_HELD)
 		n = OBS_MAX_HELD;
-	/* a relock of a lock it holds: no edge, no new entry */
+	/* a relock of a lock it holds: no edge, no new entry (the loop only
+	 * searches: the verifier walks the rest once) */
 	int j = -1;
 	for (int i = 0; i < OBS_MAX_HELD; i++) {
 		if (i >= n)
 			break;
-		struct obs_held_lock *l = &h->locks[HI(i)];
-		if (l->lock != a->lock || l->gen != gen)
-			continue;
-		if (!still_held(l, tgid, tid)) {
-			l->lock = 0; /* released by another thread: a hole now */
-			continue;
+		if (h->locks[HI(i)].lock == a->lock && h->locks[HI(i)].gen == gen) {
+			j = i;
+			break;
 		}
-		j = i;
-		break;
+	}
+	if (j >= 0 && !still_held(&h->locks[HI(j)], tgid, tid)) {
+		h->locks[HI(j)].lock = 0; /* released by another thread: a hole now */
+		j = -1;
 	}
 	if (j >= 0) {
 		struct obs_held_lock *l = &h->locks[HI(j)];
@@ -1411,7 +1415,7 @@ static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, _
 /* A blocking lock call (pthread_mutex_lock, rwlock rd/wrlock): it returns
  * 0 or never, so the lock is taken at entry and no return probe (a second
  * trap per call) is needed. A futex wait on it meanwhile marks it WAITING. */
-static __always_inline int lock_now(struct pt_regs *ctx, __u64 lock, __u32 kind)
+__noinline int lock_now(struct pt_regs *ctx, __u64 lock, __u32 kind)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -1424,7 +1428,7 @@ static __always_inline int lock_now(struct pt_regs *ctx, __u64 lock, __u32 kind)
 	return 0;
 }
 
-static __always_inline int acq_return(struct pt_regs *ctx, bool ok)
+__noinline int acq_return(struct pt_regs *ctx, __u32 ok)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -1525,7 +1529,7 @@ static __always_inline void cache_add(struct obs_held *h, __u64 lock, __u32 gen,
 		c->hold_hist[b]++;
 }
 
-static __always_inline int rel_entry(__u64 lock)
+__noinline int rel_entry(__u64 lock)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
