@@ -1183,6 +1183,11 @@ static __always_inline void count_wait(struct obs_lock_stats *st, __u64 wait, bo
 		st->wait_max_ns = wait; /* racy max: good enough for a profile */
 }
 
+/* Futex words of a lock lie in its first 16 bytes: a mutex's __lock (+0),
+ * an rwlock's __readers, __wrphase_futex, __writers_futex (+0, +8, +12), a
+ * semaphore's value (+0). A wait elsewhere is not for that lock. */
+#define LOCK_WORDS 16
+
 /* A futex wait begins (deep tier): inside a return-probed lock call, that
  * call is contended; else, if the thread's newest held entry was taken at
  * its lock call's entry and the futex word lies in that lock, the thread
@@ -1194,7 +1199,7 @@ static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr)
 		return;
 	if (h->in_call) {
 		struct obs_acquire *a = bpf_map_lookup_elem(&PENDING, &tid);
-		if (a && uaddr - a->lock < OBS_WORDS_LEN)
+		if (a && uaddr - a->lock < LOCK_WORDS)
 			a->flags |= OBS_ACQ_CONTENDED;
 		return;
 	}
@@ -1202,7 +1207,7 @@ static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr)
 	if (n == 0 || n > OBS_MAX_HELD)
 		return;
 	struct obs_held_lock *l = &h->locks[HI(n - 1)];
-	if (l->lock && uaddr - l->lock < OBS_WORDS_LEN && l->count == 1)
+	if (l->lock && uaddr - l->lock < LOCK_WORDS && l->count == 1)
 		l->flags |= OBS_HL_WAITING;
 }
 
