@@ -1140,6 +1140,7 @@ static __always_inline struct obs_held *held_get(__u32 tid, __u32 tgid)
 	z->tgid = tgid;
 	z->_pad = 0;
 	z->cache.count = 0;
+	z->cache.lock = 0;
 	bpf_map_update_elem(&HELD, &tid, z, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&HELD, &tid);
 }
@@ -1390,6 +1391,11 @@ static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, _
 			return;
 		}
 	}
+	/* The lock's LSTATS entry exists from its first acquisition (userspace
+	 * names the locks it lists while the process lives); a thread taking
+	 * the lock it released last skips the lookup. */
+	if (h->cache.lock != a->lock || h->cache.gen != gen)
+		lstats(a->lock, tgid, gen, a->kind);
 	held_trim(h);
 	n = h->n;
 	if (n > OBS_MAX_HELD)
