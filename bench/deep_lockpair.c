@@ -1,8 +1,8 @@
 /*
  * Benchmark workload for `cargo xtask bench deep` (lockpair): uncontended
  * pthread_mutex_lock + pthread_mutex_unlock pairs, the call the deep tier
- * (`observer --uprobes`) puts three uprobe hits on (lock entry, lock
- * return, unlock entry).
+ * (`observer --uprobes`) puts two uprobe hits on (lock entry, unlock
+ * entry).
  *
  *   deep_lockpair [CPU]
  *

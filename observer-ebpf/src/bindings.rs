@@ -32,6 +32,7 @@ pub const OBS_UP_PT_JOIN: u32 = 7;
 pub const OBS_UP_PT_DETACH: u32 = 8;
 pub const OBS_UP_PT_EXIT: u32 = 9;
 pub const OBS_UP_PT_TRYJOIN: u32 = 10;
+pub const OBS_UP_LOCK: u32 = 11;
 pub const OBS_URP_RET0: u32 = 16;
 pub const OBS_URP_COND: u32 = 17;
 pub const OBS_URP_PY: u32 = 18;
@@ -39,6 +40,8 @@ pub const OBS_URP_TRYJOIN: u32 = 19;
 pub const OBS_ACQ_TRY: u32 = 1;
 pub const OBS_ACQ_CONTENDED: u32 = 2;
 pub const OBS_MAX_HELD: u32 = 16;
+pub const OBS_HL_WAITING: u32 = 1;
+pub const OBS_HL_COUNTED: u32 = 2;
 pub const OBS_HOLD_HIST: u32 = 24;
 pub const OBS_STACK_COPY: u32 = 2048;
 pub const OBS_MAX_RULE_COMMS: u32 = 1024;
@@ -553,7 +556,7 @@ pub struct obs_held_lock {
     pub gen_: __u32,
     pub count: __u16,
     pub kind: __u8,
-    pub _pad: __u8,
+    pub flags: __u8,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -567,22 +570,59 @@ const _: () = {
     ["Offset of field: obs_held_lock::count"]
         [::std::mem::offset_of!(obs_held_lock, count) - 28usize];
     ["Offset of field: obs_held_lock::kind"][::std::mem::offset_of!(obs_held_lock, kind) - 30usize];
-    ["Offset of field: obs_held_lock::_pad"][::std::mem::offset_of!(obs_held_lock, _pad) - 31usize];
+    ["Offset of field: obs_held_lock::flags"]
+        [::std::mem::offset_of!(obs_held_lock, flags) - 31usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_hold_cache {
+    pub lock: __u64,
+    pub gen_: __u32,
+    pub kind: __u32,
+    pub count: __u64,
+    pub hold_total_ns: __u64,
+    pub hold_max_ns: __u64,
+    pub hold_hist: [__u64; 24usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_hold_cache"][::std::mem::size_of::<obs_hold_cache>() - 232usize];
+    ["Alignment of obs_hold_cache"][::std::mem::align_of::<obs_hold_cache>() - 8usize];
+    ["Offset of field: obs_hold_cache::lock"]
+        [::std::mem::offset_of!(obs_hold_cache, lock) - 0usize];
+    ["Offset of field: obs_hold_cache::gen_"]
+        [::std::mem::offset_of!(obs_hold_cache, gen_) - 8usize];
+    ["Offset of field: obs_hold_cache::kind"]
+        [::std::mem::offset_of!(obs_hold_cache, kind) - 12usize];
+    ["Offset of field: obs_hold_cache::count"]
+        [::std::mem::offset_of!(obs_hold_cache, count) - 16usize];
+    ["Offset of field: obs_hold_cache::hold_total_ns"]
+        [::std::mem::offset_of!(obs_hold_cache, hold_total_ns) - 24usize];
+    ["Offset of field: obs_hold_cache::hold_max_ns"]
+        [::std::mem::offset_of!(obs_hold_cache, hold_max_ns) - 32usize];
+    ["Offset of field: obs_hold_cache::hold_hist"]
+        [::std::mem::offset_of!(obs_hold_cache, hold_hist) - 40usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct obs_held {
     pub n: __u32,
+    pub in_call: __u32,
+    pub tgid: __u32,
     pub _pad: __u32,
     pub locks: [obs_held_lock; 16usize],
+    pub cache: obs_hold_cache,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of obs_held"][::std::mem::size_of::<obs_held>() - 520usize];
+    ["Size of obs_held"][::std::mem::size_of::<obs_held>() - 760usize];
     ["Alignment of obs_held"][::std::mem::align_of::<obs_held>() - 8usize];
     ["Offset of field: obs_held::n"][::std::mem::offset_of!(obs_held, n) - 0usize];
-    ["Offset of field: obs_held::_pad"][::std::mem::offset_of!(obs_held, _pad) - 4usize];
-    ["Offset of field: obs_held::locks"][::std::mem::offset_of!(obs_held, locks) - 8usize];
+    ["Offset of field: obs_held::in_call"][::std::mem::offset_of!(obs_held, in_call) - 4usize];
+    ["Offset of field: obs_held::tgid"][::std::mem::offset_of!(obs_held, tgid) - 8usize];
+    ["Offset of field: obs_held::_pad"][::std::mem::offset_of!(obs_held, _pad) - 12usize];
+    ["Offset of field: obs_held::locks"][::std::mem::offset_of!(obs_held, locks) - 16usize];
+    ["Offset of field: obs_held::cache"][::std::mem::offset_of!(obs_held, cache) - 528usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -293,6 +293,9 @@ static __always_inline void join_wait(__u32 tgid, __u32 tid, __u64 uaddr, __u32 
 }
 
 static __always_inline int exit_group_enter(void);
+static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr);
+static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u64 now);
+static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid);
 
 static __always_inline int futex_enter(struct sc_args *a)
 {
@@ -357,11 +360,8 @@ static __always_inline int futex_enter(struct sc_args *a)
 	}
 	if (bpf_map_update_elem(&WAITS, &tid, &w, BPF_ANY))
 		stat_inc(OBS_STAT_WAITS_FULL);
-	if (DEEP) {
-		struct obs_acquire *a = bpf_map_lookup_elem(&PENDING, &tid);
-		if (a)
-			a->flags |= OBS_ACQ_CONTENDED;
-	}
+	if (DEEP)
+		deep_wait_begin(tid, w.uaddr);
 	return 0;
 }
 
@@ -393,6 +393,8 @@ static __always_inline int futex_exit(long ret)
 		}
 	}
 
+	if (DEEP)
+		deep_wait_end(tid, w->tgid, dur, now);
 	bool urgent = ret == -EDEADLK_ || ret == -EOWNERDEAD_ || ret == -ENOTRECOVERABLE_;
 	if (urgent || dur >= LONG_WAIT_NS) {
 		struct obs_wait_done *r =
@@ -784,6 +786,58 @@ static __always_inline bool owned_by(__u64 lock, __u32 tgid, __u32 tid)
 	return o && o->tid == tid;
 }
 
+/* Kinds whose memory names no owner and that any thread may release
+ * (semaphores, CPython locks): OWNERS says who holds them. A mutex or an
+ * rwlock is released by its holder: the holder's HELD entry is enough. */
+static __always_inline bool owner_tracked(__u32 kind)
+{
+	return kind == OBS_LK_SEM || kind == OBS_LK_PYLOCK;
+}
+
+/* A HELD entry the thread really holds now. */
+static __always_inline bool still_held(struct obs_held_lock *l, __u32 tgid, __u32 tid)
+{
+	if (!l->lock || (l->flags & OBS_HL_WAITING))
+		return false;
+	return !owner_tracked(l->kind) || owned_by(l->lock, tgid, tid);
+}
+
+/* Drops released entries (holes) from the top of the held set. */
+static __always_inline void held_trim(struct obs_held *h)
+{
+	__u32 n = h->n;
+	for (int i = 0; i < OBS_MAX_HELD; i++) {
+		if (n == 0 || n > OBS_MAX_HELD || h->locks[HI(n - 1)].lock)
+			break;
+		n--;
+	}
+	h->n = n;
+}
+
+struct exit_ctx {
+	struct obs_held *h;
+	struct obs_exit_held *r; /* per-CPU scratch */
+	__u32 n, tgid, tid, _pad;
+};
+
+/* One entry of an exiting thread's held set into its record (a bpf_loop
+ * callback: verified once, not once per entry). */
+static long exit_one(__u32 i, struct exit_ctx *c)
+{
+	if (i >= c->n || i >= OBS_MAX_HELD)
+		return 1;
+	struct obs_held_lock l = c->h->locks[HI(i)];
+	/* a hole, a lock it was still waiting for, or released by another thread */
+	if (!still_held(&l, c->tgid, c->tid))
+		return 0;
+	__u32 k = c->r->n;
+	if (k < OBS_MAX_HELD) {
+		c->r->locks[HI(k)] = l;
+		c->r->n = k + 1;
+	}
+	return 0;
+}
+
 /* Deep tier: report the locks a thread still holds when it exits. */
 static __always_inline void exit_held(__u32 tgid, __u32 tid)
 {
@@ -791,28 +845,26 @@ static __always_inline void exit_held(__u32 tgid, __u32 tid)
 	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
 	if (!h)
 		return;
-	struct obs_exit_held *r = NULL;
-	__u32 n = 0;
-	for (int i = 0; i < OBS_MAX_HELD; i++) {
-		if (i >= h->n)
-			break;
-		struct obs_held_lock l = h->locks[HI(i)];
-		if (!owned_by(l.lock, tgid, tid))
-			continue; /* released by another thread meanwhile */
-		if (!r) {
-			r = rec_reserve(sizeof(*r), OBS_REC_EXIT_HELD, tgid, tid);
-			if (!r)
-				break;
-		}
-		if (n < OBS_MAX_HELD)
-			r->locks[HI(n)] = l;
-		n++;
-	}
-	if (r) {
-		r->n = n;
+	/* the record is built in scratch (obs_held is the larger) and copied */
+	struct obs_exit_held *r = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
+	if (r && h->n) {
+		r->hdr.kind = OBS_REC_EXIT_HELD;
+		r->hdr.tgid = tgid;
+		r->hdr.tid = tid;
+		r->hdr.flags = 0;
+		r->hdr.ts_ns = bpf_ktime_get_ns();
+		r->n = 0;
 		r->_pad = 0;
-		rec_submit(r, false);
+		struct exit_ctx c = { .h = h, .r = r, .n = h->n, .tgid = tgid, .tid = tid };
+		bpf_loop(OBS_MAX_HELD, exit_one, &c, 0);
+		if (r->n) {
+			if (bpf_ringbuf_output(&EVENTS, r, sizeof(*r), BPF_RB_NO_WAKEUP))
+				stat_inc(OBS_STAT_RB_DROPS);
+			else
+				stat_inc(OBS_STAT_RECORDS);
+		}
 	}
+	cache_flush(h, tgid, tid);
 	bpf_map_delete_elem(&HELD, &tid);
 }
 
@@ -1385,30 +1437,26 @@ static __always_inline __u32 lock_gen(__u64 lock, __u32 tgid)
 	return g ? *g : 0;
 }
 
-static __always_inline int acq_entry(struct pt_regs *ctx, __u64 lock, __u32 kind, __u32 flags)
+/* The calling thread's HELD entry, made if its process is watched. A
+ * thread with an entry needs no WATCH lookup: its process was watched. */
+static __always_inline struct obs_held *held_get(__u32 tid, __u32 tgid)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (h)
+		return h;
 	if (!watched(tgid))
-		return 0;
-	struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
-	if (p) {
-		/* a lock function called inside another (Python -> sem_wait) */
-		__u32 d = p->depth;
-		if (d < 3)
-			p->inner_site[d] = call_site(ctx);
-		p->depth = d + 1;
-		return 0;
-	}
-	struct obs_acquire a = {
-		.lock = lock,
-		.start_ns = bpf_ktime_get_ns(),
-		.site = call_site(ctx),
-		.kind = kind,
-		.flags = flags,
-	};
-	bpf_map_update_elem(&PENDING, &tid, &a, BPF_ANY);
-	return 0;
+		return NULL;
+	struct obs_held *z = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
+	if (!z)
+		return NULL;
+	z->n = 0;
+	z->in_call = 0;
+	z->tgid = tgid;
+	z->_pad = 0;
+	z->cache.count = 0;
+	z->cache.lock = 0;
+	bpf_map_update_elem(&HELD, &tid, z, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&HELD, &tid);
 }
 
 static __always_inline __u32 log2_bucket(__u64 us)
@@ -1432,8 +1480,8 @@ static __always_inline struct obs_lock_stats *lstats(__u64 lock, __u32 tgid, __u
 	struct obs_lock_stats *z = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
 	if (!z)
 		return NULL;
-	__builtin_memset(z, 0, sizeof(struct obs_held)); /* scratch is larger than stats */
-	((struct obs_lock_stats *)z)->kind = kind;
+	__builtin_memset(z, 0, sizeof(struct obs_lock_stats)); /* scratch is larger than stats */
+	z->kind = kind;
 	if (bpf_map_update_elem(&LSTATS, &k, z, BPF_NOEXIST) && !bpf_map_lookup_elem(&LSTATS, &k)) {
 		stat_inc(OBS_STAT_LSTATS_FULL);
 		return NULL;
@@ -1441,10 +1489,103 @@ static __always_inline struct obs_lock_stats *lstats(__u64 lock, __u32 tgid, __u
 	return bpf_map_lookup_elem(&LSTATS, &k);
 }
 
+static __always_inline void count_wait(struct obs_lock_stats *st, __u64 wait, bool first)
+{
+	if (first)
+		__sync_fetch_and_add(&st->contended, 1);
+	__sync_fetch_and_add(&st->wait_total_ns, wait);
+	if (wait > st->wait_max_ns)
+		st->wait_max_ns = wait; /* racy max: good enough for a profile */
+}
+
+/* Futex words of a lock lie in its first 16 bytes: a mutex's __lock (+0),
+ * an rwlock's __readers, __wrphase_futex, __writers_futex (+0, +8, +12), a
+ * semaphore's value (+0). A wait elsewhere is not for that lock. */
+#define LOCK_WORDS 16
+
+/* A futex wait begins (deep tier): inside a return-probed lock call, that
+ * call is contended; else, if the thread's newest held entry was taken at
+ * its lock call's entry and the futex word lies in that lock, the thread
+ * is still waiting for it. */
+static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr)
+{
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (!h)
+		return;
+	if (h->in_call) {
+		struct obs_acquire *a = bpf_map_lookup_elem(&PENDING, &tid);
+		if (a && uaddr - a->lock < LOCK_WORDS)
+			a->flags |= OBS_ACQ_CONTENDED;
+		return;
+	}
+	__u32 n = h->n;
+	if (n == 0 || n > OBS_MAX_HELD)
+		return;
+	struct obs_held_lock *l = &h->locks[HI(n - 1)];
+	if (l->lock && uaddr - l->lock < LOCK_WORDS && l->count == 1)
+		l->flags |= OBS_HL_WAITING;
+}
+
+/* The futex wait ended: the lock it was for counts it as contention, and
+ * its hold starts no sooner than now. */
+static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u64 now)
+{
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (!h)
+		return;
+	__u32 n = h->n;
+	if (n == 0 || n > OBS_MAX_HELD)
+		return;
+	struct obs_held_lock *l = &h->locks[HI(n - 1)];
+	if (!(l->flags & OBS_HL_WAITING))
+		return;
+	bool first = !(l->flags & OBS_HL_COUNTED);
+	l->flags = (l->flags & ~OBS_HL_WAITING) | OBS_HL_COUNTED;
+	l->acquired_ns = now;
+	struct obs_lock_stats *st = lstats(l->lock, tgid, l->gen, l->kind);
+	if (st)
+		count_wait(st, dur, first);
+}
+
+/* Return-probed lock calls (try, timed, cond waits, semaphores, CPython):
+ * the call is kept in PENDING from entry to return. */
+/* The deep tier's entry points are global functions: the verifier walks
+ * each once per program, not once per call site and caller state. */
+__noinline int acq_entry(struct pt_regs *ctx, __u64 lock, __u32 kind, __u32 flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct obs_held *h = held_get(tid, tgid);
+	if (!h)
+		return 0;
+	if (h->in_call) {
+		/* a lock function called inside another (Python -> sem_wait) */
+		struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
+		if (p) {
+			__u32 d = p->depth;
+			if (d < 3)
+				p->inner_site[d] = call_site(ctx);
+			p->depth = d + 1;
+		}
+		return 0;
+	}
+	struct obs_acquire a = {
+		.lock = lock,
+		.start_ns = bpf_ktime_get_ns(),
+		.site = call_site(ctx),
+		.kind = kind,
+		.flags = flags,
+	};
+	if (bpf_map_update_elem(&PENDING, &tid, &a, BPF_ANY) == 0)
+		h->in_call = 1;
+	return 0;
+}
+
 /* The first time an edge is seen, userspace gets its sites and a copy of
- * the stack (it unwinds it with DWARF later). */
-static __always_inline void edge_record(struct pt_regs *ctx, struct obs_edge_key *k,
-					struct obs_held_lock *from, struct obs_acquire *a, __u64 gate)
+ * the stack (it unwinds it with DWARF later). ip is the lock call's
+ * return address and sp the caller's stack pointer after the call. */
+static __always_inline void edge_record(struct obs_edge_key *k, struct obs_held_lock *from,
+					__u64 to_site, __u32 to_kind, __u64 sp, __u64 bp, __u64 gate)
 {
 	struct obs_lock_edge *r = rec_reserve(sizeof(*r), OBS_REC_LOCK_EDGE, k->tgid,
 					      (__u32)bpf_get_current_pid_tgid());
@@ -1452,165 +1593,212 @@ static __always_inline void edge_record(struct pt_regs *ctx, struct obs_edge_key
 		return;
 	r->key = *k;
 	r->from_site = from->site;
-	r->to_site = a->site;
+	r->to_site = to_site;
 	r->from_kind = from->kind;
-	r->to_kind = a->kind;
-	/* at return the registers are past the call: keep the call's site as ip */
-	r->ip = a->site;
-	r->sp = PT_REGS_SP(ctx);
-	r->bp = PT_REGS_FP(ctx);
+	r->to_kind = to_kind;
+	r->ip = to_site;
+	r->sp = sp;
+	r->bp = bp;
 	r->_pad = 0;
 	r->gate = gate;
 	r->stack_len = 0;
-	if (bpf_probe_read_user(r->stack, OBS_STACK_COPY, (void *)r->sp) == 0)
+	if (bpf_probe_read_user(r->stack, OBS_STACK_COPY, (void *)sp) == 0)
 		r->stack_len = OBS_STACK_COPY;
-	else if (bpf_probe_read_user(r->stack, 512, (void *)r->sp) == 0)
+	else if (bpf_probe_read_user(r->stack, 512, (void *)sp) == 0)
 		r->stack_len = 512;
 	rec_submit(r, false);
 }
 
-static __always_inline int acq_return(struct pt_regs *ctx, bool ok)
+struct edge_ctx {
+	struct obs_held *h;
+	__u64 lock, site, sp, bp, outer;
+	__u32 n, tgid, tid, gen, kind, _pad;
+};
+
+/* One held lock `from` -> the lock being taken: an edge of ORDER. A
+ * bpf_loop callback: the verifier walks it once (an open-coded loop over
+ * this body took it a million instructions). */
+static long edge_one(__u32 i, struct edge_ctx *c)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
-	if (!p)
+	if (i >= c->n || i >= OBS_MAX_HELD)
+		return 1;
+	struct obs_held_lock from = c->h->locks[HI(i)];
+	if (!still_held(&from, c->tgid, c->tid))
 		return 0;
-	if (p->depth) {
-		p->depth--;
+	/* the outermost lock held is the gate of the edges from the others */
+	__u64 gate = c->outer;
+	if (!gate)
+		c->outer = from.lock;
+	struct obs_edge_key k = {
+		.from = from.lock, .to = c->lock, .from_gen = from.gen, .to_gen = c->gen, .tgid = c->tgid,
+	};
+	struct obs_edge *e = bpf_map_lookup_elem(&ORDER, &k);
+	if (e) {
+		__sync_fetch_and_add(&e->count, 1);
+		if (e->gate != gate)
+			e->gate = 0;
 		return 0;
 	}
-	struct obs_acquire a = *p;
-	bpf_map_delete_elem(&PENDING, &tid);
-	if (!ok)
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	__u32 gen = lock_gen(a.lock, tgid);
+	struct obs_edge ne = {
+		.count = 1,
+		.gate = gate,
+		.from_read = from.kind == OBS_LK_RWLOCK_READ,
+		.to_read = c->kind == OBS_LK_RWLOCK_READ,
+		.gate_valid = 1,
+	};
+	if (bpf_map_update_elem(&ORDER, &k, &ne, BPF_NOEXIST) == 0)
+		edge_record(&k, &from, c->site, c->kind, c->sp, c->bp, gate);
+	else if (!bpf_map_lookup_elem(&ORDER, &k))
+		stat_inc(OBS_STAT_ORDER_FULL);
+	return 0;
+}
 
-	struct obs_lock_stats *st = lstats(a.lock, tgid, gen, a.kind);
-	if (st) {
-		__u64 wait = now - a.start_ns;
-		__sync_fetch_and_add(&st->acquired, 1);
-		/* Only a call that slept waited: the rest of its time is the
-		 * uprobes' own cost (single-stepping), not the lock's. */
-		if (a.flags & OBS_ACQ_CONTENDED) {
-			__sync_fetch_and_add(&st->contended, 1);
-			__sync_fetch_and_add(&st->wait_total_ns, wait);
-			if (wait > st->wait_max_ns)
-				st->wait_max_ns = wait;
-		}
-	}
+/* glibc's pthread_mutex_t.__kind (x86_64 and aarch64): PTHREAD_MUTEX_ERRORCHECK
+ * refuses a relock by its owner (EDEADLK) instead of counting it. */
+#define MUTEX_KIND_OFF 16
+#define MUTEX_KIND_ERRORCHECK 2
 
-	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
-	if (!h) {
-		struct obs_held *z = bpf_map_lookup_elem(&HELD_SCRATCH, &(__u32){ 0 });
-		if (!z)
-			return 0;
-		z->n = 0;
-		bpf_map_update_elem(&HELD, &tid, z, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&HELD, &tid);
-		if (!h)
-			return 0;
+/* Thread `tid` takes lock a->lock (at the call's return, or at the entry
+ * of a blocking call: `entry`). Adds lock-order edges from what it holds
+ * (not for trylocks) and the lock to its held set. sp/bp: the caller's
+ * frame after the call, for the edge's stack. */
+static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, __u32 tgid,
+				    __u32 tid, __u64 now, __u64 sp, __u64 bp, bool entry)
+{
+	__u32 gen = lock_gen(a->lock, tgid);
+	if (a->flags & OBS_ACQ_CONTENDED) {
+		struct obs_lock_stats *st = lstats(a->lock, tgid, gen, a->kind);
+		if (st)
+			count_wait(st, now - a->start_ns, true);
 	}
 	__u32 n = h->n;
 	if (n > OBS_MAX_HELD)
 		n = OBS_MAX_HELD;
-	/* recursive relock: no edge, no new owner */
+	/* a relock of a lock it holds: no edge, no new entry (the loop only
+	 * searches: the verifier walks the rest once) */
+	int j = -1;
 	for (int i = 0; i < OBS_MAX_HELD; i++) {
 		if (i >= n)
 			break;
-		if (h->locks[HI(i)].lock == a.lock && h->locks[HI(i)].gen == gen && owned_by(a.lock, tgid, tid)) {
-			h->locks[HI(i)].count++;
-			return 0;
+		if (h->locks[HI(i)].lock == a->lock && h->locks[HI(i)].gen == gen) {
+			j = i;
+			break;
 		}
 	}
-	if (!(a.flags & OBS_ACQ_TRY)) {
-		__u64 outer = n > 0 ? h->locks[0].lock : 0;
-		for (int i = 0; i < OBS_MAX_HELD; i++) {
-			if (i >= n)
-				break;
-			struct obs_held_lock from = h->locks[HI(i)];
-			if (!owned_by(from.lock, tgid, tid))
-				continue; /* stale: released by another thread */
-			struct obs_edge_key k = {
-				.from = from.lock, .to = a.lock, .from_gen = from.gen, .to_gen = gen, .tgid = tgid,
-			};
-			__u64 gate = i > 0 ? outer : 0;
-			struct obs_edge *e = bpf_map_lookup_elem(&ORDER, &k);
-			if (e) {
-				__sync_fetch_and_add(&e->count, 1);
-				if (e->gate != gate)
-					e->gate = 0;
-				continue;
+	if (j >= 0 && !still_held(&h->locks[HI(j)], tgid, tid)) {
+		h->locks[HI(j)].lock = 0; /* released by another thread: a hole now */
+		j = -1;
+	}
+	if (j >= 0) {
+		struct obs_held_lock *l = &h->locks[HI(j)];
+		{
+			bool counts = true;
+			if (entry && a->kind == OBS_LK_RWLOCK_WRITE)
+				counts = false; /* EDEADLK */
+			if (entry && a->kind == OBS_LK_MUTEX) {
+				__u32 mk = 0;
+				bpf_probe_read_user(&mk, sizeof(mk), (void *)(a->lock + MUTEX_KIND_OFF));
+				counts = (mk & 3) != MUTEX_KIND_ERRORCHECK;
 			}
-			struct obs_edge ne = {
-				.count = 1,
-				.gate = gate,
-				.from_read = from.kind == OBS_LK_RWLOCK_READ,
-				.to_read = a.kind == OBS_LK_RWLOCK_READ,
-				.gate_valid = 1,
-			};
-			if (bpf_map_update_elem(&ORDER, &k, &ne, BPF_NOEXIST) == 0)
-				edge_record(ctx, &k, &from, &a, gate);
-			else if (!bpf_map_lookup_elem(&ORDER, &k))
-				stat_inc(OBS_STAT_ORDER_FULL);
+			if (counts)
+				l->count++;
+			return;
 		}
+	}
+	/* The lock's LSTATS entry exists from its first acquisition (userspace
+	 * names the locks it lists while the process lives); a thread taking
+	 * the lock it released last skips the lookup. */
+	if (h->cache.lock != a->lock || h->cache.gen != gen)
+		lstats(a->lock, tgid, gen, a->kind);
+	held_trim(h);
+	n = h->n;
+	if (n > OBS_MAX_HELD)
+		n = OBS_MAX_HELD;
+	if (!(a->flags & OBS_ACQ_TRY) && n) {
+		struct edge_ctx c = {
+			.h = h, .lock = a->lock, .site = a->site, .sp = sp, .bp = bp,
+			.n = n, .tgid = tgid, .tid = tid, .gen = gen, .kind = a->kind,
+		};
+		bpf_loop(OBS_MAX_HELD, edge_one, &c, 0);
 	}
 	if (n < OBS_MAX_HELD) {
 		struct obs_held_lock l = {
-			.lock = a.lock, .acquired_ns = now, .site = a.site, .gen = gen, .count = 1, .kind = a.kind,
+			.lock = a->lock, .acquired_ns = now, .site = a->site, .gen = gen, .count = 1, .kind = a->kind,
 		};
 		h->locks[HI(n)] = l;
 		h->n = n + 1;
 	} else {
 		stat_inc(OBS_STAT_HELD_FULL);
 	}
-	struct obs_lock_key ok_ = { .lock = a.lock, .tgid = tgid };
-	struct obs_owner o = { .acquired_ns = now, .site = a.site, .tid = tid, .kind = a.kind };
-	bpf_map_update_elem(&OWNERS, &ok_, &o, BPF_ANY);
-	return 0;
+	if (owner_tracked(a->kind)) {
+		struct obs_lock_key ok_ = { .lock = a->lock, .tgid = tgid };
+		struct obs_owner o = { .acquired_ns = now, .site = a->site, .tid = tid, .kind = a->kind };
+		bpf_map_update_elem(&OWNERS, &ok_, &o, BPF_ANY);
+	}
 }
 
-static __always_inline int rel_entry(__u64 lock)
+/* A blocking lock call (pthread_mutex_lock, rwlock rd/wrlock): it returns
+ * 0 or never, so the lock is taken at entry and no return probe (a second
+ * trap per call) is needed. A futex wait on it meanwhile marks it WAITING. */
+__noinline int lock_now(struct pt_regs *ctx, __u64 lock, __u32 kind)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
-	if (!watched(tgid))
-		return 0;
-	if (bpf_map_lookup_elem(&PENDING, &tid))
-		return 0; /* inside another lock call (Python release -> sem_post) */
+	struct obs_held *h = held_get(tid, tgid);
+	if (!h || h->in_call)
+		return 0; /* inside another lock call: that one is the acquire */
 	__u64 now = bpf_ktime_get_ns();
+	struct obs_acquire a = { .lock = lock, .start_ns = now, .site = call_site(ctx), .kind = kind };
+	acquire(h, &a, tgid, tid, now, PT_REGS_SP(ctx) + 8, PT_REGS_FP(ctx), true);
+	return 0;
+}
+
+__noinline int acq_return(struct pt_regs *ctx, __u32 ok)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
 	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
-	if (h) {
-		__u32 n = h->n;
-		if (n > OBS_MAX_HELD)
-			n = OBS_MAX_HELD;
-		/* most recent first */
-		for (int j = OBS_MAX_HELD - 1; j >= 0; j--) {
-			if (j >= n || h->locks[HI(j)].lock != lock)
-				continue;
-			if (h->locks[HI(j)].count > 1) {
-				h->locks[HI(j)].count--;
-				return 0;
-			}
-			for (int k = 0; k < OBS_MAX_HELD - 1; k++) {
-				if (k < j || k + 1 >= n)
-					continue;
-				h->locks[HI(k)] = h->locks[HI(k + 1)];
-			}
-			h->n = n - 1;
-			break;
-		}
+	if (!h || !h->in_call)
+		return 0;
+	struct obs_acquire *p = bpf_map_lookup_elem(&PENDING, &tid);
+	if (!p) {
+		h->in_call = 0;
+		return 0;
 	}
-	struct obs_lock_key ok_ = { .lock = lock, .tgid = tgid };
-	struct obs_owner *o = bpf_map_lookup_elem(&OWNERS, &ok_);
-	if (!o)
-		return 0; /* never seen acquired (a semaphore used as a signal) */
-	__u64 hold = now - o->acquired_ns;
-	__u32 gen = lock_gen(lock, tgid);
-	struct obs_lock_key sk = { .lock = lock, .tgid = tgid, .gen = gen };
-	struct obs_lock_stats *st = bpf_map_lookup_elem(&LSTATS, &sk);
+	if (p->depth) {
+		p->depth--;
+		return 0;
+	}
+	struct obs_acquire a = *p;
+	bpf_map_delete_elem(&PENDING, &tid);
+	h->in_call = 0;
+	if (!ok)
+		return 0;
+	acquire(h, &a, tgid, tid, bpf_ktime_get_ns(), PT_REGS_SP(ctx), PT_REGS_FP(ctx), false);
+	return 0;
+}
+
+static __always_inline void holders_add(__u64 lock, __u32 tgid, __u32 holder, __u64 count,
+					__u64 hold_total)
+{
+	struct obs_holder_key hk = { .lock = lock, .tgid = tgid, .tid = holder };
+	struct obs_holder *ho = bpf_map_lookup_elem(&HOLDERS, &hk);
+	if (ho) {
+		__sync_fetch_and_add(&ho->count, count);
+		__sync_fetch_and_add(&ho->hold_total_ns, hold_total);
+	} else {
+		struct obs_holder nh = { .count = count, .hold_total_ns = hold_total };
+		bpf_map_update_elem(&HOLDERS, &hk, &nh, BPF_NOEXIST);
+	}
+}
+
+/* Hold statistics of one completed hold ("acquired" counts them). */
+static __always_inline void hold_done(__u64 lock, __u32 tgid, __u32 gen, __u32 kind, __u32 holder,
+				      __u64 hold)
+{
+	struct obs_lock_stats *st = lstats(lock, tgid, gen, kind);
 	if (st) {
+		__sync_fetch_and_add(&st->acquired, 1);
 		__sync_fetch_and_add(&st->hold_total_ns, hold);
 		if (hold > st->hold_max_ns)
 			st->hold_max_ns = hold;
@@ -1618,15 +1806,107 @@ static __always_inline int rel_entry(__u64 lock)
 		if (b < OBS_HOLD_HIST)
 			__sync_fetch_and_add(&st->hold_hist[b], 1);
 	}
-	struct obs_holder_key hk = { .lock = lock, .tgid = tgid, .tid = o->tid };
-	struct obs_holder *ho = bpf_map_lookup_elem(&HOLDERS, &hk);
-	if (ho) {
-		__sync_fetch_and_add(&ho->count, 1);
-		__sync_fetch_and_add(&ho->hold_total_ns, hold);
-	} else {
-		struct obs_holder nh = { .count = 1, .hold_total_ns = hold };
-		bpf_map_update_elem(&HOLDERS, &hk, &nh, BPF_NOEXIST);
+	holders_add(lock, tgid, holder, 1, hold);
+}
+
+/* Adds a thread's cached hold statistics to LSTATS and HOLDERS. */
+static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid)
+{
+	struct obs_hold_cache *c = &h->cache;
+	if (!c->count)
+		return;
+	struct obs_lock_stats *st = lstats(c->lock, tgid, c->gen, c->kind);
+	if (st) {
+		__sync_fetch_and_add(&st->acquired, c->count);
+		__sync_fetch_and_add(&st->hold_total_ns, c->hold_total_ns);
+		if (c->hold_max_ns > st->hold_max_ns)
+			st->hold_max_ns = c->hold_max_ns;
+		for (int b = 0; b < OBS_HOLD_HIST; b++)
+			if (c->hold_hist[b])
+				__sync_fetch_and_add(&st->hold_hist[b], c->hold_hist[b]);
 	}
+	holders_add(c->lock, tgid, tid, c->count, c->hold_total_ns);
+	c->count = 0;
+}
+
+/* One completed hold by this thread, into its cache (no shared map
+ * update while it keeps releasing the same lock). */
+static __always_inline void cache_add(struct obs_held *h, __u64 lock, __u32 gen, __u32 kind,
+				      __u32 tgid, __u32 tid, __u64 hold)
+{
+	struct obs_hold_cache *c = &h->cache;
+	if (c->count && (c->lock != lock || c->gen != gen))
+		cache_flush(h, tgid, tid);
+	if (!c->count) {
+		c->lock = lock;
+		c->gen = gen;
+		c->kind = kind;
+		c->hold_total_ns = 0;
+		c->hold_max_ns = 0;
+		__builtin_memset(c->hold_hist, 0, sizeof(c->hold_hist));
+	}
+	c->count++;
+	c->hold_total_ns += hold;
+	if (hold > c->hold_max_ns)
+		c->hold_max_ns = hold;
+	__u32 b = log2_bucket(hold / 1000);
+	if (b < OBS_HOLD_HIST)
+		c->hold_hist[b]++;
+}
+
+__noinline int rel_entry(__u64 lock)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	struct obs_held *h = bpf_map_lookup_elem(&HELD, &tid);
+	if (h && h->in_call)
+		return 0; /* inside another lock call (Python release -> sem_post) */
+	__u64 now = bpf_ktime_get_ns();
+	if (h) {
+		__u32 n = h->n;
+		if (n > OBS_MAX_HELD)
+			n = OBS_MAX_HELD;
+		/* most recent first; the loop only searches, so that the
+		 * verifier walks the work below once */
+		int j = -1;
+		for (int i = OBS_MAX_HELD - 1; i >= 0; i--) {
+			if (i < n && h->locks[HI(i)].lock == lock) {
+				j = i;
+				break;
+			}
+		}
+		if (j >= 0) {
+			struct obs_held_lock *l = &h->locks[HI(j)];
+			if (l->count > 1) {
+				l->count--;
+				return 0;
+			}
+			__u64 acquired_ns = l->acquired_ns;
+			__u32 gen = l->gen, kind = l->kind;
+			l->lock = 0;
+			held_trim(h);
+			if (!owner_tracked(kind)) {
+				cache_add(h, lock, gen, kind, tgid, tid, now - acquired_ns);
+				return 0;
+			}
+			if (owned_by(lock, tgid, tid)) {
+				cache_add(h, lock, gen, kind, tgid, tid, now - acquired_ns);
+				struct obs_lock_key ok_ = { .lock = lock, .tgid = tgid };
+				bpf_map_delete_elem(&OWNERS, &ok_);
+				return 0;
+			}
+			/* released by another thread meanwhile: stale; OWNERS has the holder */
+		}
+	} else if (!watched(tgid)) {
+		return 0;
+	}
+	/* not held by this thread: a semaphore posted by another thread, or a
+	 * lock taken before the probes were in place */
+	struct obs_lock_key ok_ = { .lock = lock, .tgid = tgid };
+	struct obs_owner *o = bpf_map_lookup_elem(&OWNERS, &ok_);
+	if (!o)
+		return 0; /* never seen acquired (a semaphore used as a signal) */
+	hold_done(lock, tgid, lock_gen(lock, tgid), o->kind, o->tid, now - o->acquired_ns);
 	bpf_map_delete_elem(&OWNERS, &ok_);
 	return 0;
 }
@@ -1646,6 +1926,17 @@ ACQ(up_rw_wrlock, OBS_LK_RWLOCK_WRITE, 0)
 ACQ(up_rw_trywrlock, OBS_LK_RWLOCK_WRITE, OBS_ACQ_TRY)
 ACQ(up_sem_wait, OBS_LK_SEM, 0)
 ACQ(up_sem_trywait, OBS_LK_SEM, OBS_ACQ_TRY)
+
+#define LOCK_NOW(name, kind)                             \
+	SEC("uprobe")                                    \
+	int BPF_KPROBE(name, void *lock)                 \
+	{                                                \
+		return lock_now(ctx, (__u64)lock, kind); \
+	}
+
+LOCK_NOW(up_mutex_lock_now, OBS_LK_MUTEX)
+LOCK_NOW(up_rw_rdlock_now, OBS_LK_RWLOCK_READ)
+LOCK_NOW(up_rw_wrlock_now, OBS_LK_RWLOCK_WRITE)
 
 /* pthread_mutex_*lock, rwlock, sem: 0 is success; a robust mutex whose
  * owner died is acquired too (EOWNERDEAD). */
@@ -1738,6 +2029,8 @@ int BPF_KPROBE(upm_entry, void *a0, void *a1)
 	__u32 flags = c & 0xff, kind = (c >> 8) & 0xff;
 	/* one inlined acq_entry and rel_entry: the verifier walks each once */
 	switch (c >> 16) {
+	case OBS_UP_LOCK:
+		return lock_now(ctx, lock, kind);
 	case OBS_UP_ACQ:
 		break;
 	case OBS_UP_PY_ACQ:

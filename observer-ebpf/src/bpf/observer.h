@@ -298,6 +298,8 @@ enum obs_lock_kind {
 #define OBS_UP_PT_DETACH 8
 #define OBS_UP_PT_EXIT 9
 #define OBS_UP_PT_TRYJOIN 10    /* tryjoin / timedjoin entry */
+#define OBS_UP_LOCK 11          /* blocking lock call entry: acquire of arg 1, taken at
+				 * entry (no return probe: it succeeds or never returns) */
 /* return classes */
 #define OBS_URP_RET0 16         /* lock calls: 0 (or EOWNERDEAD) is acquired */
 #define OBS_URP_COND 17         /* cond wait: the mutex is held again */
@@ -325,21 +327,44 @@ struct obs_acquire {
  * Deeper nesting is counted in OBS_STAT_HELD_FULL. */
 #define OBS_MAX_HELD 16
 
+/* obs_held_lock.flags */
+#define OBS_HL_WAITING 1     /* taken at a lock call's entry; the thread sleeps in it */
+#define OBS_HL_COUNTED 2     /* its contention is counted in LSTATS */
+
 struct obs_held_lock {
-	__u64 lock;
+	__u64 lock;       /* 0: released (a hole, dropped once at the top) */
 	__u64 acquired_ns;
 	__u64 site;
 	__u32 gen;        /* identity generation: bumped by destroy */
 	__u16 count;      /* recursive acquisitions */
 	__u8 kind;
-	__u8 _pad;
+	__u8 flags;       /* OBS_HL_* */
 };
 
-/* Value of HELD (key: tid). */
+#define OBS_HOLD_HIST 24     /* log2 buckets of hold time in microseconds */
+
+/* Hold statistics of the lock a thread released last, not yet added to
+ * LSTATS and HOLDERS: a thread that takes the same lock again and again
+ * pays no shared-map update per release. Added when it releases another
+ * lock or exits; userspace adds what is still here when it reads them. */
+struct obs_hold_cache {
+	__u64 lock;
+	__u32 gen;
+	__u32 kind;
+	__u64 count;
+	__u64 hold_total_ns;
+	__u64 hold_max_ns;
+	__u64 hold_hist[OBS_HOLD_HIST];
+};
+
+/* Value of HELD (key: tid): the deep tier's per-thread state. */
 struct obs_held {
-	__u32 n;
+	__u32 n;          /* entries used in locks[], holes included */
+	__u32 in_call;    /* a return-probed lock call is in progress (PENDING) */
+	__u32 tgid;
 	__u32 _pad;
 	struct obs_held_lock locks[OBS_MAX_HELD];
+	struct obs_hold_cache cache;
 };
 
 /* Key of ORDER: lock `from` was held when `to` was acquired. */
@@ -370,8 +395,7 @@ struct obs_lock_key {
 	__u32 gen;
 };
 
-#define OBS_HOLD_HIST 24     /* log2 buckets of hold time in microseconds */
-
+/* acquired counts completed holds (releases), hold_* their times. */
 struct obs_lock_stats {
 	__u64 acquired;
 	__u64 contended;

@@ -3,7 +3,7 @@
 
 use observer_ebpf::bindings::{
     OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_comm,
-    obs_edge, obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_holder,
+    obs_edge, obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_held, obs_holder,
     obs_holder_key, obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats,
     obs_loop_gap, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_spawn, obs_task_exit,
     obs_task_new, obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
@@ -35,6 +35,7 @@ unsafe impl aya::Pod for Pod<obs_holder_key> {}
 unsafe impl aya::Pod for Pod<obs_holder> {}
 unsafe impl aya::Pod for Pod<obs_epoll> {}
 unsafe impl aya::Pod for Pod<obs_comm> {}
+unsafe impl aya::Pod for Pod<obs_held> {}
 
 /// Wrapper that lets aya maps hold the generated types (the orphan rule
 /// forbids implementing aya's trait on them directly).
@@ -301,6 +302,73 @@ pub fn decode_record(b: &[u8]) -> Result<Event, DecodeError> {
     Ok(ev)
 }
 
+/// Per-lock statistics and per-holder totals with what threads' hold
+/// caches (HELD: tid -> obs_held) have not yet added to them.
+#[allow(clippy::type_complexity)]
+pub fn add_hold_caches(
+    mut stats: Vec<(obs_lock_key, obs_lock_stats)>,
+    mut holders: Vec<(obs_holder_key, obs_holder)>,
+    held: &[(u32, obs_held)],
+) -> (
+    Vec<(obs_lock_key, obs_lock_stats)>,
+    Vec<(obs_holder_key, obs_holder)>,
+) {
+    for (tid, h) in held {
+        let c = &h.cache;
+        if c.count == 0 {
+            continue;
+        }
+        let key = obs_lock_key {
+            lock: c.lock,
+            tgid: h.tgid,
+            gen_: c.gen_,
+        };
+        let i = match stats
+            .iter()
+            .position(|(k, _)| (k.lock, k.tgid, k.gen_) == (key.lock, key.tgid, key.gen_))
+        {
+            Some(i) => i,
+            None => {
+                let z = obs_lock_stats {
+                    kind: c.kind,
+                    ..Default::default()
+                };
+                stats.push((key, z));
+                stats.len() - 1
+            }
+        };
+        let st = &mut stats[i].1;
+        st.acquired += c.count;
+        st.hold_total_ns += c.hold_total_ns;
+        st.hold_max_ns = st.hold_max_ns.max(c.hold_max_ns);
+        for (a, b) in st.hold_hist.iter_mut().zip(c.hold_hist.iter()) {
+            *a += b;
+        }
+        let hk = obs_holder_key {
+            lock: c.lock,
+            tgid: h.tgid,
+            tid: *tid,
+        };
+        match holders
+            .iter_mut()
+            .find(|(k, _)| (k.lock, k.tgid, k.tid) == (hk.lock, hk.tgid, hk.tid))
+        {
+            Some((_, v)) => {
+                v.count += c.count;
+                v.hold_total_ns += c.hold_total_ns;
+            }
+            None => holders.push((
+                hk,
+                obs_holder {
+                    count: c.count,
+                    hold_total_ns: c.hold_total_ns,
+                },
+            )),
+        }
+    }
+    (stats, holders)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +379,62 @@ mod tests {
             std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
         }
         .to_vec()
+    }
+
+    #[test]
+    fn hold_caches_add_to_lock_stats_and_holders() {
+        let key = obs_lock_key {
+            lock: 0x1000,
+            tgid: 7,
+            gen_: 0,
+        };
+        let mut st = obs_lock_stats {
+            acquired: 2,
+            hold_total_ns: 200,
+            hold_max_ns: 150,
+            kind: 1,
+            ..Default::default()
+        };
+        st.hold_hist[0] = 2;
+        let mut h = obs_held {
+            tgid: 7,
+            ..Default::default()
+        };
+        h.cache.lock = 0x1000;
+        h.cache.kind = 1;
+        h.cache.count = 3;
+        h.cache.hold_total_ns = 900;
+        h.cache.hold_max_ns = 500;
+        h.cache.hold_hist[0] = 3;
+        // a second thread's cache on a lock LSTATS does not have yet
+        let mut other = h;
+        other.cache.lock = 0x2000;
+        other.cache.count = 1;
+        // an empty cache adds nothing
+        let empty = obs_held {
+            tgid: 7,
+            ..Default::default()
+        };
+        let (stats, holders) = add_hold_caches(
+            vec![(key, st)],
+            Vec::new(),
+            &[(8, h), (9, other), (10, empty)],
+        );
+        assert_eq!(stats.len(), 2);
+        let a = &stats[0].1;
+        assert_eq!(
+            (a.acquired, a.hold_total_ns, a.hold_max_ns, a.hold_hist[0]),
+            (5, 1100, 500, 5)
+        );
+        assert_eq!(
+            (stats[1].0.lock, stats[1].1.acquired, stats[1].1.kind),
+            (0x2000, 1, 1)
+        );
+        let by: Vec<(u64, u32, u64)> = holders
+            .iter()
+            .map(|(k, v)| (k.lock, k.tid, v.count))
+            .collect();
+        assert_eq!(by, vec![(0x1000, 8, 3), (0x2000, 9, 1)]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use aya::{
     },
 };
 use observer_ebpf::bindings::{
-    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_epoll, obs_holder,
+    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_epoll, obs_held, obs_holder,
     obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
 };
 
@@ -359,7 +359,8 @@ const THREAD_UPROBES: &[(&str, &str)] = &[
 /// Deep tier (--uprobes): libc lock functions. (entry program, return
 /// program, symbol)
 const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
-    ("up_mutex_lock", Some("urp_lock_ret0"), "pthread_mutex_lock"),
+    // Blocking calls return 0 or never: taken at entry, no return probe.
+    ("up_mutex_lock_now", None, "pthread_mutex_lock"),
     (
         "up_mutex_lock",
         Some("urp_lock_ret0"),
@@ -377,11 +378,7 @@ const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
     ),
     ("up_unlock", None, "pthread_mutex_unlock"),
     ("up_destroy", None, "pthread_mutex_destroy"),
-    (
-        "up_rw_rdlock",
-        Some("urp_lock_ret0"),
-        "pthread_rwlock_rdlock",
-    ),
+    ("up_rw_rdlock_now", None, "pthread_rwlock_rdlock"),
     (
         "up_rw_rdlock",
         Some("urp_lock_ret0"),
@@ -397,11 +394,7 @@ const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
         Some("urp_lock_ret0"),
         "pthread_rwlock_tryrdlock",
     ),
-    (
-        "up_rw_wrlock",
-        Some("urp_lock_ret0"),
-        "pthread_rwlock_wrlock",
-    ),
+    ("up_rw_wrlock_now", None, "pthread_rwlock_wrlock"),
     (
         "up_rw_wrlock",
         Some("urp_lock_ret0"),
@@ -468,7 +461,11 @@ fn cookie(prog: &str) -> u64 {
         u64::from(OBS_UP_ACQ) << 16 | (kind as u64) << 8 | u64::from(flags)
     };
     let class = |c: u32| u64::from(c) << 16;
+    let now = |kind: obs_lock_kind| u64::from(OBS_UP_LOCK) << 16 | (kind as u64) << 8;
     match prog {
+        "up_mutex_lock_now" => now(obs_lock_kind::OBS_LK_MUTEX),
+        "up_rw_rdlock_now" => now(obs_lock_kind::OBS_LK_RWLOCK_READ),
+        "up_rw_wrlock_now" => now(obs_lock_kind::OBS_LK_RWLOCK_WRITE),
         "up_mutex_lock" => acq(obs_lock_kind::OBS_LK_MUTEX, 0),
         "up_mutex_trylock" => acq(obs_lock_kind::OBS_LK_MUTEX, OBS_ACQ_TRY),
         "up_rw_rdlock" => acq(obs_lock_kind::OBS_LK_RWLOCK_READ, 0),
@@ -1231,7 +1228,18 @@ impl Probes {
                     .collect()
             })
             .unwrap_or_default();
-        (stats, holders)
+        let cached = self
+            .bpf
+            .map("HELD")
+            .and_then(|m| BpfHashMap::<_, u32, Pod<obs_held>>::try_from(m).ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(Result::ok)
+                    .map(|(tid, h)| (tid, h.0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        decode::add_hold_caches(stats, holders, &cached)
     }
 
     /// Starts observing process `tgid` (checked first by every program).

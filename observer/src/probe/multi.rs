@@ -84,9 +84,41 @@ fn put64(a: &mut [u8], off: usize, v: u64) {
     a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
 }
 
-fn prog_load(name: &str, insns: &[aya_obj::generated::bpf_insn]) -> Result<OwnedFd, String> {
+const BPF_BTF_LOAD: libc::c_long = 18;
+
+/// Loads the object's BTF (the programs' func_info points into it: the
+/// kernel requires it for programs with callbacks, e.g. bpf_loop's).
+fn btf_load(o: &mut aya_obj::Object) -> Result<Option<OwnedFd>, String> {
+    // uprobe_multi needs Linux >= 6.6, which has every BTF feature.
+    let features = aya_obj::btf::BtfFeatures::new(true, true, true, true, true, true, true, true);
+    let Some(btf) = o
+        .fixup_and_sanitize_btf(&features)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let bytes = btf.to_bytes();
+    // union bpf_attr, BPF_BTF_LOAD part
+    let mut a = [0u8; 32];
+    put64(&mut a, 0, bytes.as_ptr() as u64);
+    put32(&mut a, 16, bytes.len() as u32);
+    bpf(BPF_BTF_LOAD, &mut a)
+        .map(Some)
+        .map_err(|e| format!("loading BTF: {e}"))
+}
+
+/// A program's instructions and its BTF func_info (record size, records).
+struct Prog {
+    insns: Vec<aya_obj::generated::bpf_insn>,
+    func_info: Vec<u8>,
+    func_info_rec_size: u32,
+    func_info_cnt: u32,
+}
+
+fn prog_load(name: &str, p: &Prog, btf: Option<&OwnedFd>) -> Result<OwnedFd, String> {
+    let insns = &p.insns;
     let license = CString::new("GPL").expect("no NUL");
-    let load = |log: &mut Vec<u8>| {
+    let load = |log: &mut Vec<u8>, level: u32| {
         // union bpf_attr, BPF_PROG_LOAD part (include/uapi/linux/bpf.h)
         let mut a = [0u8; 128];
         put32(&mut a, 0, BPF_PROG_TYPE_KPROBE);
@@ -94,18 +126,32 @@ fn prog_load(name: &str, insns: &[aya_obj::generated::bpf_insn]) -> Result<Owned
         put64(&mut a, 8, insns.as_ptr() as u64);
         put64(&mut a, 16, license.as_ptr() as u64);
         if !log.is_empty() {
-            put32(&mut a, 24, 1);
+            put32(&mut a, 24, level);
             put32(&mut a, 28, log.len() as u32);
             put64(&mut a, 32, log.as_mut_ptr() as u64);
         }
         let n = name.as_bytes();
         a[48..48 + n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
         put32(&mut a, 68, BPF_TRACE_UPROBE_MULTI);
+        if let Some(btf) = btf.filter(|_| p.func_info_cnt > 0) {
+            put32(&mut a, 72, btf.as_raw_fd() as u32);
+            put32(&mut a, 76, p.func_info_rec_size);
+            put64(&mut a, 80, p.func_info.as_ptr() as u64);
+            put32(&mut a, 88, p.func_info_cnt);
+        }
         bpf(BPF_PROG_LOAD, &mut a)
     };
-    load(&mut Vec::new()).map_err(|e| {
+    // BPF_LOG_STATS (4): the verifier's cost, for -v
+    let mut stats = vec![0u8; 1024];
+    let r = load(&mut stats, 4);
+    if r.is_ok() {
+        let end = stats.iter().position(|&b| b == 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&stats[..end]);
+        tracing::debug!("verifier, {name}: {}", text.trim().replace('\n', "; "));
+    }
+    r.map_err(|e| {
         let mut log = vec![0u8; 1 << 20];
-        let _ = load(&mut log);
+        let _ = load(&mut log, 1);
         let end = log.iter().position(|&b| b == 0).unwrap_or(0);
         tracing::debug!(
             "verifier log of {name}:\n{}",
@@ -121,6 +167,7 @@ impl Multi {
     /// without uprobe_multi.
     pub fn load(bpf: &Ebpf, btf: &Btf, obj: &[u8], locks: bool) -> Result<Multi, String> {
         let mut o = aya_obj::Object::parse(obj).map_err(|e| e.to_string())?;
+        let obj_btf = btf_load(&mut o)?;
         o.relocate_btf(btf).map_err(|e| e.to_string())?;
         let text: HashSet<usize> = o.functions.keys().map(|(s, _)| *s).collect();
         let defs = o.maps.clone();
@@ -134,14 +181,20 @@ impl Multi {
         o.relocate_maps(defs.iter().map(|(n, d)| (n.as_str(), fds[n], d)), &text)
             .map_err(|e| e.to_string())?;
         o.relocate_calls(&text).map_err(|e| e.to_string())?;
-        let insns = |name: &str| -> Result<Vec<aya_obj::generated::bpf_insn>, String> {
+        let prog = |name: &str| -> Result<Prog, String> {
             let p = o
                 .programs
                 .get(name)
                 .ok_or_else(|| format!("no program {name}"))?;
-            Ok(o.functions[&p.function_key()].instructions.clone())
+            let f = &o.functions[&p.function_key()];
+            Ok(Prog {
+                insns: f.instructions.clone(),
+                func_info: f.func_info.func_info_bytes(),
+                func_info_rec_size: f.func_info_rec_size as u32,
+                func_info_cnt: f.func_info.len() as u32,
+            })
         };
-        let load = |name: &str| prog_load(name, &insns(name)?);
+        let load = |name: &str| prog_load(name, &prog(name)?, obj_btf.as_ref());
         Ok(Multi {
             thread: [load("upm_thread_entry")?, load("upm_thread_return")?],
             locks: if locks {
