@@ -52,8 +52,9 @@ struct Expect {
     cycle: Option<&'static [&'static str]>,
     /// (thread, lock name as its frame spells it, "with"/"acquire", needle of the line)
     waits: &'static [(&'static str, &'static str, &'static str, &'static str)],
-    /// (thread, lock name)
-    holds: &'static [(&'static str, &'static str)],
+    /// (thread, lock name, needle of the line the holding frame's function
+    /// starts at, needle of its `with` line after that)
+    holds: &'static [(&'static str, &'static str, &'static str, &'static str)],
     /// (joining thread, joined thread)
     joins: &'static [(&'static str, &'static str)],
     /// (thread, label)
@@ -69,7 +70,10 @@ const ABBA_GLOBALS: Expect = Expect {
         ("alpha", "audit_lock", "with", "        with audit_lock:"),
         ("beta", "ledger_lock", "with", "        with ledger_lock:"),
     ],
-    holds: &[("alpha", "ledger_lock"), ("beta", "audit_lock")],
+    holds: &[
+        ("alpha", "ledger_lock", "def post", "with ledger_lock:"),
+        ("beta", "audit_lock", "def audit", "with audit_lock:"),
+    ],
     joins: &[("MainThread", "alpha")],
     labels: &[],
     functions: &[
@@ -86,7 +90,10 @@ const ABBA_ATTRS: Expect = Expect {
         ("teller-1", "dst.lock", "with", "with dst.lock:"),
         ("teller-2", "dst.lock", "with", "with dst.lock:"),
     ],
-    holds: &[("teller-1", "src.lock"), ("teller-2", "src.lock")],
+    holds: &[
+        ("teller-1", "src.lock", "def transfer", "with src.lock:"),
+        ("teller-2", "src.lock", "def transfer", "with src.lock:"),
+    ],
     joins: &[("MainThread", "teller-1")],
     labels: &[],
     functions: &[
@@ -103,7 +110,11 @@ const RLOCK_ABBA: Expect = Expect {
         ("reader", "store_lock", "with", "        with store_lock:"),
         ("writer", "index_lock", "with", "        with index_lock:"),
     ],
-    holds: &[("reader", "index_lock"), ("writer", "store_lock")],
+    // reader re-entered index_lock in lookup(): the innermost `with` shows.
+    holds: &[
+        ("reader", "index_lock", "def lookup", "with index_lock:"),
+        ("writer", "store_lock", "def writer", "with store_lock:"),
+    ],
     joins: &[("MainThread", "reader")],
     labels: &[],
     functions: &[
@@ -117,7 +128,13 @@ const JOIN_HOLDING: Expect = Expect {
     fixture: "py_join_holding",
     cycle: Some(&["MainThread", "flusher"]),
     waits: &[("flusher", "state_lock", "with", "    with state_lock:")],
-    holds: &[("MainThread", "state_lock")],
+    // Held at the `with` line, while the thread is at `flusher.join()`.
+    holds: &[(
+        "MainThread",
+        "state_lock",
+        "say(f\"thread MainThread",
+        "with state_lock:",
+    )],
     joins: &[("MainThread", "flusher")],
     labels: &[],
     functions: &[("flusher", "flush")],
@@ -149,10 +166,24 @@ const CLEAN: Expect = Expect {
 
 /// 1-based line of the first fixture line containing `needle`.
 fn line_of(fixture: &str, needle: &str) -> u64 {
+    line_after(fixture, "", needle)
+}
+
+/// 1-based line of the first line containing `needle` at or after the
+/// first line containing `after`.
+fn line_after(fixture: &str, after: &str, needle: &str) -> u64 {
     let src = std::fs::read_to_string(python_fixture(fixture)).unwrap();
-    src.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{fixture}.py has no line {needle:?}")) as u64
+    let lines: Vec<&str> = src.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("{fixture}.py has no line {after:?}"));
+    (from
+        + lines[from..]
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{fixture}.py has no line {needle:?} after {after:?}")))
+        as u64
         + 1
 }
 
@@ -220,13 +251,22 @@ fn check(e: &Expect, py: &str, r: &Value, out: &[String]) {
             "{ctx}: {who} waits at {site}: {t:#}"
         );
     }
-    for &(who, lock) in e.holds {
+    for &(who, lock, after, needle) in e.holds {
         let t = thread(r, tid(who));
         let held: Vec<&str> = t["python"]["holds"]
             .as_array()
             .map(|v| v.iter().filter_map(|h| h["name"].as_str()).collect())
             .unwrap_or_default();
         assert_eq!(held, vec![lock], "{ctx}: {who} holds: {t:#}");
+        // The line of the `with` that took it, not where the frame is now.
+        let site = format!("{}.py:{}", e.fixture, line_after(e.fixture, after, needle));
+        assert!(
+            t["python"]["holds"][0]["site"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&site),
+            "{ctx}: {who} holds {lock} from {site}: {t:#}"
+        );
     }
     for &(who, joined) in e.joins {
         let t = thread(r, tid(who));

@@ -67,6 +67,9 @@ pub struct PyHeld {
     /// Its name as that frame spells it, if the frame does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Line of the `with` statement that took it, in `frame`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<i32>,
 }
 
 /// One Python thread as read from the interpreter.
@@ -247,7 +250,8 @@ impl PyView {
                  kind: PyLockKind,
                  how: Option<How>,
                  frame: Option<usize>,
-                 name: &Option<String>| {
+                 name: &Option<String>,
+                 line: Option<i32>| {
             let f = frame.and_then(|i| t.frames.get(i));
             PyLockRef {
                 name: name.clone().unwrap_or_else(|| self.lock_name(lock)),
@@ -255,18 +259,21 @@ impl PyView {
                 addr: lock,
                 how,
                 function: f.map(|f| f.function.clone()),
-                site: f.map(frame_site),
+                site: f.map(|f| match line {
+                    Some(l) => format!("{}:{l}", f.file),
+                    None => frame_site(f),
+                }),
             }
         };
         Some(PyThreadInfo {
             waits: t
                 .wait
                 .as_ref()
-                .map(|w| r(w.lock, w.kind, Some(w.how), Some(w.frame), &w.name)),
+                .map(|w| r(w.lock, w.kind, Some(w.how), Some(w.frame), &w.name, None)),
             holds: t
                 .held
                 .iter()
-                .map(|h| r(h.lock, h.kind, None, h.frame, &h.name))
+                .map(|h| r(h.lock, h.kind, None, h.frame, &h.name, h.line))
                 .collect(),
             joins: t.joins,
             label: t.label.clone(),

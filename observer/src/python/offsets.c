@@ -46,6 +46,7 @@ int main(void) {
   P("code_name", offsetof(PyCodeObject, co_name));
   P("code_qualname", offsetof(PyCodeObject, co_qualname));
   P("code_linetable", offsetof(PyCodeObject, co_linetable));
+  P("code_exceptiontable", offsetof(PyCodeObject, co_exceptiontable));
   P("code_adaptive", offsetof(PyCodeObject, co_code_adaptive));
   P("type_name", offsetof(PyTypeObject, tp_name));
   P("type_basicsize", offsetof(PyTypeObject, tp_basicsize));

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use super::{
     How, PyHeld, PyLockInfo, PyLockKind, PyThreadView, PyView, PyWait,
     layout::{Layout, LockLayout},
-    reader::{Mem, Reader, i32_at, line_of, u64_at},
+    reader::{Mem, Reader, exception_table, i32_at, line_of, u64_at, with_start},
 };
 use crate::symbol::PyFrame;
 
@@ -27,6 +27,13 @@ struct RawFrame {
     exact: bool,
     /// The opcode the frame is executing.
     opcode: Option<u8>,
+    /// Code object, and the instruction's code unit in it.
+    code: u64,
+    unit: Option<u64>,
+    /// Line table (bytes object), exception table (bytes object).
+    linetable: u64,
+    exctable: u64,
+    first_line: i32,
 }
 
 struct RawThread {
@@ -147,9 +154,11 @@ impl<M: Mem> Walk<'_, '_, M> {
         let first = i32_at(&c, l.code_firstlineno)?;
         let instr = u64_at(b, l.frame_instr)?;
         let start = code + l.code_adaptive;
+        let unit = instr.checked_sub(start).map(|o| o / 2);
+        let linetable = u64_at(&c, l.code_linetable)?;
         let line = r
-            .bytes_obj(u64_at(&c, l.code_linetable)?)
-            .and_then(|t| line_of(&t, first, instr.checked_sub(start)? / 2))
+            .bytes_obj(linetable)
+            .and_then(|t| line_of(&t, first, unit?))
             .unwrap_or(0);
         let names = r
             .tuple(u64_at(&c, l.code_localsplusnames)?)
@@ -183,6 +192,11 @@ impl<M: Mem> Walk<'_, '_, M> {
             stack,
             exact,
             opcode: r.u8(instr),
+            code,
+            unit,
+            linetable,
+            exctable: u64_at(&c, l.code_exceptiontable).unwrap_or(0),
+            first_line: first,
         })
     }
 
@@ -244,6 +258,22 @@ impl<M: Mem> Walk<'_, '_, M> {
             }
             _ => None,
         }
+    }
+
+    /// The line of the `with` statement whose `__exit__` is at value-stack
+    /// slot `k` of frame `f` (not the line the frame is at now).
+    fn with_line(&self, f: &RawFrame, k: usize) -> Option<i32> {
+        let r = self.r;
+        let table = exception_table(&r.bytes_obj(f.exctable)?);
+        let code = f.code + r.l.code_adaptive;
+        let unit = with_start(
+            &table,
+            k as u64,
+            f.unit?,
+            |u| r.u8(code + u * 2),
+            r.l.before_with,
+        )?;
+        line_of(&r.bytes_obj(f.linetable)?, f.first_line, unit)
     }
 
     /// The futex word a lock's waiters sleep on.
@@ -330,7 +360,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                 } else {
                     f.stack.len()
                 };
-                for &v in &f.stack[..live] {
+                for (k, &v) in f.stack[..live].iter().enumerate() {
                     let Some((lock, kind, Slot::Exit)) = self.slot_lock(v) else {
                         continue;
                     };
@@ -345,6 +375,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                         kind,
                         frame: Some(fi),
                         name: None,
+                        line: self.with_line(f, k),
                     });
                     locks.insert(lock, kind);
                 }
@@ -405,6 +436,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                     kind: li.kind,
                     frame: None,
                     name: None,
+                    line: None,
                 });
             }
         }
@@ -670,6 +702,11 @@ mod tests {
             stack: Vec::new(),
             exact: false,
             opcode: None,
+            code: 0,
+            unit: None,
+            linetable: 0,
+            exctable: 0,
+            first_line: 0,
         }
     }
 
