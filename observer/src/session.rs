@@ -327,6 +327,7 @@ impl Session {
             Some(&src.probes),
             &cands,
             now,
+            true,
         );
         if !evs.is_empty() {
             self.feed(&mut evs)?;
@@ -1240,6 +1241,7 @@ fn stack_events(
     probes: Option<&Probes>,
     found: &[crate::detect::Finding],
     now: u64,
+    python_native: bool,
 ) -> Vec<Event> {
     use crate::detect::FindingKind as K;
     use std::collections::BTreeMap;
@@ -1285,13 +1287,15 @@ fn stack_events(
     }
     let mut out = Vec::new();
     for (tgid, mut threads) in want {
-        // CPython threads the Python view already shows: their Python stack
-        // is the answer (the native frames are the interpreter's own), and
-        // unwinding them costs more than the whole Python read.
-        if let Some(view) = model
+        let view = model
             .process(tgid)
             .and_then(|p| p.python.as_ref())
-            .filter(|v| v.unsupported.is_none())
+            .filter(|v| v.unsupported.is_none());
+        // CPython threads the Python view already shows: without
+        // `python_native` their Python stack is the answer (unwinding them
+        // costs more than the whole Python read).
+        if let Some(view) = view
+            && !python_native
         {
             threads.retain(|(tid, _)| {
                 let Some(t) = view.thread(*tid).filter(|t| !t.frames.is_empty()) else {
@@ -1311,11 +1315,23 @@ fn stack_events(
                 continue;
             }
         }
-        let py = symbols
-            .python_threads(tgid)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let py = match view {
+            Some(v) => v
+                .threads
+                .iter()
+                .map(|t| crate::symbol::PyThread {
+                    tid: t.tid,
+                    name: t.name.clone(),
+                    owns_gil: false,
+                    frames: t.frames.clone(),
+                })
+                .collect(),
+            None => symbols
+                .python_threads(tgid)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        };
         out.extend(py_name_events(model, tgid, &py, now));
         for (tid, frames) in symbols.native_stacks(tgid, &threads) {
             let pt = py.iter().find(|x| x.tid == tid);
@@ -1396,8 +1412,40 @@ fn python_events(
     Some(out)
 }
 
+/// Native stacks of the live threads of `tgid` that have none yet, with
+/// their Python stacks when the view shows them.
+fn all_stacks(model: &Model, symbols: &mut Symbolizer, tgid: u32, now: u64) -> Vec<Event> {
+    let Some(p) = model.process(tgid) else {
+        return Vec::new();
+    };
+    let threads: Vec<(u32, crate::symbol::Regs)> = p
+        .live_threads()
+        .filter(|t| t.stack.is_none())
+        .map(|t| (t.tid, crate::symbol::Regs::default()))
+        .collect();
+    symbols
+        .native_stacks(tgid, &threads)
+        .into_iter()
+        .map(|(tid, frames)| Event::Stack {
+            ts_ns: now,
+            tgid,
+            tid,
+            frames: frames.unwrap_or_default(),
+            python: p
+                .python
+                .as_ref()
+                .and_then(|v| v.thread(tid))
+                .map(|t| t.frames.clone())
+                .unwrap_or_default(),
+            owns_gil: false,
+        })
+        .collect()
+}
+
 /// `observer dump -p PID`: one look at a process through /proc, no BPF.
-pub fn dump(pid: u32, json: bool) -> Result<u8> {
+/// With `native`, every thread's native stack too (CPython threads: merged
+/// with the Python stack), as `py-spy dump --native` does.
+pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
     if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
         bail!("{pid} is a thread of process {tgid}: dump the process");
     }
@@ -1436,15 +1484,20 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     }
     let mut engine = Engine::new(crate::detect::Limits::new(u64::MAX));
     let found = engine.candidates(&model, now);
-    for e in stack_events(&model, &mut symbols, None, &found, now) {
+    for e in stack_events(&model, &mut symbols, None, &found, now, native) {
         model.apply(&e);
+    }
+    if native {
+        for e in all_stacks(&model, &mut symbols, pid, now) {
+            model.apply(&e);
+        }
     }
     engine.check(&model, now);
     if json {
-        let r = report::dump::json(&model, &engine.findings, now);
+        let r = report::dump::json(&model, &engine.findings, native);
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", report::dump::text(&model, &engine.findings, now));
+        print!("{}", report::dump::text(&model, &engine.findings, native));
     }
     Ok(if engine.findings.iter().any(|f| f.kind.is_hang()) {
         EXIT_HANG

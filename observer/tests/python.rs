@@ -535,3 +535,75 @@ scenario!(
     QUEUE
 );
 scenario!(dump_clean, attach_clean, run_clean, CLEAN);
+
+/// `dump --native`: each Python thread also carries its native stack (JSON
+/// `native_frames`), and the text shows the native frames the innermost
+/// Python frame is blocked in (`[native]`, down to the eval loop) above
+/// its Python stack.
+#[test]
+#[ignore = "needs root"]
+fn dump_native_frames() {
+    let e = &ABBA_GLOBALS;
+    for (label, py) in pythons() {
+        let p = start(py, e.fixture);
+        let pid = p.pid().to_string();
+        let end = Instant::now() + T;
+        let r = loop {
+            let out = observer()
+                .args(["dump", "--native", "--format", "json", "-p", &pid])
+                .output()
+                .unwrap();
+            let r: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stderr)));
+            if out.status.code() == Some(EXIT_HANG) {
+                break r;
+            }
+            assert!(Instant::now() < end, "{label}: never hung: {r:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        check(e, label, &r, &p.stdout);
+        for who in ["alpha", "beta"] {
+            let t = thread(&r, tid_of(&p.stdout, who));
+            let funcs: Vec<&str> = t["native_frames"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|f| f["function"].as_str()).collect())
+                .unwrap_or_default();
+            // The lock's wait, in the interpreter's exported C function,
+            // called from the eval loop.
+            let at = |name: &str| funcs.iter().position(|f| *f == name);
+            let acquire = at("PyThread_acquire_lock_timed");
+            assert!(acquire.is_some(), "{label}: {who} native: {funcs:?}");
+            assert!(
+                funcs
+                    .iter()
+                    .skip(acquire.unwrap())
+                    .any(|f| f.starts_with("_PyEval_EvalFrame")),
+                "{label}: {who} native reaches the eval loop: {funcs:?}"
+            );
+        }
+        let text = observer()
+            .args(["dump", "--native", "-p", &pid])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        let block = text
+            .split("\nThread ")
+            .find(|b| b.contains("\"alpha\""))
+            .unwrap_or_else(|| panic!("{label}: no alpha block: {text}"));
+        let lines: Vec<&str> = block.lines().collect();
+        let native = lines
+            .iter()
+            .position(|l| l.contains("PyThread_acquire_lock_timed") && l.ends_with("[native]"));
+        let post = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("post ("));
+        assert!(
+            native.is_some() && post.is_some() && native < post,
+            "{label}: native frames above the Python ones: {block}"
+        );
+        assert!(
+            !block.contains("_PyEval_EvalFrame"),
+            "{label}: the eval loop and below stay in the JSON: {block}"
+        );
+    }
+}
