@@ -7,6 +7,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub minor: u32,
+    /// `_PyRuntime.interpreters.head`: the main interpreter.
+    pub runtime_interp_head: u64,
     pub interp_threads_head: u64,
     pub ts_next: u64,
     pub ts_thread_id: u64,
@@ -96,6 +98,7 @@ pub const HEAPTYPE: u64 = 1 << 9;
 
 pub const PY311: Layout = Layout {
     minor: 11,
+    runtime_interp_head: 40,
     interp_threads_head: 16,
     ts_next: 8,
     ts_thread_id: 152,
@@ -185,6 +188,7 @@ pub const PY312: Layout = Layout {
 
 pub const PY313: Layout = Layout {
     minor: 13,
+    runtime_interp_head: 632,
     interp_threads_head: 7344,
     ts_thread_id: 152,
     ts_native_thread_id: 160,
@@ -255,6 +259,7 @@ mod tests {
 
     fn ours(l: &Layout) -> Vec<(&'static str, Option<u64>)> {
         vec![
+            ("runtime_interp_head", Some(l.runtime_interp_head)),
             ("interp_threads_head", Some(l.interp_threads_head)),
             ("ts_next", Some(l.ts_next)),
             ("ts_thread_id", Some(l.ts_thread_id)),

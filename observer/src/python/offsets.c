@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include "internal/pycore_frame.h"
 #include "internal/pycore_interp.h"
+#include "internal/pycore_runtime.h"
 #include "internal/pycore_code.h"
 #include "internal/pycore_dict.h"
 #include "internal/pycore_long.h"
 #include "opcode.h"
 #define P(name, expr) printf("%s %zu\n", name, (size_t)(expr));
 int main(void) {
+  P("runtime_interp_head", offsetof(_PyRuntimeState, interpreters.head));
   P("interp_threads_head", offsetof(PyInterpreterState, threads.head));
   P("ts_next", offsetof(PyThreadState, next));
   P("ts_thread_id", offsetof(PyThreadState, thread_id));

@@ -47,6 +47,9 @@ pub struct Reader<'a, M: Mem> {
     pub l: &'static Layout,
     type_names: RefCell<HashMap<u64, Option<String>>>,
     strings: RefCell<HashMap<u64, Option<String>>>,
+    /// Object headers read in this walk (each slot's object is looked at
+    /// several times: as a lock, a bound method, a name's value).
+    headers: RefCell<HashMap<u64, Option<(u64, u64)>>>,
 }
 
 impl<'a, M: Mem> Reader<'a, M> {
@@ -56,6 +59,7 @@ impl<'a, M: Mem> Reader<'a, M> {
             l,
             type_names: RefCell::default(),
             strings: RefCell::default(),
+            headers: RefCell::default(),
         }
     }
 
@@ -81,10 +85,17 @@ impl<'a, M: Mem> Reader<'a, M> {
         if !Self::ptr_ok(obj) {
             return None;
         }
-        let b = self.mem.read(obj, 16)?;
-        let (rc, ty) = (u64_at(&b, 0)?, u64_at(&b, 8)?);
-        // Immortal objects (3.12+) have a huge refcount: still > 0.
-        (rc > 0 && Self::ptr_ok(ty)).then_some((rc, ty))
+        if let Some(h) = self.headers.borrow().get(&obj) {
+            return *h;
+        }
+        let h = (|| {
+            let b = self.mem.read(obj, 16)?;
+            let (rc, ty) = (u64_at(&b, 0)?, u64_at(&b, 8)?);
+            // Immortal objects (3.12+) have a huge refcount: still > 0.
+            (rc > 0 && Self::ptr_ok(ty)).then_some((rc, ty))
+        })();
+        self.headers.borrow_mut().insert(obj, h);
+        h
     }
 
     pub fn type_of(&self, obj: u64) -> Option<u64> {
