@@ -51,6 +51,11 @@ pub enum Command {
         pid: u32,
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+        /// Every thread's native stack too; a CPython thread's native frames
+        /// down to the interpreter's eval loop are shown above its Python
+        /// stack (like `py-spy dump --native`).
+        #[arg(long)]
+        native: bool,
     },
     /// Record every event of a run or an attach to FILE for `observer replay`
     /// (like `run`/`attach` with --record; all their options apply).

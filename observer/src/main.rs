@@ -78,7 +78,11 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Command::Replay { args } => recording::replay(&args),
-        Command::Dump { pid, format } => session::dump(pid, format == "json"),
+        Command::Dump {
+            pid,
+            format,
+            native,
+        } => session::dump(pid, format == "json", native),
         Command::Doctor => doctor(),
         Command::Daemon {
             check_config: Some(path),

@@ -52,8 +52,9 @@ struct Expect {
     cycle: Option<&'static [&'static str]>,
     /// (thread, lock name as its frame spells it, "with"/"acquire", needle of the line)
     waits: &'static [(&'static str, &'static str, &'static str, &'static str)],
-    /// (thread, lock name)
-    holds: &'static [(&'static str, &'static str)],
+    /// (thread, lock name, needle of the line the holding frame's function
+    /// starts at, needle of its `with` line after that)
+    holds: &'static [(&'static str, &'static str, &'static str, &'static str)],
     /// (joining thread, joined thread)
     joins: &'static [(&'static str, &'static str)],
     /// (thread, label)
@@ -69,7 +70,10 @@ const ABBA_GLOBALS: Expect = Expect {
         ("alpha", "audit_lock", "with", "        with audit_lock:"),
         ("beta", "ledger_lock", "with", "        with ledger_lock:"),
     ],
-    holds: &[("alpha", "ledger_lock"), ("beta", "audit_lock")],
+    holds: &[
+        ("alpha", "ledger_lock", "def post", "with ledger_lock:"),
+        ("beta", "audit_lock", "def audit", "with audit_lock:"),
+    ],
     joins: &[("MainThread", "alpha")],
     labels: &[],
     functions: &[
@@ -86,7 +90,10 @@ const ABBA_ATTRS: Expect = Expect {
         ("teller-1", "dst.lock", "with", "with dst.lock:"),
         ("teller-2", "dst.lock", "with", "with dst.lock:"),
     ],
-    holds: &[("teller-1", "src.lock"), ("teller-2", "src.lock")],
+    holds: &[
+        ("teller-1", "src.lock", "def transfer", "with src.lock:"),
+        ("teller-2", "src.lock", "def transfer", "with src.lock:"),
+    ],
     joins: &[("MainThread", "teller-1")],
     labels: &[],
     functions: &[
@@ -103,7 +110,11 @@ const RLOCK_ABBA: Expect = Expect {
         ("reader", "store_lock", "with", "        with store_lock:"),
         ("writer", "index_lock", "with", "        with index_lock:"),
     ],
-    holds: &[("reader", "index_lock"), ("writer", "store_lock")],
+    // reader re-entered index_lock in lookup(): the innermost `with` shows.
+    holds: &[
+        ("reader", "index_lock", "def lookup", "with index_lock:"),
+        ("writer", "store_lock", "def writer", "with store_lock:"),
+    ],
     joins: &[("MainThread", "reader")],
     labels: &[],
     functions: &[
@@ -117,7 +128,13 @@ const JOIN_HOLDING: Expect = Expect {
     fixture: "py_join_holding",
     cycle: Some(&["MainThread", "flusher"]),
     waits: &[("flusher", "state_lock", "with", "    with state_lock:")],
-    holds: &[("MainThread", "state_lock")],
+    // Held at the `with` line, while the thread is at `flusher.join()`.
+    holds: &[(
+        "MainThread",
+        "state_lock",
+        "say(f\"thread MainThread",
+        "with state_lock:",
+    )],
     joins: &[("MainThread", "flusher")],
     labels: &[],
     functions: &[("flusher", "flush")],
@@ -149,10 +166,24 @@ const CLEAN: Expect = Expect {
 
 /// 1-based line of the first fixture line containing `needle`.
 fn line_of(fixture: &str, needle: &str) -> u64 {
+    line_after(fixture, "", needle)
+}
+
+/// 1-based line of the first line containing `needle` at or after the
+/// first line containing `after`.
+fn line_after(fixture: &str, after: &str, needle: &str) -> u64 {
     let src = std::fs::read_to_string(python_fixture(fixture)).unwrap();
-    src.lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("{fixture}.py has no line {needle:?}")) as u64
+    let lines: Vec<&str> = src.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("{fixture}.py has no line {after:?}"));
+    (from
+        + lines[from..]
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{fixture}.py has no line {needle:?} after {after:?}")))
+        as u64
         + 1
 }
 
@@ -220,13 +251,22 @@ fn check(e: &Expect, py: &str, r: &Value, out: &[String]) {
             "{ctx}: {who} waits at {site}: {t:#}"
         );
     }
-    for &(who, lock) in e.holds {
+    for &(who, lock, after, needle) in e.holds {
         let t = thread(r, tid(who));
         let held: Vec<&str> = t["python"]["holds"]
             .as_array()
             .map(|v| v.iter().filter_map(|h| h["name"].as_str()).collect())
             .unwrap_or_default();
         assert_eq!(held, vec![lock], "{ctx}: {who} holds: {t:#}");
+        // The line of the `with` that took it, not where the frame is now.
+        let site = format!("{}.py:{}", e.fixture, line_after(e.fixture, after, needle));
+        assert!(
+            t["python"]["holds"][0]["site"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&site),
+            "{ctx}: {who} holds {lock} from {site}: {t:#}"
+        );
     }
     for &(who, joined) in e.joins {
         let t = thread(r, tid(who));
@@ -495,3 +535,75 @@ scenario!(
     QUEUE
 );
 scenario!(dump_clean, attach_clean, run_clean, CLEAN);
+
+/// `dump --native`: each Python thread also carries its native stack (JSON
+/// `native_frames`), and the text shows the native frames the innermost
+/// Python frame is blocked in (`[native]`, down to the eval loop) above
+/// its Python stack.
+#[test]
+#[ignore = "needs root"]
+fn dump_native_frames() {
+    let e = &ABBA_GLOBALS;
+    for (label, py) in pythons() {
+        let p = start(py, e.fixture);
+        let pid = p.pid().to_string();
+        let end = Instant::now() + T;
+        let r = loop {
+            let out = observer()
+                .args(["dump", "--native", "--format", "json", "-p", &pid])
+                .output()
+                .unwrap();
+            let r: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stderr)));
+            if out.status.code() == Some(EXIT_HANG) {
+                break r;
+            }
+            assert!(Instant::now() < end, "{label}: never hung: {r:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        check(e, label, &r, &p.stdout);
+        for who in ["alpha", "beta"] {
+            let t = thread(&r, tid_of(&p.stdout, who));
+            let funcs: Vec<&str> = t["native_frames"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|f| f["function"].as_str()).collect())
+                .unwrap_or_default();
+            // The lock's wait, in the interpreter's exported C function,
+            // called from the eval loop.
+            let at = |name: &str| funcs.iter().position(|f| *f == name);
+            let acquire = at("PyThread_acquire_lock_timed");
+            assert!(acquire.is_some(), "{label}: {who} native: {funcs:?}");
+            assert!(
+                funcs
+                    .iter()
+                    .skip(acquire.unwrap())
+                    .any(|f| f.starts_with("_PyEval_EvalFrame")),
+                "{label}: {who} native reaches the eval loop: {funcs:?}"
+            );
+        }
+        let text = observer()
+            .args(["dump", "--native", "-p", &pid])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        let block = text
+            .split("\nThread ")
+            .find(|b| b.contains("\"alpha\""))
+            .unwrap_or_else(|| panic!("{label}: no alpha block: {text}"));
+        let lines: Vec<&str> = block.lines().collect();
+        let native = lines
+            .iter()
+            .position(|l| l.contains("PyThread_acquire_lock_timed") && l.ends_with("[native]"));
+        let post = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("post ("));
+        assert!(
+            native.is_some() && post.is_some() && native < post,
+            "{label}: native frames above the Python ones: {block}"
+        );
+        assert!(
+            !block.contains("_PyEval_EvalFrame"),
+            "{label}: the eval loop and below stay in the JSON: {block}"
+        );
+    }
+}

@@ -118,6 +118,7 @@ mod tests {
                     kind: PyLockKind::Lock,
                     frame: Some(0),
                     name: None,
+                    line: None,
                 })
                 .collect(),
             joins: None,

@@ -7,6 +7,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub minor: u32,
+    /// `_PyRuntime.interpreters.head`: the main interpreter.
+    pub runtime_interp_head: u64,
     pub interp_threads_head: u64,
     pub ts_next: u64,
     pub ts_thread_id: u64,
@@ -34,6 +36,7 @@ pub struct Layout {
     pub code_name: u64,
     pub code_qualname: u64,
     pub code_linetable: u64,
+    pub code_exceptiontable: u64,
     pub code_adaptive: u64,
     pub type_name: u64,
     pub type_basicsize: u64,
@@ -123,6 +126,7 @@ pub const HEAPTYPE: u64 = 1 << 9;
 
 pub const PY311: Layout = Layout {
     minor: 11,
+    runtime_interp_head: 40,
     interp_threads_head: 16,
     ts_next: 8,
     ts_thread_id: 152,
@@ -147,6 +151,7 @@ pub const PY311: Layout = Layout {
     code_name: 120,
     code_qualname: 128,
     code_linetable: 136,
+    code_exceptiontable: 40,
     code_adaptive: 184,
     type_name: 24,
     type_basicsize: 32,
@@ -232,6 +237,7 @@ pub const PY312: Layout = Layout {
 
 pub const PY313: Layout = Layout {
     minor: 13,
+    runtime_interp_head: 632,
     interp_threads_head: 7344,
     ts_thread_id: 152,
     ts_native_thread_id: 160,
@@ -314,6 +320,7 @@ mod tests {
 
     fn ours(l: &Layout) -> Vec<(&'static str, Option<u64>)> {
         vec![
+            ("runtime_interp_head", Some(l.runtime_interp_head)),
             ("interp_threads_head", Some(l.interp_threads_head)),
             ("ts_next", Some(l.ts_next)),
             ("ts_thread_id", Some(l.ts_thread_id)),
@@ -341,6 +348,7 @@ mod tests {
             ("code_name", Some(l.code_name)),
             ("code_qualname", Some(l.code_qualname)),
             ("code_linetable", Some(l.code_linetable)),
+            ("code_exceptiontable", Some(l.code_exceptiontable)),
             ("code_adaptive", Some(l.code_adaptive)),
             ("type_name", Some(l.type_name)),
             ("type_basicsize", Some(l.type_basicsize)),

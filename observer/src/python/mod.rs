@@ -68,6 +68,9 @@ pub struct PyHeld {
     /// Its name as that frame spells it, if the frame does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Line of the `with` statement that took it, in `frame`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<i32>,
 }
 
 /// One Python thread as read from the interpreter.
@@ -171,17 +174,65 @@ pub fn frame_site(f: &PyFrame) -> String {
     format!("{}:{}", f.file, f.line)
 }
 
-/// The Python view of live process `pid`, whose interpreter py-spy found.
+/// Where a CPython process's interpreter is.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub version: String,
+    pub major: u64,
+    pub minor: u64,
+    /// The main `PyInterpreterState`.
+    pub interp: u64,
+}
+
+impl Located {
+    pub fn of_spy(spy: &py_spy::python_spy::PythonSpy) -> Self {
+        Located {
+            version: spy.version.to_string(),
+            major: spy.version.major,
+            minor: spy.version.minor,
+            interp: spy.addresses.interpreter_address as u64,
+        }
+    }
+}
+
+/// Finds the interpreter of a CPython 3.11–3.13 process from its
+/// `_PyRuntime` and `Py_Version` symbols (py-spy's binary parsing), without
+/// the stack walk `PythonSpy::new` does to validate it: the walk that
+/// follows validates it too (no threads: the caller falls back to py-spy).
+pub fn locate(pid: u32) -> anyhow::Result<Located> {
+    use anyhow::Context;
+    use py_spy::python_process_info::{PythonProcessInfo, get_python_version};
+    let process = remoteprocess::Process::new(pid as remoteprocess::Pid)
+        .with_context(|| format!("opening process {pid}"))?;
+    let info = PythonProcessInfo::new(&process)?;
+    let v = get_python_version(&info, &process)?;
+    let l = layout::for_version(v.major, v.minor)
+        .with_context(|| format!("CPython {v}: layout not known"))?;
+    let runtime = *info
+        .get_symbol("_PyRuntime")
+        .context("no _PyRuntime symbol")?;
+    let interp = reader::Mem::read(&reader::Live(pid), runtime + l.runtime_interp_head, 8)
+        .and_then(|b| reader::u64_at(&b, 0))
+        .filter(|&p| reader::Reader::<reader::Live>::ptr_ok(p))
+        .context("reading _PyRuntime.interpreters.head")?;
+    Ok(Located {
+        version: v.to_string(),
+        major: v.major,
+        minor: v.minor,
+        interp,
+    })
+}
+
+/// The Python view of live process `pid`, whose interpreter is at `loc`.
 /// An unknown layout (another version, a free-threaded build) gives a view
 /// that says so and nothing else.
 pub fn view(
     pid: u32,
-    version: &py_spy::python_spy::PythonSpy,
+    loc: &Located,
     free_threaded: bool,
     waits: &std::collections::HashMap<u32, u64>,
 ) -> PyView {
-    let v = &version.version;
-    let vs = v.to_string();
+    let vs = loc.version.clone();
     let unsupported = |why: String| PyView {
         version: vs.clone(),
         unsupported: Some(why),
@@ -192,20 +243,14 @@ pub fn view(
             "CPython {vs} is a free-threaded build: its Python locks are not read (native view only)"
         ));
     }
-    let Some(layout) = layout::for_version(v.major, v.minor) else {
+    let Some(layout) = layout::for_version(loc.major, loc.minor) else {
         return unsupported(format!(
             "CPython {vs}: interpreter layout not known (3.11-3.13 are): Python locks are not read (native view only)"
         ));
     };
     let t0 = std::time::Instant::now();
     let reads = reader::READS.load(std::sync::atomic::Ordering::Relaxed);
-    let v = inspect(
-        &reader::Live(pid),
-        layout,
-        vs.clone(),
-        version.addresses.interpreter_address as u64,
-        waits,
-    );
+    let v = inspect(&reader::Live(pid), layout, vs.clone(), loc.interp, waits);
     tracing::debug!(
         "python walk of {pid}: {} threads in {:?}, {} memory reads",
         v.threads.len(),
@@ -251,7 +296,8 @@ impl PyView {
                  kind: PyLockKind,
                  how: Option<How>,
                  frame: Option<usize>,
-                 name: &Option<String>| {
+                 name: &Option<String>,
+                 line: Option<i32>| {
             let f = frame.and_then(|i| t.frames.get(i));
             PyLockRef {
                 name: name.clone().unwrap_or_else(|| self.lock_name(lock)),
@@ -259,18 +305,21 @@ impl PyView {
                 addr: lock,
                 how,
                 function: f.map(|f| f.function.clone()),
-                site: f.map(frame_site),
+                site: f.map(|f| match line {
+                    Some(l) => format!("{}:{l}", f.file),
+                    None => frame_site(f),
+                }),
             }
         };
         Some(PyThreadInfo {
             waits: t
                 .wait
                 .as_ref()
-                .map(|w| r(w.lock, w.kind, Some(w.how), Some(w.frame), &w.name)),
+                .map(|w| r(w.lock, w.kind, Some(w.how), Some(w.frame), &w.name, None)),
             holds: t
                 .held
                 .iter()
-                .map(|h| r(h.lock, h.kind, None, h.frame, &h.name))
+                .map(|h| r(h.lock, h.kind, None, h.frame, &h.name, h.line))
                 .collect(),
             joins: t.joins,
             label: t.label.clone(),

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include "internal/pycore_frame.h"
 #include "internal/pycore_interp.h"
+#include "internal/pycore_runtime.h"
 #include "internal/pycore_code.h"
 #include "internal/pycore_dict.h"
 #include "internal/pycore_long.h"
@@ -12,6 +13,7 @@
 #include "internal/pycore_moduleobject.h"
 #define P(name, expr) printf("%s %zu\n", name, (size_t)(expr));
 int main(void) {
+  P("runtime_interp_head", offsetof(_PyRuntimeState, interpreters.head));
   P("interp_threads_head", offsetof(PyInterpreterState, threads.head));
   P("ts_next", offsetof(PyThreadState, next));
   P("ts_thread_id", offsetof(PyThreadState, thread_id));
@@ -47,6 +49,7 @@ int main(void) {
   P("code_name", offsetof(PyCodeObject, co_name));
   P("code_qualname", offsetof(PyCodeObject, co_qualname));
   P("code_linetable", offsetof(PyCodeObject, co_linetable));
+  P("code_exceptiontable", offsetof(PyCodeObject, co_exceptiontable));
   P("code_adaptive", offsetof(PyCodeObject, co_code_adaptive));
   P("type_name", offsetof(PyTypeObject, tp_name));
   P("type_basicsize", offsetof(PyTypeObject, tp_basicsize));

@@ -47,6 +47,9 @@ pub struct Reader<'a, M: Mem> {
     pub l: &'static Layout,
     type_names: RefCell<HashMap<u64, Option<String>>>,
     strings: RefCell<HashMap<u64, Option<String>>>,
+    /// Object headers read in this walk (each slot's object is looked at
+    /// several times: as a lock, a bound method, a name's value).
+    headers: RefCell<HashMap<u64, Option<(u64, u64)>>>,
 }
 
 impl<'a, M: Mem> Reader<'a, M> {
@@ -56,6 +59,7 @@ impl<'a, M: Mem> Reader<'a, M> {
             l,
             type_names: RefCell::default(),
             strings: RefCell::default(),
+            headers: RefCell::default(),
         }
     }
 
@@ -81,10 +85,17 @@ impl<'a, M: Mem> Reader<'a, M> {
         if !Self::ptr_ok(obj) {
             return None;
         }
-        let b = self.mem.read(obj, 16)?;
-        let (rc, ty) = (u64_at(&b, 0)?, u64_at(&b, 8)?);
-        // Immortal objects (3.12+) have a huge refcount: still > 0.
-        (rc > 0 && Self::ptr_ok(ty)).then_some((rc, ty))
+        if let Some(h) = self.headers.borrow().get(&obj) {
+            return *h;
+        }
+        let h = (|| {
+            let b = self.mem.read(obj, 16)?;
+            let (rc, ty) = (u64_at(&b, 0)?, u64_at(&b, 8)?);
+            // Immortal objects (3.12+) have a huge refcount: still > 0.
+            (rc > 0 && Self::ptr_ok(ty)).then_some((rc, ty))
+        })();
+        self.headers.borrow_mut().insert(obj, h);
+        h
     }
 
     pub fn type_of(&self, obj: u64) -> Option<u64> {
@@ -414,6 +425,89 @@ pub fn line_of(table: &[u8], first_line: i32, addrq: u64) -> Option<i32> {
     None
 }
 
+/// One entry of a 3.11+ exception table (Objects/exception_handling_notes.txt),
+/// in code units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExcEntry {
+    pub start: u64,
+    pub end: u64,
+    pub target: u64,
+    /// Stack items kept below the handler's pushed values.
+    pub depth: u64,
+    pub lasti: bool,
+}
+
+/// Parses `co_exceptiontable`: per entry, varints (6 bits each, most
+/// significant first, bit 6 = more) start, length, target, depth<<1|lasti;
+/// bit 7 marks an entry's first byte.
+pub fn exception_table(t: &[u8]) -> Vec<ExcEntry> {
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    let varint = |i: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..6 {
+            let b = *t.get(*i)?;
+            *i += 1;
+            v = (v << 6) | u64::from(b & 63);
+            if b & 64 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    while i < t.len() {
+        if t[i] & 0x80 == 0 {
+            break;
+        }
+        let e = (|| {
+            let start = varint(&mut i)?;
+            let len = varint(&mut i)?;
+            let target = varint(&mut i)?;
+            let dl = varint(&mut i)?;
+            Some(ExcEntry {
+                start,
+                end: start + len,
+                target,
+                depth: dl >> 1,
+                lasti: dl & 1 == 1,
+            })
+        })();
+        match e {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    out
+}
+
+/// The code unit of the `BEFORE_WITH` that opened the `with` block whose
+/// bound `__exit__` sits at value-stack index `slot`, for a frame at code
+/// unit `at`. The block's body is covered by entries with depth `slot + 1`
+/// and `lasti` that share one handler (the `with` cleanup); the body starts
+/// right after its `BEFORE_WITH`. Of such handlers the one whose body
+/// starts last at or before `at` is the innermost block open there (blocks
+/// at one depth cannot nest). Confirmed by `opcode_at`.
+pub fn with_start(
+    table: &[ExcEntry],
+    slot: u64,
+    at: u64,
+    opcode_at: impl Fn(u64) -> Option<u8>,
+    before_with: u8,
+) -> Option<u64> {
+    let mut starts: HashMap<u64, (u64, u64)> = HashMap::new();
+    for e in table.iter().filter(|e| e.lasti && e.depth == slot + 1) {
+        let s = starts.entry(e.target).or_insert((e.start, e.end));
+        s.0 = s.0.min(e.start);
+        s.1 = s.1.max(e.end);
+    }
+    let (first, _) = starts
+        .values()
+        .filter(|(s, end)| *s <= at && at < *end)
+        .max_by_key(|(s, _)| *s)?;
+    let w = first.checked_sub(1)?;
+    (opcode_at(w)? == before_with).then_some(w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,5 +541,66 @@ mod tests {
         assert_eq!(line_of(&table, 1, 5), Some(2));
         assert_eq!(line_of(&table, 1, 6), None);
         assert_eq!(line_of(&[0x12], 1, 0), None);
+    }
+
+    /// `with a:` / `with b:` nested, as 3.11 compiles it (bytes from
+    /// `co_exceptiontable`): outer BEFORE_WITH at unit 7, inner at 17.
+    #[test]
+    fn with_blocks_from_the_exception_table() {
+        let enc = |v: &[u64]| {
+            let mut out = Vec::new();
+            for (j, &x) in v.iter().enumerate() {
+                let mut chunks = vec![x & 63];
+                let mut y = x >> 6;
+                while y > 0 {
+                    chunks.push(y & 63);
+                    y >>= 6;
+                }
+                chunks.reverse();
+                let n = chunks.len();
+                for (k, c) in chunks.into_iter().enumerate() {
+                    let mut b = c as u8;
+                    if k + 1 < n {
+                        b |= 64;
+                    }
+                    if j % 4 == 0 && k == 0 {
+                        b |= 128;
+                    }
+                    out.push(b);
+                }
+            }
+            out
+        };
+        // (start, len, target, depth<<1|lasti)
+        let rows: &[[u64; 4]] = &[
+            [8, 10, 115, 3],
+            [18, 21, 71, 5],
+            [40, 2, 43, 4],
+            [59, 20, 115, 3],
+            [71, 4, 75, 9],
+            [79, 23, 115, 3],
+            [115, 4, 119, 7],
+        ];
+        let t = exception_table(&enc(&rows.concat()));
+        assert_eq!(t.len(), 7);
+        assert_eq!(
+            t[1],
+            ExcEntry {
+                start: 18,
+                end: 39,
+                target: 71,
+                depth: 2,
+                lasti: true
+            }
+        );
+        let ops = |u: u64| Some(if u == 7 || u == 17 { 53 } else { 1 });
+        // Inside both blocks: slot 0 is the outer `with`, slot 1 the inner.
+        assert_eq!(with_start(&t, 0, 30, ops, 53), Some(7));
+        assert_eq!(with_start(&t, 1, 30, ops, 53), Some(17));
+        // After the inner block: only the outer one is open.
+        assert_eq!(with_start(&t, 0, 90, ops, 53), Some(7));
+        assert_eq!(with_start(&t, 1, 90, ops, 53), None);
+        // Not a BEFORE_WITH before the body: no answer rather than a guess.
+        assert_eq!(with_start(&t, 0, 30, |_| Some(1), 53), None);
     }
 }

@@ -1,12 +1,15 @@
 //! The walk: threads, frames, value stacks, then locks, holders, joins,
 //! labels and names. Pure given a `Mem`, so it is tested on fake memory too.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    rc::Rc,
+};
 
 use super::{
     How, PyHeld, PyLockInfo, PyLockKind, PyThreadView, PyView, PyWait,
     layout::{Layout, LockLayout},
-    reader::{Mem, Reader, i32_at, line_of, u64_at},
+    reader::{Mem, Reader, exception_table, i32_at, line_of, u64_at, with_start},
 };
 use crate::symbol::PyFrame;
 
@@ -27,7 +30,32 @@ pub(super) struct RawFrame {
     exact: bool,
     /// The opcode the frame is executing.
     opcode: Option<u8>,
+    /// Code object, and the instruction's code unit in it.
+    code: u64,
+    unit: Option<u64>,
+    /// Exception table (bytes object).
+    exctable: u64,
+    first_line: i32,
 }
+
+struct CodeInfo {
+    file: String,
+    function: String,
+    first: i32,
+    nlocals: i32,
+    stacksize: i32,
+    /// `co_localsplusnames`, as strings.
+    names: Vec<Option<String>>,
+    linetable: Option<Vec<u8>>,
+    exctable: u64,
+    /// `co_code_adaptive`.
+    bytecode: Option<Vec<u8>>,
+}
+
+/// Bytecode longer than this is not read (a torn or foreign object).
+const MAX_CODE_UNITS: u64 = 1 << 20;
+/// Frame slots read with the frame itself (one read for most frames).
+const SLOTS_WITH_FRAME: usize = 32;
 
 pub(super) struct RawThread {
     pub(super) tid: u32,
@@ -58,6 +86,7 @@ pub fn inspect<M: Mem>(
     let mut w = Walk {
         r: &r,
         attrs: HashMap::new(),
+        codes: HashMap::new(),
     };
     let threads = w.threads(interp);
     let tasks = super::asyncio::read(&mut w, interp, &threads);
@@ -69,6 +98,7 @@ pub fn inspect<M: Mem>(
 pub(super) struct Walk<'r, 'm, M: Mem> {
     pub(super) r: &'r Reader<'m, M>,
     attrs: HashMap<u64, Option<Vec<(String, u64)>>>,
+    codes: HashMap<u64, Option<Rc<CodeInfo>>>,
 }
 
 impl<M: Mem> Walk<'_, '_, M> {
@@ -115,7 +145,13 @@ impl<M: Mem> Walk<'_, '_, M> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         while Reader::<M>::ptr_ok(f) && out.len() < MAX_FRAMES && seen.insert(f) {
-            let Some(b) = self.r.bytes(f, l.frame_localsplus as usize) else {
+            // The frame and its first slots in one read; the frame alone
+            // when that crosses the end of the mapping.
+            let Some(b) = self
+                .r
+                .bytes(f, l.frame_localsplus as usize + SLOTS_WITH_FRAME * 8)
+                .or_else(|| self.r.bytes(f, l.frame_localsplus as usize))
+            else {
                 break;
             };
             let prev = u64_at(&b, l.frame_previous).unwrap_or(0);
@@ -130,10 +166,21 @@ impl<M: Mem> Walk<'_, '_, M> {
         out
     }
 
-    pub(super) fn frame(&mut self, f: u64, b: &[u8]) -> Option<RawFrame> {
+    /// What the walk needs of a code object, read once per walk: every
+    /// thread runs the same few functions, and code objects do not change
+    /// (the quickened bytecode does, but not at the opcodes read here).
+    fn code(&mut self, code: u64) -> Option<Rc<CodeInfo>> {
+        if let Some(c) = self.codes.get(&code) {
+            return c.clone();
+        }
+        let c = self.read_code(code).map(Rc::new);
+        self.codes.insert(code, c.clone());
+        c
+    }
+
+    fn read_code(&self, code: u64) -> Option<CodeInfo> {
         let l = self.r.l;
         let r = self.r;
-        let code = u64_at(b, l.frame_code)?;
         if !r.is_type(code, "code") {
             return None;
         }
@@ -148,22 +195,54 @@ impl<M: Mem> Walk<'_, '_, M> {
             .string(u64_at(&c, l.code_qualname)?)
             .or_else(|| r.string(u64_at(&c, l.code_name)?))?;
         let first = i32_at(&c, l.code_firstlineno)?;
-        let instr = u64_at(b, l.frame_instr)?;
-        let start = code + l.code_adaptive;
-        let line = r
-            .bytes_obj(u64_at(&c, l.code_linetable)?)
-            .and_then(|t| line_of(&t, first, instr.checked_sub(start)? / 2))
-            .unwrap_or(0);
+        let linetable = u64_at(&c, l.code_linetable)?;
         let names = r
             .tuple(u64_at(&c, l.code_localsplusnames)?)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| r.string(n))
+            .collect();
+        // Py_SIZE(code): the number of code units.
+        let units = u64_at(&c, 16).filter(|&n| n < MAX_CODE_UNITS)?;
+        Some(CodeInfo {
+            file,
+            function,
+            first,
+            nlocals,
+            stacksize,
+            names,
+            linetable: r.bytes_obj(linetable),
+            exctable: u64_at(&c, l.code_exceptiontable).unwrap_or(0),
+            bytecode: r.bytes(code + l.code_adaptive, units as usize * 2),
+        })
+    }
+
+    pub(super) fn frame(&mut self, f: u64, b: &[u8]) -> Option<RawFrame> {
+        let l = self.r.l;
+        let r = self.r;
+        let code = u64_at(b, l.frame_code)?;
+        let ci = self.code(code)?;
+        let (nlocals, stacksize) = (ci.nlocals, ci.stacksize);
+        let instr = u64_at(b, l.frame_instr)?;
+        let start = code + l.code_adaptive;
+        let unit = instr.checked_sub(start).map(|o| o / 2);
+        let line = ci
+            .linetable
+            .as_ref()
+            .and_then(|t| line_of(t, ci.first, unit?))
+            .unwrap_or(0);
         let total = (nlocals + stacksize) as usize;
-        let slots = r
-            .bytes(f + l.frame_localsplus, total * 8)
-            .unwrap_or_default();
+        // The frame read already holds the first slots.
+        let head = l.frame_localsplus as usize;
+        let slots = if b.len() >= head + total * 8 {
+            b[head..head + total * 8].to_vec()
+        } else {
+            r.bytes(f + l.frame_localsplus, total * 8)
+                .unwrap_or_default()
+        };
         let slot = |i: usize| u64_at(&slots, i as u64 * 8).unwrap_or(0);
         let locals = (0..nlocals as usize)
-            .filter_map(|i| Some((r.string(*names.get(i)?)?, slot(i))))
+            .filter_map(|i| Some((ci.names.get(i)?.clone()?, slot(i))))
             .filter(|(_, v)| *v != 0)
             .collect();
         let stacktop = i32_at(b, l.frame_stacktop).unwrap_or(-1);
@@ -175,17 +254,25 @@ impl<M: Mem> Walk<'_, '_, M> {
         let stack = (0..depth)
             .map(|i| slot(nlocals as usize + i))
             .collect::<Vec<_>>();
+        let opcode = match (&ci.bytecode, unit) {
+            (Some(bc), Some(u)) => bc.get(u as usize * 2).copied(),
+            _ => r.u8(instr),
+        };
         Some(RawFrame {
             frame: PyFrame {
-                function,
-                file,
+                function: ci.function.clone(),
+                file: ci.file.clone(),
                 line,
             },
             globals: u64_at(b, l.frame_globals).unwrap_or(0),
             locals,
             stack,
             exact,
-            opcode: r.u8(instr),
+            opcode,
+            code,
+            unit,
+            exctable: ci.exctable,
+            first_line: ci.first,
         })
     }
 
@@ -247,6 +334,22 @@ impl<M: Mem> Walk<'_, '_, M> {
             }
             _ => None,
         }
+    }
+
+    /// The line of the `with` statement whose `__exit__` is at value-stack
+    /// slot `k` of frame `f` (not the line the frame is at now).
+    fn with_line(&mut self, f: &RawFrame, k: usize) -> Option<i32> {
+        let r = self.r;
+        let ci = self.code(f.code)?;
+        let table = exception_table(&r.bytes_obj(f.exctable)?);
+        let unit = with_start(
+            &table,
+            k as u64,
+            f.unit?,
+            |u| ci.bytecode.as_ref()?.get(u as usize * 2).copied(),
+            r.l.before_with,
+        )?;
+        line_of(ci.linetable.as_ref()?, f.first_line, unit)
     }
 
     /// The futex word a lock's waiters sleep on.
@@ -333,7 +436,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                 } else {
                     f.stack.len()
                 };
-                for &v in &f.stack[..live] {
+                for (k, &v) in f.stack[..live].iter().enumerate() {
                     let Some((lock, kind, Slot::Exit)) = self.slot_lock(v) else {
                         continue;
                     };
@@ -348,6 +451,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                         kind,
                         frame: Some(fi),
                         name: None,
+                        line: self.with_line(f, k),
                     });
                     locks.insert(lock, kind);
                 }
@@ -408,6 +512,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                     kind: li.kind,
                     frame: None,
                     name: None,
+                    line: None,
                 });
             }
         }
@@ -674,6 +779,10 @@ mod tests {
             stack: Vec::new(),
             exact: false,
             opcode: None,
+            code: 0,
+            unit: None,
+            exctable: 0,
+            first_line: 0,
         }
     }
 

@@ -47,6 +47,10 @@ pub struct ThreadState {
     pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<crate::python::PyThreadInfo>,
+    /// `dump --native`: the native stack, innermost first (read from the
+    /// thread's registers and stack; empty when it is running).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub native_frames: Vec<crate::symbol::Frame>,
 }
 
 #[derive(Serialize)]
@@ -60,7 +64,8 @@ pub struct WaitState {
     pub holder: Holder,
 }
 
-fn states(model: &Model) -> (u32, Vec<ThreadState>) {
+/// `native`: include each thread's native stack (`dump --native`).
+fn states(model: &Model, native: bool) -> (u32, Vec<ThreadState>) {
     let Some(p) = model.processes.values().next() else {
         return (0, Vec::new());
     };
@@ -85,13 +90,19 @@ fn states(model: &Model) -> (u32, Vec<ThreadState>) {
                 .and_then(|v| v.thread(t.tid))
                 .map(|x| x.frames.clone()),
             python: p.python.as_ref().and_then(|v| v.info(t.tid)),
+            native_frames: t
+                .stack
+                .as_ref()
+                .filter(|_| native)
+                .map(|st| st.frames.clone())
+                .unwrap_or_default(),
         })
         .collect();
     (p.tgid, threads)
 }
 
-pub fn json<'a>(model: &Model, findings: &'a [Finding], _now: u64) -> Dump<'a> {
-    let (tgid, threads) = states(model);
+pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> Dump<'a> {
+    let (tgid, threads) = states(model, native);
     Dump {
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
@@ -111,8 +122,8 @@ fn python_state(model: &Model) -> Option<PythonState> {
     })
 }
 
-pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
-    let (tgid, threads) = states(model);
+pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
+    let (tgid, threads) = states(model, native);
     let mut s = String::new();
     let leader = threads
         .iter()
@@ -158,6 +169,7 @@ pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
         };
         let Some(frames) = &t.python_frames else {
             let _ = writeln!(s, "  {:>8}  {:<16}  {what}", t.tid, escape(&t.name));
+            super::python::merged(&mut s, &t.native_frames, &[], "            ");
             continue;
         };
         // py-spy dump style: the thread, its Python wait, its stack.
@@ -191,7 +203,7 @@ pub fn text(model: &Model, findings: &[Finding], _now: u64) -> String {
         if let Some(h) = py.and_then(super::python::holds_line) {
             let _ = writeln!(s, "    {h}");
         }
-        super::python::frames(&mut s, frames, "        ");
+        super::python::merged(&mut s, &t.native_frames, frames, "        ");
     }
     let py = model
         .processes

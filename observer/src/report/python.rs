@@ -7,7 +7,7 @@ use super::escape;
 use crate::{
     detect::{Finding, FindingKind, ThreadInfo},
     python::{How, PyLockRef, PyThreadInfo},
-    symbol::PyFrame,
+    symbol::{Frame, PyFrame},
 };
 
 fn who(t: Option<&ThreadInfo>, tid: u32) -> String {
@@ -105,7 +105,7 @@ pub fn deadlock(f: &Finding) -> Option<String> {
             continue;
         };
         let _ = writeln!(s, "{}:", who(Some(t), t.tid));
-        frames(&mut s, &t.python_frames, "    ");
+        merged(&mut s, &t.frames, &t.python_frames, "    ");
     }
     Some(s)
 }
@@ -120,6 +120,42 @@ pub fn frames(s: &mut String, frames: &[PyFrame], indent: &str) {
             p.line
         );
     }
+}
+
+/// Native frames shown above a Python stack when the interpreter's eval
+/// loop is not found in them (a short or failed unwind).
+const NATIVE_ABOVE: usize = 8;
+/// Native frames shown for a thread without Python frames.
+const NATIVE_SHOWN: usize = 24;
+
+/// A CPython thread's stack as one list, innermost first: the native
+/// frames the innermost Python frame is in (libc, the interpreter's C
+/// code, a C extension), down to the interpreter's eval loop, each marked
+/// `[native]`, then the Python frames. Deeper native frames (the eval
+/// loop and what calls it) are only in the JSON. Without native frames:
+/// the Python stack alone.
+pub fn merged(s: &mut String, native: &[Frame], python: &[PyFrame], indent: &str) {
+    let eval = native.iter().position(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n.starts_with("_PyEval_EvalFrame"))
+    });
+    let above = if python.is_empty() {
+        native.len().min(NATIVE_SHOWN)
+    } else {
+        eval.unwrap_or(NATIVE_ABOVE.min(native.len()))
+    };
+    for f in &native[..above] {
+        let _ = writeln!(s, "{indent}{}  [native]", super::findings::frame_line(f));
+    }
+    if python.is_empty() && native.len() > above {
+        let _ = writeln!(
+            s,
+            "{indent}... {} more native frames (the JSON has all)",
+            native.len() - above
+        );
+    }
+    frames(s, python, indent);
 }
 
 /// The locks a thread holds, for `dump`: "holds Lock a (0x..) at f.py:3".

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, bail};
 
 use super::{
-    enrich::{python_events, stack_events, symbol_events},
+    enrich::{all_stacks, python_events, stack_events, symbol_events},
     live::EXIT_HANG,
     target::seeded_tids,
 };
@@ -16,7 +16,9 @@ use crate::{
 };
 
 /// `observer dump -p PID`.
-pub fn dump(pid: u32, json: bool) -> Result<u8> {
+/// With `native`, every thread's native stack too (CPython threads: merged
+/// with the Python stack), as `py-spy dump --native` does.
+pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
     if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
         bail!("{pid} is a thread of process {tgid}: dump the process");
     }
@@ -60,16 +62,20 @@ pub fn dump(pid: u32, json: bool) -> Result<u8> {
     }
     engine.apply_all(&mut evs)?;
     let found = engine.candidates(now);
-    let mut evs = stack_events(&engine.model, &mut symbols, None, &found, now);
+    let mut evs = stack_events(&engine.model, &mut symbols, None, &found, now, native);
     engine.apply_all(&mut evs)?;
+    if native {
+        let mut evs = all_stacks(&engine.model, &mut symbols, pid, now);
+        engine.apply_all(&mut evs)?;
+    }
     engine.accept(found);
     if json {
-        let r = report::dump::json(&engine.model, engine.findings(), now);
+        let r = report::dump::json(&engine.model, engine.findings(), native);
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!(
             "{}",
-            report::dump::text(&engine.model, engine.findings(), now)
+            report::dump::text(&engine.model, engine.findings(), native)
         );
     }
     Ok(if engine.findings().iter().any(|f| f.kind.is_hang()) {

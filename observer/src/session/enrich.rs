@@ -468,6 +468,7 @@ pub(super) fn stack_events(
     probes: Option<&Probes>,
     found: &[crate::detect::Finding],
     now: u64,
+    python_native: bool,
 ) -> Vec<Event> {
     use crate::detect::FindingKind as K;
     use std::collections::BTreeMap;
@@ -513,13 +514,15 @@ pub(super) fn stack_events(
     }
     let mut out = Vec::new();
     for (tgid, mut threads) in want {
-        // CPython threads the Python view already shows: their Python stack
-        // is the answer (the native frames are the interpreter's own), and
-        // unwinding them costs more than the whole Python read.
-        if let Some(view) = model
+        let view = model
             .process(tgid)
             .and_then(|p| p.python.as_ref())
-            .filter(|v| v.unsupported.is_none())
+            .filter(|v| v.unsupported.is_none());
+        // CPython threads the Python view already shows: without
+        // `python_native` their Python stack is the answer (unwinding them
+        // costs more than the whole Python read).
+        if let Some(view) = view
+            && !python_native
         {
             threads.retain(|(tid, _)| {
                 let Some(t) = view.thread(*tid).filter(|t| !t.frames.is_empty()) else {
@@ -539,11 +542,23 @@ pub(super) fn stack_events(
                 continue;
             }
         }
-        let py = symbols
-            .python_threads(tgid)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let py = match view {
+            Some(v) => v
+                .threads
+                .iter()
+                .map(|t| crate::symbol::PyThread {
+                    tid: t.tid,
+                    name: t.name.clone(),
+                    owns_gil: false,
+                    frames: t.frames.clone(),
+                })
+                .collect(),
+            None => symbols
+                .python_threads(tgid)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        };
         out.extend(py_name_events(model, tgid, &py, now));
         for (tid, frames) in symbols.native_stacks(tgid, &threads) {
             let pt = py.iter().find(|x| x.tid == tid);
@@ -622,4 +637,39 @@ pub(super) fn python_events(
         view,
     });
     Some(out)
+}
+
+/// Native stacks of the live threads of `tgid` that have none yet, with
+/// their Python stacks when the view shows them.
+pub(super) fn all_stacks(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tgid: u32,
+    now: u64,
+) -> Vec<Event> {
+    let Some(p) = model.process(tgid) else {
+        return Vec::new();
+    };
+    let threads: Vec<(u32, crate::symbol::Regs)> = p
+        .live_threads()
+        .filter(|t| t.stack.is_none())
+        .map(|t| (t.tid, crate::symbol::Regs::default()))
+        .collect();
+    symbols
+        .native_stacks(tgid, &threads)
+        .into_iter()
+        .map(|(tid, frames)| Event::Stack {
+            ts_ns: now,
+            tgid,
+            tid,
+            frames: frames.unwrap_or_default(),
+            python: p
+                .python
+                .as_ref()
+                .and_then(|v| v.thread(tid))
+                .map(|t| t.frames.clone())
+                .unwrap_or_default(),
+            owns_gil: false,
+        })
+        .collect()
 }

@@ -258,6 +258,7 @@ impl<S: Sink> Session<S> {
             Some(&src.probes),
             &cands,
             now,
+            true,
         );
         self.feed(&mut evs)?;
         self.engine.mark_scan(now, true)?;

@@ -140,6 +140,8 @@ pub struct Symbolizer {
     files: HashMap<FileKey, Option<Arc<ElfInfo>>>,
     procs: HashMap<u32, Proc>,
     pythons: HashMap<u32, (u64, py_spy::PythonSpy)>,
+    /// CPython interpreters found from their symbols, per process.
+    located: HashMap<u32, (u64, crate::python::Located)>,
     /// Real return addresses hidden behind uretprobe trampolines, per
     /// thread, innermost first (see `set_return_fixups`).
     ret_fixups: HashMap<u32, Vec<u64>>,
@@ -211,6 +213,7 @@ impl Symbolizer {
             files: HashMap::new(),
             procs: HashMap::new(),
             pythons: HashMap::new(),
+            located: HashMap::new(),
             ret_fixups: HashMap::new(),
         }
     }
@@ -340,6 +343,7 @@ impl Symbolizer {
             self.procs
                 .retain(|pid, p| start_time(*pid) == Some(p.start_time));
             self.pythons.retain(|pid, p| start_time(*pid) == Some(p.0));
+            self.located.retain(|pid, p| start_time(*pid) == Some(p.0));
         }
         if self.files.len() > MAX_FILES {
             self.files.clear();
@@ -479,6 +483,11 @@ impl Symbolizer {
     pub fn data_symbol(&mut self, pid: u32, addr: u64) -> Option<DataSymbol> {
         let mut p = self.proc(pid, false).ok()?;
         if p.module_of_data(addr).is_none() {
+            // Heap, stacks, anonymous memory: no symbol (and no reason to
+            // read the maps again for each such lock).
+            if p.mapping_of(addr).is_some_and(|e| !e.is_file()) {
+                return None;
+            }
             // Perhaps mapped since we read the maps (dlopen), or read while
             // the process was exiting (its files could not be opened).
             p = self.proc(pid, true).ok()?;
@@ -848,10 +857,32 @@ impl Symbolizer {
             .proc(pid, false)
             .map(|p| python::free_threaded(&p.maps))
             .unwrap_or(false);
+        // Found from its symbols (cached per process): py-spy's own lookup
+        // walks every thread's stack once more to validate it.
+        let st = start_time(pid).with_context(|| format!("process {pid} is gone"))?;
+        if self.located.get(&pid).is_none_or(|(s, _)| *s != st) {
+            self.located.remove(&pid);
+            if python::looks_like_python(&self.proc(pid, false)?.maps) {
+                match crate::python::locate(pid) {
+                    Ok(l) => {
+                        self.located.insert(pid, (st, l));
+                    }
+                    Err(e) => tracing::debug!("python lookup of {pid}: {e:#}; asking py-spy"),
+                }
+            }
+        }
+        if let Some((_, loc)) = self.located.get(&pid) {
+            let v = crate::python::view(pid, loc, free, waits);
+            if !v.threads.is_empty() || v.unsupported.is_some() {
+                return Ok(Some(v));
+            }
+            self.located.remove(&pid);
+        }
         let Some(spy) = self.spy(pid)? else {
             return Ok(None);
         };
-        Ok(Some(crate::python::view(pid, spy, free, waits)))
+        let loc = crate::python::Located::of_spy(spy);
+        Ok(Some(crate::python::view(pid, &loc, free, waits)))
     }
 
     /// See [`python_threads`].
