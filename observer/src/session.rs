@@ -17,6 +17,8 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+mod gil;
+
 use crate::{
     cli::ObserveOpts,
     detect::Engine,
@@ -96,6 +98,8 @@ pub(crate) struct Session {
     exec_stopped: Vec<u32>,
     /// The futex waits each CPython process had at its last Python read.
     py_read: std::collections::HashMap<u32, Vec<PyWaitKey>>,
+    /// GIL accounting of CPython targets (session/gil.rs).
+    gil: gil::GilState,
 }
 
 impl Session {
@@ -124,6 +128,7 @@ impl Session {
             stop_on_exec: false,
             exec_stopped: Vec::new(),
             py_read: std::collections::HashMap::new(),
+            gil: gil::GilState::default(),
         })
     }
 
@@ -857,6 +862,8 @@ async fn observe(
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = tokio::time::sleep(Duration::from_nanos(duration_ns.unwrap_or(u64::MAX / 4)));
     tokio::pin!(deadline);
+    let gil_sample = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(gil_sample);
     let mut evs = Vec::new();
     let mut stop_signal: Option<i32> = None;
     let mut hang_found = false;
@@ -900,6 +907,10 @@ async fn observe(
                 activity.sample(&s.model, now, s.engine.limits.stuck_ns, &mut evs);
                 s.python_names(now)?;
             }
+            _ = &mut gil_sample => {
+                let next = s.gil_tick(&src)?;
+                gil_sample.as_mut().reset(tokio::time::Instant::now() + next);
+            }
             g = pidfd.readable() => { let _ = g?; break; }
             _ = sigint.recv() => { stop_signal = Some(libc::SIGINT); }
             _ = sigterm.recv() => { stop_signal = Some(libc::SIGTERM); }
@@ -932,6 +943,7 @@ async fn observe(
     if !killed_on_hang && stop_signal.is_none() {
         s.python_view_of(now, true, true)?;
     }
+    s.gil_emit(now)?;
     src.finish(now, &mut evs);
     // Creation sites of a process that already ended: named from the
     // mappings read while it lived.

@@ -186,6 +186,8 @@ pub struct Process {
     by_pthread: HashMap<u64, usize>,
     /// The last Python view of a CPython process.
     pub python: Option<crate::python::PyView>,
+    /// GIL and lock accounting of a CPython process (the latest tally).
+    pub gil: Option<crate::python::gil::GilTally>,
 }
 
 /// A finished wait that slept long enough to be seen by the wait-table
@@ -792,6 +794,9 @@ impl Model {
                     }
                 }
                 p.python = Some(view.clone());
+            }
+            Event::PyGil { ts_ns, tgid, tally } => {
+                self.proc_mut(*tgid, *ts_ns).gil = Some(tally.clone());
             }
             Event::PyThreadName {
                 ts_ns,

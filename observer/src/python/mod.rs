@@ -6,6 +6,7 @@
 //! program spells them. py-spy finds the interpreter; the walk is ours,
 //! with per-version offsets checked against the headers (layout.rs).
 
+pub mod gil;
 pub mod layout;
 pub mod reader;
 mod walk;

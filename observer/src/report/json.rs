@@ -53,6 +53,9 @@ pub struct ProcessOut {
     /// Raw wait status (status << 8 | signal), null while running.
     pub exit_status: Option<i32>,
     pub lifecycle: crate::model::lifecycle::Lifecycle,
+    /// CPython: GIL accounting and the verdict (report/gil.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<super::gil::ProcessGil>,
 }
 
 #[derive(Serialize)]
@@ -78,7 +81,16 @@ pub struct ThreadOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub python: Option<crate::python::PyThreadInfo>,
+    pub python: Option<ThreadPython>,
+}
+
+/// `threads[].python`: what the interpreter showed, and GIL accounting.
+#[derive(Serialize)]
+pub struct ThreadPython {
+    #[serde(flatten)]
+    pub info: Option<crate::python::PyThreadInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gil: Option<super::gil::ThreadGil>,
 }
 
 #[derive(Serialize)]
@@ -133,8 +145,16 @@ pub fn build<'a>(
             observed_to_ns: p.observed_to_ns,
             exit_status: p.exit_status,
             lifecycle: crate::model::lifecycle::lifecycle(p),
+            python: super::gil::process_json(model, p),
         });
+        let mut gil = super::gil::threads_json(model, p);
         for t in &p.threads {
+            let info = p.python.as_ref().and_then(|v| v.info(t.tid));
+            let g = gil
+                .iter()
+                .position(|x| x.0 == t.tid && t.exit_ns.is_none())
+                .map(|i| gil.swap_remove(i).1);
+            let python = (info.is_some() || g.is_some()).then_some(ThreadPython { info, gil: g });
             r.threads.push(ThreadOut {
                 tgid: p.tgid,
                 tid: t.tid,
@@ -164,7 +184,7 @@ pub fn build<'a>(
                     .as_ref()
                     .and_then(|v| v.thread(t.tid))
                     .map(|x| x.frames.clone()),
-                python: p.python.as_ref().and_then(|v| v.info(t.tid)),
+                python,
                 joined_by: t.joined_by,
             });
         }

@@ -3,6 +3,7 @@
 pub mod dot;
 pub mod dump;
 pub mod findings;
+pub mod gil;
 pub mod html;
 pub mod json;
 pub mod live;
