@@ -189,6 +189,8 @@ pub struct Sampler {
     jitter: Jitter,
     /// Processes tried (located or not): (tgid, when to try again).
     tried: HashMap<u32, u64>,
+    /// The image each process had when last looked at.
+    images: HashMap<u32, Option<u64>>,
 }
 
 impl Default for Sampler {
@@ -204,11 +206,21 @@ impl Sampler {
             procs: HashMap::new(),
             jitter: Jitter(seed),
             tried: HashMap::new(),
+            images: HashMap::new(),
         }
     }
 
-    /// Whether `tgid` should be (re)tried for a GIL now.
-    pub fn wants(&self, tgid: u32, now: u64) -> bool {
+    /// Whether `tgid` should be (re)tried for a GIL now. `image`: when its
+    /// running image began (an exec starts over).
+    pub fn wants(&mut self, tgid: u32, now: u64, image: Option<u64>) -> bool {
+        if self
+            .images
+            .insert(tgid, image)
+            .is_some_and(|was| was != image)
+        {
+            self.procs.remove(&tgid);
+            self.tried.remove(&tgid);
+        }
         !self.procs.contains_key(&tgid) && self.tried.get(&tgid).is_none_or(|&t| now >= t)
     }
 
@@ -250,7 +262,12 @@ impl Sampler {
                 },
             }
         };
-        tracing::debug!("pid {tgid}: GIL {status:?}");
+        match &status {
+            GilStatus::Located { addr } => {
+                tracing::info!("pid {tgid}: CPython {vs}: GIL at {addr:#x}")
+            }
+            s => tracing::info!("pid {tgid}: CPython {vs}: GIL not accounted: {s:?}"),
+        }
         self.procs.insert(
             tgid,
             Proc {

@@ -34,15 +34,15 @@ impl Session {
     /// One GIL sample; returns when to sample next.
     pub(crate) fn gil_tick(&mut self, src: &LiveSource) -> Result<Duration> {
         let now = procfs::mono_ns();
-        let live: Vec<u32> = self
+        let live: Vec<(u32, Option<u64>)> = self
             .model
             .processes
             .values()
             .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
-            .map(|p| p.tgid)
+            .map(|p| (p.tgid, p.exec_ns))
             .collect();
-        for tgid in live {
-            if !self.gil.sampler.wants(tgid, now) {
+        for (tgid, image) in live {
+            if !self.gil.sampler.wants(tgid, now, image) {
                 continue;
             }
             match self.symbols.python_interp(tgid) {
