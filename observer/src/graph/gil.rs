@@ -29,6 +29,8 @@ pub enum Verdict {
 pub struct ThreadShares {
     pub tid: u32,
     pub wall_ns: u64,
+    /// Samples the sampled shares rest on.
+    pub samples: u64,
     pub running: f64,
     /// Runnable, waiting for a CPU (the machine is busy).
     pub runnable: f64,
@@ -157,6 +159,7 @@ pub fn analyze(prev: Option<&GilTally>, cur: &GilTally) -> GilReport {
         r.threads.push(ThreadShares {
             tid: t.tid,
             wall_ns: wall,
+            samples: d.samples,
             running,
             runnable,
             gil_wait,

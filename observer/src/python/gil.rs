@@ -306,11 +306,11 @@ impl Sampler {
         let mut gone = Vec::new();
         for (&tgid, p) in &mut self.procs {
             let Some(gil) = p.gil else { continue };
-            if now.saturating_sub(p.refreshed_ns) >= REFRESH_NS || p.refreshed_ns == 0 {
-                if !p.refresh(tgid, now) {
-                    gone.push(tgid);
-                    continue;
-                }
+            if (now.saturating_sub(p.refreshed_ns) >= REFRESH_NS || p.refreshed_ns == 0)
+                && !p.refresh(tgid, now)
+            {
+                gone.push(tgid);
+                continue;
             }
             let mem = Live(tgid);
             let Some(b) = mem.read(gil.addr + LAST_HOLDER, (LOCKED + 4 - LAST_HOLDER) as usize)

@@ -33,6 +33,8 @@ pub struct ProcessGil {
 /// `threads[].python.gil`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ThreadGil {
+    /// Samples behind the sampled shares (wait, held, lock wait).
+    pub samples: u64,
     pub wait_ns: u64,
     pub wait_share: f64,
     pub held_share: f64,
@@ -191,6 +193,7 @@ pub fn process_json(model: &Model, p: &Process) -> Option<ProcessGil> {
 
 fn thread_gil(model: &Model, p: &Process, t: &ThreadShares) -> ThreadGil {
     ThreadGil {
+        samples: t.samples,
         wait_ns: t.gil_wait_ns,
         wait_share: t.gil_wait,
         held_share: t.held,

@@ -148,11 +148,13 @@ pub fn build<'a>(
             python: super::gil::process_json(model, p),
         });
         let mut gil = super::gil::threads_json(model, p);
-        for t in &p.threads {
+        for (i, t) in p.threads.iter().enumerate() {
             let info = p.python.as_ref().and_then(|v| v.info(t.tid));
+            // A TID can be reused: the accounting is the newest thread's.
+            let newest = !p.threads[i + 1..].iter().any(|x| x.tid == t.tid);
             let g = gil
                 .iter()
-                .position(|x| x.0 == t.tid && t.exit_ns.is_none())
+                .position(|x| x.0 == t.tid && newest)
                 .map(|i| gil.swap_remove(i).1);
             let python = (info.is_some() || g.is_some()).then_some(ThreadPython { info, gil: g });
             r.threads.push(ThreadOut {
