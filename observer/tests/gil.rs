@@ -47,7 +47,9 @@ struct Seen {
     stdout: Vec<String>,
 }
 
-/// Starts `fixture` under `python`, attaches for `secs`, returns the report.
+/// Starts `fixture` under `python`, attaches, and once the observer has
+/// located the GIL observes for `secs` more (then SIGINT): the window does
+/// not depend on how long a loaded machine takes to set up.
 fn observe(python: &str, fixture: &str, secs: u32, extra: &[&str]) -> Seen {
     let mut target = Proc::spawn({
         let mut c = Command::new(python);
@@ -59,14 +61,16 @@ fn observe(python: &str, fixture: &str, secs: u32, extra: &[&str]) -> Seen {
     let report = dir.path().join("r.json");
     let mut obs = Proc::spawn({
         let mut c = Command::new(observer_bin());
-        c.args(["attach", "-q", "-p", &target.pid().to_string()])
-            .args(["--duration", &secs.to_string()])
+        c.args(["attach", "-v", "-q", "-p", &target.pid().to_string()])
             .arg("--report")
             .arg(&report)
             .args(extra);
         c
     });
-    let st = obs.wait_exit(Duration::from_secs(u64::from(secs) + 40));
+    obs.wait_stderr(Duration::from_secs(60), |l| l.contains(": GIL at 0x"));
+    std::thread::sleep(Duration::from_secs(u64::from(secs)));
+    obs.signal(libc::SIGINT);
+    let st = obs.wait_exit(Duration::from_secs(60));
     assert!(st.success(), "observer failed: {:?}", obs.stderr);
     drop(target);
     Seen {
@@ -157,7 +161,10 @@ fn io_bound_threads_barely_wait_for_the_gil() {
         assert_eq!(ws.len(), 4, "{label}");
         for (name, g) in &ws {
             assert!(f(&g["wait_share"]) < 0.2, "{label} {name}: {g}");
-            assert!(f(&g["syscall_share"]) > 0.5, "{label} {name}: {g}");
+            // Off the CPU and not waiting for the GIL or a lock: in its
+            // syscalls, or (on a loaded host) woken and waiting for a CPU.
+            let away = f(&g["syscall_share"]) + f(&g["runnable_share"]);
+            assert!(away > 0.5, "{label} {name}: {g}");
         }
         eprintln!("{label}: {}", p["summary"]);
     }

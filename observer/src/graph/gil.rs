@@ -59,7 +59,11 @@ pub struct GilReport {
     pub mean_gil_wait: f64,
     pub mean_lock_wait: f64,
     pub mean_syscall: f64,
+    /// On a CPU.
     pub mean_cpu: f64,
+    /// Waiting for a CPU: the machine's load, not the program's nature,
+    /// so it takes no part in the verdict.
+    pub mean_runnable: f64,
     /// The thread that held the GIL in most samples.
     pub holder_mostly: Option<u32>,
     /// The lock waited on most (all threads).
@@ -116,6 +120,7 @@ pub fn analyze(prev: Option<&GilTally>, cur: &GilTally) -> GilReport {
         mean_lock_wait: 0.0,
         mean_syscall: 0.0,
         mean_cpu: 0.0,
+        mean_runnable: 0.0,
         holder_mostly: None,
         top_lock: None,
     };
@@ -194,8 +199,11 @@ pub fn analyze(prev: Option<&GilTally>, cur: &GilTally) -> GilReport {
     r.mean_gil_wait = act.iter().map(|t| t.gil_wait).sum::<f64>() / n;
     r.mean_lock_wait = act.iter().map(|t| t.lock_wait).sum::<f64>() / n;
     r.mean_syscall = act.iter().map(|t| t.syscall).sum::<f64>() / n;
-    r.mean_cpu = act.iter().map(|t| t.running + t.runnable).sum::<f64>() / n;
-    // The largest of the four: where the threads' time mostly went.
+    r.mean_cpu = act.iter().map(|t| t.running).sum::<f64>() / n;
+    r.mean_runnable = act.iter().map(|t| t.runnable).sum::<f64>() / n;
+    // The largest of the four: where the threads' time mostly went (time
+    // spent waiting for a CPU says the machine is busy, whatever the
+    // program does: an overloaded host must not make I/O threads CPU-bound).
     let cands = [
         (r.mean_gil_wait, Verdict::GilBound),
         (r.mean_lock_wait, Verdict::LockBound),
@@ -269,6 +277,17 @@ mod tests {
         assert_eq!(r.top_lock, Some(0x7000));
         let io = (1..=4).map(|i| t(i, 100, 1, 0, &[], 20)).collect();
         assert_eq!(analyze(None, &tally(io)).verdict, Some(Verdict::IoBound));
+        // On an overloaded host, sleepers wait long for a CPU once woken:
+        // still I/O-bound, not CPU-bound.
+        let busy_host = (1..=4)
+            .map(|i| ThreadTally {
+                runq_ns: 600_000_000,
+                ..t(i, 100, 1, 0, &[], 10)
+            })
+            .collect();
+        let r = analyze(None, &tally(busy_host));
+        assert_eq!(r.verdict, Some(Verdict::IoBound), "{r:?}");
+        assert!((r.mean_runnable - 0.6).abs() < 1e-9);
         let cpu = vec![t(1, 100, 0, 95, &[], 950)];
         assert_eq!(analyze(None, &tally(cpu)).verdict, Some(Verdict::CpuBound));
         let mut idle = t(1, 100, 0, 0, &[(0x7000, 100)], 0);

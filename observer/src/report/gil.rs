@@ -148,9 +148,10 @@ pub fn verdict_text(model: &Model, p: &Process, r: &GilReport) -> String {
             pct(r.mean_gil_wait)
         ),
         Some(Verdict::CpuBound) => format!(
-            "CPU-bound: {n} {} spent {} of {their} time running or ready to run (GIL {})",
+            "CPU-bound: {n} {} spent {} of {their} time running, {} waiting for a CPU (GIL {})",
             plural(n),
             pct(r.mean_cpu),
+            pct(r.mean_runnable),
             pct(r.mean_gil_wait)
         ),
     }
