@@ -226,6 +226,19 @@ pub struct ObserveOpts {
     /// over half full goes out without its stack.
     #[arg(long, default_value_t = 16384, value_name = "KIB", value_parser = clap::value_parser!(u32).range(4..=1_048_576))]
     pub ringbuf_kib: u32,
+    /// CPython targets: print, every SECS seconds (default 2), like top, where
+    /// each Python thread's time went: running, waiting for the GIL, holding
+    /// it, waiting on locks, blocked in other syscalls; and a verdict.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = top_secs)]
+    pub python_top: Option<f64>,
+}
+
+fn top_secs(s: &str) -> Result<f64, String> {
+    match duration_secs(s)? {
+        v if (0.1..=3600.0).contains(&v) => Ok(v),
+        v => Err(format!("--python-top wants 0.1 to 3600 seconds, got {v}")),
+    }
 }
 
 impl ObserveOpts {

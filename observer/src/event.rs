@@ -381,6 +381,13 @@ pub enum Event {
         tgid: u32,
         view: crate::python::PyView,
     },
+    /// GIL and lock accounting of a CPython process: the cumulative tally
+    /// of its sampler (the latest one supersedes the others).
+    PyGil {
+        ts_ns: u64,
+        tgid: u32,
+        tally: crate::python::gil::GilTally,
+    },
     /// Deep tier: a lock-order edge seen for the first time, with the call
     /// sites and a copy of the stack (`frames` once unwound by userspace).
     LockEdge {
@@ -506,6 +513,7 @@ impl Event {
             | LoopBlocked { tgid, .. }
             | JoinState { tgid, .. }
             | PyState { tgid, .. }
+            | PyGil { tgid, .. }
             | End { tgid, .. } => Some(*tgid),
             Drops { .. } | Scan { .. } => None,
         }
@@ -536,6 +544,7 @@ impl Event {
             | Stack { ts_ns, .. }
             | PyThreadName { ts_ns, .. }
             | PyState { ts_ns, .. }
+            | PyGil { ts_ns, .. }
             | LockEdge { ts_ns, .. }
             | EdgeGates { ts_ns, .. }
             | LockOwner { ts_ns, .. }

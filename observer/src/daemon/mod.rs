@@ -158,6 +158,7 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         scan_interval: 25,
         ringbuf_kib: 16384,
         pictures: Default::default(),
+        python_top: None,
     }
 }
 

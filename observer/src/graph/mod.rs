@@ -2,6 +2,7 @@
 //! wait whose holder is known.
 
 pub mod classify;
+pub mod gil;
 pub mod python;
 
 use std::collections::{BTreeMap, HashMap};

@@ -192,6 +192,8 @@ pub struct Process {
     /// Event loop threads' stretches outside epoll_wait.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loop_stalls: Vec<event_loop::LoopStall>,
+    /// GIL and lock accounting of a CPython process (the latest tally).
+    pub gil: Option<crate::python::gil::GilTally>,
 }
 
 /// A finished wait that slept long enough to be seen by the wait-table
@@ -828,6 +830,9 @@ impl Model {
                     s.python = python.clone();
                     s.task = task.clone();
                 }
+            }
+            Event::PyGil { ts_ns, tgid, tally } => {
+                self.proc_mut(*tgid, *ts_ns).gil = Some(tally.clone());
             }
             Event::PyThreadName {
                 ts_ns,

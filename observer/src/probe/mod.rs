@@ -1309,6 +1309,20 @@ impl Probes {
             .collect()
     }
 
+    /// An owned handle on the wait table, for a thread that samples it
+    /// while the event loop is busy (the GIL sampler).
+    pub fn wait_table(&self) -> Option<WaitTable> {
+        let m = self.bpf.map("WAITS")?;
+        let id = match m {
+            aya::maps::Map::HashMap(d) => d.info().ok()?.id(),
+            _ => return None,
+        };
+        let d = aya::maps::MapData::from_id(id).ok()?;
+        BpfHashMap::try_from(aya::maps::Map::HashMap(d))
+            .ok()
+            .map(WaitTable)
+    }
+
     /// One thread's entry in the wait table.
     pub fn wait(&self, tid: u32) -> Option<obs_wait> {
         let m = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(self.bpf.map("WAITS")?).ok()?;
@@ -1377,5 +1391,16 @@ fn p_unload(p: &mut Program) -> Result<(), ProgramError> {
         Program::RawTracePoint(p) => p.unload(),
         Program::TracePoint(p) => p.unload(),
         _ => Ok(()),
+    }
+}
+
+/// See [`Probes::wait_table`].
+pub struct WaitTable(BpfHashMap<aya::maps::MapData, u32, Pod<obs_wait>>);
+
+impl WaitTable {
+    /// One thread's current futex wait.
+    pub fn get(&self, tid: u32) -> Option<crate::event::Wait> {
+        let w = self.0.get(&tid, 0).ok()?.0;
+        Some(decode::wait_from_raw(&w, crate::event::WaitOrigin::Kernel))
     }
 }

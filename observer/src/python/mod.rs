@@ -7,6 +7,7 @@
 //! with per-version offsets checked against the headers (layout.rs).
 
 pub mod asyncio;
+pub mod gil;
 pub mod layout;
 pub mod reader;
 mod walk;

@@ -89,6 +89,9 @@ pub struct ProcessOut {
     pub asyncio: Option<crate::python::asyncio::AsyncView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loop_stalls: Vec<crate::model::event_loop::LoopStall>,
+    /// CPython: GIL accounting and the verdict (report/gil.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<super::gil::ProcessGil>,
 }
 
 #[derive(Serialize)]
@@ -114,7 +117,16 @@ pub struct ThreadOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub python: Option<crate::python::PyThreadInfo>,
+    pub python: Option<ThreadPython>,
+}
+
+/// `threads[].python`: what the interpreter showed, and GIL accounting.
+#[derive(Serialize)]
+pub struct ThreadPython {
+    #[serde(flatten)]
+    pub info: Option<crate::python::PyThreadInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gil: Option<super::gil::ThreadGil>,
 }
 
 #[derive(Serialize)]
@@ -172,8 +184,18 @@ pub fn build<'a>(
             lifecycle: crate::model::lifecycle::lifecycle(p),
             asyncio: p.python.as_ref().and_then(|v| v.asyncio.clone()),
             loop_stalls: p.loop_stalls.clone(),
+            python: super::gil::process_json(model, p),
         });
-        for t in &p.threads {
+        let mut gil = super::gil::threads_json(model, p);
+        for (i, t) in p.threads.iter().enumerate() {
+            let info = p.python.as_ref().and_then(|v| v.info(t.tid));
+            // A TID can be reused: the accounting is the newest thread's.
+            let newest = !p.threads[i + 1..].iter().any(|x| x.tid == t.tid);
+            let g = gil
+                .iter()
+                .position(|x| x.0 == t.tid && newest)
+                .map(|i| gil.swap_remove(i).1);
+            let python = (info.is_some() || g.is_some()).then_some(ThreadPython { info, gil: g });
             r.threads.push(ThreadOut {
                 tgid: p.tgid,
                 tid: t.tid,
@@ -203,7 +225,7 @@ pub fn build<'a>(
                     .as_ref()
                     .and_then(|v| v.thread(t.tid))
                     .map(|x| x.frames.clone()),
-                python: p.python.as_ref().and_then(|v| v.info(t.tid)),
+                python,
                 joined_by: t.joined_by,
             });
         }

@@ -4,6 +4,7 @@ pub mod asyncio;
 pub mod dot;
 pub mod dump;
 pub mod findings;
+pub mod gil;
 pub mod held;
 pub mod html;
 pub mod json;

@@ -15,6 +15,7 @@ pub fn summary(model: &Model, long_wait_ns: u64) -> String {
     for p in model.processes.values() {
         process(&mut s, model, p, long_wait_ns);
     }
+    s.push_str(&super::gil::summary(model));
     let d = &model.drops;
     if d.any() {
         let _ = writeln!(

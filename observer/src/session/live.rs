@@ -56,6 +56,8 @@ pub(super) async fn observe(
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let deadline = tokio::time::sleep(Duration::from_nanos(duration_ns.unwrap_or(u64::MAX / 4)));
     tokio::pin!(deadline);
+    let gil_sample = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(gil_sample);
     let mut evs = Vec::new();
     let mut stop_signal: Option<i32> = None;
     let mut hang_found = false;
@@ -104,6 +106,10 @@ pub(super) async fn observe(
                 activity.sample(&s.engine.model, now, s.engine.limits().stuck_ns, &mut evs);
                 s.python_names(now)?;
             }
+            _ = &mut gil_sample => {
+                let next = s.gil_tick(&src)?;
+                gil_sample.as_mut().reset(tokio::time::Instant::now() + next);
+            }
             g = pidfd.readable() => { let _ = g?; break; }
             _ = sigint.recv() => { stop_signal = Some(libc::SIGINT); }
             _ = sigterm.recv() => { stop_signal = Some(libc::SIGTERM); }
@@ -136,6 +142,7 @@ pub(super) async fn observe(
     if !killed_on_hang && stop_signal.is_none() {
         s.python_view_of(now, true, true)?;
     }
+    s.gil_emit(now)?;
     src.finish(now, &mut evs);
     // Creation sites of a process that already ended: named from the
     // mappings read while it lived.

@@ -8,10 +8,12 @@
 //! - `uprobes`: which uprobes go on which process, and when;
 //! - `live`: the event loop of `run`/`attach`, and the end of observation;
 //! - `enrich`: names, stacks and the Python view, as events;
+//! - `gil`: GIL accounting of CPython targets and `--python-top`;
 //! - `dump`: `observer dump`, one look through /proc without BPF.
 
 mod dump;
 mod enrich;
+mod gil;
 mod live;
 mod target;
 mod uprobes;
@@ -147,6 +149,8 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     /// The futex waits each CPython process had at its last Python read.
     py_read: HashMap<u32, Vec<PyWaitKey>>,
     loops: crate::source::event_loop::LoopWatch,
+    /// GIL accounting of CPython targets (session/gil.rs).
+    gil: gil::GilState,
 }
 
 impl Session<LiveSink> {
@@ -200,6 +204,7 @@ impl<S: Sink> Session<S> {
             exec_stopped: Vec::new(),
             py_read: HashMap::new(),
             loops: Default::default(),
+            gil: gil::GilState::default(),
         }
     }
 

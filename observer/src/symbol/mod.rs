@@ -885,6 +885,29 @@ impl Symbolizer {
         Ok(Some(crate::python::view(pid, &loc, free, waits)))
     }
 
+    /// The interpreter of a CPython process (for GIL accounting).
+    /// Ok(None): not Python.
+    pub fn python_interp(
+        &mut self,
+        pid: u32,
+    ) -> anyhow::Result<Option<crate::python::gil::PyInterp>> {
+        let free = self
+            .proc(pid, false)
+            .map(|p| python::free_threaded(&p.maps))
+            .unwrap_or(false);
+        let Some(spy) = self.spy(pid)? else {
+            return Ok(None);
+        };
+        let v = &spy.version;
+        Ok(Some(crate::python::gil::PyInterp {
+            major: v.major,
+            minor: v.minor,
+            version: v.to_string(),
+            interp: spy.addresses.interpreter_address as u64,
+            free_threaded: free,
+        }))
+    }
+
     /// See [`python_threads`].
     pub fn python_threads(&mut self, pid: u32) -> anyhow::Result<Option<Vec<PyThread>>> {
         let Some(spy) = self.spy(pid)? else {

@@ -609,6 +609,14 @@ impl Observer {
             .collect()
     }
 
+    /// Adds what it printed within `t` to `log`.
+    pub fn poll(&mut self, t: Duration) {
+        if let Ok(l) = self.err.next(t, "observer") {
+            self.log.push(l);
+        }
+        self.log.extend(self.err.drain());
+    }
+
     /// SIGINT, then waits for it to exit.
     pub fn stop(&mut self) -> Stopped {
         let t0 = Instant::now();

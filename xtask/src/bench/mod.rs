@@ -9,6 +9,7 @@
 
 mod deep;
 mod detect;
+mod gil;
 mod harness;
 mod kernel;
 
@@ -33,6 +34,11 @@ const SUITES: &[Suite] = &[
         "deep",
         "deep-tier lock pairs, 64-thread stacks vs gdb, thread create+join, run startup, philosophers",
         deep::main,
+    ),
+    (
+        "gil",
+        "GIL accounting: a CPU-bound 4-thread Python program observed vs unobserved",
+        gil::main,
     ),
 ];
 
