@@ -16,7 +16,7 @@ pub mod select;
 pub mod sink;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -130,6 +130,9 @@ struct Daemon {
     /// Forks of watched processes, looked at on the next sample if they
     /// still live: a fork storm of short-lived children costs nothing more.
     pending_forks: Vec<u32>,
+    /// Selected but skipped at max_processes: counted and logged once, and
+    /// watched if a slot frees while they live (forgotten when they exit).
+    skipped: HashSet<u32>,
     /// The kernel dropped notifications: read /proc on the next sample
     /// (at most once a second, however often it overruns).
     rescan_due: bool,
@@ -179,14 +182,18 @@ impl Daemon {
             return;
         };
         if self.procs.len() >= self.cfg.max_processes {
-            self.metrics.cap_hit("processes");
-            tracing::warn!(
-                "not watching pid {pid} {:?}: max_processes ({}) reached",
-                report::escape(&info.comm),
-                self.cfg.max_processes
-            );
+            // Seen again (another notification, a rescan): one skip.
+            if self.skipped.insert(pid) {
+                self.metrics.cap_hit("processes");
+                tracing::warn!(
+                    "not watching pid {pid} {:?}: max_processes ({}) reached",
+                    report::escape(&info.comm),
+                    self.cfg.max_processes
+                );
+            }
             return;
         }
+        self.skipped.remove(&pid);
         self.start(src, info, w);
     }
 
@@ -430,6 +437,7 @@ impl Daemon {
         for pid in gone {
             self.end(src, pid);
         }
+        self.skipped.retain(|&p| procfs::exists(p));
         for pid in std::mem::take(&mut self.pending_forks) {
             if procfs::exists(pid) {
                 self.consider(src, pid);
@@ -734,6 +742,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             last_drops: Drops::default(),
             deep,
             pending_forks: Vec::new(),
+            skipped: HashSet::new(),
             rescan_due: false,
         };
         d.sink.retain();

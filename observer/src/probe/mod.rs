@@ -20,8 +20,8 @@ use aya::{
     },
 };
 use observer_ebpf::bindings::{
-    obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_epoll, obs_held, obs_holder,
-    obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
+    OBS_HL_WAITING, obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_epoll, obs_held,
+    obs_holder, obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
 };
 
 use crate::event::Drops;
@@ -1182,6 +1182,30 @@ impl Probes {
             gen_: 0,
         };
         m.get(&Pod(k), 0).ok().map(|v| v.0)
+    }
+
+    /// Locks threads of `tgid` hold by an acquisition the deep tier saw
+    /// (their held sets; a lock a thread still sleeps in is not held).
+    pub fn held_locks(&self, tgid: u32) -> HashSet<u64> {
+        let Some(m) = self
+            .bpf
+            .map("HELD")
+            .and_then(|m| BpfHashMap::<_, u32, Pod<obs_held>>::try_from(m).ok())
+        else {
+            return HashSet::new();
+        };
+        m.iter()
+            .filter_map(Result::ok)
+            .filter(|(_, h)| h.0.tgid == tgid)
+            .flat_map(|(_, h)| {
+                let n = (h.0.n as usize).min(h.0.locks.len());
+                h.0.locks[..n]
+                    .iter()
+                    .filter(|l| l.lock != 0 && u32::from(l.flags) & OBS_HL_WAITING == 0)
+                    .map(|l| l.lock)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The lock-order edge table (deep tier).

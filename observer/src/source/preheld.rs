@@ -46,6 +46,12 @@ pub fn events(model: &Model, probes: &Probes, deep: bool, now: u64) -> Vec<Event
             continue;
         }
         let g = WaitForGraph::build(p);
+        // Mutexes and rwlocks have no owner entry: their holders' held sets say.
+        let held = if deep {
+            probes.held_locks(p.tgid)
+        } else {
+            Default::default()
+        };
         for n in g.waits.values() {
             let t = &n.target;
             if !is_held_kind(t.kind)
@@ -64,6 +70,8 @@ pub fn events(model: &Model, probes: &Probes, deep: bool, now: u64) -> Vec<Event
                 // semaphore under a Python lock).
                 && probes.lock_owner(p.tgid, t.lock).is_none()
                 && probes.lock_owner(p.tgid, n.uaddr).is_none()
+                && !held.contains(&t.lock)
+                && !held.contains(&n.uaddr)
             {
                 HeldEvidence::NoAcquisitionSeen
             } else {
