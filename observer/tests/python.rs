@@ -20,27 +20,6 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(30);
 const EXIT_HANG: i32 = 3;
 
-const PYTHONS: &[(&str, &str)] = &[
-    ("debian 3.11", "/usr/bin/python3.11"),
-    ("3.11.7", "/root/.pyenv/versions/3.11.7/bin/python3"),
-    ("3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3"),
-    ("3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3"),
-];
-
-fn pythons() -> Vec<(&'static str, &'static str)> {
-    PYTHONS
-        .iter()
-        .filter(|(label, path)| {
-            let ok = Path::new(path).exists();
-            if !ok {
-                eprintln!("skip CPython {label}: {path} is not installed");
-            }
-            ok
-        })
-        .copied()
-        .collect()
-}
-
 fn observer() -> Command {
     Command::new(observer_bin())
 }

@@ -324,3 +324,26 @@ pub fn assert_uprobes_attached(r: &serde_json::Value) {
     let n = r["uprobes_attached"].as_u64().unwrap_or(0);
     assert!(n > 0, "no uprobes attached: {:#}", r["hooks"]);
 }
+
+/// The CPythons the Python tests run under: Debian's and the pyenv builds.
+pub const PYTHONS: &[(&str, &str)] = &[
+    ("debian 3.11", "/usr/bin/python3.11"),
+    ("3.11.7", "/root/.pyenv/versions/3.11.7/bin/python3"),
+    ("3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3"),
+    ("3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3"),
+];
+
+/// The CPythons present here; one skip line names each one missing.
+pub fn pythons() -> Vec<(&'static str, &'static str)> {
+    PYTHONS
+        .iter()
+        .filter(|(label, path)| {
+            let ok = Path::new(path).exists();
+            if !ok {
+                eprintln!("skip CPython {label}: {path} is not installed");
+            }
+            ok
+        })
+        .copied()
+        .collect()
+}
