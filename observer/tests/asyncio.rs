@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };

@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use common::*;
 use serde_json::Value;
