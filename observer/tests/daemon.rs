@@ -723,6 +723,8 @@ fn daemon_uprobes_released_per_process() {
         p.wait_stdout(T, |l| l == "ready");
         let r = read_json(&reports.join(format!("{id}.json")));
         check_cycle(&r, &p.stdout, &abba_cycle);
+        // In before any scan could judge it: its report counts them.
+        assert_uprobes_attached(&r);
         d.wait_stderr(T, |l| l.contains(&format!("pid {pid}: lock uprobes on")));
         assert!(uprobe_multi_links(dpid) > 0, "{:#?}", d.stderr);
         drop(p);

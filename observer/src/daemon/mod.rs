@@ -294,12 +294,13 @@ impl Daemon {
         });
         let _ = p.session.feed(&mut evs);
         let found = p.session.engine.finish(now);
+        let uprobes = src.probes.process_uprobe_count(pid);
         for f in found {
             write_report(
                 &mut self.sink,
                 &self.metrics,
                 &self.cfg,
-                &self.hooks,
+                (&self.hooks, uprobes),
                 pid,
                 p,
                 &f,
@@ -391,12 +392,13 @@ impl Daemon {
                 }
             };
             let new: Vec<Finding> = p.session.engine.findings()[before..].to_vec();
+            let uprobes = src.probes.process_uprobe_count(pid);
             for f in &new {
                 write_report(
                     &mut self.sink,
                     &self.metrics,
                     &self.cfg,
-                    &self.hooks,
+                    (&self.hooks, uprobes),
                     pid,
                     p,
                     f,
@@ -616,7 +618,7 @@ fn write_report(
     sink: &mut Sink,
     metrics: &Metrics,
     cfg: &Config,
-    hooks: &[HookUse],
+    (hooks, uprobes): (&[HookUse], usize),
     pid: u32,
     p: &Proc,
     f: &Finding,
@@ -631,12 +633,9 @@ fn write_report(
     metrics.finding(&kind);
     let model = p.session.model();
     // One line: shippers that tail files read one report per line.
-    let json = match serde_json::to_vec(&report::json::build(
-        model,
-        "daemon",
-        hooks,
-        std::slice::from_ref(f),
-    )) {
+    let mut r = report::json::build(model, "daemon", hooks, std::slice::from_ref(f));
+    r.uprobes_attached = uprobes;
+    let json = match serde_json::to_vec(&r) {
         Ok(mut j) => {
             j.push(b'\n');
             j

@@ -1138,6 +1138,23 @@ impl Probes {
         self.uprobe_links.len() + self.multi_probes
     }
 
+    /// How many uprobes fire in process `pid` (its own links, and any
+    /// attached for every process).
+    pub fn process_uprobe_count(&self, pid: u32) -> usize {
+        let multi: usize = self
+            .multi_links
+            .iter()
+            .filter(|l| l.0 == pid || l.0 == 0)
+            .map(|l| l.1)
+            .sum();
+        multi
+            + self
+                .uprobe_links
+                .iter()
+                .filter(|l| l.0 == pid || l.0 == 0)
+                .count()
+    }
+
     /// How many uprobes are attached one perf event each (each costs a
     /// grace period to release).
     pub fn perf_uprobe_count(&self) -> usize {
