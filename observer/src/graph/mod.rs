@@ -41,6 +41,19 @@ impl WaitForGraph {
             if let Some(view) = &p.python {
                 target = python::refine(view, p, t.tid, w, target);
             }
+            // Semaphores and Python Locks have no owner: the deep tier's
+            // "holder" is the last thread that took one. A thread waiting on
+            // one it took itself waits for another's release (Condition.wait
+            // parks so on its waiter lock), unless its own `with` holds it.
+            if target.holder == Holder::Thread(t.tid)
+                && matches!(
+                    target.kind,
+                    LockKind::Semaphore | LockKind::PyLock | LockKind::Lock | LockKind::Unknown
+                )
+                && p.python.as_ref().and_then(|v| v.holder(target.lock)) != Some(t.tid)
+            {
+                target.holder = Holder::Unknown;
+            }
             if let Holder::Thread(h) = target.holder {
                 g.graph.add_edge(t.tid, h, ());
             }

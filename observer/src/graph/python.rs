@@ -206,6 +206,70 @@ mod tests {
         assert_eq!(g.waits[&10].target.holder, Holder::Thread(11));
     }
 
+    /// Condition.wait parks on its waiter lock: `acquire()` once, then a
+    /// second blocking `acquire()` that another thread's release ends. The
+    /// deep tier saw the first one, so it names the waiter as the owner:
+    /// no self-deadlock. The same wait inside the thread's own `with` on
+    /// that lock is one.
+    #[test]
+    fn a_plain_lock_taken_by_its_own_waiter_is_a_self_deadlock_only_under_its_with() {
+        for with in [false, true] {
+            let mut m = Model::new();
+            m.apply(&Event::ThreadSeen {
+                ts_ns: 1,
+                tgid: 10,
+                tid: 10,
+                name: "python3".into(),
+                parent_tid: None,
+                start_ns: None,
+            });
+            m.apply(&Event::WaitBegin {
+                ts_ns: 2,
+                tgid: 10,
+                tid: 10,
+                wait: wait(0x5a),
+            });
+            m.apply(&Event::LockOwner {
+                ts_ns: 2,
+                tgid: 10,
+                lock: 0x5a,
+                owner: Some(10),
+                kind: crate::event::AcqKind::PyLock,
+            });
+            let mut t = thread(10, Some((0xa000, PyLockKind::Lock)), &[]);
+            t.wait.as_mut().unwrap().how = How::Acquire;
+            if with {
+                t = thread(10, Some((0xa000, PyLockKind::Lock)), &[0xa000]);
+            }
+            m.apply(&Event::PyState {
+                ts_ns: 3,
+                tgid: 10,
+                view: PyView {
+                    version: "3.12.1".into(),
+                    unsupported: None,
+                    threads: vec![t],
+                    locks: vec![PyLockInfo {
+                        addr: 0xa000,
+                        kind: PyLockKind::Lock,
+                        name: Some("waiter".into()),
+                        word: 0x5a,
+                        owner: None,
+                    }],
+                    asyncio: None,
+                },
+            });
+            let g = WaitForGraph::build(m.process(10).unwrap());
+            assert_eq!(g.waits[&10].target.kind, LockKind::PyLock);
+            if with {
+                assert_eq!(g.waits[&10].target.holder, Holder::Thread(10));
+                assert_eq!(g.cycles().len(), 1);
+            } else {
+                assert_eq!(g.waits[&10].target.holder, Holder::Unknown);
+                assert!(g.cycles().is_empty());
+            }
+        }
+    }
+
     #[test]
     fn unknown_layout_keeps_the_native_view() {
         let mut m = Model::new();
