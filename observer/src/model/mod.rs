@@ -189,6 +189,10 @@ pub struct Process {
     by_pthread: HashMap<u64, usize>,
     /// The last Python view of a CPython process.
     pub python: Option<crate::python::PyView>,
+    /// Names of the Python locks any view named, by object and futex word
+    /// address: a view lists only the locks waited for or held when read.
+    #[serde(skip)]
+    pub py_lock_names: HashMap<u64, String>,
     /// Event loop threads' stretches outside epoll_wait.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loop_stalls: Vec<event_loop::LoopStall>,
@@ -809,6 +813,13 @@ impl Model {
                             th.py_name = Some(name.clone());
                             th.names.push((*ts_ns, name.clone()));
                         }
+                    }
+                }
+                for l in view.locks.iter().filter(|l| l.name.is_some()) {
+                    let name = view.lock_name(l.addr);
+                    p.py_lock_names.insert(l.addr, name.clone());
+                    if l.word != 0 {
+                        p.py_lock_names.insert(l.word, name);
                     }
                 }
                 p.python = Some(view.clone());

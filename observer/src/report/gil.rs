@@ -86,7 +86,12 @@ pub fn lock_name(model: &Model, p: &Process, addr: u64) -> Option<String> {
             return Some(v.lock_name(l.addr));
         }
     }
-    model.symbols.get(&(p.tgid, addr)).cloned()
+    // Named by an earlier view (the last one may show no thread on it).
+    p.py_lock_names
+        .get(&addr)
+        .or_else(|| p.py_lock_names.get(&addr.wrapping_sub(16)))
+        .or_else(|| model.symbols.get(&(p.tgid, addr)))
+        .cloned()
 }
 
 fn pct(x: f64) -> String {
@@ -306,6 +311,35 @@ pub fn top(
 mod tests {
     use super::*;
     use crate::{event::Event, python::gil::ThreadTally};
+
+    /// A view lists only the locks waited for or held when it was read: a
+    /// lock an earlier view named keeps its name.
+    #[test]
+    fn a_lock_keeps_the_name_an_earlier_view_gave_it() {
+        use crate::python::{PyLockInfo, PyLockKind, PyView};
+        let mut m = Model::new();
+        let view = |locks: Vec<PyLockInfo>| Event::PyState {
+            ts_ns: 2,
+            tgid: 10,
+            view: PyView {
+                version: "3.13.0".into(),
+                locks,
+                ..Default::default()
+            },
+        };
+        m.apply(&view(vec![PyLockInfo {
+            addr: 0xa000,
+            kind: PyLockKind::Lock,
+            name: Some("ledger".into()),
+            word: 0x5a,
+            owner: None,
+        }]));
+        m.apply(&view(Vec::new()));
+        let p = m.process(10).unwrap();
+        assert_eq!(lock_name(&m, p, 0x5a).as_deref(), Some("ledger"));
+        assert_eq!(lock_name(&m, p, 0xa000).as_deref(), Some("ledger"));
+        assert_eq!(lock_name(&m, p, 0xb000), None);
+    }
 
     #[test]
     fn verdict_line_names_the_holder_and_escapes() {
