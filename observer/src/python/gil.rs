@@ -450,41 +450,12 @@ impl Proc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::{collections::HashMap as Map, path::Path, process::Command};
+    use std::{collections::HashMap as Map, path::Path};
 
     const PROGRAM: &str = include_str!("gil_offsets.c");
 
     fn measured(include: &Path) -> Option<Map<String, u64>> {
-        let dir = std::env::temp_dir().join(format!("obs-giloff-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let src = dir.join("gil_offsets.c");
-        let bin = dir.join(format!("gil-{}", include.file_name()?.to_string_lossy()));
-        std::fs::write(&src, PROGRAM).ok()?;
-        let ok = Command::new("gcc")
-            .arg("-I")
-            .arg(include)
-            .arg("-o")
-            .arg(&bin)
-            .arg(&src)
-            .status()
-            .ok()?
-            .success();
-        assert!(
-            ok,
-            "gil_offsets.c does not compile against {}",
-            include.display()
-        );
-        let out = Command::new(&bin).output().ok()?;
-        Some(
-            String::from_utf8(out.stdout)
-                .ok()?
-                .lines()
-                .filter_map(|l| {
-                    let (k, v) = l.split_once(' ')?;
-                    Some((k.to_string(), v.parse().ok()?))
-                })
-                .collect(),
-        )
+        crate::python::layout::compile_and_print("gil_offsets", PROGRAM, include)
     }
 
     #[test]

@@ -275,47 +275,57 @@ pub fn for_version(major: u64, minor: u64) -> Option<&'static Layout> {
     }
 }
 
+/// Test support: compiles `program` (a C file printing "name value" lines)
+/// against the CPython headers in `include`, runs it and returns the values.
+#[cfg(test)]
+pub(super) fn compile_and_print(
+    what: &str,
+    program: &str,
+    include: &std::path::Path,
+) -> Option<std::collections::HashMap<String, u64>> {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("obs-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let src = dir.join(format!("{what}.c"));
+    let bin = dir.join(format!("{what}-{}", include.file_name()?.to_string_lossy()));
+    std::fs::write(&src, program).ok()?;
+    let ok = Command::new("gcc")
+        .arg("-I")
+        .arg(include)
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .ok()?
+        .success();
+    assert!(
+        ok,
+        "{what}.c does not compile against {}",
+        include.display()
+    );
+    let out = Command::new(&bin).output().ok()?;
+    Some(
+        String::from_utf8(out.stdout)
+            .ok()?
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::{collections::HashMap, path::Path, process::Command};
+    use std::{collections::HashMap, path::Path};
 
     const PROGRAM: &str = include_str!("offsets.c");
 
     /// Compiles offsets.c against `include` and returns name -> value.
     fn measured(include: &Path) -> Option<HashMap<String, u64>> {
-        let dir = std::env::temp_dir().join(format!("obs-pyoff-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let src = dir.join("offsets.c");
-        let bin = dir.join(format!(
-            "offsets-{}",
-            include.file_name()?.to_string_lossy()
-        ));
-        std::fs::write(&src, PROGRAM).ok()?;
-        let ok = Command::new("gcc")
-            .arg("-I")
-            .arg(include)
-            .arg("-o")
-            .arg(&bin)
-            .arg(&src)
-            .status()
-            .ok()?
-            .success();
-        assert!(
-            ok,
-            "offsets.c does not compile against {}",
-            include.display()
-        );
-        let out = Command::new(&bin).output().ok()?;
-        let text = String::from_utf8(out.stdout).ok()?;
-        Some(
-            text.lines()
-                .filter_map(|l| {
-                    let (k, v) = l.split_once(' ')?;
-                    Some((k.to_string(), v.parse().ok()?))
-                })
-                .collect(),
-        )
+        compile_and_print("offsets", PROGRAM, include)
     }
 
     fn ours(l: &Layout) -> Vec<(&'static str, Option<u64>)> {
