@@ -43,6 +43,7 @@ pub const OBS_MAX_HELD: u32 = 16;
 pub const OBS_HL_WAITING: u32 = 1;
 pub const OBS_HL_COUNTED: u32 = 2;
 pub const OBS_HOLD_HIST: u32 = 24;
+pub const OBS_HOLD_CACHE: u32 = 2;
 pub const OBS_STACK_COPY: u32 = 2048;
 pub const OBS_MAX_RULE_COMMS: u32 = 1024;
 pub const OBS_ARGV0_LEN: u32 = 256;
@@ -609,18 +610,19 @@ pub struct obs_held {
     pub n: __u32,
     pub in_call: __u32,
     pub tgid: __u32,
-    pub _pad: __u32,
+    pub cache_next: __u32,
     pub locks: [obs_held_lock; 16usize],
-    pub cache: obs_hold_cache,
+    pub cache: [obs_hold_cache; 2usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of obs_held"][::std::mem::size_of::<obs_held>() - 760usize];
+    ["Size of obs_held"][::std::mem::size_of::<obs_held>() - 992usize];
     ["Alignment of obs_held"][::std::mem::align_of::<obs_held>() - 8usize];
     ["Offset of field: obs_held::n"][::std::mem::offset_of!(obs_held, n) - 0usize];
     ["Offset of field: obs_held::in_call"][::std::mem::offset_of!(obs_held, in_call) - 4usize];
     ["Offset of field: obs_held::tgid"][::std::mem::offset_of!(obs_held, tgid) - 8usize];
-    ["Offset of field: obs_held::_pad"][::std::mem::offset_of!(obs_held, _pad) - 12usize];
+    ["Offset of field: obs_held::cache_next"]
+        [::std::mem::offset_of!(obs_held, cache_next) - 12usize];
     ["Offset of field: obs_held::locks"][::std::mem::offset_of!(obs_held, locks) - 16usize];
     ["Offset of field: obs_held::cache"][::std::mem::offset_of!(obs_held, cache) - 528usize];
 };

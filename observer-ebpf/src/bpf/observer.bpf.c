@@ -295,7 +295,8 @@ static __always_inline void join_wait(__u32 tgid, __u32 tid, __u64 uaddr, __u32 
 static __always_inline int exit_group_enter(void);
 static __always_inline void deep_wait_begin(__u32 tid, __u64 uaddr);
 static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u64 now);
-static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid);
+static __always_inline void cache_flush_all(struct obs_held *h, __u32 tgid, __u32 tid);
+static __always_inline bool cache_has(struct obs_held *h, __u64 lock, __u32 gen);
 
 static __always_inline int futex_enter(struct sc_args *a)
 {
@@ -700,10 +701,9 @@ static __always_inline void thread_pthread(struct task_struct *task, struct obs_
  * must read its mappings while it lives: a short program may be gone by
  * the next drain; bit 1 of its WATCH value remembers), and when the ring
  * is a quarter full: a burst of clones must not wait for the periodic drain. */
-static __always_inline __u64 stack_wakeup(__u32 tgid)
+static __always_inline __u64 stack_wakeup(__u8 *w)
 {
-	__u8 *w = bpf_map_lookup_elem(&WATCH, &tgid);
-	if (w && !(*w & 2)) {
+	if (!(*w & 2)) {
 		*w |= 2;
 		return BPF_RB_FORCE_WAKEUP;
 	}
@@ -747,7 +747,8 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	if (!watched(tgid))
+	__u8 *w = bpf_map_lookup_elem(&WATCH, &tgid);
+	if (!w)
 		return 0;
 	__u32 child_tgid = BPF_CORE_READ(task, tgid);
 	if (!(clone_flags & CLONE_THREAD_) && FOLLOW_FORKS) {
@@ -766,7 +767,7 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid);
 			clone_stack(b);
 			stat_inc(OBS_STAT_RECORDS);
-			bpf_ringbuf_submit(b, stack_wakeup(tgid));
+			bpf_ringbuf_submit(b, stack_wakeup(w));
 			return 0;
 		}
 		/* no room for the stack: the thread still gets its small record */
@@ -864,7 +865,7 @@ static __always_inline void exit_held(__u32 tgid, __u32 tid)
 				stat_inc(OBS_STAT_RECORDS);
 		}
 	}
-	cache_flush(h, tgid, tid);
+	cache_flush_all(h, tgid, tid);
 	bpf_map_delete_elem(&HELD, &tid);
 }
 
@@ -927,8 +928,12 @@ static __always_inline int task_exit(void)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!watched(tgid))
 		return 0;
-	bpf_map_delete_elem(&WAITS, &tid);
-	bpf_map_delete_elem(&EPOLL, &tid);
+	/* a delete takes the bucket lock even for a missing key; a lookup
+	 * does not, and a thread rarely exits inside a wait */
+	if (bpf_map_lookup_elem(&WAITS, &tid))
+		bpf_map_delete_elem(&WAITS, &tid);
+	if (bpf_map_lookup_elem(&EPOLL, &tid))
+		bpf_map_delete_elem(&EPOLL, &tid);
 	if (DEEP)
 		exit_held(tgid, tid);
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
@@ -1452,9 +1457,11 @@ static __always_inline struct obs_held *held_get(__u32 tid, __u32 tgid)
 	z->n = 0;
 	z->in_call = 0;
 	z->tgid = tgid;
-	z->_pad = 0;
-	z->cache.count = 0;
-	z->cache.lock = 0;
+	z->cache_next = 0;
+	for (int i = 0; i < OBS_HOLD_CACHE; i++) {
+		z->cache[i].count = 0;
+		z->cache[i].lock = 0;
+	}
 	bpf_map_update_elem(&HELD, &tid, z, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&HELD, &tid);
 }
@@ -1708,7 +1715,7 @@ static __always_inline void acquire(struct obs_held *h, struct obs_acquire *a, _
 	/* The lock's LSTATS entry exists from its first acquisition (userspace
 	 * names the locks it lists while the process lives); a thread taking
 	 * the lock it released last skips the lookup. */
-	if (h->cache.lock != a->lock || h->cache.gen != gen)
+	if (!cache_has(h, a->lock, gen))
 		lstats(a->lock, tgid, gen, a->kind);
 	held_trim(h);
 	n = h->n;
@@ -1809,10 +1816,9 @@ static __always_inline void hold_done(__u64 lock, __u32 tgid, __u32 gen, __u32 k
 	holders_add(lock, tgid, holder, 1, hold);
 }
 
-/* Adds a thread's cached hold statistics to LSTATS and HOLDERS. */
-static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 tid)
+/* Adds one slot of a thread's cached hold statistics to LSTATS and HOLDERS. */
+static __always_inline void cache_flush(struct obs_hold_cache *c, __u32 tgid, __u32 tid)
 {
-	struct obs_hold_cache *c = &h->cache;
 	if (!c->count)
 		return;
 	struct obs_lock_stats *st = lstats(c->lock, tgid, c->gen, c->kind);
@@ -1829,14 +1835,46 @@ static __always_inline void cache_flush(struct obs_held *h, __u32 tgid, __u32 ti
 	c->count = 0;
 }
 
+static __always_inline void cache_flush_all(struct obs_held *h, __u32 tgid, __u32 tid)
+{
+	for (int i = 0; i < OBS_HOLD_CACHE; i++)
+		cache_flush(&h->cache[i], tgid, tid);
+}
+
+/* A cache slot names the lock: its LSTATS entry exists already. */
+static __always_inline bool cache_has(struct obs_held *h, __u64 lock, __u32 gen)
+{
+	for (int i = 0; i < OBS_HOLD_CACHE; i++)
+		if (h->cache[i].lock == lock && h->cache[i].gen == gen)
+			return true;
+	return false;
+}
+
 /* One completed hold by this thread, into its cache (no shared map
- * update while it keeps releasing the same lock). */
+ * update while it keeps releasing the same one or two locks). */
 static __always_inline void cache_add(struct obs_held *h, __u64 lock, __u32 gen, __u32 kind,
 				      __u32 tgid, __u32 tid, __u64 hold)
 {
-	struct obs_hold_cache *c = &h->cache;
-	if (c->count && (c->lock != lock || c->gen != gen))
-		cache_flush(h, tgid, tid);
+	struct obs_hold_cache *c = NULL;
+	for (int i = 0; i < OBS_HOLD_CACHE; i++) {
+		if (h->cache[i].count && h->cache[i].lock == lock && h->cache[i].gen == gen) {
+			c = &h->cache[i];
+			break;
+		}
+	}
+	if (!c) {
+		for (int i = 0; i < OBS_HOLD_CACHE; i++) {
+			if (!h->cache[i].count) {
+				c = &h->cache[i];
+				break;
+			}
+		}
+	}
+	if (!c) {
+		c = &h->cache[h->cache_next % OBS_HOLD_CACHE];
+		h->cache_next++;
+		cache_flush(c, tgid, tid);
+	}
 	if (!c->count) {
 		c->lock = lock;
 		c->gen = gen;

@@ -343,10 +343,13 @@ struct obs_held_lock {
 
 #define OBS_HOLD_HIST 24     /* log2 buckets of hold time in microseconds */
 
-/* Hold statistics of the lock a thread released last, not yet added to
- * LSTATS and HOLDERS: a thread that takes the same lock again and again
- * pays no shared-map update per release. Added when it releases another
- * lock or exits; userspace adds what is still here when it reads them. */
+/* Hold statistics of the locks a thread released last, not yet added to
+ * LSTATS and HOLDERS: a thread that takes the same lock (or the same
+ * nested pair: lock A, lock B, unlock B, unlock A) again and again pays no
+ * shared-map update per release. A slot is added when a third lock needs
+ * it or the thread exits; userspace adds what is still here when it reads
+ * them. */
+#define OBS_HOLD_CACHE 2
 struct obs_hold_cache {
 	__u64 lock;
 	__u32 gen;
@@ -362,9 +365,9 @@ struct obs_held {
 	__u32 n;          /* entries used in locks[], holes included */
 	__u32 in_call;    /* a return-probed lock call is in progress (PENDING) */
 	__u32 tgid;
-	__u32 _pad;
+	__u32 cache_next; /* the cache slot to reuse next when all are taken */
 	struct obs_held_lock locks[OBS_MAX_HELD];
-	struct obs_hold_cache cache;
+	struct obs_hold_cache cache[OBS_HOLD_CACHE];
 };
 
 /* Key of ORDER: lock `from` was held when `to` was acquired. */

@@ -3,10 +3,10 @@
 
 use observer_ebpf::bindings::{
     OBS_JS_READ, OBS_WAIT_REGS_OK, OBS_WAIT_WORDS_OK, obs_acquire, obs_agg, obs_agg_key, obs_comm,
-    obs_edge, obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_held, obs_holder,
-    obs_holder_key, obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key, obs_lock_stats,
-    obs_loop_gap, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_spawn, obs_task_exit,
-    obs_task_new, obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
+    obs_edge, obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_held, obs_hold_cache,
+    obs_holder, obs_holder_key, obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key,
+    obs_lock_stats, obs_loop_gap, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_spawn,
+    obs_task_exit, obs_task_new, obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -314,13 +314,25 @@ pub fn add_hold_caches(
     Vec<(obs_holder_key, obs_holder)>,
 ) {
     for (tid, h) in held {
-        let c = &h.cache;
-        if c.count == 0 {
-            continue;
+        for c in h.cache.iter().filter(|c| c.count != 0) {
+            add_hold_cache(&mut stats, &mut holders, *tid, h.tgid, c);
         }
+    }
+    (stats, holders)
+}
+
+/// One slot of one thread's hold cache into the totals.
+fn add_hold_cache(
+    stats: &mut Vec<(obs_lock_key, obs_lock_stats)>,
+    holders: &mut Vec<(obs_holder_key, obs_holder)>,
+    tid: u32,
+    tgid: u32,
+    c: &obs_hold_cache,
+) {
+    {
         let key = obs_lock_key {
             lock: c.lock,
-            tgid: h.tgid,
+            tgid,
             gen_: c.gen_,
         };
         let i = match stats
@@ -346,8 +358,8 @@ pub fn add_hold_caches(
         }
         let hk = obs_holder_key {
             lock: c.lock,
-            tgid: h.tgid,
-            tid: *tid,
+            tgid,
+            tid,
         };
         match holders
             .iter_mut()
@@ -366,7 +378,6 @@ pub fn add_hold_caches(
             )),
         }
     }
-    (stats, holders)
 }
 
 #[cfg(test)]
@@ -400,16 +411,16 @@ mod tests {
             tgid: 7,
             ..Default::default()
         };
-        h.cache.lock = 0x1000;
-        h.cache.kind = 1;
-        h.cache.count = 3;
-        h.cache.hold_total_ns = 900;
-        h.cache.hold_max_ns = 500;
-        h.cache.hold_hist[0] = 3;
+        h.cache[1].lock = 0x1000;
+        h.cache[1].kind = 1;
+        h.cache[1].count = 3;
+        h.cache[1].hold_total_ns = 900;
+        h.cache[1].hold_max_ns = 500;
+        h.cache[1].hold_hist[0] = 3;
         // a second thread's cache on a lock LSTATS does not have yet
         let mut other = h;
-        other.cache.lock = 0x2000;
-        other.cache.count = 1;
+        other.cache[1].lock = 0x2000;
+        other.cache[1].count = 1;
         // an empty cache adds nothing
         let empty = obs_held {
             tgid: 7,

@@ -50,10 +50,13 @@ BENCH (default: all)
   stacks        `observer dump --format json` on a 64-thread deadlock ring (all 64 stacks unwound
                 and symbolized): target <= 200 ms, and gdb 'thread apply all bt' on the same process
   threads       pthread_create+join of 10000 short threads: observed / unobserved <= 1.10, in the
-                default mode (no uprobes) and with --thread-uprobes
+                default mode (no uprobes) and with --thread-uprobes; also the observer attached to
+                another process (what its hooks cost every process: the floor)
   startup       `observer run -- /bin/true`: <= 150 ms (default mode), <= 300 ms (--uprobes)
   philosophers  5 philosophers x 1000 rounds under `observer run --uprobes`, 20 runs:
-                no deadlock and the 5-lock order inversion reported, every run
+                no deadlock and the 5-lock order inversion reported, every run; against
+                unobserved, do-nothing programs at the same sites, and unobserved runs as long
+                as observed ones
   pyabba        a Python Lock ABBA deadlocking within ms of its start, `observer run --uprobes`,
                 20 runs: a full cycle (both holders known) every run
 
@@ -103,8 +106,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// The Python ABBA deadlocks at once: a report later than this is a miss
 /// (an observer that saw no cycle waits forever).
 const PY_TIMEOUT: Duration = Duration::from_secs(30);
-/// A philosophers run that has not ended by then (unobserved) is deadlocked.
-const PHIL_UNOBSERVED_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait for someone else's hook programs to go away before a
 /// round (they come and go with other people's tests on a shared machine).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -272,6 +273,10 @@ struct Cond {
     label: &'static str,
     /// `observer attach` options; None: unobserved.
     args: Option<&'static [&'static str]>,
+    /// The observer watches an idle copy of the workload, not the timed
+    /// one: the cost of its hooks being in place for every process (the
+    /// floor for a watched one), not of watching.
+    elsewhere: bool,
 }
 
 #[derive(Default)]
@@ -293,6 +298,8 @@ struct Row {
 struct Visit {
     wl: Workload,
     obs: Option<Observer>,
+    /// The idle copy an `elsewhere` observer watches.
+    other: Option<Workload>,
 }
 
 impl Visit {
@@ -304,17 +311,23 @@ impl Visit {
         row: &mut Row,
     ) -> Result<Visit> {
         let wl = Workload::start(bin, &env.pin_arg())?;
+        let other = if cond.elsewhere {
+            Some(Workload::start(bin, &env.pin_arg())?)
+        } else {
+            None
+        };
+        let watched = other.as_ref().map_or(wl.pid(), Workload::pid);
         let obs = match cond.args {
             None => None,
             Some(extra) => {
                 let o =
-                    Observer::attach(&env.observer, wl.pid(), extra, Some(report), &mut env.progs)?;
+                    Observer::attach(&env.observer, watched, extra, Some(report), &mut env.progs)?;
                 row.attach.push(o.attach.as_secs_f64() * 1e9);
                 row.uprobes = (o.uprobes("lock").len(), o.uprobes("thread").len());
                 Some(o)
             }
         };
-        Ok(Visit { wl, obs })
+        Ok(Visit { wl, obs, other })
     }
 
     /// One timed round of `n`, kept whatever foreign programs were loaded
@@ -347,8 +360,12 @@ impl Visit {
             false
         };
         self.wl.finish()?;
+        if let Some(o) = self.other.take() {
+            o.finish()?;
+        }
         eprint!(".");
-        Ok(observed)
+        // a report of the idle copy says nothing of the timed workload
+        Ok(observed && !cond.elsewhere)
     }
 }
 
@@ -372,10 +389,12 @@ fn notes(s: &mut String, conds: &[Cond], rows: &[Row], problems: &[String]) {
 const UNOBSERVED: Cond = Cond {
     label: "unobserved",
     args: None,
+    elsewhere: false,
 };
 const DEFAULT_MODE: Cond = Cond {
     label: "observer attach (default mode)",
     args: Some(&[]),
+    elsewhere: false,
 };
 
 const LOCK_CONDS: [Cond; 4] = [
@@ -384,10 +403,12 @@ const LOCK_CONDS: [Cond; 4] = [
     Cond {
         label: "observer attach --uprobes",
         args: Some(&["--uprobes"]),
+        elsewhere: false,
     },
     Cond {
         label: "observer attach --uprobes-bare",
         args: Some(&["--uprobes-bare"]),
+        elsewhere: false,
     },
 ];
 const L_UNOBSERVED: usize = 0;
@@ -785,12 +806,18 @@ fn stacks_table(r: &StacksResult, o: &Opts, v: &mut Verdicts) -> String {
 // ---------------------------------------------------------------------------
 // threads
 
-const THREAD_CONDS: [Cond; 3] = [
+const THREAD_CONDS: [Cond; 4] = [
     UNOBSERVED,
+    Cond {
+        label: "observer attach to another process",
+        args: Some(&[]),
+        elsewhere: true,
+    },
     DEFAULT_MODE,
     Cond {
         label: "observer attach --thread-uprobes",
         args: Some(&["--thread-uprobes"]),
+        elsewhere: false,
     },
 ];
 
@@ -912,6 +939,10 @@ fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> String {
             )
             .unwrap();
         }
+        if cond.elsewhere {
+            // a floor, not a target: the hooks every process pays for
+            continue;
+        }
         let c = Check::at_most(
             format!(
                 "threads: {} / unobserved",
@@ -1025,89 +1056,139 @@ fn startup_table(r: &StartupResult, runs: usize, v: &mut Verdicts) -> String {
 // ---------------------------------------------------------------------------
 // philosophers: does observing change the program?
 
-/// What one philosophers run came to.
+/// What one philosophers condition came to.
 #[derive(Default)]
 struct PhilRuns {
     runs: usize,
     /// Ended normally.
     finished: usize,
-    /// The observer reported a deadlock (and killed the target), or an
-    /// unobserved run hung until its timeout.
+    /// The observer reported a deadlock (and killed the target), or the
+    /// workload's watchdog saw no round end for 2 s.
     deadlocked: usize,
     /// The report had a lock-order inversion over exactly the 5 forks.
     inversion: usize,
-    ms: Vec<f64>,
+    /// The workload's own time from its start barrier to the last join
+    /// (runs that finished).
+    elapsed_ms: Vec<f64>,
     problems: Vec<String>,
 }
 
+/// Unobserved; `--uprobes-bare` (do-nothing programs at the same sites);
+/// `--uprobes`; unobserved with as many more rounds as make it run as
+/// long as an observed run (same run, measured just before).
 struct PhilResult {
-    unobserved: PhilRuns,
-    uprobes: PhilRuns,
+    conds: [PhilRuns; 4],
+    /// Rounds of the last condition.
+    stretched_meals: u64,
+}
+
+const PHIL_LABELS: [&str; 4] = [
+    "unobserved",
+    "observer run --uprobes-bare --kill-on-deadlock",
+    "observer run --uprobes --kill-on-deadlock",
+    "unobserved, as long as an observed run",
+];
+const P_UNOBSERVED: usize = 0;
+const P_BARE: usize = 1;
+const P_UPROBES: usize = 2;
+const P_STRETCHED: usize = 3;
+
+fn phil_run(
+    env: &Env,
+    bin: &Path,
+    ci: usize,
+    meals: u64,
+    report: &Path,
+    x: &mut PhilRuns,
+) -> Result<()> {
+    let observed = ci == P_BARE || ci == P_UPROBES;
+    let mut c;
+    if observed {
+        let _ = std::fs::remove_file(report);
+        c = Command::new(&env.observer);
+        c.args([
+            "run",
+            "--quiet",
+            if ci == P_BARE {
+                "--uprobes-bare"
+            } else {
+                "--uprobes"
+            },
+            "--kill-on-deadlock",
+            "--report",
+        ])
+        .arg(report)
+        .arg("--")
+        .arg(bin);
+    } else {
+        c = Command::new(bin);
+    }
+    c.arg(meals.to_string());
+    x.runs += 1;
+    let t = h::run_timed(c, RUN_TIMEOUT)?;
+    eprint!(".");
+    let Some(t) = t else {
+        x.problems.push(format!("timed out after {RUN_TIMEOUT:?}"));
+        return Ok(());
+    };
+    let out = String::from_utf8_lossy(&t.stdout);
+    match t.status.code() {
+        Some(0) if out.lines().any(|l| l == "done") => {
+            x.finished += 1;
+            if let Some(ns) = out
+                .lines()
+                .find_map(|l| l.strip_prefix("elapsed_ns ")?.trim().parse::<f64>().ok())
+            {
+                x.elapsed_ms.push(ns / 1e6);
+            }
+        }
+        // 3: the observer's report; 4: the workload's watchdog
+        Some(3) if observed => x.deadlocked += 1,
+        Some(4) => x.deadlocked += 1,
+        _ => x
+            .problems
+            .push(format!("ended with {}", h::describe(&t.status))),
+    }
+    if ci == P_UPROBES {
+        match five_fork_inversion(report, &out) {
+            Ok(()) => x.inversion += 1,
+            Err(e) => x.problems.push(format!("{e:#}")),
+        }
+    }
+    Ok(())
 }
 
 fn philosophers(env: &Env, bin: &Path, o: &Opts) -> Result<PhilResult> {
     let mut r = PhilResult {
-        unobserved: PhilRuns::default(),
-        uprobes: PhilRuns::default(),
+        conds: Default::default(),
+        stretched_meals: 0,
     };
     let report = env.out.join("philosophers-report.json");
     eprintln!(
-        "bench deep: philosophers, {} runs unobserved and under `observer run --uprobes` ",
-        o.phil_runs
+        "bench deep: philosophers, {} runs x {} conditions ",
+        o.phil_runs,
+        PHIL_LABELS.len()
     );
-    for i in 0..o.phil_runs * 2 {
-        let observed = i % 2 == 1;
-        let mut c;
-        let timeout = if observed {
-            let _ = std::fs::remove_file(&report);
-            c = Command::new(&env.observer);
-            c.args([
-                "run",
-                "--quiet",
-                "--uprobes",
-                "--kill-on-deadlock",
-                "--report",
-            ])
-            .arg(&report)
-            .arg("--")
-            .arg(bin);
-            RUN_TIMEOUT
-        } else {
-            c = Command::new(bin);
-            PHIL_UNOBSERVED_TIMEOUT
-        };
-        c.arg(o.meals.to_string());
-        let x = if observed {
-            &mut r.uprobes
-        } else {
-            &mut r.unobserved
-        };
-        x.runs += 1;
-        let t = h::run_timed(c, timeout)?;
-        eprint!(".");
-        let Some(t) = t else {
-            if observed {
-                x.problems
-                    .push(format!("observer run timed out after {timeout:?}"));
-            } else {
-                x.deadlocked += 1;
-            }
-            continue;
-        };
-        x.ms.push(t.ms());
-        let out = String::from_utf8_lossy(&t.stdout);
-        match t.status.code() {
-            Some(0) if out.lines().any(|l| l == "done") => x.finished += 1,
-            Some(3) if observed => x.deadlocked += 1,
-            _ => x
-                .problems
-                .push(format!("ended with {}", h::describe(&t.status))),
+    for p in 0..o.phil_runs {
+        for ci in h::order(p, P_STRETCHED) {
+            phil_run(env, bin, ci, o.meals, &report, &mut r.conds[ci])?;
         }
-        if observed {
-            match five_fork_inversion(&report, &out) {
-                Ok(()) => x.inversion += 1,
-                Err(e) => x.problems.push(format!("{e:#}")),
-            }
+    }
+    // A deadlock needs a philosopher descheduled between its two forks:
+    // the longer it runs, the likelier. Unobserved, as long as observed:
+    let un = h::median(&r.conds[P_UNOBSERVED].elapsed_ms);
+    let obs = h::median(&r.conds[P_UPROBES].elapsed_ms);
+    if un > 0.0 && obs > 0.0 {
+        r.stretched_meals = ((o.meals as f64 * obs / un) as u64).clamp(o.meals, 10_000_000);
+        for _ in 0..o.phil_runs {
+            phil_run(
+                env,
+                bin,
+                P_STRETCHED,
+                r.stretched_meals,
+                &report,
+                &mut r.conds[P_STRETCHED],
+            )?;
         }
     }
     eprintln!();
@@ -1143,41 +1224,57 @@ fn philosophers_table(r: &PhilResult, o: &Opts, v: &mut Verdicts) -> String {
     writeln!(
         s,
         "Philosophers: 5 threads, each takes fork i then fork i+1, {} rounds (bench/philosophers_rounds.c);\n\
-         {} runs per condition, interleaved; a deadlock is the observer's report (--kill-on-deadlock) or,\n\
-         unobserved, no exit within {PHIL_UNOBSERVED_TIMEOUT:?}",
+         {} runs per condition, interleaved; a deadlock is the observer's report (--kill-on-deadlock) or\n\
+         the workload's watchdog (no round ended for 2 s); time: the workload's own, start barrier to last join",
         o.meals, o.phil_runs
     )
     .unwrap();
     writeln!(
         s,
-        "  {:<52} {:>5} {:>9} {:>11} {:>10} {:>9}",
-        "condition", "runs", "finished", "deadlocked", "inversion", "median"
+        "  {:<52} {:>8} {:>5} {:>9} {:>11} {:>10} {:>10}",
+        "condition", "rounds", "runs", "finished", "deadlocked", "inversion", "median"
     )
     .unwrap();
-    for (label, x, inv) in [
-        ("unobserved", &r.unobserved, "-".to_string()),
-        (
-            "observer run --uprobes --kill-on-deadlock",
-            &r.uprobes,
-            r.uprobes.inversion.to_string(),
-        ),
-    ] {
+    for (ci, (label, x)) in PHIL_LABELS.iter().zip(&r.conds).enumerate() {
+        let meals = if ci == P_STRETCHED {
+            r.stretched_meals
+        } else {
+            o.meals
+        };
+        if x.runs == 0 {
+            continue;
+        }
         writeln!(
             s,
-            "  {:<52} {:>5} {:>9} {:>11} {:>10} {:>9}",
+            "  {:<52} {:>8} {:>5} {:>9} {:>11} {:>10} {:>10}",
             label,
+            meals,
             x.runs,
             x.finished,
             x.deadlocked,
-            inv,
-            h::ms(h::median(&x.ms))
+            if ci == P_UPROBES {
+                x.inversion.to_string()
+            } else {
+                "-".into()
+            },
+            h::ms(h::median(&x.elapsed_ms))
         )
         .unwrap();
     }
-    for (label, x) in [("unobserved", &r.unobserved), ("--uprobes", &r.uprobes)] {
+    for (label, x) in PHIL_LABELS.iter().zip(&r.conds) {
         s.push_str(&h::problems(&format!("PROBLEM, {label}"), &x.problems));
     }
-    let u = &r.uprobes;
+    let rate = |x: &PhilRuns| x.deadlocked as f64 / x.runs.max(1) as f64;
+    writeln!(
+        s,
+        "  deadlock rate: --uprobes {:.0}%, do-nothing programs at the same sites {:.0}%, unobserved {:.0}%, unobserved as long as observed {:.0}%",
+        100.0 * rate(&r.conds[P_UPROBES]),
+        100.0 * rate(&r.conds[P_BARE]),
+        100.0 * rate(&r.conds[P_UNOBSERVED]),
+        100.0 * rate(&r.conds[P_STRETCHED]),
+    )
+    .unwrap();
+    let u = &r.conds[P_UPROBES];
     for c in [
         Check::every(
             "philosophers --uprobes: runs without deadlock",
