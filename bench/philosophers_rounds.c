@@ -3,9 +3,11 @@
  * classic lock-order test of race detectors. Five philosophers run at once;
  * philosopher i takes fork i, then fork (i+1) % 5, eats (nothing), puts
  * both down, ROUNDS times. All five can hold their first fork at the same
- * moment, so it can deadlock, but the window is a few nanoseconds: an
- * observer that slows lock calls down widens it and changes the program.
- * Every run has the 5-lock order inversion fork0 -> fork1 -> ... -> fork0.
+ * moment, so it can deadlock: it does when a philosopher is descheduled
+ * between its two forks, so the longer it runs, the likelier. Unobserved,
+ * 1000 rounds take well under a scheduler tick here and rarely deadlock;
+ * an observer that slows lock calls down makes it run longer and deadlock
+ * more. Every run has the 5-lock order inversion fork0 -> ... -> fork0.
  *
  *   philosophers_rounds [ROUNDS]     (default 1000)
  *

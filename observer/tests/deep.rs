@@ -248,6 +248,15 @@ fn a_program_gone_within_5ms_still_names_its_locks_20_times() {
             let site = e["site"].as_str().unwrap();
             assert!(site.starts_with("main (order_quick.c:"), "run {i}: {site}");
         }
+        // a lock in no finding is named in the lock table too
+        let alone: Vec<_> = r["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["symbol"] == "global_alone")
+            .collect();
+        assert_eq!(alone.len(), 1, "run {i}: {:#}", r["locks"]);
+        assert_eq!(alone[0]["acquired"], 1, "run {i}: {:#}", alone[0]);
         if i == 0 {
             // replay names them from the recorded mappings alone
             let text = std::fs::read_to_string(&rec).unwrap();

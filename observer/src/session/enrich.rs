@@ -247,7 +247,9 @@ pub(crate) fn symbol_events(
 ) -> Vec<Event> {
     let mut out = Vec::new();
     for p in model.processes.values() {
-        // Lock addresses: what threads wait for, lock-order edges, locks held at exit.
+        // Lock addresses: what threads wait for, lock-order edges, locks held
+        // at exit, and the deep tier's per-lock profiles (a program shorter
+        // than the aggregate tick has its locks named only here).
         let waits = p.live_threads().filter_map(|t| t.wait.as_ref());
         let mut locks: Vec<u64> = waits
             .chain(p.pi_edeadlk.iter().map(|(_, w, _)| w))
@@ -255,6 +257,7 @@ pub(crate) fn symbol_events(
             .collect();
         locks.extend(p.lock_edges.keys().flat_map(|e| [e.from, e.to]));
         locks.extend(p.held_at_attach.keys().copied());
+        locks.extend(p.lock_profiles.keys().map(|&(lock, _)| lock));
         locks.extend(
             p.exit_held
                 .iter()
