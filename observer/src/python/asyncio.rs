@@ -526,6 +526,8 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             }
             held.insert(*t, hs);
         }
+        // What each task refers to, read once a task awaits a bare future.
+        let mut refs: Option<HashMap<u64, HashSet<u64>>> = None;
         let holder_of = |lock: u64| {
             held.iter()
                 .find(|(_, hs)| hs.iter().any(|h| h.addr == lock))
@@ -573,22 +575,26 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     } else if !waiting.contains_key(&tv.addr) {
                         // A future only one other task refers to: that task
                         // is the one that can complete it.
-                        let mut by: Vec<u64> = chains
-                            .iter()
-                            .filter(|(o, oc)| {
-                                *o != tv.addr
-                                    && oc
-                                        .frames
-                                        .iter()
-                                        .any(|f| f.locals.iter().any(|x| x.1 == waiter))
-                            })
-                            .map(|x| x.0)
-                            .collect();
-                        by.dedup();
-                        if by.len() == 1 {
-                            let name = c.frames.iter().rev().find_map(|f| self.name_in(f, waiter));
+                        let refs = match &refs {
+                            Some(r) => r,
+                            None => refs.insert(
+                                chains
+                                    .iter()
+                                    .map(|(t, oc)| (*t, self.refers_to(oc)))
+                                    .collect(),
+                            ),
+                        };
+                        if let Some(owner) = sole_referrer(refs, tv.addr, waiter) {
+                            // As the awaiting task names it, else as its owner does.
+                            let own = chains.iter().find(|x| x.0 == owner).map(|x| &x.1);
+                            let name = c
+                                .frames
+                                .iter()
+                                .rev()
+                                .chain(own.into_iter().flat_map(|o| o.frames.iter().rev()))
+                                .find_map(|f| self.name_in(f, waiter));
                             tv.waits_for.push(TaskEdge {
-                                task: by[0],
+                                task: owner,
                                 why: Why::Future { fut: waiter, name },
                             });
                         }
@@ -599,6 +605,49 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 }
             }
         }
+    }
+
+    /// What a task's coroutine frames refer to: their locals (a closure
+    /// cell's content) and one level into each: a list, tuple, set or
+    /// dict's items, an instance's attributes. A future a task keeps in a
+    /// list of pending ones or in `self._waiter` is one it can complete.
+    fn refers_to(&mut self, c: &Chain) -> HashSet<u64> {
+        let mut out = HashSet::new();
+        for f in &c.frames {
+            for &(_, v) in &f.locals {
+                let v = match self.r().obj_type_name(v).as_deref() {
+                    Some("cell") => match self.r().u64(v + 16) {
+                        Some(x) if x != 0 => x,
+                        _ => continue,
+                    },
+                    _ => v,
+                };
+                if !out.insert(v) {
+                    continue;
+                }
+                let items = match self.r().obj_type_name(v).as_deref() {
+                    Some("list") => self.list(v).unwrap_or_default(),
+                    Some("tuple") => self.r().tuple(v).unwrap_or_default(),
+                    Some("set") => self.set(v),
+                    Some("dict") => self
+                        .r()
+                        .dict(v)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flat_map(|(k, x)| [k, x])
+                        .collect(),
+                    _ => self
+                        .w
+                        .attrs(v)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|x| x.1)
+                        .collect(),
+                };
+                out.extend(items);
+            }
+        }
+        out
     }
 
     /// `_GatheringFuture._children`.
@@ -738,6 +787,17 @@ const LABELS: &[(&str, &str, &str)] = &[
     ("tasks.py", "sleep", "asyncio.sleep"),
 ];
 
+/// The one task other than `awaiter` that refers to `fut`; none when no
+/// task or several do (any of them could complete it).
+fn sole_referrer(refs: &HashMap<u64, HashSet<u64>>, awaiter: u64, fut: u64) -> Option<u64> {
+    let mut by = refs
+        .iter()
+        .filter(|(t, r)| **t != awaiter && r.contains(&fut))
+        .map(|x| *x.0);
+    let first = by.next()?;
+    by.next().is_none().then_some(first)
+}
+
 fn self_of(f: &RawFrame) -> Option<u64> {
     f.locals.iter().find(|(n, _)| n == "self").map(|x| x.1)
 }
@@ -787,5 +847,25 @@ mod tests {
         assert_eq!(ids, vec![vec![10, 20], vec![50]]);
         v.loops[0].tasks[2].state = TaskState::Done;
         assert_eq!(v.cycles().len(), 1);
+    }
+
+    #[test]
+    fn a_future_has_an_owner_only_when_one_other_task_refers_to_it() {
+        // Task 1 awaits future 100; task 2 keeps it (a local, or an item of
+        // a list it holds: both are in its references).
+        let mut refs: HashMap<u64, HashSet<u64>> = HashMap::from([
+            (1, HashSet::from([100, 7])),
+            (2, HashSet::from([100, 8])),
+            (3, HashSet::from([9])),
+        ]);
+        assert_eq!(sole_referrer(&refs, 1, 100), Some(2));
+        // The awaiting task's own reference does not make it the owner.
+        assert_eq!(sole_referrer(&refs, 2, 100), Some(1));
+        // A third task keeps it too (say the main task's list of pending
+        // futures): any of them could complete it.
+        refs.get_mut(&3).unwrap().insert(100);
+        assert_eq!(sole_referrer(&refs, 1, 100), None);
+        // Nobody else refers to it.
+        assert_eq!(sole_referrer(&refs, 1, 101), None);
     }
 }
