@@ -527,7 +527,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             held.insert(*t, hs);
         }
         // What each task refers to, read once a task awaits a bare future.
-        let mut refs: Option<HashMap<u64, HashSet<u64>>> = None;
+        let mut refs: Option<HashMap<u64, Refs>> = None;
         let holder_of = |lock: u64| {
             held.iter()
                 .find(|(_, hs)| hs.iter().any(|h| h.addr == lock))
@@ -580,11 +580,11 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                             None => refs.insert(
                                 chains
                                     .iter()
-                                    .map(|(t, oc)| (*t, self.refers_to(oc)))
+                                    .map(|(t, oc)| (*t, self.refs(*t, oc)))
                                     .collect(),
                             ),
                         };
-                        if let Some(owner) = sole_referrer(refs, tv.addr, waiter) {
+                        if let Some(owner) = future_owner(refs, tv.addr, waiter) {
                             // As the awaiting task names it, else as its owner does.
                             let own = chains.iter().find(|x| x.0 == owner).map(|x| &x.1);
                             let name = c
@@ -607,12 +607,16 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         }
     }
 
-    /// What a task's coroutine frames refer to: their locals (a closure
-    /// cell's content) and one level into each: a list, tuple, set or
-    /// dict's items, an instance's attributes. A future a task keeps in a
-    /// list of pending ones or in `self._waiter` is one it can complete.
-    fn refers_to(&mut self, c: &Chain) -> HashSet<u64> {
-        let mut out = HashSet::new();
+    /// What task `t` refers to from its coroutine frames (its locals, a
+    /// closure cell's content), what it reaches one level further (a list,
+    /// tuple, set or dict's items, an instance's attributes: a list of
+    /// pending futures, `self._waiter`), and the future it awaits.
+    fn refs(&mut self, t: u64, c: &Chain) -> Refs {
+        let l = self.r().l;
+        let mut r = Refs {
+            awaits: self.r().u64(t + l.task.fut_waiter).unwrap_or(0),
+            ..Default::default()
+        };
         for f in &c.frames {
             for &(_, v) in &f.locals {
                 let v = match self.r().obj_type_name(v).as_deref() {
@@ -622,7 +626,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     },
                     _ => v,
                 };
-                if !out.insert(v) {
+                if !r.locals.insert(v) {
                     continue;
                 }
                 let items = match self.r().obj_type_name(v).as_deref() {
@@ -644,10 +648,10 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                         .map(|x| x.1)
                         .collect(),
                 };
-                out.extend(items);
+                r.reach.extend(items);
             }
         }
-        out
+        r
     }
 
     /// `_GatheringFuture._children`.
@@ -787,15 +791,30 @@ const LABELS: &[(&str, &str, &str)] = &[
     ("tasks.py", "sleep", "asyncio.sleep"),
 ];
 
-/// The one task other than `awaiter` that refers to `fut`; none when no
-/// task or several do (any of them could complete it).
-fn sole_referrer(refs: &HashMap<u64, HashSet<u64>>, awaiter: u64, fut: u64) -> Option<u64> {
-    let mut by = refs
-        .iter()
-        .filter(|(t, r)| **t != awaiter && r.contains(&fut))
-        .map(|x| *x.0);
-    let first = by.next()?;
-    by.next().is_none().then_some(first)
+/// What a task refers to, for deciding who can complete a future.
+#[derive(Debug, Default)]
+struct Refs {
+    /// Its coroutine frames' locals.
+    locals: HashSet<u64>,
+    /// One level into them.
+    reach: HashSet<u64>,
+    /// The future it awaits (`fut_waiter`).
+    awaits: u64,
+}
+
+/// The task that can complete `fut`, which `awaiter` awaits: the only other
+/// task that refers to it, keeping it in a local. A task awaiting `fut` too
+/// cannot complete it; any other task reaching it (a list, an attribute)
+/// could, and then no one task is to blame. The owner must hold it in a
+/// local: the reads do not stop the target and a busy program reuses a
+/// freed future's address at once, so blaming what is only reached (every
+/// stream reader's `_waiter`) would be fooled by torn reads.
+fn future_owner(refs: &HashMap<u64, Refs>, awaiter: u64, fut: u64) -> Option<u64> {
+    let mut by = refs.iter().filter(|(t, r)| {
+        **t != awaiter && r.awaits != fut && (r.locals.contains(&fut) || r.reach.contains(&fut))
+    });
+    let (t, r) = by.next()?;
+    (by.next().is_none() && r.locals.contains(&fut)).then_some(*t)
 }
 
 fn self_of(f: &RawFrame) -> Option<u64> {
@@ -850,22 +869,43 @@ mod tests {
     }
 
     #[test]
-    fn a_future_has_an_owner_only_when_one_other_task_refers_to_it() {
-        // Task 1 awaits future 100; task 2 keeps it (a local, or an item of
-        // a list it holds: both are in its references).
-        let mut refs: HashMap<u64, HashSet<u64>> = HashMap::from([
-            (1, HashSet::from([100, 7])),
-            (2, HashSet::from([100, 8])),
-            (3, HashSet::from([9])),
-        ]);
-        assert_eq!(sole_referrer(&refs, 1, 100), Some(2));
-        // The awaiting task's own reference does not make it the owner.
-        assert_eq!(sole_referrer(&refs, 2, 100), Some(1));
-        // A third task keeps it too (say the main task's list of pending
-        // futures): any of them could complete it.
-        refs.get_mut(&3).unwrap().insert(100);
-        assert_eq!(sole_referrer(&refs, 1, 100), None);
+    fn a_future_has_an_owner_only_when_one_other_task_keeps_it() {
+        let refs = |v: &[(u64, &[u64], &[u64], u64)]| -> HashMap<u64, Refs> {
+            v.iter()
+                .map(|&(t, locals, reach, awaits)| {
+                    let r = Refs {
+                        locals: locals.iter().copied().collect(),
+                        reach: reach.iter().copied().collect(),
+                        awaits,
+                    };
+                    (t, r)
+                })
+                .collect()
+        };
+        // Task 1 awaits future 100, task 2 keeps it in a local; task 3
+        // awaits 101, which task 1 keeps: an await cycle's two edges.
+        let mut base = vec![
+            (1, &[101, 7][..], &[][..], 100),
+            (2, &[100, 8][..], &[][..], 101),
+            (3, &[9][..], &[][..], 0),
+        ];
+        assert_eq!(future_owner(&refs(&base), 1, 100), Some(2));
+        assert_eq!(future_owner(&refs(&base), 2, 101), Some(1));
         // Nobody else refers to it.
-        assert_eq!(sole_referrer(&refs, 1, 101), None);
+        assert_eq!(future_owner(&refs(&base), 1, 102), None);
+        // A third task keeps it in a list (say the main task's pending
+        // futures): it could complete it too.
+        base[2].2 = &[100];
+        assert_eq!(future_owner(&refs(&base), 1, 100), None);
+        // Reached only through a list or attribute: no owner named.
+        base[2].2 = &[];
+        base[1].1 = &[8];
+        base[1].2 = &[100];
+        assert_eq!(future_owner(&refs(&base), 1, 100), None);
+        // Two tasks awaiting the same future, both keeping it: neither
+        // can complete it, so neither is the other's owner.
+        let both = [(1, &[100][..], &[][..], 100), (2, &[100][..], &[][..], 100)];
+        assert_eq!(future_owner(&refs(&both), 1, 100), None);
+        assert_eq!(future_owner(&refs(&both), 2, 100), None);
     }
 }
