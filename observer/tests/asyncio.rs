@@ -531,18 +531,21 @@ fn await_line() -> u64 {
     line_of(HANDSHAKE, "    await inbox.pop()")
 }
 
-/// The main task awaits the gather of both; each peer is pending at its
-/// `await inbox.pop()`.
-fn check_handshake_tasks(label: &str, asyncio: &Value) {
-    for who in ["client", "server"] {
+/// The main task awaits the gather of both peers; each is pending in
+/// `coro` at `line` of `fixture`.
+fn check_peers(
+    label: &str,
+    asyncio: &Value,
+    fixture: &str,
+    peers: [&str; 2],
+    coro: &str,
+    line: u64,
+) {
+    for who in peers {
         let t = task(asyncio, who);
         assert_eq!(t["state"], "pending", "{label}: {t:#}");
-        assert_eq!(t["coro"], "handshake", "{label}: {t:#}");
-        assert_eq!(
-            user_frame(t, HANDSHAKE)["line"],
-            await_line(),
-            "{label}: {t:#}"
-        );
+        assert_eq!(t["coro"], coro, "{label}: {t:#}");
+        assert_eq!(user_frame(t, fixture)["line"], line, "{label}: {t:#}");
     }
     let main = task(asyncio, "Task-1");
     let children: BTreeSet<u64> = main["waits_for"]
@@ -554,7 +557,7 @@ fn check_handshake_tasks(label: &str, asyncio: &Value) {
             e["task"].as_u64().unwrap()
         })
         .collect();
-    let peers: BTreeSet<u64> = ["client", "server"]
+    let peers: BTreeSet<u64> = peers
         .iter()
         .map(|n| task(asyncio, n)["addr"].as_u64().unwrap())
         .collect();
@@ -564,7 +567,14 @@ fn check_handshake_tasks(label: &str, asyncio: &Value) {
 fn check_handshake(label: &str, f: &Value, asyncio: &Value, out: &[String]) {
     let futs = hellos(out);
     assert_eq!(futs.len(), 2, "{label}: {out:?}");
-    check_handshake_tasks(label, asyncio);
+    check_peers(
+        label,
+        asyncio,
+        HANDSHAKE,
+        ["client", "server"],
+        "handshake",
+        await_line(),
+    );
     let names: BTreeSet<&str> = f["tasks"]
         .as_array()
         .unwrap()
@@ -620,13 +630,25 @@ fn check_handshake(label: &str, f: &Value, asyncio: &Value, out: &[String]) {
 /// tasks that could complete it, so no edge, no cycle; the peers are shown
 /// pending at their await with nothing named to wait for.
 fn check_shared(label: &str, r: &Value, asyncio: &Value) {
+    check_peers(
+        label,
+        asyncio,
+        HANDSHAKE,
+        ["client", "server"],
+        "handshake",
+        await_line(),
+    );
+    no_edge(label, r, asyncio, ["client", "server"]);
+}
+
+/// No await cycle, and `peers` wait for no task, lock or labelled wait.
+fn no_edge(label: &str, r: &Value, asyncio: &Value, peers: [&str; 2]) {
     let findings = r["findings"].as_array().unwrap();
     assert!(
         findings.iter().all(|f| f["kind"] != "deadlock"),
-        "{label}: the main task could complete both: {findings:#?}"
+        "{label}: no await cycle: {findings:#?}"
     );
-    check_handshake_tasks(label, asyncio);
-    for who in ["client", "server"] {
+    for who in peers {
         let t = task(asyncio, who);
         assert!(t["waits_for"].is_null(), "{label}: {who}: {t:#}");
         assert!(t["waits_lock"].is_null(), "{label}: {who}: {t:#}");
@@ -709,6 +731,61 @@ fn future_shared_run() {
         assert_eq!(st.code(), Some(130), "{label}: {:?}", o.stderr);
         let r = read_json(&dir.path().join("r.json"));
         check_shared(label, &r, &r["processes"][0]["asyncio"]);
+        assert_no_programs_left();
+    }
+}
+
+// --- two tasks awaiting one future nobody else keeps ------------------------
+
+const ONE_FUTURE: &str = "py_async_one_future";
+
+/// Both wait for good, but neither can complete the future the other
+/// awaits (it awaits it too): no edge between them, no cycle.
+fn check_one_future(label: &str, r: &Value, asyncio: &Value) {
+    let line = line_of(ONE_FUTURE, "    await ready");
+    check_peers(
+        label,
+        asyncio,
+        ONE_FUTURE,
+        ["first", "second"],
+        "wait_ready",
+        line,
+    );
+    no_edge(label, r, asyncio, ["first", "second"]);
+}
+
+#[test]
+#[ignore]
+fn one_future_dump() {
+    for (label, py) in pythons() {
+        let p = start(py, ONE_FUTURE, &[]);
+        let line = line_of(ONE_FUTURE, "    await ready");
+        let (code, r) = dump_until(p.pid(), label, |_, r| {
+            ["first", "second"].iter().all(|n| {
+                tasks(&r["python"]["asyncio"])
+                    .iter()
+                    .any(|t| t["name"] == *n && t["chain"][0]["line"] == line)
+            })
+        });
+        assert_eq!(code, Some(0), "{label}: no hang finding");
+        check_one_future(label, &r, &r["python"]["asyncio"]);
+    }
+}
+
+#[test]
+#[ignore]
+fn one_future_run() {
+    for (label, py) in pythons() {
+        let (mut o, dir) = run(&[], py, ONE_FUTURE, &[]);
+        o.wait_stdout(T, |l| l == "ready");
+        // Let the loop go idle and be looked at, then stop.
+        std::thread::sleep(Duration::from_millis(1500));
+        o.signal(libc::SIGINT);
+        let st = o.wait_exit(T);
+        // The program's own end on SIGINT (128+2), not 3: no hang found.
+        assert_eq!(st.code(), Some(130), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        check_one_future(label, &r, &r["processes"][0]["asyncio"]);
         assert_no_programs_left();
     }
 }
