@@ -527,7 +527,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             held.insert(*t, hs);
         }
         // What each task refers to, read once a task awaits a bare future.
-        let mut refs: Option<HashMap<u64, Refs>> = None;
+        let mut owners: Option<Owners> = None;
         let holder_of = |lock: u64| {
             held.iter()
                 .find(|(_, hs)| hs.iter().any(|h| h.addr == lock))
@@ -575,16 +575,16 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     } else if !waiting.contains_key(&tv.addr) {
                         // A future only one other task refers to: that task
                         // is the one that can complete it.
-                        let refs = match &refs {
-                            Some(r) => r,
-                            None => refs.insert(
+                        let owners = match &owners {
+                            Some(o) => o,
+                            None => owners.insert(Owners::new(
                                 chains
                                     .iter()
                                     .map(|(t, oc)| (*t, self.refs(*t, oc)))
                                     .collect(),
-                            ),
+                            )),
                         };
-                        if let Some(owner) = future_owner(refs, tv.addr, waiter) {
+                        if let Some(owner) = owners.owner(tv.addr, waiter) {
                             // As the awaiting task names it, else as its owner does.
                             let own = chains.iter().find(|x| x.0 == owner).map(|x| &x.1);
                             let name = c
@@ -802,19 +802,45 @@ struct Refs {
     awaits: u64,
 }
 
-/// The task that can complete `fut`, which `awaiter` awaits: the only other
-/// task that refers to it, keeping it in a local. A task awaiting `fut` too
-/// cannot complete it; any other task reaching it (a list, an attribute)
-/// could, and then no one task is to blame. The owner must hold it in a
-/// local: the reads do not stop the target and a busy program reuses a
-/// freed future's address at once, so blaming what is only reached (every
-/// stream reader's `_waiter`) would be fooled by torn reads.
-fn future_owner(refs: &HashMap<u64, Refs>, awaiter: u64, fut: u64) -> Option<u64> {
-    let mut by = refs.iter().filter(|(t, r)| {
-        **t != awaiter && r.awaits != fut && (r.locals.contains(&fut) || r.reach.contains(&fut))
-    });
-    let (t, r) = by.next()?;
-    (by.next().is_none() && r.locals.contains(&fut)).then_some(*t)
+/// Who refers to the futures tasks await.
+struct Owners {
+    tasks: HashMap<u64, Refs>,
+    /// Awaited future -> the tasks referring to it (a local or reached).
+    by: HashMap<u64, Vec<u64>>,
+}
+
+impl Owners {
+    fn new(tasks: HashMap<u64, Refs>) -> Owners {
+        let awaited: HashSet<u64> = tasks.values().map(|r| r.awaits).collect();
+        let mut by: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (t, r) in &tasks {
+            for x in r.locals.union(&r.reach) {
+                if *x != 0 && awaited.contains(x) {
+                    by.entry(*x).or_default().push(*t);
+                }
+            }
+        }
+        Owners { tasks, by }
+    }
+
+    /// The task that can complete `fut`, which `awaiter` awaits: the only
+    /// other task that refers to it, keeping it in a local. A task awaiting
+    /// `fut` too cannot complete it; any other task reaching it (a list, an
+    /// attribute) could, and then no one task is to blame. The owner must
+    /// hold it in a local: the reads do not stop the target and a busy
+    /// program reuses a freed future's address at once, so blaming what is
+    /// only reached (every stream reader's `_waiter`) would be fooled by
+    /// torn reads.
+    fn owner(&self, awaiter: u64, fut: u64) -> Option<u64> {
+        let refs = |t: &u64| self.tasks.get(t);
+        let mut by = self
+            .by
+            .get(&fut)?
+            .iter()
+            .filter(|t| **t != awaiter && refs(t).is_some_and(|r| r.awaits != fut));
+        let t = *by.next()?;
+        (by.next().is_none() && refs(&t)?.locals.contains(&fut)).then_some(t)
+    }
 }
 
 fn self_of(f: &RawFrame) -> Option<u64> {
@@ -870,17 +896,19 @@ mod tests {
 
     #[test]
     fn a_future_has_an_owner_only_when_one_other_task_keeps_it() {
-        let refs = |v: &[(u64, &[u64], &[u64], u64)]| -> HashMap<u64, Refs> {
-            v.iter()
-                .map(|&(t, locals, reach, awaits)| {
-                    let r = Refs {
-                        locals: locals.iter().copied().collect(),
-                        reach: reach.iter().copied().collect(),
-                        awaits,
-                    };
-                    (t, r)
-                })
-                .collect()
+        let refs = |v: &[(u64, &[u64], &[u64], u64)]| {
+            Owners::new(
+                v.iter()
+                    .map(|&(t, locals, reach, awaits)| {
+                        let r = Refs {
+                            locals: locals.iter().copied().collect(),
+                            reach: reach.iter().copied().collect(),
+                            awaits,
+                        };
+                        (t, r)
+                    })
+                    .collect(),
+            )
         };
         // Task 1 awaits future 100, task 2 keeps it in a local; task 3
         // awaits 101, which task 1 keeps: an await cycle's two edges.
@@ -889,23 +917,23 @@ mod tests {
             (2, &[100, 8][..], &[][..], 101),
             (3, &[9][..], &[][..], 0),
         ];
-        assert_eq!(future_owner(&refs(&base), 1, 100), Some(2));
-        assert_eq!(future_owner(&refs(&base), 2, 101), Some(1));
+        assert_eq!(refs(&base).owner(1, 100), Some(2));
+        assert_eq!(refs(&base).owner(2, 101), Some(1));
         // Nobody else refers to it.
-        assert_eq!(future_owner(&refs(&base), 1, 102), None);
+        assert_eq!(refs(&base).owner(1, 102), None);
         // A third task keeps it in a list (say the main task's pending
         // futures): it could complete it too.
         base[2].2 = &[100];
-        assert_eq!(future_owner(&refs(&base), 1, 100), None);
+        assert_eq!(refs(&base).owner(1, 100), None);
         // Reached only through a list or attribute: no owner named.
         base[2].2 = &[];
         base[1].1 = &[8];
         base[1].2 = &[100];
-        assert_eq!(future_owner(&refs(&base), 1, 100), None);
+        assert_eq!(refs(&base).owner(1, 100), None);
         // Two tasks awaiting the same future, both keeping it: neither
         // can complete it, so neither is the other's owner.
         let both = [(1, &[100][..], &[][..], 100), (2, &[100][..], &[][..], 100)];
-        assert_eq!(future_owner(&refs(&both), 1, 100), None);
-        assert_eq!(future_owner(&refs(&both), 2, 100), None);
+        assert_eq!(refs(&both).owner(1, 100), None);
+        assert_eq!(refs(&both).owner(2, 100), None);
     }
 }
