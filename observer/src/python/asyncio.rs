@@ -910,7 +910,7 @@ mod tests {
                     .collect(),
             )
         };
-        // Task 1 awaits future 100, task 2 keeps it in a local; task 3
+        // Task 1 awaits future 100, which task 2 keeps in a local; task 2
         // awaits 101, which task 1 keeps: an await cycle's two edges.
         let mut base = vec![
             (1, &[101, 7][..], &[][..], 100),
@@ -919,7 +919,7 @@ mod tests {
         ];
         assert_eq!(refs(&base).owner(1, 100), Some(2));
         assert_eq!(refs(&base).owner(2, 101), Some(1));
-        // Nobody else refers to it.
+        // A future no task refers to.
         assert_eq!(refs(&base).owner(1, 102), None);
         // A third task keeps it in a list (say the main task's pending
         // futures): it could complete it too.
