@@ -509,3 +509,283 @@ fn healthy_server_run() {
         assert_no_programs_left();
     }
 }
+
+// --- two tasks each awaiting a future only the other one keeps --------------
+
+const HANDSHAKE: &str = "py_async_handshake";
+
+/// The futures' addresses the program printed: (task that keeps it, addr).
+fn hellos(out: &[String]) -> Vec<(String, u64)> {
+    out.iter()
+        .filter(|l| l.starts_with("future "))
+        .map(|l| {
+            let mut it = l.split_whitespace().skip(1);
+            let (name, addr) = (it.next().unwrap(), it.next().unwrap());
+            let addr = u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap();
+            (name.to_string(), addr)
+        })
+        .collect()
+}
+
+fn await_line() -> u64 {
+    line_of(HANDSHAKE, "    await inbox.pop()")
+}
+
+/// The main task awaits the gather of both peers; each is pending in
+/// `coro` at `line` of `fixture`.
+fn check_peers(
+    label: &str,
+    asyncio: &Value,
+    fixture: &str,
+    peers: [&str; 2],
+    coro: &str,
+    line: u64,
+) {
+    for who in peers {
+        let t = task(asyncio, who);
+        assert_eq!(t["state"], "pending", "{label}: {t:#}");
+        assert_eq!(t["coro"], coro, "{label}: {t:#}");
+        assert_eq!(user_frame(t, fixture)["line"], line, "{label}: {t:#}");
+    }
+    let main = task(asyncio, "Task-1");
+    let children: BTreeSet<u64> = main["waits_for"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["why"], "gather", "{label}: {main:#}");
+            e["task"].as_u64().unwrap()
+        })
+        .collect();
+    let peers: BTreeSet<u64> = peers
+        .iter()
+        .map(|n| task(asyncio, n)["addr"].as_u64().unwrap())
+        .collect();
+    assert_eq!(children, peers, "{label}: {main:#}");
+}
+
+fn check_handshake(label: &str, f: &Value, asyncio: &Value, out: &[String]) {
+    let futs = hellos(out);
+    assert_eq!(futs.len(), 2, "{label}: {out:?}");
+    check_peers(
+        label,
+        asyncio,
+        HANDSHAKE,
+        ["client", "server"],
+        "handshake",
+        await_line(),
+    );
+    let names: BTreeSet<&str> = f["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["client", "server"]),
+        "{label}: {f:#}"
+    );
+    for (who, other) in [("client", "server"), ("server", "client")] {
+        let t = task(asyncio, who);
+        // It awaits the other's hello, which only the other keeps.
+        let fut = futs.iter().find(|x| x.0 == other).unwrap().1;
+        let edges = t["waits_for"].as_array().unwrap();
+        assert_eq!(edges.len(), 1, "{label}: {who}: {t:#}");
+        assert_eq!(
+            edges[0]["task"],
+            task(asyncio, other)["addr"],
+            "{label}: {who} waits for {other}: {t:#}"
+        );
+        assert_eq!(
+            edges[0]["why"],
+            serde_json::json!({"future": {"fut": fut, "name": "my_hello"}}),
+            "{label}: {who}: {t:#}"
+        );
+        assert!(t["holds"].is_null(), "{label}: {who}: {t:#}");
+        let ft = f["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == who)
+            .unwrap();
+        assert_eq!(
+            ft["waits"],
+            format!("awaits future my_hello ({fut:#x}) that only task \"{other}\" refers to"),
+            "{label}: {ft:#}"
+        );
+        assert_eq!(ft["frames"][0]["function"], "handshake", "{label}: {ft:#}");
+        assert_eq!(ft["frames"][0]["line"], await_line(), "{label}: {ft:#}");
+        assert!(
+            ft["frames"][0]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{HANDSHAKE}.py")),
+            "{label}: {ft:#}"
+        );
+    }
+}
+
+/// The main task keeps both futures in a list: each peer's future has two
+/// tasks that could complete it, so no edge, no cycle; the peers are shown
+/// pending at their await with nothing named to wait for.
+fn check_shared(label: &str, r: &Value, asyncio: &Value) {
+    check_peers(
+        label,
+        asyncio,
+        HANDSHAKE,
+        ["client", "server"],
+        "handshake",
+        await_line(),
+    );
+    no_edge(label, r, asyncio, ["client", "server"]);
+}
+
+/// No await cycle, and `peers` wait for no task, lock or labelled wait.
+fn no_edge(label: &str, r: &Value, asyncio: &Value, peers: [&str; 2]) {
+    let findings = r["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().all(|f| f["kind"] != "deadlock"),
+        "{label}: no await cycle: {findings:#?}"
+    );
+    for who in peers {
+        let t = task(asyncio, who);
+        assert!(t["waits_for"].is_null(), "{label}: {who}: {t:#}");
+        assert!(t["waits_lock"].is_null(), "{label}: {who}: {t:#}");
+        assert!(t["label"].is_null(), "{label}: {who}: {t:#}");
+    }
+}
+
+#[test]
+#[ignore]
+fn future_cycle_dump() {
+    for (label, py) in pythons() {
+        let p = start(py, HANDSHAKE, &[]);
+        let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
+        assert_eq!(code, Some(EXIT_HANG));
+        let a = &r["python"]["asyncio"];
+        check_handshake(label, await_cycle(&r["findings"]), a, &p.stdout);
+        let text = dump_text(p.pid());
+        assert!(
+            text.contains("Found one asyncio await cycle (2 tasks)"),
+            "{label}: {text}"
+        );
+        assert!(
+            text.contains("awaits future my_hello (")
+                && text.contains("that only task \"server\" refers to"),
+            "{label}: {text}"
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn future_cycle_run() {
+    for (label, py) in pythons() {
+        let (mut o, dir) = run(&["--kill-on-deadlock"], py, HANDSHAKE, &[]);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        let tgid = f["tgid"].clone();
+        let p = r["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["tgid"] == tgid)
+            .unwrap();
+        check_handshake(label, f, &p["asyncio"], &o.stdout);
+        assert_no_programs_left();
+    }
+}
+
+#[test]
+#[ignore]
+fn future_shared_dump() {
+    for (label, py) in pythons() {
+        let p = start(py, HANDSHAKE, &["shared"]);
+        // Formed once both peers are suspended at their await.
+        let (code, r) = dump_until(p.pid(), label, |_, r| {
+            ["client", "server"].iter().all(|n| {
+                tasks(&r["python"]["asyncio"])
+                    .iter()
+                    .any(|t| t["name"] == *n && t["chain"][0]["line"] == await_line())
+            })
+        });
+        assert_eq!(code, Some(0), "{label}: no hang finding");
+        check_shared(label, &r, &r["python"]["asyncio"]);
+    }
+}
+
+#[test]
+#[ignore]
+fn future_shared_run() {
+    for (label, py) in pythons() {
+        let (mut o, dir) = run(&[], py, HANDSHAKE, &["shared"]);
+        o.wait_stdout(T, |l| l == "ready");
+        // Let the loop go idle and be looked at, then stop.
+        std::thread::sleep(Duration::from_millis(1500));
+        o.signal(libc::SIGINT);
+        let st = o.wait_exit(T);
+        // The program's own end on SIGINT (128+2), not 3: no hang found.
+        assert_eq!(st.code(), Some(130), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        check_shared(label, &r, &r["processes"][0]["asyncio"]);
+        assert_no_programs_left();
+    }
+}
+
+// --- two tasks awaiting one future nobody else keeps ------------------------
+
+const ONE_FUTURE: &str = "py_async_one_future";
+
+/// Both wait for good, but neither can complete the future the other
+/// awaits (it awaits it too): no edge between them, no cycle.
+fn check_one_future(label: &str, r: &Value, asyncio: &Value) {
+    let line = line_of(ONE_FUTURE, "    await ready");
+    check_peers(
+        label,
+        asyncio,
+        ONE_FUTURE,
+        ["first", "second"],
+        "wait_ready",
+        line,
+    );
+    no_edge(label, r, asyncio, ["first", "second"]);
+}
+
+#[test]
+#[ignore]
+fn one_future_dump() {
+    for (label, py) in pythons() {
+        let p = start(py, ONE_FUTURE, &[]);
+        let line = line_of(ONE_FUTURE, "    await ready");
+        let (code, r) = dump_until(p.pid(), label, |_, r| {
+            ["first", "second"].iter().all(|n| {
+                tasks(&r["python"]["asyncio"])
+                    .iter()
+                    .any(|t| t["name"] == *n && t["chain"][0]["line"] == line)
+            })
+        });
+        assert_eq!(code, Some(0), "{label}: no hang finding");
+        check_one_future(label, &r, &r["python"]["asyncio"]);
+    }
+}
+
+#[test]
+#[ignore]
+fn one_future_run() {
+    for (label, py) in pythons() {
+        let (mut o, dir) = run(&[], py, ONE_FUTURE, &[]);
+        o.wait_stdout(T, |l| l == "ready");
+        // Let the loop go idle and be looked at, then stop.
+        std::thread::sleep(Duration::from_millis(1500));
+        o.signal(libc::SIGINT);
+        let st = o.wait_exit(T);
+        // The program's own end on SIGINT (128+2), not 3: no hang found.
+        assert_eq!(st.code(), Some(130), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        check_one_future(label, &r, &r["processes"][0]["asyncio"]);
+        assert_no_programs_left();
+    }
+}

@@ -526,6 +526,8 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             }
             held.insert(*t, hs);
         }
+        // What each task refers to, read once a task awaits a bare future.
+        let mut owners: Option<Owners> = None;
         let holder_of = |lock: u64| {
             held.iter()
                 .find(|(_, hs)| hs.iter().any(|h| h.addr == lock))
@@ -573,22 +575,26 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     } else if !waiting.contains_key(&tv.addr) {
                         // A future only one other task refers to: that task
                         // is the one that can complete it.
-                        let mut by: Vec<u64> = chains
-                            .iter()
-                            .filter(|(o, oc)| {
-                                *o != tv.addr
-                                    && oc
-                                        .frames
-                                        .iter()
-                                        .any(|f| f.locals.iter().any(|x| x.1 == waiter))
-                            })
-                            .map(|x| x.0)
-                            .collect();
-                        by.dedup();
-                        if by.len() == 1 {
-                            let name = c.frames.iter().rev().find_map(|f| self.name_in(f, waiter));
+                        let owners = match &owners {
+                            Some(o) => o,
+                            None => owners.insert(Owners::new(
+                                chains
+                                    .iter()
+                                    .map(|(t, oc)| (*t, self.refs(*t, oc)))
+                                    .collect(),
+                            )),
+                        };
+                        if let Some(owner) = owners.owner(tv.addr, waiter) {
+                            // As the awaiting task names it, else as its owner does.
+                            let own = chains.iter().find(|x| x.0 == owner).map(|x| &x.1);
+                            let name = c
+                                .frames
+                                .iter()
+                                .rev()
+                                .chain(own.into_iter().flat_map(|o| o.frames.iter().rev()))
+                                .find_map(|f| self.name_in(f, waiter));
                             tv.waits_for.push(TaskEdge {
-                                task: by[0],
+                                task: owner,
                                 why: Why::Future { fut: waiter, name },
                             });
                         }
@@ -599,6 +605,53 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 }
             }
         }
+    }
+
+    /// What task `t` refers to from its coroutine frames (its locals, a
+    /// closure cell's content), what it reaches one level further (a list,
+    /// tuple, set or dict's items, an instance's attributes: a list of
+    /// pending futures, `self._waiter`), and the future it awaits.
+    fn refs(&mut self, t: u64, c: &Chain) -> Refs {
+        let l = self.r().l;
+        let mut r = Refs {
+            awaits: self.r().u64(t + l.task.fut_waiter).unwrap_or(0),
+            ..Default::default()
+        };
+        for f in &c.frames {
+            for &(_, v) in &f.locals {
+                let v = match self.r().obj_type_name(v).as_deref() {
+                    Some("cell") => match self.r().u64(v + 16) {
+                        Some(x) if x != 0 => x,
+                        _ => continue,
+                    },
+                    _ => v,
+                };
+                if !r.locals.insert(v) {
+                    continue;
+                }
+                let items = match self.r().obj_type_name(v).as_deref() {
+                    Some("list") => self.list(v).unwrap_or_default(),
+                    Some("tuple") => self.r().tuple(v).unwrap_or_default(),
+                    Some("set") => self.set(v),
+                    Some("dict") => self
+                        .r()
+                        .dict(v)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flat_map(|(k, x)| [k, x])
+                        .collect(),
+                    _ => self
+                        .w
+                        .attrs(v)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|x| x.1)
+                        .collect(),
+                };
+                r.reach.extend(items);
+            }
+        }
+        r
     }
 
     /// `_GatheringFuture._children`.
@@ -738,6 +791,58 @@ const LABELS: &[(&str, &str, &str)] = &[
     ("tasks.py", "sleep", "asyncio.sleep"),
 ];
 
+/// What a task refers to, for deciding who can complete a future.
+#[derive(Debug, Default)]
+struct Refs {
+    /// Its coroutine frames' locals.
+    locals: HashSet<u64>,
+    /// One level into them.
+    reach: HashSet<u64>,
+    /// The future it awaits (`fut_waiter`).
+    awaits: u64,
+}
+
+/// Who refers to the futures tasks await.
+struct Owners {
+    tasks: HashMap<u64, Refs>,
+    /// Awaited future -> the tasks referring to it (a local or reached).
+    by: HashMap<u64, Vec<u64>>,
+}
+
+impl Owners {
+    fn new(tasks: HashMap<u64, Refs>) -> Owners {
+        let awaited: HashSet<u64> = tasks.values().map(|r| r.awaits).collect();
+        let mut by: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (t, r) in &tasks {
+            for x in r.locals.union(&r.reach) {
+                if *x != 0 && awaited.contains(x) {
+                    by.entry(*x).or_default().push(*t);
+                }
+            }
+        }
+        Owners { tasks, by }
+    }
+
+    /// The task that can complete `fut`, which `awaiter` awaits: the only
+    /// other task that refers to it, keeping it in a local. A task awaiting
+    /// `fut` too cannot complete it; any other task reaching it (a list, an
+    /// attribute) could, and then no one task is to blame. The owner must
+    /// hold it in a local: the reads do not stop the target and a busy
+    /// program reuses a freed future's address at once, so blaming what is
+    /// only reached (every stream reader's `_waiter`) would be fooled by
+    /// torn reads.
+    fn owner(&self, awaiter: u64, fut: u64) -> Option<u64> {
+        let refs = |t: &u64| self.tasks.get(t);
+        let mut by = self
+            .by
+            .get(&fut)?
+            .iter()
+            .filter(|t| **t != awaiter && refs(t).is_some_and(|r| r.awaits != fut));
+        let t = *by.next()?;
+        (by.next().is_none() && refs(&t)?.locals.contains(&fut)).then_some(t)
+    }
+}
+
 fn self_of(f: &RawFrame) -> Option<u64> {
     f.locals.iter().find(|(n, _)| n == "self").map(|x| x.1)
 }
@@ -787,5 +892,48 @@ mod tests {
         assert_eq!(ids, vec![vec![10, 20], vec![50]]);
         v.loops[0].tasks[2].state = TaskState::Done;
         assert_eq!(v.cycles().len(), 1);
+    }
+
+    #[test]
+    fn a_future_has_an_owner_only_when_one_other_task_keeps_it() {
+        let refs = |v: &[(u64, &[u64], &[u64], u64)]| {
+            Owners::new(
+                v.iter()
+                    .map(|&(t, locals, reach, awaits)| {
+                        let r = Refs {
+                            locals: locals.iter().copied().collect(),
+                            reach: reach.iter().copied().collect(),
+                            awaits,
+                        };
+                        (t, r)
+                    })
+                    .collect(),
+            )
+        };
+        // Task 1 awaits future 100, which task 2 keeps in a local; task 2
+        // awaits 101, which task 1 keeps: an await cycle's two edges.
+        let mut base = vec![
+            (1, &[101, 7][..], &[][..], 100),
+            (2, &[100, 8][..], &[][..], 101),
+            (3, &[9][..], &[][..], 0),
+        ];
+        assert_eq!(refs(&base).owner(1, 100), Some(2));
+        assert_eq!(refs(&base).owner(2, 101), Some(1));
+        // A future no task refers to.
+        assert_eq!(refs(&base).owner(1, 102), None);
+        // A third task keeps it in a list (say the main task's pending
+        // futures): it could complete it too.
+        base[2].2 = &[100];
+        assert_eq!(refs(&base).owner(1, 100), None);
+        // Reached only through a list or attribute: no owner named.
+        base[2].2 = &[];
+        base[1].1 = &[8];
+        base[1].2 = &[100];
+        assert_eq!(refs(&base).owner(1, 100), None);
+        // Two tasks awaiting the same future, both keeping it: neither
+        // can complete it, so neither is the other's owner.
+        let both = [(1, &[100][..], &[][..], 100), (2, &[100][..], &[][..], 100)];
+        assert_eq!(refs(&both).owner(1, 100), None);
+        assert_eq!(refs(&both).owner(2, 100), None);
     }
 }
