@@ -744,3 +744,94 @@ fn daemon_uprobes_released_per_process() {
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();
 }
+
+/// A coroutine that calls time.sleep blocks its event loop: the daemon
+/// reads the loop's Python stack while it is blocked and leaves one report
+/// per blocked stretch naming the line and the task, under every CPython.
+/// The program makes no futex wait and no thread: nothing but the
+/// kernel's epoll_wait bookkeeping shows the stall.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_event_loop_blocked() {
+    const BLOCKING: &str = "py_async_blocking";
+    let src = std::fs::read_to_string(python_fixture(BLOCKING)).unwrap();
+    let sleep_line = src
+        .lines()
+        .position(|l| l == "        time.sleep(SECS)")
+        .expect("the fixture's time.sleep line") as u64
+        + 1;
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-py\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        // Run through a link named for the rule (the comm is the link's).
+        let dir = tmp.path().join(format!("py{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("obsd-py");
+        std::os::unix::fs::symlink(py, &link).unwrap();
+        // Two stretches of 2 s each.
+        let mut p = Proc::spawn({
+            let mut c = Command::new(&link);
+            c.arg(python_fixture(BLOCKING)).args(["2", "2"]);
+            c
+        });
+        let pid = p.pid();
+        p.wait_stdout(T, |l| l == "ready");
+        let st = p.wait_exit(T);
+        assert!(st.success(), "{label}: {:?}", p.stderr);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+        });
+        let ids = reports_of(&reports, pid);
+        // One report per stretch: each seen while it lasted, written once.
+        assert_eq!(ids.len(), 2, "{label}: {ids:?}\n{:#?}", d.stderr);
+        for id in &ids {
+            assert!(id.ends_with("-obsd-py-event_loop_blocked"), "{label}: {id}");
+            let r = read_json(&reports.join(format!("{id}.json")));
+            assert_eq!(r["mode"], "daemon");
+            let f = r["findings"].as_array().unwrap();
+            assert_eq!(f.len(), 1, "{label}: {f:#?}");
+            let f = &f[0];
+            assert_eq!(f["kind"], "event_loop_blocked", "{label}: {f:#}");
+            assert_eq!(f["tgid"], pid, "{label}");
+            let t = &f["threads"][0];
+            assert_eq!(t["tid"], pid, "{label}: the main thread runs the loop");
+            let top = &t["python_frames"][0];
+            assert_eq!(top["function"], "handle", "{label}: {f:#}");
+            assert_eq!(top["line"], sleep_line, "{label}: {f:#}");
+            assert!(
+                top["file"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("{BLOCKING}.py")),
+                "{label}: {f:#}"
+            );
+            let summary = f["summary"].as_str().unwrap();
+            assert!(
+                summary.contains("task \"slow-handler\" ran at handle"),
+                "{label}: {summary}"
+            );
+            let txt = std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap();
+            let at = format!("{}:{sleep_line}", python_fixture(BLOCKING).display());
+            assert!(txt.contains(&at), "{label}: no {at} in\n{txt}");
+            assert!(txt.contains("slow-handler"), "{label}: {txt}");
+        }
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}

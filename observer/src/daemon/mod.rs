@@ -16,7 +16,7 @@ pub mod select;
 pub mod sink;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -239,6 +239,7 @@ impl Daemon {
             )
         });
         let mut session = Session::new(opts.clone(), limits, recorder, Outputs::default());
+        session.loops_of(pid);
         self.metrics.events.inc_by(evs.len() as u64);
         if let Err(e) = session.feed(&mut evs) {
             tracing::warn!("pid {pid}: {e:#}");
@@ -367,9 +368,17 @@ impl Daemon {
         let now = procfs::mono_ns();
         src.scan(now, evs);
         self.route(src, evs);
+        // Event loop threads of every watched process, in one map walk: a
+        // loop blocked in a synchronous call makes no event and no futex
+        // wait, only its time out of epoll_wait shows it.
+        let mut loops: HashMap<u32, Vec<_>> = HashMap::new();
+        for t in src.probes.epoll_threads() {
+            loops.entry(t.1.tgid).or_default().push(t);
+        }
         let mut kill = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
-            // Nothing new and nobody waiting: no finding can have formed.
+            // Nothing new, nobody waiting and no event loop to look at: no
+            // finding can have formed.
             let waiting = p
                 .session
                 .model()
@@ -379,7 +388,7 @@ impl Daemon {
                 // It exec'd: its new libc may not be mapped yet.
                 p.session.pending_thread_uprobes(src, now);
             }
-            if !p.fed && !waiting {
+            if !p.fed && !waiting && !loops.get(&pid).is_some_and(|t| p.session.loops_due(t, now)) {
                 continue;
             }
             p.fed = false;
