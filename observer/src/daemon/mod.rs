@@ -35,6 +35,7 @@ use crate::{
     report,
     session::{self, Outputs, Session, UprobeSet},
     source::{activity::Activity, live::LiveSource, procfs},
+    symbol::SharedFiles,
     sys,
 };
 use config::Config;
@@ -136,6 +137,9 @@ struct Daemon {
     /// The kernel dropped notifications: read /proc on the next sample
     /// (at most once a second, however often it overruns).
     rescan_due: bool,
+    /// What symbolizing has parsed per file (libc's debug info...), shared
+    /// by every process's session.
+    files: SharedFiles,
 }
 
 /// Forks remembered between samples at most (more are dropped, counted).
@@ -240,6 +244,7 @@ impl Daemon {
         });
         let mut session = Session::new(opts.clone(), limits, recorder, Outputs::default());
         session.loops_of(pid);
+        session.share_files(self.files.clone());
         self.metrics.events.inc_by(evs.len() as u64);
         if let Err(e) = session.feed(&mut evs) {
             tracing::warn!("pid {pid}: {e:#}");
@@ -422,9 +427,17 @@ impl Daemon {
             sys::kill(pid, libc::SIGKILL);
         }
         self.enforce_caps(src);
-        self.metrics
-            .scan_duration
-            .observe(t0.elapsed().as_secs_f64());
+        let took = t0.elapsed();
+        self.metrics.scan_duration.observe(took.as_secs_f64());
+        // Two scan intervals or more: processes that start and end meanwhile
+        // are seen only from the ring buffer's backlog.
+        if took >= Duration::from_millis(50) {
+            tracing::debug!(
+                "slow scan: {} ms ({} processes watched)",
+                took.as_millis(),
+                self.procs.len()
+            );
+        }
     }
 
     /// About once a second: stuck threads, Python names, caps, exits that
@@ -752,6 +765,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             pending_forks: Vec::new(),
             skipped: HashSet::new(),
             rescan_due: false,
+            files: SharedFiles::new(),
         };
         d.sink.retain();
         tracing::info!(

@@ -333,6 +333,13 @@ impl<S: Sink> Session<S> {
         Ok(shown(&self.engine.model) == before)
     }
 
+    /// Symbolizes with what `files` has parsed already (the daemon's
+    /// sessions: libc's debug info is parsed once, not per process). Call
+    /// before the first event is fed.
+    pub(crate) fn share_files(&mut self, files: crate::symbol::SharedFiles) {
+        self.symbols = Symbolizer::sharing(files);
+    }
+
     /// The session looks only at `tgid`'s event loops (one session per
     /// process: another's loop is not this one's finding).
     pub(crate) fn loops_of(&mut self, tgid: u32) {
