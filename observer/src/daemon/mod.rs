@@ -393,9 +393,11 @@ impl Daemon {
                 // It exec'd: its new libc may not be mapped yet.
                 p.session.pending_thread_uprobes(src, now);
             }
-            if !p.fed && !waiting && !loops.get(&pid).is_some_and(|t| p.session.loops_due(t, now)) {
+            let threads = loops.remove(&pid).unwrap_or_default();
+            if !p.fed && !waiting && !p.session.loops_due(&threads, now) {
                 continue;
             }
+            p.session.set_loop_threads(threads);
             p.fed = false;
             let before = p.session.engine.findings().len();
             let hung = match p.session.scan(src, now) {

@@ -8,8 +8,10 @@ use observer_ebpf::bindings::obs_epoll;
 
 use crate::{event::Event, probe::Probes};
 
+/// A thread's last epoll_wait entry and return (map EPOLL).
+pub type Thread = obs_epoll;
 /// The map's threads: (tid, their last epoll_wait entry and return).
-pub type Threads = [(u32, obs_epoll)];
+pub type Threads = [(u32, Thread)];
 
 /// What was already looked at, per thread.
 #[derive(Default)]
@@ -107,13 +109,17 @@ impl LoopWatch {
         (evs, read)
     }
 
-    /// Whether `poll` may have something to do for `threads`: one is out of
-    /// its selector `limit` or more in a stretch not yet reported, or idle
-    /// in it `idle` or more in a stretch not yet read. The map's own times
+    /// Whether `fresh` or `poll` may have something to do for `threads`: a
+    /// process new to epoll_wait, a thread out of its selector `limit` or
+    /// more in a stretch not yet reported, or idle in it `idle` or more in a
+    /// stretch not yet read. The map's own times
     /// only (no /proc read): the daemon asks it of every idle process.
     pub fn due(&self, threads: &Threads, now: u64, limit: u64, idle: u64) -> bool {
         threads.iter().any(|(tid, e)| {
-            if e.exit_ns > e.enter_ns {
+            if !self.known.contains(&e.tgid) {
+                // New to epoll_wait: its interpreter is found now (`fresh`).
+                true
+            } else if e.exit_ns > e.enter_ns {
                 now.saturating_sub(e.exit_ns) >= limit && self.out.get(tid) != Some(&e.exit_ns)
             } else {
                 now.saturating_sub(e.enter_ns) >= idle && self.idle.get(tid) != Some(&e.enter_ns)
@@ -126,6 +132,9 @@ impl LoopWatch {
 /// Python views just read (`views`), if the thread is still out of its
 /// selector in the same stretch (else the stack would be of later work).
 pub fn stacks(blocked: &mut [Event], views: &[Event], probes: &Probes) {
+    if blocked.is_empty() {
+        return;
+    }
     let out: HashMap<u32, u64> = probes
         .epoll_threads()
         .into_iter()
