@@ -745,6 +745,36 @@ fn daemon_uprobes_released_per_process() {
     assert_no_programs_left();
 }
 
+/// A daemon whose rule names the comm "obsd-py" (see [`python_link`]).
+fn python_daemon(tmp: &Path, reports: &Path) -> Proc {
+    let cfg = tmp.join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-py\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    d
+}
+
+/// A link named "obsd-py" to the interpreter `py`: run through it, its
+/// comm is the link's.
+fn python_link(tmp: &Path, i: usize, py: &str) -> PathBuf {
+    let dir = tmp.join(format!("py{i}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("obsd-py");
+    std::os::unix::fs::symlink(py, &link).unwrap();
+    link
+}
+
 /// A coroutine that calls time.sleep blocks its event loop: the daemon
 /// reads the loop's Python stack while it is blocked and leaves one report
 /// per blocked stretch naming the line and the task, under every CPython.
@@ -762,27 +792,9 @@ fn daemon_event_loop_blocked() {
         + 1;
     let tmp = tmp();
     let reports = tmp.path().join("reports");
-    let cfg = tmp.path().join("observer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-py\"\n",
-            reports.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut d = python_daemon(tmp.path(), &reports);
     for (i, (label, py)) in pythons().into_iter().enumerate() {
-        // Run through a link named for the rule (the comm is the link's).
-        let dir = tmp.path().join(format!("py{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("obsd-py");
-        std::os::unix::fs::symlink(py, &link).unwrap();
+        let link = python_link(tmp.path(), i, py);
         // Two stretches of 2 s each.
         let mut p = Proc::spawn({
             let mut c = Command::new(&link);
@@ -830,6 +842,87 @@ fn daemon_event_loop_blocked() {
             assert!(txt.contains(&at), "{label}: no {at} in\n{txt}");
             assert!(txt.contains("slow-handler"), "{label}: {txt}");
         }
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// Two tasks take two asyncio.Locks in opposite orders and await each
+/// other forever: the loop sits idle in epoll_wait (no futex wait, no
+/// event), and the daemon reads its tasks once it has been idle a while.
+/// One report, naming both tasks, the lock each waits for and its line.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_await_cycle() {
+    const ABBA: &str = "py_async_abba";
+    let src = std::fs::read_to_string(python_fixture(ABBA)).unwrap();
+    let line_of = |needle: &str| {
+        src.lines()
+            .position(|l| l == needle)
+            .unwrap_or_else(|| panic!("{ABBA}.py has no line {needle:?}")) as u64
+            + 1
+    };
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let mut d = python_daemon(tmp.path(), &reports);
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        let link = python_link(tmp.path(), i, py);
+        let mut p = Proc::spawn({
+            let mut c = Command::new(&link);
+            c.arg(python_fixture(ABBA));
+            c
+        });
+        let pid = p.pid();
+        p.wait_stdout(T, |l| l == "ready");
+        let id = wait_report(&reports, pid, REPORT_WITHIN, &mut d);
+        assert!(id.ends_with("-obsd-py-deadlock"), "{label}: {id}");
+        let r = read_json(&reports.join(format!("{id}.json")));
+        let f = r["findings"].as_array().unwrap();
+        assert_eq!(f.len(), 1, "{label}: {f:#?}");
+        let f = &f[0];
+        assert_eq!(f["kind"], "deadlock", "{label}: {f:#}");
+        let tasks = f["tasks"].as_array().unwrap();
+        let names: BTreeSet<&str> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["auditor", "poster"]),
+            "{label}: {f:#}"
+        );
+        let txt = std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap();
+        assert!(
+            txt.starts_with("Found one asyncio await cycle (2 tasks)"),
+            "{label}: {txt}"
+        );
+        let file = python_fixture(ABBA).display().to_string();
+        for (who, waits, func, needle) in [
+            (
+                "poster",
+                "audit_lock",
+                "post",
+                "        async with audit_lock:",
+            ),
+            (
+                "auditor",
+                "ledger_lock",
+                "audit",
+                "        async with ledger_lock:",
+            ),
+        ] {
+            let t = tasks.iter().find(|t| t["name"] == who).unwrap();
+            assert!(
+                t["waits"].as_str().unwrap().contains(waits),
+                "{label}: {who} waits for {waits}: {t:#}"
+            );
+            let at = format!("{func} ({file}:{})", line_of(needle));
+            assert!(txt.contains(&at), "{label}: no {at:?} in\n{txt}");
+        }
+        drop(p);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+        });
+        // Reported once, however long it stayed idle.
+        assert_eq!(reports_of(&reports, pid), vec![id], "{label}");
     }
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
