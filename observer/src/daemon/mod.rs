@@ -393,11 +393,10 @@ impl Daemon {
                 // It exec'd: its new libc may not be mapped yet.
                 p.session.pending_thread_uprobes(src, now);
             }
-            let threads = loops.remove(&pid).unwrap_or_default();
-            if !p.fed && !waiting && !p.session.loops_due(&threads, now) {
+            let loop_due = loops.get(&pid).is_some_and(|t| p.session.loops_due(t, now));
+            if !p.fed && !waiting && !loop_due {
                 continue;
             }
-            p.session.set_loop_threads(threads);
             p.fed = false;
             let before = p.session.engine.findings().len();
             let hung = match p.session.scan(src, now) {

@@ -152,9 +152,6 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     /// The one process whose event loops are this session's (the daemon's
     /// sessions share one EPOLL map); None: every thread in the map.
     loops_of: Option<u32>,
-    /// The EPOLL map as the daemon just read it for this scan (one walk of
-    /// the map for every process), else the scan reads it.
-    loop_threads: Option<Vec<(u32, crate::source::event_loop::Thread)>>,
     /// GIL accounting of CPython targets (session/gil.rs).
     gil: gil::GilState,
 }
@@ -211,7 +208,6 @@ impl<S: Sink> Session<S> {
             py_read: HashMap::new(),
             loops: Default::default(),
             loops_of: None,
-            loop_threads: None,
             gil: gil::GilState::default(),
         }
     }
@@ -239,14 +235,12 @@ impl<S: Sink> Session<S> {
     /// stacks of the threads they name taken, then reported. Returns the
     /// processes found hung.
     pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
-        // Of this scan only, whatever happens to it.
-        let loop_threads = self.loop_threads.take();
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
         }
         self.feed(&mut evs)?;
-        self.event_loops(src, now, loop_threads)?;
+        self.event_loops(src, now)?;
         self.python_view(now, false)?;
         let cands = self.engine.candidates(now);
         if cands.is_empty() {
@@ -368,26 +362,13 @@ impl<S: Sink> Session<S> {
         self.loops.due(threads, now, limit, idle)
     }
 
-    /// The next scan's view of the EPOLL map (this session's threads), read
-    /// by the caller just before.
-    pub(crate) fn set_loop_threads(
-        &mut self,
-        threads: Vec<(u32, crate::source::event_loop::Thread)>,
-    ) {
-        self.loop_threads = Some(threads);
-    }
-
     /// Event loops out of their selector too long (their Python stack is
     /// read now, while they are), and loops idle in it (their tasks are read
     /// once per idle stretch: an await cycle leaves the loop idle).
-    fn event_loops(
-        &mut self,
-        src: &LiveSource,
-        now: u64,
-        given: Option<Vec<(u32, crate::source::event_loop::Thread)>>,
-    ) -> Result<()> {
+    fn event_loops(&mut self, src: &LiveSource, now: u64) -> Result<()> {
         let (limit, idle) = self.loop_limits();
-        let mut threads = given.unwrap_or_else(|| src.probes.epoll_threads());
+        // Read now, not earlier: this scan's symbolizing may have taken a while.
+        let mut threads = src.probes.epoll_threads();
         if let Some(only) = self.loops_of {
             threads.retain(|(_, e)| e.tgid == only);
         }

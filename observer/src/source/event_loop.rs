@@ -8,10 +8,8 @@ use observer_ebpf::bindings::obs_epoll;
 
 use crate::{event::Event, probe::Probes};
 
-/// A thread's last epoll_wait entry and return (map EPOLL).
-pub type Thread = obs_epoll;
 /// The map's threads: (tid, their last epoll_wait entry and return).
-pub type Threads = [(u32, Thread)];
+pub type Threads = [(u32, obs_epoll)];
 
 /// What was already looked at, per thread.
 #[derive(Default)]
@@ -112,8 +110,8 @@ impl LoopWatch {
     /// Whether `fresh` or `poll` may have something to do for `threads`: a
     /// process new to epoll_wait, a thread out of its selector `limit` or
     /// more in a stretch not yet reported, or idle in it `idle` or more in a
-    /// stretch not yet read. The map's own times
-    /// only (no /proc read): the daemon asks it of every idle process.
+    /// stretch not yet read. The map's own times only (no /proc read): the
+    /// daemon asks it of every idle process on every scan.
     pub fn due(&self, threads: &Threads, now: u64, limit: u64, idle: u64) -> bool {
         threads.iter().any(|(tid, e)| {
             if !self.known.contains(&e.tgid) {
