@@ -382,8 +382,8 @@ impl Daemon {
         }
         let mut kill = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
-            // Nothing new, nobody waiting and no event loop to look at: no
-            // finding can have formed.
+            // Nothing new, nobody waiting, no event loop to look at and
+            // nothing left to judge again: no finding can have formed.
             let waiting = p
                 .session
                 .model()
@@ -394,7 +394,7 @@ impl Daemon {
                 p.session.pending_thread_uprobes(src, now);
             }
             let loop_due = loops.get(&pid).is_some_and(|t| p.session.loops_due(t, now));
-            if !p.fed && !waiting && !loop_due {
+            if !p.fed && !waiting && !loop_due && !p.session.rejudge() {
                 continue;
             }
             p.fed = false;

@@ -152,6 +152,9 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     /// The one process whose event loops are this session's (the daemon's
     /// sessions share one EPOLL map); None: every thread in the map.
     loops_of: Option<u32>,
+    /// The last scan had candidates it could not confirm: the next one
+    /// judges again (the daemon scans only processes that may have moved).
+    rejudge: bool,
     /// GIL accounting of CPython targets (session/gil.rs).
     gil: gil::GilState,
 }
@@ -208,6 +211,7 @@ impl<S: Sink> Session<S> {
             py_read: HashMap::new(),
             loops: Default::default(),
             loops_of: None,
+            rejudge: false,
             gil: gil::GilState::default(),
         }
     }
@@ -235,6 +239,7 @@ impl<S: Sink> Session<S> {
     /// stacks of the threads they name taken, then reported. Returns the
     /// processes found hung.
     pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
+        self.rejudge = false;
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
@@ -250,6 +255,7 @@ impl<S: Sink> Session<S> {
         // Something moved since the scan: judge again on fresh data at the
         // next one. (No scan marked: replay must not judge this state either.)
         if !self.python_confirms(&cands, now)? {
+            self.rejudge = true;
             return Ok(Vec::new());
         }
         let tids: Vec<u32> = cands
@@ -257,6 +263,7 @@ impl<S: Sink> Session<S> {
             .flat_map(|f| f.threads.iter().map(|t| t.tid))
             .collect();
         if !src.confirm(&tids, now, &mut evs) {
+            self.rejudge = true;
             self.feed(&mut evs)?;
             return Ok(Vec::new());
         }
@@ -338,6 +345,11 @@ impl<S: Sink> Session<S> {
     /// before the first event is fed.
     pub(crate) fn share_files(&mut self, files: crate::symbol::SharedFiles) {
         self.symbols = Symbolizer::sharing(files);
+    }
+
+    /// The last scan left candidates unconfirmed: scan again next time.
+    pub(crate) fn rejudge(&self) -> bool {
+        self.rejudge
     }
 
     /// The session looks only at `tgid`'s event loops (one session per
