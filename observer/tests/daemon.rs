@@ -218,7 +218,16 @@ fn daemon_main_scenario() {
     d.wait_stderr(T, |l| {
         l.contains(&format!("pid {clean_pid} ")) && l.ends_with("exited")
     });
-    assert_eq!(reports_of(&reports, clean_pid), Vec::<String>::new());
+    let wrong: Vec<String> = reports_of(&reports, clean_pid)
+        .iter()
+        .map(|id| std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap_or_default())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "the clean program was reported:\n{}\ndaemon stderr:\n{}",
+        wrong.join("\n"),
+        d.stderr.join("\n")
+    );
     assert!(
         d.stderr
             .iter()
