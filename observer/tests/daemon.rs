@@ -91,6 +91,30 @@ fn wait_report(dir: &Path, pid: u32, within: Duration, daemon: &mut Proc) -> Str
     }
 }
 
+/// Waits (hard timeout) until `pid` has a report of `kind`; returns its id.
+fn wait_report_of(dir: &Path, pid: u32, kind: &str, within: Duration, daemon: &mut Proc) -> String {
+    let end = Instant::now() + within;
+    let suffix = format!("-{kind}");
+    loop {
+        if let Some(id) = reports_of(dir, pid)
+            .into_iter()
+            .find(|id| id.ends_with(&suffix))
+        {
+            return id;
+        }
+        if Instant::now() > end {
+            let _ = daemon.child.kill();
+            let _ = daemon.wait_exit(T);
+            panic!(
+                "no {kind} report for pid {pid} within {within:?} (reports: {:?})\ndaemon stderr:\n{}",
+                reports_of(dir, pid),
+                daemon.stderr.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The cycle of the (only) finding of a report as (waiter, holder, lock
 /// symbol), checked against the fixture's own names.
 fn check_cycle(r: &Value, out: &[String], want: &[(&str, &str, &str)]) {
@@ -728,10 +752,24 @@ fn daemon_uprobes_released_per_process() {
             "obsd-up",
         ));
         let pid = p.pid();
-        let id = wait_report(&reports, pid, T, &mut d);
+        // With lock uprobes the opposite orders are also a lock-order
+        // inversion: a scan between the second lock call and the waits
+        // being confirmed reports it before the deadlock.
+        let id = wait_report_of(&reports, pid, "deadlock", T, &mut d);
         p.wait_stdout(T, |l| l == "ready");
         let r = read_json(&reports.join(format!("{id}.json")));
         check_cycle(&r, &p.stdout, &abba_cycle);
+        for other in reports_of(&reports, pid).into_iter().filter(|o| *o != id) {
+            assert!(other.ends_with("-lock_order_inversion"), "{other}");
+            let r = read_json(&reports.join(format!("{other}.json")));
+            let locks: BTreeSet<&str> = r["findings"][0]["locks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["symbol"].as_str().unwrap_or("?"))
+                .collect();
+            assert_eq!(locks, BTreeSet::from(["lock_a", "lock_b"]), "{other}");
+        }
         // In before any scan could judge it: its report counts them.
         assert_uprobes_attached(&r);
         d.wait_stderr(T, |l| l.contains(&format!("pid {pid}: lock uprobes on")));
