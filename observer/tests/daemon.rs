@@ -91,6 +91,30 @@ fn wait_report(dir: &Path, pid: u32, within: Duration, daemon: &mut Proc) -> Str
     }
 }
 
+/// Waits (hard timeout) until `pid` has a report of `kind`; returns its id.
+fn wait_report_of(dir: &Path, pid: u32, kind: &str, within: Duration, daemon: &mut Proc) -> String {
+    let end = Instant::now() + within;
+    let suffix = format!("-{kind}");
+    loop {
+        if let Some(id) = reports_of(dir, pid)
+            .into_iter()
+            .find(|id| id.ends_with(&suffix))
+        {
+            return id;
+        }
+        if Instant::now() > end {
+            let _ = daemon.child.kill();
+            let _ = daemon.wait_exit(T);
+            panic!(
+                "no {kind} report for pid {pid} within {within:?} (reports: {:?})\ndaemon stderr:\n{}",
+                reports_of(dir, pid),
+                daemon.stderr.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The cycle of the (only) finding of a report as (waiter, holder, lock
 /// symbol), checked against the fixture's own names.
 fn check_cycle(r: &Value, out: &[String], want: &[(&str, &str, &str)]) {
@@ -218,7 +242,16 @@ fn daemon_main_scenario() {
     d.wait_stderr(T, |l| {
         l.contains(&format!("pid {clean_pid} ")) && l.ends_with("exited")
     });
-    assert_eq!(reports_of(&reports, clean_pid), Vec::<String>::new());
+    let wrong: Vec<String> = reports_of(&reports, clean_pid)
+        .iter()
+        .map(|id| std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap_or_default())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "the clean program was reported:\n{}\ndaemon stderr:\n{}",
+        wrong.join("\n"),
+        d.stderr.join("\n")
+    );
     assert!(
         d.stderr
             .iter()
@@ -719,10 +752,24 @@ fn daemon_uprobes_released_per_process() {
             "obsd-up",
         ));
         let pid = p.pid();
-        let id = wait_report(&reports, pid, T, &mut d);
+        // With lock uprobes the opposite orders are also a lock-order
+        // inversion: a scan between the second lock call and the waits
+        // being confirmed reports it before the deadlock.
+        let id = wait_report_of(&reports, pid, "deadlock", T, &mut d);
         p.wait_stdout(T, |l| l == "ready");
         let r = read_json(&reports.join(format!("{id}.json")));
         check_cycle(&r, &p.stdout, &abba_cycle);
+        for other in reports_of(&reports, pid).into_iter().filter(|o| *o != id) {
+            assert!(other.ends_with("-lock_order_inversion"), "{other}");
+            let r = read_json(&reports.join(format!("{other}.json")));
+            let locks: BTreeSet<&str> = r["findings"][0]["locks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["symbol"].as_str().unwrap_or("?"))
+                .collect();
+            assert_eq!(locks, BTreeSet::from(["lock_a", "lock_b"]), "{other}");
+        }
         // In before any scan could judge it: its report counts them.
         assert_uprobes_attached(&r);
         d.wait_stderr(T, |l| l.contains(&format!("pid {pid}: lock uprobes on")));
@@ -739,6 +786,190 @@ fn daemon_uprobes_released_per_process() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// A daemon whose rule names the comm "obsd-py" (see [`python_link`]).
+fn python_daemon(tmp: &Path, reports: &Path) -> Proc {
+    let cfg = tmp.join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-py\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(&cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    d
+}
+
+/// A link named "obsd-py" to the interpreter `py`: run through it, its
+/// comm is the link's.
+fn python_link(tmp: &Path, i: usize, py: &str) -> PathBuf {
+    let dir = tmp.join(format!("py{i}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("obsd-py");
+    std::os::unix::fs::symlink(py, &link).unwrap();
+    link
+}
+
+/// A coroutine that calls time.sleep blocks its event loop: the daemon
+/// reads the loop's Python stack while it is blocked and leaves one report
+/// per blocked stretch naming the line and the task, under every CPython.
+/// The program makes no futex wait and no thread: nothing but the
+/// kernel's epoll_wait bookkeeping shows the stall.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_event_loop_blocked() {
+    const BLOCKING: &str = "py_async_blocking";
+    let src = std::fs::read_to_string(python_fixture(BLOCKING)).unwrap();
+    let sleep_line = src
+        .lines()
+        .position(|l| l == "        time.sleep(SECS)")
+        .expect("the fixture's time.sleep line") as u64
+        + 1;
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let mut d = python_daemon(tmp.path(), &reports);
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        let link = python_link(tmp.path(), i, py);
+        // Two stretches of 2 s each.
+        let mut p = Proc::spawn({
+            let mut c = Command::new(&link);
+            c.arg(python_fixture(BLOCKING)).args(["2", "2"]);
+            c
+        });
+        let pid = p.pid();
+        p.wait_stdout(T, |l| l == "ready");
+        let st = p.wait_exit(T);
+        assert!(st.success(), "{label}: {:?}", p.stderr);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+        });
+        let ids = reports_of(&reports, pid);
+        // One report per stretch: each seen while it lasted, written once.
+        assert_eq!(ids.len(), 2, "{label}: {ids:?}\n{:#?}", d.stderr);
+        for id in &ids {
+            assert!(id.ends_with("-obsd-py-event_loop_blocked"), "{label}: {id}");
+            let r = read_json(&reports.join(format!("{id}.json")));
+            assert_eq!(r["mode"], "daemon");
+            let f = r["findings"].as_array().unwrap();
+            assert_eq!(f.len(), 1, "{label}: {f:#?}");
+            let f = &f[0];
+            assert_eq!(f["kind"], "event_loop_blocked", "{label}: {f:#}");
+            assert_eq!(f["tgid"], pid, "{label}");
+            let t = &f["threads"][0];
+            assert_eq!(t["tid"], pid, "{label}: the main thread runs the loop");
+            let top = &t["python_frames"][0];
+            assert_eq!(top["function"], "handle", "{label}: {f:#}");
+            assert_eq!(top["line"], sleep_line, "{label}: {f:#}");
+            assert!(
+                top["file"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("{BLOCKING}.py")),
+                "{label}: {f:#}"
+            );
+            let summary = f["summary"].as_str().unwrap();
+            assert!(
+                summary.contains("task \"slow-handler\" ran at handle"),
+                "{label}: {summary}"
+            );
+            let txt = std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap();
+            let at = format!("{}:{sleep_line}", python_fixture(BLOCKING).display());
+            assert!(txt.contains(&at), "{label}: no {at} in\n{txt}");
+            assert!(txt.contains("slow-handler"), "{label}: {txt}");
+        }
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// Two tasks take two asyncio.Locks in opposite orders and await each
+/// other forever: the loop sits idle in epoll_wait (no futex wait, no
+/// event), and the daemon reads its tasks once it has been idle a while.
+/// One report, naming both tasks, the lock each waits for and its line.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_await_cycle() {
+    const ABBA: &str = "py_async_abba";
+    let src = std::fs::read_to_string(python_fixture(ABBA)).unwrap();
+    let line_of = |needle: &str| {
+        src.lines()
+            .position(|l| l == needle)
+            .unwrap_or_else(|| panic!("{ABBA}.py has no line {needle:?}")) as u64
+            + 1
+    };
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let mut d = python_daemon(tmp.path(), &reports);
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        let link = python_link(tmp.path(), i, py);
+        let mut p = Proc::spawn({
+            let mut c = Command::new(&link);
+            c.arg(python_fixture(ABBA));
+            c
+        });
+        let pid = p.pid();
+        p.wait_stdout(T, |l| l == "ready");
+        let id = wait_report(&reports, pid, REPORT_WITHIN, &mut d);
+        assert!(id.ends_with("-obsd-py-deadlock"), "{label}: {id}");
+        let r = read_json(&reports.join(format!("{id}.json")));
+        let f = r["findings"].as_array().unwrap();
+        assert_eq!(f.len(), 1, "{label}: {f:#?}");
+        let f = &f[0];
+        assert_eq!(f["kind"], "deadlock", "{label}: {f:#}");
+        let tasks = f["tasks"].as_array().unwrap();
+        let names: BTreeSet<&str> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["auditor", "poster"]),
+            "{label}: {f:#}"
+        );
+        let txt = std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap();
+        assert!(
+            txt.starts_with("Found one asyncio await cycle (2 tasks)"),
+            "{label}: {txt}"
+        );
+        let file = python_fixture(ABBA).display().to_string();
+        for (who, waits, func, needle) in [
+            (
+                "poster",
+                "audit_lock",
+                "post",
+                "        async with audit_lock:",
+            ),
+            (
+                "auditor",
+                "ledger_lock",
+                "audit",
+                "        async with ledger_lock:",
+            ),
+        ] {
+            let t = tasks.iter().find(|t| t["name"] == who).unwrap();
+            assert!(
+                t["waits"].as_str().unwrap().contains(waits),
+                "{label}: {who} waits for {waits}: {t:#}"
+            );
+            let at = format!("{func} ({file}:{})", line_of(needle));
+            assert!(txt.contains(&at), "{label}: no {at:?} in\n{txt}");
+        }
+        drop(p);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+        });
+        // Reported once, however long it stayed idle.
+        assert_eq!(reports_of(&reports, pid), vec![id], "{label}");
     }
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);

@@ -16,7 +16,7 @@ pub mod select;
 pub mod sink;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -35,6 +35,7 @@ use crate::{
     report,
     session::{self, Outputs, Session, UprobeSet},
     source::{activity::Activity, live::LiveSource, procfs},
+    symbol::SharedFiles,
     sys,
 };
 use config::Config;
@@ -136,6 +137,9 @@ struct Daemon {
     /// The kernel dropped notifications: read /proc on the next sample
     /// (at most once a second, however often it overruns).
     rescan_due: bool,
+    /// What symbolizing has parsed per file (libc's debug info...), shared
+    /// by every process's session.
+    files: SharedFiles,
 }
 
 /// Forks remembered between samples at most (more are dropped, counted).
@@ -239,6 +243,8 @@ impl Daemon {
             )
         });
         let mut session = Session::new(opts.clone(), limits, recorder, Outputs::default());
+        session.loops_of(pid);
+        session.share_files(self.files.clone());
         self.metrics.events.inc_by(evs.len() as u64);
         if let Err(e) = session.feed(&mut evs) {
             tracing::warn!("pid {pid}: {e:#}");
@@ -367,9 +373,17 @@ impl Daemon {
         let now = procfs::mono_ns();
         src.scan(now, evs);
         self.route(src, evs);
+        // Event loop threads of every watched process, in one map walk: a
+        // loop blocked in a synchronous call makes no event and no futex
+        // wait, only its time out of epoll_wait shows it.
+        let mut loops: HashMap<u32, Vec<_>> = HashMap::new();
+        for t in src.probes.epoll_threads() {
+            loops.entry(t.1.tgid).or_default().push(t);
+        }
         let mut kill = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
-            // Nothing new and nobody waiting: no finding can have formed.
+            // Nothing new, nobody waiting, no event loop to look at and
+            // nothing left to judge again: no finding can have formed.
             let waiting = p
                 .session
                 .model()
@@ -379,7 +393,8 @@ impl Daemon {
                 // It exec'd: its new libc may not be mapped yet.
                 p.session.pending_thread_uprobes(src, now);
             }
-            if !p.fed && !waiting {
+            let loop_due = loops.get(&pid).is_some_and(|t| p.session.loops_due(t, now));
+            if !p.fed && !waiting && !loop_due && !p.session.rejudge() {
                 continue;
             }
             p.fed = false;
@@ -413,9 +428,17 @@ impl Daemon {
             sys::kill(pid, libc::SIGKILL);
         }
         self.enforce_caps(src);
-        self.metrics
-            .scan_duration
-            .observe(t0.elapsed().as_secs_f64());
+        let took = t0.elapsed();
+        self.metrics.scan_duration.observe(took.as_secs_f64());
+        // Two scan intervals or more: processes that start and end meanwhile
+        // are seen only from the ring buffer's backlog.
+        if took >= Duration::from_millis(50) {
+            tracing::debug!(
+                "slow scan: {} ms ({} processes watched)",
+                took.as_millis(),
+                self.procs.len()
+            );
+        }
     }
 
     /// About once a second: stuck threads, Python names, caps, exits that
@@ -743,6 +766,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             pending_forks: Vec::new(),
             skipped: HashSet::new(),
             rescan_due: false,
+            files: SharedFiles::new(),
         };
         d.sink.retain();
         tracing::info!(

@@ -149,6 +149,12 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     /// The futex waits each CPython process had at its last Python read.
     py_read: HashMap<u32, Vec<PyWaitKey>>,
     loops: crate::source::event_loop::LoopWatch,
+    /// The one process whose event loops are this session's (the daemon's
+    /// sessions share one EPOLL map); None: every thread in the map.
+    loops_of: Option<u32>,
+    /// The last scan had candidates it could not confirm: the next one
+    /// judges again (the daemon scans only processes that may have moved).
+    rejudge: bool,
     /// GIL accounting of CPython targets (session/gil.rs).
     gil: gil::GilState,
 }
@@ -204,6 +210,8 @@ impl<S: Sink> Session<S> {
             exec_stopped: Vec::new(),
             py_read: HashMap::new(),
             loops: Default::default(),
+            loops_of: None,
+            rejudge: false,
             gil: gil::GilState::default(),
         }
     }
@@ -231,6 +239,7 @@ impl<S: Sink> Session<S> {
     /// stacks of the threads they name taken, then reported. Returns the
     /// processes found hung.
     pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
+        self.rejudge = false;
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
@@ -246,6 +255,7 @@ impl<S: Sink> Session<S> {
         // Something moved since the scan: judge again on fresh data at the
         // next one. (No scan marked: replay must not judge this state either.)
         if !self.python_confirms(&cands, now)? {
+            self.rejudge = true;
             return Ok(Vec::new());
         }
         let tids: Vec<u32> = cands
@@ -253,6 +263,7 @@ impl<S: Sink> Session<S> {
             .flat_map(|f| f.threads.iter().map(|t| t.tid))
             .collect();
         if !src.confirm(&tids, now, &mut evs) {
+            self.rejudge = true;
             self.feed(&mut evs)?;
             return Ok(Vec::new());
         }
@@ -329,14 +340,51 @@ impl<S: Sink> Session<S> {
         Ok(shown(&self.engine.model) == before)
     }
 
+    /// Symbolizes with what `files` has parsed already (the daemon's
+    /// sessions: libc's debug info is parsed once, not per process). Call
+    /// before the first event is fed.
+    pub(crate) fn share_files(&mut self, files: crate::symbol::SharedFiles) {
+        self.symbols = Symbolizer::sharing(files);
+    }
+
+    /// The last scan left candidates unconfirmed: scan again next time.
+    pub(crate) fn rejudge(&self) -> bool {
+        self.rejudge
+    }
+
+    /// The session looks only at `tgid`'s event loops (one session per
+    /// process: another's loop is not this one's finding).
+    pub(crate) fn loops_of(&mut self, tgid: u32) {
+        self.loops_of = Some(tgid);
+    }
+
+    /// How long a loop may stay out of its selector, and how long one idle
+    /// in it waits before its tasks are read.
+    fn loop_limits(&self) -> (u64, u64) {
+        let limit = self.engine.limits().loop_blocked_ns;
+        // Long enough that a busy loop is rarely read; a stuck one sits there for good.
+        (limit, limit.max(500_000_000))
+    }
+
+    /// Whether a scan has event loop work: `threads` (this session's, from
+    /// the EPOLL map) has a loop out of its selector too long or idle in it
+    /// long, not looked at yet. Cheap: no /proc or target memory read.
+    pub(crate) fn loops_due(&self, threads: &crate::source::event_loop::Threads, now: u64) -> bool {
+        let (limit, idle) = self.loop_limits();
+        self.loops.due(threads, now, limit, idle)
+    }
+
     /// Event loops out of their selector too long (their Python stack is
     /// read now, while they are), and loops idle in it (their tasks are read
     /// once per idle stretch: an await cycle leaves the loop idle).
     fn event_loops(&mut self, src: &LiveSource, now: u64) -> Result<()> {
-        let limit = self.engine.limits().loop_blocked_ns;
-        // Long enough that a busy loop is rarely read; a stuck one sits there for good.
-        let idle = limit.max(500_000_000);
-        for tgid in self.loops.fresh(&src.probes) {
+        let (limit, idle) = self.loop_limits();
+        // Read now, not earlier: this scan's symbolizing may have taken a while.
+        let mut threads = src.probes.epoll_threads();
+        if let Some(only) = self.loops_of {
+            threads.retain(|(_, e)| e.tgid == only);
+        }
+        for tgid in self.loops.fresh(&threads) {
             // Find the interpreter now, not while a loop is blocked.
             if !self.not_python.contains(&tgid)
                 && let Ok(None) = self.symbols.python_threads(tgid)
@@ -344,7 +392,7 @@ impl<S: Sink> Session<S> {
                 self.not_python.insert(tgid);
             }
         }
-        let (mut blocked, mut read) = self.loops.poll(&src.probes, now, limit, idle);
+        let (mut blocked, mut read) = self.loops.poll(&threads, now, limit, idle);
         let attached: Vec<u32> = self
             .engine
             .model

@@ -4,7 +4,12 @@
 
 use std::collections::HashMap;
 
+use observer_ebpf::bindings::obs_epoll;
+
 use crate::{event::Event, probe::Probes};
+
+/// The map's threads: (tid, their last epoll_wait entry and return).
+pub type Threads = [(u32, obs_epoll)];
 
 /// What was already looked at, per thread.
 #[derive(Default)]
@@ -30,10 +35,9 @@ impl LoopWatch {
     /// Processes whose threads called epoll_wait for the first time since
     /// the last call (to get ready to read them: the first read of an
     /// interpreter is the slow one).
-    pub fn fresh(&mut self, probes: &Probes) -> Vec<u32> {
-        let mut out: Vec<u32> = probes
-            .epoll_threads()
-            .into_iter()
+    pub fn fresh(&mut self, threads: &Threads) -> Vec<u32> {
+        let mut out: Vec<u32> = threads
+            .iter()
             .map(|(_, e)| e.tgid)
             .filter(|&g| self.known.insert(g))
             .collect();
@@ -47,15 +51,14 @@ impl LoopWatch {
     /// should be read now: those, and those idle in it for `idle`.
     pub fn poll(
         &mut self,
-        probes: &Probes,
+        threads: &Threads,
         now: u64,
         limit: u64,
         idle: u64,
     ) -> (Vec<Event>, Vec<u32>) {
         let mut evs = Vec::new();
         let mut read = Vec::new();
-        let threads = probes.epoll_threads();
-        for (tid, e) in &threads {
+        for (tid, e) in threads {
             let (tid, tgid) = (*tid, e.tgid);
             if e.exit_ns > e.enter_ns {
                 if now.saturating_sub(e.exit_ns) < limit || self.out.get(&tid) == Some(&e.exit_ns) {
@@ -103,12 +106,33 @@ impl LoopWatch {
         read.dedup();
         (evs, read)
     }
+
+    /// Whether `fresh` or `poll` may have something to do for `threads`: a
+    /// process new to epoll_wait, a thread out of its selector `limit` or
+    /// more in a stretch not yet reported, or idle in it `idle` or more in a
+    /// stretch not yet read. The map's own times only (no /proc read): the
+    /// daemon asks it of every idle process on every scan.
+    pub fn due(&self, threads: &Threads, now: u64, limit: u64, idle: u64) -> bool {
+        threads.iter().any(|(tid, e)| {
+            if !self.known.contains(&e.tgid) {
+                // New to epoll_wait: its interpreter is found now (`fresh`).
+                true
+            } else if e.exit_ns > e.enter_ns {
+                now.saturating_sub(e.exit_ns) >= limit && self.out.get(tid) != Some(&e.exit_ns)
+            } else {
+                now.saturating_sub(e.enter_ns) >= idle && self.idle.get(tid) != Some(&e.enter_ns)
+            }
+        })
+    }
 }
 
 /// Gives each `LoopBlocked` in `blocked` the stack its thread has in the
 /// Python views just read (`views`), if the thread is still out of its
 /// selector in the same stretch (else the stack would be of later work).
 pub fn stacks(blocked: &mut [Event], views: &[Event], probes: &Probes) {
+    if blocked.is_empty() {
+        return;
+    }
     let out: HashMap<u32, u64> = probes
         .epoll_threads()
         .into_iter()

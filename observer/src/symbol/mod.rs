@@ -12,9 +12,10 @@
 //! - [`python_threads`]: CPython thread names, stacks and the GIL holder
 //!   (py-spy as a library, never pausing the target).
 //!
-//! A [`Symbolizer`] caches per-process state (maps, unwind info, parsed
-//! files, blazesym's caches, py-spy's interpreter layout); the free
-//! functions use one per calling thread. Strings that come from the target
+//! A [`Symbolizer`] caches per-process state (maps, unwind info, py-spy's
+//! interpreter layout) and per-file state (parsed files, blazesym's
+//! caches), which symbolizers on one thread may share ([`SharedFiles`]);
+//! the free functions use one per calling thread. Strings that come from the target
 //! (paths, function and thread names) are data: reports escape them.
 //!
 //! x86_64 only (register set and unwinder).
@@ -28,9 +29,10 @@ mod tests;
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ops::Range,
-    path::Path,
+    path::{Path, PathBuf},
+    rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -92,6 +94,76 @@ const MAPS_TTL: Duration = Duration::from_secs(1);
 const MAX_FILES: usize = 1024;
 /// Recorded mappings kept before those of gone processes are dropped.
 const MAX_RECORDED: usize = 4096;
+/// Files (path and build-id) blazesym has parsed before its caches are
+/// dropped: a long-lived symbolizer sees programs come and go.
+const MAX_BLAZE_FILES: usize = 256;
+
+/// What is parsed per file: blazesym's parsed ELF and DWARF (keyed by
+/// path, checked against the file's metadata on each use) and our ELF info
+/// (keyed by device, inode, size and mtime). The same for every process
+/// that maps the file, so symbolizers on one thread may share it: the
+/// daemon's per-process sessions parse libc's debug info once, not once per
+/// process. Not `Send` (blazesym's symbolizer is not).
+#[derive(Clone)]
+pub struct SharedFiles(Rc<RefCell<Files>>);
+
+struct Files {
+    blaze: Rc<bz::Symbolizer>,
+    /// Without the system's debug directories (tests).
+    no_debug_dirs: bool,
+    /// (path, build-id) of the files blazesym was asked about.
+    blaze_files: HashSet<(PathBuf, String)>,
+    elf: HashMap<FileKey, Option<Arc<ElfInfo>>>,
+}
+
+fn blaze(no_debug_dirs: bool) -> bz::Symbolizer {
+    let mut b = bz::Symbolizer::builder();
+    if no_debug_dirs {
+        b = b.set_debug_dirs(Some::<[&str; 0]>([]));
+    }
+    b.enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
+impl SharedFiles {
+    pub fn new() -> SharedFiles {
+        Self::with(false)
+    }
+
+    fn with(no_debug_dirs: bool) -> SharedFiles {
+        SharedFiles(Rc::new(RefCell::new(Files {
+            blaze: Rc::new(blaze(no_debug_dirs)),
+            no_debug_dirs,
+            blaze_files: HashSet::new(),
+            elf: HashMap::new(),
+        })))
+    }
+
+    /// blazesym's symbolizer, to symbolize in `m`'s file: dropped for a
+    /// fresh one once it has parsed too many files.
+    fn blaze_for(&self, m: &Module) -> Rc<bz::Symbolizer> {
+        let mut f = self.0.borrow_mut();
+        if let Some(path) = &m.open_path {
+            let key = (path.clone(), m.elf.build_id.clone());
+            if !f.blaze_files.contains(&key) {
+                if f.blaze_files.len() >= MAX_BLAZE_FILES {
+                    f.blaze = Rc::new(blaze(f.no_debug_dirs));
+                    f.blaze_files.clear();
+                }
+                f.blaze_files.insert(key);
+            }
+        }
+        f.blaze.clone()
+    }
+}
+
+impl Default for SharedFiles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Per-process state.
 struct Proc {
@@ -136,8 +208,7 @@ pub struct Symbolizer {
     recorded: HashMap<u32, Recorded>,
     /// Mappings read since the last [`Symbolizer::take_new_maps`].
     new_maps: Vec<(u32, Vec<MapEntry>)>,
-    blaze: bz::Symbolizer,
-    files: HashMap<FileKey, Option<Arc<ElfInfo>>>,
+    shared: SharedFiles,
     procs: HashMap<u32, Proc>,
     pythons: HashMap<u32, (u64, py_spy::PythonSpy)>,
     /// CPython interpreters found from their symbols, per process.
@@ -189,28 +260,24 @@ fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
 
 impl Symbolizer {
     pub fn new() -> Self {
-        Self::with_blaze(bz::Symbolizer::builder())
+        Self::sharing(SharedFiles::new())
     }
 
     /// Without the system's debug directories (/usr/lib/debug): what a
     /// machine without -dbg packages sees.
     #[cfg(test)]
     fn without_debug_dirs() -> Self {
-        Self::with_blaze(bz::Symbolizer::builder().set_debug_dirs(Some::<[&str; 0]>([])))
+        Self::sharing(SharedFiles::with(true))
     }
 
-    fn with_blaze(builder: bz::Builder) -> Self {
-        let blaze = builder
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .build();
+    /// A symbolizer of its own processes that shares what is parsed per
+    /// file with every other made from `files`.
+    pub fn sharing(files: SharedFiles) -> Self {
         Symbolizer {
             offline: false,
             recorded: HashMap::new(),
             new_maps: Vec::new(),
-            blaze,
-            files: HashMap::new(),
+            shared: files,
             procs: HashMap::new(),
             pythons: HashMap::new(),
             located: HashMap::new(),
@@ -286,7 +353,7 @@ impl Symbolizer {
             tracing::debug!("exec of {pid}: {filename} is not the file it ran");
             return;
         };
-        let Some(info) = Self::elf_info(&mut self.files, &p, key) else {
+        let Some(info) = Self::elf_info(&mut self.shared.0.borrow_mut().elf, &p, key) else {
             return;
         };
         let Some((offset, _)) = info.first_exec_load() else {
@@ -345,8 +412,9 @@ impl Symbolizer {
             self.pythons.retain(|pid, p| start_time(*pid) == Some(p.0));
             self.located.retain(|pid, p| start_time(*pid) == Some(p.0));
         }
-        if self.files.len() > MAX_FILES {
-            self.files.clear();
+        let mut sh = self.shared.0.borrow_mut();
+        if sh.elf.len() > MAX_FILES {
+            sh.elf.clear();
         }
         if self.recorded.len() > MAX_RECORDED && !self.offline {
             self.recorded
@@ -360,7 +428,8 @@ impl Symbolizer {
             let Some(rec) = self.recorded.get(&pid) else {
                 bail!("process {pid} is gone and its mappings were not recorded");
             };
-            let files = &mut self.files;
+            let mut sh = self.shared.0.borrow_mut();
+            let files = &mut sh.elf;
             let mut opened = HashMap::new();
             for e in rec.maps.iter().filter(|e| e.is_file()) {
                 let f = maps::open_recorded(e, |path, key| {
@@ -413,7 +482,8 @@ impl Symbolizer {
             }
             let entries = maps::parse_maps(&text);
             self.record(pid, st, &entries);
-            let files = &mut self.files;
+            let mut sh = self.shared.0.borrow_mut();
+            let files = &mut sh.elf;
             let modules = maps::modules(
                 &entries,
                 maps::live_opener(pid),
@@ -424,6 +494,7 @@ impl Symbolizer {
                     ElfInfo::from_bytes(&bytes).map(Arc::new)
                 },
             );
+            drop(sh);
             let unwinder = native::unwinder_for(&modules);
             self.prune();
             self.procs.insert(
@@ -453,7 +524,9 @@ impl Symbolizer {
             let key = (e.dev.0, e.dev.1, e.inode);
             if let std::collections::hash_map::Entry::Vacant(v) = ids.entry(key) {
                 let id = open(e)
-                    .and_then(|(path, k)| Self::elf_info(&mut self.files, &path, k))
+                    .and_then(|(path, k)| {
+                        Self::elf_info(&mut self.shared.0.borrow_mut().elf, &path, k)
+                    })
                     .map(|i| i.build_id.clone())
                     .unwrap_or_default();
                 v.insert(id);
@@ -495,8 +568,8 @@ impl Symbolizer {
         let m = p.module_of_data(addr)?.clone();
         let path = m.open_path.clone()?;
         let src = Source::Elf(bz::source::Elf::new(path));
-        match self
-            .blaze
+        let blaze = self.shared.blaze_for(&m);
+        match blaze
             .symbolize_single(&src, Input::VirtOffset(m.svma(addr)))
             .ok()?
         {
@@ -691,10 +764,11 @@ impl Symbolizer {
             svmas.sort_unstable();
             svmas.dedup();
             let m = &p.modules[i];
+            let blaze = self.shared.blaze_for(m);
             let syms: Vec<Option<bz::Sym<'_>>> = match &m.open_path {
                 Some(path) => {
                     let src = Source::Elf(bz::source::Elf::new(path.clone()));
-                    match self.blaze.symbolize(&src, Input::VirtOffset(&svmas)) {
+                    match blaze.symbolize(&src, Input::VirtOffset(&svmas)) {
                         Ok(v) => v.into_iter().map(|s| s.into_sym()).collect(),
                         Err(e) => {
                             tracing::debug!("symbolizing in {}: {e}", m.name);
@@ -780,9 +854,10 @@ impl Symbolizer {
                 continue;
             };
             let svma = m.svma(lookup);
+            let blaze = self.shared.blaze_for(&m);
             let sym = m.open_path.as_ref().and_then(|path| {
                 let src = Source::Elf(bz::source::Elf::new(path.clone()));
-                self.blaze
+                blaze
                     .symbolize_single(&src, Input::VirtOffset(svma))
                     .ok()?
                     .into_sym()

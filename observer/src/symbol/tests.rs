@@ -704,3 +704,65 @@ fn gdb_comparison() {
         text.matches("level3_wait").count()
     );
 }
+
+/// Symbolizers that share what is parsed per file give each process the
+/// same frames and globals an unshared one gives, and keep their processes
+/// apart (one's mappings are not another's).
+#[test]
+fn shared_files_symbolize_like_unshared() {
+    if !have("gcc") {
+        eprintln!("skipped: no gcc");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile(dir.path(), "abba", ABBA_C);
+    let files = SharedFiles::new();
+    let mut first = Symbolizer::sharing(files.clone());
+    let mut second = Symbolizer::sharing(files);
+    // Frames without their addresses (ASLR differs between processes).
+    let strip = |frames: &[Frame]| -> Vec<Frame> {
+        frames
+            .iter()
+            .map(|f| Frame {
+                addr: 0,
+                ..f.clone()
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for s in [&mut first, &mut second] {
+        let (t, left, _, mut blocked) = start_abba(&exe);
+        let pid = t.pid();
+        blocked.sort_unstable();
+        let shared = stacks_from_proc(s, pid, &blocked);
+        let own = stacks_from_proc(&mut Symbolizer::new(), pid, &blocked);
+        assert_eq!(shared.len(), 3);
+        for ((_, a), (_, b)) in shared.iter().zip(&own) {
+            assert_eq!(strip(a), strip(b), "shared:\n{}own:\n{}", show(a), show(b));
+        }
+        // libc's frames come with its debug info's lines where it has them.
+        let libc_lines = shared
+            .iter()
+            .flat_map(|(_, f)| f)
+            .filter(|f| f.module.as_deref().is_some_and(|m| m.contains("libc")))
+            .any(|f| f.line.is_some());
+        let own_libc_lines = own
+            .iter()
+            .flat_map(|(_, f)| f)
+            .filter(|f| f.module.as_deref().is_some_and(|m| m.contains("libc")))
+            .any(|f| f.line.is_some());
+        assert_eq!(libc_lines, own_libc_lines);
+        let sym = s.data_symbol(pid, left).expect("lock_left symbolized");
+        assert_eq!((sym.name.as_str(), sym.offset), ("lock_left", 0));
+        seen.push(pid);
+        drop(t);
+    }
+    // Each one's recorded mappings are of its own process only.
+    for (s, pid) in [(&mut first, seen[0]), (&mut second, seen[1])] {
+        let pids: Vec<u32> = s.take_new_maps().into_iter().map(|(p, _)| p).collect();
+        assert!(
+            !pids.is_empty() && pids.iter().all(|&p| p == pid),
+            "{pids:?}"
+        );
+    }
+}
