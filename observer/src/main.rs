@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
         )
         .init();
+    quiet_py_spy_panics();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -54,6 +55,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A panic inside py-spy (a torn read of a running interpreter) is caught
+/// where py-spy is called and costs that read only: log it at debug level
+/// instead of printing a backtrace. Every other panic prints as usual.
+fn quiet_py_spy_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("/py-spy-"))
+        {
+            tracing::debug!("py-spy: {info}");
+            return;
+        }
+        default(info);
+    }));
 }
 
 fn dispatch(cli: Cli) -> Result<u8> {

@@ -57,6 +57,17 @@ pub(super) fn looks_like_python(maps: &[MapEntry]) -> bool {
     maps.iter().any(|e| e.exec && is_python_file(&e.path))
 }
 
+/// Runs a py-spy call on memory that changes under it: a torn read can
+/// make py-spy panic (an index or a length from garbage), which must cost
+/// this one read, not the observer.
+fn guarded<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "{what}: py-spy panicked on the process's memory"
+        ))
+    })
+}
+
 pub(super) fn new_spy(pid: u32) -> anyhow::Result<py_spy::PythonSpy> {
     let config = py_spy::Config {
         blocking: py_spy::config::LockingStrategy::NonBlocking,
@@ -68,8 +79,10 @@ pub(super) fn new_spy(pid: u32) -> anyhow::Result<py_spy::PythonSpy> {
         lineno: py_spy::config::LineNo::LastInstruction,
         ..Default::default()
     };
-    py_spy::PythonSpy::new(pid as py_spy::Pid, &config)
-        .with_context(|| format!("reading the Python interpreter of {pid}"))
+    guarded("finding the Python interpreter", || {
+        py_spy::PythonSpy::new(pid as py_spy::Pid, &config)
+    })
+    .with_context(|| format!("reading the Python interpreter of {pid}"))
 }
 
 pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThread>> {
@@ -77,7 +90,7 @@ pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThrea
     // mid-update: retry a few times before giving up.
     let mut last = None;
     for _ in 0..3 {
-        match spy.get_stack_traces() {
+        match guarded("reading Python stacks", || spy.get_stack_traces()) {
             Ok(traces) => {
                 return Ok(traces
                     .into_iter()
@@ -108,6 +121,7 @@ pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThrea
 
 #[cfg(test)]
 mod tests {
+    use super::guarded;
     use super::is_python_file;
 
     #[test]
@@ -130,5 +144,16 @@ mod tests {
         ] {
             assert!(!is_python_file(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_panic_inside_a_py_spy_call_is_an_error() {
+        let r: anyhow::Result<u32> = guarded("reading", || {
+            let v: Vec<u32> = Vec::new();
+            Ok(v[std::hint::black_box(3)])
+        });
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("py-spy panicked"), "{e}");
+        assert_eq!(guarded("reading", || Ok(7)).unwrap(), 7);
     }
 }
