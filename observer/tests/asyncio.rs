@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    process::Command,
+    process::{Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -200,6 +200,39 @@ fn await_cycle(findings: &Value) -> &Value {
     dl[0]
 }
 
+/// The asyncio view of the finding's process in a `run` report: the one
+/// read when the cycle was seen.
+fn asyncio_of<'a>(r: &'a Value, f: &Value) -> &'a Value {
+    let p = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["tgid"] == f["tgid"])
+        .unwrap();
+    &p["asyncio"]
+}
+
+/// `run` on a program that never ends by itself: its loop goes idle and is
+/// looked at, then SIGINT stops it. The program, its exit and the report.
+fn run_then_stop(py: &str, fixture: &str, fargs: &[&str]) -> (Proc, ExitStatus, Value) {
+    let (mut o, dir) = run(&[], py, fixture, fargs);
+    o.wait_stdout(T, |l| l == "ready");
+    std::thread::sleep(Duration::from_millis(1500));
+    o.signal(libc::SIGINT);
+    let st = o.wait_exit(T);
+    let r = read_json(&dir.path().join("r.json"));
+    (o, st, r)
+}
+
+/// Every task in `names` is suspended at `line` in a dump.
+fn all_at(r: &Value, names: [&str; 2], line: u64) -> bool {
+    names.iter().all(|n| {
+        tasks(&r["python"]["asyncio"])
+            .iter()
+            .any(|t| t["name"] == *n && t["chain"][0]["line"] == line)
+    })
+}
+
 #[test]
 #[ignore]
 fn lock_abba_dump() {
@@ -230,15 +263,7 @@ fn lock_abba_run() {
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
         let r = read_json(&dir.path().join("r.json"));
         let f = await_cycle(&r["findings"]);
-        // The report's asyncio view is the one read when the cycle was seen.
-        let tgid = f["tgid"].clone();
-        let p = r["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["tgid"] == tgid)
-            .unwrap();
-        check_abba(label, f, &p["asyncio"]);
+        check_abba(label, f, asyncio_of(&r, f));
         assert_no_programs_left();
     }
 }
@@ -324,13 +349,7 @@ fn event_gather_dump() {
 #[ignore]
 fn event_gather_run() {
     for (label, py) in pythons() {
-        let (mut o, dir) = run(&[], py, EVENT, &[]);
-        o.wait_stdout(T, |l| l == "ready");
-        // Let the loop go idle and be looked at, then stop.
-        std::thread::sleep(Duration::from_millis(1500));
-        o.signal(libc::SIGINT);
-        o.wait_exit(T);
-        let r = read_json(&dir.path().join("r.json"));
+        let (o, _, r) = run_then_stop(py, EVENT, &[]);
         check_event(label, &r, &r["processes"][0]["asyncio"], &o.stdout);
         assert_no_programs_left();
     }
@@ -687,14 +706,7 @@ fn future_cycle_run() {
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
         let r = read_json(&dir.path().join("r.json"));
         let f = await_cycle(&r["findings"]);
-        let tgid = f["tgid"].clone();
-        let p = r["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["tgid"] == tgid)
-            .unwrap();
-        check_handshake(label, f, &p["asyncio"], &o.stdout);
+        check_handshake(label, f, asyncio_of(&r, f), &o.stdout);
         assert_no_programs_left();
     }
 }
@@ -706,11 +718,7 @@ fn future_shared_dump() {
         let p = start(py, HANDSHAKE, &["shared"]);
         // Formed once both peers are suspended at their await.
         let (code, r) = dump_until(p.pid(), label, |_, r| {
-            ["client", "server"].iter().all(|n| {
-                tasks(&r["python"]["asyncio"])
-                    .iter()
-                    .any(|t| t["name"] == *n && t["chain"][0]["line"] == await_line())
-            })
+            all_at(r, ["client", "server"], await_line())
         });
         assert_eq!(code, Some(0), "{label}: no hang finding");
         check_shared(label, &r, &r["python"]["asyncio"]);
@@ -721,15 +729,9 @@ fn future_shared_dump() {
 #[ignore]
 fn future_shared_run() {
     for (label, py) in pythons() {
-        let (mut o, dir) = run(&[], py, HANDSHAKE, &["shared"]);
-        o.wait_stdout(T, |l| l == "ready");
-        // Let the loop go idle and be looked at, then stop.
-        std::thread::sleep(Duration::from_millis(1500));
-        o.signal(libc::SIGINT);
-        let st = o.wait_exit(T);
+        let (o, st, r) = run_then_stop(py, HANDSHAKE, &["shared"]);
         // The program's own end on SIGINT (128+2), not 3: no hang found.
         assert_eq!(st.code(), Some(130), "{label}: {:?}", o.stderr);
-        let r = read_json(&dir.path().join("r.json"));
         check_shared(label, &r, &r["processes"][0]["asyncio"]);
         assert_no_programs_left();
     }
@@ -760,13 +762,7 @@ fn one_future_dump() {
     for (label, py) in pythons() {
         let p = start(py, ONE_FUTURE, &[]);
         let line = line_of(ONE_FUTURE, "    await ready");
-        let (code, r) = dump_until(p.pid(), label, |_, r| {
-            ["first", "second"].iter().all(|n| {
-                tasks(&r["python"]["asyncio"])
-                    .iter()
-                    .any(|t| t["name"] == *n && t["chain"][0]["line"] == line)
-            })
-        });
+        let (code, r) = dump_until(p.pid(), label, |_, r| all_at(r, ["first", "second"], line));
         assert_eq!(code, Some(0), "{label}: no hang finding");
         check_one_future(label, &r, &r["python"]["asyncio"]);
     }
@@ -776,15 +772,9 @@ fn one_future_dump() {
 #[ignore]
 fn one_future_run() {
     for (label, py) in pythons() {
-        let (mut o, dir) = run(&[], py, ONE_FUTURE, &[]);
-        o.wait_stdout(T, |l| l == "ready");
-        // Let the loop go idle and be looked at, then stop.
-        std::thread::sleep(Duration::from_millis(1500));
-        o.signal(libc::SIGINT);
-        let st = o.wait_exit(T);
+        let (o, st, r) = run_then_stop(py, ONE_FUTURE, &[]);
         // The program's own end on SIGINT (128+2), not 3: no hang found.
         assert_eq!(st.code(), Some(130), "{label}: {:?}", o.stderr);
-        let r = read_json(&dir.path().join("r.json"));
         check_one_future(label, &r, &r["processes"][0]["asyncio"]);
         assert_no_programs_left();
     }

@@ -58,6 +58,17 @@ fn write_config(path: &Path, reports: &Path, port: u16, comm: &str) {
 }
 
 /// Report ids (file names without extension) for process `pid`.
+/// `observer daemon --config CFG`, once it says it started.
+fn spawn_daemon(cfg: &Path) -> Proc {
+    let mut d = Proc::spawn({
+        let mut c = observer();
+        c.args(["daemon", "--config"]).arg(cfg);
+        c
+    });
+    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    d
+}
+
 fn reports_of(dir: &Path, pid: u32) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -199,12 +210,7 @@ fn daemon_main_scenario() {
     let mut pre = start(&copy_as("abba", &tmp.path().join("pre"), "obsd-target"));
     pre.wait_stdout(T, |l| l == "ready");
 
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut d = spawn_daemon(&cfg);
     let id = wait_report(&reports, pre.pid(), REPORT_WITHIN, &mut d);
     let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
     pre.wait_stdout(T, |l| l == "ready");
@@ -498,12 +504,7 @@ fn daemon_watches_forks() {
         ),
     )
     .unwrap();
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut d = spawn_daemon(&cfg);
     let mut p = start(&copy_as("fork_orphan", &tmp.path().join("a"), "obsd-fork"));
     let line = p.wait_stdout(T, |l| l.starts_with("child "));
     let child: u32 = line.strip_prefix("child ").unwrap().parse().unwrap();
@@ -554,12 +555,7 @@ fn daemon_caps() {
         ),
     )
     .unwrap();
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut d = spawn_daemon(&cfg);
     let sleeper = copy_as("sleeper", &tmp.path().join("s"), "obsd-cap");
     // Outgrows max_threads over 2 s (a thread every 50 ms), so scans see it
     // grow: a burst that starts and ends between two scans never counts.
@@ -641,12 +637,7 @@ fn daemon_exec_filter() {
         ),
     )
     .unwrap();
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut d = spawn_daemon(&cfg);
     assert!(
         d.stderr
             .iter()
@@ -736,12 +727,7 @@ fn daemon_uprobes_released_per_process() {
         ),
     )
     .unwrap();
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
+    let mut d = spawn_daemon(&cfg);
     let dpid = d.pid();
     assert_eq!(uprobe_multi_links(dpid), 0);
     let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
@@ -803,13 +789,7 @@ fn python_daemon(tmp: &Path, reports: &Path) -> Proc {
         ),
     )
     .unwrap();
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(&cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
-    d
+    spawn_daemon(&cfg)
 }
 
 /// A link named "obsd-py" to the interpreter `py`: run through it, its
