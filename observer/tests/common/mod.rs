@@ -325,25 +325,51 @@ pub fn assert_uprobes_attached(r: &serde_json::Value) {
     assert!(n > 0, "no uprobes attached: {:#}", r["hooks"]);
 }
 
-/// The CPythons the Python tests run under: Debian's and the pyenv builds.
-pub const PYTHONS: &[(&str, &str)] = &[
-    ("debian 3.11", "/usr/bin/python3.11"),
-    ("3.11.7", "/root/.pyenv/versions/3.11.7/bin/python3"),
-    ("3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3"),
-    ("3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3"),
-];
+/// The CPythons the Python tests run under: Debian's, the pyenv builds,
+/// and 3.14/3.15 unpacked by `./x` into target/pythons (xtask/scripts/pythons.sh).
+pub fn python_list() -> Vec<(&'static str, String)> {
+    let unpacked = |v: &str| {
+        repo()
+            .join(format!("target/pythons/{v}/usr/bin/python{v}"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    vec![
+        ("debian 3.11", "/usr/bin/python3.11".into()),
+        ("3.11.7", "/root/.pyenv/versions/3.11.7/bin/python3".into()),
+        ("3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3".into()),
+        ("3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3".into()),
+        ("3.14", unpacked("3.14")),
+        ("3.15", unpacked("3.15")),
+    ]
+}
 
-/// The CPythons present here; one skip line names each one missing.
+/// Whether every tool and interpreter the tests use must be present
+/// (`OBSERVER_REQUIRE_ALL`, on in `./x`): then a missing one fails the
+/// test instead of skipping it.
+pub fn require_all() -> bool {
+    std::env::var_os("OBSERVER_REQUIRE_ALL").is_some_and(|v| v != "0")
+}
+
+/// One visible "skip: ..." line: written to stderr directly, so the test
+/// harness (which captures print! and eprint!) shows it.
+pub fn skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "skip: {what}");
+}
+
+/// The CPythons present here. A missing one fails under `require_all()`,
+/// else it is skipped with one line on stdout (shown by the harness).
 pub fn pythons() -> Vec<(&'static str, &'static str)> {
-    PYTHONS
-        .iter()
-        .filter(|(label, path)| {
-            let ok = Path::new(path).exists();
-            if !ok {
-                eprintln!("skip CPython {label}: {path} is not installed");
-            }
-            ok
-        })
-        .copied()
-        .collect()
+    let mut found = Vec::new();
+    for (label, path) in python_list() {
+        if Path::new(&path).exists() {
+            found.push((label, &*Box::leak(path.into_boxed_str())));
+        } else if require_all() {
+            panic!("CPython {label} is missing: {path} (./x test installs it)");
+        } else {
+            skip(&format!("CPython {label}: {path} is not installed"));
+        }
+    }
+    found
 }
