@@ -410,9 +410,9 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                         break;
                     };
                     let state = state as i8;
-                    if state >= 0 {
+                    if state >= l.frame_executing {
                         // Executing (its frames are on a thread), or finished.
-                        out.running = state == 0;
+                        out.running = state == l.frame_executing;
                         break;
                     }
                     let f = obj + l.gen_iframe;
@@ -457,10 +457,10 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         if rf.stack.is_empty() {
             return false;
         }
-        if let Some(yf) = l.frame_suspended_yield_from_neg {
-            return state == -(yf as i8);
+        if let Some(yf) = l.frame_suspended_yield_from {
+            return state == yf;
         }
-        if state != -(l.frame_suspended_neg as i8) {
+        if state != l.frame_suspended {
             return false;
         }
         let Some(instr) = self.r().u64(frame + l.frame_instr) else {

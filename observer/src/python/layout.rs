@@ -26,8 +26,14 @@ pub struct Layout {
     pub frame_stacktop: u64,
     pub frame_owner: u64,
     pub frame_localsplus: u64,
-    /// `FRAME_OWNED_BY_CSTACK` (3.12+): shim frames, not Python code.
+    /// The first frame owner that is not Python code (3.12/3.13
+    /// `FRAME_OWNED_BY_CSTACK`, 3.14+ `FRAME_OWNED_BY_INTERPRETER`): frames
+    /// owned by it or a later value are shims, skipped.
     pub owned_by_cstack: Option<u8>,
+    /// 3.14+: value-stack and frame slots are `_PyStackRef`s whose low bits
+    /// are tags (`Py_TAG_BITS`), and `frame_stacktop` is the offset of the
+    /// `stackpointer` pointer rather than of an `int` depth.
+    pub stackref_tag: u64,
     pub code_nlocalsplus: u64,
     pub code_stacksize: u64,
     pub code_firstlineno: u64,
@@ -60,19 +66,25 @@ pub struct Layout {
     pub method_self: u64,
     pub func_qualname: u64,
     pub long_digits: u64,
-    /// The `BEFORE_WITH` opcode: a frame stopped on it is entering a `with`.
+    /// The `BEFORE_WITH` opcode: a frame stopped on it is entering a `with`
+    /// (3.14+: `LOAD_SPECIAL`, which leaves `__exit__` and its `self` on
+    /// the stack as two slots).
     pub before_with: u8,
     /// Where an instance's attributes live (managed dict, 3.11+).
     pub attrs: Attrs,
     /// `threading.Lock`: how its state is kept.
     pub lock: LockLayout,
+    /// `threading.RLock`: how its owner and count are kept.
+    pub rlock: RLockLayout,
     /// asyncio (see asyncio.rs): coroutine objects, `sys.modules`, sets,
     /// weak references.
     pub gen_iframe: u64,
     pub gen_frame_state: u64,
-    /// `-FRAME_SUSPENDED` (and 3.13's `-FRAME_SUSPENDED_YIELD_FROM`).
-    pub frame_suspended_neg: u8,
-    pub frame_suspended_yield_from_neg: Option<u8>,
+    /// `FRAME_SUSPENDED`, 3.13+'s `FRAME_SUSPENDED_YIELD_FROM` and
+    /// `FRAME_EXECUTING` (3.15 renumbered them: suspended states are > 0).
+    pub frame_suspended: i8,
+    pub frame_suspended_yield_from: Option<i8>,
+    pub frame_executing: i8,
     pub resume_op: u8,
     pub interp_modules: u64,
     pub module_dict: u64,
@@ -111,10 +123,18 @@ pub enum Attrs {
 pub enum LockLayout {
     /// `sem_t*` at +16, `char locked` at +32 (3.11, 3.12).
     Sem,
-    /// `PyMutex` byte at +16 (builds whose lock object embeds a PyMutex;
-    /// its waiters park with the mutex address just below their futex word).
-    #[allow(dead_code)]
+    /// `PyMutex` byte at +16 (3.14+; its waiters park with the mutex
+    /// address just below their futex word).
     Mutex,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RLockLayout {
+    /// `sem_t*` at +16, owner ident at +24, count at +32 (3.11-3.13).
+    Sem,
+    /// `_PyRecursiveMutex` at +16: `PyMutex` byte, owner ident at +24,
+    /// extra recursion levels at +32 (3.14+: held once is level 0).
+    Recursive,
 }
 
 /// `Py_TPFLAGS_MANAGED_DICT`.
@@ -177,11 +197,14 @@ pub const PY311: Layout = Layout {
     long_digits: 24,
     before_with: 53,
     attrs: Attrs::ValuesOrDict311,
+    stackref_tag: 0,
     lock: LockLayout::Sem,
+    rlock: RLockLayout::Sem,
     gen_iframe: 80,
     gen_frame_state: 75,
-    frame_suspended_neg: 1,
-    frame_suspended_yield_from_neg: None,
+    frame_suspended: -1,
+    frame_suspended_yield_from: None,
+    frame_executing: 0,
     resume_op: 151,
     interp_modules: 888,
     module_dict: 16,
@@ -250,8 +273,8 @@ pub const PY313: Layout = Layout {
     // Measured on 3.13.0: `_thread.lock` still keeps a `sem_t*` at +16 and
     // `locked` at +32 (the PyMutex-based lock object is newer).
     lock: LockLayout::Sem,
-    frame_suspended_neg: 2,
-    frame_suspended_yield_from_neg: Some(1),
+    frame_suspended: -2,
+    frame_suspended_yield_from: Some(-1),
     resume_op: 149,
     interp_modules: 7656,
     task: TaskLayout {
@@ -265,14 +288,77 @@ pub const PY313: Layout = Layout {
     ..PY312
 };
 
+pub const PY314: Layout = Layout {
+    minor: 14,
+    runtime_interp_head: 808,
+    frame_owner: 74,
+    frame_localsplus: 80,
+    stackref_tag: 3,
+    code_adaptive: 208,
+    tuple_item: 32,
+    before_with: 95,
+    lock: LockLayout::Mutex,
+    rlock: RLockLayout::Recursive,
+    resume_op: 128,
+    interp_modules: 7688,
+    // Measured on 3.14.10 (asyncio tests).
+    task: TaskLayout {
+        fut_loop: 16,
+        fut_state: 96,
+        fut_dict: None,
+        fut_waiter: 112,
+        coro: 120,
+        name: 128,
+    },
+    ..PY313
+};
+
+pub const PY315: Layout = Layout {
+    minor: 15,
+    runtime_interp_head: 936,
+    interp_threads_head: 7336,
+    ts_thread_id: 176,
+    ts_native_thread_id: 184,
+    heaptype_cached_keys: 888,
+    before_with: 94,
+    frame_suspended: 1,
+    frame_suspended_yield_from: Some(2),
+    frame_executing: 4,
+    interp_modules: 7592,
+    ..PY314
+};
+
 /// The layout of CPython 3.`minor` (default GIL build), if known.
 pub fn for_version(major: u64, minor: u64) -> Option<&'static Layout> {
     match (major, minor) {
         (3, 11) => Some(&PY311),
         (3, 12) => Some(&PY312),
         (3, 13) => Some(&PY313),
+        (3, 14) => Some(&PY314),
+        (3, 15) => Some(&PY315),
         _ => None,
     }
+}
+
+/// Test support: the CPython header directories the offset checks compile
+/// against (Debian's and pyenv's 3.11-3.13, 3.14/3.15 from target/pythons),
+/// with the minor version of each.
+#[cfg(test)]
+pub(super) fn header_dirs() -> Vec<(std::path::PathBuf, u64)> {
+    let unpacked = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pythons");
+    let mut v: Vec<(std::path::PathBuf, u64)> = vec![
+        ("/usr/include/python3.11".into(), 11),
+        ("/root/.pyenv/versions/3.11.7/include/python3.11".into(), 11),
+        ("/root/.pyenv/versions/3.12.1/include/python3.12".into(), 12),
+        ("/root/.pyenv/versions/3.13.0/include/python3.13".into(), 13),
+    ];
+    for minor in [14, 15] {
+        v.push((
+            unpacked.join(format!("3.{minor}/usr/include/python3.{minor}")),
+            minor,
+        ));
+    }
+    v
 }
 
 /// Test support: compiles `program` (a C file printing "name value" lines)
@@ -292,6 +378,9 @@ pub(super) fn compile_and_print(
     let ok = Command::new("gcc")
         .arg("-I")
         .arg(include)
+        // Debian's multiarch pyconfig.h lives one level up.
+        .arg("-I")
+        .arg(include.parent()?)
         .arg("-o")
         .arg(&bin)
         .arg(&src)
@@ -310,7 +399,7 @@ pub(super) fn compile_and_print(
             .lines()
             .filter_map(|l| {
                 let (k, v) = l.split_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
+                Some((k.to_string(), v.parse::<i64>().ok()? as u64))
             })
             .collect(),
     )
@@ -350,6 +439,7 @@ mod tests {
             ("frame_owner", Some(l.frame_owner)),
             ("frame_localsplus", Some(l.frame_localsplus)),
             ("owned_by_cstack", l.owned_by_cstack.map(u64::from)),
+            ("stackref_tag", (l.minor >= 14).then_some(l.stackref_tag)),
             ("code_nlocalsplus", Some(l.code_nlocalsplus)),
             ("code_stacksize", Some(l.code_stacksize)),
             ("code_firstlineno", Some(l.code_firstlineno)),
@@ -383,6 +473,7 @@ mod tests {
             ("func_qualname", Some(l.func_qualname)),
             ("long_digits", Some(l.long_digits)),
             ("before_with", Some(u64::from(l.before_with))),
+            ("lock_mutex", (l.lock == LockLayout::Mutex).then_some(16)),
             ("managed_dict_flag", Some(MANAGED_DICT)),
             ("heaptype_flag", Some(HEAPTYPE)),
             (
@@ -391,14 +482,12 @@ mod tests {
             ),
             ("gen_iframe", Some(l.gen_iframe)),
             ("gen_frame_state", Some(l.gen_frame_state)),
+            ("frame_suspended", Some(l.frame_suspended as i64 as u64)),
             (
-                "frame_suspended_neg",
-                Some(u64::from(l.frame_suspended_neg)),
+                "frame_suspended_yield_from",
+                l.frame_suspended_yield_from.map(|v| v as i64 as u64),
             ),
-            (
-                "frame_suspended_yield_from_neg",
-                l.frame_suspended_yield_from_neg.map(u64::from),
-            ),
+            ("frame_executing", Some(l.frame_executing as i64 as u64)),
             ("resume_op", Some(u64::from(l.resume_op))),
             ("interp_modules", Some(l.interp_modules)),
             ("module_dict", Some(l.module_dict)),
@@ -412,15 +501,12 @@ mod tests {
 
     #[test]
     fn offsets_match_the_headers() {
-        let dirs = [
-            ("/usr/include/python3.11", &PY311),
-            ("/root/.pyenv/versions/3.11.7/include/python3.11", &PY311),
-            ("/root/.pyenv/versions/3.12.1/include/python3.12", &PY312),
-            ("/root/.pyenv/versions/3.13.0/include/python3.13", &PY313),
-        ];
+        let dirs = header_dirs()
+            .into_iter()
+            .map(|(dir, minor)| (dir, for_version(3, minor).unwrap()));
         let mut checked = 0;
         for (dir, layout) in dirs {
-            let dir = Path::new(dir);
+            let dir = dir.as_path();
             if !dir.join("internal/pycore_frame.h").exists() {
                 eprintln!("skip: no CPython headers at {}", dir.display());
                 continue;
