@@ -209,7 +209,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     fn view(&mut self, interp: u64, threads: &[RawThread]) -> Option<AsyncView> {
-        let l = self.r().l;
+        let l = *self.r().l;
         let modules = self.r().u64(interp + l.interp_modules)?;
         let m = self.r().str_dict(modules)?;
         let tasks_mod = m.iter().find(|(k, _)| k == "asyncio.tasks")?.1;
@@ -307,7 +307,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// The keys of a `set` object.
     fn set(&self, obj: u64) -> Vec<u64> {
-        let l = self.r().l;
+        let l = *self.r().l;
         if !self.r().is_type(obj, "set") {
             return Vec::new();
         }
@@ -337,7 +337,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// Name, coroutine, state of a task object.
     fn task(&mut self, t: u64) -> Option<TaskView> {
-        let l = self.r().l;
+        let l = *self.r().l;
         let ty = self.r().obj_type_name(t)?;
         let coro = self.r().u64(t + l.task.coro)?;
         let coro_ty = self.r().obj_type_name(coro).unwrap_or_default();
@@ -374,7 +374,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     fn coro_name(&self, coro: u64) -> Option<String> {
-        let l = self.r().l;
+        let l = *self.r().l;
         if !self.is_gen(coro) {
             return None;
         }
@@ -393,7 +393,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// following what it awaits (the top of its value stack) down to a
     /// future or a running coroutine.
     fn chain(&mut self, t: u64) -> Chain {
-        let l = self.r().l;
+        let l = *self.r().l;
         let mut out = Chain {
             frames: Vec::new(),
             running: false,
@@ -453,7 +453,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// after the YIELD_VALUE (oparg >= 2; its opcode is RESUME, or
     /// RESUME_QUICK once 3.11 quickened the code).
     fn yielding_from(&self, state: i8, frame: u64, rf: &RawFrame) -> bool {
-        let l = self.r().l;
+        let l = *self.r().l;
         if rf.stack.is_empty() {
             return false;
         }
@@ -473,7 +473,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// What each pending task waits for, the locks tasks hold, labels.
     fn waits(&mut self, loops: &mut [LoopView], chains: &[(u64, Chain)]) {
-        let l = self.r().l;
+        let l = *self.r().l;
         let task_set: HashSet<u64> = chains.iter().map(|c| c.0).collect();
         // Held asyncio locks: `__aexit__` bound to a lock on a chain's stacks.
         let mut held: HashMap<u64, Vec<AsyncLock>> = HashMap::new();
@@ -612,7 +612,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// tuple, set or dict's items, an instance's attributes: a list of
     /// pending futures, `self._waiter`), and the future it awaits.
     fn refs(&mut self, t: u64, c: &Chain) -> Refs {
-        let l = self.r().l;
+        let l = *self.r().l;
         let mut r = Refs {
             awaits: self.r().u64(t + l.task.fut_waiter).unwrap_or(0),
             ..Default::default()
@@ -656,7 +656,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// `_GatheringFuture._children`.
     fn gather_children(&mut self, fut: u64) -> Option<Vec<u64>> {
-        let l = self.r().l;
+        let l = *self.r().l;
         let attrs = match l.task.fut_dict {
             Some(off) => {
                 let d = self.r().u64(fut + off)?;
@@ -690,7 +690,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// The asyncio.Lock whose `__aexit__` value `v` is (a bound method of a
     /// Lock, or of a Condition/Semaphore-like object wrapping one).
     fn aexit_lock(&mut self, v: u64) -> Option<u64> {
-        let l = self.r().l;
+        let l = *self.r().l;
         if !self.r().is_type(v, "method") {
             return None;
         }
@@ -719,7 +719,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// asyncio.Lock `_locked` is True.
     fn lock_locked(&mut self, lock: u64) -> bool {
-        let l = self.r().l;
+        let l = *self.r().l;
         let Some(b) = self.attr(lock, "_locked") else {
             return false;
         };

@@ -328,6 +328,11 @@ pub const PY315: Layout = Layout {
     ..PY314
 };
 
+/// The newest layout known: the base under a newer version's debug offsets.
+pub fn newest() -> &'static Layout {
+    &PY315
+}
+
 /// The layout of CPython 3.`minor` (default GIL build), if known.
 pub fn for_version(major: u64, minor: u64) -> Option<&'static Layout> {
     match (major, minor) {
@@ -337,6 +342,330 @@ pub fn for_version(major: u64, minor: u64) -> Option<&'static Layout> {
         (3, 14) => Some(&PY314),
         (3, 15) => Some(&PY315),
         _ => None,
+    }
+}
+
+/// `_Py_DebugOffsets` (3.13+): the runtime's own description of the structs
+/// a reader walks, at the start of `_PyRuntime` (the `.PyRuntime` section),
+/// behind the cookie `xdebugpy`, `PY_VERSION_HEX` and a `free_threaded`
+/// flag. Its fields are all `uint64_t`; their order changes between minor
+/// versions, so each version's list is checked against its headers.
+const DEBUG_313: &[&str] = &[
+    "runtime_state.size",
+    "runtime_state.finalizing",
+    "runtime_state.interpreters_head",
+    "interpreter_state.size",
+    "interpreter_state.id",
+    "interpreter_state.next",
+    "interpreter_state.threads_head",
+    "interpreter_state.gc",
+    "interpreter_state.imports_modules",
+    "interpreter_state.sysdict",
+    "interpreter_state.builtins",
+    "interpreter_state.ceval_gil",
+    "interpreter_state.gil_runtime_state",
+    "interpreter_state.gil_runtime_state_enabled",
+    "interpreter_state.gil_runtime_state_locked",
+    "interpreter_state.gil_runtime_state_holder",
+    "thread_state.size",
+    "thread_state.prev",
+    "thread_state.next",
+    "thread_state.interp",
+    "thread_state.current_frame",
+    "thread_state.thread_id",
+    "thread_state.native_thread_id",
+    "thread_state.datastack_chunk",
+    "thread_state.status",
+    "interpreter_frame.size",
+    "interpreter_frame.previous",
+    "interpreter_frame.executable",
+    "interpreter_frame.instr_ptr",
+    "interpreter_frame.localsplus",
+    "interpreter_frame.owner",
+    "code_object.size",
+    "code_object.filename",
+    "code_object.name",
+    "code_object.qualname",
+    "code_object.linetable",
+    "code_object.firstlineno",
+    "code_object.argcount",
+    "code_object.localsplusnames",
+    "code_object.localspluskinds",
+    "code_object.co_code_adaptive",
+    "pyobject.size",
+    "pyobject.ob_type",
+    "type_object.size",
+    "type_object.tp_name",
+    "type_object.tp_repr",
+    "type_object.tp_flags",
+    "tuple_object.size",
+    "tuple_object.ob_item",
+    "tuple_object.ob_size",
+    "list_object.size",
+    "list_object.ob_item",
+    "list_object.ob_size",
+    "dict_object.size",
+    "dict_object.ma_keys",
+    "dict_object.ma_values",
+    "float_object.size",
+    "float_object.ob_fval",
+    "long_object.size",
+    "long_object.lv_tag",
+    "long_object.ob_digit",
+    "bytes_object.size",
+    "bytes_object.ob_size",
+    "bytes_object.ob_sval",
+    "unicode_object.size",
+    "unicode_object.state",
+    "unicode_object.length",
+    "unicode_object.asciiobject_size",
+    "gc.size",
+    "gc.collecting",
+];
+
+/// 3.14 and 3.15 insert fields into 3.13's sections and add sections: the
+/// list of each is 3.13's with these edits, (after this field, these).
+const DEBUG_314_EDITS: &[(&str, &[&str])] = &[
+    (
+        "interpreter_state.threads_head",
+        &["interpreter_state.threads_main"],
+    ),
+    (
+        "interpreter_state.gil_runtime_state_holder",
+        &[
+            "interpreter_state.code_object_generation",
+            "interpreter_state.tlbc_generation",
+        ],
+    ),
+    (
+        "interpreter_frame.owner",
+        &[
+            "interpreter_frame.stackpointer",
+            "interpreter_frame.tlbc_index",
+        ],
+    ),
+    ("code_object.co_code_adaptive", &["code_object.co_tlbc"]),
+    (
+        "list_object.ob_size",
+        &[
+            "set_object.size",
+            "set_object.used",
+            "set_object.table",
+            "set_object.mask",
+        ],
+    ),
+    (
+        "gc.collecting",
+        &[
+            "gen_object.size",
+            "gen_object.gi_name",
+            "gen_object.gi_iframe",
+            "gen_object.gi_frame_state",
+            "llist_node.next",
+            "llist_node.prev",
+            "debugger_support.eval_breaker",
+            "debugger_support.remote_debugger_support",
+            "debugger_support.remote_debugging_enabled",
+            "debugger_support.debugger_pending_call",
+            "debugger_support.debugger_script_path",
+            "debugger_support.debugger_script_path_size",
+        ],
+    ),
+];
+
+const DEBUG_315_EDITS: &[(&str, &[&str])] = &[
+    (
+        "thread_state.current_frame",
+        &[
+            "thread_state.base_frame",
+            "thread_state.last_profiled_frame",
+            "thread_state.last_profiled_frame_seq",
+        ],
+    ),
+    (
+        "thread_state.status",
+        &[
+            "thread_state.holds_gil",
+            "thread_state.gil_requested",
+            "thread_state.current_exception",
+            "thread_state.exc_state",
+            "err_stackitem.exc_value",
+        ],
+    ),
+    (
+        "type_object.tp_flags",
+        &[
+            "type_object.tp_basicsize",
+            "type_object.tp_dictoffset",
+            "heap_type_object.size",
+            "heap_type_object.ht_cached_keys",
+        ],
+    ),
+    (
+        "unicode_object.asciiobject_size",
+        &["unicode_object.compactunicodeobject_size"],
+    ),
+    (
+        "gc.collecting",
+        &[
+            "gc.frame",
+            "gc.generation_stats_size",
+            "gc.generation_stats",
+        ],
+    ),
+];
+
+fn edited(base: Vec<&'static str>, edits: &[(&str, &[&'static str])]) -> Vec<&'static str> {
+    let mut out = Vec::with_capacity(base.len() + 32);
+    for f in base {
+        out.push(f);
+        if let Some((_, add)) = edits.iter().find(|(after, _)| *after == f) {
+            out.extend_from_slice(add);
+        }
+    }
+    out
+}
+
+/// The field list of 3.`minor`'s `_Py_DebugOffsets` (after cookie,
+/// version and free_threaded), if known.
+pub fn debug_fields(minor: u64) -> Option<Vec<&'static str>> {
+    let v313 = DEBUG_313.to_vec();
+    match minor {
+        13 => Some(v313),
+        14 => Some(edited(v313, DEBUG_314_EDITS)),
+        15 => Some(edited(edited(v313, DEBUG_314_EDITS), DEBUG_315_EDITS)),
+        _ => None,
+    }
+}
+
+/// What a target's `_Py_DebugOffsets` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugOffsets {
+    /// `PY_VERSION_HEX` of the running interpreter.
+    pub version: u64,
+    pub free_threaded: bool,
+    /// Field values by name; empty when the struct of this minor version
+    /// is not known (only the header is then trusted).
+    pub fields: std::collections::HashMap<&'static str, u64>,
+}
+
+impl DebugOffsets {
+    pub fn major(&self) -> u64 {
+        (self.version >> 24) & 0xff
+    }
+
+    pub fn minor(&self) -> u64 {
+        (self.version >> 16) & 0xff
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.fields.get(name).copied()
+    }
+
+    /// Reads the debug offsets at `runtime` (`_PyRuntime`). None: no
+    /// cookie there (before 3.13, or not a runtime).
+    pub fn read(mem: &impl super::reader::Mem, runtime: u64) -> Option<DebugOffsets> {
+        let head = mem.read(runtime, 24)?;
+        if &head[..8] != b"xdebugpy" {
+            return None;
+        }
+        let version = super::reader::u64_at(&head, 8)?;
+        let free_threaded = super::reader::u64_at(&head, 16)? != 0;
+        let mut d = DebugOffsets {
+            version,
+            free_threaded,
+            fields: Default::default(),
+        };
+        if d.major() != 3 {
+            return None;
+        }
+        if let Some(names) = debug_fields(d.minor()) {
+            let b = mem.read(runtime + 24, names.len() * 8)?;
+            for (i, n) in names.into_iter().enumerate() {
+                d.fields.insert(n, super::reader::u64_at(&b, i as u64 * 8)?);
+            }
+        }
+        Some(d)
+    }
+}
+
+/// Offsets larger than this are not believed (a torn or foreign read).
+const MAX_DEBUG_OFFSET: u64 = 1 << 20;
+
+impl Layout {
+    /// This layout with every offset the target's `_Py_DebugOffsets`
+    /// covers taken from it. Returns how many were taken; a value out of
+    /// bounds rejects the whole struct (nothing taken).
+    pub fn apply_debug_offsets(&mut self, d: &DebugOffsets) -> usize {
+        let mut l = *self;
+        let mut n = 0;
+        let mut bad = false;
+        {
+            let mut set = |name: &str, field: &mut u64| {
+                if let Some(v) = d.get(name) {
+                    if v >= MAX_DEBUG_OFFSET {
+                        bad = true;
+                    }
+                    *field = v;
+                    n += 1;
+                }
+            };
+            set(
+                "runtime_state.interpreters_head",
+                &mut l.runtime_interp_head,
+            );
+            set("interpreter_state.threads_head", &mut l.interp_threads_head);
+            set("interpreter_state.imports_modules", &mut l.interp_modules);
+            set("thread_state.next", &mut l.ts_next);
+            set("thread_state.thread_id", &mut l.ts_thread_id);
+            set("thread_state.native_thread_id", &mut l.ts_native_thread_id);
+            set("interpreter_frame.previous", &mut l.frame_previous);
+            set("interpreter_frame.executable", &mut l.frame_code);
+            set("interpreter_frame.instr_ptr", &mut l.frame_instr);
+            set("interpreter_frame.localsplus", &mut l.frame_localsplus);
+            set("interpreter_frame.owner", &mut l.frame_owner);
+            set("interpreter_frame.stackpointer", &mut l.frame_stacktop);
+            set("code_object.filename", &mut l.code_filename);
+            set("code_object.name", &mut l.code_name);
+            set("code_object.qualname", &mut l.code_qualname);
+            set("code_object.linetable", &mut l.code_linetable);
+            set("code_object.firstlineno", &mut l.code_firstlineno);
+            set("code_object.localsplusnames", &mut l.code_localsplusnames);
+            set("code_object.co_code_adaptive", &mut l.code_adaptive);
+            set("type_object.tp_name", &mut l.type_name);
+            set("type_object.tp_flags", &mut l.type_flags);
+            set("type_object.tp_basicsize", &mut l.type_basicsize);
+            set(
+                "heap_type_object.ht_cached_keys",
+                &mut l.heaptype_cached_keys,
+            );
+            set("tuple_object.ob_item", &mut l.tuple_item);
+            set("set_object.table", &mut l.set_table);
+            set("set_object.mask", &mut l.set_mask);
+            set("dict_object.ma_keys", &mut l.dict_keys);
+            set("dict_object.ma_values", &mut l.dict_values);
+            set("long_object.ob_digit", &mut l.long_digits);
+            set("bytes_object.ob_sval", &mut l.bytes_sval);
+            set("unicode_object.state", &mut l.unicode_state);
+            set("unicode_object.asciiobject_size", &mut l.ascii_size);
+            set(
+                "unicode_object.compactunicodeobject_size",
+                &mut l.compact_size,
+            );
+            set("gen_object.gi_iframe", &mut l.gen_iframe);
+            set("gen_object.gi_frame_state", &mut l.gen_frame_state);
+        }
+        if let Some(cur) = d.get("thread_state.current_frame") {
+            bad |= cur >= MAX_DEBUG_OFFSET;
+            l.ts_current_frame = Some(cur);
+            l.ts_cframe = None;
+            n += 1;
+        }
+        if bad {
+            return 0;
+        }
+        *self = l;
+        n
     }
 }
 
@@ -521,5 +850,191 @@ mod tests {
             checked += 1;
         }
         eprintln!("checked {checked} header sets");
+    }
+
+    /// Each version's `_Py_DebugOffsets` field list is the struct of its
+    /// headers: every field at its place, none missing.
+    #[test]
+    fn debug_offset_fields_match_the_headers() {
+        let mut checked = 0;
+        for (dir, minor) in header_dirs() {
+            if minor < 13 || !dir.join("internal/pycore_frame.h").exists() {
+                continue;
+            }
+            let fields = debug_fields(minor).unwrap();
+            let mut c = String::from(
+                "#define Py_BUILD_CORE 1\n#include <Python.h>\n#include <stddef.h>\n#include <stdio.h>\n#include \"internal/pycore_runtime.h\"\n#define P(n, e) printf(\"%s %lld\\n\", n, (long long)(e));\nint main(void) {\n",
+            );
+            for f in &fields {
+                c.push_str(&format!("  P(\"{f}\", offsetof(_Py_DebugOffsets, {f}));\n"));
+            }
+            c.push_str("  P(\"size\", sizeof(_Py_DebugOffsets));\n  return 0;\n}\n");
+            let m = compile_and_print(&format!("debug_offsets{minor}"), &c, &dir)
+                .expect("running the debug offsets program");
+            for (i, f) in fields.iter().enumerate() {
+                assert_eq!(m.get(*f), Some(&(24 + 8 * i as u64)), "{f} in 3.{minor}");
+            }
+            assert_eq!(
+                m.get("size"),
+                Some(&(24 + 8 * fields.len() as u64)),
+                "3.{minor}: fields missing from the list"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 3, "checked {checked} header sets of 3.13+");
+    }
+
+    /// Synthetic `_Py_DebugOffsets` memory (the reader's `Mem` trait).
+    struct Fake(u64, Vec<u8>);
+    impl crate::python::reader::Mem for Fake {
+        fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+            let o = addr.checked_sub(self.0)? as usize;
+            self.1.get(o..o + len).map(|b| b.to_vec())
+        }
+    }
+
+    /// The debug offsets of layout `l` as a 3.`minor` runtime lays them out.
+    fn debug_image(l: &Layout, minor: u64, free_threaded: bool, tweak: &[(&str, u64)]) -> Fake {
+        let mut b = b"xdebugpy".to_vec();
+        b.extend_from_slice(&(0x0300_00f0u64 | (minor << 16)).to_ne_bytes());
+        b.extend_from_slice(&u64::from(free_threaded).to_ne_bytes());
+        let mut d = DebugOffsets {
+            version: 0,
+            free_threaded,
+            fields: HashMap::new(),
+        };
+        for f in debug_fields(minor).unwrap() {
+            d.fields.insert(f, 7);
+        }
+        // What the runtime would publish for the fields we take.
+        let mut probe = *l;
+        probe.apply_debug_offsets(&d);
+        let names = debug_fields(minor).unwrap();
+        for f in &names {
+            let v = tweak
+                .iter()
+                .find(|(n, _)| n == f)
+                .map(|x| x.1)
+                .or_else(|| published(l, f))
+                .unwrap_or(1);
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        Fake(0x10000, b)
+    }
+
+    fn published(l: &Layout, f: &str) -> Option<u64> {
+        Some(match f {
+            "runtime_state.interpreters_head" => l.runtime_interp_head,
+            "interpreter_state.threads_head" => l.interp_threads_head,
+            "interpreter_state.imports_modules" => l.interp_modules,
+            "thread_state.next" => l.ts_next,
+            "thread_state.thread_id" => l.ts_thread_id,
+            "thread_state.native_thread_id" => l.ts_native_thread_id,
+            "thread_state.current_frame" => l.ts_current_frame?,
+            "interpreter_frame.previous" => l.frame_previous,
+            "interpreter_frame.executable" => l.frame_code,
+            "interpreter_frame.instr_ptr" => l.frame_instr,
+            "interpreter_frame.localsplus" => l.frame_localsplus,
+            "interpreter_frame.owner" => l.frame_owner,
+            "interpreter_frame.stackpointer" => l.frame_stacktop,
+            "code_object.filename" => l.code_filename,
+            "code_object.name" => l.code_name,
+            "code_object.qualname" => l.code_qualname,
+            "code_object.linetable" => l.code_linetable,
+            "code_object.firstlineno" => l.code_firstlineno,
+            "code_object.localsplusnames" => l.code_localsplusnames,
+            "code_object.co_code_adaptive" => l.code_adaptive,
+            "type_object.tp_name" => l.type_name,
+            "type_object.tp_flags" => l.type_flags,
+            "type_object.tp_basicsize" => l.type_basicsize,
+            "heap_type_object.ht_cached_keys" => l.heaptype_cached_keys,
+            "tuple_object.ob_item" => l.tuple_item,
+            "set_object.table" => l.set_table,
+            "set_object.mask" => l.set_mask,
+            "dict_object.ma_keys" => l.dict_keys,
+            "dict_object.ma_values" => l.dict_values,
+            "long_object.ob_digit" => l.long_digits,
+            "bytes_object.ob_sval" => l.bytes_sval,
+            "unicode_object.state" => l.unicode_state,
+            "unicode_object.asciiobject_size" => l.ascii_size,
+            "unicode_object.compactunicodeobject_size" => l.compact_size,
+            "gen_object.gi_iframe" => l.gen_iframe,
+            "gen_object.gi_frame_state" => l.gen_frame_state,
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn debug_offsets_override_the_table_and_bad_ones_are_refused() {
+        for (minor, l) in [(13, &PY313), (14, &PY314), (15, &PY315)] {
+            let img = debug_image(l, minor, false, &[]);
+            let d = DebugOffsets::read(&img, img.0).unwrap();
+            assert_eq!((d.major(), d.minor(), d.free_threaded), (3, minor, false));
+            let mut same = *l;
+            assert!(same.apply_debug_offsets(&d) > 25, "3.{minor}");
+            assert_eq!(
+                &same, l,
+                "3.{minor}: the table agrees with what it publishes"
+            );
+            // A patch release that moved a field: the target wins.
+            let img = debug_image(l, minor, false, &[("thread_state.native_thread_id", 200)]);
+            let d = DebugOffsets::read(&img, img.0).unwrap();
+            let mut moved = *l;
+            moved.apply_debug_offsets(&d);
+            assert_eq!(moved.ts_native_thread_id, 200);
+            // A torn read: nothing is taken.
+            let img = debug_image(l, minor, false, &[("code_object.name", 1 << 40)]);
+            let d = DebugOffsets::read(&img, img.0).unwrap();
+            let mut torn = *l;
+            assert_eq!(torn.apply_debug_offsets(&d), 0);
+            assert_eq!(&torn, l);
+        }
+        // No cookie: no debug offsets.
+        let mut img = debug_image(&PY314, 14, false, &[]);
+        img.1[0] = b'X';
+        assert!(DebugOffsets::read(&img, img.0).is_none());
+    }
+
+    /// A free-threaded build says so in its debug offsets, and a version
+    /// newer than the tables is read for names and stacks only.
+    #[test]
+    fn free_threaded_and_newer_versions_from_debug_offsets() {
+        let img = debug_image(&PY314, 14, true, &[]);
+        let d = DebugOffsets::read(&img, img.0).unwrap();
+        assert!(d.free_threaded);
+        let mut loc = crate::python::Located {
+            version: "3.14.0".into(),
+            major: 3,
+            minor: 14,
+            interp: 0x1000,
+            layout: Some(PY314),
+            from_target: 0,
+            free_threaded: false,
+            limited: None,
+        };
+        loc.with_debug_offsets(&d);
+        assert!(loc.free_threaded);
+        let v = crate::python::view(u32::MAX, &loc, false, &HashMap::new());
+        assert!(v.unsupported.unwrap().contains("free-threaded build"));
+        // 3.16: its struct is not known, so only the header is read.
+        let mut img = debug_image(&PY315, 15, false, &[]);
+        img.1[8..16].copy_from_slice(&0x0310_00a0u64.to_ne_bytes());
+        let d = DebugOffsets::read(&img, img.0).unwrap();
+        assert_eq!(d.minor(), 16);
+        assert!(d.fields.is_empty());
+        let mut loc = crate::python::Located {
+            version: "3.16.0a1".into(),
+            major: 3,
+            minor: 16,
+            interp: 0x1000,
+            layout: for_version(3, 16).copied(),
+            from_target: 0,
+            free_threaded: false,
+            limited: None,
+        };
+        loc.with_debug_offsets(&d);
+        assert!(loc.layout.is_none(), "no table and no fields: not read");
+        let v = crate::python::view(u32::MAX, &loc, false, &HashMap::new());
+        assert!(v.unsupported.unwrap().contains("3.16.0a1"));
     }
 }

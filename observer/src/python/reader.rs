@@ -44,7 +44,7 @@ pub fn i32_at(b: &[u8], off: u64) -> Option<i32> {
 
 pub struct Reader<'a, M: Mem> {
     pub mem: &'a M,
-    pub l: &'static Layout,
+    pub l: &'a Layout,
     type_names: RefCell<HashMap<u64, Option<String>>>,
     strings: RefCell<HashMap<u64, Option<String>>>,
     /// Object headers read in this walk (each slot's object is looked at
@@ -53,7 +53,7 @@ pub struct Reader<'a, M: Mem> {
 }
 
 impl<'a, M: Mem> Reader<'a, M> {
-    pub fn new(mem: &'a M, l: &'static Layout) -> Self {
+    pub fn new(mem: &'a M, l: &'a Layout) -> Self {
         Reader {
             mem,
             l,

@@ -77,7 +77,7 @@ enum Slot {
 /// thread blocked in a futex wait to its futex address.
 pub fn inspect<M: Mem>(
     mem: &M,
-    layout: &'static Layout,
+    layout: &Layout,
     version: String,
     interp: u64,
     waits: &HashMap<u32, u64>,
@@ -621,6 +621,7 @@ impl<M: Mem> Walk<'_, '_, M> {
         PyView {
             version,
             unsupported: None,
+            limited: None,
             threads,
             locks: infos,
             asyncio: None,

@@ -31,6 +31,9 @@ pub struct PythonState {
     pub version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
+    /// What was not read (a version newer than the layouts known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<String>,
     /// Event loops and their tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asyncio: Option<crate::python::asyncio::AsyncView>,
@@ -118,6 +121,7 @@ fn python_state(model: &Model) -> Option<PythonState> {
     Some(PythonState {
         version: v.version.clone(),
         unsupported: v.unsupported.clone(),
+        limited: v.limited.clone(),
         asyncio: v.asyncio.clone(),
     })
 }
@@ -137,7 +141,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
     );
     if let Some(py) = python_state(model) {
         let _ = writeln!(s, "Python {}", escape(&py.version));
-        if let Some(u) = &py.unsupported {
+        if let Some(u) = py.unsupported.as_ref().or(py.limited.as_ref()) {
             let _ = writeln!(s, "  {}", escape(u));
         }
     }
