@@ -405,3 +405,84 @@ impl PyView {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::PathBuf,
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    /// The interpreters that publish `_Py_DebugOffsets` (3.13+).
+    fn debug_pythons() -> Vec<(u64, PathBuf)> {
+        let unpacked = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pythons");
+        let mut v = vec![(
+            13,
+            PathBuf::from("/root/.pyenv/versions/3.13.0/bin/python3"),
+        )];
+        for minor in [14, 15] {
+            v.push((
+                minor,
+                unpacked.join(format!("3.{minor}/usr/bin/python3.{minor}")),
+            ));
+        }
+        v
+    }
+
+    /// A live interpreter's debug offsets agree with the table of its
+    /// version for every field they cover, and name its threads.
+    #[test]
+    fn live_debug_offsets_agree_with_the_tables() {
+        let mut checked = 0;
+        for (minor, py) in debug_pythons() {
+            if !py.exists() {
+                assert!(
+                    std::env::var_os("OBSERVER_REQUIRE_ALL").is_none(),
+                    "CPython 3.{minor} is missing: {}",
+                    py.display()
+                );
+                continue;
+            }
+            let mut child = Command::new(&py)
+                .args([
+                    "-c",
+                    "import sys, time; print(1, flush=True); time.sleep(60)",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            let pid = child.id();
+            let end = Instant::now() + Duration::from_secs(10);
+            let loc = loop {
+                match super::locate(pid) {
+                    Ok(l) => break l,
+                    Err(e) if Instant::now() > end => panic!("3.{minor}: {e:#}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(loc.minor, minor);
+            assert!(
+                loc.from_target > 25,
+                "3.{minor}: {} offsets taken",
+                loc.from_target
+            );
+            assert!(!loc.free_threaded && loc.limited.is_none());
+            assert_eq!(
+                loc.layout.as_ref(),
+                super::layout::for_version(3, minor),
+                "3.{minor}: the table and the runtime's debug offsets disagree"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "no CPython 3.13+ found");
+    }
+}
