@@ -20,6 +20,7 @@
 //!
 //! x86_64 only (register set and unwinder).
 
+mod dwarf;
 mod elf;
 mod maps;
 mod native;
@@ -114,6 +115,9 @@ struct Files {
     /// (path, build-id) of the files blazesym was asked about.
     blaze_files: HashSet<(PathBuf, String)>,
     elf: HashMap<FileKey, Option<Arc<ElfInfo>>>,
+    /// DWARF variables per file (mapped path and build-id), parsed when
+    /// an address in its data is first named.
+    dwarf: HashMap<(String, String), Option<Arc<dwarf::DwarfVars>>>,
 }
 
 fn blaze(no_debug_dirs: bool) -> bz::Symbolizer {
@@ -123,7 +127,8 @@ fn blaze(no_debug_dirs: bool) -> bz::Symbolizer {
     }
     b.enable_code_info(true)
         .enable_inlined_fns(true)
-        .enable_demangling(true)
+        // Names are demangled by [`demangle`]: only mangled ones.
+        .enable_demangling(false)
         .build()
 }
 
@@ -138,6 +143,7 @@ impl SharedFiles {
             no_debug_dirs,
             blaze_files: HashSet::new(),
             elf: HashMap::new(),
+            dwarf: HashMap::new(),
         })))
     }
 
@@ -157,6 +163,52 @@ impl SharedFiles {
         }
         f.blaze.clone()
     }
+
+    /// The DWARF variables of `m`'s file, parsed once.
+    fn dwarf_for(&self, m: &Module) -> Option<Arc<dwarf::DwarfVars>> {
+        let path = m.open_path.as_ref()?;
+        let key = (m.name.clone(), m.elf.build_id.clone());
+        if let Some(d) = self.0.borrow().dwarf.get(&key) {
+            return d.clone();
+        }
+        let dirs: &[&str] = if self.0.borrow().no_debug_dirs {
+            &[]
+        } else {
+            &["/usr/lib/debug"]
+        };
+        let d = dwarf::DwarfVars::load(path, &m.elf.build_id, dirs).map(Arc::new);
+        let mut f = self.0.borrow_mut();
+        if f.dwarf.len() >= MAX_BLAZE_FILES {
+            f.dwarf.clear();
+        }
+        f.dwarf.insert(key, d.clone());
+        d
+    }
+}
+
+/// A symbol name as the source spells it: mangled C++ (`_Z...`) and Rust
+/// (`_R...`, legacy `_ZN...E`) names are demangled, every other name is
+/// kept as it is (a C global `c` is not the C++ type `char`).
+pub fn demangle(name: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    if !(name.starts_with("_Z") || name.starts_with("_R")) {
+        return Cow::Borrowed(name);
+    }
+    // Suffixes the compiler adds to clones (`.cold`, `.isra.0`) stay.
+    let (base, suffix) = match name.find('.') {
+        Some(i) => name.split_at(i),
+        None => (name, ""),
+    };
+    if let Ok(d) = rustc_demangle::try_demangle(base) {
+        return Cow::Owned(format!("{d:#}{suffix}"));
+    }
+    if base.starts_with("_Z")
+        && let Ok(sym) = cpp_demangle::Symbol::new(base)
+        && let Ok(d) = sym.demangle()
+    {
+        return Cow::Owned(format!("{d}{suffix}"));
+    }
+    Cow::Borrowed(name)
 }
 
 impl Default for SharedFiles {
@@ -556,30 +608,86 @@ impl Symbolizer {
     pub fn data_symbol(&mut self, pid: u32, addr: u64) -> Option<DataSymbol> {
         let mut p = self.proc(pid, false).ok()?;
         if p.module_of_data(addr).is_none() {
-            // Heap, stacks, anonymous memory: no symbol (and no reason to
-            // read the maps again for each such lock).
+            // Heap, stacks, anonymous memory: no symbol of its own (and no
+            // reason to read the maps again for each such lock); perhaps a
+            // global pointer of the program points to it.
             if p.mapping_of(addr).is_some_and(|e| !e.is_file()) {
-                return None;
+                return self.heap_symbol(pid, addr);
             }
             // Perhaps mapped since we read the maps (dlopen), or read while
             // the process was exiting (its files could not be opened).
             p = self.proc(pid, true).ok()?;
         }
         let m = p.module_of_data(addr)?.clone();
+        let svma = m.svma(addr);
         let path = m.open_path.clone()?;
         let src = Source::Elf(bz::source::Elf::new(path));
         let blaze = self.shared.blaze_for(&m);
-        match blaze
-            .symbolize_single(&src, Input::VirtOffset(m.svma(addr)))
-            .ok()?
-        {
-            Symbolized::Sym(s) => Some(DataSymbol {
-                name: s.name.into_owned(),
-                offset: s.offset as u64,
+        let sym = match blaze.symbolize_single(&src, Input::VirtOffset(svma)) {
+            Ok(Symbolized::Sym(s)) => Some(s),
+            _ => None,
+        };
+        // DWARF names the variable and the element or member in it; a
+        // mangled symbol at the same address names the variable with its
+        // namespace (`ns::table`).
+        if let Some(n) = self.shared.dwarf_for(&m).and_then(|d| d.name(svma)) {
+            let var = match &sym {
+                Some(s) if s.addr == n.start && s.name.starts_with("_Z") => {
+                    demangle(&s.name).into_owned()
+                }
+                _ => n.var,
+            };
+            return Some(DataSymbol {
+                name: var + &n.path,
+                offset: n.rest,
                 module: m.name,
-            }),
-            Symbolized::Unknown(_) => None,
+            });
         }
+        sym.map(|s| DataSymbol {
+            name: demangle(&s.name).into_owned(),
+            offset: s.offset as u64,
+            module: m.name,
+        })
+    }
+
+    /// A heap object that a global pointer of the executable (or an array
+    /// of them) points to, named through it: `acct->lock`. Needs the
+    /// executable's DWARF; CPython processes are skipped (their locks are
+    /// named by the Python view, and the interpreter's pointers are not
+    /// the program's).
+    fn heap_symbol(&mut self, pid: u32, addr: u64) -> Option<DataSymbol> {
+        if self.offline {
+            return None;
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let exe = exe.to_string_lossy();
+        let p = self.proc(pid, false).ok()?;
+        if python::looks_like_python(&p.maps) {
+            return None;
+        }
+        let m = p.modules.iter().find(|m| m.name == *exe)?.clone();
+        let d = self.shared.dwarf_for(&m)?;
+        let slots = d.slots();
+        let (lo, hi) = (
+            slots.iter().map(|s| s.svma).min()?,
+            slots.iter().map(|s| s.svma + 8).max()?,
+        );
+        // One read of the span the pointers are in (their .data/.bss).
+        if hi - lo > native::MAX_STACK_COPY {
+            return None;
+        }
+        let bytes = native::read_mem(pid, m.bias.wrapping_add(lo), (hi - lo) as usize);
+        slots.iter().find_map(|s| {
+            let at = (s.svma - lo) as usize;
+            let v = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+            let off = addr.checked_sub(v).filter(|&o| v != 0 && o < s.size)?;
+            let (name, offset) = d.through(s, off);
+            Some(DataSymbol {
+                name,
+                offset,
+                module: m.name.clone(),
+            })
+        })
     }
 
     /// See [`native_stack`].
@@ -784,7 +892,7 @@ impl Symbolizer {
                 match sym {
                     Some(s) => native::frames_from_sym(avma, m, &s, &mut frames),
                     None => {
-                        let function = m.elf.func_at(*svma).map(|(n, _)| n.to_string());
+                        let function = m.elf.func_at(*svma).map(|(n, _)| demangle(n).into_owned());
                         frames.push(Frame {
                             addr: avma,
                             function,
@@ -867,7 +975,7 @@ impl Symbolizer {
                 Some(s) => native::frames_from_sym(lookup, &m, &s, &mut frames),
                 None => frames.push(Frame {
                     addr: lookup,
-                    function: m.elf.func_at(svma).map(|(n, _)| n.to_string()),
+                    function: m.elf.func_at(svma).map(|(n, _)| demangle(n).into_owned()),
                     file: None,
                     line: None,
                     module: Some(m.name.clone()),
@@ -1049,6 +1157,34 @@ mod unit {
         );
         assert_eq!(parse_syscall(""), None);
         assert_eq!(parse_syscall("202 0xzz 0 0 0 0 0 0 0"), None);
+    }
+
+    #[test]
+    fn demangles_only_mangled_names() {
+        // One-letter C names are names, not C++ types.
+        for n in [
+            "a",
+            "b",
+            "c",
+            "v",
+            "lock_a",
+            "table_locks",
+            "main",
+            "_start",
+            "__libc_start_main",
+        ] {
+            assert_eq!(demangle(n), n);
+        }
+        assert_eq!(demangle("_ZN2ns5tableE"), "ns::table");
+        assert_eq!(demangle("_Z3fooi"), "foo(int)");
+        assert_eq!(demangle("_Z3fooi.cold"), "foo(int).cold");
+        assert_eq!(
+            demangle("_ZN4core3ptr13drop_in_place17h0123456789abcdefE"),
+            "core::ptr::drop_in_place"
+        );
+        assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
+        // Not a valid mangling: kept as it is.
+        assert_eq!(demangle("_Zzz"), "_Zzz");
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub(super) fn frames_from_sym(
         let (file, line) = loc(&f.code_info);
         out.push(Frame {
             addr,
-            function: Some(f.name.to_string()),
+            function: Some(super::demangle(&f.name).into_owned()),
             file,
             line,
             module: Some(module.name.clone()),
@@ -255,7 +255,7 @@ pub(super) fn frames_from_sym(
     let (file, line) = loc(&sym.code_info.as_deref().cloned());
     out.push(Frame {
         addr,
-        function: Some(sym.name.to_string()),
+        function: Some(super::demangle(&sym.name).into_owned()),
         file,
         line,
         module: Some(module.name.clone()),
