@@ -221,7 +221,7 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
             .with_context(|| format!("cannot write report {}", path.display()))?;
     }
     pictures.write(&m, &findings)?;
-    Ok(0)
+    Ok(crate::exit::of_findings(&findings))
 }
 
 /// Runs the model and the detectors over recorded events.

@@ -279,7 +279,11 @@ fn daemon_main_scenario() {
     let rec = reports.join(format!("{abba_id}.events.jsonl"));
     let out = observer().arg("replay").arg(&rec).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a hang replays to exit 3: {text}"
+    );
     assert!(text.contains("Found one deadlock (2 threads)"), "{text}");
     assert!(text.contains("waits for mutex lock_b"), "{text}");
 

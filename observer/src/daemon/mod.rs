@@ -709,15 +709,17 @@ fn write_report(
 
 /// `observer daemon --config FILE`.
 pub fn run(path: &Path, verbose: u8) -> Result<u8> {
-    sys::check_privileges()?;
+    // A bad file is a usage error (exit 2, as --check-config), checked first.
     let cfg = Config::load(path).map_err(|errs| {
-        anyhow!(
+        crate::exit::Usage(format!(
             "{}: {} (see observer daemon --check-config)",
             path.display(),
             errs.join("; ")
-        )
+        ))
     })?;
-    let selector = Selector::new(&cfg).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let selector =
+        Selector::new(&cfg).map_err(|e| crate::exit::Usage(format!("{}: {e}", path.display())))?;
+    sys::check_privileges()?;
     sink::ensure_dir(&cfg.report_dir)?;
     let rt = session::runtime()?;
     rt.block_on(async move {

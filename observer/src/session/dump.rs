@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 
 use super::{
     enrich::{all_stacks, python_events, stack_events, symbol_events},
-    live::EXIT_HANG,
     target::seeded_tids,
 };
 use crate::{
@@ -78,9 +77,5 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
             report::dump::text(&engine.model, engine.findings(), native)
         );
     }
-    Ok(if engine.findings().iter().any(|f| f.kind.is_hang()) {
-        EXIT_HANG
-    } else {
-        0
-    })
+    Ok(crate::exit::of_findings(engine.findings()))
 }

@@ -237,6 +237,18 @@ pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("parse {}: {e}\n{s}", p.display()))
 }
 
+/// The exit code a report's findings call for: 3 (`observer::exit::HANG`)
+/// when one is a hang (deadlock, PI deadlock, orphaned lock), else 0.
+pub fn hang_code(r: &serde_json::Value) -> i32 {
+    let hang = r["findings"].as_array().into_iter().flatten().any(|f| {
+        matches!(
+            f["kind"].as_str(),
+            Some("deadlock" | "pi_deadlock" | "orphaned_lock")
+        )
+    });
+    if hang { 3 } else { 0 }
+}
+
 pub fn report_thread(r: &serde_json::Value, tid: u32) -> &serde_json::Value {
     r["threads"]
         .as_array()
