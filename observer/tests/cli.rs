@@ -183,12 +183,33 @@ fn live_subcommands_agree_on_exit_codes() {
     expect(&["doctor"], 0);
     // dump: 3 on the hang, 0 on a healthy process.
     let mut hung = hung_abba();
+    let abba = fixture("abba");
     let pid = hung.pid().to_string();
     expect(&["dump", "-p", &pid], 3);
-    expect(&["dump", "--format", "json", "-p", &pid], 3);
+    let o = run(&["dump", "--format", "json", "-p", &pid]);
+    assert_eq!(o.status.code(), Some(3));
+    // Each mode names the process: exe, comm, cmdline, start time.
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_identity(&d, hung.pid(), &abba);
     // attach: 3 on the hang (without killing it), 0 on a healthy process.
-    expect(&["attach", "-q", "-p", &pid, "--duration", "1"], 3);
+    let dir = tmp();
+    let rep = dir.path().join("attach.json");
+    let rep_s = rep.to_str().unwrap();
+    expect(
+        &[
+            "attach",
+            "-q",
+            "-p",
+            &pid,
+            "--duration",
+            "1",
+            "--report",
+            rep_s,
+        ],
+        3,
+    );
     assert!(hung.child.try_wait().unwrap().is_none(), "not killed");
+    assert_identity(&read_json(&rep), hung.pid(), &abba);
     expect(
         &[
             "attach",
@@ -208,25 +229,44 @@ fn live_subcommands_agree_on_exit_codes() {
     expect(&["dump", "-p", &pid], 0);
     expect(&["attach", "-q", "-p", &pid, "--duration", "0.5"], 0);
     drop(ok);
-    // run --kill-on-deadlock and record: 3; replay of that recording: 3.
-    let dir = tmp();
+    // run --kill-on-deadlock and record: 3; replay of that recording: 3,
+    // and it names the process as the live report did.
     let rec = dir.path().join("abba.jsonl");
-    let abba = fixture("abba");
-    let abba = abba.to_str().unwrap();
-    expect(&["run", "-q", "--kill-on-deadlock", "--", abba], 3);
+    let live = dir.path().join("live.json");
+    let replayed = dir.path().join("replay.json");
+    let abba_s = abba.to_str().unwrap();
+    expect(&["run", "-q", "--kill-on-deadlock", "--", abba_s], 3);
     expect(
         &[
             "record",
             "-q",
             "-o",
             rec.to_str().unwrap(),
+            "--report",
+            live.to_str().unwrap(),
             "--kill-on-deadlock",
             "--",
-            abba,
+            abba_s,
         ],
         3,
     );
-    expect(&["replay", rec.to_str().unwrap()], 3);
+    expect(
+        &[
+            "replay",
+            rec.to_str().unwrap(),
+            "--report",
+            replayed.to_str().unwrap(),
+        ],
+        3,
+    );
+    let (live, replayed) = (read_json(&live), read_json(&replayed));
+    let p = &live["processes"][0];
+    assert_eq!(p["exe"], abba_s, "{p:#}");
+    assert_eq!(p["comm"], "main", "abba names its main thread: {p:#}");
+    assert!(p["start_time_ns"].as_u64().unwrap() > 0, "{p:#}");
+    for k in ["tgid", "exe", "comm", "cmdline", "start_time_ns"] {
+        assert_eq!(p[k], replayed["processes"][0][k], "{k}");
+    }
     // run without kill: the command's status, whatever was found.
     expect(&["run", "-q", "--", "sh", "-c", "exit 7"], 7);
     expect(&["run", "-q", "--", "true"], 0);

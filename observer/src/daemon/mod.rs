@@ -208,7 +208,7 @@ impl Daemon {
             tracing::warn!("cannot watch pid {pid}: {e}");
             return;
         }
-        let cmdline = procfs::cmdline(pid);
+        let start = procfs::start_event(pid, procfs::mono_ns(), true);
         let seed = match procfs::seed_threads(pid) {
             Ok(s) if procfs::exists(pid) => s,
             _ => {
@@ -226,12 +226,7 @@ impl Daemon {
             }
         };
         let now = procfs::mono_ns();
-        let mut evs = vec![Event::Start {
-            ts_ns: now,
-            tgid: pid,
-            cmdline,
-            attached: true,
-        }];
+        let mut evs = vec![start];
         let tids = session::seeded_tids(&seed);
         evs.extend(seed);
         // Waits already in progress: a deadlock older than the daemon.

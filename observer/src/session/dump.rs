@@ -35,12 +35,7 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
         })?;
     }
     let mut engine = Engine::new(Limits::new(u64::MAX), ());
-    engine.apply(&Event::Start {
-        ts_ns: now,
-        tgid: pid,
-        cmdline: procfs::cmdline(pid),
-        attached: true,
-    })?;
+    engine.apply(&procfs::start_event(pid, now, true))?;
     let mut evs = seed;
     evs.extend(crate::source::snapshot::snapshot_waits(pid, tids, now));
     engine.apply_all(&mut evs)?;
