@@ -124,6 +124,33 @@ fn replay_errors_exit_1() {
     );
 }
 
+/// A recording whose writer died mid-line replays what it has, with one
+/// warning; a corrupt record in the middle is an error naming its line.
+#[test]
+fn a_cut_recording_replays_and_a_corrupt_one_fails() {
+    let dir = tmp();
+    let full = std::fs::read_to_string(recording("abba")).unwrap();
+    let lines: Vec<&str> = full.lines().collect();
+    let n = lines.len();
+    let last = lines[n - 1];
+    let cut = format!("{}\n{}", lines[..n - 1].join("\n"), &last[..last.len() / 2]);
+    let p = write(dir.path(), "cut.jsonl", &cut);
+    let err = expect(&["replay", &p], 3);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains(&format!("cut.jsonl:{n}:"))
+            && warnings[0].contains(&format!("({} bytes dropped", last.len() / 2)),
+        "{err}"
+    );
+    let mut bad: Vec<&str> = lines.clone();
+    bad[6] = &lines[6][..lines[6].len() / 2];
+    let p = write(dir.path(), "bad.jsonl", &(bad.join("\n") + "\n"));
+    let err = expect(&["replay", &p], 1);
+    assert!(err.contains("bad.jsonl:7: not an observer event"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -267,6 +294,23 @@ fn live_subcommands_agree_on_exit_codes() {
     for k in ["tgid", "exe", "comm", "cmdline", "start_time_ns"] {
         assert_eq!(p[k], replayed["processes"][0][k], "{k}");
     }
+    // An observer killed while recording leaves a recording that replays
+    // to the hang it had seen.
+    let rec = dir.path().join("killed.jsonl");
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args(["record", "-o", rec.to_str().unwrap(), "--", abba_s]);
+        c
+    });
+    obs.wait_stderr(T, |l| l.starts_with("Found one deadlock"));
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", obs.pid())).unwrap();
+    obs.signal(libc::SIGKILL);
+    obs.wait_exit(T);
+    for pid in children.split_whitespace() {
+        kill(pid.parse().unwrap());
+    }
+    expect(&["replay", rec.to_str().unwrap()], 3);
     // run without kill: the command's status, whatever was found.
     expect(&["run", "-q", "--", "sh", "-c", "exit 7"], 7);
     expect(&["run", "-q", "--", "true"], 0);
