@@ -437,8 +437,9 @@ fn run_case(e: &Expect) {
             .arg(&rp)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
+        assert_eq!(
+            out.status.code(),
+            Some(hang_code(&read_json(&rep))),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -19,11 +19,25 @@ pub struct Dump<'a> {
     pub schema: &'static str,
     pub version: &'static str,
     pub tgid: u32,
+    /// The process dumped: what it runs, and when it started (as in the
+    /// report's `processes[]`).
+    pub processes: Vec<ProcessId>,
     pub findings: &'a [Finding],
     pub threads: Vec<ThreadState>,
     /// CPython: the interpreter version, and why locks were not read if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<PythonState>,
+}
+
+/// What a process runs, and which process of the boot it is.
+#[derive(Serialize)]
+pub struct ProcessId {
+    pub tgid: u32,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    pub comm: Option<String>,
+    /// ns since boot (/proc/PID/stat `starttime`).
+    pub start_time_ns: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +124,17 @@ pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> Dump<'a
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
         tgid,
+        processes: model
+            .processes
+            .values()
+            .map(|p| ProcessId {
+                tgid: p.tgid,
+                cmdline: p.cmdline.clone(),
+                exe: p.exe.clone(),
+                comm: p.comm().map(str::to_string),
+                start_time_ns: p.start_time_ns,
+            })
+            .collect(),
         findings,
         threads,
         python: python_state(model),
@@ -139,6 +164,9 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         "== observer dump: process {tgid} \"{leader}\", {} threads ==",
         threads.len()
     );
+    if let Some(exe) = model.processes.values().next().and_then(|p| p.exe.as_ref()) {
+        let _ = writeln!(s, "exe: {}", escape(exe));
+    }
     if let Some(py) = python_state(model) {
         let _ = writeln!(s, "Python {}", escape(&py.version));
         if let Some(u) = py.unsupported.as_ref().or(py.limited.as_ref()) {

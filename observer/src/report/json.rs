@@ -77,6 +77,11 @@ pub struct ProcessOut {
     pub tgid: u32,
     pub cmdline: Vec<String>,
     pub exe: Option<String>,
+    /// The main thread's name (comm) as last seen.
+    pub comm: Option<String>,
+    /// When the process started, ns since boot (/proc/PID/stat): `tgid`
+    /// and this name one process of the boot, so reports of one hang match.
+    pub start_time_ns: Option<u64>,
     pub attached: bool,
     pub observed_from_ns: u64,
     pub observed_to_ns: Option<u64>,
@@ -177,6 +182,8 @@ pub fn build<'a>(
             tgid: p.tgid,
             cmdline: p.cmdline.clone(),
             exe: p.exe.clone(),
+            comm: p.comm().map(str::to_string),
+            start_time_ns: p.start_time_ns,
             attached: p.attached,
             observed_from_ns: p.observed_from_ns,
             observed_to_ns: p.observed_to_ns,

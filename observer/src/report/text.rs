@@ -49,6 +49,9 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         let cmd: Vec<String> = p.cmdline.iter().map(|a| escape(a)).collect();
         let _ = writeln!(s, "command: {}", cmd.join(" "));
     }
+    if let Some(exe) = &p.exe {
+        let _ = writeln!(s, "exe: {}", escape(exe));
+    }
     let status = p
         .exit_status
         .map(describe_exit)
