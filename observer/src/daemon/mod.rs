@@ -469,6 +469,23 @@ impl Daemon {
             .flat_map(|p| p.session.model().processes.values())
             .map(|p| p.live_threads().count())
             .sum();
+        let idle: Vec<(u32, String, usize)> = self
+            .procs
+            .values()
+            .flat_map(|p| {
+                let m = p.session.model();
+                m.processes.values().map(move |pr| {
+                    let g = crate::graph::WaitForGraph::build(pr);
+                    let comm = pr
+                        .thread(pr.tgid)
+                        .map(|t| t.name().to_string())
+                        .unwrap_or_default();
+                    let n = crate::graph::idle::idle_threads(m, pr, &g).len();
+                    (pr.tgid, comm, n)
+                })
+            })
+            .collect();
+        self.metrics.idle_now(&idle);
         self.metrics.watched_processes.set(self.procs.len() as i64);
         self.metrics.watched_threads.set(threads as i64);
         self.metrics
