@@ -84,6 +84,9 @@ pub struct Layout {
     /// `FRAME_EXECUTING` (3.15 renumbered them: suspended states are > 0).
     pub frame_suspended: i8,
     pub frame_suspended_yield_from: Option<i8>,
+    /// 3.15's `FRAME_SUSPENDED_YIELD_FROM_LOCKED`: suspended in `await`
+    /// too, while another thread looks at what it awaits.
+    pub frame_suspended_yield_from_locked: Option<i8>,
     pub frame_executing: i8,
     pub resume_op: u8,
     pub interp_modules: u64,
@@ -91,8 +94,8 @@ pub struct Layout {
     pub set_mask: u64,
     pub set_table: u64,
     pub weakref_object: u64,
-    /// The C `_asyncio` Future and Task objects (private structs: measured
-    /// on each version by the asyncio tests, not in any header).
+    /// The C `_asyncio` Future and Task objects (private structs, in no
+    /// header: measured on each version, see asyncio.rs's tests).
     pub task: TaskLayout,
 }
 
@@ -104,8 +107,11 @@ pub struct TaskLayout {
     /// The instance dict pointer (3.11/3.12); 3.13 uses a managed dict.
     pub fut_dict: Option<u64>,
     pub fut_waiter: u64,
-    pub coro: u64,
-    pub name: u64,
+    /// `task_coro` and `task_name`: None from 3.14 on, where the target's
+    /// `_asyncio` module publishes them (with the task lists) in its
+    /// `.AsyncioDebug` section (`_Py_AsyncioModuleDebugOffsets`).
+    pub coro: Option<u64>,
+    pub name: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +210,7 @@ pub const PY311: Layout = Layout {
     gen_frame_state: 75,
     frame_suspended: -1,
     frame_suspended_yield_from: None,
+    frame_suspended_yield_from_locked: None,
     frame_executing: 0,
     resume_op: 151,
     interp_modules: 888,
@@ -216,8 +223,8 @@ pub const PY311: Layout = Layout {
         fut_state: 88,
         fut_dict: Some(104),
         fut_waiter: 128,
-        coro: 136,
-        name: 144,
+        coro: Some(136),
+        name: Some(144),
     },
 };
 
@@ -282,8 +289,8 @@ pub const PY313: Layout = Layout {
         fut_state: 96,
         fut_dict: None,
         fut_waiter: 112,
-        coro: 120,
-        name: 128,
+        coro: Some(120),
+        name: Some(128),
     },
     ..PY312
 };
@@ -301,14 +308,15 @@ pub const PY314: Layout = Layout {
     rlock: RLockLayout::Recursive,
     resume_op: 128,
     interp_modules: 7688,
-    // Measured on 3.14.10 (asyncio tests).
+    // What `.AsyncioDebug` lacks, measured on 3.14.10 (3.14 adds
+    // `fut_awaited_by` before the state; asyncio.rs's tests).
     task: TaskLayout {
         fut_loop: 16,
-        fut_state: 96,
+        fut_state: 104,
         fut_dict: None,
-        fut_waiter: 112,
-        coro: 120,
-        name: 128,
+        fut_waiter: 120,
+        coro: None,
+        name: None,
     },
     ..PY313
 };
@@ -323,6 +331,7 @@ pub const PY315: Layout = Layout {
     before_with: 94,
     frame_suspended: 1,
     frame_suspended_yield_from: Some(2),
+    frame_suspended_yield_from_locked: Some(3),
     frame_executing: 4,
     interp_modules: 7592,
     ..PY314
@@ -815,6 +824,10 @@ mod tests {
             (
                 "frame_suspended_yield_from",
                 l.frame_suspended_yield_from.map(|v| v as i64 as u64),
+            ),
+            (
+                "frame_suspended_yield_from_locked",
+                l.frame_suspended_yield_from_locked.map(|v| v as i64 as u64),
             ),
             ("frame_executing", Some(l.frame_executing as i64 as u64)),
             ("resume_op", Some(u64::from(l.resume_op))),

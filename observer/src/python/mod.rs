@@ -10,6 +10,7 @@ pub mod asyncio;
 pub mod gil;
 pub mod layout;
 pub mod reader;
+mod section;
 mod walk;
 
 use serde::{Deserialize, Serialize};

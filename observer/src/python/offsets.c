@@ -107,6 +107,9 @@ int main(void) {
 #if PY_VERSION_HEX >= 0x030D0000
   P("frame_suspended_yield_from", FRAME_SUSPENDED_YIELD_FROM);
 #endif
+#if PY_VERSION_HEX >= 0x030F0000
+  P("frame_suspended_yield_from_locked", FRAME_SUSPENDED_YIELD_FROM_LOCKED);
+#endif
   P("frame_executing", FRAME_EXECUTING);
 #if PY_VERSION_HEX >= 0x030C0000
   P("interp_modules", offsetof(PyInterpreterState, imports.modules));

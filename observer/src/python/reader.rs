@@ -10,6 +10,13 @@ use super::layout::{Attrs, HEAPTYPE, INLINE_VALUES, Layout, MANAGED_DICT};
 /// a map of regions.
 pub trait Mem {
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>>;
+
+    /// Where ELF section `name` is loaded: in the first module the target
+    /// maps whose file name contains `files[0]`, else `files[1]`, ...
+    /// (memory that is not a live process's has none).
+    fn section(&self, _name: &str, _files: &[&str]) -> Option<u64> {
+        None
+    }
 }
 
 pub struct Live(pub u32);
@@ -24,6 +31,10 @@ impl Mem for Live {
         }
         READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::source::snapshot::read_mem(self.0, addr, len)
+    }
+
+    fn section(&self, name: &str, files: &[&str]) -> Option<u64> {
+        super::section::find(self.0, name, files)
     }
 }
 
