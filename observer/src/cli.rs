@@ -54,9 +54,9 @@ pub enum Command {
         pid: u32,
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
-        /// Every thread's native stack too; a CPython thread's native frames
-        /// down to the interpreter's eval loop are shown above its Python
-        /// stack (like `py-spy dump --native`).
+        /// Every thread's native stack too; a CPython thread's Python frames
+        /// are merged into it where the eval loop runs them, one stack in
+        /// the order it ran (like `py-spy dump --native`).
         #[arg(long)]
         native: bool,
     },

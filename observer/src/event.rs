@@ -372,6 +372,10 @@ pub enum Event {
         frames: Vec<crate::symbol::Frame>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         python: Vec<crate::symbol::PyFrame>,
+        /// Per Python frame: the first its eval-loop call runs (where the
+        /// merged stack puts it, see `symbol::merge_stacks`); empty: unknown.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        python_entry: Vec<bool>,
         /// This thread holds the GIL (Python).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         owns_gil: bool,

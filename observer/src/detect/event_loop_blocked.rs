@@ -29,7 +29,7 @@ impl Detector for EventLoopBlocked {
                 continue;
             }
             let mut t = cx.thread(s.tid);
-            t.python_frames = s.python.clone();
+            t.set_stack(&[], s.python.clone(), &[]);
             let at = s
                 .python
                 .iter()

@@ -81,9 +81,11 @@ pub struct ThreadInfo {
     /// Its creation stack (site first), for findings about thread lifecycle.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub creation_stack: Vec<String>,
-    /// Native stack at detection (innermost first), and the Python stack
-    /// for CPython threads.
-    pub frames: Vec<crate::symbol::Frame>,
+    /// Its stack at detection, innermost first, in the order it ran: native
+    /// frames and, for a CPython thread, each Python frame where the eval
+    /// loop runs it (see `symbol::merge_stacks`); set with `set_stack`.
+    pub frames: Vec<crate::symbol::StackFrame>,
+    /// The Python stack alone (CPython threads), innermost first.
     pub python_frames: Vec<crate::symbol::PyFrame>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub owns_gil: bool,
@@ -103,7 +105,10 @@ pub struct Edge {
     pub held: Option<LockInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "crate::symbol::serialize_native"
+    )]
     pub frames: Vec<crate::symbol::Frame>,
 }
 
@@ -367,6 +372,20 @@ impl Limits {
     }
 }
 
+impl ThreadInfo {
+    /// Its stacks: `native` and `python` (innermost first) merged into
+    /// `frames`; `entries` as `symbol::merge_stacks` takes them.
+    pub fn set_stack(
+        &mut self,
+        native: &[crate::symbol::Frame],
+        python: Vec<crate::symbol::PyFrame>,
+        entries: &[bool],
+    ) {
+        self.frames = crate::symbol::merge_stacks(native, &python, entries);
+        self.python_frames = python;
+    }
+}
+
 /// The thread's details that change after it is judged (its name, the
 /// stacks taken for the finding), as the model has them.
 fn fill_thread(p: &Process, info: &mut ThreadInfo) {
@@ -375,12 +394,19 @@ fn fill_thread(p: &Process, info: &mut ThreadInfo) {
         info.name = t.name().to_string();
     }
     let stack = t.and_then(|t| t.stack.as_ref());
-    info.frames = stack.map(|s| s.frames.clone()).unwrap_or_default();
-    info.python_frames = stack
-        .map(|s| s.python.clone())
-        .filter(|f| !f.is_empty())
-        .or_else(|| Some(p.python.as_ref()?.thread(info.tid)?.frames.clone()))
-        .unwrap_or_default();
+    let native = stack.map(|s| s.frames.as_slice()).unwrap_or_default();
+    match stack.filter(|s| !s.python.is_empty()) {
+        Some(s) => info.set_stack(native, s.python.clone(), &s.python_entry),
+        None => {
+            let py = p
+                .python
+                .as_ref()
+                .and_then(|v| v.thread(info.tid))
+                .map(|t| t.frames.clone())
+                .unwrap_or_default();
+            info.set_stack(native, py, &[]);
+        }
+    }
     info.python = p.python.as_ref().and_then(|v| v.info(info.tid));
     info.owns_gil = stack.is_some_and(|s| s.owns_gil);
 }
@@ -394,7 +420,8 @@ pub fn refresh_threads(model: &Model, f: &mut Finding) {
             let py = then.then(|| std::mem::take(&mut t.python_frames));
             fill_thread(p, t);
             if let Some(py) = py {
-                t.python_frames = py;
+                // (its native stack now is not the one it was blocked in)
+                t.set_stack(&[], py, &[]);
             }
         }
     }

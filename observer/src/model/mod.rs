@@ -82,6 +82,8 @@ pub struct StackSnap {
     pub ts_ns: u64,
     pub frames: Vec<crate::symbol::Frame>,
     pub python: Vec<crate::symbol::PyFrame>,
+    /// See `Event::Stack`.
+    pub python_entry: Vec<bool>,
     pub owns_gil: bool,
 }
 
@@ -814,6 +816,7 @@ impl Model {
                 tid,
                 frames,
                 python,
+                python_entry,
                 owns_gil,
             } => {
                 let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
@@ -821,6 +824,7 @@ impl Model {
                     ts_ns: *ts_ns,
                     frames: frames.clone(),
                     python: python.clone(),
+                    python_entry: python_entry.clone(),
                     owns_gil: *owns_gil,
                 });
             }

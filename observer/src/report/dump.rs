@@ -64,10 +64,12 @@ pub struct ThreadState {
     pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<crate::python::PyThreadInfo>,
-    /// `dump --native`: the native stack, innermost first (read from the
-    /// thread's registers and stack; empty when it is running).
+    /// `dump --native`: the stack in the order it ran, innermost first:
+    /// every native frame (read from the thread's registers and stack;
+    /// empty when it is running) and, for a CPython thread, each Python
+    /// frame where the eval loop runs it (`kind`: native/python).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub native_frames: Vec<crate::symbol::Frame>,
+    pub frames: Vec<crate::symbol::StackFrame>,
 }
 
 #[derive(Serialize)]
@@ -107,12 +109,19 @@ fn states(model: &Model, native: bool) -> (u32, Vec<ThreadState>) {
                 .and_then(|v| v.thread(t.tid))
                 .map(|x| x.frames.clone()),
             python: p.python.as_ref().and_then(|v| v.info(t.tid)),
-            native_frames: t
-                .stack
-                .as_ref()
-                .filter(|_| native)
-                .map(|st| st.frames.clone())
-                .unwrap_or_default(),
+            frames: match t.stack.as_ref().filter(|_| native) {
+                Some(st) => {
+                    let view = p.python.as_ref().and_then(|v| v.thread(t.tid));
+                    match (st.python.is_empty(), view) {
+                        (false, _) => {
+                            crate::symbol::merge_stacks(&st.frames, &st.python, &st.python_entry)
+                        }
+                        (true, Some(v)) => crate::symbol::merge_stacks(&st.frames, &v.frames, &[]),
+                        (true, None) => crate::symbol::merge_stacks(&st.frames, &[], &[]),
+                    }
+                }
+                None => Vec::new(),
+            },
         })
         .collect();
     (p.tgid, threads)
@@ -201,7 +210,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         };
         let Some(frames) = &t.python_frames else {
             let _ = writeln!(s, "  {:>8}  {:<16}  {what}", t.tid, escape(&t.name));
-            super::python::merged(&mut s, &t.native_frames, &[], "            ");
+            super::python::stack(&mut s, &t.frames, false, "            ");
             continue;
         };
         // py-spy dump style: the thread, its Python wait, its stack.
@@ -235,7 +244,13 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         if let Some(h) = py.and_then(super::python::holds_line) {
             let _ = writeln!(s, "    {h}");
         }
-        super::python::merged(&mut s, &t.native_frames, frames, "        ");
+        // py-spy dump's way: the Python stack; with --native, one stack
+        // with the native frames in the order it ran.
+        if t.frames.is_empty() {
+            super::python::frames(&mut s, frames, "        ");
+        } else {
+            super::python::stack(&mut s, &t.frames, false, "        ");
+        }
     }
     let py = model
         .processes

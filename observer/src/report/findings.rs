@@ -456,9 +456,8 @@ pub fn finding(f: &Finding) -> String {
     s
 }
 
-/// Max frames shown per thread in text.
+/// Max frames shown per lock-order edge in text.
 const FRAMES_SHOWN: usize = 24;
-const PY_NATIVE_SHOWN: usize = 6;
 
 /// One native frame as a line: `func (file.c:12)`, `func`, or `module+0x1f0`.
 pub fn frame_line(f: &crate::symbol::Frame) -> String {
@@ -483,11 +482,7 @@ pub fn frame_line(f: &crate::symbol::Frame) -> String {
 
 /// The stacks of the threads of a finding, innermost frame first.
 fn stacks(s: &mut String, f: &Finding) {
-    let with: Vec<&ThreadInfo> = f
-        .threads
-        .iter()
-        .filter(|t| !t.frames.is_empty() || !t.python_frames.is_empty())
-        .collect();
+    let with: Vec<&ThreadInfo> = f.threads.iter().filter(|t| !t.frames.is_empty()).collect();
     if with.is_empty() {
         return;
     }
@@ -495,31 +490,9 @@ fn stacks(s: &mut String, f: &Finding) {
     for t in with {
         let gil = if t.owns_gil { " (holds the GIL)" } else { "" };
         let _ = writeln!(s, "    thread {} \"{}\"{gil}:", t.tid, escape(&t.name));
-        for p in &t.python_frames {
-            let _ = writeln!(
-                s,
-                "        {} ({}:{})  [python]",
-                escape(&p.function),
-                escape(&p.file),
-                p.line
-            );
-        }
-        // Under Python frames the interpreter's own are rarely the point.
-        let shown = if t.python_frames.is_empty() {
-            FRAMES_SHOWN
-        } else {
-            PY_NATIVE_SHOWN
-        };
-        for fr in t.frames.iter().take(shown) {
-            let _ = writeln!(s, "        {}", frame_line(fr));
-        }
-        if t.frames.len() > shown {
-            let _ = writeln!(
-                s,
-                "        ... {} more native frames (the JSON report has all)",
-                t.frames.len() - shown
-            );
-        }
+        // One stack in the order it ran: Python frames where the eval
+        // loop runs them, among the native ones.
+        super::python::stack(s, &t.frames, true, "        ");
     }
 }
 

@@ -261,13 +261,9 @@ fn finding_html(s: &mut String, m: &Model, f: &Finding) {
                     }
                 })
                 .unwrap_or_default();
-            let mut stack = String::new();
-            for fr in t.python_frames.iter().take(12) {
-                let _ = writeln!(stack, "{} ({}:{})", fr.function, fr.file, fr.line);
-            }
-            for fr in t.frames.iter().take(12) {
-                let _ = writeln!(stack, "{}", crate::report::findings::frame_line(fr));
-            }
+            // One stack in the order it ran (Python frames where the eval
+            // loop runs them), as the text report shows it.
+            let stack = super::python::stack_lines(&t.frames, true).join("\n");
             let _ = write!(
                 s,
                 "<tr><td class=\"m\">{}</td><td>{}</td><td class=\"m\">{}</td><td>{}</td><td>{}</td></tr>",

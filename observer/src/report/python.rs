@@ -7,7 +7,7 @@ use super::escape;
 use crate::{
     detect::{Finding, FindingKind, ThreadInfo},
     python::{How, PyLockRef, PyThreadInfo},
-    symbol::{Frame, PyFrame},
+    symbol::{PyFrame, StackFrame, is_interpreter_frame},
 };
 
 fn who(t: Option<&ThreadInfo>, tid: u32) -> String {
@@ -105,7 +105,7 @@ pub fn deadlock(f: &Finding) -> Option<String> {
             continue;
         };
         let _ = writeln!(s, "{}:", who(Some(t), t.tid));
-        merged(&mut s, &t.frames, &t.python_frames, "    ");
+        stack(&mut s, &t.frames, false, "    ");
     }
     Some(s)
 }
@@ -122,40 +122,63 @@ pub fn frames(s: &mut String, frames: &[PyFrame], indent: &str) {
     }
 }
 
-/// Native frames shown above a Python stack when the interpreter's eval
-/// loop is not found in them (a short or failed unwind).
-const NATIVE_ABOVE: usize = 8;
-/// Native frames shown for a thread without Python frames.
+/// Most lines of a stack in text: a native stack, and one with Python
+/// frames (whose interpreter frames are left out).
 const NATIVE_SHOWN: usize = 24;
+const MIXED_SHOWN: usize = 48;
 
-/// A CPython thread's stack as one list, innermost first: the native
-/// frames the innermost Python frame is in (libc, the interpreter's C
-/// code, a C extension), down to the interpreter's eval loop, each marked
-/// `[native]`, then the Python frames. Deeper native frames (the eval
-/// loop and what calls it) are only in the JSON. Without native frames:
-/// the Python stack alone.
-pub fn merged(s: &mut String, native: &[Frame], python: &[PyFrame], indent: &str) {
-    let eval = native.iter().position(|f| {
-        f.function
-            .as_deref()
-            .is_some_and(|n| n.starts_with("_PyEval_EvalFrame"))
-    });
-    let above = if python.is_empty() {
-        native.len().min(NATIVE_SHOWN)
+/// A thread's stack as text lines, innermost first, in the order it ran
+/// (`symbol::merge_stacks`): Python frames as `function (file:line)`,
+/// native ones as [`super::findings::frame_line`]. In a stack with Python
+/// frames the interpreter's own native frames (calls, vectorcall, eval-loop
+/// frames left over) are left out, as py-spy `--native` does; the JSON has
+/// them. `mark`: Python frames end in `[python]` (always in findings; in a
+/// stack that also has native frames, everywhere). Past the line limit:
+/// "... N more frames (the JSON has all)".
+pub fn stack_lines(frames: &[StackFrame], mark: bool) -> Vec<String> {
+    let has_python = frames.iter().any(StackFrame::is_python);
+    let has_native = frames.iter().any(|f| !f.is_python());
+    let mark = mark || (has_python && has_native);
+    let shown: Vec<&StackFrame> = frames
+        .iter()
+        .filter(|f| match f {
+            StackFrame::Native(n) => !has_python || !is_interpreter_frame(n),
+            StackFrame::Python(_) => true,
+        })
+        .collect();
+    let max = if has_python {
+        MIXED_SHOWN
     } else {
-        eval.unwrap_or(NATIVE_ABOVE.min(native.len()))
+        NATIVE_SHOWN
     };
-    for f in &native[..above] {
-        let _ = writeln!(s, "{indent}{}  [native]", super::findings::frame_line(f));
+    let mut out: Vec<String> = shown
+        .iter()
+        .take(max)
+        .map(|f| match f {
+            StackFrame::Native(n) => super::findings::frame_line(n),
+            StackFrame::Python(p) => format!(
+                "{} ({}:{}){}",
+                escape(&p.function),
+                escape(&p.file),
+                p.line,
+                if mark { "  [python]" } else { "" }
+            ),
+        })
+        .collect();
+    if shown.len() > max {
+        out.push(format!(
+            "... {} more frames (the JSON has all)",
+            shown.len() - max
+        ));
     }
-    if python.is_empty() && native.len() > above {
-        let _ = writeln!(
-            s,
-            "{indent}... {} more native frames (the JSON has all)",
-            native.len() - above
-        );
+    out
+}
+
+/// [`stack_lines`] written to `s`, each line after `indent`.
+pub fn stack(s: &mut String, frames: &[StackFrame], mark: bool, indent: &str) {
+    for l in stack_lines(frames, mark) {
+        let _ = writeln!(s, "{indent}{l}");
     }
-    frames(s, python, indent);
 }
 
 /// The locks a thread holds, for `dump`: "holds Lock a (0x..) at f.py:3".

@@ -546,6 +546,7 @@ pub(super) fn stack_events(
                     tid: *tid,
                     frames: Vec::new(),
                     python: t.frames.clone(),
+                    python_entry: Vec::new(),
                     owns_gil: false,
                 });
                 false
@@ -563,6 +564,7 @@ pub(super) fn stack_events(
                     name: t.name.clone(),
                     owns_gil: false,
                     frames: t.frames.clone(),
+                    entries: Vec::new(),
                 })
                 .collect(),
             None => symbols
@@ -572,14 +574,23 @@ pub(super) fn stack_events(
                 .unwrap_or_default(),
         };
         out.extend(py_name_events(model, tgid, &py, now));
-        for (tid, frames) in symbols.native_stacks(tgid, &threads) {
+        let stacks = symbols.native_stacks(tgid, &threads);
+        // Where each Python frame sits in the native stack: py-spy's read
+        // of the same threads, right after the unwinding.
+        let spy = py_entries(symbols, tgid, &py);
+        for (tid, frames) in stacks {
             let pt = py.iter().find(|x| x.tid == tid);
+            let python = pt.map(|x| x.frames.clone()).unwrap_or_default();
             out.push(Event::Stack {
                 ts_ns: now,
                 tgid,
                 tid,
                 frames: frames.unwrap_or_default(),
-                python: pt.map(|x| x.frames.clone()).unwrap_or_default(),
+                python_entry: crate::symbol::entries_for(
+                    &python,
+                    spy.iter().find(|x| x.tid == tid),
+                ),
+                python,
                 owns_gil: pt.is_some_and(|x| x.owns_gil),
             });
         }
@@ -667,21 +678,67 @@ pub(super) fn all_stacks(
         .filter(|t| t.stack.is_none())
         .map(|t| (t.tid, crate::symbol::Regs::default()))
         .collect();
-    symbols
-        .native_stacks(tgid, &threads)
+    let stacks = symbols.native_stacks(tgid, &threads);
+    let py: Vec<crate::symbol::PyThread> = p
+        .python
+        .as_ref()
+        .map(|v| {
+            v.threads
+                .iter()
+                .map(|t| crate::symbol::PyThread {
+                    tid: t.tid,
+                    name: t.name.clone(),
+                    owns_gil: false,
+                    frames: t.frames.clone(),
+                    entries: Vec::new(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let spy = py_entries(symbols, tgid, &py);
+    stacks
         .into_iter()
-        .map(|(tid, frames)| Event::Stack {
-            ts_ns: now,
-            tgid,
-            tid,
-            frames: frames.unwrap_or_default(),
-            python: p
-                .python
-                .as_ref()
-                .and_then(|v| v.thread(tid))
+        .map(|(tid, frames)| {
+            let python = py
+                .iter()
+                .find(|t| t.tid == tid)
                 .map(|t| t.frames.clone())
-                .unwrap_or_default(),
-            owns_gil: false,
+                .unwrap_or_default();
+            Event::Stack {
+                ts_ns: now,
+                tgid,
+                tid,
+                frames: frames.unwrap_or_default(),
+                python_entry: crate::symbol::entries_for(
+                    &python,
+                    spy.iter().find(|x| x.tid == tid),
+                ),
+                python,
+                owns_gil: false,
+            }
         })
         .collect()
+}
+
+/// py-spy's read of the Python threads of `tgid`, for the entry frames of
+/// their eval-loop calls (see `symbol::entries_for`): `py` itself when it
+/// came from py-spy, nothing when no thread has Python frames.
+fn py_entries(
+    symbols: &mut Symbolizer,
+    tgid: u32,
+    py: &[crate::symbol::PyThread],
+) -> Vec<crate::symbol::PyThread> {
+    if py.iter().all(|t| t.frames.is_empty()) {
+        return Vec::new();
+    }
+    if py.iter().any(|t| !t.entries.is_empty()) {
+        return py.to_vec();
+    }
+    symbols
+        .python_threads(tgid)
+        .unwrap_or_else(|e| {
+            tracing::debug!("python threads of {tgid}: {e:#}");
+            None
+        })
+        .unwrap_or_default()
 }

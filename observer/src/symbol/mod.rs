@@ -25,6 +25,7 @@ mod elf;
 mod maps;
 mod native;
 mod python;
+mod stack;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +49,24 @@ pub use maps::MapEntry;
 use maps::Module;
 #[allow(unused_imports)]
 pub use python::{PyFrame, PyThread};
+pub use stack::{StackFrame, is_interpreter_frame, merge as merge_stacks, serialize_native};
+
+/// Entry flags (see [`PyThread::entries`]) for `frames`, a Python stack read
+/// by the observer's own walk, from py-spy's read of the same thread: only
+/// when both show the same frames (a thread that moved between the reads
+/// gets none).
+pub fn entries_for(frames: &[PyFrame], spy: Option<&PyThread>) -> Vec<bool> {
+    match spy {
+        Some(t)
+            if t.entries.len() == frames.len()
+                && t.frames.len() == frames.len()
+                && t.frames.iter().zip(frames).all(|(a, b)| a.file == b.file) =>
+        {
+            t.entries.clone()
+        }
+        _ => Vec::new(),
+    }
+}
 
 /// A global/static data symbol for an address in the target (locks that are
 /// globals: `lock_a`).

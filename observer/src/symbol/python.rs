@@ -24,10 +24,15 @@ pub struct PyThread {
     pub name: Option<String>,
     pub owns_gil: bool,
     pub frames: Vec<PyFrame>,
+    /// Per frame of `frames`: whether it is the first Python frame its
+    /// eval-loop call (`_PyEval_EvalFrameDefault`) runs (3.11+ run
+    /// Python-to-Python calls in one C call). Empty: not known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<bool>,
 }
 
 /// Whether a mapping names a CPython interpreter binary or libpython.
-fn is_python_file(path: &str) -> bool {
+pub(super) fn is_python_file(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
     let base = base.strip_suffix(" (deleted)").unwrap_or(base);
     // python, python3, python3.11, python3.13t, libpython3.11.so.1.0, ...
@@ -101,6 +106,13 @@ pub(super) fn threads(spy: &mut py_spy::PythonSpy) -> anyhow::Result<Vec<PyThrea
                             .unwrap_or(0),
                         name: t.thread_name,
                         owns_gil: t.owns_gil,
+                        // py-spy: 3.11 marks entry frames, 3.12+ the frame
+                        // above a shim (both end one eval-loop call).
+                        entries: t
+                            .frames
+                            .iter()
+                            .map(|f| f.is_entry || f.is_shim_entry)
+                            .collect(),
                         frames: t
                             .frames
                             .into_iter()
