@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "Explains why a multithreaded program hangs or crawls, from outside, with eBPF.\n\n\
         Kernel probes on futex waits and thread lifecycle (clone, exit, rename, exec) feed a model \
         of the process's threads and waits. Uncontended locks never enter the kernel and cost nothing; \
-        a contended wait costs a few hundred nanoseconds more. Needs root (or CAP_BPF + CAP_PERFMON) \
+        a futex wait of a watched process costs about 0.2 us more (BENCHMARKS.md). Needs root (or CAP_BPF + CAP_PERFMON) \
         and Linux >= 5.8 with BTF.",
     after_help = "Exit status (every subcommand): 0 no hang found, 1 error, 2 usage (bad command \
         line or daemon config), 3 a hang was found (deadlock, PI deadlock, orphaned lock). \
@@ -197,8 +197,8 @@ pub struct ObserveOpts {
     /// creation sites come from the creator's stack copied at clone, joins
     /// from futex waits and glibc's thread descriptors, at no cost per call;
     /// with them, pthread_exit calls and joins of threads not created with
-    /// glibc's layout are seen too, at ~15 us per call and ~0.15 s per
-    /// uprobe when exiting.
+    /// glibc's layout are seen too, at about 8 us more per
+    /// pthread_create+join than without (BENCHMARKS.md).
     #[arg(long)]
     pub thread_uprobes: bool,
     /// Accepted for compatibility: thread uprobes are off by default.
@@ -207,9 +207,10 @@ pub struct ObserveOpts {
     /// Deep tier: uprobes on libc's mutex/rwlock/semaphore/condvar functions
     /// and CPython's lock functions: holders of semaphores and Python locks,
     /// per-lock hold and wait times, lock-order inversions (potential
-    /// deadlocks), locks held at thread exit. Costs two uprobe hits per lock
-    /// and unlock call: measured 28 us per uncontended lock/unlock pair on a
-    /// 2-core VM (13 ns unobserved); for debugging, not production hot paths.
+    /// deadlocks), locks held at thread exit. Costs a uprobe hit per lock
+    /// and per unlock call: about 1.4 us per uncontended lock/unlock pair
+    /// against about 20 ns unobserved (BENCHMARKS.md); for debugging, not
+    /// production hot paths.
     #[arg(long)]
     pub uprobes: bool,
     /// Benchmarks: the deep tier's uprobes with do-nothing programs.
@@ -308,6 +309,27 @@ mod tests {
         let e = duration_secs("10000001").unwrap_err();
         assert!(e.contains("too long"), "{e}");
         assert_eq!(duration_secs("10000000"), Ok(1e7));
+    }
+
+    /// Costs quoted in --help are the ones BENCHMARKS.md measures now (the
+    /// deep tier's pair was 28 us before its probes moved to emulated sites).
+    #[test]
+    fn help_quotes_current_costs() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap().render_long_help();
+        let run = run.to_string();
+        assert!(!run.contains("28 us") && !run.contains("15 us"), "{run}");
+        let bench = include_str!("../../BENCHMARKS.md");
+        for (quoted, measured) in [
+            ("about 1.4 us per uncontended lock/unlock pair", "1.44 µs"),
+            ("about 8 us more per\npthread_create+join", "37.7 µs"),
+        ] {
+            let flat = run.split_whitespace().collect::<Vec<_>>().join(" ");
+            let quoted = quoted.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains(&quoted), "{quoted:?} not in {run}");
+            assert!(bench.contains(measured), "{measured}");
+        }
     }
 
     #[test]

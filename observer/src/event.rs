@@ -309,6 +309,13 @@ pub enum Event {
         uaddr: u64,
         val: u32,
     },
+    /// A thread of the process was first seen in epoll_wait (a selector
+    /// event loop is watched from now on: `loop_blocked` would follow).
+    LoopSeen {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+    },
     /// An event loop thread out of its selector (epoll_wait) since
     /// `start_ns`: until `end_ns` (it came back), or still at `ts_ns`;
     /// `runq_ns` of it runnable but waiting for a CPU.
@@ -536,6 +543,7 @@ impl Event {
             | CreationStack { tgid, .. }
             | JoinWait { tgid, .. }
             | LoopBlocked { tgid, .. }
+            | LoopSeen { tgid, .. }
             | JoinState { tgid, .. }
             | PyState { tgid, .. }
             | PyGil { tgid, .. }
@@ -563,6 +571,7 @@ impl Event {
             | CreationStack { ts_ns, .. }
             | JoinWait { ts_ns, .. }
             | LoopBlocked { ts_ns, .. }
+            | LoopSeen { ts_ns, .. }
             | JoinState { ts_ns, .. }
             | ThreadStuck { ts_ns, .. }
             | ThreadResumed { ts_ns, .. }

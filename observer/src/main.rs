@@ -17,6 +17,8 @@ mod session;
 mod source;
 mod symbol;
 mod sys;
+#[cfg(test)]
+mod testenv;
 
 use std::process::ExitCode;
 

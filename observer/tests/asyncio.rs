@@ -518,12 +518,13 @@ fn healthy_server_run() {
         assert_eq!(st.code(), Some(0), "{label}: {:?}", o.stderr);
         let r = read_json(&dir.path().join("r.json"));
         no_finding(label, &r);
-        assert!(
-            r["processes"][0]["loop_stalls"]
-                .as_array()
-                .is_none_or(|s| s.is_empty()),
-            "{label}: {:#}",
-            r["processes"][0]["loop_stalls"]
+        // Observed: the event loop was watched (its stalls list is there),
+        // and it never stayed out of its selector past the limit.
+        let p = &r["processes"][0];
+        assert_eq!(
+            p["loop_stalls"].as_array().map(Vec::len),
+            Some(0),
+            "{label}: {p:#}"
         );
         assert_no_programs_left();
     }

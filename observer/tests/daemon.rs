@@ -306,32 +306,27 @@ fn daemon_main_scenario() {
     assert_eq!(metric(&body, "observer_reports_written_total"), 3.0);
     assert!(metric(&body, "observer_scan_duration_seconds_count") > 0.0);
     assert!(metric(&body, "observer_resident_memory_bytes") > 0.0);
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(mut p) => {
-            p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-            let o = p.wait_with_output().unwrap();
-            let msg = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            assert!(
-                o.status.success() && msg.trim().is_empty(),
-                "promtool: {msg}"
-            );
-        }
-        Err(_) if std::env::var_os("OBSERVER_REQUIRE_PROMTOOL").is_some() => {
-            panic!("promtool is required here (Debian package prometheus)")
-        }
-        Err(_) => {
-            eprintln!("SKIP promtool check: promtool not installed (Debian package prometheus)")
-        }
+    // OBSERVER_REQUIRE_PROMTOOL: the old name of OBSERVER_REQUIRE_ALL, for promtool.
+    let required = std::env::var_os("OBSERVER_REQUIRE_PROMTOOL").is_some_and(|v| v != "0");
+    if let Some(promtool) = tool_if("promtool", "prometheus", "the promtool check", required) {
+        let mut p = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let o = p.wait_with_output().unwrap();
+        let msg = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.status.success() && msg.trim().is_empty(),
+            "promtool: {msg}"
+        );
     }
     let om = http_get(port, Some("application/openmetrics-text; version=1.0.0"));
     assert!(om.ends_with("# EOF\n"), "{om}");

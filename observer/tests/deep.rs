@@ -63,6 +63,26 @@ fn lock_syms(f: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The deep tier's profile of lock SYMBOL, generation GEN.
+fn lock<'a>(r: &'a Value, sym: &str, generation: u64) -> &'a Value {
+    r["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["symbol"] == sym && l["generation"] == generation)
+        .unwrap_or_else(|| panic!("no {sym} (generation {generation}) in {:#}", r["locks"]))
+}
+
+/// (holder tid, holds) of a lock profile.
+fn holders(l: &Value) -> BTreeSet<(u64, u64)> {
+    l["top_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_u64().unwrap(), h[1].as_u64().unwrap()))
+        .collect()
+}
+
 #[test]
 #[ignore = "needs root and BPF"]
 fn single_thread_ab_then_ba_is_an_inversion() {
@@ -118,6 +138,14 @@ fn two_threads_serialized_by_a_gate_lock_are_no_finding() {
         "{:#}",
         r["findings"]
     );
+    // Observed: both threads took all three locks, 100 times each (so both
+    // orders of lock_a and lock_b were seen, under the gate).
+    for sym in ["gate_lock", "lock_a", "lock_b"] {
+        let l = lock(&r, sym, 0);
+        assert_eq!(l["acquired"], 200, "{l:#}");
+        let h = holders(l);
+        assert!(h.len() == 2 && h.iter().all(|&(_, n)| n == 100), "{l:#}");
+    }
 }
 
 #[test]
@@ -138,12 +166,41 @@ fn dining_philosophers_without_a_hang_is_a_five_lock_inversion() {
 #[ignore = "needs root and BPF"]
 fn trylock_in_reverse_order_recursive_relock_and_reinit_are_no_finding() {
     for fx in ["trylock_ok", "recursive_ok", "destroy_reinit"] {
-        let (r, _) = run(&c(fx), &[], 0);
+        let (r, out) = run(&c(fx), &[], 0);
         assert!(
             r["findings"].as_array().unwrap().is_empty(),
             "{fx}: {:#}",
             r["findings"]
         );
+        // Observed: what each scenario does to its locks was seen.
+        match fx {
+            // each lock taken once by lock and once by a trylock
+            "trylock_ok" => {
+                for sym in ["lock_a", "lock_b"] {
+                    assert_eq!(lock(&r, sym, 0)["acquired"], 2, "{fx}: {:#}", r["locks"]);
+                }
+            }
+            // other contended while recur held it (recursively)
+            "recursive_ok" => {
+                let l = lock(&r, "rec_lock", 0);
+                assert!(l["contended"].as_u64().unwrap() >= 1, "{fx}: {l:#}");
+                let tids: BTreeSet<u64> = holders(l).iter().map(|h| h.0).collect();
+                let want: BTreeSet<u64> = ["recur", "other"]
+                    .iter()
+                    .map(|n| tid_of(&out, n) as u64)
+                    .collect();
+                assert_eq!(tids, want, "{fx}: {l:#}");
+            }
+            // the locks before and after their re-initialisation are two
+            _ => {
+                for sym in ["lock_a", "lock_b"] {
+                    for generation in [0, 1] {
+                        let l = lock(&r, sym, generation);
+                        assert_eq!(l["acquired"], 1, "{fx}: {l:#}");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -231,11 +231,22 @@ fn a_burst_of_short_threads_is_churn_and_not_unjoined() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn a_detached_thread_exiting_is_no_finding() {
-    let (r, _) = run(&bin("detached_ok"), &[]);
+    let (r, out) = run(&bin("detached_ok"), &[]);
     assert!(
         r["findings"].as_array().unwrap().is_empty(),
         "{:#}",
         r["findings"]
+    );
+    // The scenario was observed: the thread was seen created detached, and
+    // exiting, while its process lived on.
+    let t = report_thread(&r, tid_of(&out, "detached"));
+    assert_eq!(t["detached"], true, "{t:#}");
+    assert!(t["exit_ns"].as_u64().is_some(), "{t:#}");
+    assert!(!t["preexisting"].as_bool().unwrap(), "{t:#}");
+    let main = report_thread(&r, r["processes"][0]["tgid"].as_u64().unwrap() as u32);
+    assert!(
+        main["exit_ns"].as_u64().unwrap() > t["exit_ns"].as_u64().unwrap(),
+        "main outlived it: {main:#}"
     );
 }
 

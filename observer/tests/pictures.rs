@@ -3,8 +3,9 @@
 //! findings, and the pictures (Perfetto trace, DOT, HTML) written live and
 //! by replay are checked: the trace against the trace-event format rules,
 //! the DOT by rendering it with Graphviz, the HTML by loading it in a
-//! headless Chromium. Graphviz and Chromium come from `./x` (skip line
-//! when missing).
+//! headless Chromium. Graphviz and Chromium come from `./x`: missing, they
+//! fail the test under OBSERVER_REQUIRE_ALL (on in ./x), else one visible
+//! skip line each.
 
 mod common;
 
@@ -216,21 +217,10 @@ fn assert_wait_slice(evs: &[Value], tid: u32, lock: &str, holder: u32) {
     );
 }
 
-fn tool(name: &str) -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!p.is_empty()).then(|| PathBuf::from(p))
-}
-
-/// Renders the DOT with Graphviz; returns the SVG (None: not installed).
+/// Renders the DOT with Graphviz; returns the SVG (None: not installed,
+/// a failure under OBSERVER_REQUIRE_ALL).
 fn render_dot(path: &Path) -> Option<String> {
-    let Some(dot) = tool("dot") else {
-        println!("skipping the Graphviz check: `dot` is not installed (./x installs graphviz)");
-        return None;
-    };
+    let dot = tool("dot", "graphviz", "the Graphviz check")?;
     let out = Command::new(dot).arg("-Tsvg").arg(path).output().unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
@@ -242,12 +232,10 @@ fn render_dot(path: &Path) -> Option<String> {
 }
 
 /// Loads a page in headless Chromium: (console messages, DOM) and a
-/// screenshot at `shot`. None if Chromium is not installed.
+/// screenshot at `shot`. None if Chromium is not installed (a failure
+/// under OBSERVER_REQUIRE_ALL).
 fn chromium(page: &Path, shot: &Path) -> Option<(Vec<String>, String)> {
-    let Some(bin) = tool("chromium") else {
-        println!("skipping the browser check: `chromium` is not installed (./x installs it)");
-        return None;
-    };
+    let bin = tool("chromium", "chromium", "the browser check")?;
     let profile = tmp();
     let base = |c: &mut Command| {
         c.args([

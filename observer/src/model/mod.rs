@@ -201,6 +201,9 @@ pub struct Process {
     /// Event loop threads' stretches outside epoll_wait.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loop_stalls: Vec<event_loop::LoopStall>,
+    /// The first thread seen in epoll_wait, and when: its loop was watched.
+    #[serde(skip)]
+    pub loop_seen: Option<(Tid, u64)>,
     /// GIL and lock accounting of a CPython process (the latest tally).
     pub gil: Option<crate::python::gil::GilTally>,
 }
@@ -867,6 +870,10 @@ impl Model {
                     s.python = python.clone();
                     s.task = task.clone();
                 }
+            }
+            Event::LoopSeen { ts_ns, tgid, tid } => {
+                let p = self.proc_mut(*tgid, *ts_ns);
+                p.loop_seen.get_or_insert((*tid, *ts_ns));
             }
             Event::PyGil { ts_ns, tgid, tally } => {
                 self.proc_mut(*tgid, *ts_ns).gil = Some(tally.clone());

@@ -92,8 +92,11 @@ pub struct ProcessOut {
     /// event loop thread spent out of its selector past the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asyncio: Option<crate::python::asyncio::AsyncView>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub loop_stalls: Vec<crate::model::event_loop::LoopStall>,
+    /// Present (maybe empty) when an event loop was watched (a thread seen
+    /// in epoll_wait, or a loop in the asyncio view): an empty list says it
+    /// never stayed out of its selector past the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loop_stalls: Option<Vec<crate::model::event_loop::LoopStall>>,
     /// CPython: GIL accounting and the verdict (report/gil.rs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<super::gil::ProcessGil>,
@@ -194,7 +197,13 @@ pub fn build<'a>(
             exit_status: p.exit_status,
             lifecycle: crate::model::lifecycle::lifecycle(p),
             asyncio: p.python.as_ref().and_then(|v| v.asyncio.clone()),
-            loop_stalls: p.loop_stalls.clone(),
+            loop_stalls: (!p.loop_stalls.is_empty()
+                || p.loop_seen.is_some()
+                || p.python
+                    .as_ref()
+                    .and_then(|v| v.asyncio.as_ref())
+                    .is_some_and(|a| !a.loops.is_empty()))
+            .then(|| p.loop_stalls.clone()),
             python: super::gil::process_json(model, p),
         });
         let mut gil = super::gil::threads_json(model, p);

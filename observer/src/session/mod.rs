@@ -390,7 +390,16 @@ impl<S: Sink> Session<S> {
         if let Some(only) = self.loops_of {
             threads.retain(|(_, e)| e.tgid == only);
         }
+        let mut seen = Vec::new();
         for tgid in self.loops.fresh(&threads) {
+            // Its loop is watched from now on (the report says so).
+            if let Some((tid, _)) = threads.iter().find(|(_, e)| e.tgid == tgid) {
+                seen.push(Event::LoopSeen {
+                    ts_ns: now,
+                    tgid,
+                    tid: *tid,
+                });
+            }
             // Find the interpreter now, not while a loop is blocked.
             if !self.not_python.contains(&tgid)
                 && let Ok(None) = self.symbols.python_threads(tgid)
@@ -398,6 +407,7 @@ impl<S: Sink> Session<S> {
                 self.not_python.insert(tgid);
             }
         }
+        self.feed(&mut seen)?;
         let (mut blocked, mut read) = self.loops.poll(&threads, now, limit, idle);
         let attached: Vec<u32> = self
             .engine

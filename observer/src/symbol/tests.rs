@@ -230,7 +230,7 @@ fn stacks_from_proc(s: &mut Symbolizer, pid: u32, tids: &[u32]) -> Vec<(u32, Vec
 #[test]
 fn c_abba_globals_and_stacks() {
     if !have("gcc") {
-        eprintln!("skipped: no gcc");
+        crate::testenv::missing("gcc is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +346,7 @@ fn c_abba_globals_and_stacks() {
 #[test]
 fn c_abba_stripped_gives_module_offsets() {
     if !have("gcc") || !have("strip") {
-        eprintln!("skipped: no gcc or strip");
+        crate::testenv::missing("gcc or strip is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -387,7 +387,7 @@ fn c_abba_stripped_gives_module_offsets() {
 #[test]
 fn c_abba_debuglink_gives_lines() {
     if !have("gcc") || !have("objcopy") {
-        eprintln!("skipped: no gcc or objcopy");
+        crate::testenv::missing("gcc or objcopy is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -545,7 +545,7 @@ fn python_abba(python: &str) {
 #[test]
 fn python_abba_names_and_lines() {
     if !have("python3") {
-        eprintln!("skipped: no python3");
+        crate::testenv::missing("python3 is not installed");
         return;
     }
     python_abba("python3");
@@ -567,7 +567,7 @@ fn python_abba_other_versions() {
                     .max()
             })
         else {
-            eprintln!("skipped: no Python {v} under {root}");
+            crate::testenv::missing(&format!("no Python {v} under {root}"));
             continue;
         };
         python_abba(&dir.join("bin/python3").to_string_lossy());
@@ -577,6 +577,7 @@ fn python_abba_other_versions() {
 #[test]
 fn not_python_is_none() {
     if !have("sleep") {
+        crate::testenv::missing("sleep is not installed");
         return;
     }
     let t = Target::spawn(Command::new("sleep").arg("30"));
@@ -626,7 +627,7 @@ fn start_many(dir: &Path) -> (Target, Vec<u32>) {
 #[test]
 fn sixty_four_threads_timing() {
     if !have("gcc") {
-        eprintln!("skipped: no gcc");
+        crate::testenv::missing("gcc is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -665,45 +666,8 @@ fn sixty_four_threads_timing() {
     // (the deep benchmark compares it with gdb in the same run).
 }
 
-/// The same process under `gdb -batch -ex 'thread apply all bt'`, for comparison.
-/// `cargo test -p observer symbol::tests::gdb_comparison -- --ignored --nocapture`
-#[test]
-#[ignore = "timing comparison with gdb; run by hand"]
-fn gdb_comparison() {
-    if !have("gcc") || !have("gdb") {
-        eprintln!("skipped: no gcc or gdb");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (t, _) = start_many(dir.path());
-    let pid = t.pid();
-    let t0 = Instant::now();
-    let stacks = Symbolizer::new().blocked_stacks(pid).unwrap();
-    let ours = t0.elapsed();
-    let t1 = Instant::now();
-    let out = Command::new("gdb")
-        .args([
-            "-nx",
-            "-batch",
-            "-ex",
-            "set debuginfod enabled off",
-            "-ex",
-            "thread apply all bt",
-            "-p",
-        ])
-        .arg(pid.to_string())
-        .output()
-        .unwrap();
-    let gdb = t1.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "TIMING: observer {:.1} ms for {} threads; gdb {:.1} ms ({} 'level3_wait' frames, stops the target)",
-        ours.as_secs_f64() * 1e3,
-        stacks.len(),
-        gdb.as_secs_f64() * 1e3,
-        text.matches("level3_wait").count()
-    );
-}
+// The comparison with gdb's `thread apply all bt` on the same process is in
+// the deep benchmark (`./x bench deep`), where it is timed alongside.
 
 /// Symbolizers that share what is parsed per file give each process the
 /// same frames and globals an unshared one gives, and keep their processes
@@ -711,7 +675,7 @@ fn gdb_comparison() {
 #[test]
 fn shared_files_symbolize_like_unshared() {
     if !have("gcc") {
-        eprintln!("skipped: no gcc");
+        crate::testenv::missing("gcc is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -398,6 +398,33 @@ pub fn skip(what: &str) {
     let _ = writeln!(std::io::stderr().lock(), "skip: {what}");
 }
 
+/// A tool the tests use, from PATH. Missing: a failure under
+/// `require_all()`, else None and one visible skip line naming `what`
+/// it would have checked.
+pub fn tool(name: &str, package: &str, what: &str) -> Option<PathBuf> {
+    tool_if(name, package, what, require_all())
+}
+
+/// `tool`, required when `required` (or under `require_all()`).
+pub fn tool_if(name: &str, package: &str, what: &str, required: bool) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if required || require_all() {
+            panic!(
+                "`{name}` is missing (Debian package {package}; ./x installs it): {what} cannot run"
+            );
+        }
+        skip(&format!(
+            "{what}: `{name}` is not installed (Debian package {package})"
+        ));
+    }
+    found
+}
+
 /// The CPythons present here. A missing one fails under `require_all()`,
 /// else it is skipped with one line on stdout (shown by the harness).
 pub fn pythons() -> Vec<(&'static str, &'static str)> {
