@@ -481,3 +481,181 @@ fn the_daemon_reports_no_idle_service() {
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();
 }
+
+/// The CPythons with a venv under target/uvloop that imports uvloop,
+/// installed from PyPI by xtask/scripts/uvloop.sh. An interpreter PyPI has
+/// no uvloop wheel for, or that cannot import it, is skipped visibly.
+fn uvloop_pythons() -> Vec<(&'static str, PathBuf)> {
+    let mut out = Vec::new();
+    for (label, py) in pythons() {
+        let dir = repo().join("target/uvloop").join(label.replace(' ', "-"));
+        let o = Command::new("sh")
+            .arg(repo().join("xtask/scripts/uvloop.sh"))
+            .arg(py)
+            .arg(&dir)
+            .output()
+            .expect("sh");
+        let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        match o.status.code() {
+            Some(0) => out.push((label, dir.join("bin/python"))),
+            Some(3) => skip(&format!("CPython {label}: no uvloop wheel on PyPI ({why})")),
+            Some(4) => skip(&format!(
+                "CPython {label}: uvloop installed but does not import: {why}"
+            )),
+            _ => panic!("{label}: installing uvloop: {o:?}"),
+        }
+    }
+    out
+}
+
+/// A coroutine that calls time.sleep on a uvloop loop: event_loop_blocked
+/// at that line, naming the task, on the loop's thread.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_uvloop_loop_blocked_by_time_sleep_is_found_at_that_line() {
+    const FIX: &str = "py_uvloop_blocking";
+    let src = std::fs::read_to_string(python_fixture(FIX)).unwrap();
+    let line = src
+        .lines()
+        .position(|l| l == "        time.sleep(SECS)")
+        .unwrap() as u64
+        + 1;
+    for (label, py) in uvloop_pythons() {
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
+        let mut obs = Proc::spawn({
+            let mut c = observer();
+            c.args(["run", "-q", "--report"])
+                .arg(&rep)
+                .arg("--")
+                .arg(&py)
+                .arg(python_fixture(FIX))
+                .args(["0.5", "2"]);
+            c
+        });
+        let st = obs.wait_exit(T);
+        assert!(st.success(), "{label}: {st:?} {:?}", obs.stderr);
+        let r = read_json(&rep);
+        let pid = r["processes"][0]["tgid"].as_u64().unwrap();
+        let f = findings(&r);
+        assert!(!f.is_empty(), "{label}: no finding: {r:#}");
+        for f in f {
+            assert_eq!(f["kind"], "event_loop_blocked", "{label}: {f:#}");
+            let t = &f["threads"][0];
+            assert_eq!(t["tid"], pid, "{label}: the main thread runs the loop");
+            let top = &t["python_frames"][0];
+            assert_eq!(top["function"], "handle", "{label}: {f:#}");
+            assert_eq!(top["line"], line, "{label}: {f:#}");
+            let summary = f["summary"].as_str().unwrap();
+            assert!(
+                summary.contains("task \"slow-handler\" ran at handle"),
+                "{label}: {summary}"
+            );
+        }
+    }
+    assert_no_programs_left();
+}
+
+/// Echo requests to the uvloop server at `port` until `until` (bounded).
+fn load(port: u16, until: Instant) -> usize {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut n = 0;
+    let mut line = String::new();
+    while Instant::now() < until && n < 200_000 {
+        w.write_all(b"ping\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "ping\n");
+        n += 1;
+    }
+    n
+}
+
+/// A uvloop server idle and under load: no finding in attach and run; its
+/// libuv worker pool is idle.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_uvloop_server_idle_and_under_load_is_no_finding() {
+    let fix = python_fixture("py_uvloop_server");
+    for (label, py) in uvloop_pythons() {
+        let py = py.to_str().unwrap();
+        let mut p = start(&[py, fix.to_str().unwrap()]);
+        let port: u16 = p
+            .stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("port "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Idle.
+        let (code, r, text) = attach(p.pid());
+        assert_eq!(code, 0, "{label}: {text}");
+        assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
+        let workers: Vec<&Value> = r["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["name"] == "libuv-worker")
+            .collect();
+        assert!(!workers.is_empty(), "{label}: no libuv worker: {text}");
+        for w in &workers {
+            assert!(
+                w["idle"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("waiting for work on ")),
+                "{label}: {w:#}"
+            );
+        }
+        // Under load.
+        let until = Instant::now() + WINDOW;
+        let client = std::thread::spawn(move || load(port, until));
+        let (code, r, text) = attach(p.pid());
+        let n = client.join().unwrap();
+        assert!(n > 100, "{label}: only {n} requests");
+        assert_eq!(code, 0, "{label}: {text}");
+        assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
+        p.signal(libc::SIGKILL);
+        p.wait_exit(T);
+        // run, under load.
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
+        let mut obs = Proc::spawn({
+            let mut c = observer();
+            c.args([
+                "run",
+                "--long-wait",
+                LONG_WAIT,
+                "--stuck",
+                STUCK,
+                "--report",
+            ])
+            .arg(&rep)
+            .arg("--")
+            .args([py, fix.to_str().unwrap()]);
+            c
+        });
+        obs.wait_stdout(T, |l| l == "ready");
+        let port: u16 = obs
+            .stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("port "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let n = load(port, Instant::now() + WINDOW);
+        assert!(n > 100, "{label}: only {n} requests");
+        obs.signal(libc::SIGINT);
+        obs.wait_exit(T);
+        let r = read_json(&rep);
+        assert!(
+            findings(&r).is_empty(),
+            "{label}: run: {:#?}",
+            summaries(&r)
+        );
+    }
+    assert_no_programs_left();
+}
