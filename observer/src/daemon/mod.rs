@@ -476,12 +476,8 @@ impl Daemon {
                 let m = p.session.model();
                 m.processes.values().map(move |pr| {
                     let g = crate::graph::WaitForGraph::build(pr);
-                    let comm = pr
-                        .thread(pr.tgid)
-                        .map(|t| t.name().to_string())
-                        .unwrap_or_default();
                     let n = crate::graph::idle::idle_threads(m, pr, &g).len();
-                    (pr.tgid, comm, n)
+                    (pr.tgid, p.comm.clone(), n)
                 })
             })
             .collect();

@@ -1,7 +1,8 @@
 //! An event loop thread that stayed out of its selector (epoll_wait) for
 //! longer than `--loop-blocked`: a callback or task step ran that long and
 //! nothing else on that loop could run. The thread counts as an event loop
-//! when its Python stack shows `run_forever` / `_run_once`.
+//! when its Python stack shows `run_forever` / `_run_once`, or when the
+//! asyncio view names it as a loop's thread (uvloop runs its loop in C).
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind};
 use crate::model::event_loop::is_loop_stack;
@@ -20,6 +21,10 @@ impl Detector for EventLoopBlocked {
                     .as_ref()
                     .and_then(|v| v.thread(tid))
                     .is_some_and(|t| is_loop_stack(&t.frames))
+                || p.python
+                    .as_ref()
+                    .and_then(|v| v.asyncio.as_ref())
+                    .is_some_and(|a| a.loop_of(tid).is_some())
         };
         let mut out = Vec::new();
         for s in &p.loop_stalls {

@@ -160,9 +160,13 @@ pub enum Detail {
         wchan: String,
         held_up: Vec<Tid>,
     },
-    /// No thread of the process ran for `window_ns`: every live thread is
-    /// in a futex wait that began at least that long ago (`threads`).
-    ProcessHung { window_ns: u64 },
+    /// No thread of the process ran for `blocked_ns` (at least the window):
+    /// every live thread is in a futex wait that began that long ago
+    /// (`threads`); `before_observation`: some began before observation.
+    ProcessHung {
+        blocked_ns: u64,
+        before_observation: bool,
+    },
     /// `threads` exited and were never joined or detached.
     UnjoinedThread,
     /// The live thread count grew along a line.

@@ -50,7 +50,10 @@ impl Detector for ProcessHung {
             kind: FindingKind::ProcessHung,
             tgid: p.tgid,
             detected_ns: cx.now_ns,
-            detail: Detail::ProcessHung { window_ns: window },
+            detail: Detail::ProcessHung {
+                blocked_ns: cx.now_ns.saturating_sub(last),
+                before_observation: waits.iter().any(|w| w.before_observation),
+            },
             threads,
             locks,
             cycle: Vec::new(),

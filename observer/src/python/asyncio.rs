@@ -446,6 +446,38 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             lv.ready = len("_ready");
             lv.timers = len("_scheduled");
         }
+        // Loops run from C (uvloop: no `run_forever` frame): the thread
+        // running the loop's current task has its coroutine on its stack;
+        // an idle one sits in `run_until_complete` called from asyncio's or
+        // uvloop's `run`.
+        for lv in loops.iter_mut().filter(|l| l.tid.is_none()) {
+            let coro = lv
+                .current
+                .and_then(|c| lv.tasks.iter().find(|t| t.addr == c))
+                .map(|t| t.coro.clone());
+            lv.tid = match coro {
+                Some(c) => threads
+                    .iter()
+                    .find(|t| t.frames.iter().any(|f| f.frame.function == c))
+                    .map(|t| t.tid),
+                None => {
+                    let mut idle = threads.iter().filter(|t| {
+                        t.frames.first().is_some_and(|f| {
+                            let file = &f.frame.file;
+                            (file.ends_with("asyncio/runners.py")
+                                && matches!(f.frame.function.as_str(), "Runner.run" | "run"))
+                                || (file.ends_with("uvloop/__init__.py")
+                                    && f.frame.function == "run")
+                        })
+                    });
+                    // Only when one thread can be it.
+                    match (idle.next(), idle.next()) {
+                        (Some(t), None) => Some(t.tid),
+                        _ => None,
+                    }
+                }
+            };
+        }
         self.waits(&mut loops, &chains);
         for lv in &mut loops {
             lv.tasks

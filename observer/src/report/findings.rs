@@ -130,7 +130,10 @@ pub fn summary(f: &Finding) -> String {
                 held_up_by(held_up, &name)
             )
         }
-        Detail::ProcessHung { window_ns } => {
+        Detail::ProcessHung {
+            blocked_ns,
+            before_observation,
+        } => {
             let names: Vec<String> = f
                 .threads
                 .iter()
@@ -138,10 +141,10 @@ pub fn summary(f: &Finding) -> String {
                 .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
                 .collect();
             let more = if f.threads.len() > 10 { ", ..." } else { "" };
+            let since = if *before_observation { "at least " } else { "" };
             format!(
-                "no thread ran for {}: all {} threads wait in futex waits nobody can end from inside: {}{more}",
-                dur(*window_ns),
-                f.threads.len(),
+                "every thread has waited {since}{} in a futex wait, no thread is left to end another's: {}{more}",
+                dur(*blocked_ns),
                 names.join(", ")
             )
         }

@@ -207,7 +207,7 @@ pub fn build<'a>(
             python: super::gil::process_json(model, p),
         });
         let mut gil = super::gil::threads_json(model, p);
-        let idle: std::collections::HashMap<u32, String> = if p.observed_to_ns.is_none() {
+        let idle: std::collections::HashMap<u32, String> = if p.exit_status.is_none() {
             let g = crate::graph::WaitForGraph::build(p);
             crate::graph::idle::idle_threads(model, p, &g)
                 .into_iter()

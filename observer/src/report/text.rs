@@ -71,7 +71,7 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
     );
     let rows: Vec<[String; 6]> = p.threads.iter().map(|t| thread_row(t, t0, end)).collect();
     // What a live thread is doing when nobody waits for it: idle (state).
-    let idle: std::collections::HashMap<u32, String> = if p.observed_to_ns.is_none() {
+    let idle: std::collections::HashMap<u32, String> = if p.exit_status.is_none() {
         let g = crate::graph::WaitForGraph::build(p);
         crate::graph::idle::idle_threads(model, p, &g)
             .into_iter()

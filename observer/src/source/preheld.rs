@@ -54,7 +54,10 @@ pub fn events(model: &Model, probes: &Probes, deep: bool, now: u64) -> Vec<Event
         };
         for n in g.waits.values() {
             let t = &n.target;
+            // The waiter lock a Condition, Event or Queue parks on is
+            // "held" by design: an idle wait, not a lock held before attach.
             if !is_held_kind(t.kind)
+                || !crate::graph::idle::is_lock_wait(p, n)
                 || p.held_at_attach
                     .get(&t.lock)
                     .is_some_and(|h| h.waiters.contains(&n.tid))
