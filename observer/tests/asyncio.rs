@@ -268,6 +268,29 @@ fn lock_abba_run() {
     }
 }
 
+/// `attach` to the hung program: it reads the tasks right away, confirms
+/// the cycle and kills the target.
+#[test]
+#[ignore]
+fn lock_abba_attach() {
+    for (label, py) in pythons() {
+        let mut p = start(py, ABBA, &[]);
+        let dir = tmp();
+        let mut cmd = observer();
+        cmd.args(["attach", "-q", "--kill-on-deadlock", "--report"])
+            .arg(dir.path().join("r.json"))
+            .args(["-p", &p.pid().to_string()]);
+        let mut o = Proc::spawn(cmd);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        p.wait_exit(T);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        check_abba(label, f, asyncio_of(&r, f));
+        assert_no_programs_left();
+    }
+}
+
 /// The interpreters that have `asyncio.eager_task_factory` (3.12+).
 fn eager_pythons() -> Vec<(&'static str, &'static str)> {
     pythons()
