@@ -268,6 +268,75 @@ fn lock_abba_run() {
     }
 }
 
+/// `attach` to the hung program: it reads the tasks right away, confirms
+/// the cycle and kills the target.
+#[test]
+#[ignore]
+fn lock_abba_attach() {
+    for (label, py) in pythons() {
+        let mut p = start(py, ABBA, &[]);
+        let dir = tmp();
+        let mut cmd = observer();
+        cmd.args(["attach", "-q", "--kill-on-deadlock", "--report"])
+            .arg(dir.path().join("r.json"))
+            .args(["-p", &p.pid().to_string()]);
+        let mut o = Proc::spawn(cmd);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        p.wait_exit(T);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        check_abba(label, f, asyncio_of(&r, f));
+        assert_no_programs_left();
+    }
+}
+
+/// The interpreters that have `asyncio.eager_task_factory` (3.12+).
+fn eager_pythons() -> Vec<(&'static str, &'static str)> {
+    pythons()
+        .into_iter()
+        .filter(|(_, py)| {
+            Command::new(py)
+                .args([
+                    "-c",
+                    "import asyncio, sys; sys.exit(not hasattr(asyncio, 'eager_task_factory'))",
+                ])
+                .status()
+                .unwrap()
+                .success()
+        })
+        .collect()
+}
+
+/// The same ABBA between eager tasks: each ran its first step inside
+/// `create_task`, then suspended and became an ordinary pending task.
+#[test]
+#[ignore]
+fn eager_lock_abba_dump() {
+    let pys = eager_pythons();
+    assert!(pys.len() >= 4 || !common::require_all(), "{pys:?}");
+    for (label, py) in pys {
+        let p = start(py, ABBA, &["eager"]);
+        let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
+        assert_eq!(code, Some(EXIT_HANG));
+        check_abba(label, await_cycle(&r["findings"]), &r["python"]["asyncio"]);
+    }
+}
+
+#[test]
+#[ignore]
+fn eager_lock_abba_run() {
+    for (label, py) in eager_pythons() {
+        let (mut o, dir) = run(&["--kill-on-deadlock"], py, ABBA, &["eager"]);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        check_abba(label, f, asyncio_of(&r, f));
+        assert_no_programs_left();
+    }
+}
+
 // --- a gather of tasks waiting on an Event nobody sets ----------------------
 
 const EVENT: &str = "py_async_event";
