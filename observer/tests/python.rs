@@ -572,9 +572,7 @@ fn dump_native_frames() {
             .find(|b| b.contains("\"alpha\""))
             .unwrap_or_else(|| panic!("{label}: no alpha block: {text}"));
         let lines: Vec<&str> = block.lines().collect();
-        let native = lines
-            .iter()
-            .position(|l| l.contains(wait_fn(label)));
+        let native = lines.iter().position(|l| l.contains(wait_fn(label)));
         let post = lines
             .iter()
             .position(|l| l.trim_start().starts_with("post ("));
