@@ -17,9 +17,9 @@ versions=(3.14 3.15)
 libs=(libc6 libexpat1 zlib1g libffi8 libssl3t64 libzstd1 liblzma5 libbz2-1.0
   libsqlite3-0 libncursesw6 libtinfo6 libreadline8t64 libuuid1 libmpdec4 libgcc-s1)
 
-ready() { # the interpreter of prefix $1 runs threading, asyncio and ctypes
+ready() { # the interpreter of prefix $1 runs threading, asyncio, ctypes, ssl...
   [ -x "$1/usr/bin/python$2" ] && [ -f "$1/usr/include/python$2/Python.h" ] &&
-    "$1/usr/bin/python$2" -c 'import threading, asyncio, ctypes, concurrent.futures, multiprocessing' 2>/dev/null
+    "$1/usr/bin/python$2" -c 'import threading, asyncio, ctypes, concurrent.futures, multiprocessing, ssl, sqlite3, lzma, bz2' 2>/dev/null
 }
 
 missing=()
@@ -60,7 +60,9 @@ for v in "${missing[@]}"; do
   lib=$p/usr/lib/x86_64-linux-gnu
   # The prefix is final before patchelf: the loader path is absolute.
   rm -rf "$p" && mv "$p.tmp" "$p"
-  patchelf --set-interpreter "$lib/ld-linux-x86-64.so.2" --set-rpath "$lib" "$p/usr/bin/python$v"
+  # DT_RPATH, not RUNPATH: it also serves the extension modules' own
+  # dependencies (_ssl needs the prefix's libcrypto, not the system's).
+  patchelf --set-interpreter "$lib/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$lib" "$p/usr/bin/python$v"
   if ! ready "$p" "$v"; then
     echo "pythons: CPython $v in $p does not run (see $log)" >&3
     exit 1

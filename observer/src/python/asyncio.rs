@@ -1160,27 +1160,6 @@ mod tests {
             .and_then(|b| AsyncioDebug::parse(&b))
     }
 
-    /// `#define`s for the -D flags CPython's core was built with.
-    fn core_defines(py: &Path) -> String {
-        let out = std::process::Command::new(py)
-            .args([
-                "-c",
-                "import sysconfig; print(sysconfig.get_config_var('PY_CORE_CFLAGS'))",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .filter_map(|f| f.strip_prefix("-D"))
-            .filter(|d| !d.starts_with("_FORTIFY_SOURCE"))
-            .map(|d| match d.split_once('=') {
-                Some((k, v)) => format!("#define {k} {v}\n"),
-                None => format!("#define {d} 1\n"),
-            })
-            .collect()
-    }
-
     /// The offsets `_asyncio` publishes for the interpreter and thread
     /// states, as parsed here, are the headers' (checked on every 3.14+
     /// install); the Task's are measured below.
@@ -1195,14 +1174,10 @@ mod tests {
             }
             let d = asyncio_debug_of(minor)
                 .unwrap_or_else(|| panic!("3.{minor}: no .AsyncioDebug section"));
-            // The build's own -D flags (Debian's: `_Py_TIER2`, `_Py_JIT`,
-            // which add fields to the thread state).
-            let program = format!(
-                "{}{}",
-                core_defines(&unpacked(minor).join(format!("bin/python3.{minor}"))),
-                include_str!("asyncio_debug.c")
-            );
-            let Some(m) = layout::compile_and_print("asyncio_debug", &program, &dir) else {
+            // compile_and_print adds the build's own -D flags (Debian's
+            // `_Py_TIER2`, `_Py_JIT` add fields to the thread state).
+            let program = include_str!("asyncio_debug.c");
+            let Some(m) = layout::compile_and_print("asyncio_debug", program, &dir) else {
                 eprintln!("skip: cannot build asyncio_debug.c (no gcc?)");
                 return;
             };

@@ -699,6 +699,30 @@ pub(super) fn header_dirs() -> Vec<(std::path::PathBuf, u64)> {
     v
 }
 
+/// Test support: `#define`s for the -D flags CPython's core was built
+/// with (none when the interpreter is not there).
+#[cfg(test)]
+fn core_defines(py: &std::path::Path) -> String {
+    let Ok(out) = std::process::Command::new(py)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_config_var('PY_CORE_CFLAGS'))",
+        ])
+        .output()
+    else {
+        return String::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("-D"))
+        .filter(|d| !d.starts_with("_FORTIFY_SOURCE") && !d.starts_with("Py_BUILD_CORE"))
+        .map(|d| match d.split_once('=') {
+            Some((k, v)) => format!("#define {k} {v}\n"),
+            None => format!("#define {d} 1\n"),
+        })
+        .collect()
+}
+
 /// Test support: compiles `program` (a C file printing "name value" lines)
 /// against the CPython headers in `include`, runs it and returns the values.
 #[cfg(test)]
@@ -712,7 +736,10 @@ pub(super) fn compile_and_print(
     std::fs::create_dir_all(&dir).ok()?;
     let src = dir.join(format!("{what}.c"));
     let bin = dir.join(format!("{what}-{}", include.file_name()?.to_string_lossy()));
-    std::fs::write(&src, program).ok()?;
+    // The build's own -D flags first: some (Debian's 3.14/3.15 `_Py_TIER2`,
+    // `_Py_JIT`) add fields to the interpreter and thread states.
+    let py = crate::testenv::interpreter_of(&include.to_string_lossy());
+    std::fs::write(&src, format!("{}{program}", core_defines(&py))).ok()?;
     let ok = Command::new("gcc")
         .arg("-I")
         .arg(include)
