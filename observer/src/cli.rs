@@ -13,7 +13,10 @@ use clap::{Args, Parser, Subcommand};
         Kernel probes on futex waits and thread lifecycle (clone, exit, rename, exec) feed a model \
         of the process's threads and waits. Uncontended locks never enter the kernel and cost nothing; \
         a contended wait costs a few hundred nanoseconds more. Needs root (or CAP_BPF + CAP_PERFMON) \
-        and Linux >= 5.8 with BTF."
+        and Linux >= 5.8 with BTF.",
+    after_help = "Exit status (every subcommand): 0 no hang found, 1 error, 2 usage (bad command \
+        line or daemon config), 3 a hang was found (deadlock, PI deadlock, orphaned lock). \
+        `run` without --kill-on-deadlock exits with CMD's status (128+N when killed by signal N)."
 )]
 pub struct Cli {
     /// More detail on stderr: which kernel hooks were used and why (-vv: debug).
@@ -265,6 +268,9 @@ pub fn duration_secs(s: &str) -> Result<f64, String> {
         _ => return Err(format!("unknown unit in '{s}' (use ns, us, ms, s, m or h)")),
     };
     match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v * scale > 1e7 => Err(format!(
+            "'{s}' is too long (at most 10000000 seconds, about 115 days)"
+        )),
         Ok(v) if v.is_finite() => Ok(v * scale),
         _ => Err(format!(
             "'{s}' is not a duration (a number with an optional unit: 30, 1.5s, 500ms, 2m)"
@@ -297,8 +303,11 @@ mod tests {
             let e = duration_secs(bad).unwrap_err();
             assert!(!e.contains('\n') && e.contains(bad.trim()), "{bad}: {e}");
         }
-        // out of range values are refused where they are used
-        assert!(secs_to_ns(duration_secs("1e9").unwrap_or(1e9), "--x").is_err());
+        // out of range values are refused where they are used, and parsed
+        assert!(secs_to_ns(1e9, "--x").is_err());
+        let e = duration_secs("10000001").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        assert_eq!(duration_secs("10000000"), Ok(1e7));
     }
 
     #[test]

@@ -165,6 +165,15 @@ pub enum Event {
         tgid: u32,
         cmdline: Vec<String>,
         attached: bool,
+        /// The executable (/proc/PID/exe; `run`: the command's path, made
+        /// absolute). Untrusted target data. Absent in older recordings.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exe: Option<String>,
+        /// The process's start time (/proc/PID/stat `starttime`) in ns since
+        /// boot: with `tgid` it names this process among every process of
+        /// the boot (PIDs are reused), so reports of one hang can be matched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_time_ns: Option<u64>,
     },
     /// A thread that already existed when observation began (from /proc).
     ThreadSeen {
@@ -483,6 +492,18 @@ pub enum Event {
 }
 
 impl Event {
+    /// A `Start` without the identity /proc gives (tests, synthetic streams).
+    #[cfg(test)]
+    pub fn start(ts_ns: u64, tgid: u32, cmdline: Vec<String>, attached: bool) -> Event {
+        Event::Start {
+            ts_ns,
+            tgid,
+            cmdline,
+            attached,
+            exe: None,
+            start_time_ns: None,
+        }
+    }
     /// The `tgid` an event belongs to (None for global events).
     pub fn tgid(&self) -> Option<u32> {
         use Event::*;

@@ -5,6 +5,7 @@ mod daemon;
 mod detect;
 mod engine;
 mod event;
+mod exit;
 mod graph;
 mod model;
 mod probe;
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
             // One line: the whole context chain, joined.
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("observer: error: {msg}");
-            ExitCode::from(1)
+            ExitCode::from(exit::of_error(&e))
         }
     }
 }

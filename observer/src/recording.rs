@@ -86,47 +86,140 @@ impl Header {
     }
 }
 
-/// Reads a recording: its header (None for header-less recordings) and events.
-pub fn read(file: &Path) -> Result<(Option<Header>, Vec<Event>)> {
+/// A recording as read: its header (None for header-less recordings), its
+/// events, and whether its last record was cut short.
+#[derive(Debug)]
+pub struct Recording {
+    pub header: Option<Header>,
+    pub events: Vec<Event>,
+    pub cut: Option<Cut>,
+}
+
+/// The last record of a recording was cut short (the observer was killed
+/// while writing it): everything before it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// Its line number (1-based).
+    pub line: usize,
+    /// The bytes of it that were there, and are dropped.
+    pub bytes: usize,
+}
+
+/// Reads a recording file.
+pub fn read(file: &Path) -> Result<Recording> {
     let f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    parse(BufReader::new(f), &file.display().to_string())
+    parse_all(BufReader::new(f), &file.display().to_string())
+}
+
+/// Parses a recording from `r` (a cut last record is dropped); `name` says
+/// where it came from in errors.
+#[cfg(test)]
+pub fn parse(r: impl BufRead, name: &str) -> Result<(Option<Header>, Vec<Event>)> {
+    parse_all(r, name).map(|r| (r.header, r.events))
+}
+
+/// Whether only whitespace is left in `r`.
+fn only_whitespace_left(r: &mut impl BufRead) -> std::io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        if !buf.iter().all(u8::is_ascii_whitespace) {
+            return Ok(false);
+        }
+        let n = buf.len();
+        r.consume(n);
+    }
 }
 
 /// Parses a recording from `r`; `name` says where it came from in errors.
-pub fn parse(r: impl BufRead, name: &str) -> Result<(Option<Header>, Vec<Event>)> {
+/// A last record that ends early (the writer died mid-line: JSON or UTF-8
+/// cut at the end) is reported in `cut`; a record that does not parse
+/// anywhere else is an error naming its line.
+pub fn parse_all(mut r: impl BufRead, name: &str) -> Result<Recording> {
     let mut header = None;
     let mut events = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {name}"))?;
-        if line.trim().is_empty() {
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = r
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {name}"))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        // The header is the first line, an object with a schema and no `ev`
-        // (target strings in an event may well say "schema").
-        let first = events.is_empty() && header.is_none();
-        let v: Option<serde_json::Value> = first
-            .then(|| serde_json::from_str(&line).ok())
-            .flatten()
-            .filter(|v: &serde_json::Value| v.get("ev").is_none() && v.get("schema").is_some());
-        if let Some(v) = v {
-            let schema = v["schema"].as_str().unwrap_or_default();
-            if schema != SCHEMA {
-                bail!(
-                    "{name}: recording schema {:?} is not supported (this observer reads {SCHEMA})",
-                    report::escape(schema)
-                );
+        // What went wrong, and whether it is what a cut looks like (the
+        // input ended inside the record).
+        let failed: (anyhow::Error, bool) = match std::str::from_utf8(body) {
+            Err(e) => (
+                anyhow::Error::from(e).context(format!("{name}:{line_no}: not UTF-8")),
+                e.error_len().is_none(),
+            ),
+            Ok(line) => {
+                // The header is the first line, an object with a schema and
+                // no `ev` (target strings in an event may well say "schema").
+                let first = events.is_empty() && header.is_none();
+                let v: Option<serde_json::Value> = first
+                    .then(|| serde_json::from_str(line).ok())
+                    .flatten()
+                    .filter(|v: &serde_json::Value| {
+                        v.get("ev").is_none() && v.get("schema").is_some()
+                    });
+                if let Some(v) = v {
+                    let schema = v["schema"].as_str().unwrap_or_default();
+                    if schema != SCHEMA {
+                        bail!(
+                            "{name}: recording schema {:?} is not supported (this observer reads {SCHEMA})",
+                            report::escape(schema)
+                        );
+                    }
+                    header = Some(serde_json::from_value(v).with_context(|| {
+                        format!("{name}:{line_no}: malformed recording header")
+                    })?);
+                    continue;
+                }
+                match serde_json::from_str::<Event>(line) {
+                    Ok(ev) => {
+                        events.push(ev);
+                        continue;
+                    }
+                    Err(e) => {
+                        let eof = e.is_eof();
+                        (
+                            anyhow::Error::from(e)
+                                .context(format!("{name}:{line_no}: not an observer event")),
+                            eof,
+                        )
+                    }
+                }
             }
-            header = Some(
-                serde_json::from_value(v)
-                    .with_context(|| format!("{name}:{}: malformed recording header", i + 1))?,
-            );
-            continue;
+        };
+        let (err, cut_like) = failed;
+        if cut_like && only_whitespace_left(&mut r).with_context(|| format!("reading {name}"))? {
+            let cut = Cut {
+                line: line_no,
+                bytes: body.len(),
+            };
+            return Ok(Recording {
+                header,
+                events,
+                cut: Some(cut),
+            });
         }
-        let ev: Event = serde_json::from_str(&line)
-            .with_context(|| format!("{name}:{}: not an observer event", i + 1))?;
-        events.push(ev);
+        return Err(err);
     }
-    Ok((header, events))
+    Ok(Recording {
+        header,
+        events,
+        cut: None,
+    })
 }
 
 /// Picture files, opened (so checked) before anything is observed.
@@ -181,7 +274,22 @@ impl Pictures {
 pub fn replay(a: &ReplayArgs) -> Result<u8> {
     let mut pictures = Pictures::open(&a.pictures)?;
     let report_out = create(&a.report, "report")?;
-    let (header, events) = read(&a.file)?;
+    let Recording {
+        header,
+        events,
+        cut,
+    } = read(&a.file)?;
+    if let Some(c) = cut {
+        // Once, before the report: what is judged is what was complete.
+        eprintln!(
+            "observer: warning: {}:{}: the last record is cut short ({} bytes dropped: the \
+             recorder stopped mid-write); replaying the {} complete records before it",
+            a.file.display(),
+            c.line,
+            c.bytes,
+            events.len()
+        );
+    }
     // The live run's limits, from the header, unless overridden.
     let mut limits = match &header {
         Some(h) => h.limits(),
@@ -221,7 +329,7 @@ pub fn replay(a: &ReplayArgs) -> Result<u8> {
             .with_context(|| format!("cannot write report {}", path.display()))?;
     }
     pictures.write(&m, &findings)?;
-    Ok(0)
+    Ok(crate::exit::of_findings(&findings))
 }
 
 /// Runs the model and the detectors over recorded events.
@@ -246,19 +354,113 @@ mod tests {
         h.write(&mut f).unwrap();
         writeln!(f, "{{\"ev\":\"scan\",\"ts_ns\":5}}").unwrap();
         drop(f);
-        let (got, evs) = read(&p).unwrap();
-        assert_eq!(got, Some(h));
+        let Recording {
+            header: got,
+            events: evs,
+            cut,
+        } = read(&p).unwrap();
+        assert_eq!((got, cut), (Some(h), None));
         assert_eq!(evs, vec![Event::Scan { ts_ns: 5 }]);
         std::fs::write(&p, "{\"ev\":\"scan\",\"ts_ns\":5}\n").unwrap();
-        assert_eq!(read(&p).unwrap().0, None);
+        assert_eq!(read(&p).unwrap().header, None);
         let start =
             r#"{"ev":"start","ts_ns":1,"tgid":2,"cmdline":["\"schema\""],"attached":false}"#;
         std::fs::write(&p, format!("{start}\n")).unwrap();
-        let (h, evs) = read(&p).unwrap();
-        assert!(h.is_none() && evs.len() == 1, "{evs:?}");
+        let r = read(&p).unwrap();
+        assert!(r.header.is_none() && r.events.len() == 1, "{r:?}");
         std::fs::write(&p, "{\"schema\":\"observer.recording/9\"}\n").unwrap();
         let e = format!("{:#}", read(&p).unwrap_err());
         assert!(e.contains("not supported"), "{e}");
+    }
+
+    fn abba_recording() -> Vec<u8> {
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/recordings/abba.jsonl"
+        ))
+        .unwrap()
+    }
+
+    /// A recording cut at any byte reads every complete record before the
+    /// cut, and says which line was cut and how much of it was there.
+    #[test]
+    fn a_recording_cut_anywhere_keeps_its_complete_records() {
+        let full = abba_recording();
+        let whole = parse_all(&full[..], "abba").unwrap();
+        assert!(whole.cut.is_none());
+        let n = whole.events.len();
+        assert!(n > 20);
+        // Line starts: a cut there loses nothing.
+        let mut starts = vec![0];
+        starts.extend(
+            full.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        for at in 0..=full.len() {
+            let r = parse_all(&full[..at], "abba").unwrap_or_else(|e| panic!("cut at {at}: {e:#}"));
+            // Complete lines before the cut (a line cut just before its
+            // newline is complete); the header, if any, is the first.
+            let line = starts.iter().filter(|&&s| s <= at).count();
+            let at_line_start = starts.contains(&at);
+            let complete = line - 1 + usize::from(starts.contains(&(at + 1)));
+            let hdr = usize::from(whole.header.is_some());
+            let events = complete.saturating_sub(hdr);
+            assert_eq!(r.header.is_some(), hdr == 1 && complete > 0, "cut at {at}");
+            assert_eq!(r.events[..], whole.events[..events], "cut at {at}");
+            match r.cut {
+                None => assert!(
+                    at_line_start || at == full.len() || at + 1 == starts[line],
+                    "cut at {at}: nothing reported"
+                ),
+                Some(c) => {
+                    assert_eq!(c.line, line, "cut at {at}");
+                    assert_eq!(c.bytes, at - starts[line - 1], "cut at {at}");
+                }
+            }
+        }
+    }
+
+    /// A record that does not parse in the middle is an error naming its
+    /// line; so is a complete last line that is no event (not a cut).
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_its_line() {
+        let full = String::from_utf8(abba_recording()).unwrap();
+        let mut lines: Vec<&str> = full.lines().collect();
+        let broken = &lines[5][..lines[5].len() / 2];
+        lines[5] = broken;
+        let text = lines.join("\n") + "\n";
+        let e = format!("{:#}", parse_all(text.as_bytes(), "rec").unwrap_err());
+        assert!(e.starts_with("rec:6: not an observer event"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse_all(
+            &b"{\"ev\":\"scan\",\"ts_ns\":1}\n{\"ev\":\"nope\"}\n"[..],
+            "r",
+        );
+        assert!(format!("{:#}", e.unwrap_err()).starts_with("r:2:"));
+        // Invalid UTF-8 in the middle (not a multi-byte character cut at the end).
+        let e = parse_all(&b"{\"ev\":\"scan\",\"ts_ns\":1}\n\xff\xfe\n{}\n"[..], "r");
+        assert!(format!("{:#}", e.unwrap_err()).starts_with("r:2: not UTF-8"));
+        // A multi-byte character cut at the very end is a cut.
+        let last = b"{\"ev\":\"start\",\"cmdline\":[\"\xc3";
+        let text = [&b"{\"ev\":\"scan\",\"ts_ns\":1}\n"[..], last].concat();
+        let r = parse_all(&text[..], "r").unwrap();
+        assert_eq!(
+            r.cut,
+            Some(Cut {
+                line: 2,
+                bytes: last.len()
+            })
+        );
+        assert_eq!(r.events.len(), 1);
+        // Trailing blank lines after a cut record: still the last record.
+        let r = parse_all(
+            &b"{\"ev\":\"scan\",\"ts_ns\":1}\n{\"ev\":\"sc\n\n  \n"[..],
+            "r",
+        )
+        .unwrap();
+        assert_eq!(r.cut, Some(Cut { line: 2, bytes: 9 }));
     }
 
     #[test]

@@ -215,6 +215,13 @@ fn daemon_main_scenario() {
     let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
     pre.wait_stdout(T, |l| l == "ready");
     check_pair(&reports, &id, &pre.stdout, &abba_cycle);
+    // A process found in /proc at start is named like one seen at exec.
+    let pre_exe = tmp.path().join("pre/obsd-target");
+    assert_identity(
+        &read_json(&reports.join(format!("{id}.json"))),
+        pre.pid(),
+        &pre_exe,
+    );
     drop(pre);
 
     // Two deadlocking programs and a clean one, all named by the rule, and a
@@ -231,6 +238,9 @@ fn daemon_main_scenario() {
     ring.wait_stdout(T, |l| l == "ready");
     other.wait_stdout(T, |l| l == "ready");
     check_pair(&reports, &abba_id, &abba.stdout, &abba_cycle);
+    let abba_exe = tmp.path().join("a/obsd-target");
+    let abba_report = read_json(&reports.join(format!("{abba_id}.json")));
+    assert_identity(&abba_report, abba.pid(), &abba_exe);
     check_pair(
         &reports,
         &ring_id,
@@ -279,7 +289,11 @@ fn daemon_main_scenario() {
     let rec = reports.join(format!("{abba_id}.events.jsonl"));
     let out = observer().arg("replay").arg(&rec).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a hang replays to exit 3: {text}"
+    );
     assert!(text.contains("Found one deadlock (2 threads)"), "{text}");
     assert!(text.contains("waits for mutex lock_b"), "{text}");
 

@@ -75,8 +75,10 @@ fn record_and_replay(argv: &[String], extra: &[&str], code: i32, timeout: Durati
         .arg(d.join("replay.html"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
+    // A hang in the live report replays to exit 3, like `run --kill-on-deadlock`.
+    assert_eq!(
+        out.status.code(),
+        Some(hang_code(&read_json(&d.join("live.json")))),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

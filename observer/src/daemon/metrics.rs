@@ -34,6 +34,8 @@ pub struct Metrics {
     pub config_reloads: Family<Labels, Counter>,
     /// Exec and fork notes of the kernel filter, by result.
     pub exec_notes: Family<Labels, Counter>,
+    /// Threads of each watched process waiting for work nobody waits for.
+    pub idle_threads: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,6 +62,7 @@ impl Metrics {
             rss_bytes: Gauge::default(),
             config_reloads: Family::default(),
             exec_notes: Family::default(),
+            idle_threads: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -123,7 +126,23 @@ impl Metrics {
             "Execs of unwatched processes the kernel looked at: sent to the daemon, filtered out by name, or lost; and forks of watched processes sent",
             m.exec_notes.clone(),
         );
+        r.register(
+            "idle_threads",
+            "Live threads of a watched process waiting for work that nobody waits for (idle workers: state, not findings), by pid and comm",
+            m.idle_threads.clone(),
+        );
         Metrics { registry: r, ..m }
+    }
+
+    /// The idle threads of every watched process now: (pid, comm, count).
+    /// Processes no longer watched drop out.
+    pub fn idle_now(&self, procs: &[(u32, String, usize)]) {
+        self.idle_threads.clear();
+        for (pid, comm, n) in procs {
+            self.idle_threads
+                .get_or_create(&vec![("pid", pid.to_string()), ("comm", comm.clone())])
+                .set(*n as i64);
+        }
     }
 
     pub fn finding(&self, kind: &str) {

@@ -208,7 +208,7 @@ impl Daemon {
             tracing::warn!("cannot watch pid {pid}: {e}");
             return;
         }
-        let cmdline = procfs::cmdline(pid);
+        let start = procfs::start_event(pid, procfs::mono_ns(), true);
         let seed = match procfs::seed_threads(pid) {
             Ok(s) if procfs::exists(pid) => s,
             _ => {
@@ -226,12 +226,7 @@ impl Daemon {
             }
         };
         let now = procfs::mono_ns();
-        let mut evs = vec![Event::Start {
-            ts_ns: now,
-            tgid: pid,
-            cmdline,
-            attached: true,
-        }];
+        let mut evs = vec![start];
         let tids = session::seeded_tids(&seed);
         evs.extend(seed);
         // Waits already in progress: a deadlock older than the daemon.
@@ -474,6 +469,23 @@ impl Daemon {
             .flat_map(|p| p.session.model().processes.values())
             .map(|p| p.live_threads().count())
             .sum();
+        let idle: Vec<(u32, String, usize)> = self
+            .procs
+            .values()
+            .flat_map(|p| {
+                let m = p.session.model();
+                m.processes.values().map(move |pr| {
+                    let g = crate::graph::WaitForGraph::build(pr);
+                    let comm = pr
+                        .thread(pr.tgid)
+                        .map(|t| t.name().to_string())
+                        .unwrap_or_default();
+                    let n = crate::graph::idle::idle_threads(m, pr, &g).len();
+                    (pr.tgid, comm, n)
+                })
+            })
+            .collect();
+        self.metrics.idle_now(&idle);
         self.metrics.watched_processes.set(self.procs.len() as i64);
         self.metrics.watched_threads.set(threads as i64);
         self.metrics
@@ -709,15 +721,17 @@ fn write_report(
 
 /// `observer daemon --config FILE`.
 pub fn run(path: &Path, verbose: u8) -> Result<u8> {
-    sys::check_privileges()?;
+    // A bad file is a usage error (exit 2, as --check-config), checked first.
     let cfg = Config::load(path).map_err(|errs| {
-        anyhow!(
+        crate::exit::Usage(format!(
             "{}: {} (see observer daemon --check-config)",
             path.display(),
             errs.join("; ")
-        )
+        ))
     })?;
-    let selector = Selector::new(&cfg).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let selector =
+        Selector::new(&cfg).map_err(|e| crate::exit::Usage(format!("{}: {e}", path.display())))?;
+    sys::check_privileges()?;
     sink::ensure_dir(&cfg.report_dir)?;
     let rt = session::runtime()?;
     rt.block_on(async move {

@@ -490,12 +490,7 @@ mod tests {
     #[test]
     fn flight_recorder_is_bounded() {
         let mut r = FlightRecorder::new(1_000, 8);
-        r.push(&Event::Start {
-            ts_ns: 0,
-            tgid: 1,
-            cmdline: vec!["x".into()],
-            attached: true,
-        });
+        r.push(&Event::start(0, 1, vec!["x".into()], true));
         for ts in 0..100u64 {
             r.push(&Event::Scan { ts_ns: ts * 100 });
         }

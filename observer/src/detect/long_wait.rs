@@ -1,17 +1,28 @@
-//! A wait longer than the threshold that no other finding explains: a lost
-//! wakeup, a semaphore nobody posts, a lock held for too long.
+//! A wait longer than the threshold that no other finding explains and
+//! that matters: a lock wait (contention, a lock held too long), or a wait
+//! that holds someone up (a lost wakeup or a semaphore nobody posts, whose
+//! waiter another thread joins). A worker waiting for work that nobody
+//! waits for is idle, not a finding (graph/idle.rs).
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind, WaitHolder};
-use crate::graph::Holder;
+use crate::graph::{
+    Holder,
+    idle::{Standing, standing},
+};
 
 pub struct LongWait;
 
 impl Detector for LongWait {
     fn check(&self, cx: &Ctx) -> Vec<Finding> {
-        let mut out = Vec::new();
+        let mut out: Vec<Finding> = Vec::new();
         for w in cx.graph.waits.values() {
             let age = cx.now_ns.saturating_sub(w.start_ns);
-            if age < cx.long_wait_ns || cx.covered.contains(&(cx.process.tgid, w.tid)) {
+            // A thread an earlier finding names (here too: the holder, or
+            // the thread held up) is told there.
+            if age < cx.long_wait_ns
+                || cx.covered.contains(&(cx.process.tgid, w.tid))
+                || out.iter().any(|f| f.threads.iter().any(|t| t.tid == w.tid))
+            {
                 continue;
             }
             // Joining a thread that is still working is normal; if that
@@ -19,6 +30,11 @@ impl Detector for LongWait {
             if cx.joining(w.tid) {
                 continue;
             }
+            let held_up = match standing(cx.model, cx.process, cx.graph, w.tid) {
+                Some(Standing::HeldUp(by)) => by,
+                Some(Standing::LockWait) => Vec::new(),
+                _ => continue,
+            };
             let lock = cx.lock(w.target.kind, w.target.lock);
             let t = cx.thread(w.tid);
             let holder = match w.target.holder {
@@ -30,6 +46,11 @@ impl Detector for LongWait {
             if let Holder::Thread(h) = w.target.holder {
                 threads.push(cx.thread(h));
             }
+            for &b in &held_up {
+                if !threads.iter().any(|t| t.tid == b) {
+                    threads.push(cx.thread(b));
+                }
+            }
             out.push(Finding {
                 kind: FindingKind::LongWait,
                 tgid: cx.process.tgid,
@@ -38,6 +59,7 @@ impl Detector for LongWait {
                     waited_ns: age,
                     before_observation: w.before_observation,
                     holder,
+                    held_up,
                 },
                 threads,
                 locks: vec![lock],

@@ -9,6 +9,7 @@ mod lock_order;
 mod long_wait;
 mod orphaned_lock;
 mod pi_deadlock;
+mod process_hung;
 mod stuck_thread;
 mod thread_churn;
 mod thread_leak;
@@ -40,6 +41,7 @@ pub enum FindingKind {
     LockOrderInversion,
     ExitHoldingLock,
     EventLoopBlocked,
+    ProcessHung,
 }
 
 impl FindingKind {
@@ -143,14 +145,24 @@ pub enum Detail {
         owner: Tid,
         owner_exited: Option<String>,
     },
-    /// `threads[0]` has waited `waited_ns` for `locks[0]`.
+    /// `threads[0]` has waited `waited_ns` for `locks[0]`; `held_up` wait
+    /// for it (join it, or wait for a lock it holds); none: a lock wait.
     LongWait {
         waited_ns: u64,
         before_observation: bool,
         holder: WaitHolder,
+        held_up: Vec<Tid>,
     },
-    /// `threads[0]` has not run for `idle_ns`; `blocked_in` says where.
-    StuckThread { idle_ns: u64, wchan: String },
+    /// `threads[0]` has not run for `idle_ns`; `blocked_in` says where;
+    /// `held_up` wait for it.
+    StuckThread {
+        idle_ns: u64,
+        wchan: String,
+        held_up: Vec<Tid>,
+    },
+    /// No thread of the process ran for `window_ns`: every live thread is
+    /// in a futex wait that began at least that long ago (`threads`).
+    ProcessHung { window_ns: u64 },
     /// `threads` exited and were never joined or detached.
     UnjoinedThread,
     /// The live thread count grew along a line.
@@ -435,6 +447,8 @@ impl Detectors {
                 Box::new(orphaned_lock::OrphanedLock),
                 Box::new(stuck_thread::StuckThread),
                 Box::new(long_wait::LongWait),
+                // Last of the waits: only a process no finding explains.
+                Box::new(process_hung::ProcessHung),
                 Box::new(thread_leak::ThreadLeak),
                 Box::new(thread_churn::ThreadChurn),
                 Box::new(unjoined_thread::UnjoinedThread),

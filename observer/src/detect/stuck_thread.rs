@@ -1,6 +1,9 @@
 //! A thread that has not run for a long time while other threads of its
-//! process did: a worker that never comes back (blocked in read(), in a
-//! wait nobody ends, ...). What it is blocked in comes from /proc.
+//! process did, and that holds someone up (a thread joins it, or waits for
+//! a lock it holds): a worker that never comes back (blocked in read(), in
+//! a wait nobody ends, ...). What it is blocked in comes from /proc. A
+//! worker waiting for work that nobody waits for is idle, not stuck; a
+//! thread stuck in a lock wait is stuck too (contention).
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind};
 use crate::source::activity::syscall_name;
@@ -18,6 +21,15 @@ impl Detector for StuckThread {
             }
             // Waiting to join a thread is normal; that thread's own state is the story.
             if cx.joining(t.tid) {
+                continue;
+            }
+            let held_up = cx.graph.waiters_of(t.tid);
+            let lock_wait = cx
+                .graph
+                .waits
+                .get(&t.tid)
+                .is_some_and(|w| crate::graph::idle::is_lock_wait(cx.process, w));
+            if held_up.is_empty() && !lock_wait {
                 continue;
             }
             let mut info = cx.thread(t.tid);
@@ -42,8 +54,11 @@ impl Detector for StuckThread {
                 detail: Detail::StuckThread {
                     idle_ns: idle,
                     wchan,
+                    held_up: held_up.clone(),
                 },
-                threads: vec![info],
+                threads: std::iter::once(info)
+                    .chain(held_up.iter().map(|&b| cx.thread(b)))
+                    .collect(),
                 locks: cx
                     .graph
                     .waits

@@ -159,8 +159,13 @@ fn a_lost_condvar_wakeup_is_a_long_wait() {
     let (m, f) = only("lost_wakeup", 0.5, 10.0);
     let (kind, threads, locks, _) = said(&m, &f);
     assert_eq!(kind, FindingKind::LongWait);
-    assert_eq!(threads, s(&["waiter"]));
+    // the waiter, then the thread it holds up (main joins it)
+    assert_eq!(threads, s(&["waiter", "main"]));
     assert_eq!(locks, set(&["lost_cond"]));
+    let super::Detail::LongWait { held_up, .. } = &f.detail else {
+        panic!("{:?}", f.detail)
+    };
+    assert_eq!(held_up, &vec![f.threads[1].tid]);
     assert_eq!(f.locks[0].kind, crate::graph::LockKind::Condvar);
     // with the default threshold (5 s) the 3 s recording has no finding
     assert!(replay("lost_wakeup", 5.0, 10.0).1.is_empty());
@@ -171,7 +176,8 @@ fn a_reader_that_never_returns_is_stuck() {
     let (m, f) = only("stuck_read", 5.0, 1.0);
     let (kind, threads, _, _) = said(&m, &f);
     assert_eq!(kind, FindingKind::StuckThread);
-    assert_eq!(threads, s(&["reader"]));
+    // the reader, then main, which joins it
+    assert_eq!(threads, s(&["reader", "stuck_read"]));
     assert_eq!(f.threads[0].blocked_in.as_deref(), Some("syscall read"));
 }
 
@@ -267,4 +273,196 @@ fn a_thread_exiting_with_two_locks_held() {
     assert_eq!(kind, FindingKind::ExitHoldingLock);
     assert_eq!(threads, s(&["quitter"]));
     assert_eq!(locks, set(&["first_lock", "second_lock"]));
+}
+
+/// Idle is not a hang: synthetic processes, one wait at a time.
+mod idle {
+    use crate::{
+        detect::{Detail, FindingKind, Limits},
+        engine::Engine,
+        event::{Event, Wait, WaitOrigin},
+        graph::{WaitForGraph, idle::idle_threads},
+    };
+
+    const S: u64 = 1_000_000_000;
+    const COND: u64 = 0x5000;
+
+    fn seen(e: &mut Engine, tid: u32, name: &str) {
+        e.apply(&Event::ThreadSeen {
+            ts_ns: 1,
+            tgid: 100,
+            tid,
+            name: name.into(),
+            parent_tid: None,
+            start_ns: None,
+        })
+        .unwrap();
+    }
+
+    /// A wait on `uaddr` with memory `mem` (address -> u32) around it.
+    fn wait(op: u32, val: u32, uaddr: u64, start_ns: u64, mem: &[(u64, u32)]) -> Wait {
+        let base = (uaddr & !7) - 24;
+        let mut words = vec![0u8; 64];
+        for &(a, v) in mem {
+            let off = (a - base) as usize;
+            words[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        Wait {
+            uaddr,
+            uaddr2: 0,
+            op,
+            val,
+            start_ns,
+            ip: 0,
+            sp: 0,
+            bp: 0,
+            words_addr: base,
+            words,
+            origin: WaitOrigin::Kernel,
+        }
+    }
+
+    fn begin(e: &mut Engine, tid: u32, w: Wait) {
+        e.apply(&Event::WaitBegin {
+            ts_ns: w.start_ns,
+            tgid: 100,
+            tid,
+            wait: w,
+        })
+        .unwrap();
+    }
+
+    /// pthread_cond_wait on COND: __g_signals[0] at +40, one waiter in __wrefs.
+    fn cond_wait(e: &mut Engine, tid: u32, start: u64) {
+        begin(e, tid, wait(0x189, 0, COND + 40, start, &[(COND + 36, 8)]));
+    }
+
+    /// `tid` joins `target` (a seeded thread: its TID word, a shared wait).
+    fn join(e: &mut Engine, tid: u32, target: u32, start: u64) {
+        let word = 0x9000_02d0 + u64::from(target) * 0x1000;
+        begin(e, tid, wait(0x109, target, word, start, &[(word, target)]));
+    }
+
+    fn pool() -> Engine {
+        let mut e = Engine::new(
+            Limits {
+                stuck_ns: S,
+                ..Limits::new(S / 2)
+            },
+            (),
+        );
+        seen(&mut e, 100, "main");
+        for w in 101..=104 {
+            seen(&mut e, w, &format!("worker-{}", w - 100));
+            cond_wait(&mut e, w, S);
+        }
+        e.model.symbols.insert((100, COND), "pool_cond".to_string());
+        e
+    }
+
+    #[test]
+    fn workers_waiting_for_work_nobody_waits_for_are_idle() {
+        let mut e = pool();
+        // Main keeps running (no wait); the workers have not run for 10 s.
+        for w in 101..=104 {
+            e.apply(&Event::ThreadStuck {
+                ts_ns: 9 * S,
+                tgid: 100,
+                tid: w,
+                since_ns: S,
+                syscall: Some(202),
+                wchan: "futex_do_wait".into(),
+            })
+            .unwrap();
+        }
+        assert!(e.check(11 * S).is_empty(), "{:#?}", e.findings());
+        let p = e.model.process(100).unwrap();
+        let idle = idle_threads(&e.model, p, &WaitForGraph::build(p));
+        assert_eq!(idle.len(), 4, "{idle:?}");
+        assert_eq!(
+            idle[0],
+            (
+                101,
+                "waiting for work on condvar pool_cond (0x5000)".to_string()
+            )
+        );
+        let text = crate::report::text::summary(&e.model, S / 2);
+        assert!(
+            text.contains("idle: waiting for work on condvar pool_cond (0x5000)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_idle_wait_someone_joins_is_a_long_wait() {
+        let mut e = pool();
+        join(&mut e, 100, 102, 2 * S);
+        let found = e.check(3 * S);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.kind, FindingKind::LongWait);
+        let tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+        assert_eq!(tids, vec![102, 100]);
+        assert_eq!(f.locks[0].symbol.as_deref(), Some("pool_cond"));
+        let Detail::LongWait { held_up, .. } = &f.detail else {
+            panic!()
+        };
+        assert_eq!(held_up, &vec![100]);
+        let summary = crate::report::findings::summary(f);
+        assert!(
+            summary.ends_with("; thread 100 \"main\" waits for it"),
+            "{summary}"
+        );
+        // The other workers stay idle, and no second finding names the process.
+        assert!(e.check(30 * S).is_empty(), "{:#?}", e.findings());
+    }
+
+    #[test]
+    fn every_thread_blocked_is_one_finding() {
+        let mut e = pool();
+        // Main waits on the same condvar ("all done"): nothing can run.
+        cond_wait(&mut e, 100, 2 * S);
+        assert!(e.check(2 * S + S / 4).is_empty());
+        let found = e.check(3 * S);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.kind, FindingKind::ProcessHung);
+        let mut tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+        tids.sort();
+        assert_eq!(tids, vec![100, 101, 102, 103, 104]);
+        assert_eq!(f.locks.len(), 1);
+        assert_eq!(f.locks[0].symbol.as_deref(), Some("pool_cond"));
+        assert!(e.check(30 * S).is_empty(), "once");
+        // One thread not in a futex wait (a worker woke): no hang.
+        let mut e = pool();
+        e.apply(&Event::WaitEnd {
+            ts_ns: 2 * S,
+            tgid: 100,
+            tid: 103,
+            start_ns: S,
+            ret: Some(0),
+        })
+        .unwrap();
+        cond_wait(&mut e, 100, 2 * S);
+        assert!(e.check(30 * S).is_empty(), "{:#?}", e.findings());
+    }
+
+    #[test]
+    fn a_mutex_wait_past_the_threshold_is_a_long_wait_nobody_joins() {
+        let mut e = pool();
+        // Main waits for a default mutex that worker-1 holds.
+        let m = 0x6000;
+        begin(
+            &mut e,
+            100,
+            wait(0x80, 2, m, 2 * S, &[(m, 2), (m + 8, 101), (m + 16, 0)]),
+        );
+        let found = e.check(3 * S);
+        // Main's lock wait names its holder, worker-1 (in a condvar wait
+        // while it holds the mutex): one finding for both.
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].kind, FindingKind::LongWait);
+        let tids: Vec<u32> = found[0].threads.iter().map(|t| t.tid).collect();
+        assert_eq!(tids, vec![100, 101]);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod gil;
+pub mod idle;
 pub mod python;
 
 use std::collections::{BTreeMap, HashMap};
@@ -100,6 +101,25 @@ impl WaitForGraph {
             out.push(cycle);
         }
         out
+    }
+
+    /// The threads held up by `tid`: they join it, or wait for a lock it
+    /// holds. Owner-less primitives (condvars, semaphores, unknown futex
+    /// words) name no one a waiter waits for: the deep tier's "holder" of a
+    /// semaphore is only the last thread that took it.
+    pub fn waiters_of(&self, tid: Tid) -> Vec<Tid> {
+        self.waits
+            .values()
+            .filter(|w| {
+                w.tid != tid
+                    && w.target.holder == Holder::Thread(tid)
+                    && !matches!(
+                        w.target.kind,
+                        LockKind::Condvar | LockKind::Semaphore | LockKind::Unknown
+                    )
+            })
+            .map(|w| w.tid)
+            .collect()
     }
 
     /// The chain of waits starting at `tid` (stops at a repeat or a thread

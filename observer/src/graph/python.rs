@@ -162,6 +162,7 @@ mod tests {
         let view = PyView {
             version: "3.12.1".into(),
             unsupported: None,
+            limited: None,
             threads: vec![
                 j,
                 thread(11, Some((0xb000, PyLockKind::Lock)), &[0xa000]),
@@ -247,6 +248,7 @@ mod tests {
                 view: PyView {
                     version: "3.12.1".into(),
                     unsupported: None,
+                    limited: None,
                     threads: vec![t],
                     locks: vec![PyLockInfo {
                         addr: 0xa000,

@@ -156,6 +156,9 @@ pub struct Process {
     pub tgid: u32,
     pub cmdline: Vec<String>,
     pub exe: Option<String>,
+    /// When the process started, in ns since boot (/proc/PID/stat); with
+    /// `tgid` it names the process among all of one boot.
+    pub start_time_ns: Option<u64>,
     /// Attached to a running process (rather than started by `run`).
     pub attached: bool,
     pub observed_from_ns: u64,
@@ -331,6 +334,16 @@ impl History {
 }
 
 impl Process {
+    /// The process's name: its main thread's, as last seen (its first
+    /// thread's when the main thread was never seen).
+    pub fn comm(&self) -> Option<&str> {
+        let newest_leader = self.threads.iter().rev().find(|t| t.tid == self.tgid);
+        newest_leader
+            .or(self.threads.first())
+            .map(Thread::name)
+            .filter(|n| !n.is_empty())
+    }
+
     fn new(tgid: u32, ts_ns: u64) -> Self {
         Process {
             tgid,
@@ -443,9 +456,15 @@ impl Model {
                 tgid,
                 cmdline,
                 attached,
+                exe,
+                start_time_ns,
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
                 p.cmdline = cmdline.clone();
+                if exe.is_some() {
+                    p.exe = exe.clone();
+                }
+                p.start_time_ns = p.start_time_ns.or(*start_time_ns);
                 p.attached = *attached;
                 p.observed_from_ns = *ts_ns;
             }
@@ -491,10 +510,13 @@ impl Model {
             } => {
                 let p = self.proc_mut(*child_tgid, *ts_ns);
                 if child_tgid != tgid && p.cmdline.is_empty() {
-                    // A followed fork: its first thread's parent is the creator.
+                    // A followed fork runs its parent's program (until it
+                    // execs): its first thread's parent is the creator.
                     if let Some(parent) = self.process(*tgid) {
-                        let cmd = parent.cmdline.clone();
-                        self.proc_mut(*child_tgid, *ts_ns).cmdline = cmd;
+                        let (cmd, exe) = (parent.cmdline.clone(), parent.exe.clone());
+                        let child = self.proc_mut(*child_tgid, *ts_ns);
+                        child.cmdline = cmd;
+                        child.exe = child.exe.take().or(exe);
                     }
                 }
                 let p = self.proc_mut(*child_tgid, *ts_ns);

@@ -232,3 +232,40 @@ fn join_state_from_waits_descriptors_and_reuse() {
     assert!(t(14).released);
     assert!(t(15).joined && !t(15).unjoined_at_exit);
 }
+
+/// A process is named in every mode: exe and start time from its `start`
+/// (read from /proc), its comm from its main thread; a followed fork runs
+/// its parent's program until it execs; an old recording (no identity in
+/// `start`) still reads, named by its exec.
+#[test]
+fn processes_are_named_by_exe_comm_and_start_time() {
+    let m = replay(concat!(
+        r#"{"ev":"start","ts_ns":1,"tgid":10,"cmdline":["./srv","-x"],"attached":true,"exe":"/opt/srv","start_time_ns":5000000000}"#,
+        "\n",
+        r#"{"ev":"thread_seen","ts_ns":1,"tgid":10,"tid":10,"name":"srv-main","parent_tid":1,"start_ns":1}"#,
+        "\n",
+        r#"{"ev":"thread_new","ts_ns":2,"tgid":10,"creator":10,"tid":20,"child_tgid":20,"clone_flags":17,"child_tid_addr":0,"name":"srv-main"}"#,
+        "\n",
+    ));
+    let p = m.process(10).unwrap();
+    assert_eq!(p.exe.as_deref(), Some("/opt/srv"));
+    assert_eq!(p.start_time_ns, Some(5_000_000_000));
+    assert_eq!(p.comm(), Some("srv-main"));
+    let child = m.process(20).unwrap();
+    assert_eq!(child.exe.as_deref(), Some("/opt/srv"));
+    assert_eq!(child.cmdline, ["./srv", "-x"]);
+    assert_eq!(child.start_time_ns, None, "never read from /proc");
+    let old = replay(concat!(
+        r#"{"ev":"start","ts_ns":1,"tgid":10,"cmdline":["./a"],"attached":false}"#,
+        "\n",
+        r#"{"ev":"exec","ts_ns":2,"tgid":10,"tid":10,"old_tid":10,"filename":"/x/a","name":"a"}"#,
+        "\n",
+    ));
+    let p = old.process(10).unwrap();
+    assert_eq!((p.exe.as_deref(), p.comm()), (Some("/x/a"), Some("a")));
+    let r = crate::report::json::build(&old, "replay", &[], &[]);
+    let v = serde_json::to_value(&r.processes).unwrap();
+    assert_eq!(v[0]["exe"], "/x/a");
+    assert_eq!(v[0]["comm"], "a");
+    assert!(v[0]["start_time_ns"].is_null());
+}

@@ -6,9 +6,15 @@
 //! labelled library waits (Event.wait, Queue.get, ...).
 //!
 //! Tasks come from `asyncio.tasks` found in `sys.modules`: `_all_tasks`
-//! (3.11) or `_scheduled_tasks` (3.12+, WeakSets) and `_eager_tasks`. The
-//! C Task's fields are private: their offsets (layout.rs `TaskLayout`) are
-//! checked against live tasks by the asyncio tests.
+//! (3.11) or `_scheduled_tasks` (3.12+, WeakSets) and `_eager_tasks`. From
+//! 3.14 on, C tasks (eager ones too) are kept in linked lists instead, one
+//! per thread (`_PyThreadStateImpl.asyncio_tasks_head`) plus the
+//! interpreter's for tasks of threads that ended, and a finished task
+//! leaves its list: the offsets come from the target's `_asyncio` module
+//! (its `.AsyncioDebug` section), and finished tasks still referenced by a
+//! task's or a thread's frames are shown as older versions show them. The
+//! C Task's other fields are private: their offsets (layout.rs
+//! `TaskLayout`) are measured on each interpreter by the tests below.
 
 use std::collections::{HashMap, HashSet};
 
@@ -114,6 +120,9 @@ pub struct LoopView {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AsyncView {
     pub loops: Vec<LoopView>,
+    /// Set when the tasks could not be read: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl AsyncView {
@@ -188,13 +197,98 @@ pub(super) fn read<M: Mem>(
     interp: u64,
     threads: &[RawThread],
 ) -> Option<AsyncView> {
-    let mut a = Asyncio { w, frames: 0 };
+    let t = w.r.l.task;
+    let mut a = Asyncio {
+        w,
+        frames: 0,
+        t: TaskOffsets {
+            fut_loop: t.fut_loop,
+            fut_state: t.fut_state,
+            fut_dict: t.fut_dict,
+            fut_waiter: t.fut_waiter,
+            coro: t.coro.unwrap_or(0),
+            name: t.name.unwrap_or(0),
+        },
+    };
     a.view(interp, threads)
+}
+
+/// `_Py_AsyncioModuleDebugOffsets` (3.14+), as the target's `_asyncio`
+/// module publishes it in its `.AsyncioDebug` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AsyncioDebug {
+    pub task_size: u64,
+    pub task_name: u64,
+    pub task_awaited_by: u64,
+    pub task_is_task: u64,
+    pub task_awaited_by_is_set: u64,
+    pub task_coro: u64,
+    pub task_node: u64,
+    pub interp_size: u64,
+    pub interp_tasks_head: u64,
+    pub ts_size: u64,
+    pub ts_running_loop: u64,
+    pub ts_running_task: u64,
+    pub ts_tasks_head: u64,
+}
+
+/// Its size: 13 `uint64_t`s (3.14, 3.15).
+pub(super) const ASYNCIO_DEBUG_SIZE: usize = 13 * 8;
+
+impl AsyncioDebug {
+    /// The struct from its bytes, if every offset lies inside the size it
+    /// gives for its struct (a torn or foreign section is refused).
+    pub(super) fn parse(b: &[u8]) -> Option<AsyncioDebug> {
+        let v: Vec<u64> = (0..13).map(|i| u64_at(b, i * 8)).collect::<Option<_>>()?;
+        let d = AsyncioDebug {
+            task_size: v[0],
+            task_name: v[1],
+            task_awaited_by: v[2],
+            task_is_task: v[3],
+            task_awaited_by_is_set: v[4],
+            task_coro: v[5],
+            task_node: v[6],
+            interp_size: v[7],
+            interp_tasks_head: v[8],
+            ts_size: v[9],
+            ts_running_loop: v[10],
+            ts_running_task: v[11],
+            ts_tasks_head: v[12],
+        };
+        let inside = |size: u64, max: u64, fields: &[u64]| {
+            size <= max && fields.iter().all(|&f| f >= 16 && f + 8 <= size)
+        };
+        (inside(
+            d.task_size,
+            4096,
+            &[d.task_name, d.task_awaited_by, d.task_coro, d.task_node + 8],
+        ) && d.task_is_task < d.task_size
+            && d.task_awaited_by_is_set < d.task_size
+            && inside(d.interp_size, 1 << 22, &[d.interp_tasks_head + 8])
+            && inside(
+                d.ts_size,
+                1 << 16,
+                &[d.ts_running_loop, d.ts_running_task, d.ts_tasks_head + 8],
+            ))
+        .then_some(d)
+    }
+}
+
+/// The Task fields the reader uses, wherever their offsets come from.
+#[derive(Clone, Copy, Debug)]
+struct TaskOffsets {
+    fut_loop: u64,
+    fut_state: u64,
+    fut_dict: Option<u64>,
+    fut_waiter: u64,
+    coro: u64,
+    name: u64,
 }
 
 struct Asyncio<'a, 'r, 'm, M: Mem> {
     w: &'a mut Walk<'r, 'm, M>,
     frames: usize,
+    t: TaskOffsets,
 }
 
 /// What a task's chain ends on.
@@ -209,7 +303,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     fn view(&mut self, interp: u64, threads: &[RawThread]) -> Option<AsyncView> {
-        let l = self.r().l;
+        let l = *self.r().l;
         let modules = self.r().u64(interp + l.interp_modules)?;
         let m = self.r().str_dict(modules)?;
         let tasks_mod = m.iter().find(|(k, _)| k == "asyncio.tasks")?.1;
@@ -217,6 +311,26 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         let globals = self.r().str_dict(g)?;
         let get = |n: &str| globals.iter().find(|(k, _)| k == n).map(|x| x.1);
         let mut tasks: Vec<u64> = Vec::new();
+        // 3.14+: the task lists, and each thread's running loop and task.
+        let mut running: Vec<(u32, u64, u64)> = Vec::new();
+        let mut note = None;
+        if l.task.coro.is_none() {
+            match self.debug_offsets() {
+                Some(d) => {
+                    self.t.coro = d.task_coro;
+                    self.t.name = d.task_name;
+                    running = self.task_lists(interp, &d, &mut tasks);
+                }
+                None => {
+                    note = Some(format!(
+                        "asyncio tasks not read: no `.AsyncioDebug` section found in the \
+                         process's `_asyncio` module (CPython 3.{} keeps its tasks in lists \
+                         whose offsets only that section gives)",
+                        l.minor
+                    ));
+                }
+            }
+        }
         for ws in ["_all_tasks", "_scheduled_tasks"] {
             if let Some(ws) = get(ws)
                 && let Some(data) = self.attr(ws, "data")
@@ -236,11 +350,16 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         let mut seen = HashSet::new();
         tasks.retain(|t| seen.insert(*t));
         tasks.truncate(MAX_TASKS);
-        let current: HashMap<u64, u64> = get("_current_tasks")
+        let mut current: HashMap<u64, u64> = get("_current_tasks")
             .and_then(|d| self.r().dict(d))
             .unwrap_or_default()
             .into_iter()
             .collect();
+        for &(_, lp, task) in &running {
+            if lp != 0 && task != 0 {
+                current.insert(lp, task);
+            }
+        }
 
         // Loops: by their tasks, and by the threads inside `run_forever`.
         let mut loops: Vec<LoopView> = Vec::new();
@@ -258,13 +377,52 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 }
             }
         }
+        // 3.14+: the loop each thread runs, as the thread state records it.
+        for &(tid, lp, _) in &running {
+            match loops.iter_mut().find(|x| x.addr == lp) {
+                Some(x) => {
+                    x.tid.get_or_insert(tid);
+                }
+                None if lp != 0 => loops.push(LoopView {
+                    addr: lp,
+                    tid: Some(tid),
+                    ..Default::default()
+                }),
+                None => {}
+            }
+        }
         let mut chains: Vec<(u64, Chain)> = Vec::new();
-        for &t in &tasks {
+        let mut i = 0;
+        while i < tasks.len() {
+            let t = tasks[i];
+            i += 1;
             let Some(v) = self.task(t) else {
                 continue;
             };
-            let lp = self.r().u64(t + l.task.fut_loop).unwrap_or(0);
+            let lp = self.r().u64(t + self.t.fut_loop).unwrap_or(0);
             let chain = self.chain(t);
+            // 3.14+: a finished task leaves its list; the ones a task's
+            // frames still refer to are found there.
+            if l.task.coro.is_none() {
+                for f in &chain.frames {
+                    for x in self.task_refs(f) {
+                        if tasks.len() < MAX_TASKS && seen.insert(x) {
+                            tasks.push(x);
+                        }
+                    }
+                }
+                if i == tasks.len() {
+                    for th in threads {
+                        for f in &th.frames {
+                            for x in self.task_refs(f) {
+                                if tasks.len() < MAX_TASKS && seen.insert(x) {
+                                    tasks.push(x);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             let i = match loops.iter().position(|x| x.addr == lp) {
                 Some(i) => i,
                 None => {
@@ -294,7 +452,78 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 .sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
         }
         tracing::debug!("asyncio: {} tasks, {} frames", tasks.len(), self.frames);
-        Some(AsyncView { loops })
+        Some(AsyncView { loops, note })
+    }
+
+    /// The target's `_Py_AsyncioModuleDebugOffsets`: its `_asyncio`
+    /// extension module's `.AsyncioDebug` section, else the interpreter's
+    /// or libpython's (where `_asyncio` is built in).
+    fn debug_offsets(&self) -> Option<AsyncioDebug> {
+        let at = self
+            .r()
+            .mem
+            .section(".AsyncioDebug", &["_asyncio", "python"])?;
+        let d = AsyncioDebug::parse(&self.r().bytes(at, ASYNCIO_DEBUG_SIZE)?);
+        tracing::debug!("asyncio debug offsets at {at:#x}: {d:?}");
+        d
+    }
+
+    /// 3.14+: the tasks in every thread's list and the interpreter's, and
+    /// each thread's running loop and task: (tid, loop, task).
+    fn task_lists(
+        &self,
+        interp: u64,
+        d: &AsyncioDebug,
+        tasks: &mut Vec<u64>,
+    ) -> Vec<(u32, u64, u64)> {
+        let l = *self.r().l;
+        let mut out = Vec::new();
+        let mut ts = self.r().u64(interp + l.interp_threads_head).unwrap_or(0);
+        let mut seen = HashSet::new();
+        while Reader::<M>::ptr_ok(ts) && seen.insert(ts) && seen.len() < 4096 {
+            let tid = self.r().u64(ts + l.ts_native_thread_id).unwrap_or(0) as u32;
+            let lp = self.r().u64(ts + d.ts_running_loop).unwrap_or(0);
+            let task = self.r().u64(ts + d.ts_running_task).unwrap_or(0);
+            out.push((tid, lp, task));
+            self.list(ts + d.ts_tasks_head, d.task_node, tasks);
+            ts = self.r().u64(ts + l.ts_next).unwrap_or(0);
+        }
+        self.list(interp + d.interp_tasks_head, d.task_node, tasks);
+        out
+    }
+
+    /// The tasks of a `struct llist_node` list whose head is at `head`
+    /// (each task's node at `node` in it).
+    fn list(&self, head: u64, node: u64, tasks: &mut Vec<u64>) {
+        let mut n = self.r().u64(head).unwrap_or(0);
+        let mut seen = HashSet::new();
+        while n != head && Reader::<M>::ptr_ok(n) && tasks.len() < MAX_TASKS && seen.insert(n) {
+            let t = n - node;
+            if self.r().header(t).is_some() {
+                tasks.push(t);
+            }
+            n = self.r().u64(n).unwrap_or(0);
+        }
+    }
+
+    /// The C tasks frame `f` refers to: its locals, and the items of a
+    /// list or tuple local.
+    fn task_refs(&self, f: &RawFrame) -> Vec<u64> {
+        let is_task = |x: u64| self.r().is_type(x, "_asyncio.Task");
+        let mut out = Vec::new();
+        for &(_, v) in &f.locals {
+            if is_task(v) {
+                out.push(v);
+                continue;
+            }
+            let items = match self.r().obj_type_name(v).as_deref() {
+                Some("list") => self.list_items(v).unwrap_or_default(),
+                Some("tuple") => self.r().tuple(v).unwrap_or_default(),
+                _ => continue,
+            };
+            out.extend(items.into_iter().take(MAX_CHAIN).filter(|&x| is_task(x)));
+        }
+        out
     }
 
     fn attr(&mut self, obj: u64, name: &str) -> Option<u64> {
@@ -307,7 +536,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// The keys of a `set` object.
     fn set(&self, obj: u64) -> Vec<u64> {
-        let l = self.r().l;
+        let l = *self.r().l;
         if !self.r().is_type(obj, "set") {
             return Vec::new();
         }
@@ -337,21 +566,20 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// Name, coroutine, state of a task object.
     fn task(&mut self, t: u64) -> Option<TaskView> {
-        let l = self.r().l;
         let ty = self.r().obj_type_name(t)?;
-        let coro = self.r().u64(t + l.task.coro)?;
+        let coro = self.r().u64(t + self.t.coro)?;
         let coro_ty = self.r().obj_type_name(coro).unwrap_or_default();
         // A subclass of the C Task keeps its layout; anything else is not read.
         if ty != "_asyncio.Task" && coro_ty != "coroutine" {
             return None;
         }
-        let state = match self.r().bytes(t + l.task.fut_state, 4)?.first()? {
+        let state = match self.r().bytes(t + self.t.fut_state, 4)?.first()? {
             0 => TaskState::Pending,
             1 => TaskState::Cancelled,
             2 => TaskState::Done,
             _ => return None,
         };
-        let name_obj = self.r().u64(t + l.task.name)?;
+        let name_obj = self.r().u64(t + self.t.name)?;
         let name = self
             .r()
             .string(name_obj)
@@ -374,7 +602,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     fn coro_name(&self, coro: u64) -> Option<String> {
-        let l = self.r().l;
+        let l = *self.r().l;
         if !self.is_gen(coro) {
             return None;
         }
@@ -393,12 +621,12 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// following what it awaits (the top of its value stack) down to a
     /// future or a running coroutine.
     fn chain(&mut self, t: u64) -> Chain {
-        let l = self.r().l;
+        let l = *self.r().l;
         let mut out = Chain {
             frames: Vec::new(),
             running: false,
         };
-        let Some(mut obj) = self.r().u64(t + l.task.coro) else {
+        let Some(mut obj) = self.r().u64(t + self.t.coro) else {
             return out;
         };
         let mut seen = HashSet::new();
@@ -410,9 +638,9 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                         break;
                     };
                     let state = state as i8;
-                    if state >= 0 {
+                    if state >= l.frame_executing {
                         // Executing (its frames are on a thread), or finished.
-                        out.running = state == 0;
+                        out.running = state == l.frame_executing;
                         break;
                     }
                     let f = obj + l.gen_iframe;
@@ -424,7 +652,12 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     };
                     self.frames += 1;
                     let awaiting = self.yielding_from(state, f, &rf);
-                    let top = rf.stack.last().copied();
+                    // 3.15 pushes a NULL above the awaitable (PUSH_NULL
+                    // before SEND): what it awaits is just below.
+                    let top = match rf.stack.as_slice() {
+                        [.., a, 0] if l.minor >= 15 => Some(*a),
+                        s => s.last().copied(),
+                    };
                     tracing::trace!(
                         "asyncio chain: {} state {state} awaiting {awaiting} top {:?} ({:?})",
                         rf.frame.function,
@@ -449,18 +682,19 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// A suspended generator frame is in `yield from` / `await` (not a
-    /// bare `yield`): 3.13 says so in the state, 3.11/3.12 by the RESUME
+    /// bare `yield`): 3.13+ say so in the state (3.15 also while another
+    /// thread looks at what it awaits: `..._LOCKED`), 3.11/3.12 by the RESUME
     /// after the YIELD_VALUE (oparg >= 2; its opcode is RESUME, or
     /// RESUME_QUICK once 3.11 quickened the code).
     fn yielding_from(&self, state: i8, frame: u64, rf: &RawFrame) -> bool {
-        let l = self.r().l;
+        let l = *self.r().l;
         if rf.stack.is_empty() {
             return false;
         }
-        if let Some(yf) = l.frame_suspended_yield_from_neg {
-            return state == -(yf as i8);
+        if let Some(yf) = l.frame_suspended_yield_from {
+            return state == yf || Some(state) == l.frame_suspended_yield_from_locked;
         }
-        if state != -(l.frame_suspended_neg as i8) {
+        if state != l.frame_suspended {
             return false;
         }
         let Some(instr) = self.r().u64(frame + l.frame_instr) else {
@@ -473,7 +707,6 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// What each pending task waits for, the locks tasks hold, labels.
     fn waits(&mut self, loops: &mut [LoopView], chains: &[(u64, Chain)]) {
-        let l = self.r().l;
         let task_set: HashSet<u64> = chains.iter().map(|c| c.0).collect();
         // Held asyncio locks: `__aexit__` bound to a lock on a chain's stacks.
         let mut held: HashMap<u64, Vec<AsyncLock>> = HashMap::new();
@@ -481,8 +714,8 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         for (t, c) in chains {
             let mut exits: Vec<(usize, u64)> = Vec::new();
             for (fi, f) in c.frames.iter().enumerate() {
-                for &v in &f.stack {
-                    if let Some(lock) = self.aexit_lock(v) {
+                for (k, &v) in f.stack.iter().enumerate() {
+                    if let Some(lock) = self.aexit_lock(v, f.stack.get(k + 1).copied()) {
                         exits.push((fi, lock));
                     }
                 }
@@ -556,7 +789,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                         });
                     }
                 }
-                let waiter = self.r().u64(tv.addr + l.task.fut_waiter).unwrap_or(0);
+                let waiter = self.r().u64(tv.addr + self.t.fut_waiter).unwrap_or(0);
                 if waiter != 0 && tv.waits_for.is_empty() {
                     if task_set.contains(&waiter) {
                         tv.waits_for.push(TaskEdge {
@@ -612,9 +845,8 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// tuple, set or dict's items, an instance's attributes: a list of
     /// pending futures, `self._waiter`), and the future it awaits.
     fn refs(&mut self, t: u64, c: &Chain) -> Refs {
-        let l = self.r().l;
         let mut r = Refs {
-            awaits: self.r().u64(t + l.task.fut_waiter).unwrap_or(0),
+            awaits: self.r().u64(t + self.t.fut_waiter).unwrap_or(0),
             ..Default::default()
         };
         for f in &c.frames {
@@ -630,7 +862,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     continue;
                 }
                 let items = match self.r().obj_type_name(v).as_deref() {
-                    Some("list") => self.list(v).unwrap_or_default(),
+                    Some("list") => self.list_items(v).unwrap_or_default(),
                     Some("tuple") => self.r().tuple(v).unwrap_or_default(),
                     Some("set") => self.set(v),
                     Some("dict") => self
@@ -656,8 +888,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// `_GatheringFuture._children`.
     fn gather_children(&mut self, fut: u64) -> Option<Vec<u64>> {
-        let l = self.r().l;
-        let attrs = match l.task.fut_dict {
+        let attrs = match self.t.fut_dict {
             Some(off) => {
                 let d = self.r().u64(fut + off)?;
                 if d == 0 {
@@ -668,10 +899,10 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             None => self.w.attrs(fut)?,
         };
         let list = attrs.iter().find(|(k, _)| k == "_children")?.1;
-        self.list(list)
+        self.list_items(list)
     }
 
-    fn list(&self, obj: u64) -> Option<Vec<u64>> {
+    fn list_items(&self, obj: u64) -> Option<Vec<u64>> {
         if !self.r().is_type(obj, "list") {
             return None;
         }
@@ -688,13 +919,15 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// The asyncio.Lock whose `__aexit__` value `v` is (a bound method of a
-    /// Lock, or of a Condition/Semaphore-like object wrapping one).
-    fn aexit_lock(&mut self, v: u64) -> Option<u64> {
-        let l = self.r().l;
-        if !self.r().is_type(v, "method") {
-            return None;
-        }
-        let func = self.r().u64(v + l.method_func)?;
+    /// Lock, or of a Condition/Semaphore-like object wrapping one). 3.14+
+    /// keep `__aexit__` unbound, its `self` in the slot above (`above`).
+    fn aexit_lock(&mut self, v: u64, above: Option<u64>) -> Option<u64> {
+        let l = *self.r().l;
+        let (func, this) = match self.r().obj_type_name(v)?.as_str() {
+            "method" => (self.r().u64(v + l.method_func)?, None),
+            "function" if l.stackref_tag != 0 => (v, Some(above?)),
+            _ => return None,
+        };
         if !self.r().is_type(func, "function") {
             return None;
         }
@@ -702,7 +935,10 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         if !q.ends_with(".__aexit__") {
             return None;
         }
-        let this = self.r().u64(v + l.method_self)?;
+        let this = match this {
+            Some(t) => t,
+            None => self.r().u64(v + l.method_self)?,
+        };
         self.as_lock(this)
     }
 
@@ -719,7 +955,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// asyncio.Lock `_locked` is True.
     fn lock_locked(&mut self, lock: u64) -> bool {
-        let l = self.r().l;
+        let l = *self.r().l;
         let Some(b) = self.attr(lock, "_locked") else {
             return false;
         };
@@ -886,6 +1122,7 @@ mod tests {
                 ],
                 ..Default::default()
             }],
+            note: None,
         };
         let c = v.cycles();
         let ids: Vec<Vec<u64>> = c.iter().map(|c| c.iter().map(|e| e.0).collect()).collect();

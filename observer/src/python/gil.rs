@@ -53,7 +53,7 @@ pub fn find_for(major: u64, minor: u64) -> Option<Find> {
             runtime_gil: 360,
         }),
         (3, 12) => Some(Find::Pointer { interp_gil: 384 }),
-        (3, 13) => Some(Find::Pointer { interp_gil: 16 }),
+        (3, 13..=15) => Some(Find::Pointer { interp_gil: 16 }),
         _ => None,
     }
 }
@@ -245,7 +245,7 @@ impl Sampler {
             match find_for(major, minor) {
                 None => (
                     GilStatus::Unknown {
-                        why: format!("CPython {vs}: GIL layout not known (3.11-3.13 are)"),
+                        why: format!("CPython {vs}: GIL layout not known (3.11-3.15 are)"),
                     },
                     None,
                 ),
@@ -460,15 +460,9 @@ mod tests {
 
     #[test]
     fn gil_offsets_match_the_headers() {
-        let dirs = [
-            ("/usr/include/python3.11", 11),
-            ("/root/.pyenv/versions/3.11.7/include/python3.11", 11),
-            ("/root/.pyenv/versions/3.12.1/include/python3.12", 12),
-            ("/root/.pyenv/versions/3.13.0/include/python3.13", 13),
-        ];
         let mut checked = 0;
-        for (dir, minor) in dirs {
-            let dir = Path::new(dir);
+        for (dir, minor) in crate::python::layout::header_dirs() {
+            let dir = dir.as_path();
             if !dir.join("internal/pycore_gil.h").exists() {
                 eprintln!("skip: no CPython headers at {}", dir.display());
                 continue;
@@ -561,7 +555,7 @@ mod tests {
         i[384..392].copy_from_slice(&gil.to_ne_bytes());
         let m = Fake(Map::from([(interp, i), (gil, gil_bytes(0, 7))]));
         assert_eq!(locate(&m, find_for(3, 12).unwrap(), interp), None);
-        assert_eq!(find_for(3, 14), None);
+        assert_eq!(find_for(3, 16), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod asyncio;
 pub mod gil;
 pub mod layout;
 pub mod reader;
+mod section;
 mod walk;
 
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,9 @@ pub struct PyView {
     /// Set when the layout is not known: why nothing else is filled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
+    /// Set when only names and stacks were read: what is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited: Option<String>,
     pub threads: Vec<PyThreadView>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<PyLockInfo>,
@@ -175,7 +179,7 @@ pub fn frame_site(f: &PyFrame) -> String {
     format!("{}:{}", f.file, f.line)
 }
 
-/// Where a CPython process's interpreter is.
+/// Where a CPython process's interpreter is, and how to read it.
 #[derive(Clone, Debug)]
 pub struct Located {
     pub version: String,
@@ -183,23 +187,75 @@ pub struct Located {
     pub minor: u64,
     /// The main `PyInterpreterState`.
     pub interp: u64,
+    /// The offsets to read it with: this version's table, with every
+    /// offset the target's `_Py_DebugOffsets` covers taken from the target.
+    /// None: neither a table nor debug offsets know this version.
+    pub layout: Option<layout::Layout>,
+    /// How many offsets came from the target (0: the table alone).
+    pub from_target: usize,
+    /// The target says it is a free-threaded build (3.13+).
+    pub free_threaded: bool,
+    /// Set when only part of the view can be read (a version newer than
+    /// the tables): what is left out, in one line.
+    pub limited: Option<String>,
 }
 
 impl Located {
-    pub fn of_spy(spy: &py_spy::python_spy::PythonSpy) -> Self {
+    fn new(version: String, major: u64, minor: u64, interp: u64) -> Self {
+        let layout = layout::for_version(major, minor).copied();
         Located {
-            version: spy.version.to_string(),
-            major: spy.version.major,
-            minor: spy.version.minor,
-            interp: spy.addresses.interpreter_address as u64,
+            version,
+            major,
+            minor,
+            interp,
+            layout,
+            from_target: 0,
+            free_threaded: false,
+            limited: None,
         }
+    }
+
+    pub fn of_spy(spy: &py_spy::python_spy::PythonSpy) -> Self {
+        Located::new(
+            spy.version.to_string(),
+            spy.version.major,
+            spy.version.minor,
+            spy.addresses.interpreter_address as u64,
+        )
+    }
+
+    /// Takes what the target's debug offsets say. A minor version newer
+    /// than the tables is read with the newest table under them, for
+    /// names and stacks only (the lock objects' layout is not published).
+    pub fn with_debug_offsets(&mut self, d: &layout::DebugOffsets) {
+        if d.major() != self.major || d.minor() != self.minor {
+            return;
+        }
+        self.free_threaded = d.free_threaded;
+        if d.fields.is_empty() {
+            return;
+        }
+        let newest = layout::newest();
+        let mut l = self.layout.unwrap_or(*newest);
+        self.from_target = l.apply_debug_offsets(d);
+        if self.from_target == 0 {
+            return;
+        }
+        if self.layout.is_none() {
+            self.limited = Some(format!(
+                "CPython {}: newer than the layouts known (3.11-3.{}): names and stacks are read from the runtime's debug offsets; the Python lock graph, GIL and asyncio are not read",
+                self.version, newest.minor
+            ));
+        }
+        self.layout = Some(l);
     }
 }
 
-/// Finds the interpreter of a CPython 3.11–3.13 process from its
-/// `_PyRuntime` and `Py_Version` symbols (py-spy's binary parsing), without
-/// the stack walk `PythonSpy::new` does to validate it: the walk that
-/// follows validates it too (no threads: the caller falls back to py-spy).
+/// Finds the interpreter of a CPython 3.11+ process from its `_PyRuntime`
+/// and `Py_Version` symbols (py-spy's binary parsing), without the stack
+/// walk `PythonSpy::new` does to validate it: the walk that follows
+/// validates it too (no threads: the caller falls back to py-spy). From
+/// 3.13 on, the offsets come from the runtime's `_Py_DebugOffsets`.
 pub fn locate(pid: u32) -> anyhow::Result<Located> {
     use anyhow::Context;
     use py_spy::python_process_info::{PythonProcessInfo, get_python_version};
@@ -207,26 +263,28 @@ pub fn locate(pid: u32) -> anyhow::Result<Located> {
         .with_context(|| format!("opening process {pid}"))?;
     let info = PythonProcessInfo::new(&process)?;
     let v = get_python_version(&info, &process)?;
-    let l = layout::for_version(v.major, v.minor)
-        .with_context(|| format!("CPython {v}: layout not known"))?;
     let runtime = *info
         .get_symbol("_PyRuntime")
         .context("no _PyRuntime symbol")?;
-    let interp = reader::Mem::read(&reader::Live(pid), runtime + l.runtime_interp_head, 8)
+    let mem = reader::Live(pid);
+    let mut loc = Located::new(v.to_string(), v.major, v.minor, 0);
+    if let Some(d) = layout::DebugOffsets::read(&mem, runtime) {
+        loc.with_debug_offsets(&d);
+    }
+    let l = loc
+        .layout
+        .with_context(|| format!("CPython {v}: layout not known"))?;
+    loc.interp = reader::Mem::read(&mem, runtime + l.runtime_interp_head, 8)
         .and_then(|b| reader::u64_at(&b, 0))
         .filter(|&p| reader::Reader::<reader::Live>::ptr_ok(p))
         .context("reading _PyRuntime.interpreters.head")?;
-    Ok(Located {
-        version: v.to_string(),
-        major: v.major,
-        minor: v.minor,
-        interp,
-    })
+    Ok(loc)
 }
 
 /// The Python view of live process `pid`, whose interpreter is at `loc`.
-/// An unknown layout (another version, a free-threaded build) gives a view
-/// that says so and nothing else.
+/// An unknown layout or a free-threaded build gives a view that says so
+/// and nothing else; a version newer than the tables read through its
+/// debug offsets gives names and stacks only.
 pub fn view(
     pid: u32,
     loc: &Located,
@@ -239,26 +297,47 @@ pub fn view(
         unsupported: Some(why),
         ..Default::default()
     };
-    if free_threaded {
+    if free_threaded || loc.free_threaded {
         return unsupported(format!(
             "CPython {vs} is a free-threaded build: its Python locks are not read (native view only)"
         ));
     }
-    let Some(layout) = layout::for_version(loc.major, loc.minor) else {
+    let Some(layout) = &loc.layout else {
         return unsupported(format!(
-            "CPython {vs}: interpreter layout not known (3.11-3.13 are): Python locks are not read (native view only)"
+            "CPython {vs}: interpreter layout not known (3.11-3.{} are, and later versions through their debug offsets): Python locks are not read (native view only)",
+            layout::newest().minor
         ));
     };
     let t0 = std::time::Instant::now();
     let reads = reader::READS.load(std::sync::atomic::Ordering::Relaxed);
-    let v = inspect(&reader::Live(pid), layout, vs.clone(), loc.interp, waits);
+    let mut v = inspect(&reader::Live(pid), layout, vs.clone(), loc.interp, waits);
+    if let Some(why) = &loc.limited {
+        v.names_and_stacks_only(why);
+    }
     tracing::debug!(
-        "python walk of {pid}: {} threads in {:?}, {} memory reads",
+        "python walk of {pid}: {} threads in {:?}, {} memory reads, {} offsets from the target",
         v.threads.len(),
         t0.elapsed(),
-        reader::READS.load(std::sync::atomic::Ordering::Relaxed) - reads
+        reader::READS.load(std::sync::atomic::Ordering::Relaxed) - reads,
+        loc.from_target
     );
     v
+}
+
+impl PyView {
+    /// Keeps names and stacks, drops what depends on layouts not known
+    /// (locks, waits, holders, joins, labels, asyncio), and says so.
+    pub fn names_and_stacks_only(&mut self, why: &str) {
+        for t in &mut self.threads {
+            t.wait = None;
+            t.held.clear();
+            t.joins = None;
+            t.label = None;
+        }
+        self.locks.clear();
+        self.asyncio = None;
+        self.limited = Some(why.to_string());
+    }
 }
 
 /// What a report says about one thread's Python state.
@@ -325,5 +404,86 @@ impl PyView {
             joins: t.joins,
             label: t.label.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::PathBuf,
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    /// The interpreters that publish `_Py_DebugOffsets` (3.13+).
+    fn debug_pythons() -> Vec<(u64, PathBuf)> {
+        let unpacked = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pythons");
+        let mut v = vec![(
+            13,
+            PathBuf::from("/root/.pyenv/versions/3.13.0/bin/python3"),
+        )];
+        for minor in [14, 15] {
+            v.push((
+                minor,
+                unpacked.join(format!("3.{minor}/usr/bin/python3.{minor}")),
+            ));
+        }
+        v
+    }
+
+    /// A live interpreter's debug offsets agree with the table of its
+    /// version for every field they cover, and name its threads.
+    #[test]
+    fn live_debug_offsets_agree_with_the_tables() {
+        let mut checked = 0;
+        for (minor, py) in debug_pythons() {
+            if !py.exists() {
+                assert!(
+                    std::env::var_os("OBSERVER_REQUIRE_ALL").is_none(),
+                    "CPython 3.{minor} is missing: {}",
+                    py.display()
+                );
+                continue;
+            }
+            let mut child = Command::new(&py)
+                .args([
+                    "-c",
+                    "import sys, time; print(1, flush=True); time.sleep(60)",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            let pid = child.id();
+            let end = Instant::now() + Duration::from_secs(10);
+            let loc = loop {
+                match super::locate(pid) {
+                    Ok(l) => break l,
+                    Err(e) if Instant::now() > end => panic!("3.{minor}: {e:#}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(loc.minor, minor);
+            assert!(
+                loc.from_target > 25,
+                "3.{minor}: {} offsets taken",
+                loc.from_target
+            );
+            assert!(!loc.free_threaded && loc.limited.is_none());
+            assert_eq!(
+                loc.layout.as_ref(),
+                super::layout::for_version(3, minor),
+                "3.{minor}: the table and the runtime's debug offsets disagree"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "no CPython 3.13+ found");
     }
 }

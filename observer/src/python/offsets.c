@@ -11,7 +11,11 @@
 #include "internal/pycore_long.h"
 #include "opcode.h"
 #include "internal/pycore_moduleobject.h"
-#define P(name, expr) printf("%s %zu\n", name, (size_t)(expr));
+#if PY_VERSION_HEX >= 0x030E0000
+#include "internal/pycore_stackref.h"
+#include "internal/pycore_lock.h"
+#endif
+#define P(name, expr) printf("%s %lld\n", name, (long long)(expr));
 int main(void) {
   P("runtime_interp_head", offsetof(_PyRuntimeState, interpreters.head));
   P("interp_threads_head", offsetof(PyInterpreterState, threads.head));
@@ -32,13 +36,24 @@ int main(void) {
   P("frame_previous", offsetof(_PyInterpreterFrame, previous));
   P("frame_globals", offsetof(_PyInterpreterFrame, f_globals));
   P("frame_locals", offsetof(_PyInterpreterFrame, f_locals));
+#if PY_VERSION_HEX < 0x030E0000
   P("frame_stacktop", offsetof(_PyInterpreterFrame, stacktop));
+#else
+  /* 3.14+: a pointer past the top of the value stack. */
+  P("frame_stacktop", offsetof(_PyInterpreterFrame, stackpointer));
+#endif
   P("frame_owner", offsetof(_PyInterpreterFrame, owner));
   P("frame_localsplus", offsetof(_PyInterpreterFrame, localsplus));
 #ifdef Py_GIL_DISABLED
 #error free-threaded headers
 #endif
-#if PY_VERSION_HEX >= 0x030C0000
+#if PY_VERSION_HEX >= 0x030E0000
+  P("stackref_tag", Py_TAG_BITS);
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+  /* The first owner that is not Python code (interpreter, C stack). */
+  P("owned_by_cstack", FRAME_OWNED_BY_INTERPRETER);
+#elif PY_VERSION_HEX >= 0x030C0000
   P("owned_by_cstack", FRAME_OWNED_BY_CSTACK);
 #endif
   P("code_nlocalsplus", offsetof(PyCodeObject, co_nlocalsplus));
@@ -79,14 +94,23 @@ int main(void) {
 #else
   P("long_digits", offsetof(PyLongObject, long_value.ob_digit));
 #endif
+#if PY_VERSION_HEX < 0x030E0000
   P("before_with", BEFORE_WITH);
+#else
+  /* 3.14+: `with` loads `__exit__` and `__enter__` with LOAD_SPECIAL. */
+  P("before_with", LOAD_SPECIAL);
+#endif
   /* asyncio: coroutines, sys.modules, sets and weak references. */
   P("gen_iframe", offsetof(PyGenObject, gi_iframe));
   P("gen_frame_state", offsetof(PyGenObject, gi_frame_state));
-  P("frame_suspended_neg", -FRAME_SUSPENDED);
+  P("frame_suspended", FRAME_SUSPENDED);
 #if PY_VERSION_HEX >= 0x030D0000
-  P("frame_suspended_yield_from_neg", -FRAME_SUSPENDED_YIELD_FROM);
+  P("frame_suspended_yield_from", FRAME_SUSPENDED_YIELD_FROM);
 #endif
+#if PY_VERSION_HEX >= 0x030F0000
+  P("frame_suspended_yield_from_locked", FRAME_SUSPENDED_YIELD_FROM_LOCKED);
+#endif
+  P("frame_executing", FRAME_EXECUTING);
 #if PY_VERSION_HEX >= 0x030C0000
   P("interp_modules", offsetof(PyInterpreterState, imports.modules));
 #else
@@ -97,6 +121,11 @@ int main(void) {
   P("set_mask", offsetof(PySetObject, mask));
   P("set_table", offsetof(PySetObject, table));
   P("weakref_object", offsetof(PyWeakReference, wr_object));
+#if PY_VERSION_HEX >= 0x030E0000
+  /* _thread.lock is { PyObject_HEAD; PyMutex lock; ... }: measured by the
+   * lock tests; here only that a PyMutex sits right after the header. */
+  P("lock_mutex", sizeof(PyObject));
+#endif
   P("managed_dict_flag", Py_TPFLAGS_MANAGED_DICT);
   P("heaptype_flag", Py_TPFLAGS_HEAPTYPE);
   return 0;

@@ -10,6 +10,13 @@ use super::layout::{Attrs, HEAPTYPE, INLINE_VALUES, Layout, MANAGED_DICT};
 /// a map of regions.
 pub trait Mem {
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>>;
+
+    /// Where ELF section `name` is loaded: in the first module the target
+    /// maps whose file name contains `files[0]`, else `files[1]`, ...
+    /// (memory that is not a live process's has none).
+    fn section(&self, _name: &str, _files: &[&str]) -> Option<u64> {
+        None
+    }
 }
 
 pub struct Live(pub u32);
@@ -24,6 +31,10 @@ impl Mem for Live {
         }
         READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::source::snapshot::read_mem(self.0, addr, len)
+    }
+
+    fn section(&self, name: &str, files: &[&str]) -> Option<u64> {
+        super::section::find(self.0, name, files)
     }
 }
 
@@ -44,7 +55,7 @@ pub fn i32_at(b: &[u8], off: u64) -> Option<i32> {
 
 pub struct Reader<'a, M: Mem> {
     pub mem: &'a M,
-    pub l: &'static Layout,
+    pub l: &'a Layout,
     type_names: RefCell<HashMap<u64, Option<String>>>,
     strings: RefCell<HashMap<u64, Option<String>>>,
     /// Object headers read in this walk (each slot's object is looked at
@@ -53,7 +64,7 @@ pub struct Reader<'a, M: Mem> {
 }
 
 impl<'a, M: Mem> Reader<'a, M> {
-    pub fn new(mem: &'a M, l: &'static Layout) -> Self {
+    pub fn new(mem: &'a M, l: &'a Layout) -> Self {
         Reader {
             mem,
             l,
@@ -73,6 +84,16 @@ impl<'a, M: Mem> Reader<'a, M> {
 
     pub fn u8(&self, addr: u64) -> Option<u8> {
         self.mem.read(addr, 1)?.first().copied()
+    }
+
+    /// The object a frame or stack slot refers to: 3.14+ tag the low bits
+    /// of a `_PyStackRef`; a tagged int (or invalid ref) is no object.
+    pub fn stackref(&self, v: u64) -> u64 {
+        match self.l.stackref_tag {
+            0 => v,
+            t if v & t & !1 != 0 => 0,
+            t => v & !t,
+        }
     }
 
     /// A plausible object pointer: non-null, aligned.
@@ -480,22 +501,27 @@ pub fn exception_table(t: &[u8]) -> Vec<ExcEntry> {
     out
 }
 
-/// The code unit of the `BEFORE_WITH` that opened the `with` block whose
-/// bound `__exit__` sits at value-stack index `slot`, for a frame at code
-/// unit `at`. The block's body is covered by entries with depth `slot + 1`
-/// and `lasti` that share one handler (the `with` cleanup); the body starts
-/// right after its `BEFORE_WITH`. Of such handlers the one whose body
-/// starts last at or before `at` is the innermost block open there (blocks
-/// at one depth cannot nest). Confirmed by `opcode_at`.
+/// The code unit of the instruction that opened the `with` block whose
+/// `__exit__` sits at value-stack index `slot`, for a frame at code unit
+/// `at`. The block's body is covered by exception-table entries with
+/// `lasti` and depth `slot + slots` (`slots`: stack items the block keeps,
+/// 1 for a bound `__exit__` before 3.14, 2 for 3.14+'s `__exit__` and its
+/// `self`) that share one handler (the `with` cleanup). Of such handlers
+/// the one whose body starts last at or before `at` is the innermost block
+/// open there (blocks at one depth cannot nest). The opening instruction is
+/// `BEFORE_WITH` right before the body (3.11-3.13), or 3.14+'s
+/// `LOAD_SPECIAL __enter__` a few units before it (then `CALL` and its
+/// inline caches): `open_op` is that opcode, confirmed by `unit_at`.
 pub fn with_start(
     table: &[ExcEntry],
     slot: u64,
+    slots: u64,
     at: u64,
-    opcode_at: impl Fn(u64) -> Option<u8>,
-    before_with: u8,
+    unit_at: impl Fn(u64) -> Option<(u8, u8)>,
+    open_op: u8,
 ) -> Option<u64> {
     let mut starts: HashMap<u64, (u64, u64)> = HashMap::new();
-    for e in table.iter().filter(|e| e.lasti && e.depth == slot + 1) {
+    for e in table.iter().filter(|e| e.lasti && e.depth == slot + slots) {
         let s = starts.entry(e.target).or_insert((e.start, e.end));
         s.0 = s.0.min(e.start);
         s.1 = s.1.max(e.end);
@@ -504,8 +530,14 @@ pub fn with_start(
         .values()
         .filter(|(s, end)| *s <= at && at < *end)
         .max_by_key(|(s, _)| *s)?;
-    let w = first.checked_sub(1)?;
-    (opcode_at(w)? == before_with).then_some(w)
+    if slots == 1 {
+        let w = first.checked_sub(1)?;
+        return (unit_at(w)?.0 == open_op).then_some(w);
+    }
+    // LOAD_SPECIAL with oparg 0 (`__enter__`), then CALL and its caches.
+    (1..=8)
+        .filter_map(|k| first.checked_sub(k))
+        .find(|&u| unit_at(u) == Some((open_op, 0)))
 }
 
 #[cfg(test)]
@@ -593,14 +625,21 @@ mod tests {
                 lasti: true
             }
         );
-        let ops = |u: u64| Some(if u == 7 || u == 17 { 53 } else { 1 });
+        let ops = |u: u64| Some((if u == 7 || u == 17 { 53 } else { 1 }, 0));
         // Inside both blocks: slot 0 is the outer `with`, slot 1 the inner.
-        assert_eq!(with_start(&t, 0, 30, ops, 53), Some(7));
-        assert_eq!(with_start(&t, 1, 30, ops, 53), Some(17));
+        assert_eq!(with_start(&t, 0, 1, 30, ops, 53), Some(7));
+        assert_eq!(with_start(&t, 1, 1, 30, ops, 53), Some(17));
         // After the inner block: only the outer one is open.
-        assert_eq!(with_start(&t, 0, 90, ops, 53), Some(7));
-        assert_eq!(with_start(&t, 1, 90, ops, 53), None);
+        assert_eq!(with_start(&t, 0, 1, 90, ops, 53), Some(7));
+        assert_eq!(with_start(&t, 1, 1, 90, ops, 53), None);
         // Not a BEFORE_WITH before the body: no answer rather than a guess.
-        assert_eq!(with_start(&t, 0, 30, |_| Some(1), 53), None);
+        assert_eq!(with_start(&t, 0, 1, 30, |_| Some((1, 0)), 53), None);
+        // 3.14: two slots per block, LOAD_SPECIAL 0 five units before the
+        // body (CALL and three caches between).
+        let ops14 = |u: u64| Some(if u == 3 || u == 13 { (95, 0) } else { (1, 1) });
+        assert_eq!(with_start(&t, 0, 1, 30, ops14, 95), None);
+        let t14 = exception_table(&enc(&[8, 10, 115, 5, 18, 21, 71, 9, 59, 20, 115, 5]));
+        assert_eq!(with_start(&t14, 0, 2, 30, ops14, 95), Some(3));
+        assert_eq!(with_start(&t14, 2, 2, 30, ops14, 95), Some(13));
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     How, PyHeld, PyLockInfo, PyLockKind, PyThreadView, PyView, PyWait,
-    layout::{Layout, LockLayout},
+    layout::{Layout, LockLayout, RLockLayout},
     reader::{Mem, Reader, exception_table, i32_at, line_of, u64_at, with_start},
 };
 use crate::symbol::PyFrame;
@@ -77,7 +77,7 @@ enum Slot {
 /// thread blocked in a futex wait to its futex address.
 pub fn inspect<M: Mem>(
     mem: &M,
-    layout: &'static Layout,
+    layout: &Layout,
     version: String,
     interp: u64,
     waits: &HashMap<u32, u64>,
@@ -156,9 +156,8 @@ impl<M: Mem> Walk<'_, '_, M> {
             };
             let prev = u64_at(&b, l.frame_previous).unwrap_or(0);
             let owner = b.get(l.frame_owner as usize).copied();
-            if (l.owned_by_cstack.is_none() || owner != l.owned_by_cstack)
-                && let Some(rf) = self.frame(f, &b)
-            {
+            let shim = matches!((owner, l.owned_by_cstack), (Some(o), Some(c)) if o >= c);
+            if !shim && let Some(rf) = self.frame(f, &b) {
                 out.push(rf);
             }
             f = prev;
@@ -220,7 +219,7 @@ impl<M: Mem> Walk<'_, '_, M> {
     pub(super) fn frame(&mut self, f: u64, b: &[u8]) -> Option<RawFrame> {
         let l = self.r.l;
         let r = self.r;
-        let code = u64_at(b, l.frame_code)?;
+        let code = self.r.stackref(u64_at(b, l.frame_code)?);
         let ci = self.code(code)?;
         let (nlocals, stacksize) = (ci.nlocals, ci.stacksize);
         let instr = u64_at(b, l.frame_instr)?;
@@ -240,12 +239,20 @@ impl<M: Mem> Walk<'_, '_, M> {
             r.bytes(f + l.frame_localsplus, total * 8)
                 .unwrap_or_default()
         };
-        let slot = |i: usize| u64_at(&slots, i as u64 * 8).unwrap_or(0);
+        let slot = |i: usize| r.stackref(u64_at(&slots, i as u64 * 8).unwrap_or(0));
         let locals = (0..nlocals as usize)
             .filter_map(|i| Some((ci.names.get(i)?.clone()?, slot(i))))
             .filter(|(_, v)| *v != 0)
             .collect();
-        let stacktop = i32_at(b, l.frame_stacktop).unwrap_or(-1);
+        let stacktop = if l.stackref_tag != 0 {
+            // 3.14+: `stackpointer`, saved when the frame calls out.
+            u64_at(b, l.frame_stacktop)
+                .and_then(|sp| sp.checked_sub(f + l.frame_localsplus))
+                .filter(|d| d % 8 == 0 && d / 8 <= MAX_SLOTS as u64 * 2)
+                .map_or(-1, |d| (d / 8) as i32)
+        } else {
+            i32_at(b, l.frame_stacktop).unwrap_or(-1)
+        };
         let (depth, exact) = if (nlocals..=nlocals + stacksize).contains(&stacktop) {
             ((stacktop - nlocals) as usize, true)
         } else {
@@ -284,18 +291,36 @@ impl<M: Mem> Walk<'_, '_, M> {
         }
     }
 
-    /// The lock a value-stack slot refers to, and how.
-    fn slot_lock(&mut self, v: u64) -> Option<(u64, PyLockKind, Slot)> {
+    /// The lock value-stack slot `k` refers to, and how. 3.14+ keep a
+    /// `with` block's `__exit__` unbound, its `self` in the slot above.
+    fn slot_lock(&mut self, stack: &[u64], k: usize) -> Option<(u64, PyLockKind, Slot)> {
         let l = self.r.l;
+        let v = *stack.get(k)?;
         let (rc, ty) = self.r.header(v)?;
-        if let Some(k) = self.lock_kind(v) {
-            return Some((v, k, Slot::Lock));
+        if let Some(kind) = self.lock_kind(v) {
+            return Some((v, kind, Slot::Lock));
         }
         // Bound methods are never immortal: a bigger count is freed memory.
         if rc >= MAX_REFCNT {
             return None;
         }
+        let this = || stack.get(k + 1).copied();
         match self.r.type_name(ty)?.as_str() {
+            // `_thread.lock.__exit__` (3.14+): PyDescr_COMMON's d_name.
+            "method_descriptor" if l.stackref_tag != 0 => {
+                let name = self.r.string(self.r.u64(v + 24)?)?;
+                let this = this()?;
+                let kind = self.lock_kind(this)?;
+                (name == "__exit__").then_some((this, kind, Slot::Exit))
+            }
+            // A Python `__exit__` (Condition, user classes), 3.14+.
+            "function" if l.stackref_tag != 0 => {
+                let q = self.r.string(self.r.u64(v + l.func_qualname)?)?;
+                if !q.ends_with(".__exit__") {
+                    return None;
+                }
+                self.wrapped_lock(this()?)
+            }
             "builtin_function_or_method" => {
                 let this = self.r.u64(v + l.cfunc_self)?;
                 let k = self.lock_kind(this)?;
@@ -321,19 +346,35 @@ impl<M: Mem> Walk<'_, '_, M> {
                     return None;
                 }
                 let this = self.r.u64(v + l.method_self)?;
-                let attrs = self.attrs(this)?;
-                let mut best = None;
-                for (name, a) in attrs {
-                    if let Some(k) = self.lock_kind(a)
-                        && (best.is_none() || name == "_lock")
-                    {
-                        best = Some((a, k, Slot::Exit));
-                    }
-                }
-                best
+                self.wrapped_lock(this)
             }
             _ => None,
         }
+    }
+
+    /// The lock an object whose `__exit__` is Python code wraps: an
+    /// attribute (`_lock` preferred).
+    fn wrapped_lock(&mut self, this: u64) -> Option<(u64, PyLockKind, Slot)> {
+        let attrs = self.attrs(this)?;
+        let mut best = None;
+        for (name, a) in attrs {
+            if let Some(k) = self.lock_kind(a)
+                && (best.is_none() || name == "_lock")
+            {
+                best = Some((a, k, Slot::Exit));
+            }
+        }
+        best
+    }
+
+    /// 3.14+: a `with` entering `lock` keeps its `__exit__` and `self`
+    /// just below `__enter__` and the `self` it is called with.
+    fn exit_below(&mut self, stack: &[u64], k: usize, lock: u64) -> bool {
+        self.r.l.stackref_tag != 0
+            && (k.saturating_sub(3)..k).any(|j| {
+                self.slot_lock(&stack[..k], j)
+                    .is_some_and(|(l, _, s)| l == lock && s == Slot::Exit)
+            })
     }
 
     /// The line of the `with` statement whose `__exit__` is at value-stack
@@ -342,11 +383,13 @@ impl<M: Mem> Walk<'_, '_, M> {
         let r = self.r;
         let ci = self.code(f.code)?;
         let table = exception_table(&r.bytes_obj(f.exctable)?);
+        let bc = ci.bytecode.as_ref()?;
         let unit = with_start(
             &table,
             k as u64,
+            if r.l.stackref_tag != 0 { 2 } else { 1 },
             f.unit?,
-            |u| ci.bytecode.as_ref()?.get(u as usize * 2).copied(),
+            |u| Some((*bc.get(u as usize * 2)?, *bc.get(u as usize * 2 + 1)?)),
             r.l.before_with,
         )?;
         line_of(ci.linetable.as_ref()?, f.first_line, unit)
@@ -354,8 +397,9 @@ impl<M: Mem> Walk<'_, '_, M> {
 
     /// The futex word a lock's waiters sleep on.
     fn lock_word(&self, lock: u64, kind: PyLockKind) -> u64 {
-        match (kind, self.r.l.lock) {
-            (PyLockKind::Lock, LockLayout::Mutex) => lock + 16,
+        match (kind, self.r.l.lock, self.r.l.rlock) {
+            (PyLockKind::Lock, LockLayout::Mutex, _)
+            | (PyLockKind::RLock, _, RLockLayout::Recursive) => lock + 16,
             _ => self.r.u64(lock + 16).unwrap_or(0),
         }
     }
@@ -372,9 +416,15 @@ impl<M: Mem> Walk<'_, '_, M> {
         }
     }
 
+    /// An RLock's owner (ident) and how many times it holds it (0: free).
     fn rlock_owner(&self, lock: u64) -> Option<(u64, u64)> {
-        let b = self.r.bytes(lock + 24, 16)?;
-        Some((u64_at(&b, 0)?, u64_at(&b, 8)?))
+        let b = self.r.bytes(lock + 16, 24)?;
+        let (owner, n) = (u64_at(&b, 8)?, u64_at(&b, 16)?);
+        match self.r.l.rlock {
+            RLockLayout::Sem => Some((owner, n)),
+            RLockLayout::Recursive if b[0] & 1 == 0 => Some((0, 0)),
+            RLockLayout::Recursive => Some((owner, n.saturating_add(1))),
+        }
     }
 
     fn analyze(
@@ -404,8 +454,8 @@ impl<M: Mem> Walk<'_, '_, M> {
             let mut cut = None;
             if let (Some(u), Some(f0)) = (uaddr, t.frames.first()) {
                 let parked = self.r.u64(u.wrapping_sub(8)).unwrap_or(0);
-                for (k, &v) in f0.stack.iter().enumerate().rev() {
-                    let Some((lock, kind, slot)) = self.slot_lock(v) else {
+                for k in (0..f0.stack.len()).rev() {
+                    let Some((lock, kind, slot)) = self.slot_lock(&f0.stack, k) else {
                         continue;
                     };
                     let word = self.lock_word(lock, kind);
@@ -415,7 +465,10 @@ impl<M: Mem> Walk<'_, '_, M> {
                             kind,
                             // 3.12+ keep the manager on the stack while
                             // BEFORE_WITH calls `__enter__`; 3.11 its `__exit__`.
-                            how: if slot == Slot::Exit || f0.opcode == Some(self.r.l.before_with) {
+                            how: if slot == Slot::Exit
+                                || f0.opcode == Some(self.r.l.before_with)
+                                || self.exit_below(&f0.stack, k, lock)
+                            {
                                 How::With
                             } else {
                                 How::Acquire
@@ -436,8 +489,8 @@ impl<M: Mem> Walk<'_, '_, M> {
                 } else {
                     f.stack.len()
                 };
-                for (k, &v) in f.stack[..live].iter().enumerate() {
-                    let Some((lock, kind, Slot::Exit)) = self.slot_lock(v) else {
+                for k in 0..live {
+                    let Some((lock, kind, Slot::Exit)) = self.slot_lock(&f.stack[..live], k) else {
                         continue;
                     };
                     if view.held.iter().any(|h| h.lock == lock)
@@ -568,6 +621,7 @@ impl<M: Mem> Walk<'_, '_, M> {
         PyView {
             version,
             unsupported: None,
+            limited: None,
             threads,
             locks: infos,
             asyncio: None,

@@ -52,6 +52,9 @@ pub fn wait_line(v: &AsyncView, t: &TaskView) -> Option<String> {
 /// Every loop and its tasks, for `dump`; `py` gives the loop threads'
 /// stacks (what a loop out of its selector is running).
 pub fn tasks(s: &mut String, v: &AsyncView, py: Option<&PyView>) {
+    if let Some(n) = &v.note {
+        let _ = writeln!(s, "\n{}", escape(n));
+    }
     for l in &v.loops {
         let mut on = match l.tid {
             Some(t) => format!("thread {t}"),

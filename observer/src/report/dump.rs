@@ -19,6 +19,9 @@ pub struct Dump<'a> {
     pub schema: &'static str,
     pub version: &'static str,
     pub tgid: u32,
+    /// The process dumped: what it runs, and when it started (as in the
+    /// report's `processes[]`).
+    pub processes: Vec<ProcessId>,
     pub findings: &'a [Finding],
     pub threads: Vec<ThreadState>,
     /// CPython: the interpreter version, and why locks were not read if so.
@@ -26,11 +29,25 @@ pub struct Dump<'a> {
     pub python: Option<PythonState>,
 }
 
+/// What a process runs, and which process of the boot it is.
+#[derive(Serialize)]
+pub struct ProcessId {
+    pub tgid: u32,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    pub comm: Option<String>,
+    /// ns since boot (/proc/PID/stat `starttime`).
+    pub start_time_ns: Option<u64>,
+}
+
 #[derive(Serialize)]
 pub struct PythonState {
     pub version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
+    /// What was not read (a version newer than the layouts known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<String>,
     /// Event loops and their tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asyncio: Option<crate::python::asyncio::AsyncView>,
@@ -116,6 +133,17 @@ pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> Dump<'a
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
         tgid,
+        processes: model
+            .processes
+            .values()
+            .map(|p| ProcessId {
+                tgid: p.tgid,
+                cmdline: p.cmdline.clone(),
+                exe: p.exe.clone(),
+                comm: p.comm().map(str::to_string),
+                start_time_ns: p.start_time_ns,
+            })
+            .collect(),
         findings,
         threads,
         python: python_state(model),
@@ -127,6 +155,7 @@ fn python_state(model: &Model) -> Option<PythonState> {
     Some(PythonState {
         version: v.version.clone(),
         unsupported: v.unsupported.clone(),
+        limited: v.limited.clone(),
         asyncio: v.asyncio.clone(),
     })
 }
@@ -144,9 +173,12 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         "== observer dump: process {tgid} \"{leader}\", {} threads ==",
         threads.len()
     );
+    if let Some(exe) = model.processes.values().next().and_then(|p| p.exe.as_ref()) {
+        let _ = writeln!(s, "exe: {}", escape(exe));
+    }
     if let Some(py) = python_state(model) {
         let _ = writeln!(s, "Python {}", escape(&py.version));
-        if let Some(u) = &py.unsupported {
+        if let Some(u) = py.unsupported.as_ref().or(py.limited.as_ref()) {
             let _ = writeln!(s, "  {}", escape(u));
         }
     }

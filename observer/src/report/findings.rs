@@ -25,6 +25,21 @@ fn lock(l: &LockInfo) -> String {
     describe_lock(l)
 }
 
+/// "; thread 1 "main" waits for it" (joins it, or waits for a lock it holds).
+fn held_up_by(by: &[Tid], name: &dyn Fn(Tid) -> String) -> String {
+    match by {
+        [] => String::new(),
+        [one] => format!("; thread {one} \"{}\" waits for it", name(*one)),
+        many => {
+            let v: Vec<String> = many
+                .iter()
+                .map(|&t| format!("{t} \"{}\"", name(t)))
+                .collect();
+            format!("; threads {} wait for it", v.join(", "))
+        }
+    }
+}
+
 /// The finding in one line (also the JSON report's `summary`).
 pub fn summary(f: &Finding) -> String {
     let name = |tid: Tid| {
@@ -100,6 +115,7 @@ pub fn summary(f: &Finding) -> String {
             waited_ns,
             before_observation,
             holder,
+            held_up,
         } => {
             let held = match holder {
                 WaitHolder::Thread(h) => format!(", held by thread {h} \"{}\"", name(*h)),
@@ -108,12 +124,32 @@ pub fn summary(f: &Finding) -> String {
             };
             let since = if *before_observation { "at least " } else { "" };
             format!(
-                "thread {tid} \"{tname}\" has waited {since}{} for {}{held}",
+                "thread {tid} \"{tname}\" has waited {since}{} for {}{held}{}",
                 dur(*waited_ns),
-                first_lock()
+                first_lock(),
+                held_up_by(held_up, &name)
             )
         }
-        Detail::StuckThread { idle_ns, wchan } => {
+        Detail::ProcessHung { window_ns } => {
+            let names: Vec<String> = f
+                .threads
+                .iter()
+                .take(10)
+                .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                .collect();
+            let more = if f.threads.len() > 10 { ", ..." } else { "" };
+            format!(
+                "no thread ran for {}: all {} threads wait in futex waits nobody can end from inside: {}{more}",
+                dur(*window_ns),
+                f.threads.len(),
+                names.join(", ")
+            )
+        }
+        Detail::StuckThread {
+            idle_ns,
+            wchan,
+            held_up,
+        } => {
             let blocked = f
                 .threads
                 .first()
@@ -126,8 +162,9 @@ pub fn summary(f: &Finding) -> String {
                 format!(" ({})", escape(wchan))
             };
             format!(
-                "thread {tid} \"{tname}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran",
-                dur(*idle_ns)
+                "thread {tid} \"{tname}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran{}",
+                dur(*idle_ns),
+                held_up_by(held_up, &name)
             )
         }
         Detail::UnjoinedThread => {
@@ -311,6 +348,7 @@ pub fn finding(f: &Finding) -> String {
         FindingKind::OrphanedLock => writeln!(s, "Found an orphaned lock in process {}:", f.tgid),
         FindingKind::LongWait => writeln!(s, "Long wait in process {}:", f.tgid),
         FindingKind::StuckThread => writeln!(s, "Stuck thread in process {}:", f.tgid),
+        FindingKind::ProcessHung => writeln!(s, "All threads blocked in process {}:", f.tgid),
         FindingKind::UnjoinedThread => writeln!(s, "Threads never joined in process {}:", f.tgid),
         FindingKind::ThreadLeak => writeln!(s, "Thread leak in process {}:", f.tgid),
         FindingKind::ThreadChurn => writeln!(s, "Thread churn in process {}:", f.tgid),

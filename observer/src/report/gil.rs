@@ -344,12 +344,7 @@ mod tests {
     #[test]
     fn verdict_line_names_the_holder_and_escapes() {
         let mut m = Model::new();
-        m.apply(&Event::Start {
-            ts_ns: 1,
-            tgid: 10,
-            cmdline: vec!["python3".into()],
-            attached: true,
-        });
+        m.apply(&Event::start(1, 10, vec!["python3".into()], true));
         for (tid, name) in [(10u32, "main"), (11, "cpu-1"), (12, "cpu\x1b[2J-2")] {
             m.apply(&Event::PyThreadName {
                 ts_ns: 2,

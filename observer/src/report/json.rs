@@ -77,6 +77,11 @@ pub struct ProcessOut {
     pub tgid: u32,
     pub cmdline: Vec<String>,
     pub exe: Option<String>,
+    /// The main thread's name (comm) as last seen.
+    pub comm: Option<String>,
+    /// When the process started, ns since boot (/proc/PID/stat): `tgid`
+    /// and this name one process of the boot, so reports of one hang match.
+    pub start_time_ns: Option<u64>,
     pub attached: bool,
     pub observed_from_ns: u64,
     pub observed_to_ns: Option<u64>,
@@ -118,6 +123,10 @@ pub struct ThreadOut {
     pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<ThreadPython>,
+    /// A live thread waiting for work that nobody waits for: what it waits
+    /// on ("waiting for work on Queue jobs"). State, not a finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
 }
 
 /// `threads[].python`: what the interpreter showed, and GIL accounting.
@@ -177,6 +186,8 @@ pub fn build<'a>(
             tgid: p.tgid,
             cmdline: p.cmdline.clone(),
             exe: p.exe.clone(),
+            comm: p.comm().map(str::to_string),
+            start_time_ns: p.start_time_ns,
             attached: p.attached,
             observed_from_ns: p.observed_from_ns,
             observed_to_ns: p.observed_to_ns,
@@ -187,6 +198,14 @@ pub fn build<'a>(
             python: super::gil::process_json(model, p),
         });
         let mut gil = super::gil::threads_json(model, p);
+        let idle: std::collections::HashMap<u32, String> = if p.observed_to_ns.is_none() {
+            let g = crate::graph::WaitForGraph::build(p);
+            crate::graph::idle::idle_threads(model, p, &g)
+                .into_iter()
+                .collect()
+        } else {
+            Default::default()
+        };
         for (i, t) in p.threads.iter().enumerate() {
             let info = p.python.as_ref().and_then(|v| v.info(t.tid));
             // A TID can be reused: the accounting is the newest thread's.
@@ -227,6 +246,7 @@ pub fn build<'a>(
                     .map(|x| x.frames.clone()),
                 python,
                 joined_by: t.joined_by,
+                idle: t.alive().then(|| idle.get(&t.tid).cloned()).flatten(),
             });
         }
         let mut locks: Vec<_> = p.locks.values().collect();

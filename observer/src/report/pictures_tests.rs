@@ -51,12 +51,7 @@ pub fn abba_events(beta_name: &str) -> Vec<Event> {
         detached: false,
     };
     vec![
-        Event::Start {
-            ts_ns: t0,
-            tgid: 10,
-            cmdline: vec!["./abba".into()],
-            attached: false,
-        },
+        Event::start(t0, 10, vec!["./abba".into()], false),
         Event::ThreadSeen {
             ts_ns: t0,
             tgid: 10,

@@ -49,6 +49,9 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         let cmd: Vec<String> = p.cmdline.iter().map(|a| escape(a)).collect();
         let _ = writeln!(s, "command: {}", cmd.join(" "));
     }
+    if let Some(exe) = &p.exe {
+        let _ = writeln!(s, "exe: {}", escape(exe));
+    }
     let status = p
         .exit_status
         .map(describe_exit)
@@ -67,6 +70,15 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         p.threads.len()
     );
     let rows: Vec<[String; 6]> = p.threads.iter().map(|t| thread_row(t, t0, end)).collect();
+    // What a live thread is doing when nobody waits for it: idle (state).
+    let idle: std::collections::HashMap<u32, String> = if p.observed_to_ns.is_none() {
+        let g = crate::graph::WaitForGraph::build(p);
+        crate::graph::idle::idle_threads(model, p, &g)
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
+    };
     let w = rows
         .iter()
         .map(|r| r[1].chars().count())
@@ -78,10 +90,14 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         "  {:>8}  {:<w$}  {:>8}  {:>9}  {:>10}  EXIT",
         "TID", "NAME", "PARENT", "START", "LIFETIME"
     );
-    for [tid, name, parent, start, life, exit] in rows {
+    for (t, [tid, name, parent, start, life, exit]) in p.threads.iter().zip(rows) {
+        let state = match idle.get(&t.tid) {
+            Some(what) if t.alive() => format!("  idle: {}", escape(what)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "  {tid:>8}  {name:<w$}  {parent:>8}  {start:>9}  {life:>10}  {exit}"
+            "  {tid:>8}  {name:<w$}  {parent:>8}  {start:>9}  {life:>10}  {exit}{state}"
         );
     }
 

@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 
 use super::{
     enrich::{all_stacks, python_events, stack_events, symbol_events},
-    live::EXIT_HANG,
     target::seeded_tids,
 };
 use crate::{
@@ -36,12 +35,7 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
         })?;
     }
     let mut engine = Engine::new(Limits::new(u64::MAX), ());
-    engine.apply(&Event::Start {
-        ts_ns: now,
-        tgid: pid,
-        cmdline: procfs::cmdline(pid),
-        attached: true,
-    })?;
+    engine.apply(&procfs::start_event(pid, now, true))?;
     let mut evs = seed;
     evs.extend(crate::source::snapshot::snapshot_waits(pid, tids, now));
     engine.apply_all(&mut evs)?;
@@ -78,9 +72,5 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
             report::dump::text(&engine.model, engine.findings(), native)
         );
     }
-    Ok(if engine.findings().iter().any(|f| f.kind.is_hang()) {
-        EXIT_HANG
-    } else {
-        0
-    })
+    Ok(crate::exit::of_findings(engine.findings()))
 }

@@ -146,6 +146,15 @@ impl<S: Sink> Session<S> {
     /// (or of a process just met) while it runs, so its addresses can be
     /// named after it is gone; unwinds the stacks BPF copied.
     pub(super) fn enrich_event(&mut self, ev: &mut Event) {
+        // An exec of a relative path: the report names the file absolutely
+        // (the process's working directory is the one it exec'd in).
+        if let Event::Exec { tgid, filename, .. } = ev
+            && !filename.starts_with('/')
+            && let Ok(cwd) = std::fs::read_link(format!("/proc/{tgid}/cwd"))
+        {
+            let rel = filename.trim_start_matches("./").to_string();
+            *filename = cwd.join(rel).display().to_string();
+        }
         // A new image (or a process we just met): read its mappings now,
         // while it runs, so its addresses can be named after it is gone.
         match &*ev {

@@ -201,5 +201,5 @@ pub(super) async fn observe(
     })
 }
 
-/// Exit code of `attach`, `dump` and `run --kill-on-deadlock` when a hang was found.
-pub const EXIT_HANG: u8 = 3;
+/// Exit code of every subcommand when a hang was found (see `crate::exit`).
+pub const EXIT_HANG: u8 = crate::exit::HANG;

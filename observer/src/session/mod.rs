@@ -111,6 +111,12 @@ impl Sink for LiveSink {
         if let Some(rec) = &mut self.record {
             serde_json::to_writer(&mut *rec, ev).context("writing the recording")?;
             rec.write_all(b"\n").context("writing the recording")?;
+            // Out at every scan: an observer killed mid-run leaves all but
+            // the last scan period's events (and at worst a cut last line,
+            // which replay drops).
+            if matches!(ev, Event::Scan { .. }) {
+                rec.flush().context("writing the recording")?;
+            }
         }
         if self.echo
             && let Some(line) = report::live::line(model, ev)

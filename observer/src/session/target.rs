@@ -122,6 +122,12 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
             tgid: pid,
             cmdline: cmd.clone(),
             attached: false,
+            // What the held child will exec (absolute: exec events carry the
+            // path as given); its start time is the fork's, kept by exec.
+            exe: std::path::absolute(&prog)
+                .ok()
+                .map(|p| p.display().to_string()),
+            start_time_ns: procfs::start_time_ns(pid),
         }];
         evs.extend(procfs::seed_threads(pid).unwrap_or_default());
         s.feed(&mut evs)?;
@@ -167,7 +173,7 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
     rt.block_on(async move {
         let mut probes = load_probes(&opts, verbose, false)?;
         probes.watch(pid)?;
-        let cmdline = procfs::cmdline(pid);
+        let start = procfs::start_event(pid, procfs::mono_ns(), true);
         let seed = procfs::seed_threads(pid);
         if !procfs::exists(pid) || seed.is_err() {
             bail!("process {pid} exited while attaching");
@@ -175,12 +181,7 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::open(opts, out)?;
         let now = procfs::mono_ns();
-        let mut evs = vec![Event::Start {
-            ts_ns: now,
-            tgid: pid,
-            cmdline,
-            attached: true,
-        }];
+        let mut evs = vec![start];
         let seed = seed.unwrap_or_default();
         let tids = seeded_tids(&seed);
         evs.extend(seed);

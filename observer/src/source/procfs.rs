@@ -37,6 +37,37 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The executable of `pid` as /proc/PID/exe names it (a path in the
+/// process's mount namespace; " (deleted)" when replaced since).
+pub fn exe(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// When `pid` started (/proc/PID/stat `starttime`), in ns since boot.
+pub fn start_time_ns(pid: u32) -> Option<u64> {
+    let stat = procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()?;
+    let hz = procfs::ticks_per_second().max(1);
+    Some(stat.starttime.saturating_mul(1_000_000_000) / hz)
+}
+
+/// The `Start` of observing a process found in /proc: its command line,
+/// executable and start time as /proc shows them now.
+pub fn start_event(pid: u32, ts_ns: u64, attached: bool) -> Event {
+    Event::Start {
+        ts_ns,
+        tgid: pid,
+        cmdline: cmdline(pid),
+        attached,
+        exe: exe(pid),
+        start_time_ns: start_time_ns(pid),
+    }
+}
+
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/task")).exists()
 }

@@ -237,6 +237,46 @@ pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("parse {}: {e}\n{s}", p.display()))
 }
 
+/// The exit code a report's findings call for: 3 (`observer::exit::HANG`)
+/// when one is a hang (deadlock, PI deadlock, orphaned lock), else 0.
+pub fn hang_code(r: &serde_json::Value) -> i32 {
+    let hang = r["findings"].as_array().into_iter().flatten().any(|f| {
+        matches!(
+            f["kind"].as_str(),
+            Some("deadlock" | "pi_deadlock" | "orphaned_lock")
+        )
+    });
+    if hang { 3 } else { 0 }
+}
+
+/// When `pid` started, ns since boot (/proc/PID/stat `starttime`), as the
+/// reports' `start_time_ns` says it.
+pub fn proc_start_time_ns(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(19).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ticks * 1_000_000_000 / hz
+}
+
+/// A report's (or dump's) `processes[]` entry for `pid` names what it runs:
+/// `exe`, `comm` and `cmdline` filled, and its start time as /proc says it
+/// (so reports of one process match).
+pub fn assert_identity(r: &serde_json::Value, pid: u32, exe: &Path) {
+    let p = r["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no processes[]: {r:#}"))
+        .iter()
+        .find(|p| p["tgid"] == pid)
+        .unwrap_or_else(|| panic!("no process {pid} in {:#}", r["processes"]));
+    assert_eq!(p["exe"], exe.display().to_string(), "{p:#}");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(p["comm"], comm.trim_end(), "{p:#}");
+    assert!(!p["cmdline"].as_array().unwrap().is_empty(), "{p:#}");
+    assert_eq!(p["start_time_ns"], proc_start_time_ns(pid), "{p:#}");
+}
+
 pub fn report_thread(r: &serde_json::Value, tid: u32) -> &serde_json::Value {
     r["threads"]
         .as_array()

@@ -19,13 +19,6 @@ A 4-thread CPU-bound Python program (GIL-bound) under `observer attach` (GIL sam
 kernel tier) against the same process unobserved, rounds alternating, for each CPython
 installed (--quick: the first one). Target: observed / unobserved wall <= 1.05.";
 
-const PYTHONS: &[(&str, &str)] = &[
-    ("debian 3.11", "/usr/bin/python3.11"),
-    ("3.11.7", "/root/.pyenv/versions/3.11.7/bin/python3"),
-    ("3.12.1", "/root/.pyenv/versions/3.12.1/bin/python3"),
-    ("3.13.0", "/root/.pyenv/versions/3.13.0/bin/python3"),
-];
-
 const WORKLOAD: &str = r#"
 import sys
 import threading
@@ -92,7 +85,8 @@ pub fn main(args: &[String]) -> Result<()> {
     );
     let mut verdicts = Verdicts::default();
     let mut progs = Programs::default();
-    let mut pythons: Vec<(&str, &str)> = PYTHONS
+    let all = crate::bench_python::pythons();
+    let mut pythons: Vec<(&str, &str)> = all
         .iter()
         .filter(|(l, p)| {
             let ok = std::path::Path::new(p).exists();
@@ -101,7 +95,7 @@ pub fn main(args: &[String]) -> Result<()> {
             }
             ok
         })
-        .copied()
+        .map(|(l, p)| (*l, p.as_str()))
         .collect();
     if c.quick {
         pythons.truncate(1);
