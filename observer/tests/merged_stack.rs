@@ -165,6 +165,7 @@ fn dump_native_merges_python_frames_where_the_eval_loop_runs_them() {
             let t = dump(pid, false);
             let ready = j["threads"].as_array().unwrap().iter().any(|t| {
                 t["name"] == "in-lock"
+                    && !t["wait"].is_null()
                     && t["frames"]
                         .as_array()
                         .is_some_and(|f| f.iter().any(|f| f["function"] == "wait_for_lock"))
@@ -211,28 +212,42 @@ fn dump_native_merges_python_frames_where_the_eval_loop_runs_them() {
             .map(|f| f["function"].as_str().unwrap())
             .collect();
         assert_eq!(pyfs, IN_LOCK, "{label}: {t:#}");
-        let acquire = pos("PyThread_acquire_lock_timed", "native").expect("acquire");
+        // 3.14+ park on a PyMutex through `_PySemaphore_Wait`.
+        let wait_fn = match label {
+            "3.14" | "3.15" => "_PySemaphore_Wait",
+            _ => "PyThread_acquire_lock_timed",
+        };
+        let acquire = pos(wait_fn, "native").unwrap_or_else(|| panic!("{label}: {t:#}"));
         let key = pos("wait_for_lock", "python").unwrap();
         let caller = pos("sort_with_key", "python").unwrap();
         assert!(
             acquire < key,
             "{label}: the wait runs under the key function: {t:#}"
         );
-        assert!(
-            frames[key + 1..caller]
-                .iter()
-                .any(|f| f["kind"] == "native"),
-            "{label}: C frames between the key function and sorted()'s caller: {t:#}"
-        );
+        // Debian's 3.14/3.15 (and the libc unpacked with them) are stripped
+        // of local symbols: their eval loop has no name, so their Python
+        // frames stay together (below the interpreter's frames, above the
+        // thread's start), and the thread's start has no name either.
+        let stripped = matches!(label, "3.14" | "3.15");
+        if !stripped {
+            assert!(
+                frames[key + 1..caller]
+                    .iter()
+                    .any(|f| f["kind"] == "native"),
+                "{label}: C frames between the key function and sorted()'s caller: {t:#}"
+            );
+        }
         if let Some(sort) = pos("list_sort", "native") {
             assert!(key < sort && sort < caller, "{label}: {t:#}");
         }
         assert_eq!(frames[0]["kind"], "native", "{label}");
-        assert_eq!(
-            frames.last().unwrap()["function"],
-            "clone3",
-            "{label}: {t:#}"
-        );
+        if !stripped {
+            assert_eq!(
+                frames.last().unwrap()["function"],
+                "clone3",
+                "{label}: {t:#}"
+            );
+        }
         // The eval loop's frames are replaced by the Python frames they run.
         assert!(
             !frames
@@ -252,12 +267,16 @@ fn dump_native_merges_python_frames_where_the_eval_loop_runs_them() {
         // Python line that made it (the unwind through libffi may stop
         // there: the Python frames then follow the native ones).
         let got = text_stack(&text, "in-c");
-        assert_eq!(got[0], "__libc_pause", "{label}:\n{text}");
         let first_py = got.iter().position(|f| f.starts_with("py:")).unwrap();
-        assert!(
-            got[..first_py].iter().all(|f| !f.starts_with("py:")),
-            "{label}:\n{text}"
-        );
+        if stripped {
+            // (libc's internal frames have no name: `pause` is among them)
+            assert!(
+                got[..first_py].iter().any(|f| f == "pause"),
+                "{label}:\n{text}"
+            );
+        } else {
+            assert_eq!(got[0], "__libc_pause", "{label}:\n{text}");
+        }
         let py: Vec<&str> = got.iter().filter_map(|f| f.strip_prefix("py:")).collect();
         assert_eq!(py, IN_C, "{label}:\n{text}");
     }

@@ -84,9 +84,10 @@ pub fn is_interpreter_frame(f: &Frame) -> bool {
 /// when unknown). Without it, the Python frames go one per eval-loop frame
 /// when the counts match (each call runs one frame), else all at the
 /// innermost eval-loop frame (the innermost C call under the innermost
-/// Python line is what is certain). A stack without eval-loop frames (a
-/// short unwind) gets the Python frames after its native ones. Nothing is
-/// dropped: eval-loop frames left over stay as native frames.
+/// Python line is what is certain). A stack without a named eval-loop
+/// frame gets the Python frames after its last interpreter frame (or after
+/// all its native frames: a short unwind). Nothing is dropped: eval-loop
+/// frames left over stay as native frames.
 pub fn merge(native: &[Frame], python: &[PyFrame], entries: &[bool]) -> Vec<StackFrame> {
     let mut out = Vec::with_capacity(native.len() + python.len());
     let evals = native.iter().filter(|f| is_eval_frame(f)).count();
@@ -110,6 +111,24 @@ pub fn merge(native: &[Frame], python: &[PyFrame], entries: &[bool]) -> Vec<Stac
         };
         out.extend(python[next..end].iter().cloned().map(StackFrame::Python));
         next = end;
+    }
+    if evals == 0 {
+        // No eval-loop frame has a name (an interpreter stripped of its
+        // local symbols) or the unwinding stopped early: the Python frames
+        // go below the interpreter's innermost-to-outermost frames, above
+        // the thread's start (`start_thread`, `__libc_start_main`).
+        let at = out
+            .iter()
+            .rposition(|f| match f {
+                StackFrame::Native(n) => n
+                    .module
+                    .as_deref()
+                    .is_some_and(super::python::is_python_file),
+                StackFrame::Python(_) => false,
+            })
+            .map_or(out.len(), |i| i + 1);
+        out.splice(at..at, python.iter().cloned().map(StackFrame::Python));
+        return out;
     }
     out.extend(python[next..].iter().cloned().map(StackFrame::Python));
     out
@@ -206,6 +225,22 @@ mod tests {
         // No eval frame (a short unwind): Python after native.
         let m = merge(&native()[..2], &[p("a")], &[true]);
         assert_eq!(names(&m), ["futex_wait", "sem_clockwait", "py:a"]);
+        // No named eval frame (a stripped interpreter): after the
+        // interpreter's frames, above the thread's start.
+        let mut stripped = native();
+        for f in &mut stripped[4..9] {
+            f.function = None;
+        }
+        stripped[4].function = Some("x".into());
+        let m = merge(&stripped, &[p("a"), p("b")], &[]);
+        let v: Vec<String> = m
+            .iter()
+            .map(|f| match f {
+                StackFrame::Native(f) => f.function.clone().unwrap_or_default(),
+                StackFrame::Python(f) => format!("py:{}", f.function),
+            })
+            .collect();
+        assert_eq!(&v[9..], ["py:a", "py:b", "start_thread"]);
         // More Python frames than the entries say run: the rest at the end.
         let m = merge(&native(), &[p("a"), p("b"), p("c")], &[true, true, true]);
         assert_eq!(names(&m).last().unwrap(), "py:c");
