@@ -163,7 +163,13 @@ impl<S: Sink> Session<S> {
                 filename,
                 image,
                 ..
-            } => self.symbols.exec(*tgid, filename, *image),
+            } => {
+                // A new image may be an interpreter (a shell or a launcher
+                // such as pyenv's shim execs python): look again.
+                self.not_python.remove(tgid);
+                self.py_read.remove(tgid);
+                self.symbols.exec(*tgid, filename, *image)
+            }
             Event::Start {
                 tgid,
                 attached: true,
