@@ -6,6 +6,8 @@ mod detect;
 mod engine;
 mod event;
 mod exit;
+#[cfg(test)]
+mod fuzz;
 mod graph;
 mod model;
 mod probe;

@@ -7,6 +7,8 @@
 //! with per-version offsets checked against the headers (layout.rs).
 
 pub mod asyncio;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod gil;
 pub mod layout;
 pub mod reader;

@@ -339,9 +339,11 @@ impl<'a, M: Mem> Reader<'a, M> {
                 }
             }
             Attrs::DictOrValues312 => {
-                let w = self.u64(obj - 24)?;
+                let w = self.u64(obj.wrapping_sub(24))?;
                 if w & 1 == 1 {
-                    self.keys_entries(cached_keys()?, Some(w + 1 + l.dictvalues_values))?
+                    // Torn memory: w may be any odd value, u64::MAX too.
+                    let values = w.wrapping_add(1).wrapping_add(l.dictvalues_values);
+                    self.keys_entries(cached_keys()?, Some(values))?
                 } else if w == 0 {
                     return Some(Vec::new());
                 } else {
@@ -418,18 +420,19 @@ pub fn line_of(table: &[u8], first_line: i32, addrq: u64) -> Option<i32> {
         let has_line = match code {
             15 => false,
             14 => {
-                line += svarint(&mut i)?;
+                // A torn table's deltas may sum past i32: no panic for it.
+                line = line.wrapping_add(svarint(&mut i)?);
                 varint(&mut i)?;
                 varint(&mut i)?;
                 varint(&mut i)?;
                 true
             }
             13 => {
-                line += svarint(&mut i)?;
+                line = line.wrapping_add(svarint(&mut i)?);
                 true
             }
             10..=12 => {
-                line += i32::from(code - 10);
+                line = line.wrapping_add(i32::from(code - 10));
                 i += 2;
                 true
             }

@@ -125,7 +125,7 @@ impl<M: Mem> Walk<'_, '_, M> {
             let ident = u64_at(&b, l.ts_thread_id).unwrap_or(0);
             let frame = match (l.ts_cframe, l.ts_current_frame) {
                 (Some(cf), _) => u64_at(&b, cf)
-                    .and_then(|c| self.r.u64(c + l.cframe_current_frame))
+                    .and_then(|c| self.r.u64(c.wrapping_add(l.cframe_current_frame)))
                     .unwrap_or(0),
                 (None, Some(cur)) => u64_at(&b, cur).unwrap_or(0),
                 (None, None) => 0,

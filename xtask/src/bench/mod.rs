@@ -9,6 +9,7 @@
 
 mod deep;
 mod detect;
+mod fuzz;
 mod gil;
 mod harness;
 mod kernel;
@@ -34,6 +35,11 @@ const SUITES: &[Suite] = &[
         "deep",
         "deep-tier lock pairs, 64-thread stacks vs gdb, thread create+join, run startup, philosophers",
         deep::main,
+    ),
+    (
+        "fuzz",
+        "bad input for a fixed time (--secs, default 600): recordings, daemon config, BPF records, CPython reader",
+        fuzz::main,
     ),
     (
         "gil",
