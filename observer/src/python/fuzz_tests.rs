@@ -192,9 +192,18 @@ fn code_tables_never_panic() {
             let _ = super::reader::line_of(&t, first, addrq);
             let _ = super::reader::line_of(&t, first, small);
             let table = super::reader::exception_table(&t);
-            let _ =
-                super::reader::with_start(&table, slot, small, |a| t.get(a as usize).copied(), 53);
-            let _ = super::reader::with_start(&table, slot % 8, addrq, |_| Some(53), 53);
+            let unit = |a: u64| Some((*t.get(a as usize)?, *t.get(a as usize + 1)?));
+            for slots in [1, 2] {
+                let _ = super::reader::with_start(&table, slot, slots, small, unit, 53);
+                let _ = super::reader::with_start(
+                    &table,
+                    slot % 8,
+                    slots,
+                    addrq,
+                    |_| Some((95, 0)),
+                    95,
+                );
+            }
         },
     );
 }
