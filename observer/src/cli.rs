@@ -149,7 +149,7 @@ pub struct ReplayArgs {
     pub churn: Option<u64>,
 }
 
-/// Picture files written at the end (see README "Report formats").
+/// Picture files written at the end (see docs/reports.md).
 #[derive(Args, Debug, Clone, Default)]
 pub struct PictureOpts {
     /// Write a timeline to FILE (Chrome trace-event JSON: open it in ui.perfetto.dev).

@@ -11,7 +11,7 @@ use std::{
 use serde::Deserialize;
 
 /// The whole file. Key names are part of the interface: documented in the
-/// README and in `observer daemon --help`.
+/// docs/daemon.md and in `observer daemon --help`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
