@@ -59,7 +59,10 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
                 pending = Some((*ts_ns, false));
             }
             _ if !scans => {
-                if let Some(ts) = ev.ts_ns().filter(|&ts| ts >= last_check + check_ns) {
+                if let Some(ts) = ev
+                    .ts_ns()
+                    .filter(|&ts| ts >= last_check.saturating_add(check_ns))
+                {
                     if last_check != 0 {
                         name(&mut engine.model, &mut symbols, have_maps);
                         let now = engine.model.last_ns;

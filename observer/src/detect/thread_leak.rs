@@ -56,7 +56,8 @@ impl Detector for ThreadLeak {
         }
         let pts: Vec<(f64, f64)> = (0..=SAMPLES)
             .map(|i| {
-                let ts = t0 + (t1 - t0) * i / SAMPLES;
+                // u128: a span of any length (a corrupt recording's) times i.
+                let ts = t0 + ((t1 - t0) as u128 * i as u128 / SAMPLES as u128) as u64;
                 ((ts - t0) as f64 / 1e9, live_at(p, ts) as f64)
             })
             .collect();

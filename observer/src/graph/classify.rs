@@ -127,7 +127,7 @@ impl Target {
 /// A u32 of target memory at `addr`, if the wait's copy covers it.
 pub fn word(w: &Wait, addr: u64) -> Option<u32> {
     let off = addr.checked_sub(w.words_addr)? as usize;
-    let b = w.words.get(off..off + 4)?;
+    let b = w.words.get(off..off.checked_add(4)?)?;
     Some(u32::from_ne_bytes(b.try_into().ok()?))
 }
 
@@ -206,8 +206,8 @@ fn classify_futex(w: &Wait, p: &Process) -> Target {
 /// FUTEX_WAIT: glibc mutexes (normal, robust) and other futex locks.
 fn classify_wait(w: &Wait, p: &Process) -> Target {
     let u = w.uaddr;
-    let kind = word(w, u + MUTEX_KIND);
-    let owner = word(w, u + MUTEX_OWNER);
+    let kind = word(w, u.wrapping_add(MUTEX_KIND));
+    let owner = word(w, u.wrapping_add(MUTEX_OWNER));
     // Default/errorcheck/recursive/adaptive mutex: lock word 2 = locked with waiters.
     if w.val == 2 {
         if let (Some(kind), Some(owner)) = (kind, owner)
@@ -265,7 +265,7 @@ fn classify_bitset(w: &Wait, p: &Process) -> Target {
     // sem_t: value (the word) then nwaiters; a waiter is counted in nwaiters.
     if w.val == 0
         && word(w, u) == Some(0)
-        && word(w, u + 4).is_some_and(|n| (1..1 << 20).contains(&n))
+        && word(w, u.wrapping_add(4)).is_some_and(|n| (1..1 << 20).contains(&n))
     {
         return Target::unresolved(LockKind::Semaphore, u);
     }
@@ -274,7 +274,7 @@ fn classify_bitset(w: &Wait, p: &Process) -> Target {
         u.wrapping_sub(COND_SIGNALS),
         u.wrapping_sub(COND_SIGNALS + 4),
     ] {
-        if word(w, base + COND_WREFS).is_some_and(|r| r >> 3 >= 1 && r >> 3 < 1 << 20) {
+        if word(w, base.wrapping_add(COND_WREFS)).is_some_and(|r| r >> 3 >= 1 && r >> 3 < 1 << 20) {
             return Target::unresolved(LockKind::Condvar, base);
         }
     }
@@ -291,7 +291,7 @@ fn rwlock(w: &Wait, p: &Process) -> Option<Target> {
         (RW_WRPHASE, u.wrapping_sub(RW_WRPHASE)),
     ] {
         let readers = word(w, base)?;
-        let writer = word(w, base + RW_CUR_WRITER).unwrap_or(0);
+        let writer = word(w, base.wrapping_add(RW_CUR_WRITER)).unwrap_or(0);
         let wrlocked = readers & RW_WRLOCKED_BIT != 0;
         let wrphase = readers & RW_WRPHASE_BIT != 0;
         let holder = match (field, w.val) {

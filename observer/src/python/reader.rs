@@ -266,7 +266,10 @@ impl<'a, M: Mem> Reader<'a, M> {
         if log2_index_bytes > 40 || n > MAX_ENTRIES {
             return None;
         }
-        let entries = keys + l.keys_indices + (1u64 << log2_index_bytes);
+        // `keys` is read from the target: any value, u64::MAX too.
+        let entries = keys
+            .wrapping_add(l.keys_indices)
+            .wrapping_add(1u64 << log2_index_bytes);
         let width = if kind == 0 { 24 } else { 16 };
         let b = self.mem.read(entries, (n * width) as usize)?;
         let vals = match values {
@@ -300,7 +303,7 @@ impl<'a, M: Mem> Reader<'a, M> {
         }
         let keys = self.u64(obj + self.l.dict_keys)?;
         let values = self.u64(obj + self.l.dict_values)?;
-        let values = (values != 0).then_some(values + self.l.dictvalues_values);
+        let values = (values != 0).then_some(values.wrapping_add(self.l.dictvalues_values));
         self.keys_entries(keys, values)
     }
 
@@ -351,7 +354,7 @@ impl<'a, M: Mem> Reader<'a, M> {
                 }
             }
             Attrs::Inline313 => {
-                let d = self.u64(obj - 24)?;
+                let d = self.u64(obj.wrapping_sub(24))?;
                 if d != 0 {
                     return self.str_dict(d);
                 }
@@ -359,13 +362,15 @@ impl<'a, M: Mem> Reader<'a, M> {
                     return Some(Vec::new());
                 }
                 let basic = self.u64(ty + l.type_basicsize)?;
-                let values = obj + basic;
+                // A torn type may give any size.
+                let values = obj.wrapping_add(basic);
                 // PyDictValues: capacity, size, embedded, valid, values[].
                 let hdr = self.mem.read(values, 4)?;
                 if hdr[3] == 0 {
                     return Some(Vec::new());
                 }
-                self.keys_entries(cached_keys()?, Some(values + l.dictvalues_values))?
+                let values = values.wrapping_add(l.dictvalues_values);
+                self.keys_entries(cached_keys()?, Some(values))?
             }
         };
         Some(

@@ -114,7 +114,7 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
 }
 
 pub fn errno_name(ret: i64) -> String {
-    match -ret {
+    match ret.saturating_neg() {
         0 if ret == 0 => "0".into(),
         4 => "EINTR".into(),
         11 => "EAGAIN".into(),
