@@ -50,6 +50,14 @@ impl Watchdog {
             }
         }
         if cur != self.seen {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let moved: Vec<_> = cur
+                    .iter()
+                    .filter(|(k, v)| self.seen.get(k) != Some(v))
+                    .map(|(k, v)| (k.1, *v - self.seen.get(k).copied().unwrap_or(0)))
+                    .collect();
+                tracing::debug!("hang watchdog: ran at {now}: {moved:?}");
+            }
             self.seen = cur;
             self.progress_ns = now;
             return None;
