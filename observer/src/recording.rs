@@ -272,9 +272,13 @@ impl Pictures {
     }
 }
 
-/// Empties a file opened for writing and goes back to its start.
+/// Empties a file opened for writing and goes back to its start (a pipe
+/// or a terminal, `--report /dev/stdout`, is left as it is).
 pub fn rewind(mut f: &File) -> std::io::Result<()> {
     use std::io::Seek;
+    if !f.metadata()?.is_file() {
+        return Ok(());
+    }
     f.set_len(0)?;
     f.seek(std::io::SeekFrom::Start(0))?;
     Ok(())
