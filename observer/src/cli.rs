@@ -15,8 +15,9 @@ use clap::{Args, Parser, Subcommand};
         a futex wait of a watched process costs about 0.2 us more (BENCHMARKS.md). Needs root (or CAP_BPF + CAP_PERFMON) \
         and Linux >= 5.8 with BTF.",
     after_help = "Exit status (every subcommand): 0 no hang found, 1 error, 2 usage (bad command \
-        line or daemon config), 3 a hang was found (deadlock, PI deadlock, orphaned lock). \
-        `run` without --kill-on-deadlock exits with CMD's status (128+N when killed by signal N)."
+        line or daemon config), 3 a hang was found (deadlock, PI deadlock, orphaned lock; \
+        or --hang-after with --kill-on-hang saw no thread run). `run` without --kill-on-deadlock \
+        or --kill-on-hang exits with CMD's status (128+N when killed by signal N)."
 )]
 pub struct Cli {
     /// More detail on stderr: which kernel hooks were used and why (-vv: debug).
@@ -193,6 +194,16 @@ pub struct ObserveOpts {
     /// On a deadlock (or another hang): write the report, kill the target, exit 3.
     #[arg(long)]
     pub kill_on_deadlock: bool,
+    /// Hang watchdog: when no thread of the target or its descendants has
+    /// run on a CPU for DURATION (10m, 30s, 1.5s), write the report once:
+    /// every thread, what it waits for, its stacks (busy or periodically
+    /// waking programs are not hung).
+    #[arg(long, value_name = "DURATION", value_parser = duration_secs)]
+    pub hang_after: Option<f64>,
+    /// With --hang-after: after the report, kill the target and its
+    /// descendants and exit 3.
+    #[arg(long, requires = "hang_after")]
+    pub kill_on_hang: bool,
     /// Also put uprobes on pthread_create/join/detach/exit. Without them
     /// creation sites come from the creator's stack copied at clone, joins
     /// from futex waits and glibc's thread descriptors, at no cost per call;

@@ -155,6 +155,15 @@ impl Drops {
     }
 }
 
+/// Where a thread sits when the hang watchdog fires (/proc/.../syscall and wchan).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedIn {
+    pub tid: Tid,
+    /// The syscall it is blocked in (None: not in a syscall, or unreadable).
+    pub syscall: Option<i64>,
+    pub wchan: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
@@ -364,6 +373,16 @@ pub enum Event {
         syscall: Option<i64>,
         wchan: String,
     },
+    /// The hang watchdog (`--hang-after`): no thread of the watched tree
+    /// (the target and its descendants) has run on a CPU since `since_ns`
+    /// (/proc on-CPU time); `blocked` says where each live thread of this
+    /// process sits.
+    NoProgress {
+        ts_ns: u64,
+        tgid: u32,
+        since_ns: u64,
+        blocked: Vec<BlockedIn>,
+    },
     /// A stuck thread ran again.
     ThreadResumed {
         ts_ns: u64,
@@ -529,6 +548,7 @@ impl Event {
             | LockStats { tgid, .. }
             | Pthread { tgid, .. }
             | ThreadStuck { tgid, .. }
+            | NoProgress { tgid, .. }
             | ThreadResumed { tgid, .. }
             | Stack { tgid, .. }
             | PyThreadName { tgid, .. }
@@ -574,6 +594,7 @@ impl Event {
             | LoopSeen { ts_ns, .. }
             | JoinState { ts_ns, .. }
             | ThreadStuck { ts_ns, .. }
+            | NoProgress { ts_ns, .. }
             | ThreadResumed { ts_ns, .. }
             | Stack { ts_ns, .. }
             | PyThreadName { ts_ns, .. }

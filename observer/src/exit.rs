@@ -5,9 +5,9 @@
 //! | 0 | done, no hang found |
 //! | 1 | error (cannot read, cannot attach, no privileges, bad recording, ...) |
 //! | 2 | usage: a bad command line, or a daemon config that does not pass `--check-config` |
-//! | 3 | a hang was found: a deadlock, a PI deadlock or an orphaned lock |
+//! | 3 | a hang was found: a deadlock, a PI deadlock or an orphaned lock; or the hang watchdog (`--hang-after`) saw no thread run |
 //!
-//! `run` without `--kill-on-deadlock` exits with its command's status
+//! `run` without `--kill-on-deadlock` or `--kill-on-hang` exits with its command's status
 //! instead (128+N when a signal N killed it), as a shell would.
 
 /// Done, and no hang was found (other findings may have been printed).

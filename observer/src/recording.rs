@@ -249,25 +249,39 @@ impl Pictures {
         })
     }
 
-    /// Writes every requested file.
+    /// Writes every requested file (again: each is emptied first, so the
+    /// hang watchdog's early write is replaced by the last).
     pub fn write(&mut self, model: &Model, findings: &[Finding]) -> Result<()> {
-        type Writer = fn(&Model, &[Finding], &mut BufWriter<File>) -> std::io::Result<()>;
-        let all: [(Option<(PathBuf, File)>, Writer); 3] = [
-            (self.perfetto.take(), |m, f, w| {
-                report::perfetto::write(m, f, w)
-            }),
-            (self.dot.take(), |m, f, w| report::dot::write(m, f, w)),
-            (self.html.take(), |m, f, w| report::html::write(m, f, w)),
+        type Writer = fn(&Model, &[Finding], &mut BufWriter<&File>) -> std::io::Result<()>;
+        let all: [(&Option<(PathBuf, File)>, Writer); 3] = [
+            (&self.perfetto, |m, f, w| report::perfetto::write(m, f, w)),
+            (&self.dot, |m, f, w| report::dot::write(m, f, w)),
+            (&self.html, |m, f, w| report::html::write(m, f, w)),
         ];
         for (out, write) in all {
             let Some((path, f)) = out else { continue };
-            let mut w = BufWriter::new(f);
-            write(model, findings, &mut w)
-                .and_then(|_| w.flush())
+            rewind(f)
+                .and_then(|_| {
+                    let mut w = BufWriter::new(f);
+                    write(model, findings, &mut w)?;
+                    w.flush()
+                })
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
+}
+
+/// Empties a file opened for writing and goes back to its start (a pipe
+/// or a terminal, `--report /dev/stdout`, is left as it is).
+pub fn rewind(mut f: &File) -> std::io::Result<()> {
+    use std::io::Seek;
+    if !f.metadata()?.is_file() {
+        return Ok(());
+    }
+    f.set_len(0)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    Ok(())
 }
 
 /// `observer replay FILE`.

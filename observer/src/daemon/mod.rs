@@ -155,6 +155,8 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         churn: 200,
         loop_blocked: 0.1,
         kill_on_deadlock: w.kill_on_deadlock,
+        hang_after: None,
+        kill_on_hang: false,
         // Per-process uprobes cost a teardown at exit: only where asked for.
         thread_uprobes: w.uprobes,
         no_thread_uprobes: false,

@@ -75,6 +75,10 @@ pub struct ThreadInfo {
     /// What it is blocked in, when known beyond a futex ("syscall read").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocked_in: Option<String>,
+    /// The thread that holds what it waits for (process_hung of the hang
+    /// watchdog; cycles say it in their edges).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<Tid>,
     /// Where it was created (the pthread_create call), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
@@ -163,9 +167,12 @@ pub enum Detail {
     /// No thread of the process ran for `blocked_ns` (at least the window):
     /// every live thread is in a futex wait that began that long ago
     /// (`threads`); `before_observation`: some began before observation.
+    /// `watchdog`: the hang watchdog (`--hang-after`) saw no thread of the
+    /// watched tree run on a CPU for `blocked_ns`, whatever each waits in.
     ProcessHung {
         blocked_ns: u64,
         before_observation: bool,
+        watchdog: bool,
     },
     /// `threads` exited and were never joined or detached.
     UnjoinedThread,
@@ -265,6 +272,7 @@ impl Ctx<'_> {
             waited_ns: w.map(|w| self.now_ns.saturating_sub(w.start_ns)),
             waited_since_before_observation: w.is_some_and(|w| w.before_observation),
             blocked_in: None,
+            held_by: None,
             created_at: t.and_then(|t| self.site(t.create_site)),
             creation_stack: Vec::new(),
             frames: Vec::new(),

@@ -18,6 +18,9 @@ impl Detector for ProcessHung {
         if p.observed_to_ns.is_some() {
             return Vec::new();
         }
+        if let Some(np) = &p.no_progress {
+            return watchdog(cx, np);
+        }
         let live: Vec<_> = p.live_threads().collect();
         if live.is_empty() {
             return Vec::new();
@@ -53,6 +56,7 @@ impl Detector for ProcessHung {
             detail: Detail::ProcessHung {
                 blocked_ns: cx.now_ns.saturating_sub(last),
                 before_observation: waits.iter().any(|w| w.before_observation),
+                watchdog: false,
             },
             threads,
             locks,
@@ -61,4 +65,69 @@ impl Detector for ProcessHung {
             key: format!("hung:{}:{last}", p.tgid),
         }]
     }
+}
+
+/// Every live thread of a process the watchdog found not running: futex
+/// waits first (lock waits before joins), then threads in other syscalls.
+fn watchdog(cx: &Ctx, np: &crate::model::NoProgress) -> Vec<Finding> {
+    use crate::source::activity::syscall_name;
+    let p = cx.process;
+    let mut live: Vec<_> = p.live_threads().map(|t| t.tid).collect();
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let order = |tid: &u32| match cx.graph.waits.get(tid) {
+        Some(w) if w.target.kind != LockKind::Join => (0, w.start_ns, *tid),
+        Some(w) => (1, w.start_ns, *tid),
+        None => (2, 0, *tid),
+    };
+    live.sort_by_key(order);
+    let mut locks = Vec::new();
+    let mut threads = Vec::new();
+    for tid in live {
+        let mut info = cx.thread(tid);
+        match cx.graph.waits.get(&tid) {
+            Some(w) => {
+                if let crate::graph::Holder::Thread(h) = w.target.holder
+                    && h != tid
+                    && w.target.kind != LockKind::Join
+                {
+                    info.held_by = Some(h);
+                }
+                let l = cx.lock(w.target.kind, w.target.lock);
+                if w.target.kind != LockKind::Join && !locks.contains(&l) {
+                    locks.push(l);
+                }
+            }
+            None => {
+                let b = np.blocked.iter().find(|b| b.tid == tid);
+                info.blocked_in = Some(match b {
+                    Some(b) if b.syscall.is_some() => {
+                        let nr = b.syscall.unwrap_or_default();
+                        match b.wchan.as_str() {
+                            "" | "0" => format!("syscall {}", syscall_name(nr)),
+                            w => format!("syscall {} ({w})", syscall_name(nr)),
+                        }
+                    }
+                    _ => "no syscall (stopped?)".to_string(),
+                });
+            }
+        }
+        threads.push(info);
+    }
+    vec![Finding {
+        kind: FindingKind::ProcessHung,
+        tgid: p.tgid,
+        detected_ns: cx.now_ns,
+        detail: Detail::ProcessHung {
+            blocked_ns: np.at_ns.saturating_sub(np.since_ns),
+            before_observation: false,
+            watchdog: true,
+        },
+        threads,
+        locks,
+        cycle: Vec::new(),
+        tasks: Vec::new(),
+        key: format!("hung:{}:watchdog:{}", p.tgid, np.since_ns),
+    }]
 }

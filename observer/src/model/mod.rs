@@ -206,6 +206,19 @@ pub struct Process {
     pub loop_seen: Option<(Tid, u64)>,
     /// GIL and lock accounting of a CPython process (the latest tally).
     pub gil: Option<crate::python::gil::GilTally>,
+    /// The hang watchdog found no thread of the watched tree running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_progress: Option<NoProgress>,
+}
+
+/// What the hang watchdog saw (see `Event::NoProgress`).
+#[derive(Clone, Debug, Serialize)]
+pub struct NoProgress {
+    /// No thread has run since then.
+    pub since_ns: u64,
+    /// When the watchdog fired.
+    pub at_ns: u64,
+    pub blocked: Vec<crate::event::BlockedIn>,
 }
 
 /// A finished wait that slept long enough to be seen by the wait-table
@@ -806,6 +819,18 @@ impl Model {
                     since_ns: *since_ns,
                     syscall: *syscall,
                     wchan: wchan.clone(),
+                });
+            }
+            Event::NoProgress {
+                ts_ns,
+                tgid,
+                since_ns,
+                blocked,
+            } => {
+                self.proc_mut(*tgid, *ts_ns).no_progress = Some(NoProgress {
+                    since_ns: *since_ns,
+                    at_ns: *ts_ns,
+                    blocked: blocked.clone(),
                 });
             }
             Event::ThreadResumed { ts_ns, tgid, tid } => {

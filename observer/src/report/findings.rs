@@ -133,6 +133,7 @@ pub fn summary(f: &Finding) -> String {
         Detail::ProcessHung {
             blocked_ns,
             before_observation,
+            watchdog,
         } => {
             let names: Vec<String> = f
                 .threads
@@ -142,6 +143,13 @@ pub fn summary(f: &Finding) -> String {
                 .collect();
             let more = if f.threads.len() > 10 { ", ..." } else { "" };
             let since = if *before_observation { "at least " } else { "" };
+            if *watchdog {
+                return format!(
+                    "no thread of the watched processes has run for {} (--hang-after): every thread is blocked: {}{more}",
+                    dur(*blocked_ns),
+                    names.join(", ")
+                );
+            }
             format!(
                 "every thread has waited {since}{} in a futex wait, no thread is left to end another's: {}{more}",
                 dur(*blocked_ns),
@@ -425,9 +433,17 @@ pub fn finding(f: &Finding) -> String {
         for t in f.threads.iter().take(SHOWN) {
             match &t.waits_for {
                 Some(l) => {
+                    let held = t
+                        .held_by
+                        .map(|h| {
+                            let n = f.threads.iter().find(|x| x.tid == h);
+                            let n = n.map(|x| format!(" \"{}\"", escape(&x.name)));
+                            format!(", held by thread {h}{}", n.unwrap_or_default())
+                        })
+                        .unwrap_or_default();
                     let _ = writeln!(
                         s,
-                        "  thread {} \"{}\" waits for {}{}",
+                        "  thread {} \"{}\" waits for {}{held}{}",
                         t.tid,
                         escape(&t.name),
                         lock(l),

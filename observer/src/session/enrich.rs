@@ -496,6 +496,9 @@ pub(super) fn stack_events(
         matches!(
             f.kind,
             K::Deadlock | K::PiDeadlock | K::OrphanedLock | K::LongWait | K::StuckThread
+        ) || matches!(
+            f.detail,
+            crate::detect::Detail::ProcessHung { watchdog: true, .. }
         )
     });
     for f in now_findings {

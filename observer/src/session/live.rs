@@ -19,7 +19,11 @@ use super::{
 use crate::{
     event::Event,
     report,
-    source::{live::LiveSource, procfs},
+    source::{
+        live::LiveSource,
+        procfs,
+        progress::{Watchdog, tree},
+    },
     sys,
 };
 
@@ -58,6 +62,17 @@ pub(super) async fn observe(
     tokio::pin!(deadline);
     let gil_sample = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(gil_sample);
+    // The hang watchdog (--hang-after): on-CPU time of the target's tree.
+    let hang_after_ns = s
+        .opts
+        .hang_after
+        .map(|d| crate::cli::secs_to_ns(d, "--hang-after"))
+        .transpose()?;
+    let mut watchdog = hang_after_ns.map(|ns| Watchdog::new(ns, procfs::mono_ns()));
+    let mut hang_tick = tokio::time::interval(Duration::from_millis(Watchdog::period_ms(
+        hang_after_ns.unwrap_or(0),
+    )));
+    hang_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut evs = Vec::new();
     let mut stop_signal: Option<i32> = None;
     let mut hang_found = false;
@@ -94,6 +109,29 @@ pub(super) async fn observe(
                         let _ = pidfd.readable().await;
                         break;
                     }
+                }
+            }
+            _ = hang_tick.tick(), if watchdog.is_some() => {
+                let now = procfs::mono_ns();
+                let since = watchdog.as_mut().and_then(|w| w.sample(target.pid(), now));
+                if let Some(since) = since {
+                    src.drain(&mut evs);
+                    s.feed(&mut evs)?;
+                    s.hang_report(&src, now, since)?;
+                    hang_found = true;
+                    if s.opts.kill_on_hang {
+                        killed_on_hang = true;
+                        // The whole tree, as it is now.
+                        for pid in tree(target.pid()) {
+                            sys::kill(pid, libc::SIGKILL);
+                        }
+                        let _ = pidfd.readable().await;
+                        break;
+                    }
+                    // Keep running: the report and pages are written now,
+                    // and again at the end.
+                    let hooks = src.probes.hooks.clone();
+                    s.write_outputs(mode, &hooks, src.probes.uprobe_count())?;
                 }
             }
             _ = agg.tick() => {

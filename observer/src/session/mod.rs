@@ -174,7 +174,8 @@ impl Session<LiveSink> {
     }
 
     /// The end of observation: findings and summary on stdout, the report
-    /// and pictures written.
+    /// and pictures written. The hang watchdog writes them once before,
+    /// when it fires (the end writes them again).
     fn write_outputs(&mut self, mode: &str, hooks: &[HookUse], uprobes: usize) -> Result<()> {
         self.engine.sink.flush()?;
         let m = &self.engine.model;
@@ -188,16 +189,70 @@ impl Session<LiveSink> {
         let mut loops = String::new();
         report::asyncio::summary(&mut loops, m, self.engine.limits().loop_blocked_ns);
         print!("{loops}");
-        if let Some((path, f)) = self.out.report.take() {
+        std::io::stdout().flush().context("writing the report")?;
+        if let Some((path, f)) = &self.out.report {
             let mut r = report::json::build(m, mode, hooks, findings);
             r.uprobes_attached = uprobes;
-            let mut w = BufWriter::new(f);
-            serde_json::to_writer_pretty(&mut w, &r)
+            crate::recording::rewind(f)
                 .map_err(anyhow::Error::from)
-                .and_then(|_| Ok(w.flush()?))
+                .and_then(|_| {
+                    let mut w = BufWriter::new(f);
+                    serde_json::to_writer_pretty(&mut w, &r)?;
+                    Ok(w.flush()?)
+                })
                 .with_context(|| format!("cannot write report {}", path.display()))?;
         }
         self.out.pictures.write(m, findings)?;
+        Ok(())
+    }
+
+    /// The hang watchdog fired: no thread of the watched tree ran since
+    /// `since`. Every live thread's Python view, asyncio tasks and stacks
+    /// are read now, and one `process_hung` finding per watched process
+    /// names them all.
+    fn hang_report(&mut self, src: &LiveSource, now: u64, since: u64) -> Result<()> {
+        let mut evs: Vec<Event> = self
+            .engine
+            .model
+            .processes
+            .values()
+            .filter(|p| p.observed_to_ns.is_none())
+            .map(|p| Event::NoProgress {
+                ts_ns: now,
+                tgid: p.tgid,
+                since_ns: since,
+                blocked: crate::source::progress::blocked_in(p.tgid),
+            })
+            .collect();
+        self.feed(&mut evs)?;
+        // Every thread's Python stack, and the asyncio tasks.
+        self.python_view_of(now, true, true)?;
+        let cands: Vec<Finding> = self
+            .engine
+            .candidates(now)
+            .into_iter()
+            .filter(|f| {
+                matches!(
+                    f.detail,
+                    crate::detect::Detail::ProcessHung { watchdog: true, .. }
+                )
+            })
+            .collect();
+        let mut evs = stack_events(
+            &self.engine.model,
+            &mut self.symbols,
+            Some(&src.probes),
+            &cands,
+            now,
+            true,
+        );
+        self.feed(&mut evs)?;
+        self.engine.mark_scan(now, true)?;
+        for f in self.engine.accept(cands) {
+            if !self.opts.quiet {
+                eprint!("{}", report::findings::finding(&f));
+            }
+        }
         Ok(())
     }
 }

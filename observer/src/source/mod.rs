@@ -5,4 +5,5 @@ pub mod event_loop;
 pub mod live;
 pub mod preheld;
 pub mod procfs;
+pub mod progress;
 pub mod snapshot;
