@@ -39,6 +39,23 @@ fn slices(pid: u32, tid: Tid) -> Option<u64> {
     Some(n)
 }
 
+/// When the thread last started running (`se.exec_start` of
+/// /proc/PID/task/TID/sched, in ns of the scheduler clock), where the
+/// kernel shows it (CONFIG_SCHED_DEBUG). Orders the last runs of threads
+/// that a once-a-second sample sees change in the same interval.
+fn last_run(pid: u32, tid: Tid) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let v = s
+        .lines()
+        .find(|l| l.starts_with("se.exec_start"))?
+        .split(':')
+        .nth(1)?
+        .trim();
+    let (ms, frac) = v.split_once('.').unwrap_or((v, "0"));
+    let frac: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+    Some(ms.parse::<u64>().ok()? * 1_000_000 + frac.parse::<u64>().ok()?)
+}
+
 impl Activity {
     /// Samples every live thread of the model; emits `ThreadStuck` for a
     /// thread idle for `threshold_ns` while its process made progress, and
@@ -51,7 +68,7 @@ impl Activity {
             .filter(|p| p.observed_to_ns.is_none())
         {
             // Newest change among the process's threads: its progress.
-            let mut latest: Vec<(Tid, u64, bool)> = Vec::new();
+            let mut latest: Vec<(Tid, u64, bool, Option<u64>)> = Vec::new();
             for t in p.live_threads() {
                 let Some(n) = slices(p.tgid, t.tid) else {
                     continue;
@@ -73,14 +90,20 @@ impl Activity {
                         });
                     }
                 }
-                latest.push((t.tid, e.changed_ns, e.stuck));
+                latest.push((t.tid, e.changed_ns, e.stuck, last_run(p.tgid, t.tid)));
                 alive.insert((p.tgid, t.tid), ());
             }
-            for &(tid, changed, stuck) in &latest {
+            for &(tid, changed, stuck, ran) in &latest {
                 if stuck || now.saturating_sub(changed) < threshold_ns {
                     continue;
                 }
-                let others_ran = latest.iter().any(|&(o, c, _)| o != tid && c > changed);
+                // Another thread changed in a later sample, or in the same
+                // one but ran after this thread last did.
+                let others_ran = latest.iter().any(|&(o, c, _, oran)| {
+                    o != tid
+                        && (c > changed
+                            || (c == changed && matches!((oran, ran), (Some(a), Some(b)) if a > b)))
+                });
                 if !others_ran {
                     continue;
                 }
