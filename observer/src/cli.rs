@@ -107,6 +107,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: ReportsCmd,
     },
+    /// Print the completion script for SHELL on stdout
+    /// (`observer completions bash > /etc/bash_completion.d/observer`).
+    Completions {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]

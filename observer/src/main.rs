@@ -9,6 +9,8 @@ mod exit;
 #[cfg(test)]
 mod fuzz;
 mod graph;
+#[cfg(test)]
+mod man;
 mod model;
 mod probe;
 mod python;
@@ -118,7 +120,20 @@ fn dispatch(cli: Cli) -> Result<u8> {
             cli::ReportsCmd::List { dir } => daemon::sink::list_command(&dir),
             cli::ReportsCmd::Show { id, dir, json } => daemon::sink::show_command(&dir, &id, json),
         },
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout().lock())?;
+            Ok(0)
+        }
     }
+}
+
+/// `observer completions SHELL`: the script, generated from the command line's definition.
+fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "observer", &mut buf);
+    out.write_all(&buf)?;
+    Ok(())
 }
 
 fn doctor() -> Result<u8> {

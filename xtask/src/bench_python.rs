@@ -221,12 +221,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let observer = match &opts.observer {
         Some(p) => p.clone(),
         None => {
-            crate::run({
-                let mut c = crate::cargo();
-                c.args(["build", "--release", "-p", "observer"]);
-                c
-            })
-            .map_err(|e| anyhow::anyhow!("building the observer: {e}"))?;
+            crate::build_release().map_err(|e| anyhow::anyhow!("building the observer: {e}"))?;
             crate::root().join("target/release/observer")
         }
     };

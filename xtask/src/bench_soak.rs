@@ -146,11 +146,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let observer = match o.observer.clone() {
         Some(p) => p,
         None => {
-            crate::run({
-                let mut c = crate::cargo();
-                c.args(["build", "--release", "-p", "observer"]);
-                c
-            })?;
+            crate::build_release()?;
             crate::root().join("target/release/observer")
         }
     };
@@ -395,11 +391,7 @@ pub fn exec_storm(args: &[String]) -> Result<()> {
     let observer = match observer {
         Some(p) => p,
         None => {
-            crate::run({
-                let mut c = crate::cargo();
-                c.args(["build", "--release", "-p", "observer"]);
-                c
-            })?;
+            crate::build_release()?;
             crate::root().join("target/release/observer")
         }
     };

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask test|demo|bench|vmlinux` (usually via ./x).
+//! Project tasks: `cargo xtask test|demo|bench|vmlinux|record|man` (usually via ./x).
 
 mod bench;
 mod bench_python;
@@ -37,6 +37,59 @@ fn run(mut c: Command) -> Result<()> {
         bail!("{shown} failed ({st})");
     }
     Ok(())
+}
+
+/// `./x` sets X_LOG: build output goes to that file and the terminal shows
+/// one line per step (and the log's tail on failure).
+fn x_log() -> Option<PathBuf> {
+    std::env::var_os("X_LOG").map(PathBuf::from)
+}
+
+/// The last `n` lines of the log, for a failed step.
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A build step: under `./x` one line on the terminal and the output in the
+/// log; else like `run`.
+pub fn run_logged(what: &str, mut c: Command) -> Result<()> {
+    let Some(log) = x_log() else {
+        return run(c);
+    };
+    let shown = format!("{c:?}");
+    eprintln!(
+        "x: {what} (log: {})",
+        log.strip_prefix(root()).unwrap_or(&log).display()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    use std::io::Write;
+    writeln!(f, "x: {what}: {shown}")?;
+    c.stdout(f.try_clone()?).stderr(f);
+    let st = c.status().with_context(|| format!("running {shown}"))?;
+    if !st.success() {
+        eprintln!(
+            "x: {what} failed ({st}); the last 40 lines of {}:\n{}",
+            log.display(),
+            log_tail(&log, 40)
+        );
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+/// `cargo build --release -p observer` (the demo's and the benchmarks').
+pub fn build_release() -> Result<()> {
+    run_logged("building observer (release)", {
+        let mut c = cargo();
+        c.args(["build", "--release", "-p", "observer"]);
+        c
+    })
 }
 
 /// Processes holding a BPF program id open (from /proc/*/fdinfo).
@@ -105,7 +158,7 @@ pub fn leftover_programs() -> Vec<String> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    run({
+    run_logged("building (all targets)", {
         let mut c = cargo();
         c.args(["build", "--workspace", "--all-targets"]);
         c
@@ -148,15 +201,11 @@ fn demo() -> Result<()> {
     if !is_root() {
         bail!("the demo loads BPF programs: run `sudo ./x demo`");
     }
-    run({
-        let mut c = cargo();
-        c.args(["build", "--release", "-p", "observer"]);
-        c
-    })?;
+    build_release()?;
     let out = root().join("target/fixtures");
     std::fs::create_dir_all(&out)?;
     let bin = out.join("demo_bank");
-    run({
+    run_logged("compiling demo/bank.c", {
         let mut c = Command::new("gcc");
         c.args(["-O2", "-g", "-pthread", "-o"])
             .arg(&bin)
@@ -164,8 +213,8 @@ fn demo() -> Result<()> {
         c
     })?;
     eprintln!(
-        "xtask: observer run --kill-on-deadlock -- {}",
-        bin.display()
+        "x: observer run --kill-on-deadlock -- {}",
+        bin.strip_prefix(root()).unwrap_or(&bin).display()
     );
     let st = Command::new(root().join("target/release/observer"))
         .args(["run", "--kill-on-deadlock", "--"])
@@ -221,7 +270,7 @@ fn record(names: &[String]) -> Result<()> {
     if !is_root() {
         bail!("recording loads BPF programs: run `sudo ./x record`");
     }
-    run({
+    run_logged("building observer", {
         let mut c = cargo();
         c.args(["build", "-p", "observer"]);
         c
@@ -291,6 +340,28 @@ fn record(names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask man`: writes man/ again from the command line's definition
+/// (the test that checks man/ writes it with OBSERVER_WRITE_MAN=1).
+fn man() -> Result<()> {
+    run_logged("writing man/ from the command line", {
+        let mut c = cargo();
+        c.args([
+            "test",
+            "-p",
+            "observer",
+            "--bin",
+            "observer",
+            "--",
+            "--exact",
+            "man::committed_pages_are_current",
+        ])
+        .env("OBSERVER_WRITE_MAN", "1");
+        c
+    })?;
+    eprintln!("x: wrote {}", root().join("man").display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -308,8 +379,9 @@ fn main() -> Result<()> {
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),
+        Some("man") => man(),
         _ => bail!(
-            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|execs|python|...]|vmlinux|record [FIXTURE...]"
+            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|execs|python|...]|vmlinux|record [FIXTURE...]|man"
         ),
     }
 }

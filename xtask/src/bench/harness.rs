@@ -127,12 +127,7 @@ pub fn observer_binary(c: &Common) -> Result<PathBuf> {
     let p = match &c.observer {
         Some(p) => p.clone(),
         None => {
-            crate::run({
-                let mut c = crate::cargo();
-                c.args(["build", "--release", "-p", "observer"]);
-                c
-            })
-            .context("building the observer")?;
+            crate::build_release().context("building the observer")?;
             crate::root().join("target/release/observer")
         }
     };
