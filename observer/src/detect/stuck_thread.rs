@@ -23,6 +23,17 @@ impl Detector for StuckThread {
             if cx.joining(t.tid) {
                 continue;
             }
+            // A futex wait already as old as --long-wait is told as a
+            // long_wait (the more exact finding): which of the two a thread
+            // gets must not depend on when the join behind it was read.
+            if cx
+                .graph
+                .waits
+                .get(&t.tid)
+                .is_some_and(|w| cx.now_ns.saturating_sub(w.start_ns) >= cx.long_wait_ns)
+            {
+                continue;
+            }
             let held_up = cx.graph.waiters_of(t.tid);
             let lock_wait = cx
                 .graph
