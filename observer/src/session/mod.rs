@@ -22,7 +22,6 @@ pub use dump::dump;
 pub(crate) use target::min_age;
 pub use target::{attach, require_bpf, run};
 pub(crate) use target::{load_probes, runtime, seeded_tids};
-pub(crate) use uprobes::{UprobeSet, attach_uprobes};
 
 use std::{
     collections::{HashMap, HashSet},
