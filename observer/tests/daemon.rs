@@ -787,6 +787,65 @@ fn daemon_uprobes_released_per_process() {
     assert_no_programs_left();
 }
 
+/// A process the daemon finds before its loader has mapped libc (held
+/// right after its exec here; under load the daemon's exec note can simply
+/// win the race): the uprobes still go in as it is watched, on the files
+/// its executable will map, not whenever libc shows in its maps.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_uprobes_before_the_loader_maps_libc() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-ld\"\nuprobes = true\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = spawn_daemon(&cfg);
+    let mut cmd = Command::new(copy_as("abba", &tmp.path().join("ld"), "obsd-ld"));
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe; the child stops
+    // with SIGTRAP after its exec, before the loader runs.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let mut p = Proc::spawn(cmd);
+    let pid = p.pid();
+    let mut st = 0;
+    // SAFETY: waits for our own child's stop.
+    let r = unsafe { libc::waitpid(pid as i32, &mut st, libc::WUNTRACED) };
+    assert_eq!(r, pid as i32);
+    assert!(libc::WIFSTOPPED(st), "{st:#x}");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(!maps.contains("libc.so"), "{maps}");
+    d.wait_stderr(T, |l| l.contains(&format!("watching pid {pid} ")));
+    // In as it was watched: before it runs a single instruction.
+    assert!(
+        d.stderr
+            .iter()
+            .any(|l| l.contains(&format!("pid {pid}: lock uprobes on"))),
+        "{:#?}",
+        d.stderr
+    );
+    // SAFETY: detaches our stopped tracee; it runs on.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as i32, 0, 0) };
+    let id = wait_report_of(&reports, pid, "deadlock", T, &mut d);
+    p.wait_stdout(T, |l| l == "ready");
+    let r = read_json(&reports.join(format!("{id}.json")));
+    assert_uprobes_attached(&r);
+    drop(p);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
 /// A daemon whose rule names the comm "obsd-py" (see [`python_link`]).
 fn python_daemon(tmp: &Path, reports: &Path) -> Proc {
     let cfg = tmp.join("observer.toml");

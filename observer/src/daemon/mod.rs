@@ -33,7 +33,7 @@ use crate::{
     model::Model,
     probe::HookUse,
     report,
-    session::{self, Outputs, Session, UprobeSet},
+    session::{self, Outputs, Session},
     source::{activity::Activity, live::LiveSource, procfs},
     symbol::SharedFiles,
     sys,
@@ -246,10 +246,7 @@ impl Daemon {
         if let Err(e) = session.feed(&mut evs) {
             tracing::warn!("pid {pid}: {e:#}");
         }
-        let set = UprobeSet::of(&opts);
-        if set.any() {
-            session::attach_uprobes(&mut src.probes, pid, pid, set);
-        }
+        session.uprobes_at_watch(&mut src.probes, pid, now);
         tracing::info!(
             "watching pid {pid} {:?} exe {:?} (rule {}{})",
             report::escape(&info.comm),

@@ -22,7 +22,6 @@ pub use dump::dump;
 pub(crate) use target::min_age;
 pub use target::{attach, require_bpf, run};
 pub(crate) use target::{load_probes, runtime, seeded_tids};
-pub(crate) use uprobes::{UprobeSet, attach_uprobes};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -455,11 +454,20 @@ impl<S: Sink> Session<S> {
                     tid: *tid,
                 });
             }
-            // Find the interpreter now, not while a loop is blocked.
-            if !self.not_python.contains(&tgid)
-                && let Ok(None) = self.symbols.python_threads(tgid)
-            {
-                self.not_python.insert(tgid);
+            // Find the interpreter and read its whole view once now, not
+            // while a loop is blocked: the first read (the asyncio layout,
+            // ...) is the slow one, and a stack read that outlasts the
+            // stretch out of the selector is of later work, so thrown away.
+            if !self.not_python.contains(&tgid) {
+                match self.symbols.python_threads(tgid) {
+                    Ok(None) => {
+                        self.not_python.insert(tgid);
+                    }
+                    _ => seen.extend(
+                        python_events(&self.engine.model, &mut self.symbols, tgid, now)
+                            .unwrap_or_default(),
+                    ),
+                }
             }
         }
         self.feed(&mut seen)?;

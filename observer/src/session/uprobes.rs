@@ -177,6 +177,28 @@ impl<S: Sink> Session<S> {
         }
     }
 
+    /// Puts the uprobes on a process found already running (the daemon's
+    /// exec notes and /proc scans). Found right after its exec, the loader
+    /// may not have mapped libc yet: then they go on the files the
+    /// executable will map (its ELF dependencies; a uprobe is set on a
+    /// file, so it is in before the first lock call). Either way the mapped
+    /// libraries are looked at again at the next scans
+    /// (`pending_thread_uprobes`): one found mid-exec shows only its
+    /// executable for a moment.
+    pub(crate) fn uprobes_at_watch(&mut self, probes: &mut Probes, pid: u32, now: u64) {
+        let set = UprobeSet::of(&self.opts);
+        if !set.any() {
+            return;
+        }
+        if !attach_uprobes(probes, pid, pid, set)
+            && let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe"))
+        {
+            let (libs, py) = planned_uprobe_targets(&exe);
+            attach_uprobes_to(probes, pid, &libs, &py, set);
+        }
+        self.pending_uprobes.insert(pid, now + UPROBE_RETRY_NS);
+    }
+
     /// Deep tier: puts the lock uprobes on libraries mapped since the last
     /// look (dlopen of libpython, ...); already probed ones are skipped.
     pub(super) fn recheck_libs(&mut self, src: &mut LiveSource) {
