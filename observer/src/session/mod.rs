@@ -458,15 +458,16 @@ impl<S: Sink> Session<S> {
             // while a loop is blocked: the first read (the asyncio layout,
             // ...) is the slow one, and a stack read that outlasts the
             // stretch out of the selector is of later work, so thrown away.
+            // The view itself is not fed: taken as the loop starts, before
+            // the program's tasks exist, it is not one to report.
             if !self.not_python.contains(&tgid) {
                 match self.symbols.python_threads(tgid) {
                     Ok(None) => {
                         self.not_python.insert(tgid);
                     }
-                    _ => seen.extend(
-                        python_events(&self.engine.model, &mut self.symbols, tgid, now)
-                            .unwrap_or_default(),
-                    ),
+                    _ => {
+                        python_events(&self.engine.model, &mut self.symbols, tgid, now);
+                    }
                 }
             }
         }
