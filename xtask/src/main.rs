@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask test|demo|bench|vmlinux|record|man` (usually via ./x).
+//! Project tasks: `cargo xtask test|demo|bench|vmlinux|record|man|wheel` (usually via ./x).
 
 mod bench;
 mod bench_python;
@@ -171,6 +171,8 @@ fn test(args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the BPF integration tests need root: run `sudo ./x test`");
     }
+    // What tests/wheel.rs installs into a fresh venv.
+    wheel()?;
     run({
         let mut c = cargo();
         c.args([
@@ -195,6 +197,95 @@ fn test(args: &[String]) -> Result<()> {
     }
     eprintln!("xtask: all tests passed; no BPF programs left loaded");
     Ok(())
+}
+
+/// maturin, in a venv `./x` makes (pinned there; xtask only uses it).
+const MATURIN: &str = "target/maturin/bin/maturin";
+
+/// `cargo xtask wheel`: the `observer` command as a wheel in target/wheels
+/// (the project `observer-hang`, see pyproject.toml), with the man pages and
+/// shell completions as data files. Returns the wheel's path.
+pub fn wheel() -> Result<PathBuf> {
+    let maturin = root().join(MATURIN);
+    if !maturin.exists() {
+        bail!(
+            "{} is missing: `./x wheel` installs maturin",
+            maturin.display()
+        );
+    }
+    let t0 = std::time::Instant::now();
+    // The binary first: the completions come from it, and maturin then
+    // only packs it (same profile, nothing to rebuild).
+    run_logged("building observer (wheel profile)", {
+        let mut c = cargo();
+        c.args(["build", "--profile", "wheel", "-p", "observer"]);
+        c
+    })?;
+    let bin = root().join("target/wheel/observer");
+    // Laid out as the wheel's .data/data/ dir: installed under the venv's
+    // (or prefix's) share/.
+    let data = root().join("target/wheel-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let share = data.join("data/share");
+    let man1 = share.join("man/man1");
+    std::fs::create_dir_all(&man1)?;
+    let mut pages = 0;
+    for e in std::fs::read_dir(root().join("man"))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "1") {
+            std::fs::copy(&p, man1.join(p.file_name().unwrap()))?;
+            pages += 1;
+        }
+    }
+    if pages == 0 {
+        bail!("no man pages in man/ (`./x man` writes them)");
+    }
+    for (shell, dest) in [
+        ("bash", "bash-completion/completions/observer"),
+        ("zsh", "zsh/site-functions/_observer"),
+        ("fish", "fish/vendor_completions.d/observer.fish"),
+    ] {
+        let out = Command::new(&bin)
+            .args(["completions", shell])
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        if !out.status.success() || out.stdout.is_empty() {
+            bail!("`observer completions {shell}` failed ({})", out.status);
+        }
+        let dest = share.join(dest);
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::write(&dest, &out.stdout)?;
+    }
+    // One wheel in target/wheels: the one this build made.
+    let wheels = root().join("target/wheels");
+    if let Ok(rd) = std::fs::read_dir(&wheels) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("observer_hang-") && n.ends_with(".whl") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    run_logged("packing the wheel (maturin)", {
+        let mut c = Command::new(&maturin);
+        c.current_dir(root()).arg("build").arg("--out").arg(&wheels);
+        c
+    })?;
+    let whl = std::fs::read_dir(&wheels)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("observer_hang-"))
+        })
+        .context("maturin wrote no observer_hang wheel")?;
+    eprintln!(
+        "x: {} ({:.1} MB, {:.0} s)",
+        whl.strip_prefix(root()).unwrap_or(&whl).display(),
+        std::fs::metadata(&whl)?.len() as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(whl)
 }
 
 fn demo() -> Result<()> {
@@ -380,8 +471,9 @@ fn main() -> Result<()> {
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),
         Some("man") => man(),
+        Some("wheel") => wheel().map(drop),
         _ => bail!(
-            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|execs|python|...]|vmlinux|record [FIXTURE...]|man"
+            "usage: cargo xtask test|demo|bench [list|detect|deep|soak|execs|python|...]|vmlinux|record [FIXTURE...]|man|wheel"
         ),
     }
 }

@@ -440,3 +440,13 @@ pub fn pythons() -> Vec<(&'static str, &'static str)> {
     }
     found
 }
+
+/// Something a test needs is missing (a built artifact, a tool): a failure
+/// under `require_all()`, else one visible skip line. Return after it.
+#[track_caller]
+pub fn missing(what: &str) {
+    if require_all() {
+        panic!("{what} (OBSERVER_REQUIRE_ALL is set)");
+    }
+    skip(what);
+}
