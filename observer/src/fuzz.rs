@@ -374,6 +374,8 @@ fn config_loader_never_panics_on_config_shaped_text() {
         "user",
         "uprobes",
         "kill_on_deadlock",
+        "hang_after",
+        "kill_on_hang",
     ];
     let value = prop_oneof![
         Just("\"\"".to_string()),

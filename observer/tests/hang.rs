@@ -68,7 +68,7 @@ fn assert_hung(argv: &[&str], waits: &[(&str, &str)]) {
     let f = hung(&r);
     assert_eq!(f.len(), 1, "{r:#}");
     let s = f[0]["summary"].as_str().unwrap();
-    assert!(s.contains("--hang-after"), "{s}");
+    assert!(s.contains("(hang watchdog)"), "{s}");
     for (name, what) in waits {
         let tid = tid_of(&obs.stdout, name);
         let t = f[0]["threads"]
@@ -105,7 +105,7 @@ fn assert_not_hung(name: &str, code: i32) {
     let r = read_json(&dir.path().join("r.json"));
     assert!(hung(&r).is_empty(), "{r:#}");
     assert!(
-        !obs.stderr.iter().any(|l| l.contains("--hang-after")),
+        !obs.stderr.iter().any(|l| l.contains("(hang watchdog)")),
         "{}",
         obs.stderr.join("\n")
     );
@@ -154,7 +154,7 @@ fn without_kill_it_reports_and_keeps_running() {
     let bin = fixture("hang_consumer");
     let dir = tmp();
     let (mut obs, _) = run(&[bin.to_str().unwrap()], false, dir.path());
-    obs.wait_stderr(T, |l| l.contains("--hang-after"));
+    obs.wait_stderr(T, |l| l.contains("(hang watchdog)"));
     // The report is written right after the live line.
     let end = Instant::now() + T;
     let rep = dir.path().join("r.json");

@@ -90,6 +90,41 @@ pub struct Rule {
     /// orphaned lock) is reported.
     #[serde(default)]
     pub kill_on_deadlock: bool,
+    /// Hang watchdog, in seconds: when no thread of a matching process (or
+    /// of its descendants) has run on a CPU for this long, one
+    /// `process_hung` report. Seconds (`600`) or a string with a unit as
+    /// on the command line (`"10m"`).
+    #[serde(default, deserialize_with = "duration")]
+    pub hang_after: Option<f64>,
+    /// With hang_after: SIGKILL the process and its descendants once
+    /// reported.
+    #[serde(default)]
+    pub kill_on_hang: bool,
+}
+
+/// A duration in seconds: a number, as `long_wait` and `stuck` take, or a
+/// string with a unit, as the command line takes (`"10m"`, `"30s"`).
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct Secs;
+    impl serde::de::Visitor<'_> for Secs {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration: seconds (600) or a string with a unit (\"10m\", \"30s\")")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<f64, E> {
+            crate::cli::duration_secs(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Secs).map(Some)
 }
 
 impl Rule {
@@ -250,6 +285,17 @@ impl Config {
                     .into_iter()
                     .map(|e| format!("rule {}: {e}", i + 1)),
             );
+            match r.hang_after {
+                Some(v) if !v.is_finite() || v <= 0.0 || v > 1e7 => errs.push(format!(
+                    "rule {}: hang_after: must be more than 0 and at most 10000000 seconds, got {v}",
+                    i + 1
+                )),
+                None if r.kill_on_hang => errs.push(format!(
+                    "rule {}: kill_on_hang needs hang_after (the hang it kills on)",
+                    i + 1
+                )),
+                _ => {}
+            }
         }
         for (i, x) in self.excludes.iter().enumerate() {
             if x.is_empty() {
@@ -554,6 +600,68 @@ mod tests {
             e,
             vec!["no [[rule]]: the daemon would watch nothing".to_string()]
         );
+    }
+
+    #[test]
+    fn hang_after_takes_seconds_or_a_unit() {
+        let d = ok_dir();
+        let rule = |v: &str| {
+            let t = cfg_text(
+                d.path(),
+                &format!("[[rule]]\ncomm = \"a\"\nhang_after = {v}\n"),
+            );
+            let c = Config::parse(&t).map_err(|e| vec![e])?;
+            let errs = c.check();
+            if errs.is_empty() {
+                Ok(c.rules[0].hang_after)
+            } else {
+                Err(errs)
+            }
+        };
+        assert_eq!(rule("\"10m\""), Ok(Some(600.0)));
+        assert_eq!(rule("\"1.5s\""), Ok(Some(1.5)));
+        assert_eq!(rule("\"500ms\""), Ok(Some(0.5)));
+        assert_eq!(rule("600"), Ok(Some(600.0)));
+        assert_eq!(rule("2.5"), Ok(Some(2.5)));
+        let c = Config::parse(&cfg_text(d.path(), "[[rule]]\ncomm = \"a\"\n")).unwrap();
+        assert_eq!(
+            (c.rules[0].hang_after, c.rules[0].kill_on_hang),
+            (None, false)
+        );
+        // One line each, naming the key or the value.
+        for (v, want) in [
+            ("\"10 parsecs\"", "line 5: unknown unit in '10 parsecs'"),
+            ("\"soon\"", "line 5: unknown unit in 'soon'"),
+            ("\"1.2.3s\"", "line 5: '1.2.3s' is not a duration"),
+            ("\"200000000s\"", "line 5: '200000000s' is too long"),
+            (
+                "true",
+                "line 5: invalid type: boolean `true`, expected a duration",
+            ),
+            ("0", "rule 1: hang_after: must be more than 0"),
+            ("-5", "rule 1: hang_after: must be more than 0"),
+            ("nan", "rule 1: hang_after: must be more than 0"),
+            ("1e9", "rule 1: hang_after: must be more than 0"),
+        ] {
+            let e = rule(v).unwrap_err();
+            assert_eq!(e.len(), 1, "{v}: {e:?}");
+            assert!(e[0].starts_with(want) && !e[0].contains('\n'), "{v}: {e:?}");
+        }
+        let e = errors(&cfg_text(
+            d.path(),
+            "[[rule]]\ncomm = \"a\"\nkill_on_hang = true\n",
+        ));
+        assert_eq!(
+            e,
+            vec!["rule 1: kill_on_hang needs hang_after (the hang it kills on)".to_string()]
+        );
+        let c = Config::parse(&cfg_text(
+            d.path(),
+            "[[rule]]\ncomm = \"a\"\nhang_after = \"2m\"\nkill_on_hang = true\n",
+        ))
+        .unwrap();
+        assert_eq!(c.check(), Vec::<String>::new());
+        assert!(c.rules[0].kill_on_hang);
     }
 
     #[test]

@@ -34,7 +34,12 @@ use crate::{
     probe::HookUse,
     report,
     session::{self, Outputs, Session},
-    source::{activity::Activity, live::LiveSource, procfs},
+    source::{
+        activity::Activity,
+        live::LiveSource,
+        procfs,
+        progress::{self, Watchdog},
+    },
     symbol::SharedFiles,
     sys,
 };
@@ -71,6 +76,9 @@ Config keys (all optional except at least one [[rule]]):
   user = \"ci\"                        user name or uid (real uid); all keys of a rule must match
   uprobes = false                    deep tier (lock uprobes) for matching processes
   kill_on_deadlock = false           SIGKILL a matching process once a hang is reported
+  hang_after = \"10m\"                 no thread of the process (or its descendants) ran on a CPU
+                                     this long: one process_hung report (seconds, or \"30s\", \"2h\")
+  kill_on_hang = false               with hang_after: then SIGKILL the process and its descendants
   [[exclude]]                        comm, exe, cgroup, user as in a rule";
 
 /// `observer daemon --check-config FILE`: 0, or one line per error and 2.
@@ -115,6 +123,27 @@ struct Proc {
     /// Events were fed since the last scan.
     fed: bool,
     recorder_evicted: u64,
+    /// The rule's `hang_after`: on-CPU time of the process's tree.
+    hang: Option<HangWatch>,
+}
+
+/// A `hang_after` watchdog, sampled at its own period (a tenth of it).
+struct HangWatch {
+    dog: Watchdog,
+    after_ns: u64,
+    period_ns: u64,
+    next_ns: u64,
+}
+
+impl HangWatch {
+    fn new(after_ns: u64, now: u64) -> HangWatch {
+        HangWatch {
+            dog: Watchdog::new(after_ns, now),
+            after_ns,
+            period_ns: Watchdog::period_ms(after_ns) * 1_000_000,
+            next_ns: now,
+        }
+    }
 }
 
 struct Daemon {
@@ -155,8 +184,9 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         churn: 200,
         loop_blocked: 0.1,
         kill_on_deadlock: w.kill_on_deadlock,
-        hang_after: None,
-        kill_on_hang: false,
+        // The daemon samples the watchdog itself (`Daemon::watchdogs`).
+        hang_after: w.hang_after_ns.map(|ns| ns as f64 / 1e9),
+        kill_on_hang: w.kill_on_hang,
         // Per-process uprobes cost a teardown at exit: only where asked for.
         thread_uprobes: w.uprobes,
         no_thread_uprobes: false,
@@ -248,11 +278,15 @@ impl Daemon {
         }
         session.uprobes_at_watch(&mut src.probes, pid, now);
         tracing::info!(
-            "watching pid {pid} {:?} exe {:?} (rule {}{})",
+            "watching pid {pid} {:?} exe {:?} (rule {}{}{})",
             report::escape(&info.comm),
             report::escape(info.exe.as_deref().unwrap_or("?")),
             w.rule,
-            if opts.uprobes { ", uprobes" } else { "" }
+            if opts.uprobes { ", uprobes" } else { "" },
+            match w.hang_after_ns {
+                Some(ns) => format!(", hang_after {}s", ns as f64 / 1e9),
+                None => String::new(),
+            }
         );
         self.procs.insert(
             pid,
@@ -264,6 +298,7 @@ impl Daemon {
                 pending: Vec::new(),
                 fed: true,
                 recorder_evicted: 0,
+                hang: w.hang_after_ns.map(|ns| HangWatch::new(ns, now)),
             },
         );
     }
@@ -421,6 +456,7 @@ impl Daemon {
             tracing::warn!("pid {pid}: killed (kill_on_deadlock)");
             sys::kill(pid, libc::SIGKILL);
         }
+        self.watchdogs(src, evs);
         self.enforce_caps(src);
         let took = t0.elapsed();
         self.metrics.scan_duration.observe(took.as_secs_f64());
@@ -432,6 +468,77 @@ impl Daemon {
                 took.as_millis(),
                 self.procs.len()
             );
+        }
+    }
+
+    /// The `hang_after` watchdogs that are due: a process whose tree has not
+    /// run on a CPU for its duration gets one `process_hung` report (every
+    /// thread, what it waits for, its stacks), and with `kill_on_hang` the
+    /// tree is killed.
+    fn watchdogs(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
+        let now = procfs::mono_ns();
+        let mut fired = Vec::new();
+        for (&pid, p) in self.procs.iter_mut() {
+            let Some(h) = &mut p.hang else {
+                continue;
+            };
+            if now < h.next_ns {
+                continue;
+            }
+            h.next_ns = now + h.period_ns;
+            if let Some(since) = h.dog.sample(pid, now) {
+                fired.push((pid, since, h.after_ns));
+            }
+        }
+        if fired.is_empty() {
+            return;
+        }
+        // What the kernel has not handed over yet goes in first.
+        src.drain(evs);
+        self.route(src, evs);
+        let mut kill = Vec::new();
+        for (pid, since, after_ns) in fired {
+            // It may have ended in what was just routed.
+            let Some(p) = self.procs.get_mut(&pid) else {
+                continue;
+            };
+            tracing::warn!(
+                "pid {pid} {:?}: no thread ran for {:.1}s (hang_after {}s)",
+                report::escape(&p.comm),
+                now.saturating_sub(since) as f64 / 1e9,
+                after_ns as f64 / 1e9
+            );
+            let before = p.session.engine.findings().len();
+            if let Err(e) = p.session.hang_report(src, now, since) {
+                tracing::warn!("pid {pid}: {e:#}");
+                continue;
+            }
+            let uprobes = src.probes.process_uprobe_count(pid);
+            for f in &p.session.engine.findings()[before..] {
+                write_report(
+                    &mut self.sink,
+                    &self.metrics,
+                    &self.cfg,
+                    (&self.hooks, uprobes),
+                    pid,
+                    p,
+                    f,
+                );
+            }
+            if p.watch.kill_on_hang {
+                kill.push(pid);
+            }
+        }
+        for pid in kill {
+            // The whole tree, as the watchdog measured it.
+            let tree = progress::tree(pid);
+            tracing::warn!(
+                "pid {pid}: killed with {} descendants (kill_on_hang)",
+                tree.len() - 1
+            );
+            for t in tree {
+                sys::kill(t, libc::SIGKILL);
+            }
         }
     }
 
@@ -605,6 +712,16 @@ impl Daemon {
                     if let Some(p) = self.procs.get_mut(&pid) {
                         p.watch.kill_on_deadlock = w.kill_on_deadlock;
                         p.session.opts.kill_on_deadlock = w.kill_on_deadlock;
+                        p.watch.kill_on_hang = w.kill_on_hang;
+                        // A new duration starts a new watchdog; the same
+                        // one keeps its state (a hang is reported once).
+                        if p.hang.as_ref().map(|h| h.after_ns) != w.hang_after_ns {
+                            let now = procfs::mono_ns();
+                            p.hang = w.hang_after_ns.map(|ns| HangWatch::new(ns, now));
+                        }
+                        p.watch.hang_after_ns = w.hang_after_ns;
+                        p.session.opts.hang_after = w.hang_after_ns.map(|ns| ns as f64 / 1e9);
+                        p.session.opts.kill_on_hang = w.kill_on_hang;
                     }
                 }
                 None => {
@@ -913,6 +1030,8 @@ mod tests {
             "user",
             "uprobes",
             "kill_on_deadlock",
+            "hang_after",
+            "kill_on_hang",
         ] {
             assert!(HELP.contains(&format!("  {k} = ")), "--help lacks {k}");
         }

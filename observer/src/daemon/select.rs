@@ -128,10 +128,14 @@ pub struct Watch {
     pub kill_on_deadlock: bool,
     /// 1-based number of the first matching rule (for logs).
     pub rule: usize,
+    /// The shortest `hang_after` of the matching rules, in ns.
+    pub hang_after_ns: Option<u64>,
+    pub kill_on_hang: bool,
 }
 
 pub struct Selector {
-    rules: Vec<(Compiled, bool, bool)>,
+    /// Each rule's matcher and what it asks for.
+    rules: Vec<(Compiled, Watch)>,
     excludes: Vec<Compiled>,
 }
 
@@ -140,7 +144,17 @@ impl Selector {
         let mut rules = Vec::new();
         for (i, r) in cfg.rules.iter().enumerate() {
             let c = Compiled::new(&r.matcher()).map_err(|e| format!("rule {}: {e}", i + 1))?;
-            rules.push((c, r.uprobes, r.kill_on_deadlock));
+            rules.push((
+                c,
+                Watch {
+                    uprobes: r.uprobes,
+                    kill_on_deadlock: r.kill_on_deadlock,
+                    rule: i + 1,
+                    // Checked to be within 0..=1e7 seconds by the config.
+                    hang_after_ns: r.hang_after.map(|s| (s * 1e9) as u64),
+                    kill_on_hang: r.kill_on_hang,
+                },
+            ));
         }
         let excludes = cfg
             .excludes
@@ -157,14 +171,19 @@ impl Selector {
             return None;
         }
         let mut w: Option<Watch> = None;
-        for (i, (c, uprobes, kill)) in self.rules.iter().enumerate() {
+        for (c, r) in &self.rules {
             if c.matches(p) {
                 let e = w.get_or_insert(Watch {
-                    rule: i + 1,
+                    rule: r.rule,
                     ..Watch::default()
                 });
-                e.uprobes |= uprobes;
-                e.kill_on_deadlock |= kill;
+                e.uprobes |= r.uprobes;
+                e.kill_on_deadlock |= r.kill_on_deadlock;
+                e.hang_after_ns = match (e.hang_after_ns, r.hang_after_ns) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                e.kill_on_hang |= r.kill_on_hang;
             }
         }
         w
@@ -222,7 +241,8 @@ mod tests {
             Some(Watch {
                 uprobes: false,
                 kill_on_deadlock: false,
-                rule: 1
+                rule: 1,
+                ..Watch::default()
             })
         );
         // comm is exact, not a prefix.
@@ -294,6 +314,26 @@ mod tests {
             s.select(&p("svc", "/usr/bin/svc", "/system.slice/sshd.service", 0)),
             None
         );
+    }
+
+    /// Several matching rules: the shortest hang_after, kill_on_hang if any says so.
+    #[test]
+    fn hang_after_of_matching_rules() {
+        let s = sel(
+            "[[rule]]\ncomm = \"svc\"\nhang_after = \"10m\"\n[[rule]]\nuser = \"0\"\nhang_after = 30\nkill_on_hang = true\n[[rule]]\nexe = \"/usr/bin/*\"\n",
+        );
+        let w = s.select(&p("svc", "/opt/svc", "/a", 5)).unwrap();
+        assert_eq!(
+            (w.hang_after_ns, w.kill_on_hang),
+            (Some(600_000_000_000), false)
+        );
+        let w = s.select(&p("svc", "/opt/svc", "/a", 0)).unwrap();
+        assert_eq!(
+            (w.hang_after_ns, w.kill_on_hang),
+            (Some(30_000_000_000), true)
+        );
+        let w = s.select(&p("x", "/usr/bin/x", "/a", 5)).unwrap();
+        assert_eq!((w.hang_after_ns, w.kill_on_hang), (None, false));
     }
 
     #[test]

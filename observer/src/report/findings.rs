@@ -145,7 +145,7 @@ pub fn summary(f: &Finding) -> String {
             let since = if *before_observation { "at least " } else { "" };
             if *watchdog {
                 return format!(
-                    "no thread of the watched processes has run for {} (--hang-after): every thread is blocked: {}{more}",
+                    "no thread of the watched processes has run for {} (hang watchdog): every thread is blocked: {}{more}",
                     dur(*blocked_ns),
                     names.join(", ")
                 );

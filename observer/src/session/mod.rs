@@ -204,12 +204,38 @@ impl Session<LiveSink> {
         self.out.pictures.write(m, findings)?;
         Ok(())
     }
+}
+
+impl<S: Sink> Session<S> {
+    pub(crate) fn new(opts: ObserveOpts, limits: Limits, sink: S, out: Outputs) -> Session<S> {
+        Session {
+            opts,
+            engine: Engine::new(limits, sink),
+            out,
+            symbols: Symbolizer::new(),
+            sym_tried: HashSet::new(),
+            pending_uprobes: HashMap::new(),
+            not_python: HashSet::new(),
+            stop_on_exec: false,
+            exec_stopped: Vec::new(),
+            py_read: HashMap::new(),
+            loops: Default::default(),
+            loops_of: None,
+            rejudge: false,
+            gil: gil::GilState::default(),
+        }
+    }
+
+    pub(crate) fn model(&self) -> &Model {
+        &self.engine.model
+    }
 
     /// The hang watchdog fired: no thread of the watched tree ran since
     /// `since`. Every live thread's Python view, asyncio tasks and stacks
     /// are read now, and one `process_hung` finding per watched process
     /// names them all.
-    fn hang_report(&mut self, src: &LiveSource, now: u64, since: u64) -> Result<()> {
+    /// (`run --hang-after`, and the daemon's `hang_after` rules.)
+    pub(crate) fn hang_report(&mut self, src: &LiveSource, now: u64, since: u64) -> Result<()> {
         let mut evs: Vec<Event> = self
             .engine
             .model
@@ -253,31 +279,6 @@ impl Session<LiveSink> {
             }
         }
         Ok(())
-    }
-}
-
-impl<S: Sink> Session<S> {
-    pub(crate) fn new(opts: ObserveOpts, limits: Limits, sink: S, out: Outputs) -> Session<S> {
-        Session {
-            opts,
-            engine: Engine::new(limits, sink),
-            out,
-            symbols: Symbolizer::new(),
-            sym_tried: HashSet::new(),
-            pending_uprobes: HashMap::new(),
-            not_python: HashSet::new(),
-            stop_on_exec: false,
-            exec_stopped: Vec::new(),
-            py_read: HashMap::new(),
-            loops: Default::default(),
-            loops_of: None,
-            rejudge: false,
-            gil: gil::GilState::default(),
-        }
-    }
-
-    pub(crate) fn model(&self) -> &Model {
-        &self.engine.model
     }
 
     /// Feeds events to the engine, each enriched first (mappings read,
