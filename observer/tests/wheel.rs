@@ -245,15 +245,22 @@ fn check_install(whl: &Path, venv: &Path) {
             {
                 let mut c = Command::new(man);
                 c.args(["-w", "observer-dump"])
-                    .env("PATH", path)
+                    .env("PATH", &path)
                     .env_remove("MANPATH");
                 c
             },
             T,
         );
+        let manpath = Command::new("manpath")
+            .env("PATH", &path)
+            .env_remove("MANPATH")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         assert_eq!(
             Path::new(found.trim()),
-            share.join("man/man1/observer-dump.1")
+            share.join("man/man1/observer-dump.1"),
+            "man -w found another page; manpath: {manpath}"
         );
     }
     for (file, marker) in [
