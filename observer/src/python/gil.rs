@@ -391,7 +391,7 @@ fn lock_key(w: &Wait, parking_lot: bool) -> u64 {
 
 /// (on-CPU ns, run-queue ns, timeslices) of a thread.
 fn schedstat(tgid: u32, tid: u32) -> Option<(u64, u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/schedstat")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{tgid}/task/{tid}/schedstat"))?;
     let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
     Some((it.next()??, it.next()??, it.next()??))
 }

@@ -312,7 +312,13 @@ pub fn view(
     };
     let t0 = std::time::Instant::now();
     let reads = reader::READS.load(std::sync::atomic::Ordering::Relaxed);
-    let mut v = inspect(&reader::Live(pid), layout, vs.clone(), loc.interp, waits);
+    let mut v = inspect(
+        &reader::Paged::new(pid),
+        layout,
+        vs.clone(),
+        loc.interp,
+        waits,
+    );
     if let Some(why) = &loc.limited {
         v.names_and_stacks_only(why);
     }

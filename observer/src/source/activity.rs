@@ -27,10 +27,10 @@ pub struct Activity {
 /// Timeslices run so far: schedstat's third field, or the context switch
 /// counts where schedstat is missing.
 fn slices(pid: u32, tid: Tid) -> Option<u64> {
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")) {
+    if let Some(s) = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/schedstat")) {
         return s.split_whitespace().nth(2)?.parse().ok();
     }
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/status"))?;
     let n: u64 = s
         .lines()
         .filter(|l| l.contains("ctxt_switches:"))
@@ -44,7 +44,7 @@ fn slices(pid: u32, tid: Tid) -> Option<u64> {
 /// kernel shows it (CONFIG_SCHED_DEBUG). Orders the last runs of threads
 /// that a once-a-second sample sees change in the same interval.
 fn last_run(pid: u32, tid: Tid) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/sched"))?;
     let v = s
         .lines()
         .find(|l| l.starts_with("se.exec_start"))?

@@ -296,19 +296,41 @@ impl Default for Symbolizer {
 }
 
 /// The start time (clock ticks since boot) of process `pid`, which tells a
-/// reused PID from the process we cached.
+/// reused PID from the process we cached. A value read in the last 50 ms is
+/// reused: reading a many-threaded process's stat sums all its threads, and
+/// a stack walk asks once per thread and symbol. A PID cannot be reused that
+/// fast (the PID space would have to wrap); a death in that window makes
+/// the reads that follow fail, as they would anyway.
 fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    const FRESH: std::time::Duration = std::time::Duration::from_millis(50);
+    thread_local! {
+        static SEEN: std::cell::RefCell<HashMap<u32, (Instant, u64)>> = Default::default();
+    }
+    if let Some(st) = SEEN.with_borrow(|m| {
+        m.get(&pid)
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, st)| *st)
+    }) {
+        return Some(st);
+    }
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/stat"))?;
     // The comm field may hold spaces and parentheses: fields follow the last ')'.
     let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let st: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    SEEN.with_borrow_mut(|m| {
+        if m.len() > 4096 {
+            m.clear();
+        }
+        m.insert(pid, (Instant::now(), st));
+    });
+    Some(st)
 }
 
 /// Reads /proc/PID/task/TID/syscall: `(nr, args, sp, pc)` for a thread in a
 /// syscall. `nr` is -1 (args zero) for a thread that is stopped outside a
 /// syscall; None when the thread is running, gone or unreadable.
 pub fn proc_syscall(pid: u32, tid: u32) -> Option<(i64, [u64; 6], u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/syscall"))?;
     parse_syscall(&s)
 }
 
@@ -678,12 +700,12 @@ impl Symbolizer {
         if self.offline {
             return None;
         }
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        let exe = exe.to_string_lossy();
         let p = self.proc(pid, false).ok()?;
         if python::looks_like_python(&p.maps) {
             return None;
         }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let exe = exe.to_string_lossy();
         let m = p.modules.iter().find(|m| m.name == *exe)?.clone();
         let d = self.shared.dwarf_for(&m)?;
         let slots = d.slots();
