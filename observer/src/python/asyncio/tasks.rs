@@ -1,308 +1,37 @@
-//! asyncio from outside: every event loop's tasks (name, coroutine, state),
-//! where each one awaits (the coroutine chain, file:line, as
-//! `python -m asyncio pstree` prints it in 3.14), what it waits for (a
-//! task, the children of a gather, an `asyncio.Lock` and the task holding
-//! it, a future another task keeps), the locks it holds (`async with`), and
-//! labelled library waits (Event.wait, Queue.get, ...).
-//!
-//! Tasks come from `asyncio.tasks` found in `sys.modules`: `_all_tasks`
-//! (3.11) or `_scheduled_tasks` (3.12+, WeakSets) and `_eager_tasks`. From
-//! 3.14 on, C tasks (eager ones too) are kept in linked lists instead, one
-//! per thread (`_PyThreadStateImpl.asyncio_tasks_head`) plus the
-//! interpreter's for tasks of threads that ended, and a finished task
-//! leaves its list: the offsets come from the target's `_asyncio` module
-//! (its `.AsyncioDebug` section), and finished tasks still referenced by a
-//! task's or a thread's frames are shown as older versions show them. The
-//! C Task's other fields are private: their offsets (layout.rs
-//! `TaskLayout`) are measured on each interpreter by the tests below.
+//! The walk over an interpreter's tasks: task lists, each task's await
+//! chain, what it waits for and the locks it holds.
 
-use std::collections::{HashMap, HashSet};
-
-use serde::{Deserialize, Serialize};
-
-use super::{
-    reader::{Mem, Reader, u64_at},
-    walk::{RawFrame, RawThread, Walk},
-};
-use crate::symbol::PyFrame;
-
-const MAX_TASKS: usize = 10_000;
-const MAX_CHAIN: usize = 64;
-const MAX_SET: u64 = 1 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    Pending,
-    Cancelled,
-    Done,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Pending => "pending",
-            TaskState::Cancelled => "cancelled",
-            TaskState::Done => "done",
-        }
-    }
-}
-
-/// Why a task waits for another one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Why {
-    /// `await task`.
-    Awaits,
-    /// A child of the `gather` it awaits.
-    Gather,
-    /// The `asyncio.Lock` it waits for is held by that task (`async with`).
-    Lock { lock: u64, name: Option<String> },
-    /// It awaits a future only that task refers to.
-    Future { fut: u64, name: Option<String> },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskEdge {
-    pub task: u64,
-    pub why: Why,
-}
-
-/// An `asyncio.Lock`, named as the program spells it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AsyncLock {
-    pub addr: u64,
-    pub name: Option<String>,
-    /// The frame (index in the task's chain) entering or holding it.
-    pub frame: Option<usize>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskView {
-    pub addr: u64,
-    pub name: String,
-    /// The task's coroutine (qualname).
-    pub coro: String,
-    pub state: TaskState,
-    /// Where it awaits: the coroutine chain, outermost (the task's own
-    /// coroutine) first.
-    pub chain: Vec<PyFrame>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waits_for: Vec<TaskEdge>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waits_lock: Option<AsyncLock>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub holds: Vec<AsyncLock>,
-    /// A library wait without an owner: "Event.wait on ready".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// The coroutine is running now (its frames are on the thread's stack).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub running: bool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoopView {
-    pub addr: u64,
-    /// The thread inside its `run_forever`, if any.
-    pub tid: Option<u32>,
-    /// The task running now (`asyncio.tasks._current_tasks`).
-    pub current: Option<u64>,
-    /// Handles ready to run and timers scheduled.
-    pub ready: Option<u64>,
-    pub timers: Option<u64>,
-    /// Its thread sits in epoll_wait (read from /proc by `dump`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub polling: Option<bool>,
-    pub tasks: Vec<TaskView>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AsyncView {
-    pub loops: Vec<LoopView>,
-    /// Set when the tasks could not be read: why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl AsyncView {
-    pub fn task(&self, addr: u64) -> Option<(&LoopView, &TaskView)> {
-        self.loops
-            .iter()
-            .find_map(|l| Some((l, l.tasks.iter().find(|t| t.addr == addr)?)))
-    }
-
-    /// The loop `tid` runs.
-    pub fn loop_of(&self, tid: u32) -> Option<&LoopView> {
-        self.loops.iter().find(|l| l.tid == Some(tid))
-    }
-
-    /// Await cycles: each a list of (task, edge to the next task), in
-    /// order, first task the lowest address. Every task of a cycle is
-    /// pending and waits for the next one: none can ever finish.
-    pub fn cycles(&self) -> Vec<Vec<(u64, TaskEdge)>> {
-        let mut by: HashMap<u64, &TaskView> = HashMap::new();
-        for l in &self.loops {
-            for t in &l.tasks {
-                by.insert(t.addr, t);
-            }
-        }
-        let mut out: Vec<Vec<(u64, TaskEdge)>> = Vec::new();
-        let mut seen: HashSet<Vec<u64>> = HashSet::new();
-        let mut starts: Vec<u64> = by.keys().copied().collect();
-        starts.sort_unstable();
-        for s in starts {
-            // Depth-first along waits_for edges, looking for a way back to s.
-            let mut path: Vec<(u64, TaskEdge)> = Vec::new();
-            let mut visited = HashSet::new();
-            if find_back(&by, s, s, &mut path, &mut visited) {
-                let mut key: Vec<u64> = path.iter().map(|e| e.0).collect();
-                key.sort_unstable();
-                if seen.insert(key) {
-                    out.push(path);
-                }
-            }
-        }
-        out
-    }
-}
-
-fn find_back(
-    by: &HashMap<u64, &TaskView>,
-    start: u64,
-    at: u64,
-    path: &mut Vec<(u64, TaskEdge)>,
-    visited: &mut HashSet<u64>,
-) -> bool {
-    let Some(t) = by.get(&at) else {
-        return false;
-    };
-    if t.state != TaskState::Pending || !visited.insert(at) || path.len() > MAX_CHAIN {
-        return false;
-    }
-    for e in &t.waits_for {
-        path.push((at, e.clone()));
-        // Only cycles through their lowest task, so each is found once.
-        if e.task == start || (e.task > start && find_back(by, start, e.task, path, visited)) {
-            return true;
-        }
-        path.pop();
-    }
-    false
-}
-
-/// The asyncio view of the interpreter, when `asyncio.tasks` is loaded.
-pub(super) fn read<M: Mem>(
-    w: &mut Walk<'_, '_, M>,
-    interp: u64,
-    threads: &[RawThread],
-) -> Option<AsyncView> {
-    let t = w.r.l.task;
-    let mut a = Asyncio {
-        w,
-        frames: 0,
-        t: TaskOffsets {
-            fut_loop: t.fut_loop,
-            fut_state: t.fut_state,
-            fut_dict: t.fut_dict,
-            fut_waiter: t.fut_waiter,
-            coro: t.coro.unwrap_or(0),
-            name: t.name.unwrap_or(0),
-        },
-    };
-    a.view(interp, threads)
-}
-
-/// `_Py_AsyncioModuleDebugOffsets` (3.14+), as the target's `_asyncio`
-/// module publishes it in its `.AsyncioDebug` section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct AsyncioDebug {
-    pub task_size: u64,
-    pub task_name: u64,
-    pub task_awaited_by: u64,
-    pub task_is_task: u64,
-    pub task_awaited_by_is_set: u64,
-    pub task_coro: u64,
-    pub task_node: u64,
-    pub interp_size: u64,
-    pub interp_tasks_head: u64,
-    pub ts_size: u64,
-    pub ts_running_loop: u64,
-    pub ts_running_task: u64,
-    pub ts_tasks_head: u64,
-}
-
-/// Its size: 13 `uint64_t`s (3.14, 3.15).
-pub(super) const ASYNCIO_DEBUG_SIZE: usize = 13 * 8;
-
-impl AsyncioDebug {
-    /// The struct from its bytes, if every offset lies inside the size it
-    /// gives for its struct (a torn or foreign section is refused).
-    pub(super) fn parse(b: &[u8]) -> Option<AsyncioDebug> {
-        let v: Vec<u64> = (0..13).map(|i| u64_at(b, i * 8)).collect::<Option<_>>()?;
-        let d = AsyncioDebug {
-            task_size: v[0],
-            task_name: v[1],
-            task_awaited_by: v[2],
-            task_is_task: v[3],
-            task_awaited_by_is_set: v[4],
-            task_coro: v[5],
-            task_node: v[6],
-            interp_size: v[7],
-            interp_tasks_head: v[8],
-            ts_size: v[9],
-            ts_running_loop: v[10],
-            ts_running_task: v[11],
-            ts_tasks_head: v[12],
-        };
-        let inside = |size: u64, max: u64, fields: &[u64]| {
-            size <= max && fields.iter().all(|&f| f >= 16 && f + 8 <= size)
-        };
-        (inside(
-            d.task_size,
-            4096,
-            &[d.task_name, d.task_awaited_by, d.task_coro, d.task_node + 8],
-        ) && d.task_is_task < d.task_size
-            && d.task_awaited_by_is_set < d.task_size
-            && inside(d.interp_size, 1 << 22, &[d.interp_tasks_head + 8])
-            && inside(
-                d.ts_size,
-                1 << 16,
-                &[d.ts_running_loop, d.ts_running_task, d.ts_tasks_head + 8],
-            ))
-        .then_some(d)
-    }
-}
+use super::*;
 
 /// The Task fields the reader uses, wherever their offsets come from.
 #[derive(Clone, Copy, Debug)]
-struct TaskOffsets {
-    fut_loop: u64,
-    fut_state: u64,
-    fut_dict: Option<u64>,
-    fut_waiter: u64,
-    coro: u64,
-    name: u64,
+pub(super) struct TaskOffsets {
+    pub(super) fut_loop: u64,
+    pub(super) fut_state: u64,
+    pub(super) fut_dict: Option<u64>,
+    pub(super) fut_waiter: u64,
+    pub(super) coro: u64,
+    pub(super) name: u64,
 }
 
-struct Asyncio<'a, 'r, 'm, M: Mem> {
-    w: &'a mut Walk<'r, 'm, M>,
-    frames: usize,
-    t: TaskOffsets,
+pub(super) struct Asyncio<'a, 'r, 'm, M: Mem> {
+    pub(super) w: &'a mut Walk<'r, 'm, M>,
+    pub(super) frames: usize,
+    pub(super) t: TaskOffsets,
 }
 
 /// What a task's chain ends on.
-struct Chain {
-    frames: Vec<RawFrame>,
-    running: bool,
+pub(super) struct Chain {
+    pub(super) frames: Vec<RawFrame>,
+    pub(super) running: bool,
 }
 
 impl<M: Mem> Asyncio<'_, '_, '_, M> {
-    fn r(&self) -> &Reader<'_, M> {
+    pub(super) fn r(&self) -> &Reader<'_, M> {
         self.w.r
     }
 
-    fn view(&mut self, interp: u64, threads: &[RawThread]) -> Option<AsyncView> {
+    pub(super) fn view(&mut self, interp: u64, threads: &[RawThread]) -> Option<AsyncView> {
         let l = *self.r().l;
         let modules = self.r().u64(interp + l.interp_modules)?;
         let m = self.r().str_dict(modules)?;
@@ -490,7 +219,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// The target's `_Py_AsyncioModuleDebugOffsets`: its `_asyncio`
     /// extension module's `.AsyncioDebug` section, else the interpreter's
     /// or libpython's (where `_asyncio` is built in).
-    fn debug_offsets(&self) -> Option<AsyncioDebug> {
+    pub(super) fn debug_offsets(&self) -> Option<AsyncioDebug> {
         let at = self
             .r()
             .mem
@@ -502,7 +231,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// 3.14+: the tasks in every thread's list and the interpreter's, and
     /// each thread's running loop and task: (tid, loop, task).
-    fn task_lists(
+    pub(super) fn task_lists(
         &self,
         interp: u64,
         d: &AsyncioDebug,
@@ -526,7 +255,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// The tasks of a `struct llist_node` list whose head is at `head`
     /// (each task's node at `node` in it).
-    fn list(&self, head: u64, node: u64, tasks: &mut Vec<u64>) {
+    pub(super) fn list(&self, head: u64, node: u64, tasks: &mut Vec<u64>) {
         let mut n = self.r().u64(head).unwrap_or(0);
         let mut seen = HashSet::new();
         while n != head && Reader::<M>::ptr_ok(n) && tasks.len() < MAX_TASKS && seen.insert(n) {
@@ -540,7 +269,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// The C tasks frame `f` refers to: its locals, and the items of a
     /// list or tuple local.
-    fn task_refs(&self, f: &RawFrame) -> Vec<u64> {
+    pub(super) fn task_refs(&self, f: &RawFrame) -> Vec<u64> {
         let is_task = |x: u64| self.r().is_type(x, "_asyncio.Task");
         let mut out = Vec::new();
         for &(_, v) in &f.locals {
@@ -558,7 +287,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         out
     }
 
-    fn attr(&mut self, obj: u64, name: &str) -> Option<u64> {
+    pub(super) fn attr(&mut self, obj: u64, name: &str) -> Option<u64> {
         self.w
             .attrs(obj)?
             .into_iter()
@@ -567,7 +296,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// The keys of a `set` object.
-    fn set(&self, obj: u64) -> Vec<u64> {
+    pub(super) fn set(&self, obj: u64) -> Vec<u64> {
         let l = *self.r().l;
         if !self.r().is_type(obj, "set") {
             return Vec::new();
@@ -597,7 +326,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// Name, coroutine, state of a task object.
-    fn task(&mut self, t: u64) -> Option<TaskView> {
+    pub(super) fn task(&mut self, t: u64) -> Option<TaskView> {
         let ty = self.r().obj_type_name(t)?;
         let coro = self.r().u64(t + self.t.coro)?;
         let coro_ty = self.r().obj_type_name(coro).unwrap_or_default();
@@ -633,7 +362,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         })
     }
 
-    fn coro_name(&self, coro: u64) -> Option<String> {
+    pub(super) fn coro_name(&self, coro: u64) -> Option<String> {
         let l = *self.r().l;
         if !self.is_gen(coro) {
             return None;
@@ -642,7 +371,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         self.r().string(self.r().u64(code + l.code_qualname)?)
     }
 
-    fn is_gen(&self, obj: u64) -> bool {
+    pub(super) fn is_gen(&self, obj: u64) -> bool {
         matches!(
             self.r().obj_type_name(obj).as_deref(),
             Some("coroutine" | "generator")
@@ -652,7 +381,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// The coroutine chain of task `t`: each suspended coroutine's frame,
     /// following what it awaits (the top of its value stack) down to a
     /// future or a running coroutine.
-    fn chain(&mut self, t: u64) -> Chain {
+    pub(super) fn chain(&mut self, t: u64) -> Chain {
         let l = *self.r().l;
         let mut out = Chain {
             frames: Vec::new(),
@@ -718,7 +447,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// thread looks at what it awaits: `..._LOCKED`), 3.11/3.12 by the RESUME
     /// after the YIELD_VALUE (oparg >= 2; its opcode is RESUME, or
     /// RESUME_QUICK once 3.11 quickened the code).
-    fn yielding_from(&self, state: i8, frame: u64, rf: &RawFrame) -> bool {
+    pub(super) fn yielding_from(&self, state: i8, frame: u64, rf: &RawFrame) -> bool {
         let l = *self.r().l;
         if rf.stack.is_empty() {
             return false;
@@ -738,7 +467,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// What each pending task waits for, the locks tasks hold, labels.
-    fn waits(&mut self, loops: &mut [LoopView], chains: &[(u64, Chain)]) {
+    pub(super) fn waits(&mut self, loops: &mut [LoopView], chains: &[(u64, Chain)]) {
         let task_set: HashSet<u64> = chains.iter().map(|c| c.0).collect();
         // Held asyncio locks: `__aexit__` bound to a lock on a chain's stacks.
         let mut held: HashMap<u64, Vec<AsyncLock>> = HashMap::new();
@@ -876,7 +605,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// closure cell's content), what it reaches one level further (a list,
     /// tuple, set or dict's items, an instance's attributes: a list of
     /// pending futures, `self._waiter`), and the future it awaits.
-    fn refs(&mut self, t: u64, c: &Chain) -> Refs {
+    pub(super) fn refs(&mut self, t: u64, c: &Chain) -> Refs {
         let mut r = Refs {
             awaits: self.r().u64(t + self.t.fut_waiter).unwrap_or(0),
             ..Default::default()
@@ -919,7 +648,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// `_GatheringFuture._children`.
-    fn gather_children(&mut self, fut: u64) -> Option<Vec<u64>> {
+    pub(super) fn gather_children(&mut self, fut: u64) -> Option<Vec<u64>> {
         let attrs = match self.t.fut_dict {
             Some(off) => {
                 let d = self.r().u64(fut + off)?;
@@ -934,7 +663,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         self.list_items(list)
     }
 
-    fn list_items(&self, obj: u64) -> Option<Vec<u64>> {
+    pub(super) fn list_items(&self, obj: u64) -> Option<Vec<u64>> {
         if !self.r().is_type(obj, "list") {
             return None;
         }
@@ -953,7 +682,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     /// The asyncio.Lock whose `__aexit__` value `v` is (a bound method of a
     /// Lock, or of a Condition/Semaphore-like object wrapping one). 3.14+
     /// keep `__aexit__` unbound, its `self` in the slot above (`above`).
-    fn aexit_lock(&mut self, v: u64, above: Option<u64>) -> Option<u64> {
+    pub(super) fn aexit_lock(&mut self, v: u64, above: Option<u64>) -> Option<u64> {
         let l = *self.r().l;
         let (func, this) = match self.r().obj_type_name(v)?.as_str() {
             "method" => (self.r().u64(v + l.method_func)?, None),
@@ -974,7 +703,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         self.as_lock(this)
     }
 
-    fn as_lock(&mut self, obj: u64) -> Option<u64> {
+    pub(super) fn as_lock(&mut self, obj: u64) -> Option<u64> {
         match self.r().obj_type_name(obj)?.as_str() {
             "Lock" if self.attr(obj, "_locked").is_some() => Some(obj),
             "Condition" => {
@@ -986,7 +715,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
     }
 
     /// asyncio.Lock `_locked` is True.
-    fn lock_locked(&mut self, lock: u64) -> bool {
+    pub(super) fn lock_locked(&mut self, lock: u64) -> bool {
         let l = *self.r().l;
         let Some(b) = self.attr(lock, "_locked") else {
             return false;
@@ -1000,7 +729,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// A name for `obj` in frame `f`: a local, a local's attribute, or a
     /// global of its module.
-    fn name_in(&mut self, f: &RawFrame, obj: u64) -> Option<String> {
+    pub(super) fn name_in(&mut self, f: &RawFrame, obj: u64) -> Option<String> {
         if let Some((k, _)) = f.locals.iter().find(|(k, v)| *v == obj && k != "self") {
             return Some(k.clone());
         }
@@ -1019,7 +748,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 
     /// "Event.wait on ready": the outermost asyncio library wait among the
     /// innermost frames, and its object as the calling frame names it.
-    fn label(&mut self, frames: &[RawFrame]) -> Option<String> {
+    pub(super) fn label(&mut self, frames: &[RawFrame]) -> Option<String> {
         let mut best: Option<(usize, &str)> = None;
         for (i, f) in frames.iter().enumerate().rev().take(6) {
             if !f.frame.file.contains("asyncio/") {
@@ -1047,7 +776,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
 }
 
 /// Library waits that have no owner to blame: (file, function, label).
-const LABELS: &[(&str, &str, &str)] = &[
+pub(super) const LABELS: &[(&str, &str, &str)] = &[
     ("locks.py", "Event.wait", "Event.wait"),
     ("locks.py", "Condition.wait", "Condition.wait"),
     ("locks.py", "Condition.wait_for", "Condition.wait_for"),
@@ -1061,24 +790,24 @@ const LABELS: &[(&str, &str, &str)] = &[
 
 /// What a task refers to, for deciding who can complete a future.
 #[derive(Debug, Default)]
-struct Refs {
+pub(super) struct Refs {
     /// Its coroutine frames' locals.
-    locals: HashSet<u64>,
+    pub(super) locals: HashSet<u64>,
     /// One level into them.
-    reach: HashSet<u64>,
+    pub(super) reach: HashSet<u64>,
     /// The future it awaits (`fut_waiter`).
-    awaits: u64,
+    pub(super) awaits: u64,
 }
 
 /// Who refers to the futures tasks await.
-struct Owners {
-    tasks: HashMap<u64, Refs>,
+pub(super) struct Owners {
+    pub(super) tasks: HashMap<u64, Refs>,
     /// Awaited future -> the tasks referring to it (a local or reached).
-    by: HashMap<u64, Vec<u64>>,
+    pub(super) by: HashMap<u64, Vec<u64>>,
 }
 
 impl Owners {
-    fn new(tasks: HashMap<u64, Refs>) -> Owners {
+    pub(super) fn new(tasks: HashMap<u64, Refs>) -> Owners {
         let awaited: HashSet<u64> = tasks.values().map(|r| r.awaits).collect();
         let mut by: HashMap<u64, Vec<u64>> = HashMap::new();
         for (t, r) in &tasks {
@@ -1099,7 +828,7 @@ impl Owners {
     /// program reuses a freed future's address at once, so blaming what is
     /// only reached (every stream reader's `_waiter`) would be fooled by
     /// torn reads.
-    fn owner(&self, awaiter: u64, fut: u64) -> Option<u64> {
+    pub(super) fn owner(&self, awaiter: u64, fut: u64) -> Option<u64> {
         let refs = |t: &u64| self.tasks.get(t);
         let mut by = self
             .by
@@ -1111,250 +840,6 @@ impl Owners {
     }
 }
 
-fn self_of(f: &RawFrame) -> Option<u64> {
+pub(super) fn self_of(f: &RawFrame) -> Option<u64> {
     f.locals.iter().find(|(n, _)| n == "self").map(|x| x.1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::python::{layout, section};
-    use std::path::{Path, PathBuf};
-
-    fn unpacked(minor: u64) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/pythons/3.{minor}/usr"))
-    }
-
-    /// Every interpreter the Python tests run, with its minor version.
-    fn interpreters() -> Vec<(PathBuf, u64)> {
-        vec![
-            ("/usr/bin/python3.11".into(), 11),
-            ("/root/.pyenv/versions/3.11.7/bin/python3".into(), 11),
-            ("/root/.pyenv/versions/3.12.1/bin/python3".into(), 12),
-            ("/root/.pyenv/versions/3.13.0/bin/python3".into(), 13),
-            (unpacked(14).join("bin/python3.14"), 14),
-            (unpacked(15).join("bin/python3.15"), 15),
-        ]
-    }
-
-    fn require_all() -> bool {
-        std::env::var_os("OBSERVER_REQUIRE_ALL").is_some_and(|v| v != "0")
-    }
-
-    /// The file of a 3.14+ install that carries `.AsyncioDebug`: Debian
-    /// builds `_asyncio` as a shared module for 3.14, into the interpreter
-    /// for 3.15.
-    fn asyncio_debug_of(minor: u64) -> Option<AsyncioDebug> {
-        let dynload = unpacked(minor).join(format!("lib/python3.{minor}/lib-dynload"));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dynload)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().contains("/_asyncio."))
-            .collect();
-        files.push(unpacked(minor).join(format!("bin/python3.{minor}")));
-        files
-            .iter()
-            .find_map(|f| section::file_section(f, ".AsyncioDebug"))
-            .and_then(|b| AsyncioDebug::parse(&b))
-    }
-
-    /// The offsets `_asyncio` publishes for the interpreter and thread
-    /// states, as parsed here, are the headers' (checked on every 3.14+
-    /// install); the Task's are measured below.
-    #[test]
-    fn asyncio_debug_sections_match_the_headers() {
-        let mut checked = 0;
-        for (dir, minor) in layout::header_dirs().into_iter().filter(|d| d.1 >= 14) {
-            if !dir.join("internal/pycore_tstate.h").exists() {
-                assert!(!require_all(), "no CPython headers at {}", dir.display());
-                eprintln!("skip: no CPython headers at {}", dir.display());
-                continue;
-            }
-            let d = asyncio_debug_of(minor)
-                .unwrap_or_else(|| panic!("3.{minor}: no .AsyncioDebug section"));
-            // compile_and_print adds the build's own -D flags (Debian's
-            // `_Py_TIER2`, `_Py_JIT` add fields to the thread state).
-            let program = include_str!("asyncio_debug.c");
-            let Some(m) = layout::compile_and_print("asyncio_debug", program, &dir) else {
-                eprintln!("skip: cannot build asyncio_debug.c (no gcc?)");
-                return;
-            };
-            for (name, ours) in [
-                ("interp_size", d.interp_size),
-                ("interp_tasks_head", d.interp_tasks_head),
-                ("ts_size", d.ts_size),
-                ("ts_running_loop", d.ts_running_loop),
-                ("ts_running_task", d.ts_running_task),
-                ("ts_tasks_head", d.ts_tasks_head),
-            ] {
-                assert_eq!(m.get(name).copied(), Some(ours), "3.{minor}: {name}");
-            }
-            checked += 1;
-        }
-        eprintln!("checked {checked} .AsyncioDebug sections");
-        assert!(!require_all() || checked == 2, "checked {checked} of 2");
-    }
-
-    /// The Task offsets of each layout table (and, from 3.14 on, those the
-    /// target's `.AsyncioDebug` gives) are where each interpreter keeps
-    /// them: measured by task_layout.py on live tasks.
-    #[test]
-    fn task_offsets_are_measured_on_every_interpreter() {
-        let dir = std::env::temp_dir().join(format!("obs-task-layout-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("task_layout.py");
-        std::fs::write(&script, include_str!("task_layout.py")).unwrap();
-        let (mut checked, mut present) = (0, 0);
-        for (py, minor) in interpreters() {
-            if !py.exists() {
-                assert!(!require_all(), "{} is missing", py.display());
-                eprintln!("skip: {} is not installed", py.display());
-                continue;
-            }
-            present += 1;
-            let out = std::process::Command::new(&py)
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}: {out:?}", py.display());
-            let m: HashMap<String, u64> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .filter_map(|l| {
-                    let (k, v) = l.split_once(' ')?;
-                    Some((k.to_string(), v.parse::<i64>().ok()? as u64))
-                })
-                .collect();
-            let t = layout::for_version(3, minor).unwrap().task;
-            let d = (minor >= 14).then(|| asyncio_debug_of(minor).unwrap());
-            let coro = t.coro.or(d.map(|d| d.task_coro));
-            let name = t.name.or(d.map(|d| d.task_name));
-            // The table says where to look only where the section does not.
-            assert_eq!(t.coro.is_none(), minor >= 14);
-            assert_eq!(t.name.is_none(), minor >= 14);
-            if let Some(d) = d {
-                assert_eq!(m.get("basicsize").copied(), Some(d.task_size), "3.{minor}");
-            }
-            for (field, ours) in [
-                ("fut_loop", Some(t.fut_loop)),
-                ("fut_state", Some(t.fut_state)),
-                ("fut_waiter", Some(t.fut_waiter)),
-                ("coro", coro),
-                ("name", name),
-            ] {
-                assert_eq!(m.get(field).copied(), ours, "{}: {field}", py.display());
-            }
-            checked += 1;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        eprintln!("measured the Task on {checked} interpreters");
-        assert!(checked > 0 && checked == present);
-    }
-
-    /// A section whose offsets fall outside the sizes it gives is refused.
-    #[test]
-    fn torn_asyncio_debug_sections_are_refused() {
-        let words = |v: [u64; 13]| v.iter().flat_map(|w| w.to_ne_bytes()).collect::<Vec<u8>>();
-        let good = [
-            168, 136, 96, 108, 109, 128, 152, 225864, 10880, 936, 864, 872, 880,
-        ];
-        let d = AsyncioDebug::parse(&words(good)).unwrap();
-        assert_eq!((d.task_coro, d.task_node, d.ts_tasks_head), (128, 152, 880));
-        let mut bad = good;
-        bad[6] = 168; // the node past the task's end
-        assert_eq!(AsyncioDebug::parse(&words(bad)), None);
-        let mut bad = good;
-        bad[12] = 4096; // the list head past the thread state's end
-        assert_eq!(AsyncioDebug::parse(&words(bad)), None);
-        assert_eq!(AsyncioDebug::parse(&[0; 40]), None);
-    }
-
-    fn task(addr: u64, name: &str, waits: &[u64]) -> TaskView {
-        TaskView {
-            addr,
-            name: name.into(),
-            coro: "work".into(),
-            state: TaskState::Pending,
-            chain: Vec::new(),
-            waits_for: waits
-                .iter()
-                .map(|&t| TaskEdge {
-                    task: t,
-                    why: Why::Awaits,
-                })
-                .collect(),
-            waits_lock: None,
-            holds: Vec::new(),
-            label: None,
-            running: false,
-        }
-    }
-
-    #[test]
-    fn cycles_are_found_once_and_only_among_pending_tasks() {
-        let mut v = AsyncView {
-            loops: vec![LoopView {
-                addr: 1,
-                tasks: vec![
-                    task(30, "c", &[10]),
-                    task(10, "a", &[20]),
-                    task(20, "b", &[10]),
-                    task(40, "d", &[30]),
-                    task(50, "e", &[50]),
-                ],
-                ..Default::default()
-            }],
-            note: None,
-        };
-        let c = v.cycles();
-        let ids: Vec<Vec<u64>> = c.iter().map(|c| c.iter().map(|e| e.0).collect()).collect();
-        assert_eq!(ids, vec![vec![10, 20], vec![50]]);
-        v.loops[0].tasks[2].state = TaskState::Done;
-        assert_eq!(v.cycles().len(), 1);
-    }
-
-    #[test]
-    fn a_future_has_an_owner_only_when_one_other_task_keeps_it() {
-        let refs = |v: &[(u64, &[u64], &[u64], u64)]| {
-            Owners::new(
-                v.iter()
-                    .map(|&(t, locals, reach, awaits)| {
-                        let r = Refs {
-                            locals: locals.iter().copied().collect(),
-                            reach: reach.iter().copied().collect(),
-                            awaits,
-                        };
-                        (t, r)
-                    })
-                    .collect(),
-            )
-        };
-        // Task 1 awaits future 100, which task 2 keeps in a local; task 2
-        // awaits 101, which task 1 keeps: an await cycle's two edges.
-        let mut base = vec![
-            (1, &[101, 7][..], &[][..], 100),
-            (2, &[100, 8][..], &[][..], 101),
-            (3, &[9][..], &[][..], 0),
-        ];
-        assert_eq!(refs(&base).owner(1, 100), Some(2));
-        assert_eq!(refs(&base).owner(2, 101), Some(1));
-        // A future no task refers to.
-        assert_eq!(refs(&base).owner(1, 102), None);
-        // A third task keeps it in a list (say the main task's pending
-        // futures): it could complete it too.
-        base[2].2 = &[100];
-        assert_eq!(refs(&base).owner(1, 100), None);
-        // Reached only through a list or attribute: no owner named.
-        base[2].2 = &[];
-        base[1].1 = &[8];
-        base[1].2 = &[100];
-        assert_eq!(refs(&base).owner(1, 100), None);
-        // Two tasks awaiting the same future, both keeping it: neither
-        // can complete it, so neither is the other's owner.
-        let both = [(1, &[100][..], &[][..], 100), (2, &[100][..], &[][..], 100)];
-        assert_eq!(refs(&both).owner(1, 100), None);
-        assert_eq!(refs(&both).owner(2, 100), None);
-    }
 }
