@@ -484,187 +484,6 @@ impl Model {
                 p.attached = *attached;
                 p.observed_from_ns = *ts_ns;
             }
-            Event::ThreadSeen {
-                ts_ns,
-                tgid,
-                tid,
-                name,
-                parent_tid,
-                start_ns,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                let t = p.add_thread(Thread {
-                    tid: *tid,
-                    tgid: *tgid,
-                    names: vec![(*ts_ns, name.clone())],
-                    parent_tid: *parent_tid,
-                    clone_flags: None,
-                    child_tid_addr: 0,
-                    start_ns: *start_ns,
-                    exit_ns: None,
-                    exit_code: None,
-                    preexisting: true,
-                    wait: None,
-                    ..Default::default()
-                });
-                if t.name().is_empty() {
-                    t.names.push((*ts_ns, name.clone()));
-                }
-            }
-            Event::ThreadNew {
-                ts_ns,
-                tgid,
-                creator,
-                tid,
-                child_tgid,
-                clone_flags,
-                child_tid_addr,
-                name,
-                pthread,
-                create_site,
-                detached,
-            } => {
-                let p = self.proc_mut(*child_tgid, *ts_ns);
-                if child_tgid != tgid && p.cmdline.is_empty() {
-                    // A followed fork runs its parent's program (until it
-                    // execs): its first thread's parent is the creator.
-                    if let Some(parent) = self.process(*tgid) {
-                        let (cmd, exe) = (parent.cmdline.clone(), parent.exe.clone());
-                        let child = self.proc_mut(*child_tgid, *ts_ns);
-                        child.cmdline = cmd;
-                        child.exe = child.exe.take().or(exe);
-                    }
-                }
-                let p = self.proc_mut(*child_tgid, *ts_ns);
-                // A descriptor in use again was freed: its last owner was
-                // joined or detached.
-                if *pthread != 0
-                    && let Some(&i) = p.by_pthread.get(pthread)
-                {
-                    p.threads[i].released = true;
-                }
-                let t = p.add_thread(Thread {
-                    tid: *tid,
-                    tgid: *child_tgid,
-                    names: vec![(*ts_ns, name.clone())],
-                    parent_tid: Some(*creator),
-                    clone_flags: Some(*clone_flags),
-                    child_tid_addr: *child_tid_addr,
-                    start_ns: Some(*ts_ns),
-                    pthread: *pthread,
-                    create_site: *create_site,
-                    detached: *detached,
-                    ..Default::default()
-                });
-                let tid = t.tid;
-                if *pthread != 0
-                    && let Some(&i) = p.live.get(&tid)
-                {
-                    p.by_pthread.insert(*pthread, i);
-                }
-            }
-            Event::CreationStack {
-                ts_ns,
-                tgid,
-                tid,
-                frames,
-                ..
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                if let Some(&site) = frames.first() {
-                    let n = p.create_stacks.len();
-                    let id = *p.stack_ids.entry(frames.clone()).or_insert(n);
-                    if id == n {
-                        p.create_stacks.push(frames.clone());
-                    }
-                    let t = p.ensure_thread(*tid, *ts_ns);
-                    t.create_stack = Some(id);
-                    if t.create_site == 0 {
-                        t.create_site = site;
-                    }
-                }
-            }
-            Event::JoinWait {
-                ts_ns,
-                tgid,
-                tid,
-                uaddr,
-                val,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                if let Some(t) = p.thread_mut(*val)
-                    && (t.child_tid_addr == *uaddr || t.child_tid_addr == 0)
-                    && *val != *tid
-                {
-                    t.joined = true;
-                    t.joined_by = Some(*tid);
-                }
-            }
-            Event::JoinState {
-                ts_ns,
-                tgid,
-                tid,
-                pthread,
-                read,
-                tid_word,
-                joinid,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                let joiner = p
-                    .by_pthread
-                    .get(joinid)
-                    .map(|&i| p.threads[i].tid)
-                    .filter(|_| *joinid != 0);
-                if let Some(t) = p.thread_mut(*tid).filter(|t| t.pthread == *pthread) {
-                    if !*read || *tid_word > 0 {
-                        // unmapped, or the descriptor belongs to a newer thread
-                        t.released = true;
-                    } else if *joinid == *pthread {
-                        t.detached = true;
-                    } else if *joinid != 0 || *tid_word == -1 {
-                        t.joined = true;
-                        t.joined_by = t.joined_by.or(joiner);
-                    } else if *tid_word == 0 {
-                        t.unjoined_at_exit = true;
-                    }
-                }
-            }
-            Event::ThreadExit {
-                ts_ns,
-                tgid,
-                tid,
-                exit_code,
-                group_dead,
-                group_exit,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                let t = p.ensure_thread(*tid, *ts_ns);
-                t.exit_ns = Some(*ts_ns);
-                t.exit_code = Some(*exit_code);
-                t.ended_by_group_exit = *group_exit;
-                if let Some(w) = t.wait.take() {
-                    let mut h = std::mem::take(&mut p.history);
-                    h.ended(p, *tid, &w, *ts_ns, None);
-                    p.history = h;
-                }
-                let t = p.ensure_thread(*tid, *ts_ns);
-                t.stuck = None;
-                if *group_dead {
-                    p.observed_to_ns = Some(*ts_ns);
-                    if p.exit_status.is_none() {
-                        p.exit_status = Some(*exit_code);
-                    }
-                }
-            }
-            Event::ThreadRename {
-                ts_ns,
-                tgid,
-                tid,
-                name,
-            } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                t.rename(*ts_ns, name);
-            }
             Event::Exec {
                 ts_ns,
                 tgid,
@@ -686,333 +505,8 @@ impl Model {
                 let t = p.ensure_thread(*tid, *ts_ns);
                 t.rename(*ts_ns, name);
             }
-            Event::WaitBegin {
-                ts_ns,
-                tgid,
-                tid,
-                wait,
-            } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                t.wait = Some(wait.clone());
-            }
-            Event::WaitEnd {
-                ts_ns,
-                tgid,
-                tid,
-                start_ns,
-                ret,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                let t = p.ensure_thread(*tid, *ts_ns);
-                if t.wait.as_ref().is_some_and(|w| w.start_ns == *start_ns) {
-                    let w = t.wait.take().expect("checked");
-                    let mut h = std::mem::take(&mut p.history);
-                    h.ended(p, *tid, &w, *ts_ns, *ret);
-                    p.history = h;
-                }
-            }
-            Event::WaitDone {
-                ts_ns,
-                tgid,
-                tid,
-                wait,
-                ret,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                let t = p.ensure_thread(*tid, *ts_ns);
-                // The copy seen in progress has the freshest words (holder).
-                let seen = t
-                    .wait
-                    .take_if(|w| w.start_ns == wait.start_ns)
-                    .unwrap_or_else(|| wait.clone());
-                let mut h = std::mem::take(&mut p.history);
-                h.ended(p, *tid, &seen, *ts_ns, Some(*ret));
-                p.history = h;
-                if *ret == -(libc::EDEADLK as i64) && crate::event::futex::is_pi(wait.op) {
-                    p.pi_edeadlk.push((*tid, wait.clone(), *ts_ns));
-                }
-                p.long_waits.push(LongWait {
-                    tid: *tid,
-                    wait: wait.clone(),
-                    end_ns: *ts_ns,
-                    ret: *ret,
-                });
-            }
-            Event::LockStats {
-                tgid,
-                uaddr,
-                op,
-                count,
-                total_ns,
-                max_ns,
-            } => {
-                let p = self.proc_mut(*tgid, 0);
-                p.locks.insert(
-                    *uaddr,
-                    LockStat {
-                        uaddr: *uaddr,
-                        op: *op,
-                        count: *count,
-                        total_ns: *total_ns,
-                        max_ns: *max_ns,
-                    },
-                );
-            }
-            Event::WaitWords {
-                ts_ns,
-                tgid,
-                tid,
-                start_ns,
-                words_addr,
-                words,
-            } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                if let Some(w) = t.wait.as_mut().filter(|w| w.start_ns == *start_ns) {
-                    w.words_addr = *words_addr;
-                    w.words = words.clone();
-                }
-            }
-            Event::Symbol { tgid, addr, name } => {
-                self.symbols.insert((*tgid, *addr), name.clone());
-            }
             Event::Drops { drops, .. } => self.drops = *drops,
             Event::Scan { .. } => {}
-            Event::Pthread {
-                ts_ns,
-                tgid,
-                tid,
-                op,
-                pthread,
-                ..
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                match op {
-                    PthreadOp::Exit => p.ensure_thread(*tid, *ts_ns).called_pthread_exit = true,
-                    PthreadOp::Join | PthreadOp::Detach => {
-                        // The newest thread with that pthread_t (they are reused).
-                        if let Some(t) = p
-                            .threads
-                            .iter_mut()
-                            .rev()
-                            .find(|t| t.pthread == *pthread && *pthread != 0)
-                        {
-                            if *op == PthreadOp::Join {
-                                t.joined = true;
-                                t.joined_by = Some(*tid);
-                            } else {
-                                t.detached = true;
-                            }
-                        }
-                    }
-                }
-            }
-            Event::ThreadStuck {
-                ts_ns,
-                tgid,
-                tid,
-                since_ns,
-                syscall,
-                wchan,
-            } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                t.stuck = Some(Stuck {
-                    since_ns: *since_ns,
-                    syscall: *syscall,
-                    wchan: wchan.clone(),
-                });
-            }
-            Event::NoProgress {
-                ts_ns,
-                tgid,
-                since_ns,
-                blocked,
-            } => {
-                self.proc_mut(*tgid, *ts_ns).no_progress = Some(NoProgress {
-                    since_ns: *since_ns,
-                    at_ns: *ts_ns,
-                    blocked: blocked.clone(),
-                });
-            }
-            Event::ThreadResumed { ts_ns, tgid, tid } => {
-                self.proc_mut(*tgid, *ts_ns)
-                    .ensure_thread(*tid, *ts_ns)
-                    .stuck = None;
-            }
-            Event::Stack {
-                ts_ns,
-                tgid,
-                tid,
-                frames,
-                python,
-                python_entry,
-                owns_gil,
-            } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                t.stack = Some(StackSnap {
-                    ts_ns: *ts_ns,
-                    frames: frames.clone(),
-                    python: python.clone(),
-                    python_entry: python_entry.clone(),
-                    owns_gil: *owns_gil,
-                });
-            }
-            Event::PyState { ts_ns, tgid, view } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                for t in &view.threads {
-                    if let Some(name) = &t.name
-                        && p.thread(t.tid).is_some()
-                    {
-                        let th = p.ensure_thread(t.tid, *ts_ns);
-                        if th.py_name.as_deref() != Some(name.as_str()) {
-                            th.py_name = Some(name.clone());
-                            th.names.push((*ts_ns, name.clone()));
-                        }
-                    }
-                }
-                for l in view.locks.iter().filter(|l| l.name.is_some()) {
-                    let name = view.lock_name(l.addr);
-                    p.py_lock_names.insert(l.addr, name.clone());
-                    if l.word != 0 {
-                        p.py_lock_names.insert(l.word, name);
-                    }
-                }
-                p.python = Some(view.clone());
-            }
-            Event::LoopBlocked {
-                ts_ns,
-                tgid,
-                tid,
-                start_ns,
-                end_ns,
-                runq_ns,
-                python,
-                task,
-            } => {
-                let s = self
-                    .proc_mut(*tgid, *ts_ns)
-                    .loop_blocked(*ts_ns, *tid, *start_ns, *end_ns, *runq_ns);
-                if s.python.is_empty() && !python.is_empty() {
-                    s.python = python.clone();
-                    s.task = task.clone();
-                }
-            }
-            Event::LoopSeen { ts_ns, tgid, tid } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                p.loop_seen.get_or_insert((*tid, *ts_ns));
-            }
-            Event::PyGil { ts_ns, tgid, tally } => {
-                self.proc_mut(*tgid, *ts_ns).gil = Some(tally.clone());
-            }
-            Event::PyThreadName {
-                ts_ns,
-                tgid,
-                tid,
-                name,
-            } => {
-                let t = self.proc_mut(*tgid, *ts_ns).ensure_thread(*tid, *ts_ns);
-                if t.py_name.as_deref() != Some(name.as_str()) {
-                    t.py_name = Some(name.clone());
-                    t.names.push((*ts_ns, name.clone()));
-                }
-            }
-            Event::LockEdge {
-                ts_ns,
-                tgid,
-                tid,
-                edge,
-                from_kind,
-                to_kind,
-                from_site,
-                to_site,
-                gate,
-                frames,
-                ..
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                p.lock_edges.entry(*edge).or_insert(LockEdgeInfo {
-                    first_ns: *ts_ns,
-                    tid: *tid,
-                    from_kind: *from_kind,
-                    to_kind: *to_kind,
-                    from_site: *from_site,
-                    to_site: *to_site,
-                    frames: frames.clone(),
-                    gate: *gate,
-                });
-            }
-            Event::EdgeGates { ts_ns, tgid, gates } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                for (e, g) in gates {
-                    if let Some(x) = p.lock_edges.get_mut(e) {
-                        x.gate = *g;
-                    }
-                }
-            }
-            Event::LockOwner {
-                ts_ns,
-                tgid,
-                lock,
-                owner,
-                kind,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                p.history.owner(*lock, *owner, *kind, *ts_ns);
-                match owner {
-                    Some(t) => p.lock_owners.insert(*lock, (*t, *kind)),
-                    None => p.lock_owners.remove(lock),
-                };
-            }
-            Event::ExitHeld {
-                ts_ns,
-                tgid,
-                tid,
-                locks,
-            } => {
-                let p = self.proc_mut(*tgid, *ts_ns);
-                for l in locks {
-                    p.history.held_until_exit(l, *tid, *ts_ns);
-                }
-                p.exit_held.push((*tid, *ts_ns, locks.clone()));
-            }
-            Event::HeldAtAttach {
-                ts_ns,
-                tgid,
-                lock,
-                kind,
-                holder,
-                waiter,
-                evidence,
-            } => {
-                let h = self
-                    .proc_mut(*tgid, *ts_ns)
-                    .held_at_attach
-                    .entry(*lock)
-                    .or_insert(HeldAtAttach {
-                        first_ns: *ts_ns,
-                        kind: *kind,
-                        holder: None,
-                        waiters: Vec::new(),
-                        evidence: *evidence,
-                    });
-                h.holder = h.holder.or(*holder);
-                if !h.waiters.contains(waiter) {
-                    h.waiters.push(*waiter);
-                }
-            }
-            Event::LockProfile {
-                tgid,
-                lock,
-                generation,
-                kind,
-                profile,
-            } => {
-                self.proc_mut(*tgid, 0)
-                    .lock_profiles
-                    .insert((*lock, *generation), (*kind, profile.clone()));
-            }
-            Event::CodeSymbol { tgid, addr, name } => {
-                self.code_symbols.insert((*tgid, *addr), name.clone());
-            }
             // For the symbolizer (session, replay), not the model.
             Event::Mappings { .. } => {}
             Event::End {
@@ -1026,9 +520,42 @@ impl Model {
                     p.exit_status = *exit_status;
                 }
             }
+            Event::ThreadSeen { .. }
+            | Event::ThreadNew { .. }
+            | Event::CreationStack { .. }
+            | Event::JoinWait { .. }
+            | Event::JoinState { .. }
+            | Event::ThreadExit { .. }
+            | Event::ThreadRename { .. }
+            | Event::Pthread { .. }
+            | Event::ThreadStuck { .. }
+            | Event::NoProgress { .. }
+            | Event::ThreadResumed { .. }
+            | Event::Stack { .. } => self.apply_thread(ev),
+            Event::WaitBegin { .. }
+            | Event::WaitEnd { .. }
+            | Event::WaitDone { .. }
+            | Event::LockStats { .. }
+            | Event::WaitWords { .. }
+            | Event::Symbol { .. }
+            | Event::LockEdge { .. }
+            | Event::EdgeGates { .. }
+            | Event::LockOwner { .. }
+            | Event::ExitHeld { .. }
+            | Event::HeldAtAttach { .. }
+            | Event::LockProfile { .. }
+            | Event::CodeSymbol { .. } => self.apply_wait(ev),
+            Event::PyState { .. }
+            | Event::LoopBlocked { .. }
+            | Event::LoopSeen { .. }
+            | Event::PyGil { .. }
+            | Event::PyThreadName { .. } => self.apply_python(ev),
         }
     }
 }
 
+mod apply_python;
+mod apply_threads;
+mod apply_waits;
 #[cfg(test)]
 mod tests;
