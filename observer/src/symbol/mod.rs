@@ -28,7 +28,6 @@ mod native;
 mod procs;
 mod python;
 mod pyview;
-mod stack;
 #[cfg(test)]
 mod tests;
 mod unwind;
@@ -49,15 +48,17 @@ use framehop::FrameAddress;
 use serde::{Deserialize, Serialize};
 
 use elf::{ElfInfo, FileKey};
-pub use maps::MapEntry;
 use maps::Module;
+pub use observer_core::vocab::frames::{
+    Frame, MapEntry, PyFrame, StackFrame, is_interpreter_frame, merge as merge_stacks,
+    serialize_native,
+};
 #[cfg(test)]
 use procs::parse_syscall;
 pub use procs::proc_syscall;
 use procs::{Proc, Recorded, start_time};
 #[allow(unused_imports)]
-pub use python::{PyFrame, PyThread};
-pub use stack::{StackFrame, is_interpreter_frame, merge as merge_stacks, serialize_native};
+pub use python::PyThread;
 
 /// Entry flags (see [`PyThread::entries`]) for `frames`, a Python stack read
 /// by the observer's own walk, from py-spy's read of the same thread: only
@@ -85,25 +86,6 @@ pub struct DataSymbol {
     pub offset: u64,
     /// The mapped file as /proc/PID/maps names it.
     pub module: String,
-}
-
-/// One native frame, innermost first. Inlined functions get their own
-/// frames (`inlined: true`) before the function they were inlined into,
-/// all with the same `addr`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Frame {
-    /// The instruction pointer (first frame) or the return address.
-    pub addr: u64,
-    pub function: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// The mapped file as /proc/PID/maps names it, or "[vdso]".
-    pub module: Option<String>,
-    /// `addr` as a virtual address of the module's ELF file (what
-    /// `addr2line -e MODULE` and `objdump` take); `addr` itself when the
-    /// address is in no known module.
-    pub module_offset: u64,
-    pub inlined: bool,
 }
 
 /// User registers of a blocked thread: from BPF at syscall entry (ip, sp,

@@ -1,11 +1,114 @@
-//! One stack in the order it ran: a CPython thread's Python frames merged
-//! into its native stack, each Python frame where the interpreter's eval
-//! loop (`_PyEval_EvalFrameDefault`) runs it, as py-spy `--native` and
-//! PyStack show them.
+//! Frames and mappings as the core sees them: native frames, Python frames,
+//! one stack in the order it ran, and /proc/PID/maps lines. Plain data: the
+//! symbolizer that fills them lives in the binary.
 
 use serde::{Deserialize, Serialize};
 
-use super::{Frame, PyFrame};
+/// One native frame, innermost first. Inlined functions get their own
+/// frames (`inlined: true`) before the function they were inlined into,
+/// all with the same `addr`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The instruction pointer (first frame) or the return address.
+    pub addr: u64,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The mapped file as /proc/PID/maps names it, or "[vdso]".
+    pub module: Option<String>,
+    /// `addr` as a virtual address of the module's ELF file (what
+    /// `addr2line -e MODULE` and `objdump` take); `addr` itself when the
+    /// address is in no known module.
+    pub module_offset: u64,
+    pub inlined: bool,
+}
+
+/// One Python frame, innermost first. `file` and `function` are target data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyFrame {
+    pub function: String,
+    pub file: String,
+    pub line: i32,
+}
+
+/// One line of /proc/PID/maps. File mappings are also recorded (the
+/// `mappings` event) so that addresses can be symbolized from the files
+/// after the process is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
+    pub offset: u64,
+    pub dev: (u32, u32),
+    pub inode: u64,
+    /// The path column as the kernel prints it (may end in " (deleted)",
+    /// may be a pseudo name like "[stack]"); empty for anonymous memory.
+    pub path: String,
+    /// The file's GNU build-id (hex), which tells whether the file found at
+    /// `path` later is still the one that was mapped. Empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build_id: String,
+}
+
+impl MapEntry {
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.starts_with('/')
+    }
+}
+
+/// Parses the text of /proc/PID/maps. Malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<MapEntry> {
+    // "start-end perms offset major:minor inode   path"; the path may hold spaces.
+    let mut rest = line;
+    let mut field = || {
+        let s = rest.trim_start_matches(' ');
+        let end = s.find(' ').unwrap_or(s.len());
+        let (f, r) = s.split_at(end);
+        rest = r;
+        f
+    };
+    let range = field();
+    let perms = field().as_bytes().to_vec();
+    let offset = field();
+    let dev = field();
+    let inode = field();
+    let path = rest.trim_start_matches(' ').to_string();
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
+    if perms.len() < 3 {
+        return None;
+    }
+    Some(MapEntry {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        read: perms[0] == b'r',
+        write: perms[1] == b'w',
+        exec: perms[2] == b'x',
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode: inode.parse().ok()?,
+        path,
+        build_id: String::new(),
+    })
+}
+
+// One stack in the order it ran: a CPython thread's Python frames merged
+// into its native stack, each Python frame where the interpreter's eval
+// loop (`_PyEval_EvalFrameDefault`) runs it, as py-spy `--native` and
+// PyStack show them.
 
 /// One frame of a merged stack: `{"kind": "native", ...Frame}` or
 /// `{"kind": "python", ...PyFrame}` in JSON.
@@ -63,10 +166,7 @@ pub fn is_eval_frame(f: &Frame) -> bool {
 /// interpreter's frames that do work stay: a lock's acquire, `time.sleep`,
 /// `list.sort` calling back into Python, the thread's start.
 pub fn is_interpreter_frame(f: &Frame) -> bool {
-    let in_python = f
-        .module
-        .as_deref()
-        .is_some_and(super::python::is_python_file);
+    let in_python = f.module.as_deref().is_some_and(is_python_file);
     if !in_python {
         return false;
     }
@@ -120,10 +220,7 @@ pub fn merge(native: &[Frame], python: &[PyFrame], entries: &[bool]) -> Vec<Stac
         let at = out
             .iter()
             .rposition(|f| match f {
-                StackFrame::Native(n) => n
-                    .module
-                    .as_deref()
-                    .is_some_and(super::python::is_python_file),
+                StackFrame::Native(n) => n.module.as_deref().is_some_and(is_python_file),
                 StackFrame::Python(_) => false,
             })
             .map_or(out.len(), |i| i + 1);
@@ -132,6 +229,18 @@ pub fn merge(native: &[Frame], python: &[PyFrame], entries: &[bool]) -> Vec<Stac
     }
     out.extend(python[next..].iter().cloned().map(StackFrame::Python));
     out
+}
+
+/// Whether a mapping names a CPython interpreter binary or libpython.
+pub fn is_python_file(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let base = base.strip_suffix(" (deleted)").unwrap_or(base);
+    // python, python3, python3.11, python3.13t, libpython3.11.so.1.0, ...
+    let rest = base.strip_prefix("lib").unwrap_or(base);
+    let Some(ver) = rest.strip_prefix("python") else {
+        return false;
+    };
+    ver.is_empty() || ver.starts_with(|c: char| c.is_ascii_digit())
 }
 
 #[cfg(test)]

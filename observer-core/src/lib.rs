@@ -1,0 +1,8 @@
+//! observer's analysis core: what the kernel and the target told us
+//! (`event`), the state it adds up to (`model`), the wait-for graph
+//! (`graph`), what is wrong (`detect`), and how it is written (`report`).
+//! Pure and replayable: no BPF, no /proc, no target memory, no runtime.
+//! The binary feeds it events and passes a symbolizer in where names are
+//! wanted.
+
+pub mod vocab;
