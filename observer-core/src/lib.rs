@@ -5,4 +5,12 @@
 //! The binary feeds it events and passes a symbolizer in where names are
 //! wanted.
 
+pub mod detect;
+pub mod engine;
+pub mod event;
+pub mod graph;
+pub mod model;
+pub mod recording;
+pub mod replay;
+pub mod report;
 pub mod vocab;

@@ -128,5 +128,3 @@ impl Activity {
         self.seen.retain(|k, _| alive.contains_key(k));
     }
 }
-
-pub use observer_core::vocab::syscalls::syscall_name;

@@ -49,10 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use elf::{ElfInfo, FileKey};
 use maps::Module;
-pub use observer_core::vocab::frames::{
-    Frame, MapEntry, PyFrame, StackFrame, is_interpreter_frame, merge as merge_stacks,
-    serialize_native,
-};
+pub use observer_core::vocab::frames::{Frame, MapEntry, PyFrame};
 #[cfg(test)]
 use procs::parse_syscall;
 pub use procs::proc_syscall;

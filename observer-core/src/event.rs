@@ -338,7 +338,7 @@ pub enum Event {
         /// Its Python stack (innermost first) and the asyncio task running,
         /// read while it was still out of its selector.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        python: Vec<crate::symbol::PyFrame>,
+        python: Vec<crate::vocab::frames::PyFrame>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<String>,
     },
@@ -395,9 +395,9 @@ pub enum Event {
         ts_ns: u64,
         tgid: u32,
         tid: Tid,
-        frames: Vec<crate::symbol::Frame>,
+        frames: Vec<crate::vocab::frames::Frame>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        python: Vec<crate::symbol::PyFrame>,
+        python: Vec<crate::vocab::frames::PyFrame>,
         /// Per Python frame: the first its eval-loop call runs (where the
         /// merged stack puts it, see `symbol::merge_stacks`); empty: unknown.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -418,14 +418,14 @@ pub enum Event {
     PyState {
         ts_ns: u64,
         tgid: u32,
-        view: crate::python::PyView,
+        view: crate::vocab::python::PyView,
     },
     /// GIL and lock accounting of a CPython process: the cumulative tally
     /// of its sampler (the latest one supersedes the others).
     PyGil {
         ts_ns: u64,
         tgid: u32,
-        tally: crate::python::gil::GilTally,
+        tally: crate::vocab::gil::GilTally,
     },
     /// Deep tier: a lock-order edge seen for the first time, with the call
     /// sites and a copy of the stack (`frames` once unwound by userspace).
@@ -445,7 +445,7 @@ pub enum Event {
         #[serde(skip)]
         stack: Vec<u8>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        frames: Vec<crate::symbol::Frame>,
+        frames: Vec<crate::vocab::frames::Frame>,
     },
     /// Deep tier: the current gate of lock-order edges (the outermost lock
     /// held at every observation; 0 once an observation lacked it).
@@ -497,7 +497,7 @@ pub enum Event {
         ts_ns: u64,
         tgid: u32,
         #[serde(default)]
-        maps: Vec<crate::symbol::MapEntry>,
+        maps: Vec<crate::vocab::frames::MapEntry>,
     },
     /// Code symbols of call sites (creation sites): (tgid, addr) -> function.
     CodeSymbol {
@@ -519,7 +519,7 @@ pub enum Event {
 
 impl Event {
     /// A `Start` without the identity /proc gives (tests, synthetic streams).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn start(ts_ns: u64, tgid: u32, cmdline: Vec<String>, attached: bool) -> Event {
         Event::Start {
             ts_ns,
@@ -614,7 +614,7 @@ impl Event {
 
 /// Futex op helpers shared by the model and reports.
 pub mod futex {
-    use observer_ebpf::bindings as b;
+    use observer_abi::bindings as b;
 
     pub fn cmd(op: u32) -> u32 {
         if op & (b::OBS_OP_WAITV | b::OBS_OP_FUTEX2_WAIT) != 0 {

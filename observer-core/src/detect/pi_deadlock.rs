@@ -77,7 +77,7 @@ impl Detector for PiDeadlock {
             let Some(hw) = p.thread(h).and_then(|t| t.wait.as_ref()) else {
                 continue;
             };
-            let parked = futex::cmd(hw.op) == observer_ebpf::bindings::OBS_FUTEX_WAIT_BITSET
+            let parked = futex::cmd(hw.op) == observer_abi::bindings::OBS_FUTEX_WAIT_BITSET
                 && parked_on_own_stack(hw.uaddr, hw.sp, hw.val);
             if !parked {
                 continue;

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use super::escape;
 use crate::{
     detect::{Finding, FindingKind, ThreadInfo},
-    python::{How, PyLockRef, PyThreadInfo},
-    symbol::{PyFrame, StackFrame, is_interpreter_frame},
+    vocab::frames::{PyFrame, StackFrame, is_interpreter_frame},
+    vocab::python::{How, PyLockRef, PyThreadInfo},
 };
 
 fn who(t: Option<&ThreadInfo>, tid: u32) -> String {

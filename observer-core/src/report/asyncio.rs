@@ -7,9 +7,9 @@ use super::escape;
 use crate::{
     detect::{Finding, FindingKind},
     model::Model,
-    python::{
-        PyView,
+    vocab::{
         asyncio::{AsyncView, TaskView, Why},
+        python::PyView,
     },
 };
 

@@ -88,14 +88,14 @@ pub struct ThreadInfo {
     /// Its stack at detection, innermost first, in the order it ran: native
     /// frames and, for a CPython thread, each Python frame where the eval
     /// loop runs it (see `symbol::merge_stacks`); set with `set_stack`.
-    pub frames: Vec<crate::symbol::StackFrame>,
+    pub frames: Vec<crate::vocab::frames::StackFrame>,
     /// The Python stack alone (CPython threads), innermost first.
-    pub python_frames: Vec<crate::symbol::PyFrame>,
+    pub python_frames: Vec<crate::vocab::frames::PyFrame>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub owns_gil: bool,
     /// CPython: the lock it waits for, the locks it holds, a join, a label.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub python: Option<crate::python::PyThreadInfo>,
+    pub python: Option<crate::vocab::python::PyThreadInfo>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,9 +111,9 @@ pub struct Edge {
     pub site: Option<String>,
     #[serde(
         skip_serializing_if = "Vec::is_empty",
-        serialize_with = "crate::symbol::serialize_native"
+        serialize_with = "crate::vocab::frames::serialize_native"
     )]
-    pub frames: Vec<crate::symbol::Frame>,
+    pub frames: Vec<crate::vocab::frames::Frame>,
 }
 
 /// A finding: plain data. report/ writes its text (and its one-line
@@ -210,7 +210,7 @@ pub enum Detail {
         runq_ns: u64,
         ongoing: bool,
         task: Option<String>,
-        at: Option<crate::symbol::PyFrame>,
+        at: Option<crate::vocab::frames::PyFrame>,
     },
 }
 
@@ -389,11 +389,11 @@ impl ThreadInfo {
     /// `frames`; `entries` as `symbol::merge_stacks` takes them.
     pub fn set_stack(
         &mut self,
-        native: &[crate::symbol::Frame],
-        python: Vec<crate::symbol::PyFrame>,
+        native: &[crate::vocab::frames::Frame],
+        python: Vec<crate::vocab::frames::PyFrame>,
         entries: &[bool],
     ) {
-        self.frames = crate::symbol::merge_stacks(native, &python, entries);
+        self.frames = crate::vocab::frames::merge(native, &python, entries);
         self.python_frames = python;
     }
 }

@@ -50,7 +50,7 @@ pub struct PythonState {
     pub limited: Option<String>,
     /// Event loops and their tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub asyncio: Option<crate::python::asyncio::AsyncView>,
+    pub asyncio: Option<crate::vocab::asyncio::AsyncView>,
 }
 
 #[derive(Serialize)]
@@ -61,15 +61,15 @@ pub struct ThreadState {
     pub wait: Option<WaitState>,
     /// CPython threads: the Python stack (innermost first) and locks.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
+    pub python_frames: Option<Vec<crate::vocab::frames::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub python: Option<crate::python::PyThreadInfo>,
+    pub python: Option<crate::vocab::python::PyThreadInfo>,
     /// `dump --native`: the stack in the order it ran, innermost first:
     /// every native frame (read from the thread's registers and stack;
     /// empty when it is running) and, for a CPython thread, each Python
     /// frame where the eval loop runs it (`kind`: native/python).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub frames: Vec<crate::symbol::StackFrame>,
+    pub frames: Vec<crate::vocab::frames::StackFrame>,
 }
 
 #[derive(Serialize)]
@@ -114,10 +114,10 @@ fn states(model: &Model, native: bool) -> (u32, Vec<ThreadState>) {
                     let view = p.python.as_ref().and_then(|v| v.thread(t.tid));
                     match (st.python.is_empty(), view) {
                         (false, _) => {
-                            crate::symbol::merge_stacks(&st.frames, &st.python, &st.python_entry)
+                            crate::vocab::frames::merge(&st.frames, &st.python, &st.python_entry)
                         }
-                        (true, Some(v)) => crate::symbol::merge_stacks(&st.frames, &v.frames, &[]),
-                        (true, None) => crate::symbol::merge_stacks(&st.frames, &[], &[]),
+                        (true, Some(v)) => crate::vocab::frames::merge(&st.frames, &v.frames, &[]),
+                        (true, None) => crate::vocab::frames::merge(&st.frames, &[], &[]),
                     }
                 }
                 None => Vec::new(),
@@ -228,7 +228,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
                 let bare = py.is_some_and(|p| p.label.is_none())
                     && py
                         .and_then(|p| p.waits.as_ref())
-                        .is_some_and(|w| w.how == Some(crate::python::How::Acquire))
+                        .is_some_and(|w| w.how == Some(crate::vocab::python::How::Acquire))
                     && t.wait.as_ref().is_some_and(|w| w.holder == Holder::Unknown);
                 let note = if bare {
                     " (holder unknown: a lock taken by acquire() outside `with` leaves no trace in memory; --uprobes records it)"

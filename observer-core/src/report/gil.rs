@@ -9,7 +9,7 @@ use super::escape;
 use crate::{
     graph::gil::{GilReport, ThreadShares, Verdict, analyze},
     model::{Model, Process},
-    python::gil::{GilStatus, GilTally},
+    vocab::gil::{GilStatus, GilTally},
 };
 
 /// `processes[].python`.
@@ -310,13 +310,13 @@ pub fn top(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Event, python::gil::ThreadTally};
+    use crate::{event::Event, vocab::gil::ThreadTally};
 
     /// A view lists only the locks waited for or held when it was read: a
     /// lock an earlier view named keeps its name.
     #[test]
     fn a_lock_keeps_the_name_an_earlier_view_gave_it() {
-        use crate::python::{PyLockInfo, PyLockKind, PyView};
+        use crate::vocab::python::{PyLockInfo, PyLockKind, PyView};
         let mut m = Model::new();
         let view = |locks: Vec<PyLockInfo>| Event::PyState {
             ts_ns: 2,

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind};
 use crate::{
-    python::asyncio::{AsyncView, TaskState},
-    symbol::PyFrame,
+    vocab::asyncio::{AsyncView, TaskState},
+    vocab::frames::PyFrame,
 };
 
 /// A task named by an asyncio finding.

@@ -12,7 +12,7 @@ use crate::{
     event::{Tid, Wait, futex},
     model::Process,
 };
-use observer_ebpf::bindings as b;
+use observer_abi::bindings as b;
 
 /// Largest TID Linux can hand out (PID_MAX_LIMIT on 64-bit).
 const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;

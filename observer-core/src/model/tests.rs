@@ -21,7 +21,7 @@ fn by_name<'a>(p: &'a Process, name: &str) -> &'a Thread {
 /// fixtures/threads.c under `observer run` (recorded with --record).
 #[test]
 fn recorded_threads_fixture() {
-    let m = replay(include_str!("../../tests/data/threads.jsonl"));
+    let m = replay(include_str!("../../../observer/tests/data/threads.jsonl"));
     assert_eq!(m.processes.len(), 1);
     let p = m.processes.values().next().unwrap();
     assert_eq!(p.threads.len(), 5);

@@ -72,7 +72,7 @@ pub struct LockEdgeInfo {
     pub to_kind: AcqKind,
     pub from_site: u64,
     pub to_site: u64,
-    pub frames: Vec<crate::symbol::Frame>,
+    pub frames: Vec<crate::vocab::frames::Frame>,
     /// The outermost lock held at every observation (0: none).
     pub gate: u64,
 }
@@ -80,8 +80,8 @@ pub struct LockEdgeInfo {
 #[derive(Clone, Debug, Serialize)]
 pub struct StackSnap {
     pub ts_ns: u64,
-    pub frames: Vec<crate::symbol::Frame>,
-    pub python: Vec<crate::symbol::PyFrame>,
+    pub frames: Vec<crate::vocab::frames::Frame>,
+    pub python: Vec<crate::vocab::frames::PyFrame>,
     /// See `Event::Stack`.
     pub python_entry: Vec<bool>,
     pub owns_gil: bool,
@@ -193,7 +193,7 @@ pub struct Process {
     #[serde(skip)]
     by_pthread: HashMap<u64, usize>,
     /// The last Python view of a CPython process.
-    pub python: Option<crate::python::PyView>,
+    pub python: Option<crate::vocab::python::PyView>,
     /// Names of the Python locks any view named, by object and futex word
     /// address: a view lists only the locks waited for or held when read.
     #[serde(skip)]
@@ -205,7 +205,7 @@ pub struct Process {
     #[serde(skip)]
     pub loop_seen: Option<(Tid, u64)>,
     /// GIL and lock accounting of a CPython process (the latest tally).
-    pub gil: Option<crate::python::gil::GilTally>,
+    pub gil: Option<crate::vocab::gil::GilTally>,
     /// The hang watchdog found no thread of the watched tree running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_progress: Option<NoProgress>,

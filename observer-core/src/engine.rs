@@ -29,6 +29,16 @@ impl Sink for () {
     }
 }
 
+/// A sink that may be absent (the daemon's flight recorder, when off).
+impl<S: Sink> Sink for Option<S> {
+    fn event(&mut self, model: &Model, ev: &Event) -> Result<()> {
+        match self {
+            Some(s) => s.event(model, ev),
+            None => Ok(()),
+        }
+    }
+}
+
 pub struct Engine<S: Sink = ()> {
     pub model: Model,
     pub detectors: Detectors,

@@ -10,7 +10,10 @@ use super::{Finding, FindingKind, Limits};
 use crate::model::Model;
 
 fn recording(name: &str) -> String {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/recordings");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../observer/tests/data/recordings"
+    );
     let plain = format!("{dir}/{name}.jsonl");
     if let Ok(s) = std::fs::read_to_string(&plain) {
         return s;
@@ -32,7 +35,7 @@ fn replay(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Vec<Finding>) {
         stuck_ns: (stuck_s * 1e9) as u64,
         ..Limits::new((long_wait_s * 1e9) as u64)
     };
-    let engine = crate::replay::replay(&events, limits, crate::replay::REPLAY_CHECK_NS);
+    let engine = crate::replay::replay(&events, limits, crate::replay::REPLAY_CHECK_NS, &mut ());
     (engine.model, engine.detectors.findings)
 }
 

@@ -70,7 +70,7 @@ impl Detector for ProcessHung {
 /// Every live thread of a process the watchdog found not running: futex
 /// waits first (lock waits before joins), then threads in other syscalls.
 fn watchdog(cx: &Ctx, np: &crate::model::NoProgress) -> Vec<Finding> {
-    use crate::source::activity::syscall_name;
+    use crate::vocab::syscalls::syscall_name;
     let p = cx.process;
     let mut live: Vec<_> = p.live_threads().map(|t| t.tid).collect();
     if live.is_empty() {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Process;
-use crate::{event::Tid, symbol::PyFrame};
+use crate::{event::Tid, vocab::frames::PyFrame};
 
 /// At most this many episodes are kept per process (the oldest go).
 const MAX_STALLS: usize = 1024;

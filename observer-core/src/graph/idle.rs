@@ -121,7 +121,7 @@ pub fn idle_threads(m: &Model, p: &Process, g: &WaitForGraph) -> Vec<(Tid, Strin
                 {
                     out.push((
                         t.tid,
-                        format!("waiting in {}", crate::source::activity::syscall_name(nr)),
+                        format!("waiting in {}", crate::vocab::syscalls::syscall_name(nr)),
                     ));
                 }
             }

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::python::gil::{GilStatus, GilTally, ThreadTally};
+use crate::vocab::gil::{GilStatus, GilTally, ThreadTally};
 
 /// What mostly limits a process's Python threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

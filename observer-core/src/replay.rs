@@ -1,11 +1,25 @@
-//! `observer replay`: a recorded event stream through the model and the
+//! Replay: a recorded event stream through the model and the
 //! detectors, judged where the live session judged (its `scan` events).
 //! Addresses the live session could not name are symbolized from the
 //! recorded mappings and the files they name, when those are still here.
 
-use std::collections::HashSet;
+use crate::{detect::Limits, engine::Engine, event::Event, model::Model, vocab::frames::MapEntry};
 
-use crate::{detect::Limits, engine::Engine, event::Event, model::Model, symbol::Symbolizer};
+/// Names the live run could not give, from the recorded mappings: the
+/// binary's offline symbolizer. `()` names nothing.
+pub trait Namer {
+    /// A process's file mappings as recorded.
+    fn mappings(&mut self, tgid: u32, maps: &[MapEntry]);
+    /// Events naming what the model holds unnamed (symbols, frames).
+    fn names(&mut self, model: &Model) -> Vec<Event>;
+}
+
+impl Namer for () {
+    fn mappings(&mut self, _: u32, _: &[MapEntry]) {}
+    fn names(&mut self, _: &Model) -> Vec<Event> {
+        Vec::new()
+    }
+}
 
 /// How often replay runs the detectors, in event time, for streams
 /// without `scan` events and without a header (the live scan period).
@@ -13,16 +27,14 @@ pub const REPLAY_CHECK_NS: u64 = 25_000_000;
 
 /// Replays `events`, judging every `check_ns` of event time when the stream
 /// has no `scan` events; returns the engine with its model and findings.
-pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
+pub fn replay(events: &[Event], limits: Limits, check_ns: u64, names: &mut dyn Namer) -> Engine {
     let scans = events.iter().any(|e| matches!(e, Event::Scan { .. }));
     let mut engine = Engine::new(limits, ());
-    let mut symbols = Symbolizer::offline();
-    let mut tried = HashSet::new();
     let mut have_maps = false;
     // Names the live run could not give, from the recorded mappings.
-    let mut name = |m: &mut Model, symbols: &mut Symbolizer, have_maps: bool| {
+    let name = |m: &mut Model, names: &mut dyn Namer, have_maps: bool| {
         if have_maps {
-            for e in crate::session::symbol_events(m, symbols, &mut tried) {
+            for e in names.names(m) {
                 m.apply(&e);
             }
         }
@@ -41,7 +53,7 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
                 ev.ts_ns().is_some_and(|t| t != at) && !matches!(ev, Event::Mappings { .. });
             if matches!(ev, Event::Scan { .. }) || later {
                 if !rejected {
-                    name(&mut engine.model, &mut symbols, have_maps);
+                    name(&mut engine.model, names, have_maps);
                     engine.check(at);
                 }
                 pending = None;
@@ -50,7 +62,7 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
             }
         }
         if let Event::Mappings { tgid, maps, .. } = ev {
-            symbols.add_recorded(*tgid, maps.clone());
+            names.mappings(*tgid, maps);
             have_maps = true;
         }
         match ev {
@@ -64,7 +76,7 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
                     .filter(|&ts| ts >= last_check.saturating_add(check_ns))
                 {
                     if last_check != 0 {
-                        name(&mut engine.model, &mut symbols, have_maps);
+                        name(&mut engine.model, names, have_maps);
                         let now = engine.model.last_ns;
                         engine.check(now);
                     }
@@ -76,10 +88,10 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64) -> Engine {
         }
     }
     if let Some((at, false)) = pending {
-        name(&mut engine.model, &mut symbols, have_maps);
+        name(&mut engine.model, names, have_maps);
         engine.check(at);
     }
-    name(&mut engine.model, &mut symbols, have_maps);
+    name(&mut engine.model, names, have_maps);
     let end = engine.model.last_ns;
     engine.finish(end);
     engine

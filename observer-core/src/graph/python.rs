@@ -6,7 +6,7 @@ use super::classify::{Holder, LockKind, Target};
 use crate::{
     event::{Tid, Wait},
     model::Process,
-    python::{PyLockKind, PyView},
+    vocab::python::{PyLockKind, PyView},
 };
 
 pub fn lock_kind(k: PyLockKind) -> LockKind {
@@ -74,8 +74,8 @@ mod tests {
         event::{Event, Wait, WaitOrigin},
         graph::{Holder, LockKind, WaitForGraph},
         model::Model,
-        python::{How, PyHeld, PyLockInfo, PyLockKind, PyThreadView, PyView, PyWait},
-        symbol::PyFrame,
+        vocab::frames::PyFrame,
+        vocab::python::{How, PyHeld, PyLockInfo, PyLockKind, PyThreadView, PyView, PyWait},
     };
 
     fn wait(uaddr: u64) -> Wait {

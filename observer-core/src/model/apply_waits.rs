@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// EDEADLK on Linux (x86_64, aarch64): a PI futex wait that would deadlock.
+const EDEADLK: i64 = 35;
+
 impl Model {
     /// The waits events (`Model::apply` routes them here).
     pub(super) fn apply_wait(&mut self, ev: &Event) {
@@ -48,7 +51,7 @@ impl Model {
                 let mut h = std::mem::take(&mut p.history);
                 h.ended(p, *tid, &seen, *ts_ns, Some(*ret));
                 p.history = h;
-                if *ret == -(libc::EDEADLK as i64) && crate::event::futex::is_pi(wait.op) {
+                if *ret == -EDEADLK && crate::event::futex::is_pi(wait.op) {
                     p.pi_edeadlk.push((*tid, wait.clone(), *ts_ns));
                 }
                 p.long_waits.push(LongWait {

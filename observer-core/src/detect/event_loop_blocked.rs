@@ -69,7 +69,7 @@ mod tests {
         engine::Engine,
         event::Event,
         model::Model,
-        symbol::PyFrame,
+        vocab::frames::PyFrame,
     };
 
     fn fr(function: &str, file: &str, line: i32) -> PyFrame {

@@ -6,7 +6,7 @@ use crate::{
     detect::Finding,
     event::{Drops, futex},
     model::Model,
-    probe::HookUse,
+    vocab::hooks::HookUse,
 };
 
 pub const SCHEMA: &str = "observer.report/1";
@@ -91,7 +91,7 @@ pub struct ProcessOut {
     /// asyncio: event loops and tasks as last read, and every stretch an
     /// event loop thread spent out of its selector past the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub asyncio: Option<crate::python::asyncio::AsyncView>,
+    pub asyncio: Option<crate::vocab::asyncio::AsyncView>,
     /// Present (maybe empty) when an event loop was watched (a thread seen
     /// in epoll_wait, or a loop in the asyncio view): an empty list says it
     /// never stayed out of its selector past the limit.
@@ -123,7 +123,7 @@ pub struct ThreadOut {
     /// thread that exited since, its last known state)
     /// (innermost first) and what it showed about locks.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub python_frames: Option<Vec<crate::symbol::PyFrame>>,
+    pub python_frames: Option<Vec<crate::vocab::frames::PyFrame>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<ThreadPython>,
     /// A live thread waiting for work that nobody waits for: what it waits
@@ -136,7 +136,7 @@ pub struct ThreadOut {
 #[derive(Serialize)]
 pub struct ThreadPython {
     #[serde(flatten)]
-    pub info: Option<crate::python::PyThreadInfo>,
+    pub info: Option<crate::vocab::python::PyThreadInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gil: Option<super::gil::ThreadGil>,
 }

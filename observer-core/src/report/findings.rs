@@ -479,7 +479,7 @@ pub fn finding(f: &Finding) -> String {
 const FRAMES_SHOWN: usize = 24;
 
 /// One native frame as a line: `func (file.c:12)`, `func`, or `module+0x1f0`.
-pub fn frame_line(f: &crate::symbol::Frame) -> String {
+pub fn frame_line(f: &crate::vocab::frames::Frame) -> String {
     let module = || {
         let m = f.module.as_deref().unwrap_or("?");
         format!(

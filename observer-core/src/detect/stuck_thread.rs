@@ -6,7 +6,7 @@
 //! thread stuck in a lock wait is stuck too (contention).
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind};
-use crate::source::activity::syscall_name;
+use crate::vocab::syscalls::syscall_name;
 
 pub struct StuckThread;
 
