@@ -470,7 +470,7 @@ pub enum Event {
         ts_ns: u64,
         tgid: u32,
         lock: u64,
-        kind: crate::graph::LockKind,
+        kind: crate::vocab::locks::LockKind,
         holder: Option<Tid>,
         waiter: Tid,
         evidence: HeldEvidence,

@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind};
 use crate::{
-    vocab::asyncio::{AsyncView, TaskState},
+    vocab::asyncio::{AsyncView, TaskState, TaskView, Why},
     vocab::frames::PyFrame,
+    vocab::text::escape,
 };
 
 /// A task named by an asyncio finding.
@@ -39,7 +40,7 @@ pub fn task_info(v: &AsyncView, addr: u64) -> Option<TaskInfo> {
         coro: t.coro.clone(),
         state: t.state,
         loop_tid: l.tid,
-        waits: crate::report::asyncio::wait_line(v, t),
+        waits: wait_line(v, t),
         holds: t
             .holds
             .iter()
@@ -76,5 +77,69 @@ impl Detector for AwaitCycle {
             });
         }
         out
+    }
+}
+
+/// A task as text: its name quoted, else its address.
+pub fn task_name(v: &AsyncView, addr: u64) -> String {
+    v.task(addr)
+        .map(|(_, t)| format!("\"{}\"", escape(&t.name)))
+        .unwrap_or_else(|| format!("task {addr:#x}"))
+}
+
+/// "waits for task \"b\"", "waits for Lock audit_lock held by task \"a\"".
+pub fn wait_line(v: &AsyncView, t: &TaskView) -> Option<String> {
+    if let Some(e) = t.waits_for.first() {
+        let who = task_name(v, e.task);
+        return Some(match &e.why {
+            Why::Awaits => format!("awaits task {who}"),
+            Why::Gather => {
+                let all: Vec<String> = t.waits_for.iter().map(|e| task_name(v, e.task)).collect();
+                format!("awaits gather of {}", all.join(", "))
+            }
+            Why::Lock { lock, name } => format!(
+                "waits for asyncio.Lock {} ({lock:#x}), held by task {who}",
+                escape(name.as_deref().unwrap_or("?"))
+            ),
+            Why::Future { fut, name } => format!(
+                "awaits future {} ({fut:#x}) that only task {who} refers to",
+                escape(name.as_deref().unwrap_or("?"))
+            ),
+        });
+    }
+    if let Some(l) = &t.waits_lock {
+        return Some(format!(
+            "waits for asyncio.Lock {} ({:#x}), holder unknown (taken outside `async with`)",
+            escape(l.name.as_deref().unwrap_or("?")),
+            l.addr
+        ));
+    }
+    t.label.as_ref().map(|l| format!("waits in {}", escape(l)))
+}
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::AwaitCycle => {
+            let names: Vec<String> = f
+                .tasks
+                .iter()
+                .map(|t| format!("\"{}\"", escape(&t.name)))
+                .collect();
+            match f.tasks.as_slice() {
+                [t] => format!(
+                    "asyncio task {} waits for itself: {}",
+                    names[0],
+                    t.waits.as_deref().map(escape).unwrap_or_default()
+                ),
+                _ => format!(
+                    "{} asyncio tasks await each other in a cycle: {}",
+                    f.tasks.len(),
+                    names.join(" -> ")
+                ),
+            }
+        }
+        _ => String::new(),
     }
 }

@@ -43,3 +43,32 @@ impl Detector for Deadlock {
         out
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::Deadlock if f.cycle.len() == 1 => {
+            let e = &f.cycle[0];
+            format!(
+                "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
+                e.waiter_tid,
+                name(f, e.waiter_tid),
+                describe_lock(&e.lock)
+            )
+        }
+        Detail::Deadlock => {
+            let names: Vec<String> = f
+                .threads
+                .iter()
+                .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                .collect();
+            format!(
+                "{} threads wait for each other in a cycle: {}",
+                f.cycle.len(),
+                names.join(" -> ")
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -62,6 +62,50 @@ impl Detector for EventLoopBlocked {
     }
 }
 
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    let (tid, tname) = first(f);
+    match &f.detail {
+        Detail::EventLoopBlocked {
+            blocked_ns,
+            runq_ns,
+            ongoing,
+            task,
+            at,
+        } => {
+            let ms = |ns: u64| format!("{:.0} ms", ns as f64 / 1e6);
+            let runq = if *runq_ns >= 1_000_000 {
+                format!(" ({} of it waiting for a CPU)", ms(*runq_ns))
+            } else {
+                String::new()
+            };
+            let so_far = if *ongoing { " so far" } else { "" };
+            let what = match task {
+                Some(n) => format!("task \"{}\"", escape(n)),
+                None => "a callback".into(),
+            };
+            let at = at
+                .as_ref()
+                .map(|f| {
+                    format!(
+                        " at {} ({}:{})",
+                        escape(&f.function),
+                        escape(&f.file),
+                        f.line
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "event loop of thread {tid} \"{tname}\" did not poll for {}{runq}{so_far}: {what} ran{at}",
+                ms(*blocked_ns)
+            )
+        }
+
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{

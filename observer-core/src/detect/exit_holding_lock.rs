@@ -55,3 +55,32 @@ impl Detector for ExitHoldingLock {
         out
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    let (tid, tname) = first(f);
+    match &f.detail {
+        Detail::ExitHoldingLock { held } => {
+            let v: Vec<String> = f
+                .locks
+                .iter()
+                .zip(held)
+                .map(|(l, h)| {
+                    format!(
+                        "{} (held {}, taken at {})",
+                        describe_lock(l),
+                        dur(h.held_ns),
+                        h.site.as_deref().map(escape).unwrap_or_else(|| "?".into())
+                    )
+                })
+                .collect();
+            format!(
+                "thread {tid} \"{tname}\" exited holding {} lock(s): {}",
+                f.locks.len(),
+                v.join(", ")
+            )
+        }
+        _ => String::new(),
+    }
+}

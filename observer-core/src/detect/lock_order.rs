@@ -151,3 +151,33 @@ impl Detector for LockOrder {
         out
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::LockOrderInversion => {
+            let names: Vec<String> = f.locks.iter().map(sym_or_addr).collect();
+            let order: Vec<String> = f
+                .cycle
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} -> {} (thread {} \"{}\" at {})",
+                        e.held.as_ref().map(sym_or_addr).unwrap_or_default(),
+                        sym_or_addr(&e.lock),
+                        e.waiter_tid,
+                        name(f, e.waiter_tid),
+                        e.site.as_deref().map(escape).unwrap_or_else(|| "?".into())
+                    )
+                })
+                .collect();
+            format!(
+                "locks {} are taken in an order that can deadlock: {}",
+                names.join(", "),
+                order.join("; ")
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -71,3 +71,31 @@ impl Detector for LongWait {
         out
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    let (tid, tname) = first(f);
+    match &f.detail {
+        Detail::LongWait {
+            waited_ns,
+            before_observation,
+            holder,
+            held_up,
+        } => {
+            let held = match holder {
+                WaitHolder::Thread(h) => format!(", held by thread {h} \"{}\"", name(f, *h)),
+                WaitHolder::Readers => ", held by readers".into(),
+                WaitHolder::Unknown => String::new(),
+            };
+            let since = if *before_observation { "at least " } else { "" };
+            format!(
+                "thread {tid} \"{tname}\" has waited {since}{} for {}{held}{}",
+                dur(*waited_ns),
+                first_lock(f),
+                held_up_by(f, held_up)
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -14,12 +14,14 @@ mod stuck_thread;
 mod thread_churn;
 mod thread_leak;
 mod unjoined_thread;
+mod words;
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
-pub use await_cycle::TaskInfo;
+pub use await_cycle::{TaskInfo, task_name, wait_line};
+pub use words::describe_lock;
 
 use crate::{
     event::Tid,
@@ -212,6 +214,28 @@ pub enum Detail {
         task: Option<String>,
         at: Option<crate::vocab::frames::PyFrame>,
     },
+}
+
+impl Finding {
+    /// The finding in one line (the text report's headline, the JSON
+    /// report's `summary`), in the words of the detector that found it.
+    pub fn summary(&self) -> String {
+        match &self.detail {
+            Detail::Deadlock => deadlock::describe(self),
+            Detail::PiDeadlock { .. } => pi_deadlock::describe(self),
+            Detail::OrphanedLock { .. } => orphaned_lock::describe(self),
+            Detail::LongWait { .. } => long_wait::describe(self),
+            Detail::ProcessHung { .. } => process_hung::describe(self),
+            Detail::StuckThread { .. } => stuck_thread::describe(self),
+            Detail::UnjoinedThread => unjoined_thread::describe(self),
+            Detail::ThreadLeak { .. } => thread_leak::describe(self),
+            Detail::ThreadChurn { .. } => thread_churn::describe(self),
+            Detail::LockOrderInversion => lock_order::describe(self),
+            Detail::ExitHoldingLock { .. } => exit_holding_lock::describe(self),
+            Detail::AwaitCycle => await_cycle::describe(self),
+            Detail::EventLoopBlocked { .. } => event_loop_blocked::describe(self),
+        }
+    }
 }
 
 /// Who holds the lock of a long wait.

@@ -47,3 +47,27 @@ impl Detector for OrphanedLock {
         out
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    let (tid, tname) = first(f);
+    match &f.detail {
+        Detail::OrphanedLock {
+            owner,
+            owner_exited,
+        } => {
+            let why = match owner_exited {
+                Some(n) => format!("owner thread {owner} \"{}\" exited holding it", escape(n)),
+                None => format!(
+                    "owner thread {owner} is not a thread of this process (exited before observation, or the lock was inherited across fork)"
+                ),
+            };
+            format!(
+                "thread {tid} \"{tname}\" waits for {}: {why}",
+                first_lock(f)
+            )
+        }
+        _ => String::new(),
+    }
+}

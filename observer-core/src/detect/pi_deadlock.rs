@@ -130,3 +130,19 @@ fn finding(
         key: format!("pi:{}:{}", cx.process.tgid, parked),
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::PiDeadlock { parked, inferred } => {
+            let how = if *inferred {
+                "is parked forever on its own stack after the kernel refused a PI lock (EDEADLK)"
+            } else {
+                "got EDEADLK from the kernel on a PI mutex and now sleeps forever"
+            };
+            format!("thread {parked} \"{}\" {how}", name(f, *parked))
+        }
+        _ => String::new(),
+    }
+}

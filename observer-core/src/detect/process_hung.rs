@@ -131,3 +131,37 @@ fn watchdog(cx: &Ctx, np: &crate::model::NoProgress) -> Vec<Finding> {
         key: format!("hung:{}:watchdog:{}", p.tgid, np.since_ns),
     }]
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::ProcessHung {
+            blocked_ns,
+            before_observation,
+            watchdog,
+        } => {
+            let names: Vec<String> = f
+                .threads
+                .iter()
+                .take(10)
+                .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                .collect();
+            let more = if f.threads.len() > 10 { ", ..." } else { "" };
+            let since = if *before_observation { "at least " } else { "" };
+            if *watchdog {
+                return format!(
+                    "no thread of the watched processes has run for {} (--hang-after): every thread is blocked: {}{more}",
+                    dur(*blocked_ns),
+                    names.join(", ")
+                );
+            }
+            format!(
+                "every thread has waited {since}{} in a futex wait, no thread is left to end another's: {}{more}",
+                dur(*blocked_ns),
+                names.join(", ")
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -84,3 +84,34 @@ impl Detector for StuckThread {
         out
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    let (tid, tname) = first(f);
+    match &f.detail {
+        Detail::StuckThread {
+            idle_ns,
+            wchan,
+            held_up,
+        } => {
+            let blocked = f
+                .threads
+                .first()
+                .and_then(|t| t.blocked_in.as_deref())
+                .map(escape)
+                .unwrap_or_default();
+            let wchan = if wchan.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape(wchan))
+            };
+            format!(
+                "thread {tid} \"{tname}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran{}",
+                dur(*idle_ns),
+                held_up_by(f, held_up)
+            )
+        }
+        _ => String::new(),
+    }
+}

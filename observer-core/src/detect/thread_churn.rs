@@ -69,3 +69,20 @@ impl Detector for ThreadChurn {
         }]
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::ThreadChurn {
+            in_window,
+            total,
+            threshold_per_s,
+            sites,
+        } => format!(
+            "{in_window} threads created within one second ({total} in all; threshold {threshold_per_s}/s); top creation sites: {}",
+            counted(sites, "at")
+        ),
+        _ => String::new(),
+    }
+}

@@ -109,6 +109,27 @@ impl Detector for ThreadLeak {
     }
 }
 
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::ThreadLeak {
+            from,
+            to,
+            span_ns,
+            slope_per_s,
+            r2,
+            survivors,
+            sites,
+        } => format!(
+            "live threads grew from {from} to {to} in {:.1}s ({slope_per_s:.1} threads/s, r2 {r2:.2}); {survivors} survivors: {}",
+            *span_ns as f64 / 1e9,
+            counted(sites, "from")
+        ),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -52,3 +52,42 @@ impl Detector for UnjoinedThread {
         }]
     }
 }
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    use super::words::*;
+    match &f.detail {
+        Detail::UnjoinedThread => {
+            let names: Vec<String> = f
+                .threads
+                .iter()
+                .take(5)
+                .map(|t| format!("{} \"{}\"", t.tid, escape(&t.name)))
+                .collect();
+            let more = if f.threads.len() > 5 {
+                format!(" and {} more", f.threads.len() - 5)
+            } else {
+                String::new()
+            };
+            let mut sites: Vec<&String> = f
+                .threads
+                .iter()
+                .filter_map(|t| t.created_at.as_ref())
+                .collect();
+            sites.sort();
+            sites.dedup();
+            let at = if sites.is_empty() {
+                String::new()
+            } else {
+                let v: Vec<String> = sites.iter().map(|s| escape(s)).collect();
+                format!("; created at {}", v.join(", "))
+            };
+            format!(
+                "{} joinable thread(s) exited and were never joined or detached: {}{more}{at}",
+                f.threads.len(),
+                names.join(", ")
+            )
+        }
+        _ => String::new(),
+    }
+}

@@ -1,7 +1,6 @@
 //! The wait-for graph of a process: one node per thread, one edge per
 //! wait whose holder is known.
 
-pub mod classify;
 pub mod gil;
 pub mod idle;
 pub mod python;
@@ -11,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use petgraph::{algo::tarjan_scc, graphmap::DiGraphMap};
 use serde::Serialize;
 
+pub use crate::model::classify::{self, Holder, LockKind, Target, classify};
 use crate::{event::Tid, model::Process};
-pub use classify::{Holder, LockKind, Target, classify};
 
 /// A thread's current wait, classified.
 #[derive(Clone, Debug, Serialize)]

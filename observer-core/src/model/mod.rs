@@ -230,7 +230,7 @@ pub struct PastWait {
     pub start_ns: u64,
     pub end_ns: u64,
     /// What it waited for and who held it, as classified when it ended.
-    pub target: crate::graph::Target,
+    pub target: classify::Target,
     pub op: u32,
     /// The syscall result when the kernel reported it.
     pub ret: Option<i64>,
@@ -242,7 +242,7 @@ pub struct PastWait {
 #[derive(Clone, Debug, Serialize)]
 pub struct HeldAtAttach {
     pub first_ns: u64,
-    pub kind: crate::graph::LockKind,
+    pub kind: classify::LockKind,
     /// From the lock's memory (mutex `__owner`, rwlock writer, RLock owner).
     pub holder: Option<Tid>,
     /// Threads seen waiting for it, in order.
@@ -341,7 +341,7 @@ impl History {
             tid,
             start_ns: w.start_ns,
             end_ns,
-            target: crate::graph::classify(w, p),
+            target: classify::classify(w, p),
             op: w.op,
             ret,
             before_observation: w.origin == crate::event::WaitOrigin::Snapshot,
@@ -557,5 +557,6 @@ impl Model {
 mod apply_python;
 mod apply_threads;
 mod apply_waits;
+pub mod classify;
 #[cfg(test)]
 mod tests;

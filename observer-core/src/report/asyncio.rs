@@ -5,49 +5,10 @@ use std::fmt::Write as _;
 
 use super::escape;
 use crate::{
-    detect::{Finding, FindingKind},
+    detect::{Finding, FindingKind, wait_line},
     model::Model,
-    vocab::{
-        asyncio::{AsyncView, TaskView, Why},
-        python::PyView,
-    },
+    vocab::{asyncio::AsyncView, python::PyView},
 };
-
-fn task_name(v: &AsyncView, addr: u64) -> String {
-    v.task(addr)
-        .map(|(_, t)| format!("\"{}\"", escape(&t.name)))
-        .unwrap_or_else(|| format!("task {addr:#x}"))
-}
-
-/// "waits for task \"b\"", "waits for Lock audit_lock held by task \"a\"".
-pub fn wait_line(v: &AsyncView, t: &TaskView) -> Option<String> {
-    if let Some(e) = t.waits_for.first() {
-        let who = task_name(v, e.task);
-        return Some(match &e.why {
-            Why::Awaits => format!("awaits task {who}"),
-            Why::Gather => {
-                let all: Vec<String> = t.waits_for.iter().map(|e| task_name(v, e.task)).collect();
-                format!("awaits gather of {}", all.join(", "))
-            }
-            Why::Lock { lock, name } => format!(
-                "waits for asyncio.Lock {} ({lock:#x}), held by task {who}",
-                escape(name.as_deref().unwrap_or("?"))
-            ),
-            Why::Future { fut, name } => format!(
-                "awaits future {} ({fut:#x}) that only task {who} refers to",
-                escape(name.as_deref().unwrap_or("?"))
-            ),
-        });
-    }
-    if let Some(l) = &t.waits_lock {
-        return Some(format!(
-            "waits for asyncio.Lock {} ({:#x}), holder unknown (taken outside `async with`)",
-            escape(l.name.as_deref().unwrap_or("?")),
-            l.addr
-        ));
-    }
-    t.label.as_ref().map(|l| format!("waits in {}", escape(l)))
-}
 
 /// Every loop and its tasks, for `dump`; `py` gives the loop threads'
 /// stacks (what a loop out of its selector is running).

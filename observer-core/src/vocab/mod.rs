@@ -6,5 +6,7 @@ pub mod asyncio;
 pub mod frames;
 pub mod gil;
 pub mod hooks;
+pub mod locks;
 pub mod python;
 pub mod syscalls;
+pub mod text;
