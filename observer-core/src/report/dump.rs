@@ -12,67 +12,30 @@ use crate::{
     model::Model,
 };
 
-pub const SCHEMA: &str = "observer.dump/1";
-
-#[derive(Serialize)]
-pub struct Dump<'a> {
-    pub schema: &'static str,
-    pub version: &'static str,
-    pub tgid: u32,
-    /// The process dumped: what it runs, and when it started (as in the
-    /// report's `processes[]`).
-    pub processes: Vec<ProcessId>,
-    pub findings: &'a [Finding],
-    pub threads: Vec<ThreadState>,
-    /// CPython: the interpreter version, and why locks were not read if so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub python: Option<PythonState>,
+/// What the text says of the interpreter.
+struct PythonState {
+    version: String,
+    unsupported: Option<String>,
+    limited: Option<String>,
 }
 
-/// What a process runs, and which process of the boot it is.
-#[derive(Serialize)]
-pub struct ProcessId {
-    pub tgid: u32,
-    pub cmdline: Vec<String>,
-    pub exe: Option<String>,
-    pub comm: Option<String>,
-    /// ns since boot (/proc/PID/stat `starttime`).
-    pub start_time_ns: Option<u64>,
-}
-
-#[derive(Serialize)]
-pub struct PythonState {
-    pub version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unsupported: Option<String>,
-    /// What was not read (a version newer than the layouts known).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limited: Option<String>,
-    /// Event loops and their tasks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asyncio: Option<crate::vocab::asyncio::AsyncView>,
-}
-
-#[derive(Serialize)]
 pub struct ThreadState {
     pub tid: u32,
     pub name: String,
     /// Null when the thread is not in a futex wait.
     pub wait: Option<WaitState>,
     /// CPython threads: the Python stack (innermost first) and locks.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub python_frames: Option<Vec<crate::vocab::frames::PyFrame>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<crate::vocab::python::PyThreadInfo>,
     /// `dump --native`: the stack in the order it ran, innermost first:
     /// every native frame (read from the thread's registers and stack;
     /// empty when it is running) and, for a CPython thread, each Python
     /// frame where the eval loop runs it (`kind`: native/python).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub frames: Vec<crate::vocab::frames::StackFrame>,
 }
 
-#[derive(Serialize)]
+/// A thread's futex wait now: what it is on, and who holds it.
+#[derive(Clone, Debug, Serialize)]
 pub struct WaitState {
     pub uaddr: u64,
     pub op: String,
@@ -127,27 +90,19 @@ fn states(model: &Model, native: bool) -> (u32, Vec<ThreadState>) {
     (p.tgid, threads)
 }
 
-pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> Dump<'a> {
-    let (tgid, threads) = states(model, native);
-    Dump {
-        schema: SCHEMA,
-        version: env!("CARGO_PKG_VERSION"),
-        tgid,
-        processes: model
-            .processes
-            .values()
-            .map(|p| ProcessId {
-                tgid: p.tgid,
-                cmdline: p.cmdline.clone(),
-                exe: p.exe.clone(),
-                comm: p.comm().map(str::to_string),
-                start_time_ns: p.start_time_ns,
-            })
-            .collect(),
-        findings,
-        threads,
-        python: python_state(model),
+/// `dump --format json`: the report every mode writes (observer.report/1,
+/// mode "dump"), with each live thread's futex wait now and, with
+/// `--native`, its stack in the order it ran.
+pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> super::json::Report<'a> {
+    let mut r = super::json::build(model, "dump", &[], findings);
+    let (_, states) = states(model, native);
+    for t in &mut r.threads {
+        if let Some(st) = states.iter().find(|s| s.tid == t.tid) {
+            t.wait = st.wait.clone();
+            t.frames = st.frames.clone();
+        }
     }
+    r
 }
 
 fn python_state(model: &Model) -> Option<PythonState> {
@@ -156,7 +111,6 @@ fn python_state(model: &Model) -> Option<PythonState> {
         version: v.version.clone(),
         unsupported: v.unsupported.clone(),
         limited: v.limited.clone(),
-        asyncio: v.asyncio.clone(),
     })
 }
 

@@ -100,6 +100,21 @@ pub struct ProcessOut {
     /// CPython: GIL accounting and the verdict (report/gil.rs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<super::gil::ProcessGil>,
+    /// CPython: the interpreter as last read, and what was not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<Interpreter>,
+}
+
+/// `processes[].interpreter`.
+#[derive(Serialize)]
+pub struct Interpreter {
+    pub version: String,
+    /// Why its locks were not read (an unknown layout, a free-threaded build).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
+    /// What was not read (a version newer than the tables: names and stacks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -130,6 +145,12 @@ pub struct ThreadOut {
     /// on ("waiting for work on Queue jobs"). State, not a finding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<String>,
+    /// `dump`: its futex wait now (none: not in one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<super::dump::WaitState>,
+    /// `dump --native`: its stack in the order it ran, innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<crate::vocab::frames::StackFrame>,
 }
 
 /// `threads[].python`: what the interpreter showed, and GIL accounting.
@@ -205,6 +226,11 @@ pub fn build<'a>(
                     .is_some_and(|a| !a.loops.is_empty()))
             .then(|| p.loop_stalls.clone()),
             python: super::gil::process_json(model, p),
+            interpreter: p.python.as_ref().map(|v| Interpreter {
+                version: v.version.clone(),
+                unsupported: v.unsupported.clone(),
+                limited: v.limited.clone(),
+            }),
         });
         let mut gil = super::gil::threads_json(model, p);
         let idle: std::collections::HashMap<u32, String> = if p.exit_status.is_none() {
@@ -256,6 +282,8 @@ pub fn build<'a>(
                 python,
                 joined_by: t.joined_by,
                 idle: t.alive().then(|| idle.get(&t.tid).cloned()).flatten(),
+                wait: None,
+                frames: Vec::new(),
             });
         }
         let mut locks: Vec<_> = p.locks.values().collect();
