@@ -32,10 +32,10 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64, names: &mut dyn N
     let mut engine = Engine::new(limits, ());
     let mut have_maps = false;
     // Names the live run could not give, from the recorded mappings.
-    let name = |m: &mut Model, names: &mut dyn Namer, have_maps: bool| {
+    let name = |e: &mut Engine, names: &mut dyn Namer, have_maps: bool| {
         if have_maps {
-            for e in names.names(m) {
-                m.apply(&e);
+            for ev in names.names(&e.model) {
+                apply(e, &ev);
             }
         }
     };
@@ -53,7 +53,7 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64, names: &mut dyn N
                 ev.ts_ns().is_some_and(|t| t != at) && !matches!(ev, Event::Mappings { .. });
             if matches!(ev, Event::Scan { .. }) || later {
                 if !rejected {
-                    name(&mut engine.model, names, have_maps);
+                    name(&mut engine, names, have_maps);
                     engine.check(at);
                 }
                 pending = None;
@@ -67,7 +67,7 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64, names: &mut dyn N
         }
         match ev {
             Event::Scan { ts_ns } => {
-                engine.model.apply(ev);
+                apply(&mut engine, ev);
                 pending = Some((*ts_ns, false));
             }
             _ if !scans => {
@@ -76,23 +76,29 @@ pub fn replay(events: &[Event], limits: Limits, check_ns: u64, names: &mut dyn N
                     .filter(|&ts| ts >= last_check.saturating_add(check_ns))
                 {
                     if last_check != 0 {
-                        name(&mut engine.model, names, have_maps);
+                        name(&mut engine, names, have_maps);
                         let now = engine.model.last_ns;
                         engine.check(now);
                     }
                     last_check = ts;
                 }
-                engine.model.apply(ev);
+                apply(&mut engine, ev);
             }
-            _ => engine.model.apply(ev),
+            _ => apply(&mut engine, ev),
         }
     }
     if let Some((at, false)) = pending {
-        name(&mut engine.model, names, have_maps);
+        name(&mut engine, names, have_maps);
         engine.check(at);
     }
-    name(&mut engine.model, names, have_maps);
+    name(&mut engine, names, have_maps);
     let end = engine.model.last_ns;
     engine.finish(end);
     engine
+}
+
+/// Replay feeds the engine as a live run does (`Engine::apply`); its sink
+/// is `()`, which cannot fail.
+fn apply(engine: &mut Engine, ev: &Event) {
+    let _ = engine.apply(ev);
 }
