@@ -183,7 +183,7 @@ fn parse_and_judge(text: &[u8]) {
         .map_or(Limits::new(5_000_000_000), |h| h.limits());
     let check = rec.header.as_ref().map_or(25_000_000, |h| h.check_ns());
     let long_wait_ns = limits.long_wait_ns;
-    let (m, findings) = crate::recording::judge(&rec.events, limits, check);
+    let (m, findings) = crate::recording::judge(&rec.events, limits, check, &mut ());
     let _ = crate::report::findings::all(&findings);
     let _ = crate::report::text::summary(&m, long_wait_ns);
     let r = crate::report::json::build(&m, "replay", &[], &findings);

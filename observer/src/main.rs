@@ -2,21 +2,14 @@
 
 mod cli;
 mod daemon;
-mod detect;
-mod engine;
-mod event;
 mod exit;
 #[cfg(test)]
 mod fuzz;
-mod graph;
 #[cfg(test)]
 mod man;
-mod model;
 mod probe;
 mod python;
 mod recording;
-mod replay;
-mod report;
 mod session;
 mod source;
 mod symbol;
@@ -25,6 +18,9 @@ mod sys;
 mod testenv;
 
 use std::process::ExitCode;
+
+// The analysis core, at the paths the binary has always used.
+use observer_core::{detect, engine, event, graph, model, replay, report};
 
 use anyhow::{Context, Result};
 use clap::Parser;

@@ -20,6 +20,30 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
+/// A small /proc file's text in one read (plus the one that sees its end):
+/// `fs::read_to_string` would also stat it and probe with tiny reads, and
+/// /proc files report size 0. Per-thread files are read on every scan.
+pub fn read_proc(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    // Not File::read_to_end: it stats and seeks the file for a size hint.
+    let mut buf = vec![0u8; 1024];
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize(n * 2, 0);
+        }
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
+}
+
 /// Fails with one clear line unless we may load tracing BPF programs.
 pub fn check_privileges() -> Result<()> {
     let caps = effective_caps();

@@ -227,7 +227,7 @@ fn run_then_stop(py: &str, fixture: &str, fargs: &[&str]) -> (Proc, ExitStatus, 
 /// Every task in `names` is suspended at `line` in a dump.
 fn all_at(r: &Value, names: [&str; 2], line: u64) -> bool {
     names.iter().all(|n| {
-        tasks(&r["python"]["asyncio"])
+        tasks(&r["processes"][0]["asyncio"])
             .iter()
             .any(|t| t["name"] == *n && t["chain"][0]["line"] == line)
     })
@@ -240,7 +240,11 @@ fn lock_abba_dump() {
         let p = start(py, ABBA, &[]);
         let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
         assert_eq!(code, Some(EXIT_HANG));
-        check_abba(label, await_cycle(&r["findings"]), &r["python"]["asyncio"]);
+        check_abba(
+            label,
+            await_cycle(&r["findings"]),
+            &r["processes"][0]["asyncio"],
+        );
         let text = dump_text(p.pid());
         assert!(
             text.contains("Found one asyncio await cycle (2 tasks)"),
@@ -319,7 +323,11 @@ fn eager_lock_abba_dump() {
         let p = start(py, ABBA, &["eager"]);
         let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
         assert_eq!(code, Some(EXIT_HANG));
-        check_abba(label, await_cycle(&r["findings"]), &r["python"]["asyncio"]);
+        check_abba(
+            label,
+            await_cycle(&r["findings"]),
+            &r["processes"][0]["asyncio"],
+        );
     }
 }
 
@@ -397,14 +405,14 @@ fn event_gather_dump() {
     for (label, py) in pythons() {
         let p = start(py, EVENT, &[]);
         let (code, r) = dump_until(p.pid(), label, |_, r| {
-            tasks(&r["python"]["asyncio"])
+            tasks(&r["processes"][0]["asyncio"])
                 .iter()
                 .filter(|t| t["label"] == "Event.wait on ready")
                 .count()
                 == 3
         });
         assert_eq!(code, Some(0), "{label}: no hang finding");
-        check_event(label, &r, &r["python"]["asyncio"], &p.stdout);
+        check_event(label, &r, &r["processes"][0]["asyncio"], &p.stdout);
         let text = dump_text(p.pid());
         assert!(text.contains("waits in Event.wait on ready"), "{text}");
         assert!(
@@ -448,11 +456,11 @@ fn blocked_loop_dump() {
                 .any(|t| t["python_frames"][0]["function"] == "handle")
         });
         assert_eq!(
-            r["python"]["asyncio"]["loops"][0]["polling"], false,
+            r["processes"][0]["asyncio"]["loops"][0]["polling"], false,
             "{label}"
         );
         assert_eq!(code, Some(0), "{label}");
-        let l = &r["python"]["asyncio"]["loops"][0];
+        let l = &r["processes"][0]["asyncio"]["loops"][0];
         assert_eq!(
             l["tid"],
             p.pid(),
@@ -460,7 +468,7 @@ fn blocked_loop_dump() {
         );
         let cur = l["current"].as_u64().unwrap();
         assert_eq!(
-            task(&r["python"]["asyncio"], "slow-handler")["addr"],
+            task(&r["processes"][0]["asyncio"], "slow-handler")["addr"],
             cur,
             "{label}"
         );
@@ -482,7 +490,7 @@ fn blocked_loop_dump() {
         assert!(text.contains(&want), "{label}: {text}");
         // The waiting task is shown with where it awaits.
         assert_eq!(
-            task(&r["python"]["asyncio"], "ticker")["label"],
+            task(&r["processes"][0]["asyncio"], "ticker")["label"],
             "asyncio.sleep"
         );
     }
@@ -565,7 +573,7 @@ fn healthy_server_dump() {
             let (code, r) = dump(p.pid());
             assert_eq!(code, Some(0), "{label}");
             no_finding(label, &r);
-            let a = &r["python"]["asyncio"];
+            let a = &r["processes"][0]["asyncio"];
             for i in 0..8 {
                 assert_eq!(
                     task(a, &format!("client-{i}"))["state"],
@@ -752,7 +760,7 @@ fn future_cycle_dump() {
         let p = start(py, HANDSHAKE, &[]);
         let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
         assert_eq!(code, Some(EXIT_HANG));
-        let a = &r["python"]["asyncio"];
+        let a = &r["processes"][0]["asyncio"];
         check_handshake(label, await_cycle(&r["findings"]), a, &p.stdout);
         let text = dump_text(p.pid());
         assert!(
@@ -791,7 +799,7 @@ fn future_shared_dump() {
             all_at(r, ["client", "server"], await_line())
         });
         assert_eq!(code, Some(0), "{label}: no hang finding");
-        check_shared(label, &r, &r["python"]["asyncio"]);
+        check_shared(label, &r, &r["processes"][0]["asyncio"]);
     }
 }
 
@@ -834,7 +842,7 @@ fn one_future_dump() {
         let line = line_of(ONE_FUTURE, "    await ready");
         let (code, r) = dump_until(p.pid(), label, |_, r| all_at(r, ["first", "second"], line));
         assert_eq!(code, Some(0), "{label}: no hang finding");
-        check_one_future(label, &r, &r["python"]["asyncio"]);
+        check_one_future(label, &r, &r["processes"][0]["asyncio"]);
     }
 }
 

@@ -633,7 +633,8 @@ fn dump_of_a_healthy_process() {
     p.wait_stdout(T, |l| l == "ready");
     let (code, d) = dump_json(p.pid());
     assert_eq!(code, 0);
-    assert_eq!(d["schema"], "observer.dump/1");
+    assert_eq!(d["schema"], "observer.report/1");
+    assert_eq!(d["mode"], "dump");
     assert!(d["findings"].as_array().unwrap().is_empty());
     assert_eq!(d["threads"].as_array().unwrap().len(), 3);
     let text = observer()

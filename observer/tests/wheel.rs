@@ -77,6 +77,10 @@ fn built_wheel() -> Option<PathBuf> {
     let inputs = [
         "observer/src",
         "observer/Cargo.toml",
+        "observer-core/src",
+        "observer-core/Cargo.toml",
+        "observer-abi/src",
+        "observer-abi/Cargo.toml",
         "observer-ebpf/src",
         "observer-ebpf/build.rs",
         "observer-ebpf/Cargo.toml",

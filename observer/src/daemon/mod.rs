@@ -104,11 +104,9 @@ pub fn check_config(path: &Path) -> u8 {
 
 /// The flight recorder is the engine's event sink: it keeps what a
 /// `--record` of the process would have, for its last seconds.
-impl EventSink for Option<FlightRecorder> {
+impl EventSink for FlightRecorder {
     fn event(&mut self, _: &Model, ev: &Event) -> Result<()> {
-        if let Some(r) = self {
-            r.push(ev);
-        }
+        self.push(ev);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reader::{Live, Mem, Reader, u64_at};
 use crate::event::{Event, Wait};
+pub use observer_core::vocab::gil::{GilStatus, GilTally, ThreadTally};
 
 /// Field offsets of `_gil_runtime_state` (x86_64/aarch64 glibc; identical
 /// in 3.11-3.13 default builds, see gil_offsets.c).
@@ -89,53 +90,6 @@ pub fn locate<M: Mem>(mem: &M, find: Find, interp: u64) -> Option<GilAddr> {
     // interval is in microseconds (5000 by default; sys.setswitchinterval
     // accepts any positive float); locked is -1 before the GIL is created.
     ((1..=60_000_000).contains(&interval) && (-1..=1).contains(&locked)).then_some(GilAddr { addr })
-}
-
-/// What the observer could say about a process's GIL.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum GilStatus {
-    Located {
-        addr: u64,
-    },
-    /// A free-threaded build.
-    NoGil,
-    /// A layout not known (another version) or a GIL that did not look right.
-    Unknown {
-        why: String,
-    },
-}
-
-/// One thread's cumulative tally since it was first sampled.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreadTally {
-    pub tid: u32,
-    /// Samples taken while the thread was a Python thread.
-    pub samples: u64,
-    /// ...in which it sat in a futex wait on the GIL.
-    pub gil_wait: u64,
-    /// ...in which it held the GIL (`locked` and `last_holder` its tstate).
-    pub held: u64,
-    /// ...in which it waited on another futex: (lock, samples). For a
-    /// 3.13 parking-lot wait the lock is the parked-on address.
-    pub lock_waits: Vec<(u64, u64)>,
-    /// schedstat deltas since `sched_from_ns`.
-    pub sched_from_ns: u64,
-    pub sched_to_ns: u64,
-    pub cpu_ns: u64,
-    pub runq_ns: u64,
-    /// Times it was scheduled in: 0 means it never woke.
-    pub slices: u64,
-}
-
-/// A CPython process's cumulative tally (the payload of `Event::PyGil`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GilTally {
-    /// "3.12.1".
-    pub version: String,
-    pub status: GilStatus,
-    pub samples: u64,
-    pub threads: Vec<ThreadTally>,
 }
 
 /// A CPython interpreter as py-spy found it.
@@ -391,7 +345,7 @@ fn lock_key(w: &Wait, parking_lot: bool) -> u64 {
 
 /// (on-CPU ns, run-queue ns, timeslices) of a thread.
 fn schedstat(tgid: u32, tid: u32) -> Option<(u64, u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{tgid}/task/{tid}/schedstat")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{tgid}/task/{tid}/schedstat"))?;
     let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
     Some((it.next()??, it.next()??, it.next()??))
 }

@@ -15,7 +15,7 @@ static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 /// Where section `name` is loaded in process `pid`: in the first mapped
 /// file whose name contains `files[0]`, else `files[1]`, ... that has it.
 pub fn find(pid: u32, name: &str, files: &[&str]) -> Option<u64> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let maps = crate::sys::read_proc(&format!("/proc/{pid}/maps"))?;
     // Each file's mapping of its first page: (start, end, path).
     let heads: Vec<(u64, u64, &str)> = maps
         .lines()

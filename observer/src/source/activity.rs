@@ -27,10 +27,10 @@ pub struct Activity {
 /// Timeslices run so far: schedstat's third field, or the context switch
 /// counts where schedstat is missing.
 fn slices(pid: u32, tid: Tid) -> Option<u64> {
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")) {
+    if let Some(s) = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/schedstat")) {
         return s.split_whitespace().nth(2)?.parse().ok();
     }
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/status"))?;
     let n: u64 = s
         .lines()
         .filter(|l| l.contains("ctxt_switches:"))
@@ -44,7 +44,7 @@ fn slices(pid: u32, tid: Tid) -> Option<u64> {
 /// kernel shows it (CONFIG_SCHED_DEBUG). Orders the last runs of threads
 /// that a once-a-second sample sees change in the same interval.
 fn last_run(pid: u32, tid: Tid) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/sched"))?;
     let v = s
         .lines()
         .find(|l| l.starts_with("se.exec_start"))?
@@ -127,46 +127,4 @@ impl Activity {
         }
         self.seen.retain(|k, _| alive.contains_key(k));
     }
-}
-
-/// Names of the syscalls a thread is usually stuck in (x86_64 numbers).
-pub fn syscall_name(nr: i64) -> String {
-    #[cfg(target_arch = "x86_64")]
-    let name = match nr {
-        0 => "read",
-        1 => "write",
-        7 => "poll",
-        17 => "pread64",
-        19 => "readv",
-        23 => "select",
-        34 => "pause",
-        35 => "nanosleep",
-        43 => "accept",
-        45 => "recvfrom",
-        47 => "recvmsg",
-        61 => "wait4",
-        65 => "semop",
-        70 => "msgrcv",
-        72 => "fcntl",
-        73 => "flock",
-        128 => "rt_sigtimedwait",
-        130 => "rt_sigsuspend",
-        202 => "futex",
-        208 => "io_getevents",
-        230 => "clock_nanosleep",
-        232 => "epoll_wait",
-        247 => "waitid",
-        270 => "pselect6",
-        271 => "ppoll",
-        281 => "epoll_pwait",
-        288 => "accept4",
-        299 => "recvmmsg",
-        426 => "io_uring_enter",
-        441 => "epoll_pwait2",
-        449 => "futex_waitv",
-        _ => return format!("syscall {nr}"),
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let name = return format!("syscall {nr}");
-    name.to_string()
 }

@@ -183,10 +183,10 @@ struct Sched {
 
 fn sched(pid: u32, tid: u32) -> Option<Sched> {
     let dir = format!("/proc/{pid}/task/{tid}");
-    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let stat = crate::sys::read_proc(&format!("{dir}/stat"))?;
     // The state follows the last ')' (the name may hold anything).
     let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-    let ss = std::fs::read_to_string(format!("{dir}/schedstat")).ok()?;
+    let ss = crate::sys::read_proc(&format!("{dir}/schedstat"))?;
     let mut it = ss.split_whitespace();
     Some(Sched {
         runnable: state == "R",
@@ -197,7 +197,7 @@ fn sched(pid: u32, tid: u32) -> Option<Sched> {
 
 /// Whether thread `tid` of `pid` sits in epoll_wait now (/proc; no BPF).
 pub fn in_selector(pid: u32, tid: u32) -> Option<bool> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let s = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/syscall"))?;
     let nr: i64 = s.split_whitespace().next()?.parse().ok()?;
     Some(EPOLL_NRS.contains(&nr))
 }

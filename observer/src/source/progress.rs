@@ -135,7 +135,7 @@ fn parents() -> Vec<(u32, u32)> {
     };
     dir.filter_map(|e| {
         let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let stat = crate::sys::read_proc(&format!("/proc/{pid}/stat"))?;
         Some((pid, stat_fields(&stat)?.get(1)?.parse().ok()?))
     })
     .collect()
@@ -148,10 +148,10 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 
 /// Nanoseconds the thread has run on a CPU.
 fn on_cpu_ns(pid: u32, tid: Tid) -> Option<u64> {
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")) {
+    if let Some(s) = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/schedstat")) {
         return s.split_whitespace().next()?.parse().ok();
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    let stat = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/stat"))?;
     let f = stat_fields(&stat)?;
     // utime and stime are fields 14 and 15 (state is 3).
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;

@@ -32,6 +32,36 @@ pub fn read_mem(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     (n == len as isize).then_some(buf)
 }
 
+/// Reads the `n` pages of `size` bytes from `addr` on, one remote iovec
+/// per page (the kernel splits no iovec, so a hole costs only its pages):
+/// the pages from `addr` up to the first unreadable one.
+pub fn read_pages(pid: u32, addr: u64, size: usize, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; size * n];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote: Vec<libc::iovec> = (0..n)
+        .map(|i| libc::iovec {
+            iov_base: (addr + (i * size) as u64) as *mut libc::c_void,
+            iov_len: size,
+        })
+        .collect();
+    // SAFETY: as in `read_mem`; `remote` outlives the call.
+    let got = unsafe {
+        libc::process_vm_readv(
+            pid as libc::pid_t,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    buf.truncate(got.max(0) as usize);
+    buf
+}
+
 /// The words around a futex word, laid out as the BPF side copies them.
 pub fn read_words(pid: u32, uaddr: u64) -> Option<(u64, Vec<u8>)> {
     let base = (uaddr & !7) - OBS_WORDS_BEFORE as u64;

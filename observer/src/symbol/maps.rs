@@ -13,83 +13,9 @@ use std::{
     sync::Arc,
 };
 
-use serde::{Deserialize, Serialize};
-
+use super::MapEntry;
 use super::elf::{ElfInfo, FileKey};
-
-/// One line of /proc/PID/maps. File mappings are also recorded (the
-/// `mappings` event) so that addresses can be symbolized from the files
-/// after the process is gone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MapEntry {
-    pub start: u64,
-    pub end: u64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub read: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub write: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub exec: bool,
-    pub offset: u64,
-    pub dev: (u32, u32),
-    pub inode: u64,
-    /// The path column as the kernel prints it (may end in " (deleted)",
-    /// may be a pseudo name like "[stack]"); empty for anonymous memory.
-    pub path: String,
-    /// The file's GNU build-id (hex), which tells whether the file found at
-    /// `path` later is still the one that was mapped. Empty when unknown.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub build_id: String,
-}
-
-impl MapEntry {
-    pub(super) fn is_file(&self) -> bool {
-        self.inode != 0 && self.path.starts_with('/')
-    }
-}
-
-/// Parses the text of /proc/PID/maps. Malformed lines are skipped.
-pub(super) fn parse_maps(text: &str) -> Vec<MapEntry> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &str) -> Option<MapEntry> {
-    // "start-end perms offset major:minor inode   path"; the path may hold spaces.
-    let mut rest = line;
-    let mut field = || {
-        let s = rest.trim_start_matches(' ');
-        let end = s.find(' ').unwrap_or(s.len());
-        let (f, r) = s.split_at(end);
-        rest = r;
-        f
-    };
-    let range = field();
-    let perms = field().as_bytes().to_vec();
-    let offset = field();
-    let dev = field();
-    let inode = field();
-    let path = rest.trim_start_matches(' ').to_string();
-    let (start, end) = range.split_once('-')?;
-    let (major, minor) = dev.split_once(':')?;
-    if perms.len() < 3 {
-        return None;
-    }
-    Some(MapEntry {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
-        read: perms[0] == b'r',
-        write: perms[1] == b'w',
-        exec: perms[2] == b'x',
-        offset: u64::from_str_radix(offset, 16).ok()?,
-        dev: (
-            u32::from_str_radix(major, 16).ok()?,
-            u32::from_str_radix(minor, 16).ok()?,
-        ),
-        inode: inode.parse().ok()?,
-        path,
-        build_id: String::new(),
-    })
-}
+pub(super) use observer_core::vocab::frames::parse_maps;
 
 /// A mapped ELF file (or the vDSO) in one process.
 #[derive(Clone, Debug)]

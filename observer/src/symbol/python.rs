@@ -6,15 +6,8 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::maps::MapEntry;
-
-/// One Python frame, innermost first. `file` and `function` are target data.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PyFrame {
-    pub function: String,
-    pub file: String,
-    pub line: i32,
-}
+use super::{MapEntry, PyFrame};
+pub(super) use observer_core::vocab::frames::is_python_file;
 
 /// A Python thread: its OS thread id, its `threading` name and its stack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,18 +22,6 @@ pub struct PyThread {
     /// Python-to-Python calls in one C call). Empty: not known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<bool>,
-}
-
-/// Whether a mapping names a CPython interpreter binary or libpython.
-pub(super) fn is_python_file(path: &str) -> bool {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let base = base.strip_suffix(" (deleted)").unwrap_or(base);
-    // python, python3, python3.11, python3.13t, libpython3.11.so.1.0, ...
-    let rest = base.strip_prefix("lib").unwrap_or(base);
-    let Some(ver) = rest.strip_prefix("python") else {
-        return false;
-    };
-    ver.is_empty() || ver.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// True when the interpreter is a free-threaded build (python3.13t).
