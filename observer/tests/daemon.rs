@@ -1140,6 +1140,24 @@ fn gone(pid: u32) -> bool {
     })
 }
 
+/// A process group, SIGKILLed on drop unless disarmed.
+struct Group(Option<u32>);
+
+impl Group {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            // SAFETY: plain kill(2) of a group this test made.
+            unsafe { libc::kill(-(g as i32), libc::SIGKILL) };
+        }
+    }
+}
+
 /// `hang_after` in a daemon rule (issue 25). Under one rule: a C program
 /// whose threads all block (a consumer on an empty queue, main joining it)
 /// gets exactly one `process_hung` report naming both threads, and keeps
@@ -1205,10 +1223,16 @@ fn daemon_hang_after() {
     std::fs::copy("/bin/sh", &sh).unwrap();
     let child = copy_as("hang_consumer", &tmp.path().join("plain"), "obsd-child");
     let mut wrap = Proc::spawn({
+        use std::os::unix::process::CommandExt;
         let mut c = Command::new(&sh);
-        c.arg("-c").arg(format!("{}; exit 0", child.display()));
+        c.arg("-c")
+            .arg(format!("{}; exit 0", child.display()))
+            .process_group(0);
         c
     });
+    // Should the test fail before the daemon kills them, the shell's child
+    // goes too (Proc kills only the shell).
+    let group = Group(Some(wrap.pid()));
 
     // The blocked C program: one report within the duration plus a scan
     // and the report's reads, naming both threads; it runs on.
@@ -1291,6 +1315,7 @@ fn daemon_hang_after() {
             "pid {wpid}: killed with 1 descendants (kill_on_hang)"
         ))
     });
+    group.disarm();
 
     // Busy and periodic: not hung, their own exit, nothing reported,
     // though watched with the rule's duration.
