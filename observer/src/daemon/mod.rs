@@ -155,8 +155,9 @@ struct Daemon {
     last_drops: Drops,
     /// The probes were loaded with the deep tier.
     deep: bool,
-    /// Forks of watched processes, looked at on the next sample if they
-    /// still live: a fork storm of short-lived children costs nothing more.
+    /// Forks of watched processes, and execs caught before their arguments
+    /// were set up, looked at on the next sample if they still live: a fork
+    /// storm of short-lived children costs nothing more.
     pending_forks: Vec<u32>,
     /// Selected but skipped at max_processes: counted and logged once, and
     /// watched if a slot frees while they live (forgotten when they exit).
@@ -210,6 +211,14 @@ impl Daemon {
         };
         // Kernel threads have no executable and no futexes of interest.
         if info.exe.is_none() {
+            return;
+        }
+        // Caught mid-exec (a rename note): its command line is not there
+        // yet. The exec note follows; the next sample looks again too.
+        if procfs::mid_exec(pid) {
+            if self.pending_forks.len() < MAX_PENDING_FORKS {
+                self.pending_forks.push(pid);
+            }
             return;
         }
         let Some(w) = self.selector.select(&info) else {

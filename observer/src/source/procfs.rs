@@ -68,6 +68,20 @@ pub fn start_event(pid: u32, ts_ns: u64, attached: bool) -> Event {
     }
 }
 
+/// Whether `pid` is in the middle of an exec: its new memory is mapped but
+/// its arguments are not set up yet (/proc/PID/stat `arg_start` is 0), so
+/// /proc shows an empty command line. A rename note comes from that window
+/// (exec sets the new name before it copies the arguments).
+pub fn mid_exec(pid: u32) -> bool {
+    crate::sys::read_proc(&format!("/proc/{pid}/stat"))
+        .and_then(|s| {
+            // Fields follow the last ')'; arg_start is field 48 (3 is the state).
+            let rest = s.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(48 - 3)?.parse::<u64>().ok()
+        })
+        .is_some_and(|a| a == 0)
+}
+
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/task")).exists()
 }
@@ -164,4 +178,15 @@ pub fn python_libs(pid: u32) -> Vec<std::path::PathBuf> {
     libs.into_iter()
         .map(|l| std::path::PathBuf::from(format!("/proc/{pid}/root{l}")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A running process has its arguments (arg_start set); a missing one
+    /// is not mid-exec either.
+    #[test]
+    fn a_settled_process_is_not_mid_exec() {
+        assert!(!super::mid_exec(std::process::id()));
+        assert!(!super::mid_exec(u32::MAX));
+    }
 }
