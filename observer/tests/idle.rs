@@ -701,3 +701,171 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();
 }
+
+/// `dump` of `pid` until it finds a hang (exit 3): its JSON.
+fn dump_until_hang(label: &str, pid: u32) -> Value {
+    let end = Instant::now() + T;
+    loop {
+        let out = observer()
+            .args(["dump", "--format", "json", "-p", &pid.to_string()])
+            .output()
+            .unwrap();
+        if out.status.code() == Some(3) {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < end, "{label}: no hang: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// 1-based line of the fixture's line that is exactly `text`.
+fn line_of(fixture: &str, text: &str) -> u64 {
+    let src = std::fs::read_to_string(python_fixture(fixture)).unwrap();
+    src.lines()
+        .position(|l| l == text)
+        .unwrap_or_else(|| panic!("{fixture}.py has no line {text:?}")) as u64
+        + 1
+}
+
+/// The line of the innermost frame of `function` in a thread's Python stack.
+fn frame_line(t: &Value, function: &str) -> Option<u64> {
+    t["python_frames"]
+        .as_array()?
+        .iter()
+        .find(|f| f["function"] == function)?["line"]
+        .as_u64()
+}
+
+/// Main waits in `fut.result()` for the job a ThreadPoolExecutor worker
+/// runs, which waits forever on an Event nobody sets: the worker, idle as it
+/// looks, holds main up (a long_wait naming both and the future). A worker
+/// that works while main waits, and a pool nobody waits for, give none; a
+/// job that needs the lock main holds while it waits is a deadlock through
+/// the future, and a job that waits for its own future a self-deadlock.
+/// Under every CPython.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_pool_worker_stuck_in_the_job_main_waits_for_is_found() {
+    const FIX: &str = "py_future_wait";
+    let fix = python_fixture(FIX);
+    let fix = fix.to_str().unwrap();
+    for (label, py) in pythons() {
+        let mut procs: Vec<Proc> = ["stuck", "busy", "idle"]
+            .iter()
+            .map(|m| start(&[py, fix, m]))
+            .collect();
+        let dir = tmp();
+        // The three at once, each for the window.
+        let obs: Vec<(Proc, PathBuf)> = procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let rep = dir.path().join(format!("r{i}.json"));
+                let c = attach_cmd(p.pid(), WINDOW.as_secs_f64(), &rep);
+                (Proc::spawn(c), rep)
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for (mut o, rep) in obs {
+            let st = o.wait_exit(T);
+            assert_eq!(st.code(), Some(0), "{label}: a long wait is not a hang");
+            reports.push(read_json(&rep));
+        }
+        // stuck: one long_wait of pool_0, holding main up through `fut`.
+        let out = &procs[0].stdout;
+        let (main, worker) = (tid_of(out, "MainThread"), tid_of(out, "pool_0"));
+        let fut = out
+            .iter()
+            .find_map(|l| l.strip_prefix("future fut 0x"))
+            .map(|h| u64::from_str_radix(h, 16).unwrap())
+            .unwrap_or_else(|| panic!("{label}: no future line: {out:?}"));
+        let r = &reports[0];
+        let f = findings(r);
+        assert_eq!(f.len(), 1, "{label}: {:#?}", summaries(r));
+        let f = &f[0];
+        assert_eq!(f["kind"], "long_wait", "{label}: {f:#}");
+        let tids: Vec<u64> = f["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tid"].as_u64().unwrap())
+            .collect();
+        assert_eq!(tids, vec![u64::from(worker), u64::from(main)], "{label}");
+        let w = &f["threads"][1]["waits_for"];
+        assert_eq!(w["kind"], "future", "{label}: {w:#}");
+        assert_eq!(w["symbol"], "fut", "{label}: {w:#}");
+        assert_eq!(w["addr"], fut, "{label}: {w:#}");
+        let summary = f["summary"].as_str().unwrap();
+        let want = format!(
+            "; thread {main} \"MainThread\" waits for future fut ({fut:#x}), whose work item it runs"
+        );
+        assert!(summary.ends_with(&want), "{label}: {summary}");
+        assert_eq!(
+            frame_line(&f["threads"][0], "fetch"),
+            Some(line_of(FIX, "        gate.wait()")),
+            "{label}: {f:#}"
+        );
+        assert_eq!(
+            frame_line(&f["threads"][1], "main"),
+            Some(line_of(FIX, "    fut.result()")),
+            "{label}: {f:#}"
+        );
+        // busy: main waits for a worker that works.
+        let r = &reports[1];
+        assert!(findings(r).is_empty(), "{label}: busy: {:#?}", summaries(r));
+        let main = tid_of(&procs[1].stdout, "MainThread");
+        assert_eq!(
+            report_thread(r, main)["python"]["label"],
+            "Future.result on fut",
+            "{label}"
+        );
+        // idle: the pool's worker waits for work, nobody waits for it.
+        let r = &reports[2];
+        assert!(findings(r).is_empty(), "{label}: idle: {:#?}", summaries(r));
+        assert_eq!(
+            idle_of(r, tid_of(&procs[2].stdout, "pool_0")),
+            "waiting for work in a ThreadPoolExecutor",
+            "{label}"
+        );
+        for p in &mut procs {
+            p.signal(libc::SIGKILL);
+            p.wait_exit(T);
+        }
+        // cycle: main holds ledger and waits for the job that needs it;
+        // self: the job waits for its own future.
+        for mode in ["cycle", "self"] {
+            let p = start(&[py, fix, mode]);
+            let (m, w) = (
+                u64::from(tid_of(&p.stdout, "MainThread")),
+                u64::from(tid_of(&p.stdout, "pool_0")),
+            );
+            let r = dump_until_hang(label, p.pid());
+            let f = findings(&r);
+            assert_eq!(f.len(), 1, "{label}: {mode}: {:#?}", summaries(&r));
+            assert_eq!(f[0]["kind"], "deadlock", "{label}: {mode}");
+            let edges: Vec<(u64, u64, String, String)> = f[0]["cycle"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["waiter_tid"].as_u64().unwrap(),
+                        e["holder_tid"].as_u64().unwrap(),
+                        e["lock"]["kind"].as_str().unwrap().to_string(),
+                        e["lock"]["symbol"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect();
+            let want = if mode == "cycle" {
+                vec![
+                    (m, w, "future".into(), "fut".into()),
+                    (w, m, "py_lock".into(), "ledger".into()),
+                ]
+            } else {
+                vec![(w, w, "future".into(), "own".into())]
+            };
+            assert_eq!(edges, want, "{label}: {mode}");
+        }
+    }
+    assert_no_programs_left();
+}

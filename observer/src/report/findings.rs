@@ -25,15 +25,33 @@ fn lock(l: &LockInfo) -> String {
     describe_lock(l)
 }
 
-/// "; thread 1 "main" waits for it" (joins it, or waits for a lock it holds).
-fn held_up_by(by: &[Tid], name: &dyn Fn(Tid) -> String) -> String {
+/// "; thread 1 "main" waits for it" (joins it, or waits for a lock it
+/// holds); "...waits for future fut (0x..), whose work item it runs".
+fn held_up_by(f: &Finding, by: &[Tid], name: &dyn Fn(Tid) -> String) -> String {
+    let future = |t: Tid| {
+        f.threads
+            .iter()
+            .find(|x| x.tid == t)
+            .and_then(|x| x.waits_for.as_ref())
+            .filter(|l| l.kind == crate::graph::LockKind::Future)
+    };
     match by {
         [] => String::new(),
-        [one] => format!("; thread {one} \"{}\" waits for it", name(*one)),
+        [one] => match future(*one) {
+            Some(l) => format!(
+                "; thread {one} \"{}\" waits for {}, whose work item it runs",
+                name(*one),
+                describe_lock(l)
+            ),
+            None => format!("; thread {one} \"{}\" waits for it", name(*one)),
+        },
         many => {
             let v: Vec<String> = many
                 .iter()
-                .map(|&t| format!("{t} \"{}\"", name(t)))
+                .map(|&t| match future(t) {
+                    Some(l) => format!("{t} \"{}\" (for {})", name(t), describe_lock(l)),
+                    None => format!("{t} \"{}\"", name(t)),
+                })
                 .collect();
             format!("; threads {} wait for it", v.join(", "))
         }
@@ -72,8 +90,13 @@ pub fn summary(f: &Finding) -> String {
     match &f.detail {
         Detail::Deadlock if f.cycle.len() == 1 => {
             let e = &f.cycle[0];
+            let holds = if e.lock.kind == crate::graph::LockKind::Future {
+                "whose work item it runs itself"
+            } else {
+                "it already holds"
+            };
             format!(
-                "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
+                "thread {} \"{}\" waits for {} {holds} (self-deadlock)",
                 e.waiter_tid,
                 name(e.waiter_tid),
                 describe_lock(&e.lock)
@@ -127,7 +150,7 @@ pub fn summary(f: &Finding) -> String {
                 "thread {tid} \"{tname}\" has waited {since}{} for {}{held}{}",
                 dur(*waited_ns),
                 first_lock(),
-                held_up_by(held_up, &name)
+                held_up_by(f, held_up, &name)
             )
         }
         Detail::ProcessHung {
@@ -175,7 +198,7 @@ pub fn summary(f: &Finding) -> String {
             format!(
                 "thread {tid} \"{tname}\" has not run for {}, blocked in {blocked}{wchan}, while other threads of the process ran{}",
                 dur(*idle_ns),
-                held_up_by(held_up, &name)
+                held_up_by(f, held_up, &name)
             )
         }
         Detail::UnjoinedThread => {
