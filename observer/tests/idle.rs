@@ -391,6 +391,8 @@ impl Service {
             Kind::Python => {
                 let view = has_python_view_of(r, self.pid);
                 if !view {
+                    // Every CPython ./x installs has its Python view read.
+                    assert!(!require_all(), "{label}: no Python view");
                     skip(&format!(
                         "{label}: no Python view; idle threads checked in the native view only"
                     ));
@@ -450,15 +452,24 @@ fn has_python_view_of(r: &Value, pid: u32) -> bool {
     })
 }
 
-/// Kills the processes the launcher started (not our children), unless
-/// their pid was reused meanwhile.
-struct Services(Vec<(u32, u64)>);
+/// Kills, when dropped, the processes the launcher started (not our
+/// children) as listed in its pid file: those still running a command
+/// from the test's directory (a pid reused meanwhile is left alone).
+struct Services {
+    pids: PathBuf,
+    dir: PathBuf,
+}
 
 impl Drop for Services {
     fn drop(&mut self) {
-        for &(pid, start) in &self.0 {
-            let now = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            if now.is_some() && proc_start_time_ns(pid) == start {
+        let list = std::fs::read_to_string(&self.pids).unwrap_or_default();
+        let dir = self.dir.display().to_string();
+        for pid in list
+            .lines()
+            .filter_map(|l| l.split(' ').nth(2)?.parse().ok())
+        {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&dir) {
                 kill(pid);
             }
         }
@@ -520,8 +531,13 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
             vec![link, python_fixture("py_uvloop_server")],
         );
     }
-    // `run` starts them all: a launcher that forks each one, says its pid,
-    // and waits (a SIGINT ends the launcher alone).
+    // `run` starts them all: a launcher that forks each one, says its pid
+    // (and notes it for the guard), and waits (a SIGINT ends the launcher
+    // alone).
+    let guard = Services {
+        pids: dir.path().join("pids"),
+        dir: dir.path().to_path_buf(),
+    };
     let mut script = String::new();
     for (i, s) in svcs.iter().enumerate() {
         let argv: Vec<String> = s
@@ -530,12 +546,20 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
             .map(|a| format!("'{}'", a.display()))
             .collect();
         script += &format!(
-            "{} > '{}' 2>&1 &\necho \"pid {i} $!\"\n",
+            "{} > '{}' 2>&1 &\necho \"pid {i} $!\" >> '{}'\necho \"pid {i} $!\"\n",
             argv.join(" "),
-            s.out.display()
+            s.out.display(),
+            guard.pids.display()
         );
     }
-    script += "echo launched\nexec sleep 3600\n";
+    // Its last sleep runs from the test's directory too, for the guard.
+    let sleep = dir.path().join("launcher-sleep");
+    std::os::unix::fs::symlink("/bin/sleep", &sleep).unwrap();
+    script += &format!(
+        "echo \"pid launcher $$\" >> '{}'\necho launched\nexec '{}' 3600\n",
+        guard.pids.display(),
+        sleep.display()
+    );
     let launcher = dir.path().join("launcher.sh");
     std::fs::write(&launcher, script).unwrap();
     let run_rep = dir.path().join("run.json");
@@ -557,13 +581,10 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
         c
     });
     run.wait_stdout(T, |l| l == "launched");
-    let mut guard = Services(Vec::new());
     for l in &run.stdout {
         if let Some(rest) = l.strip_prefix("pid ") {
             let (i, pid) = rest.split_once(' ').unwrap();
-            let (i, pid): (usize, u32) = (i.parse().unwrap(), pid.parse().unwrap());
-            svcs[i].pid = pid;
-            guard.0.push((pid, proc_start_time_ns(pid)));
+            svcs[i.parse::<usize>().unwrap()].pid = pid.parse().unwrap();
         }
     }
     for s in &mut svcs {
