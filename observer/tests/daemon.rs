@@ -968,16 +968,19 @@ fn daemon_uvloop_server() {
         + 1;
     let tmp = tmp();
     let reports = tmp.path().join("reports");
+    // A name only this test's servers have (other runs on the host use
+    // the fixed ones).
+    let comm = own_comm("uv");
     let cfg = daemon_config(
         tmp.path(),
         &reports,
         "long_wait = 0.5\nstuck = 1\n",
-        &["obsd-uv"],
+        &[&comm],
     );
     let mut d = spawn_daemon(&cfg);
     let mut servers = Vec::new();
     for (i, (label, py)) in uvloop_pythons().into_iter().enumerate() {
-        let link = venv_link(&tmp.path().join(format!("uv{i}")), &py, "obsd-uv");
+        let link = venv_link(&tmp.path().join(format!("uv{i}")), &py, &comm);
         let mut p = Proc::spawn({
             let mut c = Command::new(&link);
             c.arg(python_fixture(SERVER));

@@ -489,13 +489,16 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
     let dir = tmp();
     let reports = dir.path().join("reports");
     let port = free_port();
+    // Names only this test's programs have: other runs on the host use
+    // the fixed ones, and the daemon would watch theirs too.
+    let [c_comm, py_comm, uv_comm, stall_comm] = ["idle", "py", "uv", "stall"].map(own_comm);
     let cfg = daemon_config(
         dir.path(),
         &reports,
         &format!(
             "metrics_listen = \"127.0.0.1:{port}\"\nlong_wait = {LONG_WAIT}\nstuck = {STUCK}\n"
         ),
-        &["obsd-idle", "obsd-py", "obsd-uv", "obsd-stall"],
+        &[&c_comm, &py_comm, &uv_comm, &stall_comm],
     );
     let mut d = spawn_daemon(&cfg);
     let mut svcs = Vec::new();
@@ -513,10 +516,10 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
     add(
         "C pool".into(),
         Kind::CPool,
-        vec![copy_as("idle_pool", &dir.path().join("c"), "obsd-idle")],
+        vec![copy_as("idle_pool", &dir.path().join("c"), &c_comm)],
     );
     for (i, (label, py)) in pythons().into_iter().enumerate() {
-        let link = python_link(&dir.path().join(format!("py{i}")), Path::new(py), "obsd-py");
+        let link = python_link(&dir.path().join(format!("py{i}")), Path::new(py), &py_comm);
         add(
             format!("Python service {label}"),
             Kind::Python,
@@ -524,7 +527,7 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
         );
     }
     for (i, (label, py)) in uvloop_pythons().into_iter().enumerate() {
-        let link = venv_link(&dir.path().join(format!("uv{i}")), &py, "obsd-uv");
+        let link = venv_link(&dir.path().join(format!("uv{i}")), &py, &uv_comm);
         add(
             format!("uvloop server {label}"),
             Kind::Uvloop,
@@ -692,11 +695,11 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
     }
     // Next to them, the hung ones are reported, exactly.
     let stalled = start(&[
-        copy_as("pool_stalled", &dir.path().join("stall"), "obsd-stall")
+        copy_as("pool_stalled", &dir.path().join("stall"), &stall_comm)
             .to_str()
             .unwrap(),
     ]);
-    let sem = start(&[copy_as("sem_lost", &dir.path().join("sem"), "obsd-stall")
+    let sem = start(&[copy_as("sem_lost", &dir.path().join("sem"), &stall_comm)
         .to_str()
         .unwrap()]);
     // (Named by comm: sem_lost's main thread renames itself "main".)

@@ -123,3 +123,12 @@ pub fn venv_link(dir: &Path, venv_python: &Path, name: &str) -> PathBuf {
     std::os::unix::fs::symlink(venv.join("lib"), dir.join("lib")).unwrap();
     python_link(&dir.join("bin"), venv_python, name)
 }
+
+/// A comm for a daemon rule that only this test process's programs have
+/// ("ob4242-py"; at most 15 bytes with a tag of up to 5): a daemon selects
+/// by comm host-wide, and other test runs on the host use the fixed names.
+pub fn own_comm(tag: &str) -> String {
+    let c = format!("ob{}-{tag}", std::process::id());
+    assert!(c.len() <= 15, "{c}: longer than a comm");
+    c
+}
