@@ -857,3 +857,77 @@ fn one_future_run() {
         assert_no_programs_left();
     }
 }
+
+// --- the same await cycles on uvloop's loop ---------------------------------
+
+/// uvloop's tasks are asyncio Tasks and its loop runs in C: the await cycles
+/// above, on uvloop under every CPython that has it, are found the same
+/// way, with both tasks, what each waits for and the lines.
+fn uvloop_pys() -> Vec<(&'static str, String)> {
+    uvloop_pythons()
+        .into_iter()
+        .map(|(l, p)| (l, p.display().to_string()))
+        .collect()
+}
+
+#[test]
+#[ignore]
+fn uvloop_future_cycle_dump() {
+    for (label, py) in uvloop_pys() {
+        let p = start(&py, HANDSHAKE, &["uvloop"]);
+        let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
+        assert_eq!(code, Some(EXIT_HANG));
+        let a = &r["python"]["asyncio"];
+        check_handshake(label, await_cycle(&r["findings"]), a, &p.stdout);
+    }
+}
+
+#[test]
+#[ignore]
+fn uvloop_future_cycle_run() {
+    for (label, py) in uvloop_pys() {
+        let (mut o, dir) = run(&["--kill-on-deadlock"], &py, HANDSHAKE, &["uvloop"]);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        check_handshake(label, f, asyncio_of(&r, f), &o.stdout);
+        assert_no_programs_left();
+    }
+}
+
+#[test]
+#[ignore]
+fn uvloop_lock_abba_run() {
+    for (label, py) in uvloop_pys() {
+        let (mut o, dir) = run(&["--kill-on-deadlock"], &py, ABBA, &["uvloop"]);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        check_abba(label, f, asyncio_of(&r, f));
+        assert_no_programs_left();
+    }
+}
+
+/// `attach` to the hung uvloop program: its tasks are read right away.
+#[test]
+#[ignore]
+fn uvloop_lock_abba_attach() {
+    for (label, py) in uvloop_pys() {
+        let mut p = start(&py, ABBA, &["uvloop"]);
+        let dir = tmp();
+        let mut cmd = observer();
+        cmd.args(["attach", "-q", "--kill-on-deadlock", "--report"])
+            .arg(dir.path().join("r.json"))
+            .args(["-p", &p.pid().to_string()]);
+        let mut o = Proc::spawn(cmd);
+        let st = o.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
+        p.wait_exit(T);
+        let r = read_json(&dir.path().join("r.json"));
+        let f = await_cycle(&r["findings"]);
+        check_abba(label, f, asyncio_of(&r, f));
+        assert_no_programs_left();
+    }
+}

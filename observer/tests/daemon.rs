@@ -7,8 +7,8 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    path::{Path, PathBuf},
+    io::Write,
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -24,25 +24,8 @@ fn observer() -> Command {
     Command::new(observer_bin())
 }
 
-/// A copy of a fixture binary at DIR/NAME, so its comm is NAME.
-fn copy_as(fixture_name: &str, dir: &Path, name: &str) -> PathBuf {
-    let src = fixture(fixture_name);
-    std::fs::create_dir_all(dir).unwrap();
-    let dst = dir.join(name);
-    std::fs::copy(&src, &dst).unwrap();
-    dst
-}
-
 fn start(bin: &Path) -> Proc {
     Proc::spawn(Command::new(bin))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(path: &Path, reports: &Path, port: u16, comm: &str) {
@@ -55,32 +38,6 @@ fn write_config(path: &Path, reports: &Path, port: u16, comm: &str) {
         ),
     )
     .unwrap();
-}
-
-/// Report ids (file names without extension) for process `pid`.
-/// `observer daemon --config CFG`, once it says it started.
-fn spawn_daemon(cfg: &Path) -> Proc {
-    let mut d = Proc::spawn({
-        let mut c = observer();
-        c.args(["daemon", "--config"]).arg(cfg);
-        c
-    });
-    d.wait_stderr(T, |l| l.contains("observer daemon started"));
-    d
-}
-
-fn reports_of(dir: &Path, pid: u32) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
-        .filter(|id| id.split('-').nth(1) == Some(&pid.to_string()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Waits (hard timeout) until `pid` has a report; returns its id.
@@ -172,20 +129,6 @@ fn check_pair(dir: &Path, id: &str, out: &[String], want: &[(&str, &str, &str)])
         let m = std::fs::metadata(dir.join(format!("{id}.{ext}"))).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o640, "{id}.{ext}");
     }
-}
-
-fn http_get(port: u16, accept: Option<&str>) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let extra = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{extra}\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    body.to_owned()
 }
 
 fn metric(body: &str, name: &str) -> f64 {
@@ -876,28 +819,10 @@ fn daemon_uprobes_before_the_loader_maps_libc() {
     assert_no_programs_left();
 }
 
-/// A daemon whose rule names the comm "obsd-py" (see [`python_link`]).
+/// A daemon whose rule names the comm "obsd-py" (the interpreters run
+/// through a link of that name).
 fn python_daemon(tmp: &Path, reports: &Path) -> Proc {
-    let cfg = tmp.join("observer.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "report_dir = {:?}\nmetrics_listen = \"\"\n[[rule]]\ncomm = \"obsd-py\"\n",
-            reports.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    spawn_daemon(&cfg)
-}
-
-/// A link named "obsd-py" to the interpreter `py`: run through it, its
-/// comm is the link's.
-fn python_link(tmp: &Path, i: usize, py: &str) -> PathBuf {
-    let dir = tmp.join(format!("py{i}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("obsd-py");
-    std::os::unix::fs::symlink(py, &link).unwrap();
-    link
+    spawn_daemon(&daemon_config(tmp, reports, "", &["obsd-py"]))
 }
 
 /// A coroutine that calls time.sleep blocks its event loop: the daemon
@@ -919,7 +844,7 @@ fn daemon_event_loop_blocked() {
     let reports = tmp.path().join("reports");
     let mut d = python_daemon(tmp.path(), &reports);
     for (i, (label, py)) in pythons().into_iter().enumerate() {
-        let link = python_link(tmp.path(), i, py);
+        let link = python_link(&tmp.path().join(format!("py{i}")), Path::new(py), "obsd-py");
         // Two stretches of 2 s each.
         let mut p = Proc::spawn({
             let mut c = Command::new(&link);
@@ -992,7 +917,7 @@ fn daemon_await_cycle() {
     let reports = tmp.path().join("reports");
     let mut d = python_daemon(tmp.path(), &reports);
     for (i, (label, py)) in pythons().into_iter().enumerate() {
-        let link = python_link(tmp.path(), i, py);
+        let link = python_link(&tmp.path().join(format!("py{i}")), Path::new(py), "obsd-py");
         let mut p = Proc::spawn({
             let mut c = Command::new(&link);
             c.arg(python_fixture(ABBA));
@@ -1352,6 +1277,103 @@ fn daemon_hang_after() {
     );
     drop(blocked);
 
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// uvloop servers, one per CPython with uvloop, under the daemon: idle, then
+/// under load of fast requests, they leave no report; then one request whose
+/// handler calls time.sleep in its coroutine leaves exactly one
+/// event_loop_blocked report per server, at that line, naming the task.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_uvloop_server() {
+    const SERVER: &str = "py_uvloop_server";
+    /// Long enough that a 0.5 s long wait and a 1 s stuck thread (sampled
+    /// about once a second) would have been reported twice over.
+    const WINDOW: Duration = Duration::from_millis(3500);
+    let src = std::fs::read_to_string(python_fixture(SERVER)).unwrap();
+    let sleep_line = src
+        .lines()
+        .position(|l| l == "            time.sleep(0.5)")
+        .expect("the fixture's time.sleep line") as u64
+        + 1;
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    // A name only this test's servers have (other runs on the host use
+    // the fixed ones).
+    let comm = own_comm("uv");
+    let cfg = daemon_config(
+        tmp.path(),
+        &reports,
+        "long_wait = 0.5\nstuck = 1\n",
+        &[&comm],
+    );
+    let mut d = spawn_daemon(&cfg);
+    let mut servers = Vec::new();
+    for (i, (label, py)) in uvloop_pythons().into_iter().enumerate() {
+        let link = venv_link(&tmp.path().join(format!("uv{i}")), &py, &comm);
+        let mut p = Proc::spawn({
+            let mut c = Command::new(&link);
+            c.arg(python_fixture(SERVER));
+            c
+        });
+        p.wait_stdout(T, |l| l == "ready");
+        let pid = p.pid();
+        d.wait_stderr(T, |l| l.contains(&format!("watching pid {pid} ")));
+        let port = port_of(&p.stdout);
+        servers.push((label, p, port));
+    }
+    // Idle, then every server under load at once.
+    std::thread::sleep(WINDOW);
+    let until = Instant::now() + WINDOW;
+    let clients: Vec<_> = servers
+        .iter()
+        .map(|&(_, _, port)| std::thread::spawn(move || echo_load(port, until)))
+        .collect();
+    for (c, (label, ..)) in clients.into_iter().zip(&servers) {
+        let n = c.join().unwrap();
+        assert!(n > 100, "{label}: only {n} requests");
+    }
+    let ids = report_ids(&reports);
+    assert!(
+        ids.is_empty(),
+        "healthy uvloop servers reported: {ids:#?}\n{}",
+        d.stderr.join("\n")
+    );
+    // One slow request each: one stretch out of the selector each.
+    for (_, _, port) in &servers {
+        echo_once(*port, "sleep");
+    }
+    let file = python_fixture(SERVER).display().to_string();
+    let n = servers.len();
+    for (label, mut p, _) in servers {
+        let pid = p.pid();
+        let id = wait_report_of(&reports, pid, "event_loop_blocked", T, &mut d);
+        p.signal(libc::SIGKILL);
+        p.wait_exit(T);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+        });
+        // Exactly one, seen to the process's end.
+        assert_eq!(reports_of(&reports, pid), vec![id.clone()], "{label}");
+        let r = read_json(&reports.join(format!("{id}.json")));
+        let f = r["findings"].as_array().unwrap();
+        assert_eq!(f.len(), 1, "{label}: {f:#?}");
+        let f = &f[0];
+        assert_eq!(f["kind"], "event_loop_blocked", "{label}: {f:#}");
+        let t = &f["threads"][0];
+        assert_eq!(t["tid"], pid, "{label}: the main thread runs the loop");
+        let top = &t["python_frames"][0];
+        assert_eq!(top["function"], "echo", "{label}: {f:#}");
+        assert_eq!(top["line"], sleep_line, "{label}: {f:#}");
+        assert_eq!(top["file"], file.as_str(), "{label}: {f:#}");
+        let summary = f["summary"].as_str().unwrap();
+        let want = format!("task \"connection\" ran at echo ({file}:{sleep_line})");
+        assert!(summary.ends_with(&want), "{label}: {summary}");
+    }
+    assert_eq!(report_ids(&reports).len(), n, "one report per server");
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();

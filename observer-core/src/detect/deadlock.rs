@@ -50,8 +50,13 @@ pub(super) fn describe(f: &Finding) -> String {
     match &f.detail {
         Detail::Deadlock if f.cycle.len() == 1 => {
             let e = &f.cycle[0];
+            let holds = if e.lock.kind == crate::vocab::locks::LockKind::Future {
+                "whose work item it runs itself"
+            } else {
+                "it already holds"
+            };
             format!(
-                "thread {} \"{}\" waits for {} it already holds (self-deadlock)",
+                "thread {} \"{}\" waits for {} {holds} (self-deadlock)",
                 e.waiter_tid,
                 name(f, e.waiter_tid),
                 describe_lock(&e.lock)

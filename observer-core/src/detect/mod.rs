@@ -309,14 +309,14 @@ impl Ctx<'_> {
     }
 
     /// The thread is joining another (pthread_join, or Python's
-    /// `Thread.join`, which waits on the joined thread's lock): normal
-    /// while that thread works.
+    /// `Thread.join`, which waits on the joined thread's lock), or waits
+    /// for a future another thread runs: normal while that thread works.
     pub fn joining(&self, tid: Tid) -> bool {
         if self
             .graph
             .waits
             .get(&tid)
-            .is_some_and(|w| w.target.kind == LockKind::Join)
+            .is_some_and(|w| w.target.kind.for_work())
         {
             return true;
         }

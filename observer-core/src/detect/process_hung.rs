@@ -7,7 +7,6 @@
 //! process is not hung.
 
 use super::{Ctx, Detail, Detector, Finding, FindingKind};
-use crate::graph::LockKind;
 
 pub struct ProcessHung;
 
@@ -38,13 +37,14 @@ impl Detector for ProcessHung {
             }
             waits.push(w);
         }
-        // The threads others wait on first (the root of the hang), joins last.
-        waits.sort_by_key(|w| (w.target.kind == LockKind::Join, w.start_ns, w.tid));
+        // The threads others wait on first (the root of the hang), joins
+        // and futures' waiters last.
+        waits.sort_by_key(|w| (w.target.kind.for_work(), w.start_ns, w.tid));
         let threads = waits.iter().map(|w| cx.thread(w.tid)).collect();
         let mut locks = Vec::new();
         for w in &waits {
             let l = cx.lock(w.target.kind, w.target.lock);
-            if w.target.kind != LockKind::Join && !locks.contains(&l) {
+            if !w.target.kind.for_work() && !locks.contains(&l) {
                 locks.push(l);
             }
         }
@@ -77,7 +77,7 @@ fn watchdog(cx: &Ctx, np: &crate::model::NoProgress) -> Vec<Finding> {
         return Vec::new();
     }
     let order = |tid: &u32| match cx.graph.waits.get(tid) {
-        Some(w) if w.target.kind != LockKind::Join => (0, w.start_ns, *tid),
+        Some(w) if !w.target.kind.for_work() => (0, w.start_ns, *tid),
         Some(w) => (1, w.start_ns, *tid),
         None => (2, 0, *tid),
     };
@@ -90,12 +90,12 @@ fn watchdog(cx: &Ctx, np: &crate::model::NoProgress) -> Vec<Finding> {
             Some(w) => {
                 if let crate::graph::Holder::Thread(h) = w.target.holder
                     && h != tid
-                    && w.target.kind != LockKind::Join
+                    && !w.target.kind.for_work()
                 {
                     info.held_by = Some(h);
                 }
                 let l = cx.lock(w.target.kind, w.target.lock);
-                if w.target.kind != LockKind::Join && !locks.contains(&l) {
+                if !w.target.kind.for_work() && !locks.contains(&l) {
                     locks.push(l);
                 }
             }

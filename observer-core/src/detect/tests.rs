@@ -468,4 +468,83 @@ mod idle {
         let tids: Vec<u32> = found[0].threads.iter().map(|t| t.tid).collect();
         assert_eq!(tids, vec![100, 101]);
     }
+
+    /// Main waits in `Future.result()` (a semaphore wait underneath) for a
+    /// future whose work item worker-2 runs: worker-2, idle-looking on its
+    /// condvar, holds main up. A future no thread runs names no one. (A
+    /// ticker that runs keeps the process from being wholly blocked.)
+    #[test]
+    fn a_worker_running_a_future_someone_waits_for_holds_them_up() {
+        use crate::vocab::python::{PyFutureWait, PyThreadView, PyView};
+        for runner in [Some(102), None] {
+            let mut e = pool();
+            seen(&mut e, 105, "ticker");
+            begin(&mut e, 100, wait(0x189, 0, 0x7000, 2 * S, &[]));
+            let t = |tid: u32| PyThreadView {
+                tid,
+                ident: u64::from(tid),
+                name: None,
+                frames: Vec::new(),
+                wait: None,
+                held: Vec::new(),
+                joins: None,
+                label: None,
+                future: None,
+            };
+            let mut main = t(100);
+            main.label = Some("Future.result on fut".into());
+            main.future = Some(PyFutureWait {
+                addr: 0xf000,
+                method: "Future.result".into(),
+                runner,
+                name: Some("fut".into()),
+            });
+            let mut threads = vec![main];
+            threads.extend((101..=104).map(t));
+            e.apply(&Event::PyState {
+                ts_ns: 2 * S,
+                tgid: 100,
+                view: PyView {
+                    version: "3.12.1".into(),
+                    threads,
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+            e.model.symbols.insert((100, 0xf000), "fut".to_string());
+            let found = e.check(3 * S);
+            let Some(runner) = runner else {
+                assert!(found.is_empty(), "{found:#?}");
+                let p = e.model.process(100).unwrap();
+                let idle = idle_threads(&e.model, p, &WaitForGraph::build(p));
+                assert!(
+                    idle.contains(&(100, "waiting for Future fut".to_string())),
+                    "{idle:?}"
+                );
+                continue;
+            };
+            assert_eq!(found.len(), 1, "{found:#?}");
+            let f = &found[0];
+            assert_eq!(f.kind, FindingKind::LongWait);
+            let tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+            assert_eq!(tids, vec![runner, 100]);
+            assert_eq!(f.locks[0].symbol.as_deref(), Some("pool_cond"));
+            let w = f.threads[1].waits_for.as_ref().unwrap();
+            assert_eq!(w.kind, crate::graph::LockKind::Future);
+            assert_eq!(w.addr, 0xf000);
+            let Detail::LongWait { held_up, .. } = &f.detail else {
+                panic!()
+            };
+            assert_eq!(held_up, &vec![100]);
+            let summary = crate::report::findings::summary(f);
+            assert!(
+                summary.ends_with(
+                    "; thread 100 \"main\" waits for future fut (0xf000), whose work item it runs"
+                ),
+                "{summary}"
+            );
+            // Main's own wait is not a finding: its worker is the story.
+            assert!(e.check(30 * S).is_empty(), "{:#?}", e.findings());
+        }
+    }
 }

@@ -2,8 +2,8 @@
 
 pub(super) use super::{Detail, WaitHolder};
 use super::{Finding, LockInfo};
-use crate::event::Tid;
 pub(super) use crate::vocab::text::{dur, escape};
+use crate::{event::Tid, vocab::locks::LockKind};
 
 /// A thread of the finding by TID, its name escaped ("?" if not in it).
 pub(super) fn name(f: &Finding, tid: Tid) -> String {
@@ -44,15 +44,33 @@ pub(super) fn counted(sites: &[(String, usize)], word: &str) -> String {
     v.join(", ")
 }
 
-/// "; thread 1 \"main\" waits for it" (joins it, or waits for a lock it holds).
+/// "; thread 1 \"main\" waits for it" (joins it, or waits for a lock it
+/// holds); "...waits for future fut (0x..), whose work item it runs".
 pub(super) fn held_up_by(f: &Finding, by: &[Tid]) -> String {
+    let future = |t: Tid| {
+        f.threads
+            .iter()
+            .find(|x| x.tid == t)
+            .and_then(|x| x.waits_for.as_ref())
+            .filter(|l| l.kind == LockKind::Future)
+    };
     match by {
         [] => String::new(),
-        [one] => format!("; thread {one} \"{}\" waits for it", name(f, *one)),
+        [one] => match future(*one) {
+            Some(l) => format!(
+                "; thread {one} \"{}\" waits for {}, whose work item it runs",
+                name(f, *one),
+                describe_lock(l)
+            ),
+            None => format!("; thread {one} \"{}\" waits for it", name(f, *one)),
+        },
         many => {
             let v: Vec<String> = many
                 .iter()
-                .map(|&t| format!("{t} \"{}\"", name(f, t)))
+                .map(|&t| match future(t) {
+                    Some(l) => format!("{t} \"{}\" (for {})", name(f, t), describe_lock(l)),
+                    None => format!("{t} \"{}\"", name(f, t)),
+                })
                 .collect();
             format!("; threads {} wait for it", v.join(", "))
         }

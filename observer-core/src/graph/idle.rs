@@ -1,5 +1,6 @@
 //! Idle is not a hang. A wait is a finding only when it holds someone up
-//! (a thread joins the waiter, or waits for a lock the waiter holds), when
+//! (a thread joins the waiter, waits for a lock the waiter holds, or waits
+//! for a future whose work item the waiter runs), when
 //! it is a lock wait (contention, a lock held too long), or when the whole
 //! process is blocked. A thread waiting on a condvar, a semaphore, a queue,
 //! an event or a futex word that records no owner, that nobody waits for,
@@ -38,7 +39,11 @@ pub fn is_lock_wait(p: &Process, w: &WaitNode) -> bool {
                     .as_ref()
                     .is_some_and(|v| v.lock(w.target.lock).is_some())
         }
-        LockKind::Join | LockKind::Condvar | LockKind::Semaphore | LockKind::Unknown => false,
+        LockKind::Join
+        | LockKind::Future
+        | LockKind::Condvar
+        | LockKind::Semaphore
+        | LockKind::Unknown => false,
     }
 }
 
@@ -47,9 +52,11 @@ pub fn is_lock_wait(p: &Process, w: &WaitNode) -> bool {
 pub enum Standing {
     /// It waits for a lock: a finding once longer than the threshold.
     LockWait,
-    /// These threads wait for it (join it, or wait for a lock it holds).
+    /// These threads wait for it (join it, wait for a lock it holds or
+    /// for a future it runs).
     HeldUp(Vec<Tid>),
-    /// It joins another thread: that thread's state is the story.
+    /// It joins another thread, or waits for a future another thread runs:
+    /// that thread's state is the story.
     Joining,
     /// Nobody waits for it: a worker waiting for work (what it waits on).
     Idle(String),
@@ -62,7 +69,7 @@ pub fn standing(m: &Model, p: &Process, g: &WaitForGraph, tid: Tid) -> Option<St
     if !by.is_empty() {
         return Some(Standing::HeldUp(by));
     }
-    if w.target.kind == LockKind::Join {
+    if w.target.kind.for_work() {
         return Some(Standing::Joining);
     }
     if is_lock_wait(p, w) {
@@ -88,6 +95,8 @@ fn idle_what(m: &Model, p: &Process, w: &WaitNode) -> String {
             "Semaphore.acquire" | "BoundedSemaphore.acquire" => {
                 format!("waiting on Semaphore{on}")
             }
+            // A future no thread runs now (queued, or done another way).
+            "Future.result" | "Future.exception" => format!("waiting for Future{on}"),
             other => format!("waiting in {other}{on}"),
         };
     }

@@ -31,6 +31,17 @@ pub fn refine(view: &PyView, p: &Process, tid: Tid, w: &Wait, native: Target) ->
         return native;
     }
     let t = view.thread(tid);
+    // A future's result: the thread running its work item completes it.
+    if let Some(f) = t.and_then(|t| t.future.as_ref())
+        && let Some(r) = f.runner
+    {
+        return Target {
+            kind: LockKind::Future,
+            lock: f.addr,
+            holder: live(p, r),
+            owner_died: false,
+        };
+    }
     if let Some(pw) = t.and_then(|t| t.wait.as_ref()) {
         let holder = match view.holder(pw.lock) {
             Some(h) if h == tid && pw.kind == PyLockKind::RLock => Holder::Unknown,
@@ -123,6 +134,7 @@ mod tests {
                 .collect(),
             joins: None,
             label: None,
+            future: None,
         }
     }
 

@@ -173,6 +173,9 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         let joins = py.is_some_and(|p| p.joins.is_some() && p.label.is_none());
         let holder = t.wait.as_ref().map(|w| match w.holder {
             Holder::Thread(h) if joins => format!(" \"{}\"", name_of(h)),
+            Holder::Thread(h) if w.kind == crate::graph::LockKind::Future => {
+                format!(", run by {h} \"{}\"", name_of(h))
+            }
             Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
             Holder::Gone(h) => format!(", owner {h} is gone"),
             _ => String::new(),

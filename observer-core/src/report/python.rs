@@ -95,6 +95,8 @@ pub fn deadlock(f: &Finding) -> Option<String> {
         };
         if py.is_some_and(|p| p.joins.is_some()) {
             let _ = writeln!(s, "  which has not finished: {}", who(h, e.holder_tid));
+        } else if e.lock.kind == crate::graph::LockKind::Future {
+            let _ = writeln!(s, "  whose work item is run by {}", who(h, e.holder_tid));
         } else {
             let _ = writeln!(s, "  which is held by {}{how}", who(h, e.holder_tid));
         }

@@ -21,6 +21,9 @@ pub enum LockKind {
     PyRLock,
     /// A futex lock that records no owner (e.g. Rust's std Mutex).
     Lock,
+    /// A `concurrent.futures.Future`'s result: the "holder" is the thread
+    /// running its work item.
+    Future,
     Unknown,
 }
 
@@ -37,8 +40,15 @@ impl LockKind {
             LockKind::PyLock => "Python lock",
             LockKind::PyRLock => "Python RLock",
             LockKind::Lock => "futex lock",
+            LockKind::Future => "future",
             LockKind::Unknown => "futex",
         }
+    }
+
+    /// Waits that end when another thread finishes its work (a join, a
+    /// future's work item), not when it releases a lock.
+    pub fn for_work(self) -> bool {
+        matches!(self, LockKind::Join | LockKind::Future)
     }
 
     /// Primitives with an owner whose death leaves waiters hanging.

@@ -83,6 +83,23 @@ pub struct PyThreadView {
     /// A wait without an owner, e.g. "Queue.get on jobs".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Blocked in a `concurrent.futures.Future`'s result or exception.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future: Option<PyFutureWait>,
+}
+
+/// A `concurrent.futures.Future` a thread waits for, and the thread that
+/// runs its work item (a ThreadPoolExecutor worker), which holds it up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyFutureWait {
+    pub addr: u64,
+    /// "Future.result" or "Future.exception".
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<u32>,
+    /// The future as the waiting code spells it (`fut`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A lock object the view knows: its name and the futex word its waiters
@@ -176,6 +193,7 @@ impl PyView {
             t.held.clear();
             t.joins = None;
             t.label = None;
+            t.future = None;
         }
         self.locks.clear();
         self.asyncio = None;

@@ -7,6 +7,7 @@
 //! with per-version offsets checked against the headers (layout.rs).
 
 pub mod asyncio;
+mod futures;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod gil;

@@ -90,8 +90,10 @@ pub fn inspect<M: Mem>(
     };
     let threads = w.threads(interp);
     let tasks = super::asyncio::read(&mut w, interp, &threads);
+    let futures = super::futures::read(&mut w, &threads, waits);
     let mut view = w.analyze(version, threads, waits);
     view.asyncio = tasks;
+    super::futures::apply(&mut view, futures);
     view
 }
 
@@ -446,6 +448,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                 held: Vec::new(),
                 joins: None,
                 label: None,
+                future: None,
             };
             let uaddr = waits.get(&t.tid).copied();
             // The waited lock: a lock on the innermost frame's stack whose
@@ -644,7 +647,7 @@ impl<M: Mem> Walk<'_, '_, M> {
     }
 
     /// A name for `obj` among the locals of one frame (and their attributes).
-    fn local_name(&mut self, f: &RawFrame, obj: u64) -> Option<String> {
+    pub(super) fn local_name(&mut self, f: &RawFrame, obj: u64) -> Option<String> {
         if let Some((k, _)) = f.locals.iter().find(|(_, v)| *v == obj) {
             return Some(k.clone());
         }

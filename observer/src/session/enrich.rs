@@ -655,13 +655,13 @@ pub(super) fn python_events(
     let mut out: Vec<Event> = view
         .locks
         .iter()
-        .filter_map(|l| {
-            Some(Event::Symbol {
-                tgid,
-                addr: l.addr,
-                name: l.name.clone()?,
-            })
-        })
+        .filter_map(|l| Some((l.addr, l.name.clone()?)))
+        // Futures waited for, as the waiting code spells them.
+        .chain(view.threads.iter().filter_map(|t| {
+            let f = t.future.as_ref()?;
+            Some((f.addr, f.name.clone()?))
+        }))
+        .map(|(addr, name)| Event::Symbol { tgid, addr, name })
         .collect();
     out.push(Event::PyState {
         ts_ns: now,

@@ -2,6 +2,10 @@
 //! processes with hard timeouts that are always killed, report parsing.
 #![allow(dead_code)]
 
+mod daemon;
+#[allow(unused_imports)]
+pub use daemon::*;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -449,4 +453,80 @@ pub fn missing(what: &str) {
         panic!("{what} (OBSERVER_REQUIRE_ALL is set)");
     }
     skip(what);
+}
+
+/// The CPythons with a venv under target/uvloop that imports uvloop,
+/// installed from PyPI by xtask/scripts/uvloop.sh: (label, the venv's
+/// python). An interpreter PyPI has no uvloop wheel for is skipped
+/// visibly; one whose wheel installed but does not import fails under
+/// `require_all()` (./x installs what it needs), as does finding none.
+pub fn uvloop_pythons() -> Vec<(&'static str, PathBuf)> {
+    let mut out = Vec::new();
+    for (label, py) in pythons() {
+        let dir = repo().join("target/uvloop").join(label.replace(' ', "-"));
+        let o = Command::new("sh")
+            .arg(repo().join("xtask/scripts/uvloop.sh"))
+            .arg(py)
+            .arg(&dir)
+            .output()
+            .expect("sh");
+        let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        match o.status.code() {
+            Some(0) => out.push((label, dir.join("bin/python"))),
+            Some(3) => skip(&format!("CPython {label}: no uvloop wheel on PyPI ({why})")),
+            Some(4) if !require_all() => skip(&format!(
+                "CPython {label}: uvloop installed but does not import: {why}"
+            )),
+            _ => panic!("{label}: installing uvloop: {o:?}"),
+        }
+    }
+    assert!(
+        !out.is_empty() || !require_all(),
+        "no CPython here has uvloop"
+    );
+    out
+}
+
+/// The `port N` line a server fixture printed.
+pub fn port_of(lines: &[String]) -> u16 {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("port "))
+        .unwrap_or_else(|| panic!("no port line: {lines:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// One request to the line echo server at `port` on a connection of its
+/// own: sends `line`, returns once it is echoed.
+pub fn echo_once(port: u16, line: &str) {
+    use std::io::Write;
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    writeln!(w, "{line}").unwrap();
+    let mut got = String::new();
+    r.read_line(&mut got).unwrap();
+    assert_eq!(got, format!("{line}\n"));
+}
+
+/// Echo requests to the line echo server at `port`, one at a time as fast
+/// as it answers, until `until` (bounded): how many.
+pub fn echo_load(port: u16, until: Instant) -> usize {
+    use std::io::Write;
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut n = 0;
+    let mut line = String::new();
+    while Instant::now() < until && n < 1_000_000 {
+        w.write_all(b"ping\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "ping\n");
+        n += 1;
+    }
+    n
 }
