@@ -78,40 +78,6 @@ fn dump_until(
     }
 }
 
-fn tasks(asyncio: &Value) -> Vec<&Value> {
-    asyncio["loops"]
-        .as_array()
-        .map(|ls| {
-            ls.iter()
-                .flat_map(|l| l["tasks"].as_array().unwrap().iter())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn task<'a>(asyncio: &'a Value, name: &str) -> &'a Value {
-    tasks(asyncio)
-        .into_iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no task {name}: {asyncio:#}"))
-}
-
-/// The innermost frame of a task's chain in the program (not asyncio's).
-fn user_frame<'a>(t: &'a Value, fixture: &str) -> &'a Value {
-    t["chain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|f| {
-            f["file"]
-                .as_str()
-                .unwrap()
-                .ends_with(&format!("{fixture}.py"))
-        })
-        .unwrap_or_else(|| panic!("no frame in {fixture}.py: {t:#}"))
-}
-
 fn run(args: &[&str], py: &str, fixture: &str, fargs: &[&str]) -> (Proc, tempfile::TempDir) {
     let dir = tmp();
     let mut cmd = observer();
@@ -189,29 +155,6 @@ fn check_abba(label: &str, f: &Value, asyncio: &Value) {
     assert_eq!(main["waits_for"].as_array().unwrap().len(), 2, "{main:#}");
 }
 
-fn await_cycle(findings: &Value) -> &Value {
-    let dl: Vec<&Value> = findings
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["kind"] == "deadlock")
-        .collect();
-    assert_eq!(dl.len(), 1, "one deadlock: {findings:#}");
-    dl[0]
-}
-
-/// The asyncio view of the finding's process in a `run` report: the one
-/// read when the cycle was seen.
-fn asyncio_of<'a>(r: &'a Value, f: &Value) -> &'a Value {
-    let p = r["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["tgid"] == f["tgid"])
-        .unwrap();
-    &p["asyncio"]
-}
-
 /// `run` on a program that never ends by itself: its loop goes idle and is
 /// looked at, then SIGINT stops it. The program, its exit and the report.
 fn run_then_stop(py: &str, fixture: &str, fargs: &[&str]) -> (Proc, ExitStatus, Value) {
@@ -222,15 +165,6 @@ fn run_then_stop(py: &str, fixture: &str, fargs: &[&str]) -> (Proc, ExitStatus, 
     let st = o.wait_exit(T);
     let r = read_json(&dir.path().join("r.json"));
     (o, st, r)
-}
-
-/// Every task in `names` is suspended at `line` in a dump.
-fn all_at(r: &Value, names: [&str; 2], line: u64) -> bool {
-    names.iter().all(|n| {
-        tasks(&r["processes"][0]["asyncio"])
-            .iter()
-            .any(|t| t["name"] == *n && t["chain"][0]["line"] == line)
-    })
 }
 
 #[test]

@@ -2,15 +2,16 @@
 //! daemon, idle and soak tests.
 
 use std::{
+    collections::BTreeSet,
     io::{Read, Write},
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use super::{Proc, fixture, observer_bin};
+use serde_json::Value;
 
-const T: Duration = Duration::from_secs(30);
+use super::*;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -131,4 +132,136 @@ pub fn own_comm(tag: &str) -> String {
     let c = format!("ob{}-{tag}", std::process::id());
     assert!(c.len() <= 15, "{c}: longer than a comm");
     c
+}
+
+// What the daemon tests share: reports, cycles, metrics.
+
+pub const T: Duration = Duration::from_secs(30);
+/// The issue's promise: a report within 5 s of the hang.
+pub const REPORT_WITHIN: Duration = Duration::from_secs(5);
+
+pub fn observer() -> Command {
+    Command::new(observer_bin())
+}
+
+pub fn start(bin: &Path) -> Proc {
+    Proc::spawn(Command::new(bin))
+}
+
+pub fn write_config(path: &Path, reports: &Path, port: u16, comm: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nflight_recorder_secs = 30\n\
+             [[rule]]\ncomm = \"{comm}\"\n[[exclude]]\nuser = \"65534\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+}
+
+/// Waits (hard timeout) until `pid` has a report; returns its id.
+pub fn wait_report(dir: &Path, pid: u32, within: Duration, daemon: &mut Proc) -> String {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(id) = reports_of(dir, pid).into_iter().next() {
+            return id;
+        }
+        if Instant::now() > end {
+            let _ = daemon.child.kill();
+            let _ = daemon.wait_exit(T);
+            panic!(
+                "no report for pid {pid} within {within:?}\ndaemon stderr:\n{}",
+                daemon.stderr.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (hard timeout) until `pid` has a report of `kind`; returns its id.
+pub fn wait_report_of(
+    dir: &Path,
+    pid: u32,
+    kind: &str,
+    within: Duration,
+    daemon: &mut Proc,
+) -> String {
+    let end = Instant::now() + within;
+    let suffix = format!("-{kind}");
+    loop {
+        if let Some(id) = reports_of(dir, pid)
+            .into_iter()
+            .find(|id| id.ends_with(&suffix))
+        {
+            return id;
+        }
+        if Instant::now() > end {
+            let _ = daemon.child.kill();
+            let _ = daemon.wait_exit(T);
+            panic!(
+                "no {kind} report for pid {pid} within {within:?} (reports: {:?})\ndaemon stderr:\n{}",
+                reports_of(dir, pid),
+                daemon.stderr.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The cycle of the (only) finding of a report as (waiter, holder, lock
+/// symbol), checked against the fixture's own names.
+pub fn check_cycle(r: &Value, out: &[String], want: &[(&str, &str, &str)]) {
+    assert_eq!(r["schema"], "observer.report/1");
+    assert_eq!(r["mode"], "daemon");
+    let f = r["findings"].as_array().unwrap();
+    assert_eq!(f.len(), 1, "one finding per report: {f:#?}");
+    assert_eq!(f[0]["kind"], "deadlock", "{:#}", f[0]);
+    let got: BTreeSet<(u32, u32, String)> = f[0]["cycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["waiter_tid"].as_u64().unwrap() as u32,
+                c["holder_tid"].as_u64().unwrap() as u32,
+                c["lock"]["symbol"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(u32, u32, String)> = want
+        .iter()
+        .map(|(w, h, l)| (tid_of(out, w), tid_of(out, h), l.to_string()))
+        .collect();
+    assert_eq!(got, want, "{:#}", f[0]);
+    // The process's threads and context come with it.
+    assert!(!r["threads"].as_array().unwrap().is_empty());
+    assert_eq!(r["processes"].as_array().unwrap().len(), 1);
+}
+
+pub fn check_pair(dir: &Path, id: &str, out: &[String], want: &[(&str, &str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let r = read_json(&dir.join(format!("{id}.json")));
+    check_cycle(&r, out, want);
+    let txt = std::fs::read_to_string(dir.join(format!("{id}.txt"))).unwrap();
+    assert!(txt.starts_with("Found one deadlock"), "{txt}");
+    for (w, _, l) in want {
+        assert!(
+            txt.contains(&format!("\"{w}\" waits for mutex {l}")),
+            "{txt}"
+        );
+    }
+    for ext in ["json", "txt", "events.jsonl"] {
+        let m = std::fs::metadata(dir.join(format!("{id}.{ext}"))).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640, "{id}.{ext}");
+    }
+}
+
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
 }

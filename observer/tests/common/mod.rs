@@ -2,7 +2,10 @@
 //! processes with hard timeouts that are always killed, report parsing.
 #![allow(dead_code)]
 
+mod asyncio;
 mod daemon;
+#[allow(unused_imports)]
+pub use asyncio::*;
 #[allow(unused_imports)]
 pub use daemon::*;
 
