@@ -811,7 +811,7 @@ fn uvloop_future_cycle_dump() {
         let p = start(&py, HANDSHAKE, &["uvloop"]);
         let (code, r) = dump_until(p.pid(), label, |c, _| c == Some(EXIT_HANG));
         assert_eq!(code, Some(EXIT_HANG));
-        let a = &r["python"]["asyncio"];
+        let a = &r["processes"][0]["asyncio"];
         check_handshake(label, await_cycle(&r["findings"]), a, &p.stdout);
     }
 }
