@@ -1,8 +1,6 @@
 //! Project tasks: `cargo xtask test|demo|bench|vmlinux|record|man|wheel` (usually via ./x).
 
 mod bench;
-mod bench_python;
-mod bench_soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -458,15 +456,6 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
-        Some("bench") if args.get(1).map(String::as_str) == Some("soak") => {
-            bench_soak::main(&args[2..])
-        }
-        Some("bench") if args.get(1).map(String::as_str) == Some("execs") => {
-            bench_soak::exec_storm(&args[2..])
-        }
-        Some("bench") if args.get(1).map(String::as_str) == Some("python") => {
-            bench_python::main(&args[2..])
-        }
         Some("bench") => bench::main(&args[1..]),
         Some("vmlinux") => vmlinux(),
         Some("record") => record(&args[1..]),

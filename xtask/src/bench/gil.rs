@@ -85,7 +85,7 @@ pub fn main(args: &[String]) -> Result<()> {
     );
     let mut verdicts = Verdicts::default();
     let mut progs = Programs::default();
-    let all = crate::bench_python::pythons();
+    let all = super::python::pythons();
     let mut pythons: Vec<(&str, &str)> = all
         .iter()
         .filter(|(l, p)| {

@@ -13,6 +13,8 @@ mod fuzz;
 mod gil;
 mod harness;
 mod kernel;
+mod python;
+mod soak;
 
 use anyhow::Result;
 
@@ -46,6 +48,21 @@ const SUITES: &[Suite] = &[
         "GIL accounting: a CPU-bound 4-thread Python program observed vs unobserved",
         gil::main,
     ),
+    (
+        "python",
+        "observer dump of a hung 50-thread Python process vs py-spy dump, on every CPython (target <= 1.0)",
+        python::main,
+    ),
+    (
+        "soak",
+        "observer daemon under stress-ng for 10 minutes (RSS, reports, drops, CPU)",
+        soak::main,
+    ),
+    (
+        "execs",
+        "an exec storm under the daemon: what exec notifications cost",
+        soak::exec_storm,
+    ),
 ];
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -57,7 +74,7 @@ pub fn main(args: &[String]) -> Result<()> {
         for (name, about, _) in SUITES {
             println!("  {name:<8} {about}");
         }
-        println!("\nEvery suite takes --quick (a subset in a minute or two) and --observer PATH.");
+        println!("\nSuites take --observer PATH; kernel, detect, deep and gil also --quick (a subset in a minute or two).");
         return Ok(());
     }
     match SUITES.iter().find(|s| Some(s.0) == first) {

@@ -1,0 +1,253 @@
+//! Thread create+join cost while observed, and start-up time of `run`.
+
+use super::*;
+
+pub(super) const THREAD_CONDS: [Cond; 4] = [
+    UNOBSERVED,
+    Cond {
+        label: "observer attach to another process",
+        args: Some(&[]),
+        elsewhere: true,
+    },
+    DEFAULT_MODE,
+    Cond {
+        label: "observer attach --thread-uprobes",
+        args: Some(&["--thread-uprobes"]),
+        elsewhere: false,
+    },
+];
+
+pub(super) struct ThreadResult {
+    /// a: wall ns per round, b: process CPU ns per round.
+    pub(super) rows: Vec<Row>,
+    /// Per condition: (threads the report saw created, threads created while observed).
+    pub(super) seen: Vec<Vec<(u64, u64)>>,
+    pub(super) drops: Vec<u64>,
+    pub(super) problems: Vec<String>,
+}
+
+pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResult> {
+    let n = THREAD_CONDS.len();
+    let mut r = ThreadResult {
+        rows: new_rows(n),
+        seen: vec![Vec::new(); n],
+        drops: vec![0; n],
+        problems: Vec::new(),
+    };
+    let report = env.out.join("threads-report.json");
+    eprintln!("bench deep: threads, {} passes x {n} conditions ", o.passes);
+    for p in 0..o.passes {
+        for ci in h::order(p, n) {
+            let cond = &THREAD_CONDS[ci];
+            let row = &mut r.rows[ci];
+            let mut v = Visit::start(env, bin, cond, &report, row)?;
+            let warm = (o.create / 10).max(1);
+            v.wl.round(warm, ROUND_TIMEOUT)?; // warm-up: glibc's stack cache, page faults
+            let mut created = warm;
+            for _ in 0..ROUNDS_PER_VISIT {
+                let (wall, cpu) = v.timed(env, o.create, row)?;
+                created += o.create;
+                row.a.push(wall);
+                row.b.push(cpu);
+            }
+            if v.end(cond, row, &mut r.problems)? {
+                match lifecycle(&report) {
+                    Ok((seen, drops)) => {
+                        r.seen[ci].push((seen, created));
+                        r.drops[ci] += drops;
+                    }
+                    Err(e) => r.problems.push(format!("{}: report: {e:#}", cond.label)),
+                }
+            }
+        }
+    }
+    eprintln!();
+    Ok(r)
+}
+
+/// (threads created, total drops) from an observer.report/1.
+pub(super) fn lifecycle(report: &Path) -> Result<(u64, u64)> {
+    let v = h::read_json(report)?;
+    let created = v["processes"][0]["lifecycle"]["created"]
+        .as_u64()
+        .context("no processes[0].lifecycle.created")?;
+    let drops = v["drops"].as_object().map_or(0, |d| {
+        d.iter()
+            .filter(|(k, _)| *k != "records")
+            .filter_map(|(_, v)| v.as_u64())
+            .sum()
+    });
+    Ok((created, drops))
+}
+
+pub(super) fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> String {
+    let mut s = String::new();
+    writeln!(
+        s,
+        "Thread lifecycle: pthread_create + pthread_join of {} short threads, one by one (bench/threads_createjoin.c)\n\
+         {} rounds per condition (medians; wall clock, and process CPU time of all threads)",
+        o.create,
+        o.passes * ROUNDS_PER_VISIT
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "  {:<44} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "condition", "wall", "min", "max", "per thread", "CPU", "stop", "wall ratio"
+    )
+    .unwrap();
+    let un = h::median(&r.rows[0].a);
+    let uc = h::median(&r.rows[0].b);
+    for (c, x) in THREAD_CONDS.iter().zip(&r.rows) {
+        let w = h::median(&x.a);
+        writeln!(
+            s,
+            "  {:<44} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}",
+            c.label,
+            h::ns(w),
+            h::ns(h::min(&x.a)),
+            h::ns(h::max(&x.a)),
+            h::ns(w / o.create as f64),
+            h::ns(h::median(&x.b)),
+            h::ns(h::median(&x.stop)),
+            h::ratio(w / un),
+        )
+        .unwrap();
+    }
+    for (ci, (cond, x)) in THREAD_CONDS.iter().zip(&r.rows).enumerate().skip(1) {
+        let w = h::median(&x.a);
+        writeln!(
+            s,
+            "  {}: thread uprobes {}, CPU ratio {}, {} per thread",
+            cond.label,
+            x.uprobes.1,
+            h::ratio(h::median(&x.b) / uc),
+            h::signed(h::ns, (w - un) / o.create as f64),
+        )
+        .unwrap();
+        if let Some((got, ran)) = r.seen[ci].first() {
+            let all = r.seen[ci].iter().all(|(got, ran)| got >= ran);
+            writeln!(
+                s,
+                "    saw every thread: {} (report's lifecycle.created vs threads created, e.g. {got} of {ran}); drops {}",
+                if all { "yes" } else { "NO" },
+                r.drops[ci]
+            )
+            .unwrap();
+        }
+        if cond.elsewhere {
+            // a floor, not a target: the hooks every process pays for
+            continue;
+        }
+        let c = Check::at_most(
+            format!(
+                "threads: {} / unobserved",
+                cond.label.trim_start_matches("observer ")
+            ),
+            w / un,
+            THREADS_TARGET,
+            h::ratio,
+        );
+        writeln!(s, "{}", v.add(c)).unwrap();
+    }
+    notes(&mut s, &THREAD_CONDS, &r.rows, &r.problems);
+    s
+}
+
+// ---------------------------------------------------------------------------
+// startup: `observer run -- /bin/true`
+
+/// (label, `observer run` options (None: /bin/true alone), target ms).
+type StartupCond = (&'static str, Option<&'static [&'static str]>, Option<f64>);
+
+pub(super) const STARTUP_CONDS: [StartupCond; 4] = [
+    ("/bin/true (unobserved)", None, None),
+    (
+        "observer run -- /bin/true (default mode)",
+        Some(&[]),
+        Some(STARTUP_TARGET_MS),
+    ),
+    (
+        "observer run --thread-uprobes -- /bin/true",
+        Some(&["--thread-uprobes"]),
+        None,
+    ),
+    (
+        "observer run --uprobes -- /bin/true",
+        Some(&["--uprobes"]),
+        Some(STARTUP_UPROBES_TARGET_MS),
+    ),
+];
+
+pub(super) struct StartupResult {
+    /// Wall ms per run, by condition.
+    pub(super) ms: Vec<Vec<f64>>,
+    pub(super) problems: Vec<String>,
+}
+
+pub(super) fn startup(env: &Env, runs: usize) -> Result<StartupResult> {
+    let mut r = StartupResult {
+        ms: vec![Vec::new(); STARTUP_CONDS.len()],
+        problems: Vec::new(),
+    };
+    eprintln!(
+        "bench deep: startup, {runs} runs x {} conditions ",
+        STARTUP_CONDS.len()
+    );
+    for p in 0..runs {
+        for ci in h::order(p, STARTUP_CONDS.len()) {
+            let (label, args, _) = STARTUP_CONDS[ci];
+            let c = match args {
+                None => Command::new("/bin/true"),
+                Some(a) => {
+                    let mut c = Command::new(&env.observer);
+                    c.args(["run", "--quiet"]).args(a).args(["--", "/bin/true"]);
+                    c
+                }
+            };
+            match h::run_timed(c, RUN_TIMEOUT)? {
+                None => r
+                    .problems
+                    .push(format!("{label}: timed out after {RUN_TIMEOUT:?}")),
+                Some(t) if !t.status.success() => r
+                    .problems
+                    .push(format!("{label}: ended with {}", h::describe(&t.status))),
+                Some(t) => r.ms[ci].push(t.ms()),
+            }
+            eprint!(".");
+        }
+    }
+    eprintln!();
+    Ok(r)
+}
+
+pub(super) fn startup_table(r: &StartupResult, runs: usize, v: &mut Verdicts) -> String {
+    let mut s = String::new();
+    writeln!(
+        s,
+        "Startup: a short program under `observer run`, wall clock from spawn to reap, {runs} runs per condition, interleaved"
+    )
+    .unwrap();
+    let rows: Vec<(&str, &[f64])> = STARTUP_CONDS
+        .iter()
+        .zip(&r.ms)
+        .map(|(c, x)| (c.0, x.as_slice()))
+        .collect();
+    s.push_str(&h::ms_table("command", 50, &rows, true));
+    s.push_str(&h::problems("PROBLEM", &r.problems));
+    for ((label, _, target), x) in STARTUP_CONDS.iter().zip(&r.ms) {
+        if let Some(t) = target {
+            let what = format!("startup: {}", label.trim_start_matches("observer "));
+            writeln!(
+                s,
+                "{}",
+                v.add(Check::at_most(what, h::median(x), *t, h::ms))
+            )
+            .unwrap();
+        }
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// philosophers: does observing change the program?
