@@ -90,6 +90,13 @@ fn main() {
     for f in ["observer.h", "vmlinux.h"] {
         println!("cargo:rerun-if-changed={}", src_dir.join(f).display());
     }
+    // observer.bpf.c includes its sections from src/bpf/observer/.
+    for e in std::fs::read_dir(src_dir.join("observer"))
+        .expect("src/bpf/observer")
+        .flatten()
+    {
+        println!("cargo:rerun-if-changed={}", e.path().display());
+    }
     println!("cargo:rerun-if-env-changed=OBSERVER_REFRESH_BINDINGS");
     let clang_ok = have_clang();
     if !clang_ok {
