@@ -216,3 +216,46 @@ pub(super) const GROUPS: &[Group] = &[
         ],
     },
 ];
+
+/// Every program the tables name, for the check that the object has them.
+#[cfg(test)]
+pub(super) fn named_programs() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = GROUPS
+        .iter()
+        .flat_map(|g| g.rungs.iter())
+        .flat_map(|(_, hooks)| hooks.iter().map(|h| h.prog))
+        .collect();
+    v.extend(super::uprobes::THREAD_UPROBES.iter().map(|t| t.0));
+    for t in super::uprobes::LOCK_UPROBES
+        .iter()
+        .chain(super::uprobes::PY_UPROBES)
+    {
+        v.push(t.0);
+        v.extend(t.1);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    /// A program the hook and uprobe tables name that the BPF object lacks
+    /// (renamed or removed in the C) fails here, not at attach time.
+    #[test]
+    fn every_program_the_tables_name_is_in_the_object() {
+        let have = observer_ebpf::observer_program_names();
+        if have.is_empty() {
+            crate::testenv::missing("the BPF object (built without clang-19)");
+            return;
+        }
+        let named = super::named_programs();
+        assert!(named.len() > 30, "{named:?}");
+        // The kernel's names: cut to 15 bytes.
+        let missing: Vec<_> = named
+            .iter()
+            .filter(|p| !have.iter().any(|h| h.as_str() == &p[..p.len().min(15)]))
+            .collect();
+        assert!(missing.is_empty(), "not in the object: {missing:?}");
+    }
+}

@@ -74,7 +74,9 @@ pub fn main(args: &[String]) -> Result<()> {
         for (name, about, _) in SUITES {
             println!("  {name:<8} {about}");
         }
-        println!("\nSuites take --observer PATH; kernel, detect, deep and gil also --quick (a subset in a minute or two).");
+        println!(
+            "\nSuites take --observer PATH; kernel, detect, deep and gil also --quick (a subset in a minute or two)."
+        );
         return Ok(());
     }
     match SUITES.iter().find(|s| Some(s.0) == first) {
