@@ -22,6 +22,18 @@ pub static BENCH_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 /// to 15 bytes, as `bpftool prog show` prints them): what leftover checks
 /// look for, read from the object itself.
 pub fn program_names(obj: &[u8]) -> Vec<String> {
+    let mut names: Vec<String> = program_functions(obj)
+        .into_iter()
+        .map(|n| n.chars().take(15).collect())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The programs' function names in a BPF object, whole (what userspace
+/// loads them by).
+pub fn program_functions(obj: &[u8]) -> Vec<String> {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
     let Ok(file) = object::File::parse(obj) else {
         return Vec::new();
@@ -36,8 +48,7 @@ pub fn program_names(obj: &[u8]) -> Vec<String> {
                 .and_then(|sec| sec.name().ok().map(|n| !n.starts_with('.')))
                 .unwrap_or(false)
         })
-        .filter_map(|s| s.name().ok())
-        .map(|n| n.chars().take(15).collect())
+        .filter_map(|s| s.name().ok().map(str::to_owned))
         .collect();
     names.sort();
     names.dedup();
