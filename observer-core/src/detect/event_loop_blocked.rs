@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:#?}");
         let f = &found[0];
         assert_eq!(f.kind, FindingKind::EventLoopBlocked);
-        let summary = crate::report::findings::summary(f);
+        let summary = f.summary();
         assert!(
             summary
                 .contains("did not poll for 500 ms (2 ms of it waiting for a CPU): task \"slow\" ran at handle (/app/a.py:19)"),

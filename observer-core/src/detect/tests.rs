@@ -98,10 +98,7 @@ fn edges(v: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, String, St
 
 fn only(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Finding) {
     let (m, f) = replay(name, long_wait_s, stuck_s);
-    let shown: Vec<_> = f
-        .iter()
-        .map(|f| (f.kind, crate::report::findings::summary(f)))
-        .collect();
+    let shown: Vec<_> = f.iter().map(|f| (f.kind, f.summary())).collect();
     assert_eq!(f.len(), 1, "{name}: exactly one finding: {shown:#?}");
     (m, f.into_iter().next().unwrap())
 }
@@ -204,7 +201,7 @@ fn five_leaky_threads_are_unjoined() {
             t.created_at
         );
     }
-    let summary = crate::report::findings::summary(&f);
+    let summary = f.summary();
     assert!(summary.starts_with("5 joinable thread(s)"), "{summary}");
 }
 
@@ -411,7 +408,7 @@ mod idle {
             panic!()
         };
         assert_eq!(held_up, &vec![100]);
-        let summary = crate::report::findings::summary(f);
+        let summary = f.summary();
         assert!(
             summary.ends_with("; thread 100 \"main\" waits for it"),
             "{summary}"
@@ -536,7 +533,7 @@ mod idle {
                 panic!()
             };
             assert_eq!(held_up, &vec![100]);
-            let summary = crate::report::findings::summary(f);
+            let summary = f.summary();
             assert!(
                 summary.ends_with(
                     "; thread 100 \"main\" waits for future fut (0xf000), whose work item it runs"

@@ -112,7 +112,7 @@ pub fn finding(f: &Finding) -> Option<String> {
         if f.tasks.len() == 1 { "" } else { "s" },
         f.tgid
     );
-    let _ = writeln!(s, "  {}", super::findings::summary(f));
+    let _ = writeln!(s, "  {}", f.summary());
     for t in &f.tasks {
         let on = t
             .loop_tid

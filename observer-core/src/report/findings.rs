@@ -22,12 +22,6 @@ fn lock(l: &LockInfo) -> String {
     describe_lock(l)
 }
 
-/// The finding in one line (also the JSON report's `summary`): its
-/// detector's words (`Finding::summary`).
-pub fn summary(f: &Finding) -> String {
-    f.summary()
-}
-
 pub use crate::detect::describe_lock;
 
 pub fn finding(f: &Finding) -> String {
@@ -68,7 +62,7 @@ pub fn finding(f: &Finding) -> String {
             writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
         }
     };
-    let _ = writeln!(s, "  {}", summary(f));
+    let _ = writeln!(s, "  {}", f.summary());
     if f.kind == FindingKind::LockOrderInversion {
         for e in &f.cycle {
             let held = e.held.as_ref().map(lock).unwrap_or_default();

@@ -236,7 +236,7 @@ fn finding_html(s: &mut String, m: &Model, f: &Finding) {
         if f.kind.is_hang() { "hang" } else { "" },
         esc(&kind.replace('_', " ")),
         f.tgid,
-        esc(&super::findings::summary(f))
+        esc(&f.summary())
     );
     let p = m.process(f.tgid);
     let (nodes, edges) = cycle_of(m, p, f);

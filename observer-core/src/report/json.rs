@@ -22,7 +22,7 @@ impl Serialize for Finding {
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("tgid", &self.tgid)?;
         st.serialize_field("detected_ns", &self.detected_ns)?;
-        st.serialize_field("summary", &super::findings::summary(self))?;
+        st.serialize_field("summary", &self.summary())?;
         st.serialize_field("threads", &self.threads)?;
         st.serialize_field("locks", &self.locks)?;
         if cycle {

@@ -354,7 +354,7 @@ pub fn build(model: &Model, findings: &[Finding]) -> Value {
         }
         for f in findings.iter().filter(|f| f.tgid == pid) {
             let tids: Vec<Value> = f.threads.iter().map(|t| json!(t.tid)).collect();
-            let summary = super::findings::summary(f);
+            let summary = f.summary();
             ev.push(json!({"ph":"i","s":"p","cat":"finding",
                 "name":format!("{}: {}", kind_name(f), summary),
                 "pid":pid,"tid":0,"ts":us(f.detected_ns.max(origin), origin),

@@ -69,7 +69,7 @@ pub fn deadlock(f: &Finding) -> Option<String> {
         if f.cycle.len() == 1 { "" } else { "s" },
         f.tgid
     );
-    let _ = writeln!(s, "  {}", super::findings::summary(f));
+    let _ = writeln!(s, "  {}", f.summary());
     let thread = |tid| f.threads.iter().find(|t| t.tid == tid);
     for e in &f.cycle {
         let w = thread(e.waiter_tid);

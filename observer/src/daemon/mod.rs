@@ -539,10 +539,7 @@ fn write_report(
     }) {
         Ok(Some(id)) => {
             metrics.reports_written.inc();
-            tracing::warn!(
-                "report {id}: {}",
-                report::escape(&report::findings::summary(f))
-            );
+            tracing::warn!("report {id}: {}", report::escape(&f.summary()));
         }
         Ok(None) => {}
         Err(e) => {

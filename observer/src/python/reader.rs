@@ -49,6 +49,8 @@ pub struct Paged {
 }
 
 const PAGE: u64 = 4096;
+/// No user address of a 64-bit process reaches this (57-bit user space).
+const USER_END: u64 = 1 << 57;
 /// Reads larger than this go straight to the target (no page copies).
 const PAGED_MAX: usize = 4 * PAGE as usize;
 
@@ -96,13 +98,15 @@ impl Paged {
 
 impl Mem for Paged {
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        // Addresses come from the target: none past user space (the page
+        // arithmetic below must not wrap).
+        let end = addr.checked_add(len as u64).filter(|&e| e <= USER_END)?;
         if addr < 4096 {
             return None;
         }
         if len > PAGED_MAX {
             return Live(self.pid).read(addr, len);
         }
-        let end = addr.checked_add(len as u64)?;
         let first = addr & !(PAGE - 1);
         self.fill(first, end.div_ceil(PAGE) * PAGE - first);
         let pages = self.pages.borrow();
@@ -636,6 +640,22 @@ pub fn with_start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Paged reads of this process match its memory, across a page edge;
+    /// addresses past user space (torn pointers) are refused, not wrapped.
+    #[test]
+    fn paged_reads_match_memory_and_refuse_wild_addresses() {
+        let data: Vec<u8> = (0..3 * PAGE as usize).map(|i| (i % 251) as u8).collect();
+        let at = data.as_ptr() as u64 + PAGE - 5;
+        let m = Paged::new(std::process::id());
+        let off = (at - data.as_ptr() as u64) as usize;
+        assert_eq!(m.read(at, 16).unwrap(), data[off..off + 16]);
+        assert_eq!(m.read(at + 8, 4).unwrap(), data[off + 8..off + 12]);
+        assert_eq!(m.read(u64::MAX - 3, 8), None);
+        assert_eq!(m.read(u64::MAX - 10, 8), None);
+        assert_eq!(m.read((1 << 57) - 4, 8), None);
+        assert_eq!(m.read(16, 8), None);
+    }
 
     #[test]
     fn location_table() {

@@ -73,13 +73,9 @@ pub fn start_event(pid: u32, ts_ns: u64, attached: bool) -> Event {
 /// /proc shows an empty command line. A rename note comes from that window
 /// (exec sets the new name before it copies the arguments).
 pub fn mid_exec(pid: u32) -> bool {
-    crate::sys::read_proc(&format!("/proc/{pid}/stat"))
-        .and_then(|s| {
-            // Fields follow the last ')'; arg_start is field 48 (3 is the state).
-            let rest = s.rsplit_once(')')?.1;
-            rest.split_whitespace().nth(48 - 3)?.parse::<u64>().ok()
-        })
-        .is_some_and(|a| a == 0)
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.arg_start == Some(0))
 }
 
 pub fn exists(pid: u32) -> bool {
