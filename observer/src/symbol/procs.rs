@@ -176,10 +176,11 @@ impl Symbolizer {
             p.start_time == st && !p.gone && !force && p.read_at.elapsed() < MAPS_TTL
         });
         if !fresh {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-                .with_context(|| format!("reading /proc/{pid}/maps"))?;
+            // Unreadable or empty: it died since its start time was read (a
+            // zombie's memory is gone too): the mappings recorded while it
+            // lived name its addresses.
+            let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
             if text.is_empty() {
-                // A zombie: its memory is gone already.
                 return self.gone_proc(pid);
             }
             let entries = maps::parse_maps(&text);
