@@ -52,179 +52,146 @@ pub(super) mod sysfn {
     pub const EXIT_GROUP: &str = "__arm64_sys_exit_group";
 }
 
-/// A group of hooks that serve one purpose, with its rungs.
+/// A group of hooks that serve one purpose, with its rungs in ladder order.
 pub(super) struct Group {
     pub(super) name: &'static str,
-    pub(super) rungs: &'static [(Rung, &'static [Hook])],
+    pub(super) rungs: Vec<(Rung, Vec<Hook>)>,
 }
 
-pub(super) const GROUPS: &[Group] = &[
-    Group {
-        name: "futex",
-        rungs: &[
-            (
-                Rung::Fentry,
-                &[
-                    req("fentry_futex", How::Fentry(sysfn::FUTEX)),
-                    req("fexit_futex", How::Fexit(sysfn::FUTEX)),
-                    opt("fentry_futex_waitv", How::Fentry(sysfn::FUTEX_WAITV)),
-                    opt("fexit_futex_waitv", How::Fexit(sysfn::FUTEX_WAITV)),
-                    opt("fentry_futex_wait", How::Fentry(sysfn::FUTEX_WAIT)),
-                    opt("fexit_futex_wait", How::Fexit(sysfn::FUTEX_WAIT)),
-                    opt("fentry_exit_group", How::Fentry(sysfn::EXIT_GROUP)),
-                ],
-            ),
-            (
-                Rung::TpBtf,
-                &[
-                    req("btf_sys_enter", How::TpBtf("sys_enter")),
-                    req("btf_sys_exit", How::TpBtf("sys_exit")),
-                ],
-            ),
-            (
-                Rung::RawTp,
-                &[
-                    req("raw_sys_enter", How::RawTp("sys_enter")),
-                    req("raw_sys_exit", How::RawTp("sys_exit")),
-                ],
-            ),
-            (
-                Rung::Tracepoint,
-                &[
-                    req("tp_sys_enter_futex", How::Tp("syscalls", "sys_enter_futex")),
-                    req("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex")),
-                    opt(
-                        "tp_sys_enter_futex_waitv",
-                        How::Tp("syscalls", "sys_enter_futex_waitv"),
-                    ),
-                    opt(
-                        "tp_sys_exit_futex",
-                        How::Tp("syscalls", "sys_exit_futex_waitv"),
-                    ),
-                    opt(
-                        "tp_sys_enter_futex_wait",
-                        How::Tp("syscalls", "sys_enter_futex_wait"),
-                    ),
-                    opt(
-                        "tp_sys_exit_futex",
-                        How::Tp("syscalls", "sys_exit_futex_wait"),
-                    ),
-                    opt(
-                        "tp_sys_enter_epoll",
-                        How::Tp("syscalls", "sys_enter_epoll_wait"),
-                    ),
-                    opt(
-                        "tp_sys_enter_epoll",
-                        How::Tp("syscalls", "sys_enter_epoll_pwait"),
-                    ),
-                    opt(
-                        "tp_sys_enter_epoll",
-                        How::Tp("syscalls", "sys_enter_epoll_pwait2"),
-                    ),
-                    opt(
-                        "tp_sys_exit_epoll",
-                        How::Tp("syscalls", "sys_exit_epoll_wait"),
-                    ),
-                    opt(
-                        "tp_sys_exit_epoll",
-                        How::Tp("syscalls", "sys_exit_epoll_pwait"),
-                    ),
-                    opt(
-                        "tp_sys_exit_epoll",
-                        How::Tp("syscalls", "sys_exit_epoll_pwait2"),
-                    ),
-                    opt(
-                        "tp_sys_enter_exit_group",
-                        How::Tp("syscalls", "sys_enter_exit_group"),
-                    ),
-                ],
-            ),
-        ],
-    },
-    Group {
-        name: "task_newtask",
-        rungs: &[
-            (
-                Rung::TpBtf,
-                &[req("btf_task_newtask", How::TpBtf("task_newtask"))],
-            ),
-            (
-                Rung::RawTp,
-                &[req("raw_task_newtask", How::RawTp("task_newtask"))],
-            ),
-            (
-                Rung::Tracepoint,
-                &[req("tp_task_newtask", How::Tp("task", "task_newtask"))],
-            ),
-        ],
-    },
-    Group {
-        name: "sched_process_exit",
-        rungs: &[
-            (
-                Rung::TpBtf,
-                &[req("btf_process_exit", How::TpBtf("sched_process_exit"))],
-            ),
-            (
-                Rung::RawTp,
-                &[req("raw_process_exit", How::RawTp("sched_process_exit"))],
-            ),
-            (
-                Rung::Tracepoint,
-                &[req(
-                    "tp_process_exit",
-                    How::Tp("sched", "sched_process_exit"),
-                )],
-            ),
-        ],
-    },
-    Group {
-        name: "task_rename",
-        rungs: &[
-            (
-                Rung::TpBtf,
-                &[req("btf_task_rename", How::TpBtf("task_rename"))],
-            ),
-            (
-                Rung::RawTp,
-                &[req("raw_task_rename", How::RawTp("task_rename"))],
-            ),
-            (
-                Rung::Tracepoint,
-                &[req("tp_task_rename", How::Tp("task", "task_rename"))],
-            ),
-        ],
-    },
-    Group {
-        name: "sched_process_exec",
-        rungs: &[
-            (
-                Rung::TpBtf,
-                &[req("btf_process_exec", How::TpBtf("sched_process_exec"))],
-            ),
-            (
-                Rung::RawTp,
-                &[req("raw_process_exec", How::RawTp("sched_process_exec"))],
-            ),
-            (
-                Rung::Tracepoint,
-                &[req(
-                    "tp_process_exec",
-                    How::Tp("sched", "sched_process_exec"),
-                )],
-            ),
-        ],
-    },
-];
+/// Builds a group rung by rung: `req`/`opt` add to the last `rung`.
+impl Group {
+    fn new(name: &'static str) -> Group {
+        Group {
+            name,
+            rungs: Vec::new(),
+        }
+    }
 
-/// Every program the tables name, for the check that the object has them.
-#[cfg(test)]
+    fn rung(mut self, rung: Rung) -> Group {
+        self.rungs.push((rung, Vec::new()));
+        self
+    }
+
+    fn add(mut self, hook: Hook) -> Group {
+        self.rungs
+            .last_mut()
+            .expect("a hook before its rung")
+            .1
+            .push(hook);
+        self
+    }
+
+    fn req(self, prog: &'static str, how: How) -> Group {
+        self.add(req(prog, how))
+    }
+
+    fn opt(self, prog: &'static str, how: How) -> Group {
+        self.add(opt(prog, how))
+    }
+
+    /// One optional program on several syscall tracepoints.
+    fn opt_syscalls(mut self, prog: &'static str, tps: &[&'static str]) -> Group {
+        for tp in tps {
+            self = self.opt(prog, How::Tp("syscalls", tp));
+        }
+        self
+    }
+
+    /// A kernel tracepoint on each rung: tp_btf, raw_tp, then the
+    /// tracepoint itself (tracefs); the group is named after it.
+    fn tracepoint(
+        cat: &'static str,
+        tp: &'static str,
+        [btf, raw, trace]: [&'static str; 3],
+    ) -> Group {
+        Group::new(tp)
+            .rung(Rung::TpBtf)
+            .req(btf, How::TpBtf(tp))
+            .rung(Rung::RawTp)
+            .req(raw, How::RawTp(tp))
+            .rung(Rung::Tracepoint)
+            .req(trace, How::Tp(cat, tp))
+    }
+}
+
+/// The hook groups, in attach order.
+pub(super) fn groups() -> Vec<Group> {
+    use sysfn::*;
+    let futex = Group::new("futex")
+        // Only futex calls pay; futex_waitv/futex_wait are newer syscalls.
+        .rung(Rung::Fentry)
+        .req("fentry_futex", How::Fentry(FUTEX))
+        .req("fexit_futex", How::Fexit(FUTEX))
+        .opt("fentry_futex_waitv", How::Fentry(FUTEX_WAITV))
+        .opt("fexit_futex_waitv", How::Fexit(FUTEX_WAITV))
+        .opt("fentry_futex_wait", How::Fentry(FUTEX_WAIT))
+        .opt("fexit_futex_wait", How::Fexit(FUTEX_WAIT))
+        .opt("fentry_exit_group", How::Fentry(EXIT_GROUP))
+        // Every syscall pays a compare.
+        .rung(Rung::TpBtf)
+        .req("btf_sys_enter", How::TpBtf("sys_enter"))
+        .req("btf_sys_exit", How::TpBtf("sys_exit"))
+        .rung(Rung::RawTp)
+        .req("raw_sys_enter", How::RawTp("sys_enter"))
+        .req("raw_sys_exit", How::RawTp("sys_exit"))
+        .rung(Rung::Tracepoint)
+        .req("tp_sys_enter_futex", How::Tp("syscalls", "sys_enter_futex"))
+        .req("tp_sys_exit_futex", How::Tp("syscalls", "sys_exit_futex"))
+        .opt_syscalls("tp_sys_enter_futex_waitv", &["sys_enter_futex_waitv"])
+        .opt_syscalls("tp_sys_exit_futex", &["sys_exit_futex_waitv"])
+        .opt_syscalls("tp_sys_enter_futex_wait", &["sys_enter_futex_wait"])
+        .opt_syscalls("tp_sys_exit_futex", &["sys_exit_futex_wait"])
+        .opt_syscalls(
+            "tp_sys_enter_epoll",
+            &[
+                "sys_enter_epoll_wait",
+                "sys_enter_epoll_pwait",
+                "sys_enter_epoll_pwait2",
+            ],
+        )
+        .opt_syscalls(
+            "tp_sys_exit_epoll",
+            &[
+                "sys_exit_epoll_wait",
+                "sys_exit_epoll_pwait",
+                "sys_exit_epoll_pwait2",
+            ],
+        )
+        .opt_syscalls("tp_sys_enter_exit_group", &["sys_enter_exit_group"]);
+    vec![
+        futex,
+        Group::tracepoint(
+            "task",
+            "task_newtask",
+            ["btf_task_newtask", "raw_task_newtask", "tp_task_newtask"],
+        ),
+        Group::tracepoint(
+            "sched",
+            "sched_process_exit",
+            ["btf_process_exit", "raw_process_exit", "tp_process_exit"],
+        ),
+        Group::tracepoint(
+            "task",
+            "task_rename",
+            ["btf_task_rename", "raw_task_rename", "tp_task_rename"],
+        ),
+        Group::tracepoint(
+            "sched",
+            "sched_process_exec",
+            ["btf_process_exec", "raw_process_exec", "tp_process_exec"],
+        ),
+    ]
+}
+
+/// Every program userspace names: the hook groups, the daemon's spawn
+/// programs, the uprobe tables and the uprobe_multi programs.
 pub(super) fn named_programs() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = GROUPS
+    let mut v: Vec<&'static str> = groups()
         .iter()
         .flat_map(|g| g.rungs.iter())
         .flat_map(|(_, hooks)| hooks.iter().map(|h| h.prog))
         .collect();
+    v.extend(super::spawn::SPAWN_HOOKS.iter().map(|t| t.0));
     v.extend(super::uprobes::THREAD_UPROBES.iter().map(|t| t.0));
     for t in super::uprobes::LOCK_UPROBES
         .iter()
@@ -233,28 +200,96 @@ pub(super) fn named_programs() -> Vec<&'static str> {
         v.push(t.0);
         v.extend(t.1);
     }
+    v.extend(super::uprobes::BARE);
+    v.extend(super::multi::THREAD_PROGS);
+    v.extend(super::multi::LOCK_PROGS);
     v.sort_unstable();
     v.dedup();
     v
 }
 
+/// The programs of `named` that `have` (an object's program names) lacks:
+/// a program renamed or removed in the C that the tables still name.
+pub(super) fn missing_programs<'a>(
+    named: &[&'static str],
+    have: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'static str> {
+    let have: HashSet<&str> = have.into_iter().collect();
+    named
+        .iter()
+        .copied()
+        .filter(|p| !have.contains(p))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    /// A program the hook and uprobe tables name that the BPF object lacks
-    /// (renamed or removed in the C) fails here, not at attach time.
+    use super::*;
+
+    /// The program names aya will see in the object: aya_obj's parse is
+    /// what `Ebpf::programs()` is built from (and it needs no root).
+    fn object_programs() -> Option<Vec<String>> {
+        if !observer_ebpf::has_programs() {
+            return None;
+        }
+        let o = aya_obj::Object::parse(observer_ebpf::OBSERVER_OBJ).expect("parse the object");
+        Some(o.programs.keys().cloned().collect())
+    }
+
+    /// A program the tables name that the object lacks (renamed or removed
+    /// in the C) fails here, not at attach time.
     #[test]
     fn every_program_the_tables_name_is_in_the_object() {
-        let have = observer_ebpf::program_functions(observer_ebpf::OBSERVER_OBJ);
-        if have.is_empty() {
+        let Some(have) = object_programs() else {
             crate::testenv::missing("the BPF object (built without clang-19)");
             return;
-        }
-        let named = super::named_programs();
-        assert!(named.len() > 30, "{named:?}");
-        let missing: Vec<_> = named
-            .iter()
-            .filter(|p| !have.iter().any(|h| h == *p))
-            .collect();
+        };
+        let named = named_programs();
+        assert!(named.len() > 40, "{named:?}");
+        let missing = missing_programs(&named, have.iter().map(String::as_str));
         assert!(missing.is_empty(), "not in the object: {missing:?}");
+    }
+
+    /// The check catches a rename: the same object with one program
+    /// renamed, as if the C had renamed it.
+    #[test]
+    fn a_renamed_program_is_caught() {
+        let Some(have) = object_programs() else {
+            crate::testenv::missing("the BPF object (built without clang-19)");
+            return;
+        };
+        let renamed = have.iter().map(|p| match p.as_str() {
+            "btf_sys_enter" => "btf_sys_entry",
+            "upm_return" => "upm_ret",
+            p => p,
+        });
+        assert_eq!(
+            missing_programs(&named_programs(), renamed),
+            ["btf_sys_enter", "upm_return"]
+        );
+    }
+
+    /// The builder keeps the ladder's order and the groups' names.
+    #[test]
+    fn groups_in_ladder_order() {
+        let g = groups();
+        let names: Vec<_> = g.iter().map(|g| g.name).collect();
+        assert_eq!(
+            names,
+            [
+                "futex",
+                "task_newtask",
+                "sched_process_exit",
+                "task_rename",
+                "sched_process_exec"
+            ]
+        );
+        let rungs: Vec<_> = g[0].rungs.iter().map(|r| r.0).collect();
+        assert_eq!(
+            rungs,
+            [Rung::Fentry, Rung::TpBtf, Rung::RawTp, Rung::Tracepoint]
+        );
+        assert_eq!(g[0].rungs[3].1.len(), 13);
+        assert!(g[1..].iter().all(|g| g.rungs.len() == 3));
     }
 }

@@ -285,6 +285,15 @@ impl Probes {
         let bpf = loader
             .load(observer_ebpf::OBSERVER_OBJ)
             .map_err(|e| ProbeError::Load(short(&e)))?;
+        // A program the tables name but the object lacks would only fail
+        // its attach (quietly for an optional hook): say so at load.
+        let missing = missing_programs(&named_programs(), bpf.programs().map(|(n, _)| n));
+        if !missing.is_empty() {
+            return Err(ProbeError::Load(format!(
+                "the BPF object has no program {} (renamed in the C?)",
+                missing.join(", ")
+            )));
+        }
         tracing::debug!(
             "startup: object relocated and maps created in {:?}",
             t0.elapsed()
@@ -302,17 +311,17 @@ impl Probes {
     }
 
     fn attach_groups(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
-        for g in GROUPS {
+        for g in groups() {
             let mut used = HookUse {
                 group: g.name,
                 rung: None,
                 skipped: Vec::new(),
             };
-            for &(rung, hooks) in g.rungs {
+            for (rung, hooks) in g.rungs {
                 if only.is_some_and(|o| o != rung) {
                     continue;
                 }
-                match self.attach_rung(rung, hooks) {
+                match self.attach_rung(rung, &hooks) {
                     Ok(()) => {
                         used.rung = Some(rung);
                         break;

@@ -23,6 +23,11 @@ const BPF_PROG_TYPE_KPROBE: u32 = 2;
 const BPF_TRACE_UPROBE_MULTI: u32 = 48;
 const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 
+/// The uprobe_multi programs: thread lifecycle (entry, return) and the
+/// deep tier's locks (entry, return), told apart by attach cookies.
+pub(super) const THREAD_PROGS: [&str; 2] = ["upm_thread_entry", "upm_thread_return"];
+pub(super) const LOCK_PROGS: [&str; 2] = ["upm_entry", "upm_return"];
+
 /// The loaded programs: thread lifecycle (entry, return), and the lock
 /// ones when wanted (their return program takes the verifier longest).
 pub struct Multi {
@@ -196,9 +201,9 @@ impl Multi {
         };
         let load = |name: &str| prog_load(name, &prog(name)?, obj_btf.as_ref());
         Ok(Multi {
-            thread: [load("upm_thread_entry")?, load("upm_thread_return")?],
+            thread: [load(THREAD_PROGS[0])?, load(THREAD_PROGS[1])?],
             locks: if locks {
-                Some([load("upm_entry")?, load("upm_return")?])
+                Some([load(LOCK_PROGS[0])?, load(LOCK_PROGS[1])?])
             } else {
                 None
             },

@@ -44,15 +44,18 @@ fn comm_key(name: &str) -> Option<Pod<obs_comm>> {
     Some(k)
 }
 
+/// The daemon's programs and their tp_btf hooks. (program, tracepoint)
+pub(super) const SPAWN_HOOKS: &[(&str, &str)] = &[
+    ("spawn_exec", "sched_process_exec"),
+    ("spawn_fork", "sched_process_fork"),
+    ("spawn_rename", "task_rename"),
+];
+
 impl Probes {
     /// Attaches the spawn programs (tp_btf only) and takes their maps.
     /// Nothing is sent until `SpawnMaps::set_names`.
     pub fn attach_spawns(&mut self) -> Result<(RingBuf<MapData>, SpawnMaps), ProbeError> {
-        for (prog, tp) in [
-            ("spawn_exec", "sched_process_exec"),
-            ("spawn_fork", "sched_process_fork"),
-            ("spawn_rename", "task_rename"),
-        ] {
+        for &(prog, tp) in SPAWN_HOOKS {
             self.attach_one(&req(prog, How::TpBtf(tp)))
                 .inspect_err(|e| tracing::debug!("{prog}: {}", short(e)))
                 .map_err(|e| ProbeError::Attach {

@@ -15,6 +15,9 @@ pub(super) const THREAD_UPROBES: &[(&str, &str)] = &[
     ("urp_pthread_tryjoin", "pthread_timedjoin_np"),
 ];
 
+/// Do-nothing entry and return programs (the benchmarks' baseline).
+pub(super) const BARE: [&str; 2] = ["up_bare", "urp_bare"];
+
 /// Deep tier (--uprobes): libc lock functions. (entry program, return
 /// program, symbol)
 pub(super) const LOCK_UPROBES: &[(&str, Option<&str>, &str)] = &[
@@ -221,8 +224,8 @@ impl Probes {
             .zip(sites)
             .map(|(&(entry, ret, sym), site)| {
                 let progs: Vec<&'static str> = if bare {
-                    std::iter::once("up_bare")
-                        .chain(ret.map(|_| "urp_bare"))
+                    std::iter::once(BARE[0])
+                        .chain(ret.map(|_| BARE[1]))
                         .collect()
                 } else {
                     std::iter::once(entry).chain(ret).collect()
