@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::harness::{self as h, Check, Observer, Programs, Verdicts, Workload};
+use super::harness::{self as h, Check, Observer, Programs, Verdicts, Workload, cpu_secs};
 
 const USAGE: &str = "\
 usage: cargo xtask bench gil [--rounds N] [--work N] [--quick] [--observer PATH]   (as root: sudo ./x bench gil)
@@ -42,17 +42,6 @@ for line in sys.stdin:
         t.join()
     print(f"{time.monotonic() - t0:.6f}", flush=True)
 "#;
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no memory preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
-}
 
 pub fn main(args: &[String]) -> Result<()> {
     let mut rounds: usize = 5;

@@ -75,7 +75,7 @@ pub fn main(args: &[String]) -> Result<()> {
             println!("  {name:<8} {about}");
         }
         println!(
-            "\nSuites take --observer PATH; kernel, detect, deep and gil also --quick (a subset in a minute or two)."
+            "\nEvery suite takes --quick (a subset in a minute or two); all but fuzz --observer PATH."
         );
         return Ok(());
     }

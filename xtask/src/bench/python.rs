@@ -12,19 +12,22 @@
 //! installed with pip into target/bench-python/venv when it is not on PATH.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
+use super::harness::{self as h, Check, Guard, Lines, Verdicts};
+
 const USAGE: &str = "\
-usage: cargo xtask bench python [--rounds N] [--observer PATH]   (as root: sudo ./x bench python)
+usage: cargo xtask bench python [--rounds N] [--quick] [--observer PATH]   (as root: sudo ./x bench python)
 
 `observer dump -p PID` of a hung 50-thread Python process (a 50-long lock ring) against
-`py-spy dump --pid PID` on the same process, for each CPython installed; target <= 1.0x.";
+`py-spy dump --pid PID` on the same process, for each CPython installed; target <= 1.0x.
+
+  --rounds N        runs of each tool per CPython (default 10; --quick: 3)";
 
 const THREADS: usize = 50;
 
@@ -83,43 +86,9 @@ for t in threads:
     t.join()
 "#;
 
-struct Opts {
-    rounds: usize,
-    observer: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Option<Opts>> {
-    let mut o = Opts {
-        rounds: 10,
-        observer: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--rounds" => {
-                o.rounds = it
-                    .next()
-                    .context("--rounds needs a number")?
-                    .parse()
-                    .context("--rounds")?;
-                if o.rounds == 0 {
-                    bail!("--rounds must be at least 1");
-                }
-            }
-            "--observer" => o.observer = Some(it.next().context("--observer needs a path")?.into()),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    Ok(Some(o))
-}
-
 /// py-spy on PATH, or installed with pip into a venv under `out`.
 fn py_spy(out: &Path) -> Result<PathBuf> {
-    if let Ok(p) = which("py-spy") {
+    if let Some(p) = h::which("py-spy") {
         return Ok(p);
     }
     let venv = out.join("venv");
@@ -150,24 +119,8 @@ fn py_spy(out: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn which(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .with_context(|| format!("{name} not on PATH"))
-}
-
-struct Target(Child);
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(python: &str, script: &Path) -> Result<Target> {
+/// The hung ring under `python`, once every thread holds its first lock.
+fn start(python: &str, script: &Path) -> Result<Guard> {
     let mut child = Command::new(python)
         .arg(script)
         .arg(THREADS.to_string())
@@ -176,69 +129,73 @@ fn start(python: &str, script: &Path) -> Result<Target> {
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {python}"))?;
-    let out = child.stdout.take().unwrap();
-    let t = Target(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if l == "ready" {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .context("the workload never got ready")?;
-    Ok(t)
+    let out = Lines::of(child.stdout.take().unwrap());
+    let g = Guard::new(child);
+    let end = Instant::now() + Duration::from_secs(30);
+    while out.next(
+        end.saturating_duration_since(Instant::now()),
+        "the workload",
+    )? != "ready"
+    {}
+    Ok(g)
 }
 
-/// Wall time of one run, and its exit code.
-fn time(cmd: &mut Command) -> Result<(Duration, Option<i32>)> {
-    let t0 = Instant::now();
-    let st = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
-    Ok((t0.elapsed(), st.code()))
+/// A dump must end well within this.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Wall time of one run in ms, and its exit code.
+fn time(cmd: Command) -> Result<(f64, Option<i32>)> {
+    let shown = format!("{cmd:?}");
+    let t = h::run_timed(cmd, RUN_TIMEOUT)?
+        .with_context(|| format!("{shown} did not end within {RUN_TIMEOUT:?}"))?;
+    Ok((t.ms(), t.status.code()))
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn dump(observer: &Path, pid: &str) -> Command {
+    let mut c = Command::new(observer);
+    c.args(["dump", "-p", pid]);
+    c
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+fn spy(spy: &Path, args: &[&str], pid: &str) -> Command {
+    let mut c = Command::new(spy);
+    c.arg("dump").args(args).args(["--pid", pid]);
+    c
 }
 
 pub fn main(args: &[String]) -> Result<()> {
-    let Some(opts) = parse(args)? else {
+    let mut rounds: usize = 10;
+    let usage = format!("{USAGE}\n{}", h::COMMON_OPTIONS);
+    let Some(c) = h::parse(args, &usage, false, |a, it| {
+        match a {
+            "--rounds" => rounds = it.number("--rounds")?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?
+    else {
         return Ok(());
     };
-    if !crate::is_root() {
-        bail!("reading another process's memory needs root: run `sudo ./x bench python`");
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
     }
-    let observer = match &opts.observer {
-        Some(p) => p.clone(),
-        None => {
-            crate::build_release().map_err(|e| anyhow::anyhow!("building the observer: {e}"))?;
-            crate::root().join("target/release/observer")
-        }
-    };
-    let out = crate::root().join("target/bench-python");
-    std::fs::create_dir_all(&out)?;
+    if c.quick {
+        rounds = rounds.min(3);
+    }
+    h::require_root("bench python")?;
+    let observer = h::observer_binary(&c)?;
+    let out = h::out_dir("bench-python")?;
     let script = out.join("ring50.py");
     std::fs::write(&script, WORKLOAD)?;
-    let spy = py_spy(&out)?;
+    let spy_bin = py_spy(&out)?;
     println!(
-        "bench python: dump of a hung {THREADS}-thread Python process (one {THREADS}-long lock ring), median of {} rounds",
-        opts.rounds
+        "bench python: dump of a hung {THREADS}-thread Python process (one {THREADS}-long lock ring), median of {rounds} rounds",
     );
     println!(
         "{:<12} {:>14} {:>14} {:>18} {:>8}  target <= 1.00",
         "CPython", "observer dump", "py-spy dump", "py-spy nonblocking", "ratio"
     );
-    let mut missed = false;
+    let mut verdicts = Verdicts::default();
     for (label, python) in pythons() {
         let python = python.as_str();
         if !Path::new(python).exists() {
@@ -246,53 +203,51 @@ pub fn main(args: &[String]) -> Result<()> {
             continue;
         }
         let target = start(python, &script)?;
-        let pid = target.0.id().to_string();
+        let pid = target.pid.to_string();
         // Let every thread reach its futex wait: the observer must report the ring.
         let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (_, code) = time(Command::new(&observer).args(["dump", "-p", &pid]))?;
-            if code == Some(3) {
-                break;
-            }
+        while time(dump(&observer, &pid))?.1 != Some(3) {
             if Instant::now() > end {
                 bail!("{label}: observer dump never reported the {THREADS}-thread deadlock");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let (mut ours, mut theirs, mut theirs_nb) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..opts.rounds {
-            let (d, code) = time(Command::new(&observer).args(["dump", "-p", &pid]))?;
+        for _ in 0..rounds {
+            let (d, code) = time(dump(&observer, &pid))?;
             if code != Some(3) {
                 bail!("{label}: observer dump exited {code:?}, expected 3 (deadlock)");
             }
             ours.push(d);
-            let (d, code) = time(Command::new(&spy).args(["dump", "--pid", &pid]))?;
+            let (d, code) = time(spy(&spy_bin, &[], &pid))?;
             if code != Some(0) {
                 bail!("{label}: py-spy dump exited {code:?}");
             }
             theirs.push(d);
-            let (d, _) = time(Command::new(&spy).args(["dump", "--nonblocking", "--pid", &pid]))?;
-            theirs_nb.push(d);
+            theirs_nb.push(time(spy(&spy_bin, &["--nonblocking"], &pid))?.0);
         }
-        let (a, b, c) = (
-            median(&mut ours),
-            median(&mut theirs),
-            median(&mut theirs_nb),
+        let (a, b, nb) = (h::median(&ours), h::median(&theirs), h::median(&theirs_nb));
+        let check = Check::at_most(
+            format!("{label}: observer dump / py-spy dump (median)"),
+            a / b,
+            1.0,
+            h::ratio,
         );
-        let ratio = a.as_secs_f64() / b.as_secs_f64();
-        let verdict = if ratio <= 1.0 { "PASS" } else { "MISS" };
-        missed |= ratio > 1.0;
+        let verdict = if check.pass == Some(true) {
+            "PASS"
+        } else {
+            "MISS"
+        };
+        verdicts.add(check);
         println!(
             "{label:<12} {:>14} {:>14} {:>18} {:>7.2}x  {verdict}",
-            ms(a),
-            ms(b),
-            ms(c),
-            ratio
+            h::ms(a),
+            h::ms(b),
+            h::ms(nb),
+            a / b
         );
         drop(target);
     }
-    if missed {
-        println!("(a MISS does not fail the command)");
-    }
+    println!("\n{}", verdicts.summary());
     Ok(())
 }

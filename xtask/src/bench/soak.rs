@@ -13,24 +13,32 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
+use super::harness::{self as h, Guard, cpu_secs, rss_kib};
+
 const USAGE: &str = "\
-usage: cargo xtask bench soak [--minutes M] [--every SECS] [--observer PATH]   (as root)
+usage: cargo xtask bench soak [--minutes M] [--every SECS] [--quick] [--observer PATH]   (as root)
 
 observer daemon for M minutes with stress-ng --futex 2 watched, stress-ng --clone 2 not,
 and a deadlocking program every SECS seconds: RSS, reports, drops, CPU share.
+Needs stress-ng (Debian package; ./x installs it for `bench soak`).
 
-  --minutes M      how long (default 10)
-  --every SECS     start a deadlocking program this often (default 20)
-  --observer PATH  use this observer binary instead of building target/release/observer
+  --minutes M       how long (default 10; --quick: 1)
+  --every SECS      start a deadlocking program this often (default 20)";
 
-Needs stress-ng (Debian package; ./x installs it for `bench soak`).";
+const EXECS_USAGE: &str = "\
+usage: cargo xtask bench execs [--execs N] [--quick] [--observer PATH]   (as root)
+
+An exec storm of /bin/true under observer daemon with its kernel exec filter, with the
+process events connector, and with no daemon: wall time and CPU.
+
+  --execs N         execs per storm (default 5000; --quick: 1000)";
 
 /// A report must appear within this long of the deadlock.
 const REPORT_WITHIN: Duration = Duration::from_secs(5);
@@ -40,69 +48,34 @@ const STRESS_COMM: &str = "obsd-stress";
 struct Opts {
     minutes: f64,
     every: f64,
-    observer: Option<PathBuf>,
+    common: h::Common,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>> {
-    let mut o = Opts {
-        minutes: 10.0,
-        every: 20.0,
-        observer: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |what: &str| -> Result<String> {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{what} needs a value"))
-        };
-        match a.as_str() {
-            "--minutes" => o.minutes = val("--minutes")?.parse().context("--minutes")?,
-            "--every" => o.every = val("--every")?.parse().context("--every")?,
-            "--observer" => o.observer = Some(PathBuf::from(val("--observer")?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            x => bail!("unknown argument {x}\n{USAGE}"),
+    let (mut minutes, mut every) = (10.0, 20.0);
+    let usage = format!("{USAGE}\n{}", h::COMMON_OPTIONS);
+    let Some(common) = h::parse(args, &usage, false, |a, it| {
+        match a {
+            "--minutes" => minutes = it.number("--minutes")?,
+            "--every" => every = it.number("--every")?,
+            _ => return Ok(false),
         }
+        Ok(true)
+    })?
+    else {
+        return Ok(None);
+    };
+    if common.quick {
+        minutes = f64::min(minutes, 1.0);
     }
-    if !(o.minutes > 0.0 && o.every >= REPORT_WITHIN.as_secs_f64()) {
-        bail!("--minutes must be > 0 and --every >= 5\n{USAGE}");
+    if !(minutes > 0.0 && every >= REPORT_WITHIN.as_secs_f64()) {
+        bail!("--minutes must be > 0 and --every >= 5 (see --help)");
     }
-    Ok(Some(o))
-}
-
-/// Kills (and reaps) a child on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// utime + stime, in seconds.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.rsplit_once(") ")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(ticks as f64 / hz)
+    Ok(Some(Opts {
+        minutes,
+        every,
+        common,
+    }))
 }
 
 fn metrics(port: u16) -> Option<String> {
@@ -137,29 +110,13 @@ pub fn main(args: &[String]) -> Result<()> {
     let Some(o) = parse(args)? else {
         return Ok(());
     };
-    if !crate::is_root() {
-        bail!("the soak benchmark needs root: sudo ./x bench soak");
-    }
+    h::require_root("bench soak")?;
     if Command::new("stress-ng").arg("--version").output().is_err() {
         bail!("stress-ng not found (apt-get install stress-ng; ./x bench soak installs it)");
     }
-    let observer = match o.observer.clone() {
-        Some(p) => p,
-        None => {
-            crate::build_release()?;
-            crate::root().join("target/release/observer")
-        }
-    };
-    let base = crate::root().join(format!("target/bench/soak-{}", std::process::id()));
-    std::fs::create_dir_all(&base)?;
-    let scenario = base.join(SCENARIO_COMM);
-    crate::run({
-        let mut c = Command::new("gcc");
-        c.args(["-O2", "-g", "-pthread", "-o"])
-            .arg(&scenario)
-            .arg(crate::root().join("fixtures/abba.c"));
-        c
-    })?;
+    let observer = h::observer_binary(&o.common)?;
+    let base = h::out_dir(&format!("bench/soak-{}", std::process::id()))?;
+    let scenario = h::compile(&base, "fixtures/abba.c", SCENARIO_COMM)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -174,7 +131,7 @@ pub fn main(args: &[String]) -> Result<()> {
         ),
     )?;
     let log = std::fs::File::create(base.join("daemon.log"))?;
-    let mut daemon = Guard(
+    let mut daemon = Guard::new(
         Command::new(&observer)
             .args(["daemon", "--config"])
             .arg(&cfg)
@@ -184,10 +141,10 @@ pub fn main(args: &[String]) -> Result<()> {
             .spawn()
             .context("starting the daemon")?,
     );
-    let dpid = daemon.0.id();
+    let dpid = daemon.pid;
     let t_up = Instant::now();
     while metrics(port).is_none() {
-        if t_up.elapsed() > Duration::from_secs(60) || daemon.0.try_wait()?.is_some() {
+        if t_up.elapsed() > Duration::from_secs(60) || daemon.wait(Duration::ZERO).is_some() {
             bail!(
                 "the daemon did not come up; see {}",
                 base.join("daemon.log").display()
@@ -213,7 +170,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let watched_stress = base.join(STRESS_COMM);
     std::fs::copy(stress_ng.trim(), &watched_stress).context("copying stress-ng")?;
     let stress = |bin: &Path, what: &str| -> Result<Guard> {
-        Ok(Guard(
+        Ok(Guard::new(
             Command::new(bin)
                 .args([what, "2", "--timeout"])
                 .arg(format!("{}s", total.as_secs() + 5))
@@ -243,7 +200,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 .spawn()
                 .context("starting the scenario")?;
             started.push(c.id());
-            running.push((Instant::now(), Guard(c)));
+            running.push((Instant::now(), Guard::new(c)));
             next += every;
         }
         running.retain(|(t, _)| t.elapsed() < REPORT_WITHIN);
@@ -253,7 +210,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 rss_warm = Some(r);
             }
         }
-        if daemon.0.try_wait()?.is_some() {
+        if daemon.wait(Duration::ZERO).is_some() {
             bail!(
                 "the daemon exited during the soak; see {}",
                 base.join("daemon.log").display()
@@ -266,9 +223,8 @@ pub fn main(args: &[String]) -> Result<()> {
     let rss_end = rss_kib(dpid);
     running.clear();
     let text = metrics(port).unwrap_or_default();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(dpid as i32, libc::SIGTERM) };
-    let _ = daemon.0.wait();
+    daemon.signal(libc::SIGTERM);
+    daemon.wait(h::OBSERVER_STOP_TIMEOUT);
 
     let reps = reports(&report_dir);
     let mut once = 0;
@@ -374,29 +330,23 @@ pub fn main(args: &[String]) -> Result<()> {
 /// sent), against no daemon at all, in the same run (two rounds).
 pub fn exec_storm(args: &[String]) -> Result<()> {
     let mut n: u32 = 5000;
-    let mut observer = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--execs" => n = it.next().context("--execs N")?.parse().context("--execs")?,
-            "--observer" => observer = Some(PathBuf::from(it.next().context("--observer PATH")?)),
-            x => bail!(
-                "unknown argument {x}\nusage: cargo xtask bench execs [--execs N] [--observer PATH]"
-            ),
+    let usage = format!("{EXECS_USAGE}\n{}", h::COMMON_OPTIONS);
+    let Some(c) = h::parse(args, &usage, false, |a, it| {
+        match a {
+            "--execs" => n = it.number("--execs")?,
+            _ => return Ok(false),
         }
-    }
-    if !crate::is_root() {
-        bail!("the exec benchmark needs root");
-    }
-    let observer = match observer {
-        Some(p) => p,
-        None => {
-            crate::build_release()?;
-            crate::root().join("target/release/observer")
-        }
+        Ok(true)
+    })?
+    else {
+        return Ok(());
     };
-    let base = crate::root().join(format!("target/bench/execs-{}", std::process::id()));
-    std::fs::create_dir_all(&base)?;
+    if c.quick {
+        n = n.min(1000);
+    }
+    h::require_root("bench execs")?;
+    let observer = h::observer_binary(&c)?;
+    let base = h::out_dir(&format!("bench/execs-{}", std::process::id()))?;
     let storm = format!("i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done");
     println!("exec storm: {n} x /bin/true from sh (a fork and an exec each), no rule names them");
     println!(
@@ -420,7 +370,7 @@ pub fn exec_storm(args: &[String]) -> Result<()> {
                     ),
                 )?;
                 let log = std::fs::File::create(base.join(format!("{mode}-{round}.log")))?;
-                let d = Guard(
+                let d = Guard::new(
                     Command::new(&observer)
                         .args(["daemon", "--config"])
                         .arg(&cfg)
@@ -442,7 +392,7 @@ pub fn exec_storm(args: &[String]) -> Result<()> {
                 }
                 daemon = Some(d);
             }
-            let dpid = daemon.as_ref().map(|d| d.0.id());
+            let dpid = daemon.as_ref().map(|d| d.pid);
             // The daemon's own rate (scans, samples) with no storm.
             let idle0 = dpid.and_then(cpu_secs).unwrap_or(0.0);
             std::thread::sleep(Duration::from_secs(3));
@@ -488,11 +438,9 @@ pub fn exec_storm(args: &[String]) -> Result<()> {
                 },
                 filtered.map_or("-".into(), |f| format!("{f:.0}")),
             );
-            if let Some(d) = daemon {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) };
-                let mut d = d;
-                let _ = d.0.wait();
+            if let Some(mut d) = daemon {
+                d.signal(libc::SIGTERM);
+                d.wait(h::OBSERVER_STOP_TIMEOUT);
             }
         }
     }
