@@ -332,10 +332,6 @@ impl Config {
     pub fn long_wait_ns(&self) -> u64 {
         (self.long_wait * 1e9) as u64
     }
-
-    pub fn stuck_ns(&self) -> u64 {
-        (self.stuck * 1e9) as u64
-    }
 }
 
 impl Match {

@@ -24,7 +24,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::ObserveOpts,
@@ -34,13 +33,11 @@ use crate::{
     model::Model,
     probe::HookUse,
     report,
-    session::{self, Outputs, Session},
-    source::{
-        activity::Activity,
-        live::LiveSource,
-        procfs,
-        progress::{self, Watchdog},
+    session::{
+        self, Outputs, Session,
+        live::{self, Aggregates, HangWatch, Policy, Stop, Watched},
     },
+    source::{activity::Activity, live::LiveSource, procfs, progress},
     symbol::SharedFiles,
     sys,
 };
@@ -126,25 +123,6 @@ struct Proc {
     hang: Option<HangWatch>,
 }
 
-/// A `hang_after` watchdog, sampled at its own period (a tenth of it).
-struct HangWatch {
-    dog: Watchdog,
-    after_ns: u64,
-    period_ns: u64,
-    next_ns: u64,
-}
-
-impl HangWatch {
-    fn new(after_ns: u64, now: u64) -> HangWatch {
-        HangWatch {
-            dog: Watchdog::new(after_ns, now),
-            after_ns,
-            period_ns: Watchdog::period_ms(after_ns) * 1_000_000,
-            next_ns: now,
-        }
-    }
-}
-
 struct Daemon {
     cfg: Config,
     path: PathBuf,
@@ -169,6 +147,12 @@ struct Daemon {
     /// What symbolizing has parsed per file (libc's debug info...), shared
     /// by every process's session.
     files: SharedFiles,
+    /// Exec and fork notifications from the kernel; None: /proc is read
+    /// every second instead.
+    execs: Option<exec::Notes>,
+    last_spawns: crate::probe::spawn::SpawnCounts,
+    /// Samples since the last retention pass (once a minute).
+    samples: u32,
 }
 
 /// Forks remembered between samples at most (more are dropped, counted).
@@ -253,13 +237,9 @@ impl Daemon {
         }
     }
 
-    /// One scan: the wait table, then detection for every process.
-    fn scan(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
+    /// One scan: detection for every process that may have moved.
+    fn scan_all(&mut self, src: &mut LiveSource, now: u64, policy: &Policy) {
         let t0 = Instant::now();
-        src.drain(evs);
-        let now = procfs::mono_ns();
-        src.scan(now, evs);
-        self.route(src, evs);
         // Event loop threads of every watched process, in one map walk: a
         // loop blocked in a synchronous call makes no event and no futex
         // wait, only its time out of epoll_wait shows it.
@@ -269,33 +249,24 @@ impl Daemon {
         }
         let mut kill = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
-            // Nothing new, nobody waiting, no event loop to look at and
-            // nothing left to judge again: no finding can have formed.
-            let waiting = p
-                .session
-                .model()
-                .process(pid)
-                .is_some_and(|m| m.live_threads().any(|t| t.wait.is_some()));
             if p.watch.uprobes {
                 // It exec'd: its new libc may not be mapped yet.
                 p.session.pending_thread_uprobes(src, now);
             }
-            let loop_due = loops.get(&pid).is_some_and(|t| p.session.loops_due(t, now));
-            if !p.fed && !waiting && !loop_due && !p.session.rejudge() {
+            let fed = std::mem::take(&mut p.fed);
+            let mine = loops.get(&pid).map(Vec::as_slice).unwrap_or_default();
+            if !policy.scan_unmoved && !p.session.moved(fed, mine) {
                 continue;
             }
-            p.fed = false;
-            let before = p.session.engine.findings().len();
-            let hung = match p.session.scan(src, now) {
-                Ok(h) => h,
+            let r = match p.session.scan_step(src, now) {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("pid {pid}: {e:#}");
-                    Vec::new()
+                    continue;
                 }
             };
-            let new: Vec<Finding> = p.session.engine.findings()[before..].to_vec();
             let uprobes = src.probes.process_uprobe_count(pid);
-            for f in &new {
+            for f in &r.found {
                 write_report(
                     &mut self.sink,
                     &self.metrics,
@@ -306,7 +277,7 @@ impl Daemon {
                     f,
                 );
             }
-            if !hung.is_empty() && p.watch.kill_on_deadlock {
+            if !r.hung.is_empty() && p.watch.kill_on_deadlock {
                 kill.push(pid);
             }
         }
@@ -314,8 +285,6 @@ impl Daemon {
             tracing::warn!("pid {pid}: killed (kill_on_deadlock)");
             sys::kill(pid, libc::SIGKILL);
         }
-        self.watchdogs(src, evs);
-        self.enforce_caps(src);
         let took = t0.elapsed();
         self.metrics.scan_duration.observe(took.as_secs_f64());
         // Two scan intervals or more: processes that start and end meanwhile
@@ -340,11 +309,7 @@ impl Daemon {
             let Some(h) = &mut p.hang else {
                 continue;
             };
-            if now < h.next_ns {
-                continue;
-            }
-            h.next_ns = now + h.period_ns;
-            if let Some(since) = h.dog.sample(pid, now) {
+            if let Some(since) = h.due(pid, now) {
                 fired.push((pid, since, h.after_ns));
             }
         }
@@ -366,13 +331,15 @@ impl Daemon {
                 now.saturating_sub(since) as f64 / 1e9,
                 after_ns as f64 / 1e9
             );
-            let before = p.session.engine.findings().len();
-            if let Err(e) = p.session.hang_report(src, now, since) {
-                tracing::warn!("pid {pid}: {e:#}");
-                continue;
-            }
+            let found = match p.session.hang_step(src, now, since) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!("pid {pid}: {e:#}");
+                    continue;
+                }
+            };
             let uprobes = src.probes.process_uprobe_count(pid);
-            for f in &p.session.engine.findings()[before..] {
+            for f in &found {
                 write_report(
                     &mut self.sink,
                     &self.metrics,
@@ -402,16 +369,13 @@ impl Daemon {
 
     /// About once a second: stuck threads, Python names, caps, exits that
     /// were missed, metrics.
-    fn sample(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
-        let now = procfs::mono_ns();
-        let stuck_ns = self.cfg.stuck_ns();
-        for p in self.procs.values_mut() {
-            p.activity.sample(p.session.model(), now, stuck_ns, evs);
-            let _ = p.session.python_names(now);
-            // Deep tier: lock-order gates that cleared since first seen.
-            let _ = p.session.refresh_gates(src);
+    fn sample_all(&mut self, src: &mut LiveSource, now: u64) {
+        for (pid, p) in self.procs.iter_mut() {
+            let mut evs = Vec::new();
+            if let Err(e) = p.session.sample(&mut p.activity, now, &mut evs) {
+                tracing::warn!("pid {pid}: {e:#}");
+            }
         }
-        self.route(src, evs);
         let gone: Vec<u32> = self
             .procs
             .keys()
@@ -588,11 +552,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             }
             None => None,
         };
-        let mut execs = exec::Notes::open(&mut src.probes, &cfg);
-        let mut last_spawns = Default::default();
-        let mut sighup = signal(SignalKind::hangup())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
+        let execs = exec::Notes::open(&mut src.probes, &cfg);
         let mut d = Daemon {
             sink: Sink::new(
                 cfg.report_dir.clone(),
@@ -611,6 +571,9 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             skipped: HashSet::new(),
             rescan_due: false,
             files: SharedFiles::new(),
+            execs,
+            last_spawns: Default::default(),
+            samples: 0,
         };
         d.sink.retain();
         tracing::info!(
@@ -622,93 +585,14 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         // Processes already running (exec notifications are live first, so
         // nothing falls between the two).
         d.rescan(&mut src);
-        let mut evs = Vec::new();
-        d.scan(&mut src, &mut evs);
-        let mut drain = tokio::time::interval(Duration::from_millis(20));
-        let mut scan = tokio::time::interval(Duration::from_millis(25));
-        let mut sample = tokio::time::interval(Duration::from_secs(1));
-        let mut retention = tokio::time::interval(Duration::from_secs(60));
-        for t in [&mut drain, &mut scan, &mut sample, &mut retention] {
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        }
-        let stop = loop {
-            let exec_next = async {
-                match execs.as_mut() {
-                    Some(w) => w.next().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                r = src.urgent(&mut evs) => {
-                    r.context("reading the ring buffer")?;
-                    scan.reset_immediately();
-                }
-                _ = drain.tick() => src.drain(&mut evs),
-                _ = scan.tick() => d.scan(&mut src, &mut evs),
-                _ = sample.tick() => {
-                    d.sample(&mut src, &mut evs);
-                    if let Some(c) = execs.as_ref().and_then(exec::Notes::counts) {
-                        d.metrics.exec_notes_now(&mut last_spawns, c);
-                    }
-                    if execs.is_none() || std::mem::take(&mut d.rescan_due) {
-                        d.rescan(&mut src);
-                    }
-                }
-                _ = retention.tick() => {
-                    let n = d.sink.retain();
-                    if n > 0 {
-                        tracing::info!("retention: removed {n} old reports");
-                    }
-                }
-                b = exec_next => match b {
-                    Ok(b) => {
-                        d.route(&mut src, &mut evs);
-                        for pid in b.execs {
-                            d.consider(&mut src, pid);
-                            if let Some(n) = execs.as_mut() {
-                                n.settled(pid);
-                            }
-                        }
-                        // A watched process's forks run the same program:
-                        // the rules decide (the child may be excluded) on
-                        // the next sample, if the child still lives.
-                        for (parent, child) in b.forks {
-                            if d.procs.contains_key(&parent) {
-                                if d.pending_forks.len() < MAX_PENDING_FORKS {
-                                    d.pending_forks.push(child);
-                                } else {
-                                    d.metrics.cap_hit("pending_forks");
-                                }
-                            }
-                        }
-                        if b.overrun {
-                            d.metrics.cap_hit("exec_notifications");
-                            if !d.rescan_due {
-                                tracing::warn!("exec notifications overran: reading /proc");
-                            }
-                            d.rescan_due = true;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("exec notifications failed ({e}): reading /proc every second instead");
-                        execs = None;
-                    }
-                },
-                _ = sighup.recv() => {
-                    d.reload(&mut src);
-                    if let Some(n) = execs.as_mut() {
-                        n.set_rules(&d.cfg);
-                    }
-                }
-                _ = sigint.recv() => break "SIGINT",
-                _ = sigterm.recv() => break "SIGTERM",
-            }
-            d.route(&mut src, &mut evs);
-        };
-        // Flush: one last look at everything watched.
-        d.scan(&mut src, &mut evs);
+        let policy = Policy::daemon();
+        let stop = live::observe(&mut d, &mut src, &policy).await?;
         tracing::info!(
-            "{stop}: stopping; {} processes were watched",
+            "{}: stopping; {} processes were watched",
+            match stop {
+                Stop::Signal(libc::SIGINT) => "SIGINT",
+                _ => "SIGTERM",
+            },
             d.procs.len()
         );
         if let Some(s) = server {
@@ -723,6 +607,137 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         drop(src);
         Ok(0)
     })
+}
+
+/// The daemon's watched set: one session per selected process.
+impl Watched for Daemon {
+    type Note = std::io::Result<exec::Batch>;
+
+    fn route(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) -> Result<()> {
+        Daemon::route(self, src, evs);
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        src: &mut LiveSource,
+        now: u64,
+        p: &Policy,
+        evs: &mut Vec<Event>,
+    ) -> Result<Option<Stop>> {
+        self.scan_all(src, now, p);
+        self.watchdogs(src, evs);
+        self.enforce_caps(src);
+        Ok(None)
+    }
+
+    fn aggregate(&mut self, src: &mut LiveSource) -> Result<()> {
+        let aggs = Aggregates::read(src, self.deep);
+        for (pid, p) in self.procs.iter_mut() {
+            if let Err(e) = p.session.aggregate(src, &aggs) {
+                tracing::warn!("pid {pid}: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, src: &mut LiveSource, now: u64, _: &mut Vec<Event>) -> Result<()> {
+        self.sample_all(src, now);
+        if let Some(c) = self.execs.as_ref().and_then(exec::Notes::counts) {
+            self.metrics.exec_notes_now(&mut self.last_spawns, c);
+        }
+        if self.execs.is_none() || std::mem::take(&mut self.rescan_due) {
+            self.rescan(src);
+        }
+        self.samples += 1;
+        if self.samples >= 60 {
+            self.samples = 0;
+            let n = self.sink.retain();
+            if n > 0 {
+                tracing::info!("retention: removed {n} old reports");
+            }
+        }
+        Ok(())
+    }
+
+    fn gil(&mut self, _: &LiveSource) -> Result<Duration> {
+        // Not sampled (`Policy::daemon`).
+        Ok(Duration::from_secs(3600))
+    }
+
+    async fn note(&mut self) -> Result<Self::Note> {
+        Ok(match self.execs.as_mut() {
+            Some(w) => w.next().await,
+            None => std::future::pending().await,
+        })
+    }
+
+    fn noted(
+        &mut self,
+        b: Self::Note,
+        src: &mut LiveSource,
+        evs: &mut Vec<Event>,
+    ) -> Result<Option<Stop>> {
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(
+                    "exec notifications failed ({e}): reading /proc every second instead"
+                );
+                self.execs = None;
+                return Ok(None);
+            }
+        };
+        self.route(src, evs);
+        for pid in b.execs {
+            self.consider(src, pid);
+            if let Some(n) = self.execs.as_mut() {
+                n.settled(pid);
+            }
+        }
+        // A watched process's forks run the same program: the rules decide
+        // (the child may be excluded) on the next sample, if the child
+        // still lives.
+        for (parent, child) in b.forks {
+            if self.procs.contains_key(&parent) {
+                if self.pending_forks.len() < MAX_PENDING_FORKS {
+                    self.pending_forks.push(child);
+                } else {
+                    self.metrics.cap_hit("pending_forks");
+                }
+            }
+        }
+        if b.overrun {
+            self.metrics.cap_hit("exec_notifications");
+            if !self.rescan_due {
+                tracing::warn!("exec notifications overran: reading /proc");
+            }
+            self.rescan_due = true;
+        }
+        Ok(None)
+    }
+
+    fn reload(&mut self, src: &mut LiveSource) {
+        Daemon::reload(self, src);
+        let cfg = &self.cfg;
+        if let Some(n) = self.execs.as_mut() {
+            n.set_rules(cfg);
+        }
+    }
+
+    async fn settle(&mut self, _: Stop) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self, src: &mut LiveSource, _: Stop, evs: &mut Vec<Event>) -> Result<()> {
+        // One last look at everything watched.
+        src.drain(evs);
+        let now = procfs::mono_ns();
+        src.scan(now, evs);
+        Daemon::route(self, src, evs);
+        self.scan_all(src, now, &Policy::daemon());
+        Ok(())
+    }
 }
 
 #[cfg(test)]

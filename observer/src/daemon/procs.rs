@@ -132,13 +132,13 @@ impl Daemon {
         };
         let now = procfs::mono_ns();
         let mut evs = std::mem::take(&mut p.pending);
-        evs.push(Event::End {
-            ts_ns: now,
-            tgid: pid,
-            exit_status: None,
-        });
-        let _ = p.session.feed(&mut evs);
-        let found = p.session.engine.finish(now);
+        let found = p
+            .session
+            .finish_step(src, now, &mut evs, &[(pid, None)])
+            .unwrap_or_else(|e| {
+                tracing::warn!("pid {pid}: {e:#}");
+                Vec::new()
+            });
         let uprobes = src.probes.process_uprobe_count(pid);
         for f in found {
             write_report(

@@ -89,36 +89,17 @@ impl<S: Sink> Session<S> {
         self.feed(&mut evs)
     }
 
-    /// Names the contended futexes the kernel has counted so far (while the
-    /// process is alive to be read).
-    pub(super) fn symbolize_aggregates(&mut self, src: &LiveSource) -> Result<()> {
+    /// Names the contended futexes and deep-tier locks the kernel has
+    /// counted so far (while the process is alive to be read): those of
+    /// this session's processes.
+    pub(super) fn symbolize_aggregates(&mut self, keys: &[(u32, u64)]) -> Result<()> {
         let mut evs = Vec::new();
-        let deep: Vec<(u32, u64)> = if self.opts.uprobes {
-            src.probes
-                .lock_stats()
-                .0
-                .into_iter()
-                .map(|(k, _)| (k.tgid, k.lock))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for (tgid, addr) in deep {
-            if self.sym_tried.insert((tgid, addr))
+        for &(tgid, addr) in keys {
+            if self.engine.model.processes.contains_key(&tgid)
+                && self.sym_tried.insert((tgid, addr))
                 && let Some(name) = self.symbols.data_symbol(tgid, addr).map(symbol_name)
             {
                 evs.push(Event::Symbol { tgid, addr, name });
-            }
-        }
-        for (k, _) in src.probes.aggregates() {
-            if self.sym_tried.insert((k.tgid, k.uaddr))
-                && let Some(name) = self.symbols.data_symbol(k.tgid, k.uaddr).map(symbol_name)
-            {
-                evs.push(Event::Symbol {
-                    tgid: k.tgid,
-                    addr: k.uaddr,
-                    name,
-                });
             }
         }
         evs.extend(maps_events(&mut self.symbols));

@@ -6,7 +6,9 @@
 //! - `target`: setting up the target (spawn held at a gate, attach) and
 //!   loading the probes;
 //! - `uprobes`: which uprobes go on which process, and when;
-//! - `live`: the event loop of `run`/`attach`, and the end of observation;
+//! - `live`: the one live loop (run, attach, the daemon), its policy, and
+//!   the steps every watched process goes through;
+//! - `one`: the watched set of `run`/`attach`: one session, one target;
 //! - `enrich`: names, stacks and the Python view, as events;
 //! - `gil`: GIL accounting of CPython targets and `--python-top`;
 //! - `dump`: `observer dump`, one look through /proc without BPF.
@@ -14,7 +16,8 @@
 mod dump;
 mod enrich;
 mod gil;
-mod live;
+pub(crate) mod live;
+mod one;
 mod target;
 mod uprobes;
 

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use super::{
     Outputs, Session,
     live::{EXIT_HANG, observe},
+    one::One,
     uprobes::{UprobeSet, attach_uprobes, attach_uprobes_to, planned_uprobe_targets},
 };
 use crate::{
@@ -142,11 +143,13 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         child.release()?;
         tracing::debug!("startup: target released {:?} after start", t0.elapsed());
         tracing::info!("observing pid {pid}");
-        let end = observe(&mut s, src, Target::Child { pid }, pidfd, None, "run").await?;
-        if end.killed_on_hang {
+        let mut one = One::new(&mut s, Target::Child { pid }, pidfd, "run")?;
+        let policy = one.policy(None);
+        observe(&mut one, &mut src, &policy).await?;
+        if one.killed {
             return Ok(EXIT_HANG);
         }
-        Ok(end.status.map(sys::exit_code_of).unwrap_or(1))
+        Ok(one.status.map(sys::exit_code_of).unwrap_or(1))
     })
 }
 
@@ -192,16 +195,10 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
             attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
         }
         tracing::info!("observing pid {pid}");
-        let end = observe(
-            &mut s,
-            src,
-            Target::Attached { pid },
-            pidfd,
-            duration,
-            "attach",
-        )
-        .await?;
-        Ok(if end.hang_found { EXIT_HANG } else { 0 })
+        let mut one = One::new(&mut s, Target::Attached { pid }, pidfd, "attach")?;
+        let policy = one.policy(duration);
+        observe(&mut one, &mut src, &policy).await?;
+        Ok(if one.hang_found { EXIT_HANG } else { 0 })
     })
 }
 
