@@ -123,6 +123,9 @@ fn daemon_main_scenario() {
     assert_eq!(metric(&body, "observer_reports_written_total"), 3.0);
     assert!(metric(&body, "observer_scan_duration_seconds_count") > 0.0);
     assert!(metric(&body, "observer_resident_memory_bytes") > 0.0);
+    // Its own cost: CPU time used, events held for the reports' recordings.
+    assert!(metric(&body, "observer_cpu_seconds") > 0.0);
+    assert!(metric(&body, "observer_recorded_events") >= 0.0);
     // OBSERVER_REQUIRE_PROMTOOL: the old name of OBSERVER_REQUIRE_ALL, for promtool.
     let required = std::env::var_os("OBSERVER_REQUIRE_PROMTOOL").is_some_and(|v| v != "0");
     if let Some(promtool) = tool_if("promtool", "prometheus", "the promtool check", required) {

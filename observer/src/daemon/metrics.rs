@@ -31,6 +31,10 @@ pub struct Metrics {
     pub scan_duration: Histogram,
     pub cap_hits: Family<Labels, Counter>,
     pub rss_bytes: Gauge,
+    /// CPU time the daemon used (user + system).
+    pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Events held in the flight recorders of every watched process.
+    pub recorded_events: Gauge,
     pub config_reloads: Family<Labels, Counter>,
     /// Exec and fork notes of the kernel filter, by result.
     pub exec_notes: Family<Labels, Counter>,
@@ -60,6 +64,8 @@ impl Metrics {
             scan_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             cap_hits: Family::default(),
             rss_bytes: Gauge::default(),
+            cpu_seconds: Gauge::default(),
+            recorded_events: Gauge::default(),
             config_reloads: Family::default(),
             exec_notes: Family::default(),
             idle_threads: Family::default(),
@@ -115,6 +121,16 @@ impl Metrics {
             "resident_memory_bytes",
             "Resident set size of the daemon",
             m.rss_bytes.clone(),
+        );
+        r.register(
+            "cpu_seconds",
+            "CPU time the daemon itself used, user and system",
+            m.cpu_seconds.clone(),
+        );
+        r.register(
+            "recorded_events",
+            "Events held in the flight recorders of all watched processes",
+            m.recorded_events.clone(),
         );
         r.register(
             "config_reloads",
@@ -199,10 +215,12 @@ impl Metrics {
         *last = now;
     }
 
-    pub fn sample_rss(&self) {
+    /// The daemon's own cost: resident memory and CPU time.
+    pub fn sample_self(&self) {
         if let Some(b) = rss_bytes() {
             self.rss_bytes.set(b as i64);
         }
+        self.cpu_seconds.set(cpu_ms() as f64 / 1e3);
     }
 
     /// The endpoint's body in OpenMetrics.
@@ -258,6 +276,17 @@ pub fn rss_bytes() -> Option<u64> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * page.max(4096) as u64)
+}
+
+/// CPU time of this process (user + system), in milliseconds.
+pub fn cpu_ms() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 /// Binds the endpoint now (so a bad address fails at start).
@@ -346,7 +375,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        m.sample_rss();
+        m.sample_self();
         m
     }
 

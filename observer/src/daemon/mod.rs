@@ -178,7 +178,7 @@ fn opts_for(cfg: &Config, w: Watch, deep: bool) -> ObserveOpts {
         uprobes_bare: false,
         follow_forks: false,
         hooks: "auto".into(),
-        scan_interval: 25,
+        scan_interval: session::live::DAEMON_SCAN_MS,
         ringbuf_kib: 16384,
         pictures: Default::default(),
         python_top: None,
@@ -258,7 +258,7 @@ impl Daemon {
             if !policy.scan_unmoved && !p.session.moved(fed, mine) {
                 continue;
             }
-            let r = match p.session.scan_step(src, now) {
+            let r = match p.session.scan_step(src, now, policy, Some(mine)) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("pid {pid}: {e:#}");
@@ -287,9 +287,9 @@ impl Daemon {
         }
         let took = t0.elapsed();
         self.metrics.scan_duration.observe(took.as_secs_f64());
-        // Two scan intervals or more: processes that start and end meanwhile
+        // Half a scan period or more: processes that start and end meanwhile
         // are seen only from the ring buffer's backlog.
-        if took >= Duration::from_millis(50) {
+        if took >= Duration::from_millis(session::live::DAEMON_SCAN_MS / 2) {
             tracing::debug!(
                 "slow scan: {} ms ({} processes watched)",
                 took.as_millis(),
@@ -414,7 +414,13 @@ impl Daemon {
         self.metrics.watched_threads.set(threads as i64);
         self.metrics
             .kernel_drops_now(&mut self.last_drops, src.probes.drops());
-        self.metrics.sample_rss();
+        self.metrics.sample_self();
+        let recorded: usize = self
+            .procs
+            .values()
+            .filter_map(|p| p.session.engine.sink.as_ref().map(FlightRecorder::len))
+            .sum();
+        self.metrics.recorded_events.set(recorded as i64);
     }
 }
 
@@ -540,7 +546,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         );
         let probes = session::load_probes(&base, verbose, false)?;
         let hooks = probes.hooks.clone();
-        let mut src = LiveSource::new(probes, session::min_age(&base))?;
+        let policy = Policy::daemon();
+        let mut src = LiveSource::new(probes, policy.wait_age.as_nanos() as u64)?;
         let metrics = Arc::new(Metrics::new());
         let server = match cfg.metrics_addr().map_err(|e| anyhow!(e))? {
             Some(addr) => {
@@ -585,7 +592,6 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         // Processes already running (exec notifications are live first, so
         // nothing falls between the two).
         d.rescan(&mut src);
-        let policy = Policy::daemon();
         let stop = live::observe(&mut d, &mut src, &policy).await?;
         tracing::info!(
             "{}: stopping; {} processes were watched",

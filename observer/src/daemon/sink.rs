@@ -313,7 +313,6 @@ impl FlightRecorder {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.prologue.len() + self.ring.len()
     }

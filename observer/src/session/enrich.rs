@@ -31,7 +31,7 @@ impl<S: Sink> Session<S> {
     /// `all`: every CPython target still alive, blocked or not (the end of
     /// observation, so every thread's report carries its Python stack).
     pub(super) fn python_view_of(&mut self, now: u64, again: bool, all: bool) -> Result<()> {
-        let min = min_age(&self.opts);
+        let min = min_age(&self.opts).max(self.python_after_ns);
         let mut evs = Vec::new();
         let procs: Vec<(u32, Vec<PyWaitKey>)> = self
             .engine
@@ -64,17 +64,35 @@ impl<S: Sink> Session<S> {
         self.feed(&mut evs)
     }
 
-    /// Python thread names for CPython targets (checked about once a second).
+    /// Python thread names for CPython targets (checked about once a
+    /// second). Read when the process's threads changed, a few times while
+    /// one of them has no name yet (a thread is named a moment after it
+    /// starts), not at every tick: a fleet of healthy processes costs no
+    /// reads. (A finding's own Python read names its threads again.)
     pub(crate) fn python_names(&mut self, now: u64) -> Result<()> {
+        const TRIES: u8 = 3;
         let mut evs = Vec::new();
-        let tgids: Vec<u32> = self
-            .engine
-            .model
-            .processes
-            .values()
-            .filter(|p| p.observed_to_ns.is_none() && !self.not_python.contains(&p.tgid))
-            .map(|p| p.tgid)
-            .collect();
+        let mut tgids = Vec::new();
+        for p in self.engine.model.processes.values() {
+            if p.observed_to_ns.is_some() || self.not_python.contains(&p.tgid) {
+                continue;
+            }
+            let mut h = std::hash::DefaultHasher::new();
+            let mut unnamed = false;
+            for t in p.live_threads() {
+                std::hash::Hash::hash(&t.tid, &mut h);
+                unnamed |= t.py_name.is_none();
+            }
+            let set = std::hash::Hasher::finish(&h);
+            let e = self.py_named.entry(p.tgid).or_insert((set ^ 1, 0));
+            if e.0 != set {
+                *e = (set, 0);
+            }
+            if e.1 == 0 || (unnamed && e.1 < TRIES) {
+                e.1 += 1;
+                tgids.push(p.tgid);
+            }
+        }
         for tgid in tgids {
             match self.symbols.python_threads(tgid) {
                 Ok(Some(threads)) => {
@@ -149,6 +167,7 @@ impl<S: Sink> Session<S> {
                 // such as pyenv's shim execs python): look again.
                 self.not_python.remove(tgid);
                 self.py_read.remove(tgid);
+                self.py_named.remove(tgid);
                 self.symbols.exec(*tgid, filename, *image)
             }
             Event::Start {

@@ -31,6 +31,8 @@ use crate::{
 pub(crate) struct Policy {
     /// How often the wait table is scanned and findings judged.
     pub(crate) scan: Duration,
+    /// A futex wait younger than this is not an event (transient).
+    pub(crate) wait_age: Duration,
     /// How often stuck threads and Python thread names are sampled.
     pub(crate) sample: Duration,
     /// How often kernel aggregates are named, lock-order gates refreshed
@@ -41,12 +43,19 @@ pub(crate) struct Policy {
     /// Scan a process whose state cannot have moved since the last scan
     /// (no event, no wait, no event loop due, nothing to judge again).
     pub(crate) scan_unmoved: bool,
+    /// A process's Python view is read for futex waits at least this old
+    /// (and for candidate findings, blocked event loops, the end): a
+    /// healthy worker polling a queue every 50 ms costs no reads.
+    pub(crate) python_after: Duration,
     /// SIGHUP reloads the set's configuration (else it ends the observer,
     /// as it would any program).
     pub(crate) reload_on_hup: bool,
     /// Observation ends after this long (`attach --duration`).
     pub(crate) duration: Option<Duration>,
 }
+
+/// The daemon's scan period (its recordings' header says so too).
+pub(crate) const DAEMON_SCAN_MS: u64 = 100;
 
 /// Per-event-batch pace shared by every mode: the ring buffer is drained
 /// this often between scans so it never fills.
@@ -58,26 +67,35 @@ impl Policy {
     pub(crate) fn observe(scan_ms: u64, stuck_ns: u64, duration_ns: Option<u64>) -> Policy {
         Policy {
             scan: Duration::from_millis(scan_ms),
+            // A wait younger than one scan period (at most 10 ms) is
+            // transient contention (`target::min_age`).
+            wait_age: Duration::from_millis(scan_ms.min(10)),
             // A quarter of --stuck, so a stuck thread is seen in time.
             sample: Duration::from_millis((stuck_ns / 4_000_000).clamp(100, 1000)),
             aggregate: Duration::from_millis(500),
             gil: true,
             scan_unmoved: true,
+            // As young as a scan can see (`target::min_age`).
+            python_after: Duration::ZERO,
             reload_on_hup: false,
             duration: duration_ns.map(Duration::from_nanos),
         }
     }
 
     /// The daemon: many processes, most of them healthy, for days. A
-    /// process is judged only when it may have moved, the GIL is not
-    /// sampled (its cost is per process per tick), names once a second.
+    /// process is judged only when it may have moved; a futex wait is
+    /// looked at once it is 100 ms old (a worker polling a queue every
+    /// 50 ms makes no event); the GIL is not sampled (its cost is per
+    /// process per tick); names once a second.
     pub(crate) fn daemon() -> Policy {
         Policy {
-            scan: Duration::from_millis(25),
+            scan: Duration::from_millis(DAEMON_SCAN_MS),
+            wait_age: Duration::from_millis(100),
             sample: Duration::from_secs(1),
             aggregate: Duration::from_millis(500),
             gil: false,
             scan_unmoved: false,
+            python_after: Duration::from_secs(1),
             reload_on_hup: true,
             duration: None,
         }
@@ -295,15 +313,24 @@ impl<S: Sink> Session<S> {
 
     /// One scan step: locks held since before the attach (judged on the
     /// state just fed), uprobes for processes whose libc appeared, then
-    /// detection.
-    pub(crate) fn scan_step(&mut self, src: &mut LiveSource, now: u64) -> Result<Scanned> {
+    /// detection. `loops`: the event loop threads as the set read them for
+    /// this tick (the daemon: one map walk for every process); None: read
+    /// when the scan gets to them.
+    pub(crate) fn scan_step(
+        &mut self,
+        src: &mut LiveSource,
+        now: u64,
+        p: &Policy,
+        loops: Option<&crate::source::event_loop::Threads>,
+    ) -> Result<Scanned> {
+        self.python_after_ns = p.python_after.as_nanos() as u64;
         let deep = self.opts.uprobes && src.probes.uprobe_count() > 0;
         let mut evs = crate::source::preheld::events(&self.engine.model, &src.probes, deep, now);
         self.feed(&mut evs)?;
         self.resume_execs(&mut src.probes);
         self.pending_thread_uprobes(src, now);
         let before = self.engine.findings().len();
-        let hung = self.scan(src, now)?;
+        let hung = self.scan(src, now, loops)?;
         Ok(Scanned {
             found: self.engine.findings()[before..].to_vec(),
             hung,

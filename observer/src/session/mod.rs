@@ -22,7 +22,6 @@ mod target;
 mod uprobes;
 
 pub use dump::dump;
-pub(crate) use target::min_age;
 pub use target::{attach, require_bpf, run};
 pub(crate) use target::{load_probes, runtime, seeded_tids};
 
@@ -165,6 +164,11 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     rejudge: bool,
     /// GIL accounting of CPython targets (session/gil.rs).
     gil: gil::GilState,
+    /// Futex waits younger than this get no Python read (`Policy::python_after`).
+    python_after_ns: u64,
+    /// Per CPython process: its live threads at the last name read (a
+    /// hash of their TIDs) and the reads made of that set.
+    py_named: HashMap<u32, (u64, u8)>,
 }
 
 impl Session<LiveSink> {
@@ -226,6 +230,8 @@ impl<S: Sink> Session<S> {
             loops_of: None,
             rejudge: false,
             gil: gil::GilState::default(),
+            python_after_ns: 0,
+            py_named: HashMap::new(),
         }
     }
 
@@ -302,14 +308,19 @@ impl<S: Sink> Session<S> {
     /// run once, candidate findings confirmed against the target, the
     /// stacks of the threads they name taken, then reported. Returns the
     /// processes found hung.
-    pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
+    pub(crate) fn scan(
+        &mut self,
+        src: &mut LiveSource,
+        now: u64,
+        loops: Option<&crate::source::event_loop::Threads>,
+    ) -> Result<Vec<u32>> {
         self.rejudge = false;
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
         }
         self.feed(&mut evs)?;
-        self.event_loops(src, now)?;
+        self.event_loops(src, now, loops)?;
         self.python_view(now, false)?;
         let cands = self.engine.candidates(now);
         if cands.is_empty() {
@@ -441,10 +452,18 @@ impl<S: Sink> Session<S> {
     /// Event loops out of their selector too long (their Python stack is
     /// read now, while they are), and loops idle in it (their tasks are read
     /// once per idle stretch: an await cycle leaves the loop idle).
-    fn event_loops(&mut self, src: &LiveSource, now: u64) -> Result<()> {
+    fn event_loops(
+        &mut self,
+        src: &LiveSource,
+        now: u64,
+        threads: Option<&crate::source::event_loop::Threads>,
+    ) -> Result<()> {
         let (limit, idle) = self.loop_limits();
         // Read now, not earlier: this scan's symbolizing may have taken a while.
-        let mut threads = src.probes.epoll_threads();
+        let mut threads = match threads {
+            Some(t) => t.to_vec(),
+            None => src.probes.epoll_threads(),
+        };
         if let Some(only) = self.loops_of {
             threads.retain(|(_, e)| e.tgid == only);
         }

@@ -99,9 +99,9 @@ impl Watched for One<'_> {
         p: &Policy,
         evs: &mut Vec<Event>,
     ) -> Result<Option<Stop>> {
-        let loops = src.probes.epoll_threads();
-        if p.scan_unmoved || self.s.moved(std::mem::take(&mut self.fed), &loops) {
-            let r = self.s.scan_step(src, now)?;
+        let fed = std::mem::take(&mut self.fed);
+        if p.scan_unmoved || self.s.moved(fed, &src.probes.epoll_threads()) {
+            let r = self.s.scan_step(src, now, p, None)?;
             if !r.hung.is_empty() {
                 self.hang_found = true;
                 if self.s.opts.kill_on_deadlock {

@@ -9,6 +9,7 @@
 
 mod deep;
 mod detect;
+mod fleet;
 mod fuzz;
 mod gil;
 mod harness;
@@ -42,6 +43,11 @@ const SUITES: &[Suite] = &[
         "fuzz",
         "bad input for a fixed time (--secs, default 600): recordings, daemon config, BPF records, CPython reader",
         fuzz::main,
+    ),
+    (
+        "fleet",
+        "observer daemon on 10 and 100 healthy Python workers: CPU share, RSS growth, reports",
+        fleet::main,
     ),
     (
         "gil",

@@ -23,14 +23,15 @@ use anyhow::{Context, Result, bail};
 use super::harness::{self as h, Guard, cpu_secs, rss_kib};
 
 const USAGE: &str = "\
-usage: cargo xtask bench soak [--minutes M] [--every SECS] [--quick] [--observer PATH]   (as root)
+usage: cargo xtask bench soak [--minutes M] [--every SECS] [--python N] [--quick] [--observer PATH]   (as root)
 
 observer daemon for M minutes with stress-ng --futex 2 watched, stress-ng --clone 2 not,
 and a deadlocking program every SECS seconds: RSS, reports, drops, CPU share.
 Needs stress-ng (Debian package; ./x installs it for `bench soak`).
 
   --minutes M       how long (default 10; --quick: 1)
-  --every SECS      start a deadlocking program this often (default 20)";
+  --every SECS      start a deadlocking program this often (default 20)
+  --python N        also N healthy Python workers, watched (bench/py_poll_service.py; default 0)";
 
 const EXECS_USAGE: &str = "\
 usage: cargo xtask bench execs [--execs N] [--quick] [--observer PATH]   (as root)
@@ -44,20 +45,23 @@ process events connector, and with no daemon: wall time and CPU.
 const REPORT_WITHIN: Duration = Duration::from_secs(5);
 const SCENARIO_COMM: &str = "obsd-soak";
 const STRESS_COMM: &str = "obsd-stress";
+const PYTHON_COMM: &str = "obsd-pyworker";
 
 struct Opts {
     minutes: f64,
     every: f64,
+    python: usize,
     common: h::Common,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>> {
-    let (mut minutes, mut every) = (10.0, 20.0);
+    let (mut minutes, mut every, mut python) = (10.0, 20.0, 0);
     let usage = format!("{USAGE}\n{}", h::COMMON_OPTIONS);
     let Some(common) = h::parse(args, &usage, false, |a, it| {
         match a {
             "--minutes" => minutes = it.number("--minutes")?,
             "--every" => every = it.number("--every")?,
+            "--python" => python = it.number("--python")?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -74,11 +78,12 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     Ok(Some(Opts {
         minutes,
         every,
+        python,
         common,
     }))
 }
 
-fn metrics(port: u16) -> Option<String> {
+pub(super) fn metrics(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -126,7 +131,8 @@ pub fn main(args: &[String]) -> Result<()> {
         &cfg,
         format!(
             "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nmax_reports = 0\n\
-             [[rule]]\ncomm = \"{SCENARIO_COMM}\"\n[[rule]]\ncomm = \"{STRESS_COMM}\"\n",
+             [[rule]]\ncomm = \"{SCENARIO_COMM}\"\n[[rule]]\ncomm = \"{STRESS_COMM}\"\n\
+             [[rule]]\ncomm = \"{PYTHON_COMM}\"\n",
             report_dir.to_str().context("path")?
         ),
     )?;
@@ -182,6 +188,25 @@ pub fn main(args: &[String]) -> Result<()> {
         ))
     };
     let _futex = stress(&watched_stress, "--futex")?;
+    let mut workers = Vec::new();
+    if o.python > 0 {
+        let py = h::which("python3").context("--python needs python3")?;
+        let bin = base.join(PYTHON_COMM);
+        let _ = std::fs::remove_file(&bin);
+        std::os::unix::fs::symlink(&py, &bin).context("linking python3")?;
+        let script = crate::root().join("bench/py_poll_service.py");
+        for _ in 0..o.python {
+            workers.push(Guard::new(
+                Command::new(&bin)
+                    .arg(&script)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting a Python worker")?,
+            ));
+        }
+    }
     let _clone = stress(Path::new(stress_ng.trim()), "--clone")?;
     let t0 = Instant::now();
     let cpu0 = cpu_secs(dpid).unwrap_or(0.0);
@@ -295,7 +320,12 @@ pub fn main(args: &[String]) -> Result<()> {
     );
     let _ = writeln!(
         out,
-        "  other findings (watched stress-ng --futex): {other:?}"
+        "  other findings (watched stress-ng --futex{}): {other:?}",
+        if o.python > 0 {
+            format!(", {} Python workers", o.python)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         out,
