@@ -155,6 +155,9 @@ struct Daemon {
     samples: u32,
 }
 
+/// Time one sample may spend reading Python thread names.
+const NAMES_BUDGET: Duration = Duration::from_millis(25);
+
 /// Forks remembered between samples at most (more are dropped, counted).
 const MAX_PENDING_FORKS: usize = 4096;
 
@@ -370,9 +373,14 @@ impl Daemon {
     /// About once a second: stuck threads, Python names, caps, exits that
     /// were missed, metrics.
     fn sample_all(&mut self, src: &mut LiveSource, now: u64) {
+        // Python names (the first read of an interpreter is slow) within a
+        // budget; the rest at the next samples. Processes already named
+        // cost nothing, so the budget reaches everyone.
+        let budget = Instant::now() + NAMES_BUDGET;
         for (pid, p) in self.procs.iter_mut() {
             let mut evs = Vec::new();
-            if let Err(e) = p.session.sample(&mut p.activity, now, &mut evs) {
+            let names = Instant::now() < budget;
+            if let Err(e) = p.session.sample(&mut p.activity, now, &mut evs, names) {
                 tracing::warn!("pid {pid}: {e:#}");
             }
         }

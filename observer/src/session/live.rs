@@ -347,17 +347,23 @@ impl<S: Sink> Session<S> {
         Ok(())
     }
 
-    /// The sample step: threads idle while others ran (stuck), Python
-    /// thread names.
+    /// The sample step: threads idle while others ran (stuck), and with
+    /// `names`, Python thread names (the daemon leaves them to a later
+    /// sample when this one has spent its budget: the first look at a
+    /// hundred new interpreters must not hold up the scans).
     pub(crate) fn sample(
         &mut self,
         activity: &mut Activity,
         now: u64,
         evs: &mut Vec<Event>,
+        names: bool,
     ) -> Result<()> {
         activity.sample(&self.engine.model, now, self.engine.limits().stuck_ns, evs);
         self.feed(evs)?;
-        self.python_names(now)
+        if names {
+            self.python_names(now)?;
+        }
+        Ok(())
     }
 
     /// The hang watchdog fired: the report of every thread, as findings.

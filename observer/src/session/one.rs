@@ -146,7 +146,7 @@ impl Watched for One<'_> {
     }
 
     fn sample(&mut self, _: &mut LiveSource, now: u64, evs: &mut Vec<Event>) -> Result<()> {
-        self.s.sample(&mut self.activity, now, evs)
+        self.s.sample(&mut self.activity, now, evs, true)
     }
 
     fn gil(&mut self, src: &LiveSource) -> Result<Duration> {

@@ -76,15 +76,28 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     }))
 }
 
-fn python(o: &Opts) -> Result<PathBuf> {
-    if let Some(p) = &o.python {
-        return Ok(p.clone());
-    }
+/// The interpreter itself, not a launcher: a worker's comm must be the
+/// name it was started as (pyenv's `python3` is a shell script that execs
+/// the interpreter, which renames the process).
+pub(super) fn python(explicit: Option<&Path>) -> Result<PathBuf> {
     let pyenv = Path::new("/root/.pyenv/versions/3.12.1/bin/python3.12");
-    if pyenv.is_file() {
-        return Ok(pyenv.to_path_buf());
+    let launcher = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if pyenv.is_file() => return Ok(pyenv.to_path_buf()),
+        None => h::which("python3").context("no python3 found (--python PATH)")?,
+    };
+    let out = Command::new(&launcher)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .with_context(|| format!("running {}", launcher.display()))?;
+    let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || exe.is_empty() {
+        bail!(
+            "{} does not say where its interpreter is",
+            launcher.display()
+        );
     }
-    h::which("python3").context("no python3 found (--python PATH)")
+    Ok(std::fs::canonicalize(&exe).unwrap_or_else(|_| PathBuf::from(exe)))
 }
 
 /// One fleet size's measurements.
@@ -206,7 +219,7 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     h::require_root("bench fleet")?;
     let observer = h::observer_binary(&o.common)?;
-    let py = python(&o)?;
+    let py = python(o.python.as_deref())?;
     let base = h::out_dir(&format!("bench/fleet-{}", std::process::id()))?;
     let mut runs = Vec::new();
     for &n in &o.sizes {

@@ -190,7 +190,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let _futex = stress(&watched_stress, "--futex")?;
     let mut workers = Vec::new();
     if o.python > 0 {
-        let py = h::which("python3").context("--python needs python3")?;
+        let py = super::fleet::python(None)?;
         let bin = base.join(PYTHON_COMM);
         let _ = std::fs::remove_file(&bin);
         std::os::unix::fs::symlink(&py, &bin).context("linking python3")?;
