@@ -209,6 +209,10 @@ pub struct Process {
     /// The hang watchdog found no thread of the watched tree running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_progress: Option<NoProgress>,
+    /// Its file-backed mappings as last recorded (shared.rs keys futexes
+    /// in MAP_SHARED memory by them).
+    #[serde(skip)]
+    pub maps: Vec<crate::vocab::frames::MapEntry>,
 }
 
 /// What the hang watchdog saw (see `Event::NoProgress`).
@@ -507,8 +511,12 @@ impl Model {
             }
             Event::Drops { drops, .. } => self.drops = *drops,
             Event::Scan { .. } => {}
-            // For the symbolizer (session, replay), not the model.
-            Event::Mappings { .. } => {}
+            // For the symbolizer (session, replay) and shared futex keys.
+            Event::Mappings { tgid, maps, .. } => {
+                if let Some(p) = self.processes.get_mut(tgid) {
+                    p.maps = maps.clone();
+                }
+            }
             Event::End {
                 ts_ns,
                 tgid,
@@ -558,5 +566,6 @@ mod apply_python;
 mod apply_threads;
 mod apply_waits;
 pub mod classify;
+pub mod shared;
 #[cfg(test)]
 mod tests;

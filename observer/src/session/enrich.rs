@@ -502,10 +502,11 @@ pub(super) fn stack_events(
         )
     });
     for f in now_findings {
-        let Some(p) = model.process(f.tgid) else {
-            continue;
-        };
+        // A cycle across processes names threads of several.
         for ti in &f.threads {
+            let Some(p) = model.process(ti.pid) else {
+                continue;
+            };
             let Some(t) = p.thread(ti.tid).filter(|t| t.alive()) else {
                 continue;
             };
@@ -527,7 +528,7 @@ pub(super) fn stack_events(
                     symbols.set_return_fixups(ti.tid, sites);
                 }
             }
-            let v = want.entry(f.tgid).or_default();
+            let v = want.entry(ti.pid).or_default();
             if !v.iter().any(|(x, _)| *x == ti.tid) {
                 v.push((ti.tid, regs));
             }

@@ -298,7 +298,8 @@ impl<S: Sink> Session<S> {
     /// One scan: names and owners and the Python view fed, the detectors
     /// run once, candidate findings confirmed against the target, the
     /// stacks of the threads they name taken, then reported. Returns the
-    /// processes found hung.
+    /// processes found hung: every process of a cycle across processes, so
+    /// that `--kill-on-deadlock` never leaves half a cycle.
     pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
         self.rejudge = false;
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
@@ -342,11 +343,19 @@ impl<S: Sink> Session<S> {
         let mut hung = Vec::new();
         for f in self.engine.accept(cands) {
             if f.kind.is_hang() {
-                hung.push(f.tgid);
+                for pid in f.pids() {
+                    if !hung.contains(&pid) {
+                        hung.push(pid);
+                    }
+                }
             }
             if !self.opts.quiet {
                 eprint!("{}", report::findings::finding(&f));
             }
+        }
+        if self.opts.kill_on_deadlock && !hung.is_empty() {
+            // The caller kills exactly these (and its target).
+            eprintln!("{}", kill_note(&self.engine.model, &hung));
         }
         Ok(hung)
     }
@@ -503,6 +512,22 @@ impl<S: Sink> Session<S> {
         evs.extend(blocked);
         self.feed(&mut evs)
     }
+}
+
+/// What `--kill-on-deadlock` ends: every process of the hang, by name.
+pub(crate) fn kill_note(model: &Model, pids: &[u32]) -> String {
+    let names: Vec<String> = pids
+        .iter()
+        .map(|&pid| {
+            let comm = model.process(pid).and_then(|p| p.comm()).unwrap_or("?");
+            format!("{pid} \"{}\"", report::escape(comm))
+        })
+        .collect();
+    format!(
+        "observer: --kill-on-deadlock: killing process{} {} (every process of the hang)",
+        if pids.len() > 1 { "es" } else { "" },
+        names.join(", ")
+    )
 }
 
 /// The session of `run`/`attach`.
