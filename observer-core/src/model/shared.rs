@@ -120,10 +120,11 @@ impl Model {
         if q.tgid == p.tgid {
             return None;
         }
+        // The word names a thread of `q`, which took the lock in memory it
+        // shared with `p` then (its mappings may be older than that).
         let shared = !futex::is_private(op)
             && match p.futex_key(lock, op) {
-                // The other side's mappings unknown: the op says shared.
-                k @ FutexKey::Shared { .. } => q.maps.is_empty() || q.addr_of(k).is_some(),
+                FutexKey::Shared { .. } => true,
                 // No mapping recorded at all: only the op tells.
                 FutexKey::Private { .. } => p.maps.is_empty(),
             };

@@ -239,6 +239,28 @@ pub(super) fn symbol_name(d: crate::symbol::DataSymbol) -> String {
     }
 }
 
+/// A process-shared futex wait (no FUTEX_PRIVATE_FLAG) on a word no
+/// recorded mapping covers: the mappings predate the memory, read them
+/// again (once per word) so the lock is keyed by its shared object.
+pub(super) fn shared_maps_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
+    for p in model.processes.values() {
+        let stale = p
+            .live_threads()
+            .filter_map(|t| t.wait.as_ref())
+            .filter(|w| !observer_core::event::futex::is_private(w.op))
+            .filter(|w| p.mapping_of(w.uaddr).is_none())
+            .any(|w| tried.insert((p.tgid, w.uaddr)));
+        if stale {
+            symbols.read_maps_now(p.tgid);
+        }
+    }
+    maps_events(symbols)
+}
+
 /// `Mappings` events for the mappings the symbolizer read since last time.
 pub(super) fn maps_events(symbols: &mut Symbolizer) -> Vec<Event> {
     let new = symbols.take_new_maps();

@@ -44,7 +44,9 @@ use crate::{
     symbol::Symbolizer,
 };
 pub(crate) use enrich::symbol_events;
-use enrich::{PyWaitKey, maps_events, owner_events, python_events, stack_events};
+use enrich::{
+    PyWaitKey, maps_events, owner_events, python_events, shared_maps_events, stack_events,
+};
 
 /// Output files of `run`/`attach`, opened (so checked) before any BPF is
 /// loaded; the recording is handed to the `LiveSink`.
@@ -142,6 +144,8 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     out: Outputs,
     symbols: Symbolizer,
     sym_tried: HashSet<(u32, u64)>,
+    /// Shared futex words whose mappings were read again (enrich.rs).
+    maps_tried: HashSet<(u32, u64)>,
     /// Processes whose libc may not be mapped yet (just exec'd or forked):
     /// tgid -> give up at (ns).
     pending_uprobes: HashMap<u32, u64>,
@@ -214,6 +218,7 @@ impl<S: Sink> Session<S> {
             out,
             symbols: Symbolizer::new(),
             sym_tried: HashSet::new(),
+            maps_tried: HashSet::new(),
             pending_uprobes: HashMap::new(),
             not_python: HashSet::new(),
             stop_on_exec: false,
@@ -303,6 +308,11 @@ impl<S: Sink> Session<S> {
     pub(crate) fn scan(&mut self, src: &mut LiveSource, now: u64) -> Result<Vec<u32>> {
         self.rejudge = false;
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
+        evs.extend(shared_maps_events(
+            &self.engine.model,
+            &mut self.symbols,
+            &mut self.maps_tried,
+        ));
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
         }
