@@ -105,8 +105,15 @@ fn finding(
     let mut objects = Vec::new();
     let mut processes: Vec<ProcessInfo> = Vec::new();
     let mut key_parts = Vec::new();
+    let mut owners: HashMap<FutexKey, Tid> = HashMap::new();
     for h in cycle {
         let p = model.process(h.tgid)?;
+        // One lock, one owner: two waits on it naming different owners are
+        // views of different moments (processes are read one at a time).
+        let lock = p.futex_key(h.wait.target.lock, h.wait.op);
+        if *owners.entry(lock).or_insert(h.holder) != h.holder {
+            return None;
+        }
         let cx = Ctx {
             model,
             process: p,

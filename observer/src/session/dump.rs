@@ -56,7 +56,7 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
         }
         todo.extend(follow(&engine.model));
     }
-    let found = engine.candidates(now);
+    let found = confirmed(&engine.model, engine.candidates(now));
     let mut evs = stack_events(&engine.model, &mut symbols, None, &found, now, native);
     engine.apply_all(&mut evs)?;
     if native {
@@ -77,6 +77,33 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
         );
     }
     Ok(crate::exit::of_findings(engine.findings()))
+}
+
+/// The hang findings whose threads still sit in the very waits judged
+/// (same word, same memory around it), read again now: processes are read
+/// one after the other, so a cycle across them could join moments that
+/// never coexisted.
+fn confirmed(model: &Model, found: Vec<crate::detect::Finding>) -> Vec<crate::detect::Finding> {
+    found
+        .into_iter()
+        .filter(|f| {
+            !f.kind.is_hang()
+                || f.threads.iter().all(|t| {
+                    let then = model
+                        .process(t.pid)
+                        .and_then(|p| p.thread(t.tid))
+                        .and_then(|x| x.wait.as_ref());
+                    let now = crate::source::snapshot::thread_wait(t.pid, t.tid, 0);
+                    match (then, now) {
+                        (Some(a), Some(b)) => {
+                            a.uaddr == b.uaddr && a.val == b.val && a.words == b.words
+                        }
+                        (None, None) => true,
+                        _ => false,
+                    }
+                })
+        })
+        .collect()
 }
 
 /// One process into the engine: its threads, their waits, lock names, the

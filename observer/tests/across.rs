@@ -1,0 +1,319 @@
+//! Root integration tests of hangs across processes: process-shared
+//! mutexes in MAP_SHARED memory (a cycle through parent and child, and a
+//! negative control taking turns), and locks inherited locked across fork
+//! (C and every Python). Every fixture runs under a hard timeout and is
+//! killed, its children too.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+const EXIT_HANG: i32 = 3;
+
+fn observer() -> Command {
+    Command::new(observer_bin())
+}
+
+fn hang_findings(r: &Value) -> Vec<&Value> {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] != "long_wait")
+        .collect()
+}
+
+fn lock_addr(out: &[String], sym: &str) -> u64 {
+    fixture_locks(out)
+        .into_iter()
+        .find(|(n, _)| n == sym)
+        .unwrap_or_else(|| panic!("fixture printed no lock {sym}: {out:?}"))
+        .1
+}
+
+fn child_of(out: &[String]) -> u32 {
+    out.iter()
+        .find_map(|l| l.strip_prefix("child "))
+        .unwrap_or_else(|| panic!("no child line: {out:?}"))
+        .parse()
+        .unwrap()
+}
+
+fn dump_json(pid: u32) -> (i32, Value) {
+    let out = observer()
+        .args(["dump", "--format", "json", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.code().unwrap(),
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}")),
+    )
+}
+
+/// Gone, or a zombie nobody reaped yet.
+fn dead(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+}
+
+fn wait_dead(pid: u32) {
+    let end = Instant::now() + T;
+    while !dead(pid) {
+        assert!(Instant::now() < end, "process {pid} still alive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The one ABBA cycle of xproc_abba: xparent waits for xlock_b held by
+/// xchild, xchild for xlock_a held by xparent; each thread of its process.
+fn check_abba(r: &Value, out: &[String]) {
+    let parent = tid_of(out, "xparent");
+    let child = tid_of(out, "xchild");
+    assert_eq!(child, child_of(out));
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] != "orphaned_lock"),
+        "no false orphaned lock: {:#}",
+        r["findings"]
+    );
+    let f = hang_findings(r);
+    assert_eq!(f.len(), 1, "one finding: {:#}", r["findings"]);
+    let f = f[0];
+    assert_eq!(f["kind"], "deadlock", "{f:#}");
+    let want: BTreeSet<(u64, u64, u64)> = [
+        (parent, child, lock_addr(out, "xlock_b")),
+        (child, parent, lock_addr(out, "xlock_a")),
+    ]
+    .into_iter()
+    .map(|(w, h, l)| (w as u64, h as u64, l))
+    .collect();
+    let got: BTreeSet<(u64, u64, u64)> = f["cycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["waiter_tid"].as_u64().unwrap(),
+                c["holder_tid"].as_u64().unwrap(),
+                c["lock"]["addr"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "cycle: {f:#}");
+    for c in f["cycle"].as_array().unwrap() {
+        assert_eq!(c["lock"]["kind"], "mutex", "{f:#}");
+    }
+    let pids: BTreeSet<(u64, u64)> = f["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["tid"].as_u64().unwrap(), t["pid"].as_u64().unwrap()))
+        .collect();
+    let want: BTreeSet<(u64, u64)> = [(parent as u64, parent as u64), (child as u64, child as u64)]
+        .into_iter()
+        .collect();
+    assert_eq!(pids, want, "each thread in its own process: {f:#}");
+    let s = f["summary"].as_str().unwrap();
+    assert!(
+        s.contains(&format!(
+            "thread {parent} \"xparent\" of process {parent} \"xparent\""
+        )) && s.contains(&format!(
+            "thread {child} \"xchild\" of process {child} \"xchild\""
+        )) && s.starts_with("2 threads in 2 processes wait for each other"),
+        "{s}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn abba_across_processes_run_kills_the_whole_cycle() {
+    let bin = fixture("xproc_abba");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--kill-on-deadlock", "--follow-forks", "--report"])
+            .arg(&rep)
+            .arg("--")
+            .arg(&bin)
+            .arg("25");
+        c
+    });
+    let st = p.wait_exit(T);
+    let child = child_of(&p.stdout);
+    let parent = tid_of(&p.stdout, "xparent");
+    // Killed by the observer, not left hung (the fixture's alarm is 25 s).
+    wait_dead(child);
+    assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
+    let r = read_json(&rep);
+    check_abba(&r, &p.stdout);
+    let note = p
+        .stderr
+        .iter()
+        .find(|l| l.contains("--kill-on-deadlock: killing"))
+        .unwrap_or_else(|| panic!("no kill note: {:?}", p.stderr));
+    assert!(
+        note.contains(&format!("{parent} \"xparent\""))
+            && note.contains(&format!("{child} \"xchild\"")),
+        "{note}"
+    );
+    let text = p.stdout.join("\n");
+    assert!(
+        text.contains(&format!("process {parent} \"xparent\" ({})", bin.display()))
+            && text.contains(&format!("process {child} \"xchild\" ({})", bin.display())),
+        "the text names each process with its exe:\n{text}"
+    );
+    kill(child);
+    assert_no_programs_left();
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn abba_across_processes_dump_follows_the_holder() {
+    let bin = fixture("xproc_abba");
+    let mut p = Proc::spawn({
+        let mut c = Command::new(&bin);
+        c.arg("25");
+        c
+    });
+    p.wait_stdout(T, |l| l == "ready");
+    let child = child_of(&p.stdout);
+    std::thread::sleep(Duration::from_millis(100));
+    for pid in [p.pid(), child] {
+        let (code, d) = dump_json(pid);
+        assert_eq!(code, EXIT_HANG, "{d:#}");
+        check_abba(&d, &p.stdout);
+    }
+    let text = observer()
+        .args(["dump", "-p", &p.pid().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("== followed: process {child} \"xchild\"")),
+        "{text}"
+    );
+    p.signal(libc::SIGKILL);
+    p.wait_exit(T);
+    kill(child);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn shared_mutex_taken_in_turns_is_no_finding() {
+    let bin = fixture("xproc_turns");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args([
+            "run",
+            "--quiet",
+            "--kill-on-deadlock",
+            "--follow-forks",
+            "--report",
+        ])
+        .arg(&rep)
+        .arg("--")
+        .arg(&bin)
+        .arg("2");
+        c
+    });
+    let st = p.wait_exit(T);
+    assert_eq!(st.code(), Some(0), "{:?} {:?}", p.stdout, p.stderr);
+    assert!(p.stdout.iter().any(|l| l == "done"), "{:?}", p.stdout);
+    let r = read_json(&rep);
+    assert_eq!(
+        r["findings"],
+        Value::Array(Vec::new()),
+        "{:#}",
+        r["findings"]
+    );
+    // They contended: one waited while the other held tlock.
+    let tlock = lock_addr(&p.stdout, "tlock");
+    let contended = r["waits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["addr"] == tlock && w["count"].as_u64().unwrap_or(0) >= 1);
+    assert!(contended, "they took turns on tlock: {:#}", r["waits"]);
+    // dump while they take turns: no finding either.
+    let mut p = Proc::spawn({
+        let mut c = Command::new(&bin);
+        c.arg("3");
+        c
+    });
+    p.wait_stdout(T, |l| l == "ready");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let (code, d) = dump_json(p.pid());
+        assert_eq!(code, 0, "{d:#}");
+        assert_eq!(d["findings"], Value::Array(Vec::new()), "{d:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(p.wait_exit(T).code(), Some(0));
+}
+
+/// Line of the fixture's source line holding `mark`.
+fn line_of(path: &std::path::Path, mark: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(mark))
+        .unwrap_or_else(|| panic!("no {mark} in {}", path.display()))
+        + 1
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn python_fork_with_a_held_lock_names_the_parents_holder() {
+    let src = python_fixture("py_fork_held");
+    let held = line_of(&src, "# HELD");
+    for (label, py) in pythons() {
+        let mut p = Proc::spawn({
+            let mut c = Command::new(py);
+            c.arg(&src);
+            c
+        });
+        p.wait_stdout(T, |l| l == "ready");
+        let child = child_of(&p.stdout);
+        let holder = tid_of(&p.stdout, "holder");
+        let (code, d) = dump_json(child);
+        assert_eq!(code, EXIT_HANG, "{label}: {d:#}");
+        let f = hang_findings(&d);
+        assert_eq!(f.len(), 1, "{label}: {:#}", d["findings"]);
+        let f = f[0];
+        assert_eq!(f["kind"], "orphaned_lock", "{label}: {f:#}");
+        assert_eq!(f["tgid"], child, "{label}");
+        assert_eq!(f["threads"][0]["tid"], child, "{label}");
+        assert_eq!(
+            f["locks"][0]["addr"],
+            lock_addr(&p.stdout, "shared_lock"),
+            "{label}: {f:#}"
+        );
+        let s = f["summary"].as_str().unwrap();
+        let want = format!(
+            "inherited locked across fork: held in its parent {} \"main\" by thread {holder} \"holder\" (taken at {}:{held})",
+            p.pid(),
+            src.display()
+        );
+        assert!(s.contains(&want), "{label}: {s}\nwant: {want}");
+        assert!(s.contains("shared_lock"), "{label}: {s}");
+        p.signal(libc::SIGKILL);
+        p.wait_exit(T);
+        kill(child);
+        wait_dead(child);
+    }
+}
