@@ -462,7 +462,10 @@ fn forked_child_inherits_a_held_mutex() {
     assert_eq!(hang_findings(&d)[0]["locks"][0]["symbol"], "fork_lock");
     // dump follows the owner into the parent and names its holder.
     let holder = tid_of(&p.stdout, "holder");
-    let summary = hang_findings(&d)[0]["summary"].as_str().unwrap().to_string();
+    let summary = hang_findings(&d)[0]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         summary.contains(&format!(
             "held in its parent {} \"main\" by thread {holder} \"holder\"",

@@ -604,4 +604,6 @@ impl Detectors {
 }
 
 #[cfg(test)]
+mod across_tests;
+#[cfg(test)]
 mod tests;
