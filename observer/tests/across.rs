@@ -317,3 +317,50 @@ fn python_fork_with_a_held_lock_names_the_parents_holder() {
         wait_dead(child);
     }
 }
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn python_fork_with_a_held_lock_run_follow_forks() {
+    let src = python_fixture("py_fork_held");
+    let held = line_of(&src, "# HELD");
+    for (label, py) in pythons() {
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
+        let mut p = Proc::spawn({
+            let mut c = observer();
+            c.args(["run", "--kill-on-deadlock", "--follow-forks", "--report"])
+                .arg(&rep)
+                .arg("--")
+                .arg(py)
+                .arg(&src);
+            c
+        });
+        let st = p.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
+        let child = child_of(&p.stdout);
+        let parent = tid_of(&p.stdout, "main");
+        let holder = tid_of(&p.stdout, "holder");
+        wait_dead(child);
+        let r = read_json(&rep);
+        let f = hang_findings(&r);
+        assert_eq!(f.len(), 1, "{label}: {:#}", r["findings"]);
+        let f = f[0];
+        assert_eq!(f["kind"], "orphaned_lock", "{label}: {f:#}");
+        assert_eq!(f["tgid"], child, "{label}");
+        assert_eq!(f["threads"][0]["tid"], child, "{label}");
+        assert_eq!(f["threads"][0]["pid"], child, "{label}");
+        assert_eq!(
+            f["locks"][0]["addr"],
+            lock_addr(&p.stdout, "shared_lock"),
+            "{label}: {f:#}"
+        );
+        let s = f["summary"].as_str().unwrap();
+        let want = format!(
+            "held in its parent {parent} \"main\" by thread {holder} \"holder\" (taken at {}:{held})",
+            src.display()
+        );
+        assert!(s.contains(&want), "{label}: {s}\nwant: {want}");
+        kill(child);
+    }
+    assert_no_programs_left();
+}

@@ -386,3 +386,43 @@ fn a_python_lock_no_thread_holds_is_silent_while_another_thread_could_release_it
             .contains("no other thread is left to release it")
     );
 }
+
+#[test]
+fn an_owner_in_a_process_not_observed_is_named_not_orphaned() {
+    let foreign = |tgid| Event::ForeignThread {
+        ts_ns: 3,
+        tgid,
+        tid: 150,
+        owner_tgid: 100,
+        name: "holder".into(),
+        comm: "server".into(),
+        exe: Some("/usr/bin/server".into()),
+    };
+    // Attached to the child alone; its parent (100) is not observed.
+    let mut m = Model::new();
+    start(&mut m, 200, 100, "child");
+    wait_mutex(&mut m, 200, 200, 0x5000, 150, true);
+    m.apply(&foreign(200));
+    let f = judge(&m);
+    assert_eq!(
+        f.len(),
+        1,
+        "{:?}",
+        f.iter().map(|f| f.summary()).collect::<Vec<_>>()
+    );
+    let s = f[0].summary();
+    assert!(
+        s.contains("inherited locked across fork: held in its parent 100 \"server\" by thread 150 \"holder\""),
+        "{s}"
+    );
+    // In shared memory: that thread can release it, no orphan.
+    let mut m = Model::new();
+    start(&mut m, 200, 100, "child");
+    wait_mutex(&mut m, 200, 200, SHM, 150, false);
+    m.apply(&foreign(200));
+    assert!(
+        judge(&m)
+            .iter()
+            .all(|f| f.kind != FindingKind::OrphanedLock)
+    );
+}

@@ -89,10 +89,29 @@ fn native(cx: &Ctx, w: &WaitNode, owner: Tid) -> Option<Detail> {
         .iter()
         .rev()
         .find(|t| t.tid == owner && t.exit_ns.is_some());
+    // A live thread of a process not observed (not a reused TID of one
+    // seen exiting).
+    let elsewhere = cx
+        .process
+        .foreign
+        .get(&owner)
+        .filter(|_| foreign.is_none() && exited.is_none());
+    if elsewhere.is_some() && cx.process.shareable(w.target.lock, w.op) {
+        return None;
+    }
+    let leader = cx.process.threads.iter().find(|t| t.tid == cx.process.tgid);
+    let elsewhere = elsewhere.map(|e| Inherited {
+        pid: e.pid,
+        comm: Some(e.comm.clone()),
+        tid: owner,
+        name: e.name.clone(),
+        parent: leader.and_then(|t| t.parent_tid) == Some(e.pid),
+        at: None,
+    });
     Some(Detail::OrphanedLock {
         owner: Some(owner),
         owner_exited: exited.map(|t| t.name().to_string()),
-        inherited: foreign.as_ref().map(Inherited::of),
+        inherited: foreign.as_ref().map(Inherited::of).or(elsewhere),
         alone: false,
     })
 }
@@ -120,8 +139,9 @@ fn python(cx: &Ctx, w: &WaitNode) -> Option<Detail> {
     if inherited.is_none() && !alone {
         return None;
     }
+    // No owner: the same finding (one key) whether or not the parent was read.
     Some(Detail::OrphanedLock {
-        owner: inherited.as_ref().map(|i| i.tid),
+        owner: None,
         owner_exited: None,
         inherited,
         alone,

@@ -213,6 +213,9 @@ pub struct Process {
     /// in MAP_SHARED memory by them).
     #[serde(skip)]
     pub maps: Vec<crate::vocab::frames::MapEntry>,
+    /// Lock owners that are threads of processes not observed, by TID.
+    #[serde(skip)]
+    pub foreign: HashMap<Tid, shared::ForeignProcess>,
 }
 
 /// What the hang watchdog saw (see `Event::NoProgress`).
@@ -515,6 +518,27 @@ impl Model {
             Event::Mappings { tgid, maps, .. } => {
                 if let Some(p) = self.processes.get_mut(tgid) {
                     p.maps = maps.clone();
+                }
+            }
+            Event::ForeignThread {
+                tgid,
+                tid,
+                owner_tgid,
+                name,
+                comm,
+                exe,
+                ..
+            } => {
+                if let Some(p) = self.processes.get_mut(tgid) {
+                    p.foreign.insert(
+                        *tid,
+                        shared::ForeignProcess {
+                            pid: *owner_tgid,
+                            name: name.clone(),
+                            comm: comm.clone(),
+                            exe: exe.clone(),
+                        },
+                    );
                 }
             }
             Event::End {

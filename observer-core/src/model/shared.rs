@@ -72,6 +72,29 @@ impl Process {
     }
 }
 
+/// The process of a lock owner that is not observed (`Event::ForeignThread`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignProcess {
+    pub pid: u32,
+    /// The owner thread's name.
+    pub name: String,
+    pub comm: String,
+    pub exe: Option<String>,
+}
+
+impl Process {
+    /// Whether a lock at `lock` waited on with `op` can be released by a
+    /// thread of another process: it is in memory shared with others.
+    pub fn shareable(&self, lock: u64, op: u32) -> bool {
+        !futex::is_private(op)
+            && match self.futex_key(lock, op) {
+                FutexKey::Shared { .. } => true,
+                // No mapping recorded at all: only the op tells.
+                FutexKey::Private { .. } => self.maps.is_empty(),
+            }
+    }
+}
+
 /// The owner of a lock when it is a live thread of another process.
 #[derive(Clone, Copy, Debug)]
 pub struct Foreign<'a> {
@@ -122,12 +145,7 @@ impl Model {
         }
         // The word names a thread of `q`, which took the lock in memory it
         // shared with `p` then (its mappings may be older than that).
-        let shared = !futex::is_private(op)
-            && match p.futex_key(lock, op) {
-                FutexKey::Shared { .. } => true,
-                // No mapping recorded at all: only the op tells.
-                FutexKey::Private { .. } => p.maps.is_empty(),
-            };
+        let shared = p.shareable(lock, op);
         let parent = self.parent_of(p).is_some_and(|pp| pp.tgid == q.tgid);
         Some(Foreign {
             process: q,

@@ -239,6 +239,45 @@ pub(super) fn symbol_name(d: crate::symbol::DataSymbol) -> String {
     }
 }
 
+/// Lock owners that are no thread of the waiter's process nor of any
+/// observed one: the process each is a thread of, from /proc, once per
+/// owner (an orphan is only one when its owner is nowhere).
+pub(super) fn foreign_events(
+    model: &Model,
+    tried: &mut HashSet<(u32, u32)>,
+    now: u64,
+) -> Vec<Event> {
+    use observer_core::graph::{Holder, classify};
+    let mut out = Vec::new();
+    for p in model
+        .processes
+        .values()
+        .filter(|p| p.observed_to_ns.is_none())
+    {
+        for w in p.live_threads().filter_map(|t| t.wait.as_ref()) {
+            let Holder::Gone(owner) = classify(w, p).holder else {
+                continue;
+            };
+            if model.live_thread(owner).is_some() || !tried.insert((p.tgid, owner)) {
+                continue;
+            }
+            let Some(q) = procfs::tgid_of(owner).filter(|&q| q != p.tgid) else {
+                continue;
+            };
+            out.push(Event::ForeignThread {
+                ts_ns: now,
+                tgid: p.tgid,
+                tid: owner,
+                owner_tgid: q,
+                name: procfs::thread_comm(q, owner).unwrap_or_default(),
+                comm: procfs::thread_comm(q, q).unwrap_or_default(),
+                exe: procfs::exe(q),
+            });
+        }
+    }
+    out
+}
+
 /// A process-shared futex wait (no FUTEX_PRIVATE_FLAG) on a word no
 /// recorded mapping covers: the mappings predate the memory, read them
 /// again (once per word) so the lock is keyed by its shared object.

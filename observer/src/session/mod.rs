@@ -45,7 +45,8 @@ use crate::{
 };
 pub(crate) use enrich::symbol_events;
 use enrich::{
-    PyWaitKey, maps_events, owner_events, python_events, shared_maps_events, stack_events,
+    PyWaitKey, foreign_events, maps_events, owner_events, python_events, shared_maps_events,
+    stack_events,
 };
 
 /// Output files of `run`/`attach`, opened (so checked) before any BPF is
@@ -146,6 +147,8 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     sym_tried: HashSet<(u32, u64)>,
     /// Shared futex words whose mappings were read again (enrich.rs).
     maps_tried: HashSet<(u32, u64)>,
+    /// Lock owners looked up in other processes: (waiter's tgid, owner).
+    foreign_tried: HashSet<(u32, u32)>,
     /// Processes whose libc may not be mapped yet (just exec'd or forked):
     /// tgid -> give up at (ns).
     pending_uprobes: HashMap<u32, u64>,
@@ -219,6 +222,7 @@ impl<S: Sink> Session<S> {
             symbols: Symbolizer::new(),
             sym_tried: HashSet::new(),
             maps_tried: HashSet::new(),
+            foreign_tried: HashSet::new(),
             pending_uprobes: HashMap::new(),
             not_python: HashSet::new(),
             stop_on_exec: false,
@@ -312,6 +316,11 @@ impl<S: Sink> Session<S> {
             &self.engine.model,
             &mut self.symbols,
             &mut self.maps_tried,
+        ));
+        evs.extend(foreign_events(
+            &self.engine.model,
+            &mut self.foreign_tried,
+            now,
         ));
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
