@@ -364,3 +364,52 @@ fn python_fork_with_a_held_lock_run_follow_forks() {
     }
     assert_no_programs_left();
 }
+
+/// `attach` to the child alone: its lock's owner is a thread of a process
+/// not observed, named from /proc (not "gone").
+#[test]
+#[ignore = "needs root and BPF"]
+fn attach_to_a_child_with_an_inherited_mutex_names_the_parents_holder() {
+    let mut p = Proc::spawn(Command::new(fixture("fork_orphan")));
+    p.wait_stdout(T, |l| l == "ready");
+    let child = child_of(&p.stdout);
+    let holder = tid_of(&p.stdout, "holder");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args([
+            "attach",
+            "--quiet",
+            "--kill-on-deadlock",
+            "-p",
+            &child.to_string(),
+            "--report",
+        ])
+        .arg(&rep);
+        c
+    });
+    assert_eq!(obs.wait_exit(T).code(), Some(EXIT_HANG), "{:?}", obs.stderr);
+    wait_dead(child);
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the parent is not part of the hang"
+    );
+    let r = read_json(&rep);
+    let f = hang_findings(&r);
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    assert_eq!(f[0]["kind"], "orphaned_lock");
+    assert_eq!(f[0]["tgid"], child);
+    assert_eq!(f[0]["locks"][0]["symbol"], "fork_lock");
+    let s = f[0]["summary"].as_str().unwrap();
+    assert!(
+        s.contains(&format!(
+            "inherited locked across fork: held in its parent {} \"main\" by thread {holder} \"holder\"",
+            p.pid()
+        )),
+        "{s}"
+    );
+    p.signal(libc::SIGKILL);
+    p.wait_exit(T);
+    assert_no_programs_left();
+}
