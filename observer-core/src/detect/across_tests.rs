@@ -426,3 +426,18 @@ fn an_owner_in_a_process_not_observed_is_named_not_orphaned() {
             .all(|f| f.kind != FindingKind::OrphanedLock)
     );
 }
+
+#[test]
+fn a_lone_acquire_may_have_a_timeout_so_it_is_no_orphan() {
+    let mut m = Model::new();
+    start(&mut m, 300, 1, "python3");
+    py_wait(&mut m, 300, 300);
+    let mut t = py_thread(300, "main", Some(0x7f11_0000), None);
+    t.wait.as_mut().unwrap().how = How::Acquire;
+    py_view(&mut m, 300, vec![t]);
+    assert!(
+        judge(&m)
+            .iter()
+            .all(|f| f.kind != FindingKind::OrphanedLock)
+    );
+}

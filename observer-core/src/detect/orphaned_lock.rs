@@ -10,7 +10,7 @@ use crate::{
     event::Tid,
     graph::{Holder, LockKind, WaitNode},
     model::{Process, shared::Foreign},
-    vocab::python::PyLockKind,
+    vocab::python::{How, PyLockKind},
 };
 
 pub struct OrphanedLock;
@@ -135,7 +135,8 @@ fn python(cx: &Ctx, w: &WaitNode) -> Option<Detail> {
         .model
         .parent_of(cx.process)
         .and_then(|pp| held_in(pp, pw.lock));
-    let alone = cx.process.live_threads().count() == 1;
+    // `with` has no timeout; an acquire(timeout=...) alone would return.
+    let alone = cx.process.live_threads().count() == 1 && pw.how == How::With;
     if inherited.is_none() && !alone {
         return None;
     }

@@ -56,7 +56,14 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
         }
         todo.extend(follow(&engine.model));
     }
-    let found = confirmed(&engine.model, engine.candidates(now));
+    // What concerns the dumped process: a followed one's own findings are
+    // not this dump's.
+    let found: Vec<_> = engine
+        .candidates(now)
+        .into_iter()
+        .filter(|f| f.pids().contains(&pid))
+        .collect();
+    let found = confirmed(&engine.model, found);
     let mut evs = stack_events(&engine.model, &mut symbols, None, &found, now, native);
     engine.apply_all(&mut evs)?;
     if native {
