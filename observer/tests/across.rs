@@ -413,3 +413,113 @@ fn attach_to_a_child_with_an_inherited_mutex_names_the_parents_holder() {
     p.wait_exit(T);
     assert_no_programs_left();
 }
+
+/// xproc_ring3's "proc ring-i PID ADDR0 ADDR1 ADDR2" lines: name -> (pid, lock addresses there).
+fn ring_procs(out: &[String]) -> Vec<(String, u64, [u64; 3])> {
+    out.iter()
+        .filter_map(|l| {
+            let v: Vec<&str> = l.strip_prefix("proc ")?.split_whitespace().collect();
+            let a = |i: usize| u64::from_str_radix(v[i].trim_start_matches("0x"), 16).unwrap();
+            Some((v[0].to_string(), v[1].parse().unwrap(), [a(2), a(3), a(4)]))
+        })
+        .collect()
+}
+
+/// The ring: ring-i waits for ring-(i+1) on rlock_(i+1), at ring-i's own
+/// address of it; every thread in its own process; the shm object named.
+fn check_ring(r: &Value, out: &[String]) {
+    let procs = ring_procs(out);
+    assert_eq!(procs.len(), 3, "{out:?}");
+    let of = |n: usize| procs.iter().find(|p| p.0 == format!("ring-{n}")).unwrap();
+    let f = hang_findings(r);
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    let f = f[0];
+    assert_eq!(f["kind"], "deadlock", "{f:#}");
+    let want: BTreeSet<(u64, u64, u64)> = (0..3)
+        .map(|i| (of(i).1, of((i + 1) % 3).1, of(i).2[(i + 1) % 3]))
+        .collect();
+    let got: BTreeSet<(u64, u64, u64)> = f["cycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["waiter_tid"].as_u64().unwrap(),
+                c["holder_tid"].as_u64().unwrap(),
+                c["lock"]["addr"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{f:#}");
+    for t in f["threads"].as_array().unwrap() {
+        assert_eq!(t["pid"], t["tid"], "single-threaded processes: {t:#}");
+    }
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 threads in 3 processes wait for each other"),
+        "{f:#}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn ring_of_three_processes_through_posix_shm() {
+    let bin = fixture("xproc_ring3");
+    // dump, from a process in the middle of the ring.
+    let mut p = Proc::spawn({
+        let mut c = Command::new(&bin);
+        c.arg("25");
+        c
+    });
+    p.wait_stdout(T, |l| l == "ready");
+    let procs = ring_procs(&p.stdout);
+    let ring1 = procs.iter().find(|x| x.0 == "ring-1").unwrap().1 as u32;
+    let (code, d) = dump_json(ring1);
+    assert_eq!(code, EXIT_HANG, "{d:#}");
+    check_ring(&d, &p.stdout);
+    let text = observer()
+        .args(["dump", "-p", &ring1.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "in shared memory /dev/shm/observer-ring3-{}",
+            p.pid()
+        )),
+        "{text}"
+    );
+    p.signal(libc::SIGKILL);
+    p.wait_exit(T);
+    for x in &procs {
+        kill(x.1 as u32);
+    }
+    // run: the whole ring is killed.
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut o = Proc::spawn({
+        let mut c = observer();
+        c.args([
+            "run",
+            "--quiet",
+            "--kill-on-deadlock",
+            "--follow-forks",
+            "--report",
+        ])
+        .arg(&rep)
+        .arg("--")
+        .arg(&bin)
+        .arg("25");
+        c
+    });
+    let st = o.wait_exit(T);
+    let procs = ring_procs(&o.stdout);
+    for x in &procs {
+        wait_dead(x.1 as u32);
+    }
+    assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", o.stderr);
+    check_ring(&read_json(&rep), &o.stdout);
+    assert_no_programs_left();
+}

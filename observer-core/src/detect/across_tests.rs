@@ -441,3 +441,30 @@ fn a_lone_acquire_may_have_a_timeout_so_it_is_no_orphan() {
             .all(|f| f.kind != FindingKind::OrphanedLock)
     );
 }
+
+#[test]
+fn a_cycle_whose_processes_die_one_by_one_leaves_no_orphan() {
+    let mut m = Model::new();
+    start(&mut m, 100, 1, "parent");
+    start(&mut m, 200, 100, "child");
+    wait_mutex(&mut m, 100, 100, SHM + 0x28, 200, false);
+    wait_mutex(&mut m, 200, 200, SHM, 100, false);
+    let mut d = super::Detectors::new(Limits::new(u64::MAX));
+    let f = d.candidates(&m, 10);
+    assert_eq!(d.accept(f).len(), 1);
+    // The parent is killed first; the child's end is not seen yet.
+    m.apply(&Event::ThreadExit {
+        ts_ns: 20,
+        tgid: 100,
+        tid: 100,
+        exit_code: 9,
+        group_dead: true,
+        group_exit: true,
+    });
+    let f = d.candidates_at_end(&m, 30);
+    assert!(
+        f.is_empty(),
+        "{:?}",
+        f.iter().map(|f| f.summary()).collect::<Vec<_>>()
+    );
+}

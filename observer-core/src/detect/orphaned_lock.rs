@@ -83,12 +83,31 @@ fn native(cx: &Ctx, w: &WaitNode, owner: Tid) -> Option<Detail> {
         // A thread that can release it: cross_process.rs follows it.
         return None;
     }
-    let exited = cx
+    let shareable = cx.process.shareable(w.target.lock, w.op);
+    let mine = cx
         .process
         .threads
         .iter()
         .rev()
         .find(|t| t.tid == owner && t.exit_ns.is_some());
+    // In shared memory, the owner may have been another observed process's.
+    let theirs = || {
+        let others = cx
+            .model
+            .processes
+            .values()
+            .filter(|q| q.tgid != cx.process.tgid);
+        others
+            .flat_map(|q| q.threads.iter().rev())
+            .find(|t| t.tid == owner && t.exit_ns.is_some())
+    };
+    let theirs = mine.is_none().then(theirs).flatten().filter(|_| shareable);
+    if theirs.is_some() && cx.covered.contains(&(cx.process.tgid, w.tid)) {
+        // Already in a finding (a cycle whose processes were killed): the
+        // owner's death is its consequence, not news.
+        return None;
+    }
+    let exited = mine.or(theirs);
     // A live thread of a process not observed (not a reused TID of one
     // seen exiting).
     let elsewhere = cx
@@ -96,7 +115,7 @@ fn native(cx: &Ctx, w: &WaitNode, owner: Tid) -> Option<Detail> {
         .foreign
         .get(&owner)
         .filter(|_| foreign.is_none() && exited.is_none());
-    if elsewhere.is_some() && cx.process.shareable(w.target.lock, w.op) {
+    if elsewhere.is_some() && shareable {
         return None;
     }
     let leader = cx.process.threads.iter().find(|t| t.tid == cx.process.tgid);
