@@ -468,3 +468,25 @@ fn a_cycle_whose_processes_die_one_by_one_leaves_no_orphan() {
         f.iter().map(|f| f.summary()).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn an_owner_tid_reused_by_an_unrelated_process_is_not_called_inherited() {
+    let mut m = Model::new();
+    start(&mut m, 100, 1, "other");
+    start(&mut m, 200, 50, "child");
+    wait_mutex(&mut m, 200, 200, 0x5000, 100, true);
+    let f = judge(&m);
+    assert_eq!(f.len(), 1);
+    assert!(
+        matches!(
+            &f[0].detail,
+            Detail::OrphanedLock {
+                inherited: None,
+                owner: Some(100),
+                ..
+            }
+        ),
+        "{}",
+        f[0].summary()
+    );
+}

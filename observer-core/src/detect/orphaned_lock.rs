@@ -130,7 +130,13 @@ fn native(cx: &Ctx, w: &WaitNode, owner: Tid) -> Option<Detail> {
     Some(Detail::OrphanedLock {
         owner: Some(owner),
         owner_exited: exited.map(|t| t.name().to_string()),
-        inherited: foreign.as_ref().map(Inherited::of).or(elsewhere),
+        // Only an ancestor's lock can be copied by fork (else the TID was
+        // reused by an unrelated process).
+        inherited: foreign
+            .filter(|f| f.ancestor)
+            .as_ref()
+            .map(Inherited::of)
+            .or(elsewhere.filter(|e| e.parent)),
         alone: false,
     })
 }

@@ -106,6 +106,9 @@ pub struct Foreign<'a> {
     pub shared: bool,
     /// The owner's process is the waiter's parent.
     pub parent: bool,
+    /// The owner's process is the waiter's parent or an earlier ancestor
+    /// (a fork copies locks only from there).
+    pub ancestor: bool,
 }
 
 impl Model {
@@ -147,11 +150,22 @@ impl Model {
         // shared with `p` then (its mappings may be older than that).
         let shared = p.shareable(lock, op);
         let parent = self.parent_of(p).is_some_and(|pp| pp.tgid == q.tgid);
+        let mut up = self.parent_of(p);
+        let mut ancestor = false;
+        for _ in 0..16 {
+            let Some(a) = up else { break };
+            if a.tgid == q.tgid {
+                ancestor = true;
+                break;
+            }
+            up = self.parent_of(a);
+        }
         Some(Foreign {
             process: q,
             thread: t,
             shared,
             parent,
+            ancestor,
         })
     }
 }
