@@ -390,7 +390,7 @@ impl<S: Sink> Session<S> {
                 f.threads
                     .iter()
                     .filter(|t| t.python.is_some())
-                    .map(move |t| (f.tgid, t.tid))
+                    .map(|t| (t.pid, t.tid))
             })
             .collect();
         // An await cycle: its tasks, read again.
