@@ -490,3 +490,27 @@ fn an_owner_tid_reused_by_an_unrelated_process_is_not_called_inherited() {
         f[0].summary()
     );
 }
+
+/// fixtures/py_fork_held.py under CPython 3.12, `run --follow-forks`.
+#[test]
+fn a_python_lock_held_at_fork_replays_with_the_parents_holder_and_line() {
+    let (m, f) = only("py_fork_held", 5.0, 10.0);
+    assert_eq!(f.kind, FindingKind::OrphanedLock);
+    let Detail::OrphanedLock {
+        inherited: Some(i), ..
+    } = &f.detail
+    else {
+        panic!("{:?}", f.detail)
+    };
+    assert!(i.parent);
+    assert_eq!(i.name, "holder");
+    assert_eq!(name(&m, i.pid, i.tid), "holder");
+    assert!(
+        i.at.as_deref()
+            .is_some_and(|a| a.ends_with("py_fork_held.py:30")),
+        "{:?}",
+        i.at
+    );
+    assert_eq!(f.threads[0].tid, f.tgid, "the child's only thread");
+    assert_eq!(f.locks[0].kind, crate::vocab::locks::LockKind::PyLock);
+}
