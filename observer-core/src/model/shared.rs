@@ -116,7 +116,6 @@ impl Model {
     pub fn live_thread(&self, tid: Tid) -> Option<(&Process, &Thread)> {
         self.processes
             .values()
-            .filter(|p| p.observed_to_ns.is_none() || p.thread(tid).is_some())
             .find_map(|p| Some((p, p.thread(tid).filter(|t| t.alive())?)))
     }
 
