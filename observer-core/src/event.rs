@@ -490,6 +490,20 @@ pub enum Event {
         kind: AcqKind,
         profile: LockProfile,
     },
+    /// `tid`, the owner recorded in a lock a thread of `tgid` waits for, is
+    /// a live thread of the process `owner_tgid`, which is not observed
+    /// (from /proc/TID/status when it was seen).
+    ForeignThread {
+        ts_ns: u64,
+        tgid: u32,
+        tid: Tid,
+        owner_tgid: u32,
+        /// The thread's name and its process's.
+        name: String,
+        comm: String,
+        #[serde(default)]
+        exe: Option<String>,
+    },
     /// The file mappings of a process, read when it appeared (exec,
     /// attach) and again when an address fell in no known mapping: what
     /// symbolizing its addresses needs after it is gone (and in replay).
@@ -560,6 +574,7 @@ impl Event {
             | LockProfile { tgid, .. }
             | CodeSymbol { tgid, .. }
             | Mappings { tgid, .. }
+            | ForeignThread { tgid, .. }
             | CreationStack { tgid, .. }
             | JoinWait { tgid, .. }
             | LoopBlocked { tgid, .. }
@@ -606,6 +621,7 @@ impl Event {
             | ExitHeld { ts_ns, .. }
             | HeldAtAttach { ts_ns, .. }
             | Mappings { ts_ns, .. }
+            | ForeignThread { ts_ns, .. }
             | End { ts_ns, .. } => Some(*ts_ns),
             LockStats { .. } | Symbol { .. } | CodeSymbol { .. } | LockProfile { .. } => None,
         }

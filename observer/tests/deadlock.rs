@@ -435,9 +435,11 @@ fn forked_child_inherits_a_held_mutex() {
     assert_eq!(f[0]["threads"][0]["tid"], child);
     assert_eq!(f[0]["locks"][0]["addr"], lock_addr(&out, "fork_lock"));
     assert_eq!(f[0]["locks"][0]["symbol"], "fork_lock");
+    // The parent is followed too: its thread that holds the original is named.
+    let parent = tid_of(&out, "main");
     assert!(
         f[0]["summary"].as_str().unwrap().contains(&format!(
-            "owner thread {holder} is not a thread of this process"
+            "inherited locked across fork: held in its parent {parent} \"main\" by thread {holder} \"holder\""
         )),
         "{:#}",
         f[0]
@@ -454,8 +456,23 @@ fn forked_child_inherits_a_held_mutex() {
         .unwrap();
     let (code, d) = dump_json(child);
     assert_eq!(code, EXIT_HANG, "{d:#}");
+    assert_eq!(hang_findings(&d).len(), 1, "{d:#}");
     assert_eq!(hang_findings(&d)[0]["kind"], "orphaned_lock");
+    assert_eq!(hang_findings(&d)[0]["tgid"], child);
     assert_eq!(hang_findings(&d)[0]["locks"][0]["symbol"], "fork_lock");
+    // dump follows the owner into the parent and names its holder.
+    let holder = tid_of(&p.stdout, "holder");
+    let summary = hang_findings(&d)[0]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        summary.contains(&format!(
+            "held in its parent {} \"main\" by thread {holder} \"holder\"",
+            p.pid()
+        )),
+        "{summary}"
+    );
     p.signal(libc::SIGKILL);
     p.wait_exit(T);
     kill(child);

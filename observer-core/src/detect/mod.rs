@@ -2,6 +2,7 @@
 //! its wait-for graph (pure: no root, replayable) and say what is wrong.
 
 mod await_cycle;
+mod cross_process;
 mod deadlock;
 mod event_loop_blocked;
 mod exit_holding_lock;
@@ -21,6 +22,8 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 pub use await_cycle::{TaskInfo, task_name, wait_line};
+pub use cross_process::ProcessInfo;
+pub use orphaned_lock::Inherited;
 pub use words::describe_lock;
 
 use crate::{
@@ -67,6 +70,8 @@ pub struct LockInfo {
 #[derive(Clone, Debug, Serialize)]
 pub struct ThreadInfo {
     pub tid: Tid,
+    /// Its process (a cycle across processes names threads of several).
+    pub pid: u32,
     pub name: String,
     /// What it waits for, if it is blocked.
     pub waits_for: Option<LockInfo>,
@@ -146,10 +151,20 @@ pub enum Detail {
     /// its own stack after it).
     PiDeadlock { parked: Tid, inferred: bool },
     /// `threads[0]` waits for `locks[0]`, whose owner is not a live thread:
-    /// `owner_exited` names it when it was seen to exit.
+    /// `owner_exited` names it when it was seen to exit; `inherited` when
+    /// it is a thread of another process (the lock was copied at fork);
+    /// no `owner`: a Python lock no thread holds, `alone`: no other thread.
     OrphanedLock {
-        owner: Tid,
+        owner: Option<Tid>,
         owner_exited: Option<String>,
+        inherited: Option<Inherited>,
+        alone: bool,
+    },
+    /// A deadlock whose cycle spans `processes` (threads carry their pid);
+    /// `objects[i]`: the shared memory `cycle[i].lock` lives in, when known.
+    ProcessesDeadlock {
+        processes: Vec<ProcessInfo>,
+        objects: Vec<Option<String>>,
     },
     /// `threads[0]` has waited `waited_ns` for `locks[0]`; `held_up` wait
     /// for it (join it, or wait for a lock it holds); none: a lock wait.
@@ -217,11 +232,23 @@ pub enum Detail {
 }
 
 impl Finding {
+    /// Every process the finding names: its own, then those of its threads.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut out = vec![self.tgid];
+        for t in &self.threads {
+            if !out.contains(&t.pid) {
+                out.push(t.pid);
+            }
+        }
+        out
+    }
+
     /// The finding in one line (the text report's headline, the JSON
     /// report's `summary`), in the words of the detector that found it.
     pub fn summary(&self) -> String {
         match &self.detail {
             Detail::Deadlock => deadlock::describe(self),
+            Detail::ProcessesDeadlock { .. } => cross_process::describe(self),
             Detail::PiDeadlock { .. } => pi_deadlock::describe(self),
             Detail::OrphanedLock { .. } => orphaned_lock::describe(self),
             Detail::LongWait { .. } => long_wait::describe(self),
@@ -291,6 +318,7 @@ impl Ctx<'_> {
         let t = self.process.threads.iter().rev().find(|t| t.tid == tid);
         let mut info = ThreadInfo {
             tid,
+            pid: self.process.tgid,
             name: self.name(tid),
             waits_for: w.map(|w| self.lock(w.target.kind, w.target.lock)),
             waited_ns: w.map(|w| self.now_ns.saturating_sub(w.start_ns)),
@@ -451,8 +479,8 @@ fn fill_thread(p: &Process, info: &mut ThreadInfo) {
 pub fn refresh_threads(model: &Model, f: &mut Finding) {
     // A blocked loop's stack is the one read while it was blocked.
     let then = matches!(f.detail, Detail::EventLoopBlocked { .. });
-    if let Some(p) = model.process(f.tgid) {
-        for t in &mut f.threads {
+    for t in &mut f.threads {
+        if let Some(p) = model.process(t.pid) {
             let py = then.then(|| std::mem::take(&mut t.python_frames));
             fill_thread(p, t);
             if let Some(py) = py {
@@ -512,13 +540,29 @@ impl Detectors {
     fn run(&self, model: &Model, now_ns: u64, end: bool) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut covered = self.covered.clone();
+        let graphs: std::collections::BTreeMap<u32, WaitForGraph> = model
+            .processes
+            .values()
+            .map(|p| (p.tgid, WaitForGraph::build(p)))
+            .collect();
+        // Cycles across processes first: their threads are no one's long wait.
+        let across = cross_process::check(model, &graphs, now_ns, &self.limits, &covered);
+        for f in across
+            .into_iter()
+            .filter(|f| !self.reported.contains(&f.key))
+        {
+            for t in &f.threads {
+                covered.insert((t.pid, t.tid));
+            }
+            out.push(f);
+        }
         for p in model.processes.values() {
-            let graph = WaitForGraph::build(p);
+            let graph = &graphs[&p.tgid];
             for d in &self.detectors {
                 let cx = Ctx {
                     model,
                     process: p,
-                    graph: &graph,
+                    graph,
                     now_ns,
                     long_wait_ns: self.limits.long_wait_ns,
                     limits: &self.limits,
@@ -534,7 +578,7 @@ impl Detectors {
                     .collect();
                 for f in &new {
                     for t in &f.threads {
-                        covered.insert((f.tgid, t.tid));
+                        covered.insert((t.pid, t.tid));
                     }
                 }
                 out.extend(new);
@@ -549,7 +593,7 @@ impl Detectors {
         for f in found {
             if self.reported.insert(f.key.clone()) {
                 for t in &f.threads {
-                    self.covered.insert((f.tgid, t.tid));
+                    self.covered.insert((t.pid, t.tid));
                 }
                 self.findings.push(f.clone());
                 new.push(f);
@@ -559,5 +603,7 @@ impl Detectors {
     }
 }
 
+#[cfg(test)]
+mod across_tests;
 #[cfg(test)]
 mod tests;

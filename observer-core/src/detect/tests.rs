@@ -28,7 +28,7 @@ fn recording(name: &str) -> String {
 }
 
 /// Replays a recording with the thresholds it was recorded with.
-fn replay(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Vec<Finding>) {
+pub(super) fn replay(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Vec<Finding>) {
     let (_, events) =
         crate::recording::parse(recording(name).as_bytes(), name).expect("recording parses");
     let limits = Limits {
@@ -96,7 +96,7 @@ fn edges(v: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, String, St
         .collect()
 }
 
-fn only(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Finding) {
+pub(super) fn only(name: &str, long_wait_s: f64, stuck_s: f64) -> (Model, Finding) {
     let (m, f) = replay(name, long_wait_s, stuck_s);
     let shown: Vec<_> = f.iter().map(|f| (f.kind, f.summary())).collect();
     assert_eq!(f.len(), 1, "{name}: exactly one finding: {shown:#?}");

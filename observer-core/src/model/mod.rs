@@ -209,6 +209,13 @@ pub struct Process {
     /// The hang watchdog found no thread of the watched tree running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_progress: Option<NoProgress>,
+    /// Its file-backed mappings as last recorded (shared.rs keys futexes
+    /// in MAP_SHARED memory by them).
+    #[serde(skip)]
+    pub maps: Vec<crate::vocab::frames::MapEntry>,
+    /// Lock owners that are threads of processes not observed, by TID.
+    #[serde(skip)]
+    pub foreign: HashMap<Tid, shared::ForeignProcess>,
 }
 
 /// What the hang watchdog saw (see `Event::NoProgress`).
@@ -507,8 +514,33 @@ impl Model {
             }
             Event::Drops { drops, .. } => self.drops = *drops,
             Event::Scan { .. } => {}
-            // For the symbolizer (session, replay), not the model.
-            Event::Mappings { .. } => {}
+            // For the symbolizer (session, replay) and shared futex keys.
+            Event::Mappings { tgid, maps, .. } => {
+                if let Some(p) = self.processes.get_mut(tgid) {
+                    p.maps = maps.clone();
+                }
+            }
+            Event::ForeignThread {
+                tgid,
+                tid,
+                owner_tgid,
+                name,
+                comm,
+                exe,
+                ..
+            } => {
+                if let Some(p) = self.processes.get_mut(tgid) {
+                    p.foreign.insert(
+                        *tid,
+                        shared::ForeignProcess {
+                            pid: *owner_tgid,
+                            name: name.clone(),
+                            comm: comm.clone(),
+                            exe: exe.clone(),
+                        },
+                    );
+                }
+            }
             Event::End {
                 ts_ns,
                 tgid,
@@ -558,5 +590,6 @@ mod apply_python;
 mod apply_threads;
 mod apply_waits;
 pub mod classify;
+pub mod shared;
 #[cfg(test)]
 mod tests;

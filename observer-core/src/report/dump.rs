@@ -9,7 +9,7 @@ use crate::{
     detect::Finding,
     event::futex,
     graph::{Holder, WaitForGraph},
-    model::Model,
+    model::{Model, Process},
 };
 
 /// What the text says of the interpreter.
@@ -46,11 +46,17 @@ pub struct WaitState {
     pub holder: Holder,
 }
 
+/// The processes to show: `pid` first, then those the dump followed (a
+/// lock's holder in another process, the parent a locked lock came from).
+fn order(model: &Model, pid: u32) -> Vec<&Process> {
+    let first = model.process(pid).into_iter();
+    first
+        .chain(model.processes.values().filter(|p| p.tgid != pid))
+        .collect()
+}
+
 /// `native`: include each thread's native stack (`dump --native`).
-fn states(model: &Model, native: bool) -> (u32, Vec<ThreadState>) {
-    let Some(p) = model.processes.values().next() else {
-        return (0, Vec::new());
-    };
+fn states(model: &Model, p: &Process, native: bool) -> (u32, Vec<ThreadState>) {
     let g = WaitForGraph::build(p);
     let threads = p
         .live_threads()
@@ -93,9 +99,17 @@ fn states(model: &Model, native: bool) -> (u32, Vec<ThreadState>) {
 /// `dump --format json`: the report every mode writes (observer.report/1,
 /// mode "dump"), with each live thread's futex wait now and, with
 /// `--native`, its stack in the order it ran.
-pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> super::json::Report<'a> {
+pub fn json<'a>(
+    model: &Model,
+    pid: u32,
+    findings: &'a [Finding],
+    native: bool,
+) -> super::json::Report<'a> {
     let mut r = super::json::build(model, "dump", &[], findings);
-    let (_, states) = states(model, native);
+    let states: Vec<ThreadState> = order(model, pid)
+        .into_iter()
+        .flat_map(|p| states(model, p, native).1)
+        .collect();
     for t in &mut r.threads {
         if let Some(st) = states.iter().find(|s| s.tid == t.tid) {
             t.wait = st.wait.clone();
@@ -105,8 +119,8 @@ pub fn json<'a>(model: &Model, findings: &'a [Finding], native: bool) -> super::
     r
 }
 
-fn python_state(model: &Model) -> Option<PythonState> {
-    let v = model.processes.values().next()?.python.as_ref()?;
+fn python_state(p: &Process) -> Option<PythonState> {
+    let v = p.python.as_ref()?;
     Some(PythonState {
         version: v.version.clone(),
         unsupported: v.unsupported.clone(),
@@ -114,29 +128,73 @@ fn python_state(model: &Model) -> Option<PythonState> {
     })
 }
 
-pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
-    let (tgid, threads) = states(model, native);
+/// `pid` and what the dump followed from it, then the findings, then
+/// each process's threads.
+pub fn text(model: &Model, pid: u32, findings: &[Finding], native: bool) -> String {
+    let procs = order(model, pid);
     let mut s = String::new();
+    for (i, p) in procs.iter().enumerate() {
+        process_text(
+            &mut s,
+            model,
+            p,
+            native,
+            i > 0,
+            (i == 0).then_some(findings),
+        );
+    }
+    s
+}
+
+/// An owner that is no thread of `p`: another observed process's, or gone.
+fn gone(model: &Model, p: &Process, h: u32) -> String {
+    match model.live_thread(h).filter(|(q, _)| q.tgid != p.tgid) {
+        Some((q, t)) => format!(
+            ", owner {h} \"{}\" is a thread of process {} \"{}\"",
+            escape(t.name()),
+            q.tgid,
+            escape(q.comm().unwrap_or("?"))
+        ),
+        None => format!(", owner {h} is gone"),
+    }
+}
+
+fn process_text(
+    s: &mut String,
+    model: &Model,
+    p: &Process,
+    native: bool,
+    followed: bool,
+    findings: Option<&[Finding]>,
+) {
+    let (tgid, threads) = states(model, p, native);
     let leader = threads
         .iter()
         .find(|t| t.tid == tgid)
         .map(|t| escape(&t.name))
         .unwrap_or_default();
+    let what = if followed {
+        "\n== followed: process"
+    } else {
+        "== observer dump: process"
+    };
     let _ = writeln!(
         s,
-        "== observer dump: process {tgid} \"{leader}\", {} threads ==",
+        "{what} {tgid} \"{leader}\", {} threads ==",
         threads.len()
     );
-    if let Some(exe) = model.processes.values().next().and_then(|p| p.exe.as_ref()) {
+    if let Some(exe) = p.exe.as_ref() {
         let _ = writeln!(s, "exe: {}", escape(exe));
     }
-    if let Some(py) = python_state(model) {
+    if let Some(py) = python_state(p) {
         let _ = writeln!(s, "Python {}", escape(&py.version));
         if let Some(u) = py.unsupported.as_ref().or(py.limited.as_ref()) {
             let _ = writeln!(s, "  {}", escape(u));
         }
     }
-    s.push_str(&super::findings::all(findings));
+    if let Some(findings) = findings {
+        s.push_str(&super::findings::all(findings));
+    }
     let _ = writeln!(s, "\nTHREADS");
     let name_of = |tid: u32| {
         threads
@@ -155,7 +213,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
                 };
                 let holder = match w.holder {
                     Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
-                    Holder::Gone(h) => format!(", owner {h} is gone"),
+                    Holder::Gone(h) => gone(model, p, h),
                     Holder::Readers => ", held by readers".into(),
                     Holder::Unknown => String::new(),
                 };
@@ -164,7 +222,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         };
         let Some(frames) = &t.python_frames else {
             let _ = writeln!(s, "  {:>8}  {:<16}  {what}", t.tid, escape(&t.name));
-            super::python::stack(&mut s, &t.frames, false, "            ");
+            super::python::stack(s, &t.frames, false, "            ");
             continue;
         };
         // py-spy dump style: the thread, its Python wait, its stack.
@@ -177,7 +235,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
                 format!(", run by {h} \"{}\"", name_of(h))
             }
             Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
-            Holder::Gone(h) => format!(", owner {h} is gone"),
+            Holder::Gone(h) => gone(model, p, h),
             _ => String::new(),
         });
         match py.and_then(super::python::wait_line) {
@@ -204,19 +262,14 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
         // py-spy dump's way: the Python stack; with --native, one stack
         // with the native frames in the order it ran.
         if t.frames.is_empty() {
-            super::python::frames(&mut s, frames, "        ");
+            super::python::frames(s, frames, "        ");
         } else {
-            super::python::stack(&mut s, &t.frames, false, "        ");
+            super::python::stack(s, &t.frames, false, "        ");
         }
     }
-    let py = model
-        .processes
-        .values()
-        .next()
-        .and_then(|p| p.python.as_ref());
+    let py = p.python.as_ref();
     if let Some(a) = py.and_then(|p| p.asyncio.as_ref()) {
         let _ = writeln!(s, "\nASYNCIO");
-        super::asyncio::tasks(&mut s, a, py);
+        super::asyncio::tasks(s, a, py);
     }
-    s
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{dur, escape};
-use crate::detect::{Finding, FindingKind, LockInfo, ThreadInfo};
+use crate::detect::{Detail, Finding, FindingKind, LockInfo, ThreadInfo};
 
 fn waited(t: &ThreadInfo) -> String {
     match t.waited_ns {
@@ -32,7 +32,30 @@ pub fn finding(f: &Finding) -> String {
         return s;
     }
     let mut s = String::new();
+    let across = match &f.detail {
+        Detail::ProcessesDeadlock { processes, objects } => Some((processes, objects)),
+        _ => None,
+    };
     let _ = match f.kind {
+        FindingKind::Deadlock if let Some((ps, _)) = across => {
+            let pids: Vec<String> = ps.iter().map(|p| p.pid.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "Found one deadlock ({} threads) across processes {}:",
+                f.cycle.len(),
+                pids.join(", ")
+            );
+            for p in ps {
+                let _ = writeln!(
+                    s,
+                    "  process {} \"{}\" ({})",
+                    p.pid,
+                    escape(p.comm.as_deref().unwrap_or("?")),
+                    escape(p.exe.as_deref().unwrap_or("?"))
+                );
+            }
+            Ok(())
+        }
         FindingKind::Deadlock if f.cycle.len() == 1 => {
             writeln!(s, "Found a self-deadlock in process {}:", f.tgid)
         }
@@ -90,8 +113,22 @@ pub fn finding(f: &Finding) -> String {
         return s;
     }
     if !f.cycle.is_empty() {
-        for e in &f.cycle {
+        // Across processes: whose thread each is, and the shared memory.
+        let of = |tid| match across {
+            Some(_) => f
+                .threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .map(|t| format!(" of process {}", t.pid))
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        for (i, e) in f.cycle.iter().enumerate() {
             let w = f.threads.iter().find(|t| t.tid == e.waiter_tid);
+            let obj = across
+                .and_then(|(_, o)| o.get(i).cloned().flatten())
+                .map(|o| format!(" in shared memory {}", escape(&o)))
+                .unwrap_or_default();
             let wname = w.map(|t| escape(&t.name)).unwrap_or_else(|| "?".into());
             let hname = f
                 .threads
@@ -100,16 +137,18 @@ pub fn finding(f: &Finding) -> String {
                 .map(|t| escape(&t.name));
             let _ = writeln!(
                 s,
-                "  thread {} \"{wname}\" waits for {}{}",
+                "  thread {} \"{wname}\"{} waits for {}{obj}{}",
                 e.waiter_tid,
+                of(e.waiter_tid),
                 lock(&e.lock),
                 w.map(waited).unwrap_or_default()
             );
             let _ = writeln!(
                 s,
-                "      which is held by thread {}{}",
+                "      which is held by thread {}{}{}",
                 e.holder_tid,
-                hname.map(|n| format!(" \"{n}\"")).unwrap_or_default()
+                hname.map(|n| format!(" \"{n}\"")).unwrap_or_default(),
+                of(e.holder_tid)
             );
         }
     } else {

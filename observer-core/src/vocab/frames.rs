@@ -44,6 +44,10 @@ pub struct MapEntry {
     pub write: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
+    /// MAP_SHARED ('s' in maps): futexes in it are keyed by the backing
+    /// object, so other processes mapping it share them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
     pub offset: u64,
     pub dev: (u32, u32),
     pub inode: u64,
@@ -94,6 +98,7 @@ fn parse_line(line: &str) -> Option<MapEntry> {
         read: perms[0] == b'r',
         write: perms[1] == b'w',
         exec: perms[2] == b'x',
+        shared: perms.get(3) == Some(&b's'),
         offset: u64::from_str_radix(offset, 16).ok()?,
         dev: (
             u32::from_str_radix(major, 16).ok()?,

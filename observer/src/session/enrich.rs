@@ -239,6 +239,67 @@ pub(super) fn symbol_name(d: crate::symbol::DataSymbol) -> String {
     }
 }
 
+/// Lock owners that are no thread of the waiter's process nor of any
+/// observed one: the process each is a thread of, from /proc, once per
+/// owner (an orphan is only one when its owner is nowhere).
+pub(super) fn foreign_events(
+    model: &Model,
+    tried: &mut HashSet<(u32, u32)>,
+    now: u64,
+) -> Vec<Event> {
+    use observer_core::graph::{Holder, classify};
+    let mut out = Vec::new();
+    for p in model
+        .processes
+        .values()
+        .filter(|p| p.observed_to_ns.is_none())
+    {
+        for w in p.live_threads().filter_map(|t| t.wait.as_ref()) {
+            let Holder::Gone(owner) = classify(w, p).holder else {
+                continue;
+            };
+            if model.live_thread(owner).is_some() || !tried.insert((p.tgid, owner)) {
+                continue;
+            }
+            let Some(q) = procfs::tgid_of(owner).filter(|&q| q != p.tgid) else {
+                continue;
+            };
+            out.push(Event::ForeignThread {
+                ts_ns: now,
+                tgid: p.tgid,
+                tid: owner,
+                owner_tgid: q,
+                name: procfs::thread_comm(q, owner).unwrap_or_default(),
+                comm: procfs::thread_comm(q, q).unwrap_or_default(),
+                exe: procfs::exe(q),
+            });
+        }
+    }
+    out
+}
+
+/// A process-shared futex wait (no FUTEX_PRIVATE_FLAG) on a word no
+/// recorded mapping covers: the mappings predate the memory, read them
+/// again (once per word) so the lock is keyed by its shared object.
+pub(super) fn shared_maps_events(
+    model: &Model,
+    symbols: &mut Symbolizer,
+    tried: &mut HashSet<(u32, u64)>,
+) -> Vec<Event> {
+    for p in model.processes.values() {
+        let stale = p
+            .live_threads()
+            .filter_map(|t| t.wait.as_ref())
+            .filter(|w| !observer_core::event::futex::is_private(w.op))
+            .filter(|w| p.mapping_of(w.uaddr).is_none())
+            .any(|w| tried.insert((p.tgid, w.uaddr)));
+        if stale {
+            symbols.read_maps_now(p.tgid);
+        }
+    }
+    maps_events(symbols)
+}
+
 /// `Mappings` events for the mappings the symbolizer read since last time.
 pub(super) fn maps_events(symbols: &mut Symbolizer) -> Vec<Event> {
     let new = symbols.take_new_maps();
@@ -502,10 +563,11 @@ pub(super) fn stack_events(
         )
     });
     for f in now_findings {
-        let Some(p) = model.process(f.tgid) else {
-            continue;
-        };
+        // A cycle across processes names threads of several.
         for ti in &f.threads {
+            let Some(p) = model.process(ti.pid) else {
+                continue;
+            };
             let Some(t) = p.thread(ti.tid).filter(|t| t.alive()) else {
                 continue;
             };
@@ -527,7 +589,7 @@ pub(super) fn stack_events(
                     symbols.set_return_fixups(ti.tid, sites);
                 }
             }
-            let v = want.entry(f.tgid).or_default();
+            let v = want.entry(ti.pid).or_default();
             if !v.iter().any(|(x, _)| *x == ti.tid) {
                 v.push((ti.tid, regs));
             }

@@ -46,7 +46,10 @@ use crate::{
     symbol::Symbolizer,
 };
 pub(crate) use enrich::symbol_events;
-use enrich::{PyWaitKey, maps_events, owner_events, python_events, stack_events};
+use enrich::{
+    PyWaitKey, foreign_events, maps_events, owner_events, python_events, shared_maps_events,
+    stack_events,
+};
 
 /// Output files of `run`/`attach`, opened (so checked) before any BPF is
 /// loaded; the recording is handed to the `LiveSink`.
@@ -144,6 +147,10 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     out: Outputs,
     symbols: Symbolizer,
     sym_tried: HashSet<(u32, u64)>,
+    /// Shared futex words whose mappings were read again (enrich.rs).
+    maps_tried: HashSet<(u32, u64)>,
+    /// Lock owners looked up in other processes: (waiter's tgid, owner).
+    foreign_tried: HashSet<(u32, u32)>,
     /// Processes whose libc may not be mapped yet (just exec'd or forked):
     /// tgid -> give up at (ns).
     pending_uprobes: HashMap<u32, u64>,
@@ -221,6 +228,8 @@ impl<S: Sink> Session<S> {
             out,
             symbols: Symbolizer::new(),
             sym_tried: HashSet::new(),
+            maps_tried: HashSet::new(),
+            foreign_tried: HashSet::new(),
             pending_uprobes: HashMap::new(),
             not_python: HashSet::new(),
             stop_on_exec: false,
@@ -307,7 +316,8 @@ impl<S: Sink> Session<S> {
     /// One scan: names and owners and the Python view fed, the detectors
     /// run once, candidate findings confirmed against the target, the
     /// stacks of the threads they name taken, then reported. Returns the
-    /// processes found hung.
+    /// processes found hung: every process of a cycle across processes, so
+    /// that `--kill-on-deadlock` never leaves half a cycle.
     pub(crate) fn scan(
         &mut self,
         src: &mut LiveSource,
@@ -316,6 +326,16 @@ impl<S: Sink> Session<S> {
     ) -> Result<Vec<u32>> {
         self.rejudge = false;
         let mut evs = symbol_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
+        evs.extend(shared_maps_events(
+            &self.engine.model,
+            &mut self.symbols,
+            &mut self.maps_tried,
+        ));
+        evs.extend(foreign_events(
+            &self.engine.model,
+            &mut self.foreign_tried,
+            now,
+        ));
         if self.opts.uprobes {
             evs.extend(owner_events(&self.engine.model, &src.probes, now));
         }
@@ -356,11 +376,19 @@ impl<S: Sink> Session<S> {
         let mut hung = Vec::new();
         for f in self.engine.accept(cands) {
             if f.kind.is_hang() {
-                hung.push(f.tgid);
+                for pid in f.pids() {
+                    if !hung.contains(&pid) {
+                        hung.push(pid);
+                    }
+                }
             }
             if !self.opts.quiet {
                 eprint!("{}", report::findings::finding(&f));
             }
+        }
+        if self.opts.kill_on_deadlock && !hung.is_empty() {
+            // The caller kills exactly these (and its target).
+            eprintln!("{}", kill_note(&self.engine.model, &hung));
         }
         Ok(hung)
     }
@@ -376,7 +404,7 @@ impl<S: Sink> Session<S> {
                 f.threads
                     .iter()
                     .filter(|t| t.python.is_some())
-                    .map(move |t| (f.tgid, t.tid))
+                    .map(|t| (t.pid, t.tid))
             })
             .collect();
         // An await cycle: its tasks, read again.
@@ -525,6 +553,22 @@ impl<S: Sink> Session<S> {
         evs.extend(blocked);
         self.feed(&mut evs)
     }
+}
+
+/// What `--kill-on-deadlock` ends: every process of the hang, by name.
+pub(crate) fn kill_note(model: &Model, pids: &[u32]) -> String {
+    let names: Vec<String> = pids
+        .iter()
+        .map(|&pid| {
+            let comm = model.process(pid).and_then(|p| p.comm()).unwrap_or("?");
+            format!("{pid} \"{}\"", report::escape(comm))
+        })
+        .collect();
+    format!(
+        "observer: --kill-on-deadlock: killing process{} {} (every process of the hang)",
+        if pids.len() > 1 { "es" } else { "" },
+        names.join(", ")
+    )
 }
 
 /// The session of `run`/`attach`.

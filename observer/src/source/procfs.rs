@@ -78,6 +78,11 @@ pub fn mid_exec(pid: u32) -> bool {
         .is_ok_and(|s| s.arg_start == Some(0))
 }
 
+/// A thread's name (/proc/PID/task/TID/comm), if it is there.
+pub fn thread_comm(pid: u32, tid: u32) -> Option<String> {
+    crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/comm")).map(|s| s.trim_end().to_string())
+}
+
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/task")).exists()
 }

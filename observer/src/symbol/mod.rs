@@ -332,6 +332,7 @@ impl Symbolizer {
             read: true,
             write: false,
             exec: true,
+            shared: false,
             offset: 0,
             dev: img.dev,
             inode: img.inode,
