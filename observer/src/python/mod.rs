@@ -16,6 +16,9 @@ pub mod reader;
 mod section;
 mod walk;
 
+use std::collections::HashMap;
+
+use observer_core::vocab::frames::MapEntry;
 pub use observer_core::vocab::python::*;
 pub use walk::inspect;
 
@@ -91,12 +94,61 @@ impl Located {
     }
 }
 
+/// What a file's symbols say about the interpreter, the same in every
+/// process that maps the file: where `_PyRuntime` is (as an offset into
+/// the file) and the version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileFacts {
+    runtime_off: u64,
+    version: String,
+    major: u64,
+    minor: u64,
+}
+
+/// A mapped file, as the kernel names it: (device, inode).
+pub type FileId = ((u32, u32), u64);
+
 /// Finds the interpreter of a CPython 3.11+ process from its `_PyRuntime`
 /// and `Py_Version` symbols (py-spy's binary parsing), without the stack
 /// walk `PythonSpy::new` does to validate it: the walk that follows
 /// validates it too (no threads: the caller falls back to py-spy). From
 /// 3.13 on, the offsets come from the runtime's `_Py_DebugOffsets`.
-pub fn locate(pid: u32) -> anyhow::Result<Located> {
+///
+/// What another process mapping the same interpreter file taught
+/// (`known`) is used as is: the symbol tables of python and libpython are parsed
+/// once per file, not once per process (a hundred workers starting at once
+/// cost one parse). Returns what to remember when it parsed.
+pub fn locate_known(
+    pid: u32,
+    maps: &[MapEntry],
+    known: &HashMap<FileId, FileFacts>,
+) -> anyhow::Result<(Located, Option<(FileId, FileFacts)>)> {
+    for m in maps.iter().filter(|m| m.inode != 0) {
+        let Some(f) = known.get(&(m.dev, m.inode)) else {
+            continue;
+        };
+        if f.runtime_off >= m.offset && f.runtime_off - m.offset < m.end - m.start {
+            let runtime = m.start + (f.runtime_off - m.offset);
+            return Ok((finish_locate(pid, runtime, f)?, None));
+        }
+    }
+    let (runtime, facts) = parse_interp(pid)?;
+    let learned = maps
+        .iter()
+        .find(|m| m.inode != 0 && (m.start..m.end).contains(&runtime))
+        .map(|m| {
+            let f = FileFacts {
+                runtime_off: runtime - m.start + m.offset,
+                ..facts.clone()
+            };
+            ((m.dev, m.inode), f)
+        });
+    Ok((finish_locate(pid, runtime, &facts)?, learned))
+}
+
+/// `_PyRuntime`'s address in `pid` and the version, from the symbols of
+/// the interpreter's files (py-spy's parser: the slow part).
+fn parse_interp(pid: u32) -> anyhow::Result<(u64, FileFacts)> {
     use anyhow::Context;
     use py_spy::python_process_info::{PythonProcessInfo, get_python_version};
     let process = remoteprocess::Process::new(pid as remoteprocess::Pid)
@@ -106,8 +158,24 @@ pub fn locate(pid: u32) -> anyhow::Result<Located> {
     let runtime = *info
         .get_symbol("_PyRuntime")
         .context("no _PyRuntime symbol")?;
+    Ok((
+        runtime,
+        FileFacts {
+            runtime_off: 0,
+            version: v.to_string(),
+            major: v.major,
+            minor: v.minor,
+        },
+    ))
+}
+
+/// The rest of `locate`, read from `pid` itself: the debug offsets and
+/// the interpreter list.
+fn finish_locate(pid: u32, runtime: u64, f: &FileFacts) -> anyhow::Result<Located> {
+    use anyhow::Context;
+    let v = &f.version;
     let mem = reader::Live(pid);
-    let mut loc = Located::new(v.to_string(), v.major, v.minor, 0);
+    let mut loc = Located::new(v.clone(), f.major, f.minor, 0);
     if let Some(d) = layout::DebugOffsets::read(&mem, runtime) {
         loc.with_debug_offsets(&d);
     }
@@ -173,6 +241,7 @@ pub fn view(
 #[cfg(test)]
 mod tests {
     use std::{
+        collections::HashMap,
         path::PathBuf,
         process::{Command, Stdio},
         time::{Duration, Instant},
@@ -224,13 +293,28 @@ mod tests {
             .unwrap();
             let pid = child.id();
             let end = Instant::now() + Duration::from_secs(10);
-            let loc = loop {
-                match super::locate(pid) {
+            let maps = || {
+                observer_core::vocab::frames::parse_maps(
+                    &std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(),
+                )
+            };
+            let none = HashMap::new();
+            let (loc, learned) = loop {
+                match super::locate_known(pid, &maps(), &none) {
                     Ok(l) => break l,
                     Err(e) if Instant::now() > end => panic!("3.{minor}: {e:#}"),
                     Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
             };
+            // What it learned locates the interpreter again without a parse.
+            let known: HashMap<_, _> = learned.into_iter().collect();
+            assert_eq!(known.len(), 1, "3.{minor}: _PyRuntime is in a mapped file");
+            let (again, none_learned) = super::locate_known(pid, &maps(), &known).unwrap();
+            assert!(none_learned.is_none());
+            assert_eq!(
+                (again.interp, &again.version, &again.layout),
+                (loc.interp, &loc.version, &loc.layout)
+            );
             let _ = child.kill();
             let _ = child.wait();
             assert_eq!(loc.minor, minor);

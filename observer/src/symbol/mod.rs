@@ -124,6 +124,8 @@ struct Files {
     /// DWARF variables per file (mapped path and build-id), parsed when
     /// an address in its data is first named.
     dwarf: HashMap<(String, String), Option<Arc<dwarf::DwarfVars>>>,
+    /// Where the interpreter is in each CPython file (python, libpython).
+    python: HashMap<crate::python::FileId, crate::python::FileFacts>,
 }
 
 fn blaze(no_debug_dirs: bool) -> bz::Symbolizer {
@@ -150,6 +152,7 @@ impl SharedFiles {
             blaze_files: HashSet::new(),
             elf: HashMap::new(),
             dwarf: HashMap::new(),
+            python: HashMap::new(),
         })))
     }
 

@@ -35,9 +35,17 @@ impl Symbolizer {
         let st = start_time(pid).with_context(|| format!("process {pid} is gone"))?;
         if self.located.get(&pid).is_none_or(|(s, _)| *s != st) {
             self.located.remove(&pid);
-            if python::looks_like_python(&self.proc(pid, false)?.maps) {
-                match crate::python::locate(pid) {
-                    Ok(l) => {
+            let maps = self.proc(pid, false)?.maps.clone();
+            if python::looks_like_python(&maps) {
+                let found = {
+                    let files = self.shared.0.borrow();
+                    crate::python::locate_known(pid, &maps, &files.python)
+                };
+                match found {
+                    Ok((l, learned)) => {
+                        if let Some((id, facts)) = learned {
+                            self.shared.0.borrow_mut().python.insert(id, facts);
+                        }
                         self.located.insert(pid, (st, l));
                     }
                     Err(e) => tracing::debug!("python lookup of {pid}: {e:#}; asking py-spy"),
