@@ -495,6 +495,7 @@ mod idle {
                 method: "Future.result".into(),
                 runner,
                 name: Some("fut".into()),
+                source: None,
             });
             let mut threads = vec![main];
             threads.extend((101..=104).map(t));

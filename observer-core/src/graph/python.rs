@@ -197,6 +197,7 @@ mod tests {
                 },
             ],
             asyncio: None,
+            pools: Vec::new(),
         };
         assert_eq!(view.lock_name(0xb000), "<_thread.lock at 0xb000>");
         assert_eq!(view.info(11).unwrap().holds[0].name, "lock_a");
@@ -270,6 +271,7 @@ mod tests {
                         owner: None,
                     }],
                     asyncio: None,
+                    pools: Vec::new(),
                 },
             });
             let g = WaitForGraph::build(m.process(10).unwrap());

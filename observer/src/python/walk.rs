@@ -628,6 +628,7 @@ impl<M: Mem> Walk<'_, '_, M> {
             threads,
             locks: infos,
             asyncio: None,
+            pools: Vec::new(),
         }
     }
 
