@@ -489,7 +489,7 @@ mod idle {
                 future: None,
             };
             let mut main = t(100);
-            main.label = Some("Future.result on fut".into());
+            main.label = Some("Future.result() on fut".into());
             main.future = Some(PyFutureWait {
                 addr: 0xf000,
                 method: "Future.result".into(),
@@ -516,7 +516,7 @@ mod idle {
                 let p = e.model.process(100).unwrap();
                 let idle = idle_threads(&e.model, p, &WaitForGraph::build(p));
                 assert!(
-                    idle.contains(&(100, "waiting for Future fut".to_string())),
+                    idle.contains(&(100, "waiting in Future.result() on fut".to_string())),
                     "{idle:?}"
                 );
                 continue;

@@ -279,6 +279,9 @@ pub struct PyThreadInfo {
     pub joins: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The `concurrent.futures.Future` it waits for, and who completes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future: Option<PyFutureWait>,
 }
 
 /// A lock as a report shows it: its name, kind, and the frame (function,
@@ -331,6 +334,7 @@ impl PyView {
                 .collect(),
             joins: t.joins,
             label: t.label.clone(),
+            future: t.future.clone(),
         })
     }
 }

@@ -1,32 +1,47 @@
 //! `concurrent.futures`: a thread blocked in `Future.result()` or
-//! `Future.exception()` waits for whoever completes that future. When a
-//! ThreadPoolExecutor worker is running its work item (`_WorkItem.run`,
-//! whose `future` is that future), that worker is who: the waiter is held
-//! up by it, as by a thread it joins. A future nobody runs yet (queued, or
-//! completed by other means) names no one.
+//! `Future.exception()` waits for whoever completes that future:
+//! - the ThreadPoolExecutor worker running its work item (`_WorkItem.run`,
+//!   whose `future` is that future): the waiter is held up by it, as by a
+//!   thread it joins;
+//! - nobody yet, when the item is still in its pool's work queue;
+//! - the event loop's thread, for a future of
+//!   `asyncio.run_coroutine_threadsafe`, through the task that runs the
+//!   coroutine (found in the future's done callback `_call_check_cancel`,
+//!   whose closure keeps that task).
+//!
+//! Pools are read from their workers: each `_worker` frame keeps the
+//! pool's work queue (a `_queue.SimpleQueue`) and a weak reference to it.
 
 use std::collections::HashMap;
 
 use super::{
-    PyFutureWait, PyView,
-    reader::Mem,
+    FutureSource, PyFutureWait, PyPool, PyQueued, PyView,
+    asyncio::AsyncView,
+    reader::{Mem, u64_at},
     walk::{RawFrame, RawThread, Walk},
 };
 
 /// Python frames of `threading` a blocked `result()` sits under
 /// (`Condition.wait`), at most.
 const MAX_INNER: usize = 3;
+/// Queued items read per pool, callbacks per future, cells per closure.
+const MAX_ITEMS: u64 = 4096;
+const MAX_CALLBACKS: usize = 16;
 
 fn in_file(f: &RawFrame, tail: &str) -> bool {
     f.frame.file.ends_with(tail)
 }
 
-fn self_of(f: &RawFrame) -> Option<u64> {
+fn local(f: &RawFrame, name: &str) -> Option<u64> {
     f.locals
         .iter()
-        .find(|(n, _)| n == "self")
+        .find(|(n, _)| n == name)
         .map(|x| x.1)
         .filter(|&v| v != 0)
+}
+
+fn self_of(f: &RawFrame) -> Option<u64> {
+    local(f, "self")
 }
 
 /// The future `t` waits for in `Future.result`/`exception` (just above
@@ -48,41 +63,233 @@ fn awaited(t: &RawThread) -> Option<(usize, &'static str, u64)> {
     None
 }
 
+/// A work item in a pool, by its future.
+struct Item {
+    pool: u64,
+    callable: Option<String>,
+    /// The thread running it; None: queued.
+    runner: Option<u32>,
+}
+
+impl<M: Mem> Walk<'_, '_, M> {
+    fn attr(&mut self, obj: u64, name: &str) -> Option<u64> {
+        self.attrs(obj)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|x| x.1)
+    }
+
+    fn list(&self, obj: u64) -> Option<Vec<u64>> {
+        if !self.r.is_type(obj, "list") {
+            return None;
+        }
+        let n = self.r.u64(obj + 16)?;
+        if n > MAX_ITEMS {
+            return None;
+        }
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let b = self.r.bytes(self.r.u64(obj + 24)?, n as usize * 8)?;
+        Some(b.chunks_exact(8).filter_map(|c| u64_at(c, 0)).collect())
+    }
+
+    /// The items of a `_queue.SimpleQueue`, oldest first. 3.11/3.12 keep a
+    /// list and the index of its head; 3.13+ a ring buffer.
+    fn simple_queue(&self, q: u64) -> Option<Vec<u64>> {
+        if !self.r.is_type(q, "_queue.SimpleQueue") {
+            return None;
+        }
+        if self.r.l.minor <= 12 {
+            let all = self.list(self.r.u64(q + 32)?)?;
+            let pos = self.r.u64(q + 40)? as usize;
+            return Some(all.get(pos..)?.to_vec());
+        }
+        // RingBuf { put_idx, get_idx, items, items_cap, num_items } at 24.
+        let b = self.r.bytes(q + 24, 40)?;
+        let (get, items, cap, n) = (u64_at(&b, 8)?, u64_at(&b, 16)?, u64_at(&b, 24)?, u64_at(&b, 32)?);
+        if n > cap || cap > MAX_ITEMS * 4 || get >= cap.max(1) {
+            return None;
+        }
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let all = self.r.bytes(items, cap as usize * 8)?;
+        (0..n)
+            .map(|i| u64_at(&all, ((get + i) % cap) * 8))
+            .collect()
+    }
+
+    /// A callable's qualname: a function, a bound method, a
+    /// `functools.partial` of one; else its type's name.
+    fn callable_name(&self, obj: u64) -> Option<String> {
+        let l = *self.r.l;
+        let ty = self.r.obj_type_name(obj)?;
+        let func = match ty.as_str() {
+            "function" => obj,
+            "method" => self.r.u64(obj + l.method_func)?,
+            // partialobject: { head, fn, args, kw, ... }
+            "functools.partial" => return self.callable_name(self.r.u64(obj + 16)?),
+            _ => return Some(ty),
+        };
+        self.r.string(self.r.u64(func + l.func_qualname)?)
+    }
+
+    /// What a work item calls: `fn` (up to 3.13), `task[0]` (3.14+).
+    fn work_callable(&mut self, item: u64) -> Option<String> {
+        let f = match self.attr(item, "fn") {
+            Some(f) => f,
+            None => *self.r.tuple(self.attr(item, "task")?)?.first()?,
+        };
+        self.callable_name(f)
+    }
+
+    /// The asyncio task a `run_coroutine_threadsafe` future is chained to:
+    /// kept by the closure of its done callback.
+    fn chained_task(&mut self, fut: u64) -> Option<u64> {
+        let l = *self.r.l;
+        let cbs = self.attr(fut, "_done_callbacks")?;
+        for cb in self.list(cbs)?.into_iter().take(MAX_CALLBACKS) {
+            // 3.12+ keep (callback, context) pairs in asyncio, plain
+            // callables here; accept both.
+            let f = match self.r.tuple(cb) {
+                Some(t) => *t.first()?,
+                None => cb,
+            };
+            if !self.r.is_type(f, "function") {
+                continue;
+            }
+            // func_closure: four fields after func_qualname in every
+            // version (globals, builtins, name, qualname, code, defaults,
+            // kwdefaults, closure).
+            let Some(cells) = self.r.u64(f + l.func_qualname + 32).and_then(|c| self.r.tuple(c))
+            else {
+                continue;
+            };
+            for cell in cells.into_iter().take(MAX_CALLBACKS) {
+                let Some(v) = self.r.u64(cell + 16) else {
+                    continue;
+                };
+                if self
+                    .r
+                    .obj_type_name(v)
+                    .is_some_and(|n| n == "_asyncio.Task" || n == "Task")
+                {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// The pools that have workers, and every work item they show (running
+    /// or queued) by its future.
+    fn pools(&mut self, raw: &[RawThread]) -> (Vec<PyPool>, HashMap<u64, Item>) {
+        let mut pools: Vec<PyPool> = Vec::new();
+        let mut items: HashMap<u64, Item> = HashMap::new();
+        for t in raw {
+            let Some(wf) = t
+                .frames
+                .iter()
+                .find(|f| f.frame.function == "_worker" && in_file(f, "concurrent/futures/thread.py"))
+            else {
+                continue;
+            };
+            let Some(q) = local(wf, "work_queue") else {
+                continue;
+            };
+            let running = t.frames.iter().find(|f| {
+                f.frame.function == "_WorkItem.run" && in_file(f, "concurrent/futures/thread.py")
+            });
+            if let Some(item) = running.and_then(self_of)
+                && let Some(fut) = self.attr(item, "future")
+            {
+                let callable = self.work_callable(item);
+                items.entry(fut).or_insert(Item {
+                    pool: q,
+                    callable,
+                    runner: Some(t.tid),
+                });
+            }
+            if let Some(p) = pools.iter_mut().find(|p| p.queue == q) {
+                p.workers.push(t.tid);
+                continue;
+            }
+            let executor = local(wf, "executor_reference")
+                .and_then(|r| self.r.u64(r + self.r.l.weakref_object))
+                .filter(|&e| e != 0 && !self.r.is_type(e, "NoneType"));
+            let prefix = executor
+                .and_then(|e| self.attr(e, "_thread_name_prefix"))
+                .and_then(|s| self.r.string(s));
+            pools.push(PyPool {
+                queue: q,
+                executor,
+                prefix,
+                workers: vec![t.tid],
+                queued: Vec::new(),
+            });
+        }
+        for p in &mut pools {
+            for item in self.simple_queue(p.queue).unwrap_or_default() {
+                let Some(fut) = self.attr(item, "future") else {
+                    continue;
+                };
+                let callable = self.work_callable(item);
+                p.queued.push(PyQueued {
+                    future: fut,
+                    callable: callable.clone(),
+                });
+                items.entry(fut).or_insert(Item {
+                    pool: p.queue,
+                    callable,
+                    runner: None,
+                });
+            }
+        }
+        (pools, items)
+    }
+}
+
 /// For each thread blocked (in `waits`) in a Future's result or exception:
-/// the future, its name, and the thread running its work item.
+/// the future, its name, and who completes it; and the pools.
 pub(super) fn read<M: Mem>(
     w: &mut Walk<M>,
     raw: &[RawThread],
     waits: &HashMap<u32, u64>,
-) -> Vec<(u32, PyFutureWait)> {
+    aio: Option<&AsyncView>,
+) -> (Vec<(u32, PyFutureWait)>, Vec<PyPool>) {
     let mut out = Vec::new();
+    let (pools, items) = w.pools(raw);
     let waiting: Vec<(&RawThread, usize, &'static str, u64)> = raw
         .iter()
         .filter(|t| waits.contains_key(&t.tid))
         .filter_map(|t| awaited(t).map(|(i, m, f)| (t, i, m, f)))
         .collect();
-    if waiting.is_empty() {
-        return out;
-    }
-    // Work items running now: future -> the thread running it.
-    let mut running: HashMap<u64, u32> = HashMap::new();
-    for t in raw {
-        for f in &t.frames {
-            if f.frame.function != "_WorkItem.run" || !in_file(f, "concurrent/futures/thread.py") {
-                continue;
-            }
-            let Some(item) = self_of(f) else { continue };
-            if let Some(fut) = w
-                .attrs(item)
-                .and_then(|a| a.into_iter().find(|(n, _)| n == "future"))
-                .map(|x| x.1)
-            {
-                running.entry(fut).or_insert(t.tid);
-            }
-        }
-    }
     for (t, i, method, fut) in waiting {
-        let runner = running.get(&fut).copied();
+        let (runner, source) = match items.get(&fut) {
+            Some(it) => (
+                it.runner,
+                Some(FutureSource::Pool {
+                    pool: it.pool,
+                    callable: it.callable.clone(),
+                    queued: it.runner.is_none(),
+                }),
+            ),
+            None => match w.chained_task(fut) {
+                Some(task) => {
+                    let found = aio.and_then(|v| v.task(task));
+                    (
+                        found.and_then(|(l, _)| l.tid),
+                        Some(FutureSource::Loop {
+                            task,
+                            task_name: found.map(|(_, t)| t.name.clone()),
+                            coro: found.map(|(_, t)| t.coro.clone()),
+                        }),
+                    )
+                }
+                None => (None, None),
+            },
+        };
         // As the caller spells it (`fut`).
         let name = t
             .frames
@@ -96,21 +303,58 @@ pub(super) fn read<M: Mem>(
                 method: method.to_string(),
                 runner,
                 name,
+                source,
             },
         ));
     }
-    out
+    (out, pools)
 }
 
-/// Puts what `read` found on the view's threads, labelled as library waits
-/// are ("Future.result on fut").
-pub(super) fn apply(view: &mut PyView, found: Vec<(u32, PyFutureWait)>) {
+/// "Future.result() of parse_page in pool crawler", "Future.result()
+/// of coroutine apply_update (task \"Task-1\")", "Future.result() on fut".
+pub fn label(f: &PyFutureWait, pools: &[PyPool]) -> String {
+    let on = f.name.clone().unwrap_or_else(|| format!("{:#x}", f.addr));
+    match &f.source {
+        Some(FutureSource::Pool { pool, callable, .. }) => {
+            let p = pools
+                .iter()
+                .find(|p| p.queue == *pool)
+                .map(|p| p.label())
+                .unwrap_or_else(|| format!("<pool of queue {pool:#x}>"));
+            format!(
+                "{}() of {} in pool {p}",
+                f.method,
+                callable.as_deref().unwrap_or(&on)
+            )
+        }
+        Some(FutureSource::Loop {
+            task,
+            task_name,
+            coro,
+        }) => {
+            let task = match task_name {
+                Some(n) => format!("task \"{n}\""),
+                None => format!("task {task:#x}"),
+            };
+            match coro {
+                Some(c) => format!("{}() of coroutine {c} ({task})", f.method),
+                None => format!("{}() of {task}", f.method),
+            }
+        }
+        None => format!("{}() on {on}", f.method),
+    }
+}
+
+/// Puts what `read` found on the view's threads, labelled by what they
+/// wait for.
+pub(super) fn apply(view: &mut PyView, found: Vec<(u32, PyFutureWait)>, pools: Vec<PyPool>) {
     for (tid, f) in found {
+        let l = label(&f, &pools);
         let Some(t) = view.threads.iter_mut().find(|t| t.tid == tid) else {
             continue;
         };
-        let on = f.name.clone().unwrap_or_else(|| format!("{:#x}", f.addr));
-        t.label = Some(format!("{} on {on}", f.method));
+        t.label = Some(l);
         t.future = Some(f);
     }
+    view.pools = pools;
 }
