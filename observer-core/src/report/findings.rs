@@ -31,6 +31,9 @@ pub fn finding(f: &Finding) -> String {
     if let Some(s) = super::python::deadlock(f) {
         return s;
     }
+    if let Some(s) = super::pool::finding(f) {
+        return s;
+    }
     let mut s = String::new();
     let _ = match f.kind {
         FindingKind::Deadlock if f.cycle.len() == 1 => {
@@ -60,6 +63,9 @@ pub fn finding(f: &Finding) -> String {
         }
         FindingKind::ExitHoldingLock => {
             writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
+        }
+        FindingKind::PoolStarvation => {
+            writeln!(s, "Found a starved thread pool in process {}:", f.tgid)
         }
     };
     let _ = writeln!(s, "  {}", f.summary());

@@ -10,6 +10,7 @@ pub mod html;
 pub mod json;
 pub mod live;
 pub mod perfetto;
+pub mod pool;
 #[cfg(test)]
 pub mod pictures_tests;
 pub mod python;

@@ -230,6 +230,7 @@ impl<M: Mem> Walk<'_, '_, M> {
             });
         }
         for p in &mut pools {
+            p.workers.sort_unstable();
             for item in self.simple_queue(p.queue).unwrap_or_default() {
                 let Some(fut) = self.attr(item, "future") else {
                     continue;
