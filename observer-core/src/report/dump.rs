@@ -155,7 +155,6 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
                 };
                 let holder = match w.holder {
                     Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
-            Holder::Unknown if queued => ", queued: no worker has taken it yet".to_string(),
                     Holder::Gone(h) => format!(", owner {h} is gone"),
                     Holder::Readers => ", held by readers".into(),
                     Holder::Unknown => String::new(),
@@ -184,6 +183,7 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
                 format!(", run by {h} \"{}\"", name_of(h))
             }
             Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
+            Holder::Unknown if queued => ", queued: no worker has taken it yet".to_string(),
             Holder::Unknown if queued => ", queued: no worker has taken it yet".to_string(),
             Holder::Gone(h) => format!(", owner {h} is gone"),
             _ => String::new(),
