@@ -184,7 +184,6 @@ pub fn text(model: &Model, findings: &[Finding], native: bool) -> String {
             }
             Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
             Holder::Unknown if queued => ", queued: no worker has taken it yet".to_string(),
-            Holder::Unknown if queued => ", queued: no worker has taken it yet".to_string(),
             Holder::Gone(h) => format!(", owner {h} is gone"),
             _ => String::new(),
         });
