@@ -77,9 +77,14 @@ fn site_line(v: &Value) -> u64 {
 /// thread completes; the loop waits for `state_lock` the worker holds.
 fn check_loop_cycle(label: &str, r: &Value, out: &[String]) {
     let (lp, wk) = (tid_of(out, "loop"), tid_of(out, "worker"));
-    let f = findings(r);
+    // `run` and `attach` may also see the loop blocked (it is): nothing else.
+    let (f, blocked): (Vec<&Value>, Vec<&Value>) =
+        findings(r).iter().partition(|f| f["kind"] != "event_loop_blocked");
+    for b in blocked {
+        assert_eq!(b["threads"][0]["tid"], lp, "{label}: {b:#}");
+    }
     assert_eq!(f.len(), 1, "{label}: {:#?}", summaries(r));
-    let f = &f[0];
+    let f = f[0];
     assert_eq!(f["kind"], "deadlock", "{label}: {f:#}");
     let mut edges: Vec<(u64, u64, String, String)> = f["cycle"]
         .as_array()
@@ -165,7 +170,15 @@ fn check_starved(label: &str, r: &Value, out: &[String]) {
         .map(|t| t["tid"].as_u64().unwrap())
         .collect();
     let mut want: Vec<u64> = workers.iter().map(|&t| u64::from(t)).collect();
-    want.push(u64::from(main));
+    // Main, held up, once it waits too (`run` may find it before).
+    if tids.len() == 3 {
+        want.push(u64::from(main));
+        assert_eq!(
+            finding_thread(f, main)["python"]["label"],
+            "Future.result() of fetch_page in pool crawler",
+            "{label}"
+        );
+    }
     assert_eq!(tids, want, "{label}: {f:#}");
     for l in f["locks"].as_array().unwrap() {
         assert_eq!(l["kind"], "future", "{label}: {l:#}");
@@ -179,11 +192,6 @@ fn check_starved(label: &str, r: &Value, out: &[String]) {
         );
         assert_eq!(py["future"]["source"]["pool"]["queued"], true, "{label}");
     }
-    assert_eq!(
-        finding_thread(f, main)["python"]["label"],
-        "Future.result() of fetch_page in pool crawler",
-        "{label}"
-    );
     let s = f["summary"].as_str().unwrap();
     assert!(
         s.starts_with("thread pool \"crawler\" is starved: all 2 of its workers"),
@@ -307,7 +315,7 @@ fn run_hang(fixture: &str, mode: &str, check: fn(&str, &Value, &[String])) {
             .arg(python_fixture(fixture))
             .arg(mode);
         let mut o = Proc::spawn(cmd);
-        o.wait_stdout(T, |l| l == "ready");
+        // (the hang may be found, and the target killed, before "ready")
         let st = o.wait_exit(T);
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
         check(label, &read_json(&rep), &o.stdout);
