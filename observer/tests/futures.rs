@@ -429,3 +429,33 @@ fn run_healthy_loop_and_pool() {
     run_healthy(LOOP, "ok");
     run_healthy(POOL, "ok");
 }
+
+/// Library waits on objects kept in locals are labelled as the waiting code
+/// spells them, never `self` (the library method's word for them).
+#[test]
+#[ignore = "needs root"]
+fn dump_labels_name_the_callers_object() {
+    for (label, py) in pythons() {
+        let p = start(py, "py_labels", "");
+        let want = [
+            ("waiter", "Event.wait on ready"),
+            ("consumer", "Queue.get on self.jobs"),
+            ("cond", "Condition.wait on cv"),
+        ];
+        let end = Instant::now() + T;
+        loop {
+            let (code, r) = dump_json(p.pid());
+            assert_eq!(code, Some(0), "{label}: {:#?}", summaries(&r));
+            assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
+            let got: Vec<Value> = want
+                .iter()
+                .map(|(n, _)| report_thread(&r, tid_of(&p.stdout, n))["python"]["label"].clone())
+                .collect();
+            if got.iter().zip(&want).all(|(g, w)| g == w.1) {
+                break;
+            }
+            assert!(Instant::now() < end, "{label}: labels {got:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
