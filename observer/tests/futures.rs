@@ -59,7 +59,7 @@ fn line_of(fixture: &str, after: &str, text: &str) -> u64 {
     (src.lines().skip(from).position(|l| l == text).unwrap() + from + 1) as u64
 }
 
-fn finding_thread<'a>(f: &'a Value, tid: u32) -> &'a Value {
+fn finding_thread(f: &Value, tid: u32) -> &Value {
     f["threads"]
         .as_array()
         .unwrap()
@@ -69,7 +69,9 @@ fn finding_thread<'a>(f: &'a Value, tid: u32) -> &'a Value {
 }
 
 fn site_line(v: &Value) -> u64 {
-    let s = v["site"].as_str().unwrap_or_else(|| panic!("no site: {v:#}"));
+    let s = v["site"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no site: {v:#}"));
     s.rsplit(':').next().unwrap().parse().unwrap()
 }
 
@@ -78,8 +80,9 @@ fn site_line(v: &Value) -> u64 {
 fn check_loop_cycle(label: &str, r: &Value, out: &[String]) {
     let (lp, wk) = (tid_of(out, "loop"), tid_of(out, "worker"));
     // `run` and `attach` may also see the loop blocked (it is): nothing else.
-    let (f, blocked): (Vec<&Value>, Vec<&Value>) =
-        findings(r).iter().partition(|f| f["kind"] != "event_loop_blocked");
+    let (f, blocked): (Vec<&Value>, Vec<&Value>) = findings(r)
+        .iter()
+        .partition(|f| f["kind"] != "event_loop_blocked");
     for b in blocked {
         assert_eq!(b["threads"][0]["tid"], lp, "{label}: {b:#}");
     }
@@ -102,7 +105,12 @@ fn check_loop_cycle(label: &str, r: &Value, out: &[String]) {
     edges.sort();
     let mut want = vec![
         (u64::from(wk), u64::from(lp), "future".into(), "fut".into()),
-        (u64::from(lp), u64::from(wk), "py_lock".into(), "state_lock".into()),
+        (
+            u64::from(lp),
+            u64::from(wk),
+            "py_lock".into(),
+            "state_lock".into(),
+        ),
     ];
     want.sort();
     assert_eq!(edges, want, "{label}: {f:#}");

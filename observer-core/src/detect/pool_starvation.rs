@@ -34,7 +34,12 @@ pub struct PoolStarvation;
 
 impl Detector for PoolStarvation {
     fn check(&self, cx: &Ctx) -> Vec<Finding> {
-        let Some(v) = cx.process.python.as_ref().filter(|v| v.unsupported.is_none()) else {
+        let Some(v) = cx
+            .process
+            .python
+            .as_ref()
+            .filter(|v| v.unsupported.is_none())
+        else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -104,10 +109,7 @@ impl Detector for PoolStarvation {
                 locks,
                 cycle: Vec::new(),
                 tasks: Vec::new(),
-                key: format!(
-                    "starve:{}:{:x}:{workers:?}",
-                    cx.process.tgid, pool.queue
-                ),
+                key: format!("starve:{}:{:x}:{workers:?}", cx.process.tgid, pool.queue),
             });
         }
         out

@@ -10,9 +10,9 @@ pub mod html;
 pub mod json;
 pub mod live;
 pub mod perfetto;
-pub mod pool;
 #[cfg(test)]
 pub mod pictures_tests;
+pub mod pool;
 pub mod python;
 pub mod text;
 

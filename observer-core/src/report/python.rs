@@ -97,7 +97,10 @@ pub fn deadlock(f: &Finding) -> Option<String> {
             let _ = writeln!(s, "  which has not finished: {}", who(h, e.holder_tid));
         } else if e.lock.kind == crate::graph::LockKind::Future {
             let on_loop = py.and_then(|p| p.future.as_ref()).is_some_and(|f| {
-                matches!(f.source, Some(crate::vocab::python::FutureSource::Loop { .. }))
+                matches!(
+                    f.source,
+                    Some(crate::vocab::python::FutureSource::Loop { .. })
+                )
             });
             let what = if on_loop {
                 "whose coroutine runs on the event loop of"

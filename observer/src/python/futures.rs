@@ -107,7 +107,12 @@ impl<M: Mem> Walk<'_, '_, M> {
         }
         // RingBuf { put_idx, get_idx, items, items_cap, num_items } at 24.
         let b = self.r.bytes(q + 24, 40)?;
-        let (get, items, cap, n) = (u64_at(&b, 8)?, u64_at(&b, 16)?, u64_at(&b, 24)?, u64_at(&b, 32)?);
+        let (get, items, cap, n) = (
+            u64_at(&b, 8)?,
+            u64_at(&b, 16)?,
+            u64_at(&b, 24)?,
+            u64_at(&b, 32)?,
+        );
         if n > cap || cap > MAX_ITEMS * 4 || get >= cap.max(1) {
             return None;
         }
@@ -162,7 +167,10 @@ impl<M: Mem> Walk<'_, '_, M> {
             // func_closure: four fields after func_qualname in every
             // version (globals, builtins, name, qualname, code, defaults,
             // kwdefaults, closure).
-            let Some(cells) = self.r.u64(f + l.func_qualname + 32).and_then(|c| self.r.tuple(c))
+            let Some(cells) = self
+                .r
+                .u64(f + l.func_qualname + 32)
+                .and_then(|c| self.r.tuple(c))
             else {
                 continue;
             };
@@ -188,11 +196,9 @@ impl<M: Mem> Walk<'_, '_, M> {
         let mut pools: Vec<PyPool> = Vec::new();
         let mut items: HashMap<u64, Item> = HashMap::new();
         for t in raw {
-            let Some(wf) = t
-                .frames
-                .iter()
-                .find(|f| f.frame.function == "_worker" && in_file(f, "concurrent/futures/thread.py"))
-            else {
+            let Some(wf) = t.frames.iter().find(|f| {
+                f.frame.function == "_worker" && in_file(f, "concurrent/futures/thread.py")
+            }) else {
                 continue;
             };
             let Some(q) = local(wf, "work_queue") else {
