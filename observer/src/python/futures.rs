@@ -365,3 +365,55 @@ pub(super) fn apply(view: &mut PyView, found: Vec<(u32, PyFutureWait)>, pools: V
     }
     view.pools = pools;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(source: Option<FutureSource>) -> PyFutureWait {
+        PyFutureWait {
+            addr: 0xf0,
+            method: "Future.result".into(),
+            runner: None,
+            name: Some("fut".into()),
+            source,
+        }
+    }
+
+    #[test]
+    fn labels_name_the_callable_and_pool_or_the_coroutine() {
+        let pools = [PyPool {
+            queue: 0x90,
+            executor: None,
+            prefix: Some("crawler".into()),
+            workers: vec![1],
+            queued: Vec::new(),
+        }];
+        let pool = |queue, callable: Option<&str>| {
+            wait(Some(FutureSource::Pool {
+                pool: queue,
+                callable: callable.map(Into::into),
+                queued: true,
+            }))
+        };
+        assert_eq!(
+            label(&pool(0x90, Some("parse_page")), &pools),
+            "Future.result() of parse_page in pool crawler"
+        );
+        // A callable not read: the future's name; a pool not listed: its queue.
+        assert_eq!(
+            label(&pool(0x91, None), &pools),
+            "Future.result() of fut in pool <pool of queue 0x91>"
+        );
+        let lp = wait(Some(FutureSource::Loop {
+            task: 0x70,
+            task_name: Some("Task-1".into()),
+            coro: Some("apply_update".into()),
+        }));
+        assert_eq!(
+            label(&lp, &pools),
+            "Future.result() of coroutine apply_update (task \"Task-1\")"
+        );
+        assert_eq!(label(&wait(None), &pools), "Future.result() on fut");
+    }
+}
