@@ -76,8 +76,19 @@ fn site_line(v: &Value) -> u64 {
 }
 
 /// The loop<->worker deadlock: worker waits for the future `fut` the loop
-/// thread completes; the loop waits for `state_lock` the worker holds.
+/// thread completes; the loop waits for `state_lock` the worker holds (in
+/// apply_update, the future's coroutine).
 fn check_loop_cycle(label: &str, r: &Value, out: &[String]) {
+    check_loop(label, r, out, false);
+}
+
+/// The same deadlock, the loop blocked (in `guard`) before it could start
+/// the future's coroutine.
+fn check_loop_pending(label: &str, r: &Value, out: &[String]) {
+    check_loop(label, r, out, true);
+}
+
+fn check_loop(label: &str, r: &Value, out: &[String], pending: bool) {
     let (lp, wk) = (tid_of(out, "loop"), tid_of(out, "worker"));
     // `run` and `attach` may also see the loop blocked (it is): nothing else.
     let (f, blocked): (Vec<&Value>, Vec<&Value>) = findings(r)
@@ -125,10 +136,18 @@ fn check_loop_cycle(label: &str, r: &Value, out: &[String]) {
         "{label}: {w:#}"
     );
     let wl = w["label"].as_str().unwrap();
-    assert!(
-        wl.starts_with("Future.result() of coroutine apply_update (task "),
-        "{label}: {wl}"
-    );
+    if pending {
+        assert!(fut["source"]["loop"]["task"].is_null(), "{label}: {w:#}");
+        assert_eq!(
+            wl, "Future.result() of coroutine apply_update (not started: queued on the event loop)",
+            "{label}"
+        );
+    } else {
+        assert!(
+            wl.starts_with("Future.result() of coroutine apply_update (task "),
+            "{label}: {wl}"
+        );
+    }
     assert!(!wl.contains("self"), "{label}: {wl}");
     let held = &w["holds"][0];
     assert_eq!(held["name"], "state_lock", "{label}: {w:#}");
@@ -143,7 +162,11 @@ fn check_loop_cycle(label: &str, r: &Value, out: &[String]) {
     assert_eq!(l["waits"]["how"], "with", "{label}: {l:#}");
     assert_eq!(
         site_line(&l["waits"]),
-        line_of(LOOP, "async def apply_update():", "    with state_lock:"),
+        if pending {
+            line_of(LOOP, "async def guard():", "    with state_lock:")
+        } else {
+            line_of(LOOP, "async def apply_update():", "    with state_lock:")
+        },
         "{label}: {l:#}"
     );
 }
@@ -387,6 +410,32 @@ fn attach_loop_worker_cycle() {
 #[ignore = "needs root and BPF"]
 fn run_loop_worker_cycle() {
     run_hang(LOOP, "cycle", check_loop_cycle);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn dump_loop_worker_cycle_not_started() {
+    dump_hang(
+        LOOP,
+        "pending",
+        check_loop_pending,
+        &[
+            "waits in Future.result() of coroutine apply_update (not started: queued on the event loop)",
+            "whose coroutine runs on the event loop of \"loop\"",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn attach_loop_worker_cycle_not_started() {
+    attach_hang(LOOP, "pending", check_loop_pending);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn run_loop_worker_cycle_not_started() {
+    run_hang(LOOP, "pending", check_loop_pending);
 }
 
 #[test]

@@ -118,8 +118,9 @@ pub enum FutureSource {
     },
     /// `asyncio.run_coroutine_threadsafe`: the task running the coroutine
     /// (`coro`, qualname) on an event loop; `runner` is the loop's thread.
+    /// No task: the loop has not started it yet (its callback is queued).
     Loop {
-        task: u64,
+        task: Option<u64>,
         task_name: Option<String>,
         coro: Option<String>,
     },

@@ -152,7 +152,6 @@ impl<M: Mem> Walk<'_, '_, M> {
     /// The asyncio task a `run_coroutine_threadsafe` future is chained to:
     /// kept by the closure of its done callback.
     fn chained_task(&mut self, fut: u64) -> Option<u64> {
-        let l = *self.r.l;
         let cbs = self.attr(fut, "_done_callbacks")?;
         for cb in self.list(cbs)?.into_iter().take(MAX_CALLBACKS) {
             // 3.12+ keep (callback, context) pairs in asyncio, plain
@@ -161,29 +160,97 @@ impl<M: Mem> Walk<'_, '_, M> {
                 Some(t) => *t.first()?,
                 None => cb,
             };
-            if !self.r.is_type(f, "function") {
-                continue;
-            }
-            // func_closure: four fields after func_qualname in every
-            // version (globals, builtins, name, qualname, code, defaults,
-            // kwdefaults, closure).
-            let Some(cells) = self
-                .r
-                .u64(f + l.func_qualname + 32)
-                .and_then(|c| self.r.tuple(c))
-            else {
-                continue;
-            };
-            for cell in cells.into_iter().take(MAX_CALLBACKS) {
-                let Some(v) = self.r.u64(cell + 16) else {
-                    continue;
-                };
+            for v in self.closure(f) {
                 if self
                     .r
                     .obj_type_name(v)
                     .is_some_and(|n| n == "_asyncio.Task" || n == "Task")
                 {
                     return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// Closure cells of function `f`. func_closure: four fields after
+    /// func_qualname in every version (globals, builtins, name, qualname,
+    /// code, defaults, kwdefaults, closure).
+    fn closure(&self, f: u64) -> Vec<u64> {
+        if !self.r.is_type(f, "function") {
+            return Vec::new();
+        }
+        self.r
+            .u64(f + self.r.l.func_qualname + 32)
+            .and_then(|c| self.r.tuple(c))
+            .unwrap_or_default()
+            .into_iter()
+            .take(MAX_CALLBACKS)
+            .filter_map(|cell| self.r.u64(cell + 16))
+            .collect()
+    }
+
+    /// The items of a `collections.deque`: blocks of 64 slots after a left
+    /// link, then a right link.
+    fn deque(&self, d: u64) -> Option<Vec<u64>> {
+        if !self.r.is_type(d, "collections.deque") {
+            return None;
+        }
+        let b = self.r.bytes(d + 16, 32)?;
+        let (n, mut block, mut i) = (u64_at(&b, 0)?, u64_at(&b, 8)?, u64_at(&b, 24)?);
+        if n > MAX_ITEMS || i >= 64 {
+            return None;
+        }
+        let mut out = Vec::new();
+        while (out.len() as u64) < n {
+            let data = self.r.bytes(block, 8 + 64 * 8 + 8)?;
+            while i < 64 && (out.len() as u64) < n {
+                out.push(u64_at(&data, 8 + i * 8)?);
+                i += 1;
+            }
+            block = u64_at(&data, 8 + 64 * 8)?;
+            i = 0;
+        }
+        Some(out)
+    }
+
+    /// A `run_coroutine_threadsafe` future whose callback has not run yet:
+    /// the loop whose ready queue holds a handle calling a closure that
+    /// keeps `fut` (and the coroutine). Its thread and the coroutine's
+    /// qualname.
+    fn pending_on_loop(&mut self, aio: &AsyncView, fut: u64) -> Option<(u32, Option<String>)> {
+        let l = *self.r.l;
+        for lp in &aio.loops {
+            let Some(tid) = lp.tid else { continue };
+            let Some(ready) = self.attr(lp.addr, "_ready") else {
+                continue;
+            };
+            for h in self.deque(ready).unwrap_or_default() {
+                // Handle keeps its callback in a slot: look at every word.
+                let Some(size) = self
+                    .r
+                    .type_of(h)
+                    .and_then(|t| self.r.u64(t + l.type_basicsize))
+                    .filter(|&s| (16..=256).contains(&s))
+                else {
+                    continue;
+                };
+                let Some(b) = self.r.bytes(h + 16, size as usize - 16) else {
+                    continue;
+                };
+                for cb in b.chunks_exact(8).filter_map(|c| u64_at(c, 0)) {
+                    let cells = self.closure(cb);
+                    if !cells.contains(&fut) {
+                        continue;
+                    }
+                    let coro = cells.iter().find_map(|&c| {
+                        self.r.obj_type_name(c).filter(|n| n == "coroutine")?;
+                        let code = self
+                            .r
+                            .stackref(self.r.u64(c + l.gen_iframe + l.frame_code)?);
+                        self.r.string(self.r.u64(code + l.code_qualname)?)
+                    });
+                    return Some((tid, coro));
                 }
             }
         }
@@ -288,13 +355,23 @@ pub(super) fn read<M: Mem>(
                     (
                         found.and_then(|(l, _)| l.tid),
                         Some(FutureSource::Loop {
-                            task,
+                            task: Some(task),
                             task_name: found.map(|(_, t)| t.name.clone()),
                             coro: found.map(|(_, t)| t.coro.clone()),
                         }),
                     )
                 }
-                None => (None, None),
+                None => match aio.and_then(|v| w.pending_on_loop(v, fut)) {
+                    Some((tid, coro)) => (
+                        Some(tid),
+                        Some(FutureSource::Loop {
+                            task: None,
+                            task_name: None,
+                            coro,
+                        }),
+                    ),
+                    None => (None, None),
+                },
             },
         };
         // As the caller spells it (`fut`).
@@ -339,9 +416,10 @@ pub fn label(f: &PyFutureWait, pools: &[PyPool]) -> String {
             task_name,
             coro,
         }) => {
-            let task = match task_name {
-                Some(n) => format!("task \"{n}\""),
-                None => format!("task {task:#x}"),
+            let task = match (task_name, task) {
+                (Some(n), _) => format!("task \"{n}\""),
+                (None, Some(t)) => format!("task {t:#x}"),
+                (None, None) => "not started: queued on the event loop".into(),
             };
             match coro {
                 Some(c) => format!("{}() of coroutine {c} ({task})", f.method),
@@ -406,7 +484,7 @@ mod tests {
             "Future.result() of fut in pool <pool of queue 0x91>"
         );
         let lp = wait(Some(FutureSource::Loop {
-            task: 0x70,
+            task: Some(0x70),
             task_name: Some("Task-1".into()),
             coro: Some("apply_update".into()),
         }));
