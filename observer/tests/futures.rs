@@ -174,6 +174,21 @@ fn check_loop(label: &str, r: &Value, out: &[String], pending: bool) {
 /// The starved pool "crawler": both workers wait for `parse_page` queued
 /// behind them; main waits for a worker.
 fn check_starved(label: &str, r: &Value, out: &[String]) {
+    check_pool(label, r, out, "Future.result");
+}
+
+/// The same, each worker waiting for two parses in `wait()`.
+fn check_starved_wait(label: &str, r: &Value, out: &[String]) {
+    check_pool(label, r, out, "wait");
+}
+
+/// The same, each worker waiting for two parses in `as_completed()`.
+fn check_starved_as_completed(label: &str, r: &Value, out: &[String]) {
+    check_pool(label, r, out, "as_completed");
+}
+
+fn check_pool(label: &str, r: &Value, out: &[String], method: &str) {
+    let queued = if method == "Future.result" { 2 } else { 4 };
     let main = tid_of(out, "MainThread");
     let mut workers = vec![tid_of(out, "crawler_0"), tid_of(out, "crawler_1")];
     workers.sort_unstable();
@@ -191,7 +206,7 @@ fn check_starved(label: &str, r: &Value, out: &[String]) {
     );
     assert_eq!(
         p["queued"],
-        serde_json::json!(["parse_page", "parse_page"]),
+        serde_json::json!(vec!["parse_page"; queued]),
         "{label}: {p:#}"
     );
     let tids: Vec<u64> = f["threads"]
@@ -213,12 +228,15 @@ fn check_starved(label: &str, r: &Value, out: &[String]) {
     assert_eq!(tids, want, "{label}: {f:#}");
     for l in f["locks"].as_array().unwrap() {
         assert_eq!(l["kind"], "future", "{label}: {l:#}");
-        assert_eq!(l["symbol"], "parsed", "{label}: {l:#}");
+        if method == "Future.result" {
+            assert_eq!(l["symbol"], "parsed", "{label}: {l:#}");
+        }
     }
     for &w in &workers {
         let py = &finding_thread(f, w)["python"];
         assert_eq!(
-            py["label"], "Future.result() of parse_page in pool crawler",
+            py["label"],
+            format!("{method}() of parse_page in pool crawler"),
             "{label}: {py:#}"
         );
         assert_eq!(py["future"]["source"]["pool"]["queued"], true, "{label}");
@@ -515,4 +533,37 @@ fn dump_labels_name_the_callers_object() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Workers waiting in `wait()` / `as_completed()` for work queued behind
+/// them: the same starvation.
+#[test]
+#[ignore = "needs root"]
+fn dump_pool_starvation_wait_and_as_completed() {
+    dump_hang(
+        POOL,
+        "wait",
+        check_starved_wait,
+        &["waits in wait() of parse_page in pool crawler, queued: no worker has taken it yet"],
+    );
+    dump_hang(
+        POOL,
+        "as_completed",
+        check_starved_as_completed,
+        &["waits in as_completed() of parse_page in pool crawler"],
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn attach_pool_starvation_wait_and_as_completed() {
+    attach_hang(POOL, "wait", check_starved_wait);
+    attach_hang(POOL, "as_completed", check_starved_as_completed);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn run_pool_starvation_wait_and_as_completed() {
+    run_hang(POOL, "wait", check_starved_wait);
+    run_hang(POOL, "as_completed", check_starved_as_completed);
 }

@@ -83,7 +83,10 @@ pub fn standing(m: &Model, p: &Process, g: &WaitForGraph, tid: Tid) -> Option<St
 fn idle_what(m: &Model, p: &Process, w: &WaitNode) -> String {
     if let Some(l) = library_label(p, w.tid) {
         // "Future.result() of parse_page in pool crawler".
-        if l.starts_with("Future.") {
+        if ["Future.", "wait()", "as_completed()"]
+            .iter()
+            .any(|p| l.starts_with(p))
+        {
             return format!("waiting in {l}");
         }
         let (what, on) = l.split_once(" on ").unwrap_or((l, ""));

@@ -44,17 +44,19 @@ fn self_of(f: &RawFrame) -> Option<u64> {
     local(f, "self")
 }
 
-/// The future `t` waits for in `Future.result`/`exception` (just above
-/// `threading`'s frames), as (frame index, method, future).
-fn awaited(t: &RawThread) -> Option<(usize, &'static str, u64)> {
+/// The `concurrent.futures` call `t` is blocked in (just above
+/// `threading`'s frames), as (frame index, method).
+fn awaited(t: &RawThread) -> Option<(usize, &'static str)> {
     for (i, f) in t.frames.iter().enumerate().take(MAX_INNER + 1) {
         if in_file(f, "concurrent/futures/_base.py") {
             let m = match f.frame.function.as_str() {
                 "Future.result" => "Future.result",
                 "Future.exception" => "Future.exception",
+                "wait" => "wait",
+                "as_completed" => "as_completed",
                 _ => return None,
             };
-            return Some((i, m, self_of(f)?));
+            return Some((i, m));
         }
         if !in_file(f, "/threading.py") {
             return None;
@@ -257,6 +259,53 @@ impl<M: Mem> Walk<'_, '_, M> {
         None
     }
 
+    /// The keys of a `set`.
+    fn set(&self, obj: u64) -> Vec<u64> {
+        let l = *self.r.l;
+        if !self.r.is_type(obj, "set") {
+            return Vec::new();
+        }
+        let (Some(mask), Some(table)) =
+            (self.r.u64(obj + l.set_mask), self.r.u64(obj + l.set_table))
+        else {
+            return Vec::new();
+        };
+        if mask >= MAX_ITEMS * 4 {
+            return Vec::new();
+        }
+        let Some(b) = self.r.bytes(table, ((mask + 1) * 16) as usize) else {
+            return Vec::new();
+        };
+        b.chunks_exact(16)
+            .filter_map(|e| u64_at(e, 0))
+            .filter(|&k| k != 0 && !self.r.obj_type_name(k).is_some_and(|n| n.contains("dummy")))
+            .collect()
+    }
+
+    /// The futures frame `f` of `method` waits for, and whether it needs
+    /// all of them (`wait` but FIRST_COMPLETED) or any (`as_completed`,
+    /// FIRST_COMPLETED). Done ones are left out.
+    fn waited_futures(&mut self, f: &RawFrame, method: &str) -> Option<(Vec<u64>, bool)> {
+        let (set, all) = match method {
+            "wait" => {
+                let any = local(f, "return_when")
+                    .and_then(|v| self.r.string(v))
+                    .is_some_and(|w| w == "FIRST_COMPLETED");
+                (local(f, "not_done")?, !any)
+            }
+            "as_completed" => (local(f, "pending")?, false),
+            _ => return Some((vec![self_of(f)?], true)),
+        };
+        let mut futs = self.set(set);
+        futs.retain(|&x| {
+            self.attr(x, "_state")
+                .and_then(|v| self.r.string(v))
+                .is_some_and(|st| st == "PENDING" || st == "RUNNING")
+        });
+        futs.sort_unstable();
+        (!futs.is_empty()).then_some((futs, all))
+    }
+
     /// The pools that have workers, and every work item they show (running
     /// or queued) by its future.
     fn pools(&mut self, raw: &[RawThread]) -> (Vec<PyPool>, HashMap<u64, Item>) {
@@ -334,46 +383,58 @@ pub(super) fn read<M: Mem>(
 ) -> (Vec<(u32, PyFutureWait)>, Vec<PyPool>) {
     let mut out = Vec::new();
     let (pools, items) = w.pools(raw);
-    let waiting: Vec<(&RawThread, usize, &'static str, u64)> = raw
+    let waiting: Vec<(&RawThread, usize, &'static str)> = raw
         .iter()
         .filter(|t| waits.contains_key(&t.tid))
-        .filter_map(|t| awaited(t).map(|(i, m, f)| (t, i, m, f)))
+        .filter_map(|t| awaited(t).map(|(i, m)| (t, i, m)))
         .collect();
-    for (t, i, method, fut) in waiting {
-        let (runner, source) = match items.get(&fut) {
-            Some(it) => (
-                it.runner,
-                Some(FutureSource::Pool {
-                    pool: it.pool,
-                    callable: it.callable.clone(),
-                    queued: it.runner.is_none(),
-                }),
-            ),
-            None => match w.chained_task(fut) {
-                Some(task) => {
-                    let found = aio.and_then(|v| v.task(task));
-                    (
-                        found.and_then(|(l, _)| l.tid),
-                        Some(FutureSource::Loop {
-                            task: Some(task),
-                            task_name: found.map(|(_, t)| t.name.clone()),
-                            coro: found.map(|(_, t)| t.coro.clone()),
-                        }),
-                    )
-                }
-                None => match aio.and_then(|v| w.pending_on_loop(v, fut)) {
-                    Some((tid, coro)) => (
-                        Some(tid),
-                        Some(FutureSource::Loop {
-                            task: None,
-                            task_name: None,
-                            coro,
-                        }),
-                    ),
-                    None => (None, None),
-                },
-            },
+    for (t, i, method) in waiting {
+        let Some((futs, all)) = w.waited_futures(&t.frames[i], method) else {
+            continue;
         };
+        let mut each: Vec<(u64, Option<u32>, Option<FutureSource>)> = Vec::new();
+        for &fut in &futs {
+            let (runner, source) = resolve(w, &items, aio, fut);
+            each.push((fut, runner, source));
+        }
+        // Needing all: any pending one that someone runs holds it up.
+        // Needing any: only when they all wait for the same thread, or are
+        // all queued in one pool.
+        let same = |a: &(u64, Option<u32>, Option<FutureSource>)| {
+            let b = &each[0];
+            match (a.1, &a.2, b.1, &b.2) {
+                (Some(x), _, Some(y), _) => x == y,
+                (
+                    None,
+                    Some(FutureSource::Pool {
+                        pool: p,
+                        queued: true,
+                        ..
+                    }),
+                    None,
+                    Some(FutureSource::Pool {
+                        pool: q,
+                        queued: true,
+                        ..
+                    }),
+                ) => p == q,
+                _ => false,
+            }
+        };
+        let pick = if all {
+            each.iter()
+                .position(|e| e.1.is_some())
+                .or_else(|| each.iter().position(|e| e.2.is_some()))
+                .unwrap_or(0)
+        } else if each.iter().all(same) {
+            0
+        } else {
+            // No single thread to blame: the wait names none.
+            each[0].1 = None;
+            each[0].2 = None;
+            0
+        };
+        let (fut, runner, source) = each.swap_remove(pick);
         // As the caller spells it (`fut`).
         let name = t
             .frames
@@ -392,6 +453,49 @@ pub(super) fn read<M: Mem>(
         ));
     }
     (out, pools)
+}
+
+/// Who completes `fut`: a pool's worker (or its queue), or an event loop.
+fn resolve<M: Mem>(
+    w: &mut Walk<M>,
+    items: &HashMap<u64, Item>,
+    aio: Option<&AsyncView>,
+    fut: u64,
+) -> (Option<u32>, Option<FutureSource>) {
+    match items.get(&fut) {
+        Some(it) => (
+            it.runner,
+            Some(FutureSource::Pool {
+                pool: it.pool,
+                callable: it.callable.clone(),
+                queued: it.runner.is_none(),
+            }),
+        ),
+        None => match w.chained_task(fut) {
+            Some(task) => {
+                let found = aio.and_then(|v| v.task(task));
+                (
+                    found.and_then(|(l, _)| l.tid),
+                    Some(FutureSource::Loop {
+                        task: Some(task),
+                        task_name: found.map(|(_, t)| t.name.clone()),
+                        coro: found.map(|(_, t)| t.coro.clone()),
+                    }),
+                )
+            }
+            None => match aio.and_then(|v| w.pending_on_loop(v, fut)) {
+                Some((tid, coro)) => (
+                    Some(tid),
+                    Some(FutureSource::Loop {
+                        task: None,
+                        task_name: None,
+                        coro,
+                    }),
+                ),
+                None => (None, None),
+            },
+        },
+    }
 }
 
 /// "Future.result() of parse_page in pool crawler", "Future.result()
