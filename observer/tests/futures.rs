@@ -567,3 +567,34 @@ fn run_pool_starvation_wait_and_as_completed() {
     run_hang(POOL, "wait", check_starved_wait);
     run_hang(POOL, "as_completed", check_starved_as_completed);
 }
+
+/// A task awaiting `loop.run_in_executor(pool, fn)` waits for the pool's
+/// worker running `fn`: its wait names the callable, the pool and that
+/// worker. No finding (nothing waits for the stuck worker but a task).
+#[test]
+#[ignore = "needs root"]
+fn dump_task_awaiting_run_in_executor_names_the_worker() {
+    for (label, py) in pythons() {
+        let p = start(py, "py_async_executor", "");
+        let worker = tid_of(&p.stdout, "io_0");
+        let want = format!("run_in_executor(blocking_fetch) in pool io, run by thread {worker}");
+        let (code, r) = dump_json(p.pid());
+        assert_eq!(code, Some(0), "{label}: {:#?}", summaries(&r));
+        let tasks: Vec<&Value> = r["processes"][0]["asyncio"]["loops"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{label}: no loops: {r:#}"))
+            .iter()
+            .flat_map(|l| l["tasks"].as_array().unwrap())
+            .collect();
+        let t = tasks
+            .iter()
+            .find(|t| t["name"] == "fetcher")
+            .unwrap_or_else(|| panic!("{label}: no task fetcher: {tasks:#?}"));
+        assert_eq!(t["label"], want, "{label}: {t:#}");
+        let text = dump_text(p.pid());
+        assert!(
+            text.contains(&format!("waits in {want}")),
+            "{label}: {text}"
+        );
+    }
+}

@@ -306,6 +306,72 @@ impl<M: Mem> Walk<'_, '_, M> {
         (!futs.is_empty()).then_some((futs, all))
     }
 
+    /// Tasks awaiting `loop.run_in_executor(...)`: the asyncio future a
+    /// task awaits is kept by the done callback (`_call_set_state`) of the
+    /// executor's future. (task, label naming the callable, the pool and
+    /// the worker running it).
+    fn executor_awaits(
+        &mut self,
+        aio: &AsyncView,
+        items: &HashMap<u64, Item>,
+        pools: &[PyPool],
+    ) -> Vec<(u64, String)> {
+        let awaited: Vec<u64> = aio
+            .loops
+            .iter()
+            .flat_map(|l| &l.tasks)
+            .filter_map(|t| t.fut_waiter)
+            .collect();
+        if awaited.is_empty() {
+            return Vec::new();
+        }
+        let mut by_waiter: HashMap<u64, u64> = HashMap::new();
+        for &cf in items.keys() {
+            let Some(cbs) = self.attr(cf, "_done_callbacks") else {
+                continue;
+            };
+            for cb in self
+                .list(cbs)
+                .unwrap_or_default()
+                .into_iter()
+                .take(MAX_CALLBACKS)
+            {
+                for v in self.closure(cb) {
+                    if awaited.contains(&v) {
+                        by_waiter.insert(v, cf);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for t in aio.loops.iter().flat_map(|l| &l.tasks) {
+            let Some(it) = t
+                .fut_waiter
+                .and_then(|w| by_waiter.get(&w))
+                .and_then(|cf| items.get(cf))
+            else {
+                continue;
+            };
+            let pool = pools
+                .iter()
+                .find(|p| p.queue == it.pool)
+                .map(|p| p.label())
+                .unwrap_or_else(|| format!("<pool of queue {:#x}>", it.pool));
+            let who = match it.runner {
+                Some(r) => format!("run by thread {r}"),
+                None => "queued: no worker has taken it yet".into(),
+            };
+            out.push((
+                t.addr,
+                format!(
+                    "run_in_executor({}) in pool {pool}, {who}",
+                    it.callable.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        out
+    }
+
     /// The pools that have workers, and every work item they show (running
     /// or queued) by its future.
     fn pools(&mut self, raw: &[RawThread]) -> (Vec<PyPool>, HashMap<u64, Item>) {
@@ -373,16 +439,18 @@ impl<M: Mem> Walk<'_, '_, M> {
     }
 }
 
-/// For each thread blocked (in `waits`) in a Future's result or exception:
-/// the future, its name, and who completes it; and the pools.
+/// For each thread blocked (in `waits`) in a Future's result or exception
+/// (or `wait`, `as_completed`): the future, its name, and who completes it;
+/// the pools; tasks awaiting an executor.
 pub(super) fn read<M: Mem>(
     w: &mut Walk<M>,
     raw: &[RawThread],
     waits: &HashMap<u32, u64>,
     aio: Option<&AsyncView>,
-) -> (Vec<(u32, PyFutureWait)>, Vec<PyPool>) {
+) -> Found {
     let mut out = Vec::new();
     let (pools, items) = w.pools(raw);
+    let in_executor = aio.map_or_else(Vec::new, |v| w.executor_awaits(v, &items, &pools));
     let waiting: Vec<(&RawThread, usize, &'static str)> = raw
         .iter()
         .filter(|t| waits.contains_key(&t.tid))
@@ -452,7 +520,19 @@ pub(super) fn read<M: Mem>(
             },
         ));
     }
-    (out, pools)
+    Found {
+        waits: out,
+        pools,
+        in_executor,
+    }
+}
+
+/// What `read` found: future waits by thread, the pools, and labels of
+/// tasks awaiting `run_in_executor`.
+pub(super) struct Found {
+    waits: Vec<(u32, PyFutureWait)>,
+    pools: Vec<PyPool>,
+    in_executor: Vec<(u64, String)>,
 }
 
 /// Who completes `fut`: a pool's worker (or its queue), or an event loop.
@@ -536,16 +616,26 @@ pub fn label(f: &PyFutureWait, pools: &[PyPool]) -> String {
 
 /// Puts what `read` found on the view's threads, labelled by what they
 /// wait for.
-pub(super) fn apply(view: &mut PyView, found: Vec<(u32, PyFutureWait)>, pools: Vec<PyPool>) {
-    for (tid, f) in found {
-        let l = label(&f, &pools);
+pub(super) fn apply(view: &mut PyView, found: Found) {
+    for (tid, f) in found.waits {
+        let l = label(&f, &found.pools);
         let Some(t) = view.threads.iter_mut().find(|t| t.tid == tid) else {
             continue;
         };
         t.label = Some(l);
         t.future = Some(f);
     }
-    view.pools = pools;
+    view.pools = found.pools;
+    let tasks = view
+        .asyncio
+        .iter_mut()
+        .flat_map(|a| &mut a.loops)
+        .flat_map(|l| &mut l.tasks);
+    for t in tasks {
+        if let Some((_, l)) = found.in_executor.iter().find(|x| x.0 == t.addr) {
+            t.label = Some(l.clone());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -90,10 +90,10 @@ pub fn inspect<M: Mem>(
     };
     let threads = w.threads(interp);
     let tasks = super::asyncio::read(&mut w, interp, &threads);
-    let (futures, pools) = super::futures::read(&mut w, &threads, waits, tasks.as_ref());
+    let futures = super::futures::read(&mut w, &threads, waits, tasks.as_ref());
     let mut view = w.analyze(version, threads, waits);
     view.asyncio = tasks;
-    super::futures::apply(&mut view, futures, pools);
+    super::futures::apply(&mut view, futures);
     view
 }
 
