@@ -44,6 +44,11 @@ impl Detector for PoolStarvation {
         };
         let mut out = Vec::new();
         for pool in &v.pools {
+            // A worker whose stack was not read would be missed: every
+            // thread the executor started must be seen.
+            if pool.started.is_some_and(|n| pool.workers.len() < n) {
+                continue;
+            }
             // Each worker alive, in a futex wait, for an item queued here.
             let waited: Option<Vec<(u64, Option<String>)>> = pool
                 .workers
@@ -51,7 +56,7 @@ impl Detector for PoolStarvation {
                 .map(|&w| {
                     cx.process.thread(w).filter(|t| t.alive())?;
                     cx.graph.waits.get(&w)?;
-                    let f = v.thread(w)?.future.as_ref()?;
+                    let f = v.thread(w)?.future.as_ref().filter(|f| !f.timeout)?;
                     match &f.source {
                         Some(FutureSource::Pool {
                             pool: p,

@@ -496,6 +496,7 @@ mod idle {
                 runner,
                 name: Some("fut".into()),
                 source: None,
+                timeout: false,
             });
             let mut threads = vec![main];
             threads.extend((101..=104).map(t));
@@ -550,14 +551,16 @@ mod idle {
     /// `Future.result()` for a `parse_page` queued behind it in that pool;
     /// main waits for the future worker 101 runs. A pool starvation naming
     /// the pool, both workers, the queued callables, and main held up. With
-    /// one worker's future taken by a third thread, none.
+    /// one worker's future taken by a third thread, waited for with a
+    /// timeout, or a worker the executor started but the view misses, none.
     #[test]
     fn every_worker_waiting_for_work_queued_in_its_own_pool_is_a_starvation() {
         use crate::vocab::python::{
             FutureSource, PyFutureWait, PyPool, PyQueued, PyThreadView, PyView,
         };
         const Q: u64 = 0x9000;
-        for starved in [true, false] {
+        for case in ["starved", "running", "timeout", "unseen"] {
+            let starved = case == "starved";
             let mut e = pool();
             begin(&mut e, 100, wait(0x189, 0, 0x7000, 2 * S, &[]));
             let t = |tid: u32, fut: Option<(u64, Option<u32>, bool, &str)>| PyThreadView {
@@ -574,6 +577,7 @@ mod idle {
                     method: "Future.result".into(),
                     runner,
                     name: Some("parsed".into()),
+                    timeout: false,
                     source: Some(FutureSource::Pool {
                         pool: Q,
                         callable: Some(callable.into()),
@@ -581,21 +585,22 @@ mod idle {
                     }),
                 }),
             };
-            let second = if starved {
-                (0xf2, None, true, "parse_page")
-            } else {
+            let second = if case == "running" {
                 (0xf2, Some(103), false, "parse_page")
+            } else {
+                (0xf2, None, true, "parse_page")
             };
-            let threads = vec![
+            let mut threads = vec![
                 t(100, Some((0xf0, Some(101), false, "fetch_page"))),
                 t(101, Some((0xf1, None, true, "parse_page"))),
                 t(102, Some(second)),
                 t(103, None),
                 t(104, None),
             ];
+            threads[2].future.as_mut().unwrap().timeout = case == "timeout";
             let queued = [0xf1, 0xf2]
                 .iter()
-                .take(if starved { 2 } else { 1 })
+                .take(if case == "running" { 1 } else { 2 })
                 .map(|&f| PyQueued {
                     future: f,
                     callable: Some("parse_page".into()),
@@ -612,6 +617,7 @@ mod idle {
                         executor: Some(0x8000),
                         prefix: Some("crawler".into()),
                         workers: vec![101, 102],
+                        started: Some(if case == "unseen" { 3 } else { 2 }),
                         queued,
                     }],
                     ..Default::default()
@@ -624,7 +630,7 @@ mod idle {
                 .filter(|f| f.kind == FindingKind::PoolStarvation)
                 .collect();
             if !starved {
-                assert!(found.is_empty(), "{found:#?}");
+                assert!(found.is_empty(), "{case}: {found:#?}");
                 continue;
             }
             assert_eq!(found.len(), 1, "{found:#?}");

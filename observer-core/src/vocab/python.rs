@@ -103,6 +103,9 @@ pub struct PyFutureWait {
     /// Who completes it, when the view shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<FutureSource>,
+    /// Called with a timeout: the wait ends by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeout: bool,
 }
 
 /// What will complete a `concurrent.futures.Future`.
@@ -138,6 +141,9 @@ pub struct PyPool {
     pub prefix: Option<String>,
     /// Its live worker threads (TIDs).
     pub workers: Vec<u32>,
+    /// How many threads the executor started (`_threads`), if read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<usize>,
     /// Work items not taken yet, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queued: Vec<PyQueued>,

@@ -409,10 +409,14 @@ impl<M: Mem> Walk<'_, '_, M> {
             let prefix = executor
                 .and_then(|e| self.attr(e, "_thread_name_prefix"))
                 .and_then(|s| self.r.string(s));
+            let started = executor
+                .and_then(|e| self.attr(e, "_threads"))
+                .map(|s| self.set(s).len());
             pools.push(PyPool {
                 queue: q,
                 executor,
                 prefix,
+                started,
                 workers: vec![t.tid],
                 queued: Vec::new(),
             });
@@ -451,6 +455,15 @@ pub(super) fn read<M: Mem>(
     let mut out = Vec::new();
     let (pools, items) = w.pools(raw);
     let in_executor = aio.map_or_else(Vec::new, |v| w.executor_awaits(v, &items, &pools));
+    for p in &pools {
+        tracing::debug!(
+            "pool {:?}: workers {:?} of {:?} started, {} queued",
+            p.label(),
+            p.workers,
+            p.started,
+            p.queued.len()
+        );
+    }
     let waiting: Vec<(&RawThread, usize, &'static str)> = raw
         .iter()
         .filter(|t| waits.contains_key(&t.tid))
@@ -503,6 +516,7 @@ pub(super) fn read<M: Mem>(
             0
         };
         let (fut, runner, source) = each.swap_remove(pick);
+        let timeout = local(&t.frames[i], "timeout").is_some_and(|v| !w.r.is_type(v, "NoneType"));
         // As the caller spells it (`fut`).
         let name = t
             .frames
@@ -517,6 +531,7 @@ pub(super) fn read<M: Mem>(
                 runner,
                 name,
                 source,
+                timeout,
             },
         ));
     }
@@ -649,6 +664,7 @@ mod tests {
             runner: None,
             name: Some("fut".into()),
             source,
+            timeout: false,
         }
     }
 
@@ -658,6 +674,7 @@ mod tests {
             queue: 0x90,
             executor: None,
             prefix: Some("crawler".into()),
+            started: None,
             workers: vec![1],
             queued: Vec::new(),
         }];
