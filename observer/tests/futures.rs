@@ -356,9 +356,12 @@ fn run_hang(fixture: &str, mode: &str, check: fn(&str, &Value, &[String])) {
     for (label, py) in pythons() {
         let dir = tmp();
         let rep = dir.path().join("r.json");
+        let rec = dir.path().join("rec.jsonl");
         let mut cmd = observer();
         cmd.args(["run", "-q", "--kill-on-deadlock", "--report"])
             .arg(&rep)
+            .arg("--record")
+            .arg(&rec)
             .arg("--")
             .arg(py)
             .arg(python_fixture(fixture))
@@ -368,6 +371,35 @@ fn run_hang(fixture: &str, mode: &str, check: fn(&str, &Value, &[String])) {
         let st = o.wait_exit(T);
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", o.stderr);
         check(label, &read_json(&rep), &o.stdout);
+        // The recording replays to the same finding (the core is pure).
+        let rp = dir.path().join("replay.json");
+        let out = observer()
+            .arg("replay")
+            .arg(&rec)
+            .arg("--report")
+            .arg(&rp)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_HANG),
+            "{label}: replay: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kinds = |r: &Value| -> Vec<Value> {
+            let mut k: Vec<Value> = findings(r)
+                .iter()
+                .map(|f| f["kind"].clone())
+                .filter(|k| k != "event_loop_blocked")
+                .collect();
+            k.dedup();
+            k
+        };
+        assert_eq!(
+            kinds(&read_json(&rp)),
+            kinds(&read_json(&rep)),
+            "{label}: replay"
+        );
         if let Some((_, main)) = fixture_threads(&o.stdout).first() {
             kill(*main);
         }
