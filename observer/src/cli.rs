@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
         a futex wait of a watched process costs about 0.2 us more (BENCHMARKS.md). Needs root (or CAP_BPF + CAP_PERFMON) \
         and Linux >= 5.8 with BTF.",
     after_help = "Exit status (every subcommand): 0 no hang found, 1 error, 2 usage (bad command \
-        line or daemon config), 3 a hang was found (deadlock, PI deadlock, orphaned lock; \
+        line or daemon config), 3 a hang was found (deadlock, PI deadlock, orphaned lock, starved thread pool; \
         or --hang-after with --kill-on-hang saw no thread run). `run` without --kill-on-deadlock \
         or --kill-on-hang exits with CMD's status (128+N when killed by signal N)."
 )]

@@ -840,7 +840,7 @@ fn a_pool_worker_stuck_in_the_job_main_waits_for_is_found() {
         let main = tid_of(&procs[1].stdout, "MainThread");
         assert_eq!(
             report_thread(r, main)["python"]["label"],
-            "Future.result on fut",
+            "Future.result() of fetch in pool pool",
             "{label}"
         );
         // idle: the pool's worker waits for work, nobody waits for it.

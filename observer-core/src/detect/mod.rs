@@ -10,6 +10,7 @@ mod lock_order;
 mod long_wait;
 mod orphaned_lock;
 mod pi_deadlock;
+mod pool_starvation;
 mod process_hung;
 mod stuck_thread;
 mod thread_churn;
@@ -24,6 +25,7 @@ use serde::Serialize;
 pub use await_cycle::{TaskInfo, task_name, wait_line};
 pub use cross_process::ProcessInfo;
 pub use orphaned_lock::Inherited;
+pub use pool_starvation::StarvedPool;
 pub use words::describe_lock;
 
 use crate::{
@@ -47,6 +49,7 @@ pub enum FindingKind {
     ExitHoldingLock,
     EventLoopBlocked,
     ProcessHung,
+    PoolStarvation,
 }
 
 impl FindingKind {
@@ -54,7 +57,10 @@ impl FindingKind {
     pub fn is_hang(self) -> bool {
         matches!(
             self,
-            FindingKind::Deadlock | FindingKind::PiDeadlock | FindingKind::OrphanedLock
+            FindingKind::Deadlock
+                | FindingKind::PiDeadlock
+                | FindingKind::OrphanedLock
+                | FindingKind::PoolStarvation
         )
     }
 }
@@ -229,6 +235,10 @@ pub enum Detail {
         task: Option<String>,
         at: Option<crate::vocab::frames::PyFrame>,
     },
+    /// Every worker of a thread pool (`threads`, first) waits for work
+    /// queued behind it in the same pool (`locks`: the futures); the
+    /// threads after them wait for the workers.
+    PoolStarvation(StarvedPool),
 }
 
 impl Finding {
@@ -261,6 +271,7 @@ impl Finding {
             Detail::ExitHoldingLock { .. } => exit_holding_lock::describe(self),
             Detail::AwaitCycle => await_cycle::describe(self),
             Detail::EventLoopBlocked { .. } => event_loop_blocked::describe(self),
+            Detail::PoolStarvation(_) => pool_starvation::describe(self),
         }
     }
 }
@@ -509,6 +520,7 @@ impl Detectors {
                 Box::new(deadlock::Deadlock),
                 Box::new(pi_deadlock::PiDeadlock),
                 Box::new(orphaned_lock::OrphanedLock),
+                Box::new(pool_starvation::PoolStarvation),
                 Box::new(stuck_thread::StuckThread),
                 Box::new(long_wait::LongWait),
                 // Last of the waits: only a process no finding explains.

@@ -489,12 +489,14 @@ mod idle {
                 future: None,
             };
             let mut main = t(100);
-            main.label = Some("Future.result on fut".into());
+            main.label = Some("Future.result() on fut".into());
             main.future = Some(PyFutureWait {
                 addr: 0xf000,
                 method: "Future.result".into(),
                 runner,
                 name: Some("fut".into()),
+                source: None,
+                timeout: false,
             });
             let mut threads = vec![main];
             threads.extend((101..=104).map(t));
@@ -515,7 +517,7 @@ mod idle {
                 let p = e.model.process(100).unwrap();
                 let idle = idle_threads(&e.model, p, &WaitForGraph::build(p));
                 assert!(
-                    idle.contains(&(100, "waiting for Future fut".to_string())),
+                    idle.contains(&(100, "waiting in Future.result() on fut".to_string())),
                     "{idle:?}"
                 );
                 continue;
@@ -542,6 +544,119 @@ mod idle {
             );
             // Main's own wait is not a finding: its worker is the story.
             assert!(e.check(30 * S).is_empty(), "{:#?}", e.findings());
+        }
+    }
+
+    /// Workers 101 and 102 make up pool "crawler"; each waits in
+    /// `Future.result()` for a `parse_page` queued behind it in that pool;
+    /// main waits for the future worker 101 runs. A pool starvation naming
+    /// the pool, both workers, the queued callables, and main held up. With
+    /// one worker's future taken by a third thread, waited for with a
+    /// timeout, or a worker the executor started but the view misses, none.
+    #[test]
+    fn every_worker_waiting_for_work_queued_in_its_own_pool_is_a_starvation() {
+        use crate::vocab::python::{
+            FutureSource, PyFutureWait, PyPool, PyQueued, PyThreadView, PyView,
+        };
+        const Q: u64 = 0x9000;
+        for case in ["starved", "running", "timeout", "unseen"] {
+            let starved = case == "starved";
+            let mut e = pool();
+            begin(&mut e, 100, wait(0x189, 0, 0x7000, 2 * S, &[]));
+            let t = |tid: u32, fut: Option<(u64, Option<u32>, bool, &str)>| PyThreadView {
+                tid,
+                ident: u64::from(tid),
+                name: None,
+                frames: Vec::new(),
+                wait: None,
+                held: Vec::new(),
+                joins: None,
+                label: None,
+                future: fut.map(|(addr, runner, queued, callable)| PyFutureWait {
+                    addr,
+                    method: "Future.result".into(),
+                    runner,
+                    name: Some("parsed".into()),
+                    timeout: false,
+                    source: Some(FutureSource::Pool {
+                        pool: Q,
+                        callable: Some(callable.into()),
+                        queued,
+                    }),
+                }),
+            };
+            let second = if case == "running" {
+                (0xf2, Some(103), false, "parse_page")
+            } else {
+                (0xf2, None, true, "parse_page")
+            };
+            let mut threads = vec![
+                t(100, Some((0xf0, Some(101), false, "fetch_page"))),
+                t(101, Some((0xf1, None, true, "parse_page"))),
+                t(102, Some(second)),
+                t(103, None),
+                t(104, None),
+            ];
+            threads[2].future.as_mut().unwrap().timeout = case == "timeout";
+            let queued = [0xf1, 0xf2]
+                .iter()
+                .take(if case == "running" { 1 } else { 2 })
+                .map(|&f| PyQueued {
+                    future: f,
+                    callable: Some("parse_page".into()),
+                })
+                .collect();
+            e.apply(&Event::PyState {
+                ts_ns: 2 * S,
+                tgid: 100,
+                view: PyView {
+                    version: "3.12.1".into(),
+                    threads,
+                    pools: vec![PyPool {
+                        queue: Q,
+                        executor: Some(0x8000),
+                        prefix: Some("crawler".into()),
+                        workers: vec![101, 102],
+                        started: Some(if case == "unseen" { 3 } else { 2 }),
+                        queued,
+                    }],
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+            let found: Vec<crate::detect::Finding> = e
+                .check(3 * S)
+                .into_iter()
+                .filter(|f| f.kind == FindingKind::PoolStarvation)
+                .collect();
+            if !starved {
+                assert!(found.is_empty(), "{case}: {found:#?}");
+                continue;
+            }
+            assert_eq!(found.len(), 1, "{found:#?}");
+            let f = &found[0];
+            assert!(f.kind.is_hang());
+            let tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+            assert_eq!(tids, vec![101, 102, 100]);
+            let Detail::PoolStarvation(p) = &f.detail else {
+                panic!()
+            };
+            assert_eq!(p.name, "crawler");
+            assert_eq!(p.workers, vec![101, 102]);
+            assert_eq!(p.waited, vec!["parse_page", "parse_page"]);
+            assert_eq!(p.queued, vec!["parse_page", "parse_page"]);
+            let addrs: Vec<u64> = f.locks.iter().map(|l| l.addr).collect();
+            assert_eq!(addrs, vec![0xf1, 0xf2]);
+            assert_eq!(
+                f.summary(),
+                "thread pool \"crawler\" is starved: all 2 of its workers (101 \"worker-1\", 102 \"worker-2\") wait for work queued behind them in the same pool (parse_page, parse_page), which no worker is left to run"
+            );
+            // Main waits for a worker: held up, not a finding of its own.
+            assert!(
+                e.check(30 * S)
+                    .iter()
+                    .all(|f| f.threads.iter().all(|t| t.tid != 100))
+            );
         }
     }
 }

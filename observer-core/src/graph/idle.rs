@@ -82,6 +82,13 @@ pub fn standing(m: &Model, p: &Process, g: &WaitForGraph, tid: Tid) -> Option<St
 /// "waiting for work on Queue jobs", "waiting on condvar pool_cond".
 fn idle_what(m: &Model, p: &Process, w: &WaitNode) -> String {
     if let Some(l) = library_label(p, w.tid) {
+        // "Future.result() of parse_page in pool crawler".
+        if ["Future.", "wait()", "as_completed()"]
+            .iter()
+            .any(|p| l.starts_with(p))
+        {
+            return format!("waiting in {l}");
+        }
         let (what, on) = l.split_once(" on ").unwrap_or((l, ""));
         let on = if on.is_empty() {
             String::new()
@@ -95,8 +102,6 @@ fn idle_what(m: &Model, p: &Process, w: &WaitNode) -> String {
             "Semaphore.acquire" | "BoundedSemaphore.acquire" => {
                 format!("waiting on Semaphore{on}")
             }
-            // A future no thread runs now (queued, or done another way).
-            "Future.result" | "Future.exception" => format!("waiting for Future{on}"),
             other => format!("waiting in {other}{on}"),
         };
     }

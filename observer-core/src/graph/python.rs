@@ -33,12 +33,14 @@ pub fn refine(view: &PyView, p: &Process, tid: Tid, w: &Wait, native: Target) ->
     let t = view.thread(tid);
     // A future's result: the thread running its work item completes it.
     if let Some(f) = t.and_then(|t| t.future.as_ref())
-        && let Some(r) = f.runner
+        && (f.runner.is_some() || f.source.is_some())
     {
+        // Known source, no runner: queued in a pool, or a coroutine whose
+        // loop thread is not known; nobody holds it yet.
         return Target {
             kind: LockKind::Future,
             lock: f.addr,
-            holder: live(p, r),
+            holder: f.runner.map_or(Holder::Unknown, |r| live(p, r)),
             owner_died: false,
         };
     }
@@ -197,6 +199,7 @@ mod tests {
                 },
             ],
             asyncio: None,
+            pools: Vec::new(),
         };
         assert_eq!(view.lock_name(0xb000), "<_thread.lock at 0xb000>");
         assert_eq!(view.info(11).unwrap().holds[0].name, "lock_a");
@@ -270,6 +273,7 @@ mod tests {
                         owner: None,
                     }],
                     asyncio: None,
+                    pools: Vec::new(),
                 },
             });
             let g = WaitForGraph::build(m.process(10).unwrap());

@@ -229,12 +229,19 @@ fn process_text(
         let _ = writeln!(s, "\nThread {} \"{}\"", t.tid, escape(&t.name));
         let py = t.python.as_ref();
         let joins = py.is_some_and(|p| p.joins.is_some() && p.label.is_none());
+        let queued = py.and_then(|p| p.future.as_ref()).is_some_and(|f| {
+            matches!(
+                f.source,
+                Some(crate::vocab::python::FutureSource::Pool { queued: true, .. })
+            )
+        });
         let holder = t.wait.as_ref().map(|w| match w.holder {
             Holder::Thread(h) if joins => format!(" \"{}\"", name_of(h)),
             Holder::Thread(h) if w.kind == crate::graph::LockKind::Future => {
                 format!(", run by {h} \"{}\"", name_of(h))
             }
             Holder::Thread(h) => format!(", held by {h} \"{}\"", name_of(h)),
+            Holder::Unknown if queued => ", queued: no worker has taken it yet".to_string(),
             Holder::Gone(h) => gone(model, p, h),
             _ => String::new(),
         });

@@ -31,6 +31,9 @@ pub fn finding(f: &Finding) -> String {
     if let Some(s) = super::python::deadlock(f) {
         return s;
     }
+    if let Some(s) = super::pool::finding(f) {
+        return s;
+    }
     let mut s = String::new();
     let across = match &f.detail {
         Detail::ProcessesDeadlock { processes, objects } => Some((processes, objects)),
@@ -83,6 +86,9 @@ pub fn finding(f: &Finding) -> String {
         }
         FindingKind::ExitHoldingLock => {
             writeln!(s, "Thread exited holding locks in process {}:", f.tgid)
+        }
+        FindingKind::PoolStarvation => {
+            writeln!(s, "Found a starved thread pool in process {}:", f.tgid)
         }
     };
     let _ = writeln!(s, "  {}", f.summary());

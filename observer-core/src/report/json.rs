@@ -18,7 +18,14 @@ impl Serialize for Finding {
         use serde::ser::SerializeStruct;
         let cycle = !self.cycle.is_empty();
         let tasks = !self.tasks.is_empty();
-        let mut st = s.serialize_struct("Finding", 6 + cycle as usize + tasks as usize)?;
+        let pool = match &self.detail {
+            crate::detect::Detail::PoolStarvation(p) => Some(p),
+            _ => None,
+        };
+        let mut st = s.serialize_struct(
+            "Finding",
+            6 + cycle as usize + tasks as usize + pool.is_some() as usize,
+        )?;
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("tgid", &self.tgid)?;
         st.serialize_field("detected_ns", &self.detected_ns)?;
@@ -34,6 +41,10 @@ impl Serialize for Finding {
             st.serialize_field("tasks", &self.tasks)?;
         } else {
             st.skip_field("tasks")?;
+        }
+        match pool {
+            Some(p) => st.serialize_field("pool", p)?,
+            None => st.skip_field("pool")?,
         }
         st.end()
     }

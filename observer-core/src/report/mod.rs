@@ -12,6 +12,7 @@ pub mod live;
 pub mod perfetto;
 #[cfg(test)]
 pub mod pictures_tests;
+pub mod pool;
 pub mod python;
 pub mod text;
 

@@ -96,7 +96,18 @@ pub fn deadlock(f: &Finding) -> Option<String> {
         if py.is_some_and(|p| p.joins.is_some()) {
             let _ = writeln!(s, "  which has not finished: {}", who(h, e.holder_tid));
         } else if e.lock.kind == crate::graph::LockKind::Future {
-            let _ = writeln!(s, "  whose work item is run by {}", who(h, e.holder_tid));
+            let on_loop = py.and_then(|p| p.future.as_ref()).is_some_and(|f| {
+                matches!(
+                    f.source,
+                    Some(crate::vocab::python::FutureSource::Loop { .. })
+                )
+            });
+            let what = if on_loop {
+                "whose coroutine runs on the event loop of"
+            } else {
+                "whose work item is run by"
+            };
+            let _ = writeln!(s, "  {what} {}", who(h, e.holder_tid));
         } else {
             let _ = writeln!(s, "  which is held by {}{how}", who(h, e.holder_tid));
         }

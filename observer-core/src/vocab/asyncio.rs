@@ -79,6 +79,9 @@ pub struct TaskView {
     /// The coroutine is running now (its frames are on the thread's stack).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub running: bool,
+    /// The future it awaits (`_fut_waiter`), as read; for the reader only.
+    #[serde(skip)]
+    pub fut_waiter: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

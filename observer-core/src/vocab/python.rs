@@ -100,6 +100,72 @@ pub struct PyFutureWait {
     /// The future as the waiting code spells it (`fut`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Who completes it, when the view shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<FutureSource>,
+    /// Called with a timeout: the wait ends by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeout: bool,
+}
+
+/// What will complete a `concurrent.futures.Future`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FutureSource {
+    /// A work item of the pool whose work queue is `pool`, calling
+    /// `callable` (qualname); `queued`: no worker has taken it yet.
+    Pool {
+        pool: u64,
+        callable: Option<String>,
+        queued: bool,
+    },
+    /// `asyncio.run_coroutine_threadsafe`: the task running the coroutine
+    /// (`coro`, qualname) on an event loop; `runner` is the loop's thread.
+    /// No task: the loop has not started it yet (its callback is queued).
+    Loop {
+        task: Option<u64>,
+        task_name: Option<String>,
+        coro: Option<String>,
+    },
+}
+
+/// A `concurrent.futures.ThreadPoolExecutor`, seen through its workers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyPool {
+    /// Its work queue (what its workers share; the pool's identity here).
+    pub queue: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<u64>,
+    /// `thread_name_prefix` ("ThreadPoolExecutor-0" by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Its live worker threads (TIDs).
+    pub workers: Vec<u32>,
+    /// How many threads the executor started (`_threads`), if read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<usize>,
+    /// Work items not taken yet, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<PyQueued>,
+}
+
+impl PyPool {
+    /// "crawler", else the executor's or the queue's address (not escaped).
+    pub fn label(&self) -> String {
+        match (&self.prefix, self.executor) {
+            (Some(p), _) if !p.is_empty() => p.clone(),
+            (_, Some(e)) => format!("<ThreadPoolExecutor at {e:#x}>"),
+            _ => format!("<pool of queue {:#x}>", self.queue),
+        }
+    }
+}
+
+/// A work item waiting in a pool's queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyQueued {
+    pub future: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callable: Option<String>,
 }
 
 /// A lock object the view knows: its name and the futex word its waiters
@@ -133,11 +199,18 @@ pub struct PyView {
     /// Event loops and their tasks, when the program uses asyncio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asyncio: Option<asyncio::AsyncView>,
+    /// ThreadPoolExecutors that have workers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PyPool>,
 }
 
 impl PyView {
     pub fn thread(&self, tid: u32) -> Option<&PyThreadView> {
         self.threads.iter().find(|t| t.tid == tid)
+    }
+
+    pub fn pool(&self, queue: u64) -> Option<&PyPool> {
+        self.pools.iter().find(|p| p.queue == queue)
     }
 
     pub fn lock(&self, addr: u64) -> Option<&PyLockInfo> {
@@ -197,6 +270,7 @@ impl PyView {
         }
         self.locks.clear();
         self.asyncio = None;
+        self.pools.clear();
         self.limited = Some(why.to_string());
     }
 }
@@ -212,6 +286,9 @@ pub struct PyThreadInfo {
     pub joins: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The `concurrent.futures.Future` it waits for, and who completes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future: Option<PyFutureWait>,
 }
 
 /// A lock as a report shows it: its name, kind, and the frame (function,
@@ -264,6 +341,7 @@ impl PyView {
                 .collect(),
             joins: t.joins,
             label: t.label.clone(),
+            future: t.future.clone(),
         })
     }
 }

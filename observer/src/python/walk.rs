@@ -90,7 +90,7 @@ pub fn inspect<M: Mem>(
     };
     let threads = w.threads(interp);
     let tasks = super::asyncio::read(&mut w, interp, &threads);
-    let futures = super::futures::read(&mut w, &threads, waits);
+    let futures = super::futures::read(&mut w, &threads, waits, tasks.as_ref());
     let mut view = w.analyze(version, threads, waits);
     view.asyncio = tasks;
     super::futures::apply(&mut view, futures);
@@ -437,7 +437,7 @@ impl<M: Mem> Walk<'_, '_, M> {
     ) -> PyView {
         let mut locks: HashMap<u64, PyLockKind> = HashMap::new();
         let mut threads = Vec::new();
-        let mut label_objs: Vec<(usize, u64)> = Vec::new();
+        let mut label_objs: Vec<(usize, usize, u64)> = Vec::new();
         for t in &raw {
             let mut view = PyThreadView {
                 tid: t.tid,
@@ -535,7 +535,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                         .map(|x| x.1);
                     view.label = Some(what.to_string());
                     if let Some(o) = this {
-                        label_objs.push((threads.len(), o));
+                        label_objs.push((threads.len(), fi, o));
                     }
                 }
             }
@@ -574,7 +574,7 @@ impl<M: Mem> Walk<'_, '_, M> {
         }
         // Names as the program spells them.
         let mut wanted: HashSet<u64> = infos.iter().map(|l| l.addr).collect();
-        wanted.extend(label_objs.iter().map(|x| x.1));
+        wanted.extend(label_objs.iter().map(|x| x.2));
         // After module globals, the frame that waits for or holds a lock
         // names it: the program's own spelling at that line (`src.lock`).
         let mut prefer: Vec<(usize, usize, u64)> = Vec::new();
@@ -587,6 +587,11 @@ impl<M: Mem> Walk<'_, '_, M> {
                     prefer.push((ti, f, h.lock));
                 }
             }
+        }
+        // A library wait's object as its caller spells it (`ready`), not
+        // as the library method does (`self`).
+        for &(ti, fi, obj) in &label_objs {
+            prefer.push((ti, fi + 1, obj));
         }
         let names = self.names(&raw, &wanted, &prefer);
         for li in &mut infos {
@@ -608,7 +613,7 @@ impl<M: Mem> Walk<'_, '_, M> {
                     .and_then(|f| self.local_name(f, h.lock));
             }
         }
-        for (ti, obj) in label_objs {
+        for (ti, _, obj) in label_objs {
             let n = names
                 .get(&obj)
                 .cloned()
@@ -628,6 +633,7 @@ impl<M: Mem> Walk<'_, '_, M> {
             threads,
             locks: infos,
             asyncio: None,
+            pools: Vec::new(),
         }
     }
 
@@ -720,10 +726,11 @@ impl<M: Mem> Walk<'_, '_, M> {
                 out.insert(obj, n);
             }
         }
-        // Then locals and their attributes, innermost frames first.
+        // Then locals and their attributes, innermost frames first; a bare
+        // `self` is the callee's word for it, no name.
         for f in raw.iter().flat_map(|t| &t.frames) {
             for (k, v) in &f.locals {
-                if wanted.contains(v) {
+                if wanted.contains(v) && k != "self" {
                     out.entry(*v).or_insert_with(|| k.clone());
                 } else if let Some(attrs) = self.attrs(*v) {
                     for (a, av) in attrs {

@@ -399,7 +399,7 @@ impl<S: Sink> Session<S> {
     fn python_confirms(&mut self, cands: &[Finding], now: u64) -> Result<bool> {
         let py: Vec<(u32, u32)> = cands
             .iter()
-            .filter(|f| f.kind == FindingKind::Deadlock)
+            .filter(|f| matches!(f.kind, FindingKind::Deadlock | FindingKind::PoolStarvation))
             .flat_map(|f| {
                 f.threads
                     .iter()

@@ -359,6 +359,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             holds: Vec::new(),
             label: None,
             running: false,
+            fut_waiter: None,
         })
     }
 
@@ -551,6 +552,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                     }
                 }
                 let waiter = self.r().u64(tv.addr + self.t.fut_waiter).unwrap_or(0);
+                tv.fut_waiter = (waiter != 0).then_some(waiter);
                 if waiter != 0 && tv.waits_for.is_empty() {
                     if task_set.contains(&waiter) {
                         tv.waits_for.push(TaskEdge {

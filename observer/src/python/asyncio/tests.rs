@@ -170,6 +170,7 @@ fn task(addr: u64, name: &str, waits: &[u64]) -> TaskView {
         holds: Vec::new(),
         label: None,
         running: false,
+        fut_waiter: None,
     }
 }
 
