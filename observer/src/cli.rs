@@ -37,11 +37,13 @@ pub enum Command {
         #[arg(required = true, last = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
-    /// Observe a running process until it exits, --duration ends, or SIGINT/SIGTERM.
+    /// Observe running processes until they exit, --duration ends, or SIGINT/SIGTERM.
     Attach {
-        /// Process to observe.
-        #[arg(short, long)]
-        pid: u32,
+        /// Process to observe; several (`-p A -p B` or `-p A,B`) are one
+        /// wait-for graph: a cycle through shared memory between them is
+        /// one deadlock.
+        #[arg(short, long, required = true, value_delimiter = ',')]
+        pid: Vec<u32>,
         /// Stop after this long (30, 1.5s, 500ms, 2m, 1h; a bare number is seconds).
         #[arg(short, long, value_name = "DURATION", value_parser = duration_secs)]
         duration: Option<f64>,

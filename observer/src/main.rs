@@ -94,7 +94,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         } => {
             opts.record = Some(output);
             match pid {
-                Some(pid) => session::attach(opts, pid, duration, cli.verbose),
+                Some(pid) => session::attach(opts, vec![pid], duration, cli.verbose),
                 None => session::run(opts, cmd, cli.verbose),
             }
         }

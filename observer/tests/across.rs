@@ -523,3 +523,108 @@ fn ring_of_three_processes_through_posix_shm() {
     check_ring(&read_json(&rep), &o.stdout);
     assert_no_programs_left();
 }
+
+/// The daemon keeps one session per process: a cycle between two watched
+/// processes is found over both sessions, reported once (with both
+/// processes), and `kill_on_deadlock` ends both.
+#[test]
+#[ignore = "needs root and BPF"]
+fn abba_across_processes_daemon_one_graph() {
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    // long_wait far away: the cycle, not two long waits.
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\nlong_wait = 60\n[[rule]]\ncomm = \"obsd-xabba\"\nkill_on_deadlock = true\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = spawn_daemon(&cfg);
+    let bin = copy_as("xproc_abba", &tmp.path().join("a"), "obsd-xabba");
+    let mut p = Proc::spawn({
+        let mut c = Command::new(&bin);
+        c.arg("25");
+        c
+    });
+    p.wait_stdout(T, |l| l == "ready");
+    let child = child_of(&p.stdout);
+    let parent = p.pid();
+    let end = Instant::now() + T;
+    let id = loop {
+        let mut ids = reports_of(&reports, parent);
+        ids.extend(reports_of(&reports, child));
+        if let Some(id) = ids.pop() {
+            assert!(ids.is_empty(), "one report for the cycle: {ids:?} and {id}");
+            break id;
+        }
+        assert!(
+            Instant::now() < end,
+            "no report within {T:?}: {:#?}",
+            d.stderr
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let r = read_json(&reports.join(format!("{id}.json")));
+    check_abba(&r, &p.stdout);
+    for pid in [parent, child] {
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid}: killed (kill_on_deadlock)"))
+        });
+    }
+    p.wait_exit(T);
+    wait_dead(child);
+    // Nothing more about either: no long wait, no orphan, no second copy.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ids = reports_of(&reports, parent);
+    ids.extend(reports_of(&reports, child));
+    assert_eq!(ids, vec![id.clone()]);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}
+
+/// `attach -p PARENT,CHILD`: two running processes in one graph; the cycle
+/// between them is one deadlock, and --kill-on-deadlock ends both.
+#[test]
+#[ignore = "needs root and BPF"]
+fn abba_across_processes_attach_to_both() {
+    let bin = fixture("xproc_abba");
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut fx = Proc::spawn({
+        let mut c = Command::new(&bin);
+        c.arg("25");
+        c
+    });
+    fx.wait_stdout(T, |l| l == "ready");
+    let child = child_of(&fx.stdout);
+    let parent = fx.pid();
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["attach", "--kill-on-deadlock", "--report"])
+            .arg(&rep)
+            .args(["-p", &parent.to_string(), "-p", &child.to_string()]);
+        c
+    });
+    let st = p.wait_exit(T);
+    assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
+    fx.wait_exit(T);
+    wait_dead(child);
+    let r = read_json(&rep);
+    check_abba(&r, &fx.stdout);
+    let note = p
+        .stderr
+        .iter()
+        .find(|l| l.contains("--kill-on-deadlock: killing"))
+        .unwrap_or_else(|| panic!("no kill note: {:?}", p.stderr));
+    assert!(
+        note.contains(&format!("{parent} \"xparent\""))
+            && note.contains(&format!("{child} \"xchild\"")),
+        "{note}"
+    );
+    kill(child);
+    assert_no_programs_left();
+}

@@ -514,3 +514,92 @@ fn a_python_lock_held_at_fork_replays_with_the_parents_holder_and_line() {
     assert_eq!(f.threads[0].tid, f.tgid, "the child's only thread");
     assert_eq!(f.locks[0].kind, crate::vocab::locks::LockKind::PyLock);
 }
+
+/// The daemon keeps each process in a model of its own: the same run, split
+/// by process, is one cycle across the two models and nothing in either.
+#[test]
+fn abba_across_processes_split_into_one_model_each() {
+    let (_, events) = crate::recording::parse(
+        super::tests::recording("xproc_abba").as_bytes(),
+        "xproc_abba",
+    )
+    .expect("recording parses");
+    let (whole, _) = replay("xproc_abba", 5.0, 10.0);
+    let mut pids: Vec<u32> = whole.processes.keys().copied().collect();
+    pids.sort();
+    assert_eq!(pids.len(), 2);
+    let limits = Limits::new(3600 * 1_000_000_000);
+    let engines: Vec<_> = pids
+        .iter()
+        .map(|&pid| {
+            // Up to the kill: the models as the daemon holds them then.
+            let mut mine: Vec<Event> = events
+                .iter()
+                .take_while(|e| !matches!(e, Event::ThreadExit { .. }))
+                .filter(|e| {
+                    e.tgid().is_none_or(|t| t == pid)
+                        || matches!(e, Event::ThreadNew { child_tgid, .. } if *child_tgid == pid)
+                })
+                .cloned()
+                .collect();
+            // What a live session reads in /proc of the other's thread.
+            let other = *pids.iter().find(|&&p| p != pid).unwrap();
+            let at = mine
+                .iter()
+                .position(|e| matches!(e, Event::WaitBegin { .. }))
+                .unwrap();
+            let name = whole.processes[&other].comm().unwrap().to_string();
+            mine.insert(
+                at,
+                Event::ForeignThread {
+                    ts_ns: mine[at].ts_ns().unwrap_or(0),
+                    tgid: pid,
+                    tid: other,
+                    owner_tgid: other,
+                    name: name.clone(),
+                    comm: name,
+                    exe: None,
+                },
+            );
+            crate::replay::replay(
+                &mine,
+                limits.clone(),
+                crate::replay::REPLAY_CHECK_NS,
+                &mut (),
+            )
+        })
+        .collect();
+    for e in &engines {
+        let kinds: Vec<_> = e.detectors.findings.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![],
+            "one process alone is no finding: {:#?}",
+            e.detectors.findings
+        );
+    }
+    let models: Vec<&Model> = engines.iter().map(|e| &e.model).collect();
+    let now = models
+        .iter()
+        .flat_map(|m| m.processes.values())
+        .filter_map(|p| p.threads.iter().filter_map(|t| t.start_ns).max())
+        .max()
+        .unwrap()
+        + 10_000_000_000;
+    let found = super::Detectors::across_models(&models, now, &limits);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f.kind, FindingKind::Deadlock);
+    let Detail::ProcessesDeadlock { processes, .. } = &f.detail else {
+        panic!("{:?}", f.detail)
+    };
+    let mut got: Vec<u32> = processes.iter().map(|p| p.pid).collect();
+    got.sort();
+    assert_eq!(got, pids);
+    assert_eq!(f.cycle.len(), 2);
+    let mut tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+    tids.sort();
+    assert_eq!(tids, pids, "each process's main thread");
+    // Alone, neither model has the cycle.
+    assert!(super::Detectors::across_models(&models[..1], now, &limits).is_empty());
+}

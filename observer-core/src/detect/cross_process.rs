@@ -2,6 +2,9 @@
 //! process, where a lock in shared memory whose word names a thread of
 //! another process is an edge to that thread (model/shared.rs). Cycles
 //! within one process are deadlock.rs's.
+//!
+//! The processes may sit in one model (`run --follow-forks`) or each in its
+//! own (the daemon's sessions): the graph spans every `View` given.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,7 +15,7 @@ use super::{Ctx, Detail, Edge, Finding, FindingKind, Limits};
 use crate::{
     event::Tid,
     graph::{Holder, WaitForGraph, WaitNode},
-    model::{Model, shared::FutexKey},
+    model::{Model, Process, shared::FutexKey},
 };
 
 /// A process a finding names.
@@ -23,47 +26,71 @@ pub struct ProcessInfo {
     pub exe: Option<String>,
 }
 
-/// One wait of the global graph: the waiter's process, its wait, and the
-/// thread it waits for.
+/// One model and the wait-for graphs of its processes.
+pub(super) struct View<'a> {
+    pub model: &'a Model,
+    pub graphs: &'a BTreeMap<u32, WaitForGraph>,
+}
+
+/// One wait of the global graph: the view and process of the waiter, its
+/// wait, and the thread it waits for.
 struct Hop<'a> {
+    view: usize,
     tgid: u32,
     wait: &'a WaitNode,
     holder: Tid,
 }
 
+/// Whether `owner`, named by a word in memory `p` shares, is a live thread
+/// of another process, in `p`'s own model or in another view.
+fn shared_owner(views: &[View], me: usize, p: &Process, w: &WaitNode, owner: Tid) -> bool {
+    if let Some(f) = views[me].model.foreign_owner(p, w.target.lock, w.op, owner) {
+        return f.shared;
+    }
+    p.shareable(w.target.lock, w.op)
+        && !p.thread(owner).is_some_and(|t| t.alive())
+        && views.iter().enumerate().any(|(i, v)| {
+            i != me
+                && v.model
+                    .live_thread(owner)
+                    .is_some_and(|(q, _)| q.tgid != p.tgid)
+        })
+}
+
 pub(super) fn check(
-    model: &Model,
-    graphs: &BTreeMap<u32, WaitForGraph>,
+    views: &[View],
     now_ns: u64,
     limits: &Limits,
     covered: &HashSet<(u32, Tid)>,
 ) -> Vec<Finding> {
     let mut hops: HashMap<Tid, Hop> = HashMap::new();
     let mut g: DiGraphMap<Tid, ()> = DiGraphMap::new();
-    for (&tgid, graph) in graphs {
-        let Some(p) = model.process(tgid) else {
-            continue;
-        };
-        for w in graph.waits.values() {
-            let holder = match w.target.holder {
-                Holder::Thread(h) => h,
-                Holder::Gone(o) if w.target.kind.has_owner() => {
-                    match model.foreign_owner(p, w.target.lock, w.op, o) {
-                        Some(f) if f.shared => o,
-                        _ => continue,
-                    }
-                }
-                _ => continue,
+    for (i, v) in views.iter().enumerate() {
+        for (&tgid, graph) in v.graphs {
+            let Some(p) = v.model.process(tgid) else {
+                continue;
             };
-            g.add_edge(w.tid, holder, ());
-            hops.insert(
-                w.tid,
-                Hop {
-                    tgid,
-                    wait: w,
-                    holder,
-                },
-            );
+            for w in graph.waits.values() {
+                let holder = match w.target.holder {
+                    Holder::Thread(h) => h,
+                    Holder::Gone(o)
+                        if w.target.kind.has_owner() && shared_owner(views, i, p, w, o) =>
+                    {
+                        o
+                    }
+                    _ => continue,
+                };
+                g.add_edge(w.tid, holder, ());
+                hops.insert(
+                    w.tid,
+                    Hop {
+                        view: i,
+                        tgid,
+                        wait: w,
+                        holder,
+                    },
+                );
+            }
         }
     }
     let mut out = Vec::new();
@@ -85,7 +112,7 @@ pub(super) fn check(
             cycle.push(h);
             cur = h.holder;
         }
-        if let Some(f) = finding(model, graphs, &cycle, now_ns, limits, covered) {
+        if let Some(f) = finding(views, &cycle, now_ns, limits, covered) {
             out.push(f);
         }
     }
@@ -93,8 +120,7 @@ pub(super) fn check(
 }
 
 fn finding(
-    model: &Model,
-    graphs: &BTreeMap<u32, WaitForGraph>,
+    views: &[View],
     cycle: &[&Hop],
     now_ns: u64,
     limits: &Limits,
@@ -107,6 +133,7 @@ fn finding(
     let mut key_parts = Vec::new();
     let mut owners: HashMap<FutexKey, Tid> = HashMap::new();
     for h in cycle {
+        let View { model, graphs } = views[h.view];
         let p = model.process(h.tgid)?;
         // One lock, one owner: two waits on it naming different owners are
         // views of different moments (processes are read one at a time).

@@ -558,7 +558,11 @@ impl Detectors {
             .map(|p| (p.tgid, WaitForGraph::build(p)))
             .collect();
         // Cycles across processes first: their threads are no one's long wait.
-        let across = cross_process::check(model, &graphs, now_ns, &self.limits, &covered);
+        let view = cross_process::View {
+            model,
+            graphs: &graphs,
+        };
+        let across = cross_process::check(&[view], now_ns, &self.limits, &covered);
         for f in across
             .into_iter()
             .filter(|f| !self.reported.contains(&f.key))
@@ -597,6 +601,27 @@ impl Detectors {
             }
         }
         out
+    }
+
+    /// Cycles through shared memory between processes each observed in a
+    /// model of its own (the daemon's sessions): what `run --follow-forks`
+    /// finds in its one model. Nothing is recorded.
+    pub fn across_models(models: &[&Model], now_ns: u64, limits: &Limits) -> Vec<Finding> {
+        let graphs: Vec<std::collections::BTreeMap<u32, WaitForGraph>> = models
+            .iter()
+            .map(|m| {
+                m.processes
+                    .values()
+                    .map(|p| (p.tgid, WaitForGraph::build(p)))
+                    .collect()
+            })
+            .collect();
+        let views: Vec<cross_process::View> = models
+            .iter()
+            .zip(&graphs)
+            .map(|(&model, graphs)| cross_process::View { model, graphs })
+            .collect();
+        cross_process::check(&views, now_ns, limits, &HashSet::new())
     }
 
     /// Records findings as reported; returns those that are new.

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, io::Read};
 use super::{Finding, FindingKind, Limits};
 use crate::model::Model;
 
-fn recording(name: &str) -> String {
+pub(super) fn recording(name: &str) -> String {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../observer/tests/data/recordings"

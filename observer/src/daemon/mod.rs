@@ -153,6 +153,10 @@ struct Daemon {
     last_spawns: crate::probe::spawn::SpawnCounts,
     /// Samples since the last retention pass (once a minute).
     samples: u32,
+    /// Cycles across watched processes: those reported (keys), and those
+    /// seen at the last scan only, reported if the next sees them again.
+    across_seen: HashSet<String>,
+    across_pending: HashSet<String>,
 }
 
 /// Time one sample may spend reading Python thread names.
@@ -284,6 +288,7 @@ impl Daemon {
                 kill.push(pid);
             }
         }
+        self.across(src, now, &mut kill);
         for pid in kill {
             tracing::warn!("pid {pid}: killed (kill_on_deadlock)");
             sys::kill(pid, libc::SIGKILL);
@@ -298,6 +303,84 @@ impl Daemon {
                 took.as_millis(),
                 self.procs.len()
             );
+        }
+    }
+
+    /// Cycles across watched processes: each process has its own session,
+    /// so the graph through shared memory is built over the sessions whose
+    /// lock words name a live thread of another watched process (few, and
+    /// none on a host without such locks).
+    fn across(&mut self, src: &LiveSource, now: u64, kill: &mut Vec<u32>) {
+        let linked: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|&(&pid, p)| {
+                p.session.model().process(pid).is_some_and(|m| {
+                    m.foreign
+                        .values()
+                        .any(|f| f.pid != pid && self.procs.contains_key(&f.pid))
+                })
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        let pending = std::mem::take(&mut self.across_pending);
+        if linked.len() < 2 {
+            return;
+        }
+        let models: Vec<&Model> = linked
+            .iter()
+            .map(|pid| self.procs[pid].session.model())
+            .collect();
+        let limits = self.procs[&linked[0]].session.engine.limits().clone();
+        let found = crate::detect::Detectors::across_models(&models, now, &limits);
+        for mut f in found {
+            if self.across_seen.contains(&f.key) {
+                continue;
+            }
+            // Processes are read one at a time: a cycle is reported when
+            // two scans in a row see it.
+            if !pending.contains(&f.key) {
+                self.across_pending.insert(f.key.clone());
+                continue;
+            }
+            self.across_seen.insert(f.key.clone());
+            let pids = f.pids();
+            for pid in &pids {
+                if let Some(p) = self.procs.get_mut(pid)
+                    && let Err(e) = p.session.stacks_for(src, &f, now)
+                {
+                    tracing::warn!("pid {pid}: {e:#}");
+                }
+            }
+            for pid in &pids {
+                if let Some(p) = self.procs.get_mut(pid) {
+                    p.session.adopt(&mut f);
+                }
+            }
+            // One report, filed under the process of the first wait.
+            if let Some(p) = self.procs.get(&f.tgid) {
+                let uprobes = src.probes.process_uprobe_count(f.tgid);
+                write_report(
+                    &mut self.sink,
+                    &self.metrics,
+                    &self.cfg,
+                    (&self.hooks, uprobes),
+                    f.tgid,
+                    p,
+                    &f,
+                );
+            }
+            // Each process whose rule asks for it.
+            for pid in pids {
+                if self
+                    .procs
+                    .get(&pid)
+                    .is_some_and(|p| p.watch.kill_on_deadlock)
+                    && !kill.contains(&pid)
+                {
+                    kill.push(pid);
+                }
+            }
         }
     }
 
@@ -589,6 +672,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             execs,
             last_spawns: Default::default(),
             samples: 0,
+            across_seen: HashSet::new(),
+            across_pending: HashSet::new(),
         };
         d.sink.retain();
         tracing::info!(

@@ -337,6 +337,28 @@ impl<S: Sink> Session<S> {
         })
     }
 
+    /// A cycle found over several sessions (the daemon's, one per
+    /// process): the stacks of this session's threads in it, taken now.
+    pub(crate) fn stacks_for(&mut self, src: &LiveSource, f: &Finding, now: u64) -> Result<()> {
+        let mut evs = super::stack_events(
+            &self.engine.model,
+            &mut self.symbols,
+            Some(&src.probes),
+            std::slice::from_ref(f),
+            now,
+            true,
+        );
+        self.feed(&mut evs)
+    }
+
+    /// Takes a finding made over several sessions as this one's: its
+    /// threads here are filled from this model, and no later finding of
+    /// this session names them again (a long wait).
+    pub(crate) fn adopt(&mut self, f: &mut Finding) {
+        crate::detect::refresh_threads(&self.engine.model, f);
+        self.engine.detectors.accept(vec![f.clone()]);
+    }
+
     /// The aggregate step: the counted futexes and deep-tier locks named
     /// while their processes can be read, lock-order gates that cleared,
     /// uprobes on libraries mapped since (dlopen of libpython, ...).

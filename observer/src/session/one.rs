@@ -1,8 +1,8 @@
-//! The watched set of `run` and `attach`: one session (the target and the
-//! forks it follows), findings echoed on stderr, the report and pictures
-//! written at the end, observation ending with the target.
+//! The watched set of `run` and `attach`: one session (the targets and the
+//! forks they follow), findings echoed on stderr, the report and pictures
+//! written at the end, observation ending with the last target.
 
-use std::{os::fd::OwnedFd, time::Duration};
+use std::{os::fd::OwnedFd, task::Poll, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::io::{Interest, unix::AsyncFd};
@@ -21,8 +21,10 @@ use crate::{
 
 pub(super) struct One<'a> {
     s: &'a mut LiveSession,
-    target: Target,
-    pidfd: AsyncFd<OwnedFd>,
+    /// The processes started or attached to that still live (`run`: one;
+    /// `attach`: each -p), and those that ended.
+    targets: Vec<(Target, AsyncFd<OwnedFd>)>,
+    ended: Vec<Target>,
     mode: &'static str,
     activity: Activity,
     hang: Option<HangWatch>,
@@ -37,13 +39,18 @@ pub(super) struct One<'a> {
 impl<'a> One<'a> {
     pub(super) fn new(
         s: &'a mut LiveSession,
-        target: Target,
-        pidfd: OwnedFd,
+        targets: Vec<(Target, OwnedFd)>,
         mode: &'static str,
     ) -> Result<One<'a>> {
-        // SAFETY: the AsyncFd owns the pidfd and keeps it open while registered.
-        let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
-            .context("watching the target")?;
+        let targets = targets
+            .into_iter()
+            .map(|(t, fd)| {
+                // SAFETY: the AsyncFd owns the pidfd and keeps it open while registered.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map(|fd| (t, fd))
+                    .context("watching the target")
+            })
+            .collect::<Result<Vec<_>>>()?;
         let hang = s
             .opts
             .hang_after
@@ -52,8 +59,8 @@ impl<'a> One<'a> {
             .map(|ns| HangWatch::new(ns, procfs::mono_ns()));
         Ok(One {
             s,
-            target,
-            pidfd,
+            targets,
+            ended: Vec::new(),
             mode,
             activity: Activity::default(),
             hang,
@@ -81,7 +88,8 @@ impl<'a> One<'a> {
 }
 
 impl Watched for One<'_> {
-    type Note = ();
+    /// Which target ended.
+    type Note = usize;
 
     fn route(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) -> Result<()> {
         if !evs.is_empty() {
@@ -105,21 +113,22 @@ impl Watched for One<'_> {
             if !r.hung.is_empty() {
                 self.hang_found = true;
                 if self.s.opts.kill_on_deadlock {
-                    // The hung processes (maybe followed forks) and the target.
+                    // The hung processes (maybe followed forks) and, when
+                    // there is one, the target.
                     for pid in r.hung {
                         sys::kill(pid, libc::SIGKILL);
                     }
-                    sys::kill(self.target.pid(), libc::SIGKILL);
+                    if let [(t, _)] = self.targets.as_slice() {
+                        sys::kill(t.pid(), libc::SIGKILL);
+                    }
                     self.killed = true;
                     return Ok(Some(Stop::Killed));
                 }
             }
         }
-        let Some(since) = self
-            .hang
-            .as_mut()
-            .and_then(|h| h.due(self.target.pid(), now))
-        else {
+        // The watchdog samples the first target's tree.
+        let root = self.targets.first().map(|t| t.0.pid());
+        let Some(since) = root.and_then(|root| self.hang.as_mut()?.due(root, now)) else {
             return Ok(None);
         };
         src.drain(evs);
@@ -128,7 +137,7 @@ impl Watched for One<'_> {
         self.hang_found = true;
         if self.s.opts.kill_on_hang {
             // The whole tree, as it is now.
-            for pid in tree(self.target.pid()) {
+            for pid in root.into_iter().flat_map(tree) {
                 sys::kill(pid, libc::SIGKILL);
             }
             self.killed = true;
@@ -153,13 +162,29 @@ impl Watched for One<'_> {
         self.s.gil_tick(src)
     }
 
-    async fn note(&mut self) -> Result<()> {
-        let _ = self.pidfd.readable().await?;
-        Ok(())
+    async fn note(&mut self) -> Result<usize> {
+        let targets = &self.targets;
+        let i = std::future::poll_fn(|cx| {
+            for (i, (_, fd)) in targets.iter().enumerate() {
+                if let Poll::Ready(r) = fd.poll_read_ready(cx) {
+                    return Poll::Ready(r.map(|_| i));
+                }
+            }
+            Poll::Pending
+        })
+        .await?;
+        Ok(i)
     }
 
-    fn noted(&mut self, _: (), _: &mut LiveSource, _: &mut Vec<Event>) -> Result<Option<Stop>> {
-        Ok(Some(Stop::Exited))
+    fn noted(&mut self, i: usize, _: &mut LiveSource, _: &mut Vec<Event>) -> Result<Option<Stop>> {
+        if self.targets.len() == 1 {
+            return Ok(Some(Stop::Exited));
+        }
+        // One of several ended: the others are watched on.
+        let (t, _) = self.targets.remove(i);
+        tracing::info!("pid {} exited", t.pid());
+        self.ended.push(t);
+        Ok(None)
     }
 
     fn reload(&mut self, _: &mut LiveSource) {}
@@ -167,21 +192,23 @@ impl Watched for One<'_> {
     async fn settle(&mut self, why: Stop) -> Result<()> {
         match why {
             Stop::Killed => {
-                let _ = self.pidfd.readable().await;
+                if let [(_, fd)] = self.targets.as_slice() {
+                    let _ = fd.readable().await;
+                }
             }
             Stop::Signal(sig) => {
                 // Every thread's Python state as it is now, before the
                 // signal reaches a child (Python unwinds on SIGINT).
                 self.s.python_view_of(procfs::mono_ns(), true, true)?;
-                if let Target::Child { pid } = self.target {
+                if let [(Target::Child { pid }, fd)] = self.targets.as_slice() {
                     // Pass the signal on and give the child a moment to exit.
+                    let pid = *pid;
                     sys::kill(pid, sig);
-                    let grace =
-                        tokio::time::timeout(Duration::from_secs(3), self.pidfd.readable()).await;
+                    let grace = tokio::time::timeout(Duration::from_secs(3), fd.readable()).await;
                     if grace.is_err() {
                         tracing::warn!("child {pid} ignored signal {sig}; killing it");
                         sys::kill(pid, libc::SIGKILL);
-                        let _ = self.pidfd.readable().await;
+                        let _ = fd.readable().await;
                     }
                 }
             }
@@ -197,11 +224,15 @@ impl Watched for One<'_> {
         }
         self.s.gil_emit(now)?;
         src.finish(now, evs);
-        self.status = match self.target {
-            Target::Child { pid } => Some(sys::waitpid(pid).context("reaping the child")?),
-            Target::Attached { .. } => None,
-        };
-        let ends = [(self.target.pid(), self.status)];
+        let mut ends = Vec::new();
+        for t in self.ended.iter().chain(self.targets.iter().map(|t| &t.0)) {
+            let status = match *t {
+                Target::Child { pid } => Some(sys::waitpid(pid).context("reaping the child")?),
+                Target::Attached { .. } => None,
+            };
+            self.status = self.status.or(status);
+            ends.push((t.pid(), status));
+        }
         for f in self.s.finish_step(src, now, evs, &ends)? {
             self.hang_found |= f.kind.is_hang();
             if !self.s.opts.quiet {

@@ -143,7 +143,7 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         child.release()?;
         tracing::debug!("startup: target released {:?} after start", t0.elapsed());
         tracing::info!("observing pid {pid}");
-        let mut one = One::new(&mut s, Target::Child { pid }, pidfd, "run")?;
+        let mut one = One::new(&mut s, vec![(Target::Child { pid }, pidfd)], "run")?;
         let policy = one.policy(None);
         observe(&mut one, &mut src, &policy).await?;
         if one.killed {
@@ -153,21 +153,35 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
     })
 }
 
-/// `observer attach -p PID`.
-pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -> Result<u8> {
-    require_bpf()?;
-    sys::check_privileges()?;
+/// Checks a PID given to attach and opens it.
+fn open_attached(pid: u32) -> Result<std::os::fd::OwnedFd> {
     if pid == std::process::id() {
         bail!("refusing to observe the observer itself (pid {pid})");
     }
     if let Some(tgid) = procfs::tgid_of(pid).filter(|&t| t != pid) {
         bail!("{pid} is a thread of process {tgid}: attach to the process");
     }
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
+    match sys::pidfd_open(pid) {
+        Ok(fd) => Ok(fd),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => bail!("no such process: {pid}"),
-        Err(e) => return Err(e).with_context(|| format!("cannot open process {pid}")),
-    };
+        Err(e) => Err(e).with_context(|| format!("cannot open process {pid}")),
+    }
+}
+
+/// `observer attach -p PID[,PID...]`: one session over every process.
+pub fn attach(opts: ObserveOpts, pids: Vec<u32>, duration: Option<f64>, verbose: u8) -> Result<u8> {
+    require_bpf()?;
+    sys::check_privileges()?;
+    let mut uniq = Vec::new();
+    for pid in pids {
+        if !uniq.contains(&pid) {
+            uniq.push(pid);
+        }
+    }
+    let mut fds = Vec::new();
+    for &pid in &uniq {
+        fds.push(open_attached(pid)?);
+    }
     let duration = duration
         .map(|d| crate::cli::secs_to_ns(d, "--duration"))
         .transpose()?;
@@ -175,27 +189,43 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
     let rt = runtime()?;
     rt.block_on(async move {
         let mut probes = load_probes(&opts, verbose, false)?;
-        probes.watch(pid)?;
-        let start = procfs::start_event(pid, procfs::mono_ns(), true);
-        let seed = procfs::seed_threads(pid);
-        if !procfs::exists(pid) || seed.is_err() {
-            bail!("process {pid} exited while attaching");
+        for &pid in &uniq {
+            probes.watch(pid)?;
+        }
+        let mut evs = Vec::new();
+        let mut seeds = Vec::new();
+        for &pid in &uniq {
+            let start = procfs::start_event(pid, procfs::mono_ns(), true);
+            let seed = procfs::seed_threads(pid);
+            if !procfs::exists(pid) || seed.is_err() {
+                bail!("process {pid} exited while attaching");
+            }
+            evs.push(start);
+            seeds.push((pid, seed.unwrap_or_default()));
         }
         let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::open(opts, out)?;
         let now = procfs::mono_ns();
-        let mut evs = vec![start];
-        let seed = seed.unwrap_or_default();
-        let tids = seeded_tids(&seed);
-        evs.extend(seed);
-        // Waits already in progress: a deadlock that formed before we came.
-        src.add_snapshot(pid, &tids, now, &mut evs);
+        for (pid, seed) in seeds {
+            let tids = seeded_tids(&seed);
+            evs.extend(seed);
+            // Waits already in progress: a deadlock that formed before we came.
+            src.add_snapshot(pid, &tids, now, &mut evs);
+        }
         s.feed(&mut evs)?;
         if UprobeSet::of(&s.opts).any() {
-            attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
+            for &pid in &uniq {
+                attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
+            }
         }
-        tracing::info!("observing pid {pid}");
-        let mut one = One::new(&mut s, Target::Attached { pid }, pidfd, "attach")?;
+        let list: Vec<String> = uniq.iter().map(u32::to_string).collect();
+        tracing::info!("observing pid {}", list.join(", "));
+        let targets = uniq
+            .iter()
+            .map(|&pid| Target::Attached { pid })
+            .zip(fds)
+            .collect();
+        let mut one = One::new(&mut s, targets, "attach")?;
         let policy = one.policy(duration);
         observe(&mut one, &mut src, &policy).await?;
         Ok(if one.hang_found { EXIT_HANG } else { 0 })
