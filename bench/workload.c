@@ -10,6 +10,8 @@
  *          mutexes is
  *   wake   futex(FUTEX_WAKE_PRIVATE) with no waiters (returns 0 at once)
  *   wait   futex(FUTEX_WAIT_PRIVATE) with a wrong expected value (EAGAIN at once)
+ *   getppid  getppid(2): a syscall no hook of ours wants (what every syscall
+ *          on the host pays for the observer's syscall hooks)
  *   idle   do nothing: a stand-in process for the observer to watch
  * CPU, if given, pins the process to that CPU (less migration noise).
  *
@@ -83,6 +85,12 @@ static void run_wait(uint64_t n)
 		futex(&word, FUTEX_WAIT_PRIVATE, 1);
 }
 
+static void run_getppid(uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		syscall(SYS_getppid);
+}
+
 /* One call outside the timed loop, so a broken setup fails loudly. */
 static void check(const char *mode)
 {
@@ -98,7 +106,7 @@ static void check(const char *mode)
 int main(int argc, char **argv)
 {
 	if (argc < 2 || argc > 3) {
-		fprintf(stderr, "usage: workload mutex|wake|wait|idle [CPU]\n");
+		fprintf(stderr, "usage: workload mutex|wake|wait|getppid|idle [CPU]\n");
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -109,6 +117,8 @@ int main(int argc, char **argv)
 		run = run_wake;
 	else if (!strcmp(mode, "wait"))
 		run = run_wait;
+	else if (!strcmp(mode, "getppid"))
+		run = run_getppid;
 	else if (!strcmp(mode, "idle"))
 		run = NULL;
 	else {

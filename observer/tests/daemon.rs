@@ -695,3 +695,99 @@ fn daemon_uprobes_before_the_loader_maps_libc() {
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();
 }
+
+/// The daemon's links on the sys_enter/sys_exit tracepoints now.
+fn syscall_links(pid: u32) -> usize {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == "tp_name:\tsys_enter" || l == "tp_name:\tsys_exit")
+        })
+        .count()
+}
+
+/// Polls until the daemon holds `want` syscall hook links and its metric
+/// says so.
+fn wait_syscall_hooks(d: &Proc, port: u16, want: usize) {
+    let end = Instant::now() + T;
+    loop {
+        let links = syscall_links(d.pid());
+        let body = http_get(port, None);
+        let metric = body
+            .lines()
+            .find_map(|l| l.strip_prefix("observer_syscall_hooks_attached "))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string();
+        if links == want && metric == (want > 0).then_some("1").unwrap_or("0") {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "want {want} syscall hook links: {links}, metric {metric}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The syscall hooks (which cost every syscall on the host) are attached
+/// only while a process is watched: detached at start when nothing is
+/// selected, attached for a selected process (whose deadlock is found),
+/// detached when it exits, and attached again for the next one.
+#[test]
+#[ignore = "needs root and BPF"]
+fn daemon_syscall_hooks_only_while_watching() {
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    let port = free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n[[rule]]\ncomm = \"obsd-hooks\"\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = spawn_daemon(&cfg);
+    wait_syscall_hooks(&d, port, 0);
+    d.wait_stderr(T, |l| {
+        l.contains("syscall hooks detached: no process is watched")
+    });
+    let bin = copy_as("abba", &tmp.path().join("a"), "obsd-hooks");
+    let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
+    for _ in 0..2 {
+        let mut p = Proc::spawn(Command::new(&bin));
+        let id = wait_report(&reports, p.pid(), T, &mut d);
+        p.wait_stdout(T, |l| l == "ready");
+        check_pair(&reports, &id, &p.stdout, &abba_cycle);
+        wait_syscall_hooks(&d, port, 2);
+        let pid = p.pid();
+        drop(p);
+        wait_syscall_hooks(&d, port, 0);
+        d.wait_stderr(T, |l| {
+            l.contains(&format!("pid {pid} ")) && l.ends_with(": exited")
+        });
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    let count = |what: &str| d.stderr.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("syscall hooks attached: a process is watched"),
+        2,
+        "{:#?}",
+        d.stderr
+    );
+    assert_eq!(
+        count("syscall hooks detached: no process is watched"),
+        3,
+        "{:#?}",
+        d.stderr
+    );
+    assert_no_programs_left();
+}

@@ -21,6 +21,8 @@ pub struct Metrics {
     registry: Registry,
     pub watched_processes: Gauge,
     pub watched_threads: Gauge,
+    /// 1 while the syscall hooks are attached (a process is watched).
+    pub syscall_hooks: Gauge,
     pub events: Counter,
     pub ringbuf_drops: Counter,
     /// Other kernel-side losses (tables full), by table.
@@ -54,6 +56,7 @@ impl Metrics {
         let m = Metrics {
             watched_processes: Gauge::default(),
             watched_threads: Gauge::default(),
+            syscall_hooks: Gauge::default(),
             events: Counter::default(),
             ringbuf_drops: Counter::default(),
             kernel_drops: Family::default(),
@@ -80,6 +83,11 @@ impl Metrics {
             "watched_threads",
             "Live threads of the watched processes",
             m.watched_threads.clone(),
+        );
+        r.register(
+            "syscall_hooks_attached",
+            "1 while the futex and epoll syscall hooks are attached (only while a process is watched: they cost every syscall on the host)",
+            m.syscall_hooks.clone(),
         );
         r.register(
             "events",

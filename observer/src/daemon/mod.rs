@@ -685,6 +685,9 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         // Processes already running (exec notifications are live first, so
         // nothing falls between the two).
         d.rescan(&mut src);
+        if d.procs.is_empty() {
+            d.syscall_hooks(&mut src, false);
+        }
         let stop = live::observe(&mut d, &mut src, &policy).await?;
         tracing::info!(
             "{}: stopping; {} processes were watched",

@@ -45,6 +45,11 @@ impl Daemon {
 
     pub(super) fn start(&mut self, src: &mut LiveSource, info: ProcInfo, w: Watch) {
         let pid = info.pid;
+        // Before the watch: waits that begin after it are seen by the
+        // hooks, those already in progress by the snapshot below.
+        if !self.syscall_hooks(src, true) {
+            return;
+        }
         if let Err(e) = src.probes.watch(pid) {
             self.metrics.cap_hit("kernel_watch");
             tracing::warn!("cannot watch pid {pid}: {e}");
@@ -122,7 +127,36 @@ impl Daemon {
         src.probes.release_process_uprobes(pid);
         self.sink.forget(pid);
         tracing::info!("pid {pid} {:?}: {why}", report::escape(&p.comm));
+        if self.procs.is_empty() {
+            self.syscall_hooks(src, false);
+        }
         Some(p)
+    }
+
+    /// Attaches or detaches the syscall hooks (futex and epoll waits): they
+    /// cost every syscall of every process on the host, so they are on only
+    /// while a process is watched. False when they could not be attached.
+    pub(super) fn syscall_hooks(&mut self, src: &mut LiveSource, on: bool) -> bool {
+        match src.probes.set_syscall_hooks(on) {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(
+                        "syscall hooks {}",
+                        if on {
+                            "attached: a process is watched"
+                        } else {
+                            "detached: no process is watched"
+                        }
+                    );
+                }
+                self.metrics.syscall_hooks.set(i64::from(on));
+                true
+            }
+            Err(e) => {
+                tracing::warn!("syscall hooks: {e}");
+                !on
+            }
+        }
     }
 
     /// The process is gone: judge what only the end can tell, then forget it.

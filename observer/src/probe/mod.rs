@@ -144,6 +144,23 @@ pub struct Probes {
     pub hooks: Vec<HookUse>,
     pub mounted_tracefs: bool,
     stop_on_exec: bool,
+    /// The syscall hooks (the "futex" group: futex and epoll waits,
+    /// exit_group) as attached, and their links while attached: the daemon
+    /// takes them off while it watches no process (`set_syscall_hooks`).
+    sys_hooks: Vec<Hook>,
+    sys_links: Vec<Link>,
+}
+
+/// A link of one of our programs, to detach it.
+enum Link {
+    Fentry(&'static str, aya::programs::fentry::FEntryLinkId),
+    Fexit(&'static str, aya::programs::fexit::FExitLinkId),
+    TpBtf(&'static str, aya::programs::tp_btf::BtfTracePointLinkId),
+    RawTp(
+        &'static str,
+        aya::programs::raw_trace_point::RawTracePointLinkId,
+    ),
+    Tp(&'static str, aya::programs::trace_point::TracePointLinkId),
 }
 
 /// Checks the kernel features observer needs, before touching BPF.
@@ -252,6 +269,8 @@ impl Probes {
             hooks: Vec::new(),
             mounted_tracefs: false,
             stop_on_exec: cfg.stop_on_exec,
+            sys_hooks: Vec::new(),
+            sys_links: Vec::new(),
         })
     }
 
@@ -322,8 +341,16 @@ impl Probes {
                     continue;
                 }
                 match self.attach_rung(rung, &hooks) {
-                    Ok(()) => {
+                    Ok(links) => {
                         used.rung = Some(rung);
+                        if g.name == "futex" {
+                            self.sys_hooks = hooks
+                                .iter()
+                                .filter(|h| links.iter().any(|l| l.prog() == h.prog))
+                                .copied()
+                                .collect();
+                            self.sys_links = links;
+                        }
                         break;
                     }
                     Err(why) => {
@@ -354,26 +381,74 @@ impl Probes {
         Ok(())
     }
 
-    fn attach_rung(&mut self, rung: Rung, hooks: &[Hook]) -> Result<(), String> {
+    fn attach_rung(&mut self, rung: Rung, hooks: &[Hook]) -> Result<Vec<Link>, String> {
         if rung == Rung::Tracepoint && ensure_tracefs()? {
             self.mounted_tracefs = true;
         }
-        let mut touched: Vec<&'static str> = Vec::new();
+        let mut links: Vec<Link> = Vec::new();
         for h in hooks {
-            if let Err(e) = self.attach_one(h) {
-                if h.required {
-                    for p in touched {
-                        self.unload(p);
+            match self.attach_one(h) {
+                Ok(l) => links.push(l),
+                Err(e) if h.required => {
+                    for l in &links {
+                        self.unload(l.prog());
                     }
                     self.unload(h.prog);
                     return Err(format!("{}: {}", h.prog, short(&e)));
                 }
-                tracing::debug!(prog = h.prog, err = %short(&e), "optional hook not attached");
-                continue;
+                Err(e) => {
+                    tracing::debug!(prog = h.prog, err = %short(&e), "optional hook not attached")
+                }
             }
-            touched.push(h.prog);
         }
-        Ok(())
+        Ok(links)
+    }
+
+    /// Takes the syscall hooks off (`false`) or puts them back: while they
+    /// are off, no syscall of any process pays for them, and no futex or
+    /// epoll wait is seen. The daemon turns them off while it watches no
+    /// process. Returns whether they changed.
+    pub fn set_syscall_hooks(&mut self, on: bool) -> Result<bool, ProbeError> {
+        if on != self.sys_links.is_empty() {
+            return Ok(false);
+        }
+        if on {
+            for h in self.sys_hooks.clone() {
+                match self.attach_one(&h) {
+                    Ok(l) => self.sys_links.push(l),
+                    Err(e) => {
+                        // All or none.
+                        self.set_syscall_hooks(false)?;
+                        return Err(ProbeError::Attach {
+                            group: "futex",
+                            why: format!("{}: {}", h.prog, short(&e)),
+                        });
+                    }
+                }
+            }
+        } else {
+            for l in std::mem::take(&mut self.sys_links) {
+                let prog = l.prog();
+                if let Err(e) = self.detach(l) {
+                    tracing::warn!("detaching {prog}: {}", short(&e));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn detach(&mut self, l: Link) -> Result<(), ProgramError> {
+        let p = self
+            .bpf
+            .program_mut(l.prog())
+            .ok_or(ProgramError::NotLoaded)?;
+        match l {
+            Link::Fentry(_, id) => TryInto::<&mut FEntry>::try_into(p)?.detach(id),
+            Link::Fexit(_, id) => TryInto::<&mut FExit>::try_into(p)?.detach(id),
+            Link::TpBtf(_, id) => TryInto::<&mut BtfTracePoint>::try_into(p)?.detach(id),
+            Link::RawTp(_, id) => TryInto::<&mut RawTracePoint>::try_into(p)?.detach(id),
+            Link::Tp(_, id) => TryInto::<&mut TracePoint>::try_into(p)?.detach(id),
+        }
     }
 
     fn unload(&mut self, prog: &'static str) {
@@ -384,7 +459,7 @@ impl Probes {
         }
     }
 
-    fn attach_one(&mut self, h: &Hook) -> Result<(), ProgramError> {
+    fn attach_one(&mut self, h: &Hook) -> Result<Link, ProgramError> {
         let first = !self.loaded.contains(h.prog);
         // Joined in `attach`.
         let btf = self.btf.ready().ok_or(ProgramError::NotLoaded)?;
@@ -399,7 +474,7 @@ impl Probes {
                     p.load(f, btf)?;
                 }
                 self.loaded.insert(h.prog);
-                p.attach()?;
+                Ok(Link::Fentry(h.prog, p.attach()?))
             }
             How::Fexit(f) => {
                 let p: &mut FExit = p.try_into()?;
@@ -407,7 +482,7 @@ impl Probes {
                     p.load(f, btf)?;
                 }
                 self.loaded.insert(h.prog);
-                p.attach()?;
+                Ok(Link::Fexit(h.prog, p.attach()?))
             }
             How::TpBtf(tp) => {
                 let p: &mut BtfTracePoint = p.try_into()?;
@@ -415,7 +490,7 @@ impl Probes {
                     p.load(tp, btf)?;
                 }
                 self.loaded.insert(h.prog);
-                p.attach()?;
+                Ok(Link::TpBtf(h.prog, p.attach()?))
             }
             How::RawTp(tp) => {
                 let p: &mut RawTracePoint = p.try_into()?;
@@ -423,7 +498,7 @@ impl Probes {
                     p.load()?;
                 }
                 self.loaded.insert(h.prog);
-                p.attach(tp)?;
+                Ok(Link::RawTp(h.prog, p.attach(tp)?))
             }
             How::Tp(cat, name) => {
                 let p: &mut TracePoint = p.try_into()?;
@@ -431,10 +506,21 @@ impl Probes {
                     p.load()?;
                 }
                 self.loaded.insert(h.prog);
-                p.attach(cat, name)?;
+                Ok(Link::Tp(h.prog, p.attach(cat, name)?))
             }
         }
-        Ok(())
+    }
+}
+
+impl Link {
+    fn prog(&self) -> &'static str {
+        match self {
+            Link::Fentry(p, _)
+            | Link::Fexit(p, _)
+            | Link::TpBtf(p, _)
+            | Link::RawTp(p, _)
+            | Link::Tp(p, _) => p,
+        }
     }
 }
 

@@ -67,19 +67,23 @@ impl Policy {
     pub(crate) fn observe(scan_ms: u64, stuck_ns: u64, duration_ns: Option<u64>) -> Policy {
         Policy {
             scan: Duration::from_millis(scan_ms),
-            // A wait younger than one scan period (at most 10 ms) is
-            // transient contention (`target::min_age`).
-            wait_age: Duration::from_millis(scan_ms.min(10)),
+            wait_age: Policy::observe_wait_age(scan_ms),
             // A quarter of --stuck, so a stuck thread is seen in time.
             sample: Duration::from_millis((stuck_ns / 4_000_000).clamp(100, 1000)),
             aggregate: Duration::from_millis(500),
             gil: true,
             scan_unmoved: true,
-            // As young as a scan can see (`target::min_age`).
+            // As young as a scan can see (`wait_age`).
             python_after: Duration::ZERO,
             reload_on_hup: false,
             duration: duration_ns.map(Duration::from_nanos),
         }
+    }
+
+    /// The age at which `run`/`attach` look at a futex wait: a wait younger
+    /// than one scan period (at most 10 ms) is transient contention.
+    pub(crate) fn observe_wait_age(scan_ms: u64) -> Duration {
+        Duration::from_millis(scan_ms.min(10))
     }
 
     /// The daemon: many processes, most of them healthy, for days. A

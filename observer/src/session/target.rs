@@ -243,6 +243,5 @@ pub(crate) fn seeded_tids(seed: &[Event]) -> Vec<u32> {
 }
 
 pub(crate) fn min_age(opts: &ObserveOpts) -> u64 {
-    // A wait younger than one scan period is transient contention.
-    (opts.scan_interval * 1_000_000).min(10_000_000)
+    super::live::Policy::observe_wait_age(opts.scan_interval).as_nanos() as u64
 }

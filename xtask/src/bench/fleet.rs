@@ -130,9 +130,7 @@ fn one(observer: &Path, py: &Path, n: usize, secs: u64, base: &Path) -> Result<R
                 .context("starting a worker")?,
         ));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = h::free_port()?;
     let cfg = dir.join("observer.toml");
     std::fs::write(
         &cfg,
@@ -141,34 +139,12 @@ fn one(observer: &Path, py: &Path, n: usize, secs: u64, base: &Path) -> Result<R
             dir.join("reports").to_str().context("path")?
         ),
     )?;
-    let log = std::fs::File::create(dir.join("daemon.log"))?;
-    let mut daemon = Guard::new(
-        Command::new(observer)
-            .args(["daemon", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the daemon")?,
-    );
+    let log = dir.join("daemon.log");
+    let mut daemon = h::start_daemon(observer, &cfg, &log, port, &[])?;
     let dpid = daemon.pid;
-    let up = Instant::now();
-    loop {
-        let watched = super::soak::metrics(port)
-            .and_then(|t| metric(&t, "observer_watched_processes"))
-            .unwrap_or(0.0);
-        if watched as usize >= n {
-            break;
-        }
-        if up.elapsed() > Duration::from_secs(60) || daemon.wait(Duration::ZERO).is_some() {
-            bail!(
-                "the daemon did not watch {n} workers within 60 s; see {}",
-                dir.join("daemon.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    h::wait_metric(&mut daemon, port, &log, "observer_watched_processes", |w| {
+        w as usize >= n
+    })?;
     std::thread::sleep(WARMUP);
     let t0 = Instant::now();
     let cpu0 = cpu_secs(dpid).unwrap_or(0.0);
@@ -178,9 +154,9 @@ fn one(observer: &Path, py: &Path, n: usize, secs: u64, base: &Path) -> Result<R
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(dpid).unwrap_or(cpu0) - cpu0;
     let rss_end = rss_kib(dpid).unwrap_or(0);
-    let text = super::soak::metrics(port).unwrap_or_default();
-    let scans = metric(&text, "observer_scan_duration_seconds_sum")
-        .zip(metric(&text, "observer_scan_duration_seconds_count"));
+    let text = h::metrics(port).unwrap_or_default();
+    let scans = h::metric(&text, "observer_scan_duration_seconds_sum")
+        .zip(h::metric(&text, "observer_scan_duration_seconds_count"));
     if daemon.wait(Duration::ZERO).is_some() {
         bail!(
             "the daemon exited; see {}",
@@ -205,12 +181,6 @@ fn one(observer: &Path, py: &Path, n: usize, secs: u64, base: &Path) -> Result<R
         reports,
         scans,
     })
-}
-
-/// The value of an unlabelled series in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 pub fn main(args: &[String]) -> Result<()> {

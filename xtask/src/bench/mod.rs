@@ -16,6 +16,7 @@ mod harness;
 mod kernel;
 mod python;
 mod soak;
+mod tax;
 
 use anyhow::Result;
 
@@ -48,6 +49,11 @@ const SUITES: &[Suite] = &[
         "fleet",
         "observer daemon on 10 and 100 healthy Python workers: CPU share, RSS growth, reports",
         fleet::main,
+    ),
+    (
+        "tax",
+        "what observer daemon costs every syscall on the host: idle, watching another process, watching this one",
+        tax::main,
     ),
     (
         "gil",

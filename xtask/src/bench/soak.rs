@@ -11,8 +11,6 @@
 //! share. Not a test: it informs (PASS/MISS), it does not fail.
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -83,16 +81,6 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     }))
 }
 
-pub(super) fn metrics(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
 /// (pid, comm, kind) of every report in `dir`.
 fn reports(dir: &Path) -> Vec<(u32, String, String)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -136,28 +124,8 @@ pub fn main(args: &[String]) -> Result<()> {
             report_dir.to_str().context("path")?
         ),
     )?;
-    let log = std::fs::File::create(base.join("daemon.log"))?;
-    let mut daemon = Guard::new(
-        Command::new(&observer)
-            .args(["daemon", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the daemon")?,
-    );
+    let mut daemon = h::start_daemon(&observer, &cfg, &base.join("daemon.log"), port, &[])?;
     let dpid = daemon.pid;
-    let t_up = Instant::now();
-    while metrics(port).is_none() {
-        if t_up.elapsed() > Duration::from_secs(60) || daemon.wait(Duration::ZERO).is_some() {
-            bail!(
-                "the daemon did not come up; see {}",
-                base.join("daemon.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let total = Duration::from_secs_f64(o.minutes * 60.0);
     let warmup = (total / 10).max(Duration::from_secs(10)).min(total / 2);
     let every = Duration::from_secs_f64(o.every);
@@ -247,7 +215,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let cpu = cpu_secs(dpid).unwrap_or(cpu0) - cpu0;
     let rss_end = rss_kib(dpid);
     running.clear();
-    let text = metrics(port).unwrap_or_default();
+    let text = h::metrics(port).unwrap_or_default();
     daemon.signal(libc::SIGTERM);
     daemon.wait(h::OBSERVER_STOP_TIMEOUT);
 
@@ -399,27 +367,15 @@ pub fn exec_storm(args: &[String]) -> Result<()> {
                         base.join("reports").to_str().context("path")?
                     ),
                 )?;
-                let log = std::fs::File::create(base.join(format!("{mode}-{round}.log")))?;
-                let d = Guard::new(
-                    Command::new(&observer)
-                        .args(["daemon", "--config"])
-                        .arg(&cfg)
-                        .env(
-                            "OBSERVER_EXEC_FILTER",
-                            if mode == "kernel" { "1" } else { "0" },
-                        )
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(log)
-                        .spawn()?,
-                );
-                let t = Instant::now();
-                while metrics(port).is_none() {
-                    if t.elapsed() > Duration::from_secs(60) {
-                        bail!("the daemon did not come up");
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                let log = base.join(format!("{mode}-{round}.log"));
+                let filter = if mode == "kernel" { "1" } else { "0" };
+                let d = h::start_daemon(
+                    &observer,
+                    &cfg,
+                    &log,
+                    port,
+                    &[("OBSERVER_EXEC_FILTER", filter)],
+                )?;
                 daemon = Some(d);
             }
             let dpid = daemon.as_ref().map(|d| d.pid);
@@ -438,7 +394,7 @@ pub fn exec_storm(args: &[String]) -> Result<()> {
             std::thread::sleep(Duration::from_millis(2500));
             let cpu = dpid.and_then(cpu_secs).map_or(0.0, |c| c - cpu0)
                 - idle_rate * t.elapsed().as_secs_f64();
-            let text = metrics(port).unwrap_or_default();
+            let text = h::metrics(port).unwrap_or_default();
             let get = |name: &str| -> Option<f64> {
                 text.lines()
                     .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))

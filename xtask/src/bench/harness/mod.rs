@@ -16,12 +16,14 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod daemon;
 mod observer;
 mod procs;
 mod programs;
 mod stats;
 mod verdicts;
 
+pub use daemon::*;
 pub use observer::*;
 pub use procs::*;
 pub use programs::*;
