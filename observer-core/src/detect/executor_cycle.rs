@@ -1,0 +1,364 @@
+//! Deadlocks through `loop.run_in_executor`: an asyncio task awaiting an
+//! executor waits for the pool's worker running its callable, and that
+//! worker waits (through threads, maybe) for the task itself: a
+//! `threading` lock the task's suspended coroutine holds across the
+//! `await` (`with lock: await loop.run_in_executor(None, job)` where `job`
+//! takes `lock`), a `run_coroutine_threadsafe` future whose coroutine runs
+//! in a task that waits for it. The loop thread sleeps in its selector, so
+//! the threads' wait-for graph alone has no cycle: tasks are nodes here.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::{Ctx, Detail, Detector, Finding, FindingKind, LockInfo, await_cycle::task_info};
+use crate::{
+    event::Tid,
+    graph::{Holder, LockKind},
+    vocab::{
+        asyncio::{AsyncView, TaskState},
+        python::{FutureSource, PyView},
+        text::escape,
+    },
+};
+
+/// One step of the cycle: who waits for whom, and how.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "hop", rename_all = "snake_case")]
+pub enum Hop {
+    /// `task` awaits `run_in_executor(callable)` in `pool`, run by `worker`.
+    Executor {
+        task: String,
+        task_addr: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        callable: Option<String>,
+        pool: String,
+        worker: Tid,
+    },
+    /// Thread `tid` waits (at `site`) for `threading` lock `lock`, held by
+    /// a `with` block (at `held_at`) of `task`'s suspended coroutine.
+    TaskLock {
+        tid: Tid,
+        lock: LockInfo,
+        name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
+        task: String,
+        task_addr: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        held_at: Option<String>,
+    },
+    /// Thread `tid` waits in `Future.result()` for the coroutine `task`
+    /// runs (`asyncio.run_coroutine_threadsafe`).
+    TaskFuture {
+        tid: Tid,
+        task: String,
+        task_addr: u64,
+        coro: String,
+    },
+    /// Thread `tid` waits for `lock`, held (or run, or joined) by `holder`.
+    Thread {
+        tid: Tid,
+        lock: LockInfo,
+        holder: Tid,
+    },
+    /// `task` waits for another task (`waits`: in words).
+    Task {
+        task: String,
+        task_addr: u64,
+        waits: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Node {
+    Thread(Tid),
+    Task(u64),
+}
+
+pub struct ExecutorCycle;
+
+/// Longest cycle followed.
+const MAX_HOPS: usize = 64;
+
+impl Detector for ExecutorCycle {
+    fn check(&self, cx: &Ctx) -> Vec<Finding> {
+        let Some(v) = cx
+            .process
+            .python
+            .as_ref()
+            .filter(|v| v.unsupported.is_none())
+        else {
+            return Vec::new();
+        };
+        let Some(a) = v.asyncio.as_ref() else {
+            return Vec::new();
+        };
+        let mut starts: Vec<u64> = a
+            .loops
+            .iter()
+            .flat_map(|l| &l.tasks)
+            .filter(|t| t.state == TaskState::Pending && t.executor.is_some())
+            .map(|t| t.addr)
+            .collect();
+        starts.sort_unstable();
+        let mut out = Vec::new();
+        let mut seen: HashSet<Vec<Node>> = HashSet::new();
+        for s in starts {
+            let Some(path) = cycle_from(cx, v, a, Node::Task(s)) else {
+                continue;
+            };
+            let mut key: Vec<Node> = path.iter().map(|x| x.0).collect();
+            key.sort_unstable();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            out.push(finding(cx, a, path, &key));
+        }
+        out
+    }
+}
+
+/// Follows the one way out of each node (a task: its executor's worker,
+/// else the task it awaits) from `start` back to it.
+fn cycle_from(cx: &Ctx, v: &PyView, a: &AsyncView, start: Node) -> Option<Vec<(Node, Hop)>> {
+    let mut path: Vec<(Node, Hop)> = Vec::new();
+    let mut at = start;
+    let mut visited = HashSet::new();
+    while path.len() < MAX_HOPS && visited.insert(at) {
+        let (next, hop) = step(cx, v, a, at)?;
+        path.push((at, hop));
+        if next == start {
+            return Some(path);
+        }
+        at = next;
+    }
+    None
+}
+
+/// Where `at` waits, and for whom.
+fn step(cx: &Ctx, v: &PyView, a: &AsyncView, at: Node) -> Option<(Node, Hop)> {
+    match at {
+        Node::Task(addr) => {
+            let (_, t) = a.task(addr)?;
+            if t.state != TaskState::Pending {
+                return None;
+            }
+            if let Some(e) = &t.executor {
+                let w = e.worker?;
+                return Some((
+                    Node::Thread(w),
+                    Hop::Executor {
+                        task: t.name.clone(),
+                        task_addr: addr,
+                        callable: e.callable.clone(),
+                        pool: e.pool_name.clone(),
+                        worker: w,
+                    },
+                ));
+            }
+            let e = t.waits_for.first()?;
+            Some((
+                Node::Task(e.task),
+                Hop::Task {
+                    task: t.name.clone(),
+                    task_addr: addr,
+                    waits: super::wait_line(a, t).unwrap_or_default(),
+                },
+            ))
+        }
+        Node::Thread(tid) => {
+            cx.process.thread(tid).filter(|t| t.alive())?;
+            let w = cx.graph.waits.get(&tid)?;
+            let Holder::Thread(holder) = w.target.holder else {
+                return None;
+            };
+            let pt = v.thread(tid);
+            // A lock a suspended task holds across an `await`.
+            if matches!(w.target.kind, LockKind::PyLock | LockKind::PyRLock)
+                && let Some((_, t, h)) = a.thread_lock_holder(w.target.lock)
+                && t.state == TaskState::Pending
+            {
+                let held_at = t
+                    .chain
+                    .get(h.frame)
+                    .map(|f| format!("{}:{}", f.file, h.line.unwrap_or(f.line)));
+                let name = h.name.clone().unwrap_or_else(|| v.lock_name(h.lock));
+                let site = v
+                    .info(tid)
+                    .and_then(|i| i.waits)
+                    .filter(|x| x.addr == h.lock)
+                    .and_then(|x| x.site);
+                let mut lock = cx.lock(w.target.kind, w.target.lock);
+                lock.symbol.get_or_insert_with(|| name.clone());
+                return Some((
+                    Node::Task(t.addr),
+                    Hop::TaskLock {
+                        tid,
+                        lock,
+                        name,
+                        site,
+                        task: t.name.clone(),
+                        task_addr: t.addr,
+                        held_at,
+                    },
+                ));
+            }
+            // A `run_coroutine_threadsafe` future: the task running it.
+            if w.target.kind == LockKind::Future
+                && let Some(f) = pt.and_then(|t| t.future.as_ref())
+                && let Some(FutureSource::Loop {
+                    task: Some(task), ..
+                }) = &f.source
+                && let Some((_, t)) = a.task(*task)
+            {
+                return Some((
+                    Node::Task(*task),
+                    Hop::TaskFuture {
+                        tid,
+                        task: t.name.clone(),
+                        task_addr: *task,
+                        coro: t.coro.clone(),
+                    },
+                ));
+            }
+            Some((
+                Node::Thread(holder),
+                Hop::Thread {
+                    tid,
+                    lock: cx.lock(w.target.kind, w.target.lock),
+                    holder,
+                },
+            ))
+        }
+    }
+}
+
+fn finding(cx: &Ctx, a: &AsyncView, path: Vec<(Node, Hop)>, key: &[Node]) -> Finding {
+    let mut tids: Vec<Tid> = Vec::new();
+    let mut tasks = Vec::new();
+    let mut locks: Vec<LockInfo> = Vec::new();
+    for (n, hop) in &path {
+        match n {
+            Node::Thread(t) => tids.push(*t),
+            Node::Task(addr) => {
+                if let Some(ti) = task_info(a, *addr) {
+                    tasks.push(ti);
+                }
+            }
+        }
+        match hop {
+            Hop::TaskLock { lock, .. } | Hop::Thread { lock, .. } => {
+                if !locks.iter().any(|l| l.addr == lock.addr) {
+                    locks.push(lock.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    // The loop threads of the tasks: they hold what the tasks hold.
+    for t in &tasks {
+        if let Some(l) = t.loop_tid
+            && !tids.contains(&l)
+        {
+            tids.push(l);
+        }
+    }
+    let parts: Vec<String> = key
+        .iter()
+        .map(|n| match n {
+            Node::Thread(t) => format!("t{t}"),
+            Node::Task(a) => format!("k{a:x}"),
+        })
+        .collect();
+    Finding {
+        kind: FindingKind::Deadlock,
+        tgid: cx.process.tgid,
+        detected_ns: cx.now_ns,
+        detail: Detail::ExecutorDeadlock {
+            hops: path.into_iter().map(|x| x.1).collect(),
+        },
+        threads: tids.iter().map(|&t| cx.thread(t)).collect(),
+        locks,
+        cycle: Vec::new(),
+        tasks,
+        key: format!("executor:{}:{}", cx.process.tgid, parts.join(",")),
+    }
+}
+
+fn kind_word(k: LockKind) -> &'static str {
+    match k {
+        LockKind::PyRLock => "threading.RLock",
+        _ => "threading.Lock",
+    }
+}
+
+/// One hop in words (escaped).
+pub fn hop_line(f: &Finding, h: &Hop) -> String {
+    use super::words::name;
+    let th = |t: Tid| format!("thread {t} \"{}\"", name(f, t));
+    match h {
+        Hop::Executor {
+            task,
+            callable,
+            pool,
+            worker,
+            ..
+        } => format!(
+            "task \"{}\" awaits run_in_executor({}) in pool {}, run by {}",
+            escape(task),
+            escape(callable.as_deref().unwrap_or("?")),
+            escape(pool),
+            th(*worker)
+        ),
+        Hop::TaskLock {
+            tid,
+            lock,
+            name,
+            site,
+            task,
+            held_at,
+            ..
+        } => format!(
+            "{}{} waits for {} {}, held by task \"{}\"{} across an await",
+            th(*tid),
+            site.as_ref()
+                .map(|s| format!(" at {}", escape(s)))
+                .unwrap_or_default(),
+            kind_word(lock.kind),
+            escape(name),
+            escape(task),
+            held_at
+                .as_ref()
+                .map(|s| format!(" (`with` at {})", escape(s)))
+                .unwrap_or_default()
+        ),
+        Hop::TaskFuture {
+            tid, task, coro, ..
+        } => format!(
+            "{} waits in Future.result() for coroutine {} of task \"{}\"",
+            th(*tid),
+            escape(coro),
+            escape(task)
+        ),
+        Hop::Thread { tid, lock, holder } => format!(
+            "{} waits for {}, held by {}",
+            th(*tid),
+            super::describe_lock(lock),
+            th(*holder)
+        ),
+        Hop::Task { task, waits, .. } => format!("task \"{}\" {}", escape(task), escape(waits)),
+    }
+}
+
+/// The finding in one line, in this detector's words (text and JSON).
+pub(super) fn describe(f: &Finding) -> String {
+    let Detail::ExecutorDeadlock { hops } = &f.detail else {
+        return String::new();
+    };
+    let lines: Vec<String> = hops.iter().map(|h| hop_line(f, h)).collect();
+    format!(
+        "asyncio task and executor worker wait for each other: {}",
+        lines.join("; ")
+    )
+}
