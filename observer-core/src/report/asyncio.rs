@@ -84,6 +84,29 @@ pub fn tasks(s: &mut String, v: &AsyncView, py: Option<&PyView>) {
                     h.addr
                 );
             }
+            for h in &t.thread_locks {
+                let kind = match h.kind {
+                    crate::vocab::python::PyLockKind::Lock => "threading.Lock",
+                    crate::vocab::python::PyLockKind::RLock => "threading.RLock",
+                };
+                let at = t
+                    .chain
+                    .get(h.frame)
+                    .map(|f| {
+                        format!(
+                            " (`with` at {}:{})",
+                            escape(&f.file),
+                            h.line.unwrap_or(f.line)
+                        )
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "      holds {kind} {} ({:#x}) across an await{at}",
+                    escape(h.name.as_deref().unwrap_or("?")),
+                    h.lock
+                );
+            }
             // Innermost first, like a thread's stack.
             for f in t.chain.iter().rev() {
                 let _ = writeln!(
