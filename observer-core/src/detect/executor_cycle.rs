@@ -247,13 +247,10 @@ fn finding(cx: &Ctx, a: &AsyncView, path: Vec<(Node, Hop)>, key: &[Node]) -> Fin
                 }
             }
         }
-        match hop {
-            Hop::TaskLock { lock, .. } | Hop::Thread { lock, .. } => {
-                if !locks.iter().any(|l| l.addr == lock.addr) {
-                    locks.push(lock.clone());
-                }
-            }
-            _ => {}
+        if let Hop::TaskLock { lock, .. } | Hop::Thread { lock, .. } = hop
+            && !locks.iter().any(|l| l.addr == lock.addr)
+        {
+            locks.push(lock.clone());
         }
     }
     // The loop threads of the tasks: they hold what the tasks hold.
@@ -361,4 +358,191 @@ pub(super) fn describe(f: &Finding) -> String {
         "asyncio task and executor worker wait for each other: {}",
         lines.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        detect::{Detail, FindingKind, Limits},
+        engine::Engine,
+        event::{Event, Wait, WaitOrigin},
+        vocab::{
+            asyncio::{AsyncView, ExecutorWait, LoopView, TaskState, TaskThreadLock, TaskView},
+            frames::PyFrame,
+            python::{How, PyLockInfo, PyLockKind, PyThreadView, PyView, PyWait},
+        },
+    };
+
+    const S: u64 = 1_000_000_000;
+    const LOCK: u64 = 0xa000;
+    const WORD: u64 = 0x5a00;
+    const TASK: u64 = 0x7700;
+
+    fn frame(function: &str, line: i32) -> PyFrame {
+        PyFrame {
+            function: function.into(),
+            file: "/app/svc.py".into(),
+            line,
+        }
+    }
+
+    /// Loop thread 100 idle in its selector; worker 101 ("asyncio_0") in
+    /// `with state_lock:` (svc.py:34), a futex wait on its word; task
+    /// "holder" on the loop awaits `run_in_executor(job)` run by 101 and,
+    /// when `held`, keeps `state_lock` across that await (svc.py:47).
+    fn engine(held: bool) -> Engine {
+        let mut e = Engine::new(Limits::new(S / 2), ());
+        for (tid, name) in [(100, "MainThread"), (101, "asyncio_0")] {
+            e.apply(&Event::ThreadSeen {
+                ts_ns: 1,
+                tgid: 100,
+                tid,
+                name: name.into(),
+                parent_tid: None,
+                start_ns: None,
+            })
+            .unwrap();
+        }
+        e.apply(&Event::WaitBegin {
+            ts_ns: S,
+            tgid: 100,
+            tid: 101,
+            wait: Wait {
+                uaddr: WORD,
+                uaddr2: 0,
+                op: 0x189,
+                val: 0,
+                start_ns: S,
+                ip: 0,
+                sp: 0,
+                bp: 0,
+                words_addr: 0,
+                words: Vec::new(),
+                origin: WaitOrigin::Snapshot,
+            },
+        })
+        .unwrap();
+        let t = |tid: u32, frames: Vec<PyFrame>| PyThreadView {
+            tid,
+            ident: u64::from(tid),
+            name: None,
+            frames,
+            wait: None,
+            held: Vec::new(),
+            joins: None,
+            label: None,
+            future: None,
+        };
+        let mut worker = t(101, vec![frame("job", 34)]);
+        worker.wait = Some(PyWait {
+            lock: LOCK,
+            kind: PyLockKind::Lock,
+            how: How::With,
+            frame: 0,
+            name: Some("state_lock".into()),
+        });
+        let task = TaskView {
+            addr: TASK,
+            name: "holder".into(),
+            coro: "holder".into(),
+            state: TaskState::Pending,
+            chain: vec![frame("holder", 48)],
+            waits_for: Vec::new(),
+            waits_lock: None,
+            holds: Vec::new(),
+            label: Some("run_in_executor(job) in pool asyncio, run by thread 101".into()),
+            running: false,
+            fut_waiter: None,
+            executor: Some(ExecutorWait {
+                future: 0xf000,
+                pool: 0x9000,
+                pool_name: "asyncio".into(),
+                callable: Some("job".into()),
+                worker: Some(101),
+            }),
+            thread_locks: if held {
+                vec![TaskThreadLock {
+                    lock: LOCK,
+                    kind: PyLockKind::Lock,
+                    name: Some("state_lock".into()),
+                    frame: 0,
+                    line: Some(47),
+                }]
+            } else {
+                Vec::new()
+            },
+        };
+        e.apply(&Event::PyState {
+            ts_ns: 2 * S,
+            tgid: 100,
+            view: PyView {
+                version: "3.12.1".into(),
+                threads: vec![t(100, vec![frame("main", 99)]), worker],
+                locks: vec![PyLockInfo {
+                    addr: LOCK,
+                    kind: PyLockKind::Lock,
+                    name: Some("state_lock".into()),
+                    word: WORD,
+                    owner: None,
+                }],
+                asyncio: Some(AsyncView {
+                    loops: vec![LoopView {
+                        addr: 0x6000,
+                        tid: Some(100),
+                        tasks: vec![task],
+                        ..Default::default()
+                    }],
+                    note: None,
+                }),
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        e
+    }
+
+    /// The task holding the lock its executor job waits for: one deadlock
+    /// (no orphaned lock), naming the task, pool, worker, callable, lock
+    /// and both lines.
+    #[test]
+    fn a_lock_held_across_run_in_executor_that_the_job_takes_is_a_deadlock() {
+        let mut e = engine(true);
+        let found = e.check(3 * S);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.kind, FindingKind::Deadlock);
+        let tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+        assert_eq!(tids, vec![101, 100]);
+        assert_eq!(f.tasks.len(), 1);
+        assert_eq!(f.tasks[0].name, "holder");
+        assert_eq!(f.locks.len(), 1);
+        assert_eq!(f.locks[0].addr, LOCK);
+        let Detail::ExecutorDeadlock { hops } = &f.detail else {
+            panic!("{:?}", f.detail)
+        };
+        assert_eq!(hops.len(), 2);
+        assert_eq!(
+            f.summary(),
+            "asyncio task and executor worker wait for each other: \
+             task \"holder\" awaits run_in_executor(job) in pool asyncio, run by thread 101 \"asyncio_0\"; \
+             thread 101 \"asyncio_0\" at /app/svc.py:34 waits for threading.Lock state_lock, \
+             held by task \"holder\" (`with` at /app/svc.py:47) across an await"
+        );
+        // Reported once.
+        assert!(e.check(30 * S).is_empty(), "{:#?}", e.findings());
+    }
+
+    /// The job waits for a lock the task does not hold (a lock nobody
+    /// holds): no deadlock through the executor.
+    #[test]
+    fn a_job_waiting_for_a_lock_the_task_does_not_hold_is_no_executor_deadlock() {
+        let mut e = engine(false);
+        let found = e.check(3 * S);
+        assert!(
+            found
+                .iter()
+                .all(|f| !matches!(f.detail, Detail::ExecutorDeadlock { .. })),
+            "{found:#?}"
+        );
+    }
 }
