@@ -11,6 +11,9 @@
 //!   the job waits in `run_coroutine_threadsafe(touch(), loop).result()`
 //!   while touch() waits for that lock: one deadlock, worker -> touch's
 //!   task -> "holder" -> worker;
+//! - `queued`: "holder", in `with state_lock:`, hands pool "io"'s only
+//!   worker `blocker` (which takes `state_lock`) and awaits `later`, queued
+//!   behind it: one deadlock through the queued item and that worker;
 //! - `ok` (negative control): "holder" keeps `state_lock` across awaits of
 //!   a job that does not take it, and "quick" awaits jobs that complete: no
 //!   finding.
@@ -188,6 +191,40 @@ fn check_plain_lock(label: &str, r: &Value, out: &[String]) {
 
 fn check_rlock(label: &str, r: &Value, out: &[String]) {
     check_lock(label, r, out, "py_r_lock");
+}
+
+/// queued: holder -> `later` queued in pool io -> its only worker io_0
+/// (running `blocker`) -> state_lock held by holder.
+fn check_queued(label: &str, r: &Value, out: &[String]) {
+    let (lp, wk) = (tid_of(out, "MainThread"), tid_of(out, "io_0"));
+    let f = the_deadlock(label, r);
+    assert_eq!(
+        tids(f),
+        sorted(vec![lp.into(), wk.into()]),
+        "{label}: {f:#}"
+    );
+    let hops = f["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 2, "{label}: {f:#}");
+    let h = &hops[0];
+    assert_eq!(h["hop"], "executor_queued", "{label}: {h:#}");
+    assert_eq!(h["task"], "holder", "{label}: {h:#}");
+    assert_eq!(h["callable"], "later", "{label}: {h:#}");
+    assert_eq!(h["pool"], "io", "{label}: {h:#}");
+    assert_eq!(h["workers"], serde_json::json!([wk]), "{label}: {h:#}");
+    let h = &hops[1];
+    assert_eq!(h["hop"], "task_lock", "{label}: {h:#}");
+    assert_eq!(h["tid"], wk, "{label}: {h:#}");
+    assert_eq!(h["name"], "state_lock", "{label}: {h:#}");
+    assert_eq!(h["task"], "holder", "{label}: {h:#}");
+    let blocker_line = line_of("def blocker():", "    with state_lock:");
+    let held_line = line_of("async def holder_queued(loop):", "    with state_lock:");
+    assert_eq!(line(&h["site"]), blocker_line, "{label}: {h:#}");
+    assert_eq!(line(&h["held_at"]), held_line, "{label}: {h:#}");
+    let s = f["summary"].as_str().unwrap();
+    let want = format!(
+        "task \"holder\" awaits run_in_executor(later) in pool io, queued, and every worker of the pool waits: thread {wk} \"io_0\"; thread {wk} \"io_0\" at "
+    );
+    assert!(s.contains(&want), "{label}: no {want:?} in {s}");
 }
 
 /// threadsafe: holder -> worker -> touch's task (run_coroutine_threadsafe)
@@ -461,4 +498,28 @@ fn run_lock_held_across_await() {
 #[ignore = "needs root and BPF"]
 fn run_threadsafe() {
     run_hang("threadsafe", check_threadsafe);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn dump_queued_behind_a_worker_waiting_for_the_task() {
+    dump_hang(
+        "queued",
+        check_queued,
+        &[
+            "awaits run_in_executor(later) in pool io, queued, and every worker of the pool waits: thread ",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn attach_queued() {
+    attach_hang("queued", check_queued);
+}
+
+#[test]
+#[ignore = "needs root and BPF"]
+fn run_queued() {
+    run_hang("queued", check_queued);
 }

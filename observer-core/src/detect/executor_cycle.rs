@@ -35,6 +35,16 @@ pub enum Hop {
         pool: String,
         worker: Tid,
     },
+    /// `task` awaits `run_in_executor(callable)` still queued in `pool`,
+    /// whose `workers` all wait (the first is followed).
+    ExecutorQueued {
+        task: String,
+        task_addr: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        callable: Option<String>,
+        pool: String,
+        workers: Vec<Tid>,
+    },
     /// Thread `tid` waits (at `site`) for `threading` lock `lock`, held by
     /// a `with` block (at `held_at`) of `task`'s suspended coroutine.
     TaskLock {
@@ -122,13 +132,38 @@ impl Detector for ExecutorCycle {
 /// Follows the one way out of each node (a task: its executor's worker,
 /// else the task it awaits) from `start` back to it.
 fn cycle_from(cx: &Ctx, v: &PyView, a: &AsyncView, start: Node) -> Option<Vec<(Node, Hop)>> {
+    walk(cx, v, a, start, start, 0)
+}
+
+/// Nested checks of the other workers of a pool an item is queued in.
+const MAX_DEPTH: usize = 4;
+
+/// The path from `from` to `to`, each node's one way out. An item queued
+/// in a pool waits for its first worker, and needs every other worker of
+/// the pool to wait for `to` as well (any of them would take it).
+fn walk(
+    cx: &Ctx,
+    v: &PyView,
+    a: &AsyncView,
+    from: Node,
+    to: Node,
+    depth: usize,
+) -> Option<Vec<(Node, Hop)>> {
     let mut path: Vec<(Node, Hop)> = Vec::new();
-    let mut at = start;
+    let mut at = from;
     let mut visited = HashSet::new();
     while path.len() < MAX_HOPS && visited.insert(at) {
         let (next, hop) = step(cx, v, a, at)?;
+        if let Hop::ExecutorQueued { workers, .. } = &hop {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            for &w in &workers[1..] {
+                walk(cx, v, a, Node::Thread(w), at, depth + 1)?;
+            }
+        }
         path.push((at, hop));
-        if next == start {
+        if next == to {
             return Some(path);
         }
         at = next;
@@ -145,7 +180,23 @@ fn step(cx: &Ctx, v: &PyView, a: &AsyncView, at: Node) -> Option<(Node, Hop)> {
                 return None;
             }
             if let Some(e) = &t.executor {
-                let w = e.worker?;
+                let Some(w) = e.worker else {
+                    // Queued: every worker of its pool, all of them seen.
+                    let p = v.pool(e.pool)?;
+                    if p.workers.is_empty() || p.started.is_some_and(|n| p.workers.len() < n) {
+                        return None;
+                    }
+                    return Some((
+                        Node::Thread(p.workers[0]),
+                        Hop::ExecutorQueued {
+                            task: t.name.clone(),
+                            task_addr: addr,
+                            callable: e.callable.clone(),
+                            pool: e.pool_name.clone(),
+                            workers: p.workers.clone(),
+                        },
+                    ));
+                };
                 return Some((
                     Node::Thread(w),
                     Hop::Executor {
@@ -239,8 +290,16 @@ fn finding(cx: &Ctx, a: &AsyncView, path: Vec<(Node, Hop)>, key: &[Node]) -> Fin
     let mut tasks = Vec::new();
     let mut locks: Vec<LockInfo> = Vec::new();
     for (n, hop) in &path {
+        if let Hop::ExecutorQueued { workers, .. } = hop {
+            for w in workers {
+                if !tids.contains(w) {
+                    tids.push(*w);
+                }
+            }
+        }
         match n {
-            Node::Thread(t) => tids.push(*t),
+            Node::Thread(t) if !tids.contains(t) => tids.push(*t),
+            Node::Thread(_) => {}
             Node::Task(addr) => {
                 if let Some(ti) = task_info(a, *addr) {
                     tasks.push(ti);
@@ -308,6 +367,22 @@ pub fn hop_line(f: &Finding, h: &Hop) -> String {
             escape(pool),
             th(*worker)
         ),
+        Hop::ExecutorQueued {
+            task,
+            callable,
+            pool,
+            workers,
+            ..
+        } => {
+            let ws: Vec<String> = workers.iter().map(|&w| th(w)).collect();
+            format!(
+                "task \"{}\" awaits run_in_executor({}) in pool {}, queued, and every worker of the pool waits: {}",
+                escape(task),
+                escape(callable.as_deref().unwrap_or("?")),
+                escape(pool),
+                ws.join(", ")
+            )
+        }
         Hop::TaskLock {
             tid,
             lock,
