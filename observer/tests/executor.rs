@@ -372,6 +372,11 @@ fn dump_healthy() {
             assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
             let a = &r["processes"][0]["asyncio"];
             let h = task(a, "holder");
+            let q = task(a, "quick");
+            assert!(
+                q["executor"].is_null() || q["executor"]["callable"] == "sleep",
+                "{label}: {q:#}"
+            );
             if h["executor"]["callable"] == "side_job" && !h["executor"]["worker"].is_null() {
                 let tl = &h["thread_locks"][0];
                 seen |= tl["name"] == "state_lock" && tl["line"] == held_line;

@@ -466,8 +466,14 @@ mod tests {
     /// "holder" on the loop awaits `run_in_executor(job)` run by 101 and,
     /// when `held`, keeps `state_lock` across that await (svc.py:47).
     fn engine(held: bool) -> Engine {
+        engine_with(held, &[])
+    }
+
+    /// `engine`, the task's item queued (no worker) in a pool whose
+    /// workers are `queued` (101 waits for the lock; others run).
+    fn engine_with(held: bool, queued: &[u32]) -> Engine {
         let mut e = Engine::new(Limits::new(S / 2), ());
-        for (tid, name) in [(100, "MainThread"), (101, "asyncio_0")] {
+        for (tid, name) in [(100, "MainThread"), (101, "asyncio_0"), (102, "asyncio_1")] {
             e.apply(&Event::ThreadSeen {
                 ts_ns: 1,
                 tgid: 100,
@@ -533,7 +539,7 @@ mod tests {
                 pool: 0x9000,
                 pool_name: "asyncio".into(),
                 callable: Some("job".into()),
-                worker: Some(101),
+                worker: queued.is_empty().then_some(101),
             }),
             thread_locks: if held {
                 vec![TaskThreadLock {
@@ -552,7 +558,23 @@ mod tests {
             tgid: 100,
             view: PyView {
                 version: "3.12.1".into(),
-                threads: vec![t(100, vec![frame("main", 99)]), worker],
+                threads: vec![
+                    t(100, vec![frame("main", 99)]),
+                    worker,
+                    t(102, vec![frame("work", 7)]),
+                ],
+                pools: if queued.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![crate::vocab::python::PyPool {
+                        queue: 0x9000,
+                        executor: None,
+                        prefix: Some("asyncio".into()),
+                        started: Some(queued.len()),
+                        workers: queued.to_vec(),
+                        queued: Vec::new(),
+                    }]
+                },
                 locks: vec![PyLockInfo {
                     addr: LOCK,
                     kind: PyLockKind::Lock,
@@ -612,6 +634,36 @@ mod tests {
     #[test]
     fn a_job_waiting_for_a_lock_the_task_does_not_hold_is_no_executor_deadlock() {
         let mut e = engine(false);
+        let found = e.check(3 * S);
+        assert!(
+            found
+                .iter()
+                .all(|f| !matches!(f.detail, Detail::ExecutorDeadlock { .. })),
+            "{found:#?}"
+        );
+    }
+
+    /// The item queued in a pool whose only worker waits for the task: a
+    /// deadlock; with a second worker that runs, none (it would take it).
+    #[test]
+    fn an_item_queued_behind_workers_that_all_wait_for_the_task_is_a_deadlock() {
+        let mut e = engine_with(true, &[101]);
+        let found = e.check(3 * S);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let Detail::ExecutorDeadlock { hops } = &found[0].detail else {
+            panic!("{found:#?}")
+        };
+        assert!(
+            matches!(&hops[0], super::Hop::ExecutorQueued { workers, .. } if workers == &vec![101])
+        );
+        assert!(
+            found[0].summary().contains(
+                "awaits run_in_executor(job) in pool asyncio, queued, and every worker of the pool waits: thread 101 \"asyncio_0\"; "
+            ),
+            "{}",
+            found[0].summary()
+        );
+        let mut e = engine_with(true, &[101, 102]);
         let found = e.check(3 * S);
         assert!(
             found

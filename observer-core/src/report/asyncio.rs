@@ -85,9 +85,10 @@ pub fn tasks(s: &mut String, v: &AsyncView, py: Option<&PyView>) {
                 );
             }
             for h in &t.thread_locks {
-                let kind = match h.kind {
-                    crate::vocab::python::PyLockKind::Lock => "threading.Lock",
-                    crate::vocab::python::PyLockKind::RLock => "threading.RLock",
+                let kind = if h.kind == crate::vocab::python::PyLockKind::RLock {
+                    "threading.RLock"
+                } else {
+                    "threading.Lock"
                 };
                 let at = t
                     .chain

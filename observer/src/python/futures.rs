@@ -137,6 +137,13 @@ impl<M: Mem> Walk<'_, '_, M> {
             "method" => self.r.u64(obj + l.method_func)?,
             // partialobject: { head, fn, args, kw, ... }
             "functools.partial" => return self.callable_name(self.r.u64(obj + 16)?),
+            // A builtin (`time.sleep`): its PyMethodDef's ml_name.
+            "builtin_function_or_method" => {
+                let name = self.r.u64(self.r.u64(obj + l.cfunc_ml)?)?;
+                let b = self.r.bytes(name, 64)?;
+                let end = b.iter().position(|&c| c == 0)?;
+                return std::str::from_utf8(&b[..end]).ok().map(str::to_string);
+            }
             _ => return Some(ty),
         };
         self.r.string(self.r.u64(func + l.func_qualname)?)

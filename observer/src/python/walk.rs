@@ -406,9 +406,10 @@ impl<M: Mem> Walk<'_, '_, M> {
             let Some((lock, kind, Slot::Exit)) = self.slot_lock(&f.stack, k) else {
                 continue;
             };
-            let held = match kind {
-                PyLockKind::RLock => self.rlock_owner(lock).is_some_and(|(_, n)| n > 0),
-                PyLockKind::Lock => self.locked(lock, kind, 0),
+            let held = if kind == PyLockKind::RLock {
+                self.rlock_owner(lock).is_some_and(|(_, n)| n > 0)
+            } else {
+                self.locked(lock, kind, 0)
             };
             if held && !out.iter().any(|x| x.0 == lock) {
                 out.push((lock, kind, self.with_line(f, k)));
