@@ -5,6 +5,7 @@ mod await_cycle;
 mod cross_process;
 mod deadlock;
 mod event_loop_blocked;
+mod executor_cycle;
 mod exit_holding_lock;
 mod lock_order;
 mod long_wait;
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 pub use await_cycle::{TaskInfo, task_name, wait_line};
 pub use cross_process::ProcessInfo;
+pub use executor_cycle::{Hop, hop_line};
 pub use orphaned_lock::Inherited;
 pub use pool_starvation::StarvedPool;
 pub use words::describe_lock;
@@ -224,6 +226,10 @@ pub enum Detail {
     ExitHoldingLock { held: Vec<HeldAtExit> },
     /// `tasks` await each other in a cycle (one task: it awaits itself).
     AwaitCycle,
+    /// A cycle through `loop.run_in_executor`: a task awaits the worker
+    /// running its callable, which waits (maybe through other threads and
+    /// tasks) for that task; `hops` in order.
+    ExecutorDeadlock { hops: Vec<executor_cycle::Hop> },
     /// The event loop of `threads[0]` stayed out of its selector for
     /// `blocked_ns` (`runq_ns` of it waiting for a CPU), `ongoing` if it
     /// still is; `task` ran (else a callback), at `at`, the innermost frame
@@ -270,6 +276,7 @@ impl Finding {
             Detail::LockOrderInversion => lock_order::describe(self),
             Detail::ExitHoldingLock { .. } => exit_holding_lock::describe(self),
             Detail::AwaitCycle => await_cycle::describe(self),
+            Detail::ExecutorDeadlock { .. } => executor_cycle::describe(self),
             Detail::EventLoopBlocked { .. } => event_loop_blocked::describe(self),
             Detail::PoolStarvation(_) => pool_starvation::describe(self),
         }
@@ -518,6 +525,7 @@ impl Detectors {
             // no earlier finding explains.
             detectors: vec![
                 Box::new(deadlock::Deadlock),
+                Box::new(executor_cycle::ExecutorCycle),
                 Box::new(pi_deadlock::PiDeadlock),
                 Box::new(orphaned_lock::OrphanedLock),
                 Box::new(pool_starvation::PoolStarvation),

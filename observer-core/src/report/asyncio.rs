@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::escape;
 use crate::{
-    detect::{Finding, FindingKind, wait_line},
+    detect::{Detail, Finding, FindingKind, hop_line, wait_line},
     model::Model,
     vocab::{asyncio::AsyncView, python::PyView},
 };
@@ -84,6 +84,30 @@ pub fn tasks(s: &mut String, v: &AsyncView, py: Option<&PyView>) {
                     h.addr
                 );
             }
+            for h in &t.thread_locks {
+                let kind = if h.kind == crate::vocab::python::PyLockKind::RLock {
+                    "threading.RLock"
+                } else {
+                    "threading.Lock"
+                };
+                let at = t
+                    .chain
+                    .get(h.frame)
+                    .map(|f| {
+                        format!(
+                            " (`with` at {}:{})",
+                            escape(&f.file),
+                            h.line.unwrap_or(f.line)
+                        )
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "      holds {kind} {} ({:#x}) across an await{at}",
+                    escape(h.name.as_deref().unwrap_or("?")),
+                    h.lock
+                );
+            }
             // Innermost first, like a thread's stack.
             for f in t.chain.iter().rev() {
                 let _ = writeln!(
@@ -105,6 +129,36 @@ pub fn finding(f: &Finding) -> Option<String> {
         return None;
     }
     let mut s = String::new();
+    if let Detail::ExecutorDeadlock { hops } = &f.detail {
+        let _ = writeln!(
+            s,
+            "Found one deadlock through run_in_executor ({} task{}, {} thread{}) in process {}:",
+            f.tasks.len(),
+            if f.tasks.len() == 1 { "" } else { "s" },
+            f.threads.len(),
+            if f.threads.len() == 1 { "" } else { "s" },
+            f.tgid
+        );
+        for h in hops {
+            let _ = writeln!(s, "  {}", hop_line(f, h));
+        }
+        for t in &f.tasks {
+            let on = t
+                .loop_tid
+                .map(|x| format!(" on the loop of thread {x}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "Task \"{}\" (coro {}, {}){on}:",
+                escape(&t.name),
+                escape(&t.coro),
+                t.state.as_str()
+            );
+            super::python::frames(&mut s, &t.frames, "    ");
+        }
+        super::findings::stacks(&mut s, f);
+        return Some(s);
+    }
     let _ = writeln!(
         s,
         "Found one asyncio await cycle ({} task{}) in process {}:",

@@ -232,7 +232,7 @@ pub fn frame_line(f: &crate::vocab::frames::Frame) -> String {
 }
 
 /// The stacks of the threads of a finding, innermost frame first.
-fn stacks(s: &mut String, f: &Finding) {
+pub(super) fn stacks(s: &mut String, f: &Finding) {
     let with: Vec<&ThreadInfo> = f.threads.iter().filter(|t| !t.frames.is_empty()).collect();
     if with.is_empty() {
         return;

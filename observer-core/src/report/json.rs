@@ -22,9 +22,13 @@ impl Serialize for Finding {
             crate::detect::Detail::PoolStarvation(p) => Some(p),
             _ => None,
         };
+        let hops = match &self.detail {
+            crate::detect::Detail::ExecutorDeadlock { hops } => Some(hops),
+            _ => None,
+        };
         let mut st = s.serialize_struct(
             "Finding",
-            6 + cycle as usize + tasks as usize + pool.is_some() as usize,
+            6 + cycle as usize + tasks as usize + pool.is_some() as usize + hops.is_some() as usize,
         )?;
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("tgid", &self.tgid)?;
@@ -45,6 +49,10 @@ impl Serialize for Finding {
         match pool {
             Some(p) => st.serialize_field("pool", p)?,
             None => st.skip_field("pool")?,
+        }
+        match hops {
+            Some(h) => st.serialize_field("hops", h)?,
+            None => st.skip_field("hops")?,
         }
         st.end()
     }

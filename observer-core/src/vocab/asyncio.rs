@@ -82,6 +82,47 @@ pub struct TaskView {
     /// The future it awaits (`_fut_waiter`), as read; for the reader only.
     #[serde(skip)]
     pub fut_waiter: Option<u64>,
+    /// It awaits `loop.run_in_executor(...)`: the pool's worker running the
+    /// callable completes it (none yet: queued). An edge to that thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorWait>,
+    /// `threading` locks the active `with` blocks of its suspended
+    /// coroutine frames hold (across an `await`): its loop thread holds
+    /// them while it is suspended, and only resuming it releases them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thread_locks: Vec<TaskThreadLock>,
+}
+
+/// What a task awaiting `loop.run_in_executor(pool, fn)` waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorWait {
+    /// The executor's `concurrent.futures.Future`.
+    pub future: u64,
+    /// The pool's work queue (`PyPool::queue`) and its name.
+    pub pool: u64,
+    pub pool_name: String,
+    /// The callable's qualname, when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callable: Option<String>,
+    /// The worker running it; none: still queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
+}
+
+/// A `threading.Lock`/`RLock` held by a `with` block of a suspended
+/// coroutine frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskThreadLock {
+    pub lock: u64,
+    pub kind: super::python::PyLockKind,
+    /// As that frame spells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The frame (index in the task's chain) whose `with` holds it.
+    pub frame: usize,
+    /// The `with` statement's line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +154,17 @@ impl AsyncView {
         self.loops
             .iter()
             .find_map(|l| Some((l, l.tasks.iter().find(|t| t.addr == addr)?)))
+    }
+
+    /// The task whose suspended coroutine holds `threading` lock `lock`
+    /// in a `with` block, its loop, and how it holds it.
+    pub fn thread_lock_holder(&self, lock: u64) -> Option<(&LoopView, &TaskView, &TaskThreadLock)> {
+        self.loops.iter().find_map(|l| {
+            l.tasks.iter().find_map(|t| {
+                let h = t.thread_locks.iter().find(|h| h.lock == lock)?;
+                Some((l, t, h))
+            })
+        })
     }
 
     /// The loop `tid` runs.

@@ -228,6 +228,14 @@ impl PyView {
             .iter()
             .find(|t| t.held.iter().any(|h| h.lock == lock))
             .map(|t| t.tid)
+            // Held across an `await` by a suspended task: its loop thread
+            // (only the loop resuming that task releases it).
+            .or_else(|| {
+                self.asyncio
+                    .as_ref()?
+                    .thread_lock_holder(lock)
+                    .and_then(|(l, t, _)| l.tid.filter(|_| t.state == asyncio::TaskState::Pending))
+            })
     }
 
     /// "ledger_lock" or "<_thread.lock at 0x7f..>".

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::{
     FutureSource, PyFutureWait, PyPool, PyQueued, PyView,
-    asyncio::AsyncView,
+    asyncio::{AsyncView, ExecutorWait},
     reader::{Mem, u64_at},
     walk::{RawFrame, RawThread, Walk},
 };
@@ -137,6 +137,13 @@ impl<M: Mem> Walk<'_, '_, M> {
             "method" => self.r.u64(obj + l.method_func)?,
             // partialobject: { head, fn, args, kw, ... }
             "functools.partial" => return self.callable_name(self.r.u64(obj + 16)?),
+            // A builtin (`time.sleep`): its PyMethodDef's ml_name.
+            "builtin_function_or_method" => {
+                let name = self.r.u64(self.r.u64(obj + l.cfunc_ml)?)?;
+                let b = self.r.bytes(name, 64)?;
+                let end = b.iter().position(|&c| c == 0)?;
+                return std::str::from_utf8(&b[..end]).ok().map(str::to_string);
+            }
             _ => return Some(ty),
         };
         self.r.string(self.r.u64(func + l.func_qualname)?)
@@ -309,13 +316,13 @@ impl<M: Mem> Walk<'_, '_, M> {
     /// Tasks awaiting `loop.run_in_executor(...)`: the asyncio future a
     /// task awaits is kept by the done callback (`_call_set_state`) of the
     /// executor's future. (task, label naming the callable, the pool and
-    /// the worker running it).
+    /// the worker running it, and the wait: an edge to that worker).
     fn executor_awaits(
         &mut self,
         aio: &AsyncView,
         items: &HashMap<u64, Item>,
         pools: &[PyPool],
-    ) -> Vec<(u64, String)> {
+    ) -> Vec<(u64, String, ExecutorWait)> {
         let awaited: Vec<u64> = aio
             .loops
             .iter()
@@ -345,10 +352,10 @@ impl<M: Mem> Walk<'_, '_, M> {
         }
         let mut out = Vec::new();
         for t in aio.loops.iter().flat_map(|l| &l.tasks) {
-            let Some(it) = t
+            let Some((&cf, it)) = t
                 .fut_waiter
                 .and_then(|w| by_waiter.get(&w))
-                .and_then(|cf| items.get(cf))
+                .and_then(|cf| Some((cf, items.get(cf)?)))
             else {
                 continue;
             };
@@ -367,6 +374,13 @@ impl<M: Mem> Walk<'_, '_, M> {
                     "run_in_executor({}) in pool {pool}, {who}",
                     it.callable.as_deref().unwrap_or("?")
                 ),
+                ExecutorWait {
+                    future: cf,
+                    pool: it.pool,
+                    pool_name: pool,
+                    callable: it.callable.clone(),
+                    worker: it.runner,
+                },
             ));
         }
         out
@@ -547,7 +561,7 @@ pub(super) fn read<M: Mem>(
 pub(super) struct Found {
     waits: Vec<(u32, PyFutureWait)>,
     pools: Vec<PyPool>,
-    in_executor: Vec<(u64, String)>,
+    in_executor: Vec<(u64, String, ExecutorWait)>,
 }
 
 /// Who completes `fut`: a pool's worker (or its queue), or an event loop.
@@ -647,8 +661,9 @@ pub(super) fn apply(view: &mut PyView, found: Found) {
         .flat_map(|a| &mut a.loops)
         .flat_map(|l| &mut l.tasks);
     for t in tasks {
-        if let Some((_, l)) = found.in_executor.iter().find(|x| x.0 == t.addr) {
+        if let Some((_, l, e)) = found.in_executor.iter().find(|x| x.0 == t.addr) {
             t.label = Some(l.clone());
+            t.executor = Some(e.clone());
         }
     }
 }

@@ -397,6 +397,27 @@ impl<M: Mem> Walk<'_, '_, M> {
         line_of(ci.linetable.as_ref()?, f.first_line, unit)
     }
 
+    /// The `threading` locks the active `with` blocks of frame `f` hold,
+    /// read without knowing its thread (a suspended coroutine's frame):
+    /// each locked one, its kind and the `with` line.
+    pub(super) fn with_locks(&mut self, f: &RawFrame) -> Vec<(u64, PyLockKind, Option<i32>)> {
+        let mut out: Vec<(u64, PyLockKind, Option<i32>)> = Vec::new();
+        for k in 0..f.stack.len() {
+            let Some((lock, kind, Slot::Exit)) = self.slot_lock(&f.stack, k) else {
+                continue;
+            };
+            let held = if kind == PyLockKind::RLock {
+                self.rlock_owner(lock).is_some_and(|(_, n)| n > 0)
+            } else {
+                self.locked(lock, kind, 0)
+            };
+            if held && !out.iter().any(|x| x.0 == lock) {
+                out.push((lock, kind, self.with_line(f, k)));
+            }
+        }
+        out
+    }
+
     /// The futex word a lock's waiters sleep on.
     fn lock_word(&self, lock: u64, kind: PyLockKind) -> u64 {
         match (kind, self.r.l.lock, self.r.l.rlock) {

@@ -360,6 +360,8 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
             label: None,
             running: false,
             fut_waiter: None,
+            executor: None,
+            thread_locks: Vec::new(),
         })
     }
 
@@ -473,6 +475,7 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
         // Held asyncio locks: `__aexit__` bound to a lock on a chain's stacks.
         let mut held: HashMap<u64, Vec<AsyncLock>> = HashMap::new();
         let mut waiting: HashMap<u64, AsyncLock> = HashMap::new();
+        let mut thread_held: HashMap<u64, Vec<TaskThreadLock>> = HashMap::new();
         for (t, c) in chains {
             let mut exits: Vec<(usize, u64)> = Vec::new();
             for (fi, f) in c.frames.iter().enumerate() {
@@ -520,6 +523,24 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 });
             }
             held.insert(*t, hs);
+            // `threading` locks held across an `await` (`with lock:`).
+            let mut tl: Vec<TaskThreadLock> = Vec::new();
+            for (fi, f) in c.frames.iter().enumerate() {
+                for (lock, kind, line) in self.w.with_locks(f) {
+                    if tl.iter().any(|h| h.lock == lock) {
+                        continue;
+                    }
+                    let name = self.name_in(f, lock);
+                    tl.push(TaskThreadLock {
+                        lock,
+                        kind,
+                        name,
+                        frame: fi,
+                        line,
+                    });
+                }
+            }
+            thread_held.insert(*t, tl);
         }
         // What each task refers to, read once a task awaits a bare future.
         let mut owners: Option<Owners> = None;
@@ -536,6 +557,9 @@ impl<M: Mem> Asyncio<'_, '_, '_, M> {
                 tv.chain = c.frames.iter().map(|f| f.frame.clone()).collect();
                 tv.running = c.running;
                 tv.holds = held.get(&tv.addr).cloned().unwrap_or_default();
+                if tv.state == TaskState::Pending && !tv.running {
+                    tv.thread_locks = thread_held.remove(&tv.addr).unwrap_or_default();
+                }
                 if tv.state != TaskState::Pending {
                     continue;
                 }

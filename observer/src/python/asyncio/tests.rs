@@ -171,6 +171,8 @@ fn task(addr: u64, name: &str, waits: &[u64]) -> TaskView {
         label: None,
         running: false,
         fut_waiter: None,
+        executor: None,
+        thread_locks: Vec::new(),
     }
 }
 
