@@ -28,6 +28,10 @@ const MAX_INNER: usize = 3;
 const MAX_ITEMS: u64 = 4096;
 const MAX_CALLBACKS: usize = 16;
 
+/// `PyTypeObject.tp_call` is 13 pointers after `tp_name` (tp_basicsize
+/// .. tp_hash between them), the same in 3.11-3.15.
+const TP_CALL_AFTER_TP_NAME: u64 = 13 * 8;
+
 fn in_file(f: &RawFrame, tail: &str) -> bool {
     f.frame.file.ends_with(tail)
 }
@@ -144,7 +148,14 @@ impl<M: Mem> Walk<'_, '_, M> {
                 let end = b.iter().position(|&c| c == 0)?;
                 return std::str::from_utf8(&b[..end]).ok().map(str::to_string);
             }
-            _ => return Some(ty),
+            // A callable object (a class, an instance with `__call__`): its
+            // type's name. A read torn by the running program can land on
+            // any object: one whose type has no tp_call names no job.
+            _ => {
+                let (_, t) = self.r.header(obj)?;
+                let call = self.r.u64(t + l.type_name + TP_CALL_AFTER_TP_NAME)?;
+                return (call != 0).then_some(ty);
+            }
         };
         self.r.string(self.r.u64(func + l.func_qualname)?)
     }
