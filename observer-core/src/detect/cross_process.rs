@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{Ctx, Detail, Edge, Finding, FindingKind, Limits};
 use crate::{
     event::Tid,
-    graph::{Holder, WaitForGraph, WaitNode},
+    graph::{Holder, LockKind, WaitForGraph, WaitNode},
     model::{Model, shared::FutexKey},
 };
 
@@ -51,6 +51,14 @@ pub(super) fn check(
                     match model.foreign_owner(p, w.target.lock, w.op, o) {
                         Some(f) if f.shared => o,
                         _ => continue,
+                    }
+                }
+                // A multiprocessing lock no thread of `p` holds: the
+                // process whose view holds its semaphore.
+                Holder::Unknown if w.target.kind == LockKind::MpLock => {
+                    match model.mp_holder(p, w.uaddr, w.op) {
+                        Some((_, h)) => h,
+                        None => continue,
                     }
                 }
                 _ => continue,
@@ -110,7 +118,14 @@ fn finding(
         let p = model.process(h.tgid)?;
         // One lock, one owner: two waits on it naming different owners are
         // views of different moments (processes are read one at a time).
-        let lock = p.futex_key(h.wait.target.lock, h.wait.op);
+        // A multiprocessing lock's word is its semaphore (the lock is the
+        // SemLock object, private to each process).
+        let word = if h.wait.target.kind == LockKind::MpLock {
+            h.wait.uaddr
+        } else {
+            h.wait.target.lock
+        };
+        let lock = p.futex_key(word, h.wait.op);
         if *owners.entry(lock).or_insert(h.holder) != h.holder {
             return None;
         }
@@ -125,7 +140,7 @@ fn finding(
         };
         threads.push(cx.thread(h.wait.tid));
         edges.push(cx.edge(h.wait, h.holder));
-        let key = p.futex_key(h.wait.target.lock, h.wait.op);
+        let key = lock;
         objects.push(match key {
             FutexKey::Shared { .. } => p.object_name(key),
             FutexKey::Private { .. } => None,

@@ -191,3 +191,25 @@ mod tests {
         assert!(!super::mid_exec(u32::MAX));
     }
 }
+
+/// The processes other than `except` that map the object (device, inode)
+/// shared (`MAP_SHARED`): who else can take a lock that lives in it, as
+/// fuser(1) finds them.
+pub fn sharing(dev: (u32, u32), inode: u64, except: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != except)
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|t| {
+                observer_core::vocab::frames::parse_maps(&t)
+                    .iter()
+                    .any(|m| m.shared && m.dev == dev && m.inode == inode)
+            })
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
