@@ -29,6 +29,8 @@ struct Hop<'a> {
     tgid: u32,
     wait: &'a WaitNode,
     holder: Tid,
+    /// The lock as the holder's process has it, at another address.
+    holder_lock: Option<u64>,
 }
 
 pub(super) fn check(
@@ -45,6 +47,7 @@ pub(super) fn check(
             continue;
         };
         for w in graph.waits.values() {
+            let mut holder_lock = None;
             let holder = match w.target.holder {
                 Holder::Thread(h) => h,
                 Holder::Gone(o) if w.target.kind.has_owner() => {
@@ -57,7 +60,10 @@ pub(super) fn check(
                 // process whose view holds its semaphore.
                 Holder::Unknown if w.target.kind == LockKind::MpLock => {
                     match model.mp_holder(p, w.uaddr, w.op) {
-                        Some((_, h)) => h,
+                        Some((_, h, l)) => {
+                            holder_lock = (l != w.target.lock).then_some(l);
+                            h
+                        }
                         None => continue,
                     }
                 }
@@ -70,6 +76,7 @@ pub(super) fn check(
                     tgid,
                     wait: w,
                     holder,
+                    holder_lock,
                 },
             );
         }
@@ -139,7 +146,9 @@ fn finding(
             covered,
         };
         threads.push(cx.thread(h.wait.tid));
-        edges.push(cx.edge(h.wait, h.holder));
+        let mut e = cx.edge(h.wait, h.holder);
+        e.holder_lock = h.holder_lock;
+        edges.push(e);
         let key = lock;
         objects.push(match key {
             FutexKey::Shared { .. } => p.object_name(key),

@@ -175,7 +175,9 @@ impl Model {
     /// (futex word `uaddr`, op `op`): the view of each process names the
     /// holder among its own threads (the SemLock's `count` and `last_tid`
     /// are per process), and the semaphore is the same shared word.
-    pub fn mp_holder(&self, p: &Process, uaddr: u64, op: u32) -> Option<(&Process, Tid)> {
+    /// Returns that process, the thread, and the lock (SemLock) as that
+    /// process has it (another address, unless it was copied by fork).
+    pub fn mp_holder(&self, p: &Process, uaddr: u64, op: u32) -> Option<(&Process, Tid, u64)> {
         let key = p.futex_key(uaddr, op);
         if !matches!(key, FutexKey::Shared { .. }) {
             return None;
@@ -193,7 +195,7 @@ impl Model {
                         && l.word != 0
                         && word == key
                         && q.thread(tid).is_some_and(|t| t.alive()))
-                    .then_some((q, tid))
+                    .then_some((q, tid, l.addr))
                 })
             })
     }

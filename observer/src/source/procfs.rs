@@ -181,17 +181,6 @@ pub fn python_libs(pid: u32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    /// A running process has its arguments (arg_start set); a missing one
-    /// is not mid-exec either.
-    #[test]
-    fn a_settled_process_is_not_mid_exec() {
-        assert!(!super::mid_exec(std::process::id()));
-        assert!(!super::mid_exec(u32::MAX));
-    }
-}
-
 /// The processes other than `except` that map the object (device, inode)
 /// shared (`MAP_SHARED`): who else can take a lock that lives in it, as
 /// fuser(1) finds them.
@@ -212,4 +201,15 @@ pub fn sharing(dev: (u32, u32), inode: u64, except: u32) -> Vec<u32> {
         .collect();
     out.sort_unstable();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// A running process has its arguments (arg_start set); a missing one
+    /// is not mid-exec either.
+    #[test]
+    fn a_settled_process_is_not_mid_exec() {
+        assert!(!super::mid_exec(std::process::id()));
+        assert!(!super::mid_exec(u32::MAX));
+    }
 }
