@@ -4,8 +4,9 @@
 //! processes, naming both processes, both threads, both locks and both
 //! `with` lines (not two unrelated long waits), in `dump -p` (of either
 //! process: it follows into the processes that map the semaphore) and in
-//! `run --follow-forks --kill-on-deadlock` (which kills both); with the
-//! `fork` and the `forkserver` start methods (3.14's default). Negative
+//! `run --follow-forks --kill-on-deadlock` and `attach -p PARENT
+//! --follow-forks --kill-on-deadlock` (which kill both); with the `fork`
+//! and the `forkserver` start methods (3.14's default). Negative
 //! control: the two taking turns on one lock give no finding.
 //!
 //! Every target runs under a hard timeout (and its own `alarm`) and is
@@ -185,7 +186,7 @@ fn check_abba(label: &str, r: &Value, out: &[String], kind: &str) {
 /// report names.
 const MODES: [(&str, &str, &str); 2] = [
     ("lock", "fork", "mp_lock"),
-    ("rlock", "forkserver", "mp_rlock"),
+    ("rlock", "forkserver", "mp_r_lock"),
 ];
 
 fn start(py: &str, args: &[&str]) -> Proc {
@@ -268,6 +269,45 @@ fn mp_abba_run_kills_the_whole_cycle() {
             assert!(text.contains(&want), "{label}: want {want}\n{text}");
         }
         kill(child);
+        assert_no_programs_left();
+    }
+}
+
+/// `attach -p PARENT --follow-forks` to a deadlock formed before: its
+/// live descendants (the child; under forkserver, the server and its
+/// child) are observed too, the cycle is whole, both are killed.
+#[test]
+#[ignore = "needs root and BPF"]
+fn mp_abba_attach_follow_forks_finds_the_cycle() {
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        let (kind, method, rkind) = MODES[(i + 1) % 2];
+        let label = format!("{label} {kind} {method}");
+        let target = start(py, &[kind, method, "30"]);
+        let child = child_of(&target.stdout);
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
+        let mut p = Proc::spawn({
+            let mut c = observer();
+            c.args([
+                "attach",
+                "-p",
+                &target.pid().to_string(),
+                "--follow-forks",
+                "--kill-on-deadlock",
+                "--duration",
+                "20",
+                "--report",
+            ])
+            .arg(&rep);
+            c
+        });
+        let st = p.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
+        wait_dead(child);
+        wait_dead(target.pid());
+        let r = read_json(&rep);
+        check_abba(&label, &r, &target.stdout, rkind);
+        drop(target);
         assert_no_programs_left();
     }
 }

@@ -19,7 +19,6 @@ pub enum PyLockKind {
     /// taken and released by threads of several processes.
     MpLock,
     /// `multiprocessing.RLock` (a SemLock of kind RECURSIVE_MUTEX).
-    #[serde(rename = "mp_rlock")]
     MpRLock,
 }
 

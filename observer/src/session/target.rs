@@ -190,9 +190,30 @@ pub fn attach(opts: ObserveOpts, pid: u32, duration: Option<f64>, verbose: u8) -
         evs.extend(seed);
         // Waits already in progress: a deadlock that formed before we came.
         src.add_snapshot(pid, &tids, now, &mut evs);
+        // --follow-forks: the processes it forked before we came too (a
+        // multiprocessing child holding what the target waits for).
+        let mut tree = vec![pid];
+        if s.opts.follow_forks {
+            for q in procfs::descendants(pid) {
+                let Ok(seed) = procfs::seed_threads(q) else {
+                    continue;
+                };
+                if let Err(e) = src.probes.watch(q) {
+                    tracing::warn!("cannot observe descendant {q}: {e}");
+                    continue;
+                }
+                evs.push(procfs::start_event(q, now, true));
+                let tids = seeded_tids(&seed);
+                evs.extend(seed);
+                src.add_snapshot(q, &tids, now, &mut evs);
+                tree.push(q);
+            }
+        }
         s.feed(&mut evs)?;
         if UprobeSet::of(&s.opts).any() {
-            attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
+            for &q in &tree {
+                attach_uprobes(&mut src.probes, q, q, UprobeSet::of(&s.opts));
+            }
         }
         tracing::info!("observing pid {pid}");
         let mut one = One::new(&mut s, Target::Attached { pid }, pidfd, "attach")?;
