@@ -481,6 +481,42 @@ impl<M: Mem> Walk<'_, '_, M> {
         };
     }
 
+    /// The multiprocessing locks (SemLocks) the frames' locals and module
+    /// globals are, or hold as an attribute (`_semlock` of a
+    /// `multiprocessing.Lock`, `self.lock._semlock` is not followed).
+    fn mp_locks_in_reach(&mut self, raw: &[RawThread]) -> Vec<(u64, PyLockKind)> {
+        let mut values: Vec<u64> = Vec::new();
+        let mut dicts: Vec<u64> = Vec::new();
+        for f in raw.iter().flat_map(|t| &t.frames) {
+            values.extend(f.locals.iter().map(|x| x.1));
+            if f.globals != 0 && !dicts.contains(&f.globals) && dicts.len() < 64 {
+                dicts.push(f.globals);
+            }
+        }
+        for d in dicts {
+            values.extend(
+                self.r
+                    .str_dict(d)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|x| x.1),
+            );
+        }
+        values.sort_unstable();
+        values.dedup();
+        let mut out = Vec::new();
+        for v in values.into_iter().take(4096) {
+            let Some(attrs) = self.attrs(v) else { continue };
+            let Some(&(_, sl)) = attrs.iter().find(|(n, _)| n == "_semlock") else {
+                continue;
+            };
+            if let Some(k) = self.lock_kind(sl).filter(|k| k.across_processes()) {
+                out.push((sl, k));
+            }
+        }
+        out
+    }
+
     /// An RLock's owner (ident) and how many times it holds it (0: free).
     fn rlock_owner(&self, lock: u64) -> Option<(u64, u64)> {
         let b = self.r.bytes(lock + 16, 24)?;
@@ -606,6 +642,15 @@ impl<M: Mem> Walk<'_, '_, M> {
                 }
             }
             threads.push(view);
+        }
+        // A multiprocessing lock records its holder in this process too:
+        // when one is in play here, those the frames reach (locals,
+        // module globals, one attribute deep) are looked at, so one taken
+        // by `acquire()` outside a `with` has its holder as well.
+        if locks.values().any(|k| k.across_processes()) {
+            for (lock, kind) in self.mp_locks_in_reach(&raw) {
+                locks.entry(lock).or_insert(kind);
+            }
         }
         // RLock owners are recorded in the lock itself.
         let by_ident: HashMap<u64, u32> = raw.iter().map(|t| (t.ident, t.tid)).collect();
