@@ -235,7 +235,7 @@ pub struct ObserveOpts {
     /// Benchmarks: the deep tier's uprobes with do-nothing programs.
     #[arg(long, hide = true)]
     pub uprobes_bare: bool,
-    /// Also observe processes the target forks.
+    /// Also observe processes the target forks (attach: and those it forked before, its live descendants).
     #[arg(long)]
     pub follow_forks: bool,
     /// Kernel hooks: auto picks the cheapest that works (fentry, tp_btf, raw_tp, tracepoint).

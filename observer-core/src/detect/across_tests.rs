@@ -603,3 +603,139 @@ fn abba_across_processes_split_into_one_model_each() {
     // Alone, neither model has the cycle.
     assert!(super::Detectors::across_models(&models[..1], now, &limits).is_empty());
 }
+
+/// A `multiprocessing.Lock` in process `pid`: the SemLock object at `obj`
+/// (private), its semaphore at `word` in the shared mapping, held by
+/// `owner` (a thread of `pid`) or by none of its threads.
+fn mp_lock(obj: u64, word: u64, owner: Option<u32>) -> crate::vocab::python::PyLockInfo {
+    crate::vocab::python::PyLockInfo {
+        addr: obj,
+        kind: PyLockKind::MpLock,
+        name: Some(format!("lock_{:x}", word - SHM)),
+        word,
+        owner: owner.map(|t| (t, 1)),
+    }
+}
+
+/// `tid` of `pid` waits in `with` for the mp lock `obj` (semaphore `word`)
+/// and holds `held` (a SemLock of its own process).
+fn mp_thread(
+    m: &mut Model,
+    pid: u32,
+    tid: u32,
+    wait: Option<(u64, u64)>,
+    held: Option<u64>,
+) -> PyThreadView {
+    let mut t = py_thread(tid, &format!("t{tid}"), None, None);
+    if let Some((obj, word)) = wait {
+        t.wait = Some(PyWait {
+            lock: obj,
+            kind: PyLockKind::MpLock,
+            how: How::With,
+            frame: 0,
+            name: None,
+        });
+        m.apply(&Event::WaitBegin {
+            ts_ns: 2,
+            tgid: pid,
+            tid,
+            wait: Wait {
+                uaddr: word,
+                uaddr2: 0,
+                op: 0x109,
+                val: 0,
+                start_ns: 2,
+                ip: 0,
+                sp: 0,
+                bp: 0,
+                words_addr: 0,
+                words: Vec::new(),
+                origin: WaitOrigin::Kernel,
+            },
+        });
+    }
+    t.held = held
+        .map(|lock| PyHeld {
+            lock,
+            kind: PyLockKind::MpLock,
+            frame: Some(0),
+            name: None,
+            line: Some(10),
+        })
+        .into_iter()
+        .collect();
+    t
+}
+
+/// ABBA over two multiprocessing locks: each process's view names the
+/// holder among its own threads only (the SemLock objects are at other
+/// addresses in each process, as after forkserver/spawn); the shared
+/// semaphore joins the waiter in one process to the holder in the other.
+#[test]
+fn multiprocessing_locks_meet_their_holders_through_the_shared_semaphore() {
+    let (wa, wb) = (SHM + 0x20, SHM + 0x40);
+    for both in [true, false] {
+        let mut m = Model::new();
+        start(&mut m, 100, 1, "python3");
+        start(&mut m, 200, 100, "python3");
+        // Parent: 0xa100 = lock_a (held), 0xb100 = lock_b (waited for).
+        let t = mp_thread(&mut m, 100, 100, Some((0xb100, wb)), Some(0xa100));
+        m.apply(&Event::PyState {
+            ts_ns: 3,
+            tgid: 100,
+            view: PyView {
+                version: "3.12.1".into(),
+                threads: vec![t],
+                locks: vec![mp_lock(0xa100, wa, Some(100)), mp_lock(0xb100, wb, None)],
+                ..Default::default()
+            },
+        });
+        // Child: 0xa200 = lock_a, 0xb200 = lock_b (held); waits for
+        // lock_a only in the deadlock.
+        let wait = both.then_some((0xa200, wa));
+        let t = mp_thread(&mut m, 200, 200, wait, Some(0xb200));
+        m.apply(&Event::PyState {
+            ts_ns: 3,
+            tgid: 200,
+            view: PyView {
+                version: "3.12.1".into(),
+                threads: vec![t],
+                locks: vec![mp_lock(0xa200, wa, None), mp_lock(0xb200, wb, Some(200))],
+                ..Default::default()
+            },
+        });
+        let (p, tid, obj) = m.mp_holder(&m.processes[&100], wb, 0x109).unwrap();
+        assert_eq!((p.tgid, tid, obj), (200, 200, 0xb200));
+        let f = judge(&m);
+        let sums: Vec<_> = f.iter().map(|f| f.summary()).collect();
+        if !both {
+            // The child holds lock_b and runs: no hang, no orphan.
+            assert!(f.is_empty(), "{sums:?}");
+            continue;
+        }
+        assert_eq!(f.len(), 1, "{sums:?}");
+        assert_eq!(f[0].kind, FindingKind::Deadlock);
+        let Detail::ProcessesDeadlock { processes, .. } = &f[0].detail else {
+            panic!("{:?}", f[0].detail)
+        };
+        assert_eq!(processes.len(), 2);
+        let mut edges: Vec<_> = f[0]
+            .cycle
+            .iter()
+            .map(|e| (e.waiter_tid, e.holder_tid, e.lock.addr, e.holder_lock))
+            .collect();
+        edges.sort();
+        assert_eq!(
+            edges,
+            vec![
+                (100, 200, 0xb100, Some(0xb200)),
+                (200, 100, 0xa200, Some(0xa100))
+            ]
+        );
+        assert!(
+            f[0].cycle
+                .iter()
+                .all(|e| e.lock.kind == crate::graph::LockKind::MpLock)
+        );
+    }
+}

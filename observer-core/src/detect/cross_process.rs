@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{Ctx, Detail, Edge, Finding, FindingKind, Limits};
 use crate::{
     event::Tid,
-    graph::{Holder, WaitForGraph, WaitNode},
+    graph::{Holder, LockKind, WaitForGraph, WaitNode},
     model::{Model, Process, shared::FutexKey},
 };
 
@@ -39,6 +39,8 @@ struct Hop<'a> {
     tgid: u32,
     wait: &'a WaitNode,
     holder: Tid,
+    /// The lock as the holder's process has it, at another address.
+    holder_lock: Option<u64>,
 }
 
 /// Whether `owner`, named by a word in memory `p` shares, is a live thread
@@ -71,12 +73,27 @@ pub(super) fn check(
                 continue;
             };
             for w in graph.waits.values() {
+                let mut holder_lock = None;
                 let holder = match w.target.holder {
                     Holder::Thread(h) => h,
                     Holder::Gone(o)
                         if w.target.kind.has_owner() && shared_owner(views, i, p, w, o) =>
                     {
                         o
+                    }
+                    // A multiprocessing lock no thread of `p` holds: the
+                    // process whose view holds its semaphore.
+                    Holder::Unknown if w.target.kind == LockKind::MpLock => {
+                        match views
+                            .iter()
+                            .find_map(|v| v.model.mp_holder(p, w.uaddr, w.op))
+                        {
+                            Some((_, h, l)) => {
+                                holder_lock = (l != w.target.lock).then_some(l);
+                                h
+                            }
+                            None => continue,
+                        }
                     }
                     _ => continue,
                 };
@@ -88,6 +105,7 @@ pub(super) fn check(
                         tgid,
                         wait: w,
                         holder,
+                        holder_lock,
                     },
                 );
             }
@@ -137,7 +155,14 @@ fn finding(
         let p = model.process(h.tgid)?;
         // One lock, one owner: two waits on it naming different owners are
         // views of different moments (processes are read one at a time).
-        let lock = p.futex_key(h.wait.target.lock, h.wait.op);
+        // A multiprocessing lock's word is its semaphore (the lock is the
+        // SemLock object, private to each process).
+        let word = if h.wait.target.kind == LockKind::MpLock {
+            h.wait.uaddr
+        } else {
+            h.wait.target.lock
+        };
+        let lock = p.futex_key(word, h.wait.op);
         if *owners.entry(lock).or_insert(h.holder) != h.holder {
             return None;
         }
@@ -151,8 +176,10 @@ fn finding(
             covered,
         };
         threads.push(cx.thread(h.wait.tid));
-        edges.push(cx.edge(h.wait, h.holder));
-        let key = p.futex_key(h.wait.target.lock, h.wait.op);
+        let mut e = cx.edge(h.wait, h.holder);
+        e.holder_lock = h.holder_lock;
+        edges.push(e);
+        let key = lock;
         objects.push(match key {
             FutexKey::Shared { .. } => p.object_name(key),
             FutexKey::Private { .. } => None,

@@ -127,6 +127,7 @@ impl Detector for LockOrder {
                     lock: lock(e.to, i.to_kind),
                     held: Some(lock(e.from, i.from_kind)),
                     site: cx.site(i.to_site),
+                    holder_lock: None,
                     frames: i.frames.clone(),
                 })
                 .collect();

@@ -124,6 +124,10 @@ pub struct Edge {
     pub held: Option<LockInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// The lock's address in the holder's process, when another (a
+    /// multiprocessing lock each process unpickled on its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_lock: Option<u64>,
     #[serde(
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "crate::vocab::frames::serialize_native"
@@ -410,6 +414,7 @@ impl Ctx<'_> {
             lock: self.lock(w.target.kind, w.target.lock),
             held: None,
             site: None,
+            holder_lock: None,
             frames: Vec::new(),
         }
     }

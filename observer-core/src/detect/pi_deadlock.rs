@@ -41,6 +41,7 @@ impl Detector for PiDeadlock {
                     lock,
                     held: None,
                     site: None,
+                    holder_lock: None,
                     frames: Vec::new(),
                 });
                 // The owner's own wait chain leads back to `tid`.

@@ -29,7 +29,8 @@ pub fn is_lock_wait(p: &Process, w: &WaitNode) -> bool {
         | LockKind::PiMutex
         | LockKind::Rwlock
         | LockKind::Lock
-        | LockKind::PyRLock => true,
+        | LockKind::PyRLock
+        | LockKind::MpLock => true,
         // A lock object the Python view knows, entered outside a library
         // wait. A PyLock only the deep tier names (a C module's internal
         // lock, e.g. SimpleQueue's) is a queue, not a lock.

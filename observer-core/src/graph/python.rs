@@ -13,6 +13,7 @@ pub fn lock_kind(k: PyLockKind) -> LockKind {
     match k {
         PyLockKind::Lock => LockKind::PyLock,
         PyLockKind::RLock => LockKind::PyRLock,
+        PyLockKind::MpLock | PyLockKind::MpRLock => LockKind::MpLock,
     }
 }
 
@@ -41,6 +42,24 @@ pub fn refine(view: &PyView, p: &Process, tid: Tid, w: &Wait, native: Target) ->
             kind: LockKind::Future,
             lock: f.addr,
             holder: f.runner.map_or(Holder::Unknown, |r| live(p, r)),
+            owner_died: false,
+        };
+    }
+    if let Some(pw) = t.and_then(|t| t.wait.as_ref())
+        && pw.kind.across_processes()
+    {
+        // A thread of this process, else one of another process sharing
+        // the semaphore (cross_process.rs looks there); what the deep tier
+        // knows of the sem_t is only the last taker here.
+        let holder = match view.holder(pw.lock) {
+            Some(h) if h == tid && pw.kind == PyLockKind::MpRLock => Holder::Unknown,
+            Some(h) => live(p, h),
+            None => Holder::Unknown,
+        };
+        return Target {
+            kind: lock_kind(pw.kind),
+            lock: pw.lock,
+            holder,
             owner_died: false,
         };
     }

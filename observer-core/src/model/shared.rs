@@ -168,3 +168,35 @@ impl Model {
         })
     }
 }
+
+impl Model {
+    /// The thread of another observed process that holds the
+    /// `multiprocessing` lock whose semaphore a thread of `p` waits on
+    /// (futex word `uaddr`, op `op`): the view of each process names the
+    /// holder among its own threads (the SemLock's `count` and `last_tid`
+    /// are per process), and the semaphore is the same shared word.
+    /// Returns that process, the thread, and the lock (SemLock) as that
+    /// process has it (another address, unless it was copied by fork).
+    pub fn mp_holder(&self, p: &Process, uaddr: u64, op: u32) -> Option<(&Process, Tid, u64)> {
+        let key = p.futex_key(uaddr, op);
+        if !matches!(key, FutexKey::Shared { .. }) {
+            return None;
+        }
+        self.processes
+            .values()
+            .filter(|q| q.tgid != p.tgid)
+            .find_map(|q| {
+                let v = q.python.as_ref()?;
+                v.locks.iter().find_map(|l| {
+                    let (tid, n) = l.owner?;
+                    let word = q.futex_key(l.word, 0);
+                    (l.kind.across_processes()
+                        && n > 0
+                        && l.word != 0
+                        && word == key
+                        && q.thread(tid).is_some_and(|t| t.alive()))
+                    .then_some((q, tid, l.addr))
+                })
+            })
+    }
+}

@@ -83,9 +83,10 @@ pub fn deadlock(f: &Finding) -> Option<String> {
         });
         let _ = writeln!(s, "  {line}");
         let h = thread(e.holder_tid);
-        let held = h
-            .and_then(|t| t.python.as_ref())
-            .and_then(|p| p.holds.iter().find(|l| l.addr == e.lock.addr));
+        let held = h.and_then(|t| t.python.as_ref()).and_then(|p| {
+            let addr = e.holder_lock.unwrap_or(e.lock.addr);
+            p.holds.iter().find(|l| l.addr == addr)
+        });
         let how = match held {
             Some(l) if l.site.is_some() => {
                 format!(", as {} in a `with` block{}", escape(&l.name), at(l))

@@ -19,6 +19,10 @@ pub enum LockKind {
     PyLock,
     /// A CPython `threading.RLock` (records its owner).
     PyRLock,
+    /// A `multiprocessing.Lock` or `RLock`: a semaphore in shared memory
+    /// whose holder each process's Python view names (possibly in another
+    /// process).
+    MpLock,
     /// A futex lock that records no owner (e.g. Rust's std Mutex).
     Lock,
     /// A `concurrent.futures.Future`'s result: the "holder" is the thread
@@ -39,6 +43,7 @@ impl LockKind {
             LockKind::Semaphore => "semaphore",
             LockKind::PyLock => "Python lock",
             LockKind::PyRLock => "Python RLock",
+            LockKind::MpLock => "multiprocessing lock",
             LockKind::Lock => "futex lock",
             LockKind::Future => "future",
             LockKind::Unknown => "futex",

@@ -14,6 +14,12 @@ pub enum PyLockKind {
     Lock,
     /// `threading.RLock` (`_thread.RLock`).
     RLock,
+    /// `multiprocessing.Lock` (a `_multiprocessing.SemLock` of kind
+    /// SEMAPHORE, maxvalue 1): a named POSIX semaphore in shared memory,
+    /// taken and released by threads of several processes.
+    MpLock,
+    /// `multiprocessing.RLock` (a SemLock of kind RECURSIVE_MUTEX).
+    MpRLock,
 }
 
 impl PyLockKind {
@@ -21,7 +27,15 @@ impl PyLockKind {
         match self {
             PyLockKind::Lock => "Lock",
             PyLockKind::RLock => "RLock",
+            PyLockKind::MpLock => "multiprocessing.Lock",
+            PyLockKind::MpRLock => "multiprocessing.RLock",
         }
+    }
+
+    /// A `multiprocessing` lock: its holder may be a thread of another
+    /// process (the view of one process knows only its own threads).
+    pub fn across_processes(self) -> bool {
+        matches!(self, PyLockKind::MpLock | PyLockKind::MpRLock)
     }
 }
 
@@ -169,7 +183,8 @@ pub struct PyQueued {
 }
 
 /// A lock object the view knows: its name and the futex word its waiters
-/// sleep on (3.11/3.12: the `sem_t`; 3.13 Lock: the `PyMutex`).
+/// sleep on (3.11/3.12: the `sem_t`; 3.13 Lock: the `PyMutex`; a
+/// multiprocessing lock: its `sem_t`, in shared memory).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PyLockInfo {
     pub addr: u64,
@@ -177,7 +192,8 @@ pub struct PyLockInfo {
     pub name: Option<String>,
     /// Address the lock's waiters park on (sem_t or PyMutex).
     pub word: u64,
-    /// RLock: owning thread (TID) and recursion count.
+    /// RLock: owning thread (TID) and recursion count; multiprocessing
+    /// lock: the thread of this process that holds it and how many times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<(u32, u64)>,
 }
@@ -242,7 +258,7 @@ impl PyView {
     pub fn lock_name(&self, lock: u64) -> String {
         match self.lock(lock) {
             Some(PyLockInfo { name: Some(n), .. }) => n.clone(),
-            Some(l) => format!("<_thread.{} at {lock:#x}>", lock_type(l.kind)),
+            Some(l) => format!("<{} at {lock:#x}>", lock_type(l.kind)),
             None => format!("<_thread.lock at {lock:#x}>"),
         }
     }
@@ -255,8 +271,9 @@ impl PyView {
 
 fn lock_type(k: PyLockKind) -> &'static str {
     match k {
-        PyLockKind::Lock => "lock",
-        PyLockKind::RLock => "RLock",
+        PyLockKind::Lock => "_thread.lock",
+        PyLockKind::RLock => "_thread.RLock",
+        PyLockKind::MpLock | PyLockKind::MpRLock => "_multiprocessing.SemLock",
     }
 }
 

@@ -18,6 +18,12 @@ const MAX_FRAMES: usize = 1024;
 const MAX_SLOTS: i32 = 4096;
 /// A live object's refcount; freed memory holds a free-list pointer or 0.
 const MAX_REFCNT: u64 = 1 << 31;
+/// `_multiprocessing.SemLock` (SemLockObject, after PyObject_HEAD): the
+/// `sem_t *` handle, `last_tid` (unsigned long, the ident of the last
+/// acquirer), `count` (int), `maxvalue` (int), `kind` (int).
+const SEMLOCK_HANDLE: u64 = 16;
+const SEMLOCK_LAST_TID: u64 = 24;
+const SEMLOCK_MAXVALUE: u64 = 36;
 
 pub(super) struct RawFrame {
     pub(super) frame: PyFrame,
@@ -289,6 +295,18 @@ impl<M: Mem> Walk<'_, '_, M> {
         match self.r.obj_type_name(obj)?.as_str() {
             "_thread.lock" => Some(PyLockKind::Lock),
             "_thread.RLock" => Some(PyLockKind::RLock),
+            "_multiprocessing.SemLock" => {
+                // SemLockObject (Modules/_multiprocessing/semaphore.c, the
+                // same 3.11-3.15): kind RECURSIVE_MUTEX (0) is an RLock; a
+                // SEMAPHORE (1) of maxvalue 1 a Lock; larger ones are
+                // semaphores, which nobody holds.
+                let b = self.r.bytes(obj + SEMLOCK_MAXVALUE, 8)?;
+                match (i32_at(&b, 4)?, i32_at(&b, 0)?) {
+                    (0, _) => Some(PyLockKind::MpRLock),
+                    (1, 1) => Some(PyLockKind::MpLock),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -421,6 +439,11 @@ impl<M: Mem> Walk<'_, '_, M> {
     /// The futex word a lock's waiters sleep on.
     fn lock_word(&self, lock: u64, kind: PyLockKind) -> u64 {
         match (kind, self.r.l.lock, self.r.l.rlock) {
+            // The `sem_t *` handle: glibc's sem_t keeps its value (the
+            // futex word) at +0.
+            (PyLockKind::MpLock | PyLockKind::MpRLock, _, _) => {
+                self.r.u64(lock + SEMLOCK_HANDLE).unwrap_or(0)
+            }
             (PyLockKind::Lock, LockLayout::Mutex, _)
             | (PyLockKind::RLock, _, RLockLayout::Recursive) => lock + 16,
             _ => self.r.u64(lock + 16).unwrap_or(0),
@@ -429,6 +452,9 @@ impl<M: Mem> Walk<'_, '_, M> {
 
     fn locked(&self, lock: u64, kind: PyLockKind, ident: u64) -> bool {
         match (kind, self.r.l.lock) {
+            (PyLockKind::MpLock | PyLockKind::MpRLock, _) => self
+                .semlock_owner(lock)
+                .is_some_and(|(o, n)| o == ident && n > 0),
             (PyLockKind::RLock, _) => self
                 .rlock_owner(lock)
                 .is_some_and(|(o, n)| o == ident && n > 0),
@@ -437,6 +463,79 @@ impl<M: Mem> Walk<'_, '_, M> {
                 self.r.u8(lock + 16).is_some_and(|b| b & 1 != 0)
             }
         }
+    }
+
+    /// A SemLock's last acquirer in this process (`last_tid`, an ident)
+    /// and `count`: above 0 while that thread holds it (this process's
+    /// count; a fork child's copy is zeroed by `_after_fork`).
+    fn semlock_owner(&self, lock: u64) -> Option<(u64, u64)> {
+        let b = self.r.bytes(lock + SEMLOCK_LAST_TID, 12)?;
+        let n = i32_at(&b, 8)?;
+        Some((u64_at(&b, 0)?, u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// A multiprocessing lock is entered through `SemLock.__enter__` (or
+    /// `acquire`, the C method itself): the wait belongs to the first frame
+    /// outside multiprocessing/synchronize.py, a `with` when that frame
+    /// keeps the lock's `__exit__` on its value stack.
+    fn mp_wait_frame(&mut self, t: &RawThread, w: &mut PyWait) {
+        let Some(fi) = t
+            .frames
+            .iter()
+            .position(|f| !f.frame.file.ends_with("multiprocessing/synchronize.py"))
+        else {
+            return;
+        };
+        if fi == 0 {
+            return;
+        }
+        w.frame = fi;
+        let f = &t.frames[fi];
+        let exit = (0..f.stack.len()).any(|k| {
+            self.slot_lock(&f.stack, k)
+                .is_some_and(|(l, _, s)| l == w.lock && s == Slot::Exit)
+        });
+        w.how = if exit || f.opcode == Some(self.r.l.before_with) {
+            How::With
+        } else {
+            How::Acquire
+        };
+    }
+
+    /// The multiprocessing locks (SemLocks) the frames' locals and module
+    /// globals are, or hold as an attribute (`_semlock` of a
+    /// `multiprocessing.Lock`, `self.lock._semlock` is not followed).
+    fn mp_locks_in_reach(&mut self, raw: &[RawThread]) -> Vec<(u64, PyLockKind)> {
+        let mut values: Vec<u64> = Vec::new();
+        let mut dicts: Vec<u64> = Vec::new();
+        for f in raw.iter().flat_map(|t| &t.frames) {
+            values.extend(f.locals.iter().map(|x| x.1));
+            if f.globals != 0 && !dicts.contains(&f.globals) && dicts.len() < 64 {
+                dicts.push(f.globals);
+            }
+        }
+        for d in dicts {
+            values.extend(
+                self.r
+                    .str_dict(d)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|x| x.1),
+            );
+        }
+        values.sort_unstable();
+        values.dedup();
+        let mut out = Vec::new();
+        for v in values.into_iter().take(4096) {
+            let Some(attrs) = self.attrs(v) else { continue };
+            let Some(&(_, sl)) = attrs.iter().find(|(n, _)| n == "_semlock") else {
+                continue;
+            };
+            if let Some(k) = self.lock_kind(sl).filter(|k| k.across_processes()) {
+                out.push((sl, k));
+            }
+        }
+        out
     }
 
     /// An RLock's owner (ident) and how many times it holds it (0: free).
@@ -500,6 +599,9 @@ impl<M: Mem> Walk<'_, '_, M> {
                             frame: 0,
                             name: None,
                         });
+                        if kind.across_processes() {
+                            self.mp_wait_frame(t, view.wait.as_mut().expect("set"));
+                        }
                         locks.insert(lock, kind);
                         cut = Some(k);
                         break;
@@ -562,6 +664,15 @@ impl<M: Mem> Walk<'_, '_, M> {
             }
             threads.push(view);
         }
+        // A multiprocessing lock records its holder in this process too:
+        // when one is in play here, those the frames reach (locals,
+        // module globals, one attribute deep) are looked at, so one taken
+        // by `acquire()` outside a `with` has its holder as well.
+        if locks.values().any(|k| k.across_processes()) {
+            for (lock, kind) in self.mp_locks_in_reach(&raw) {
+                locks.entry(lock).or_insert(kind);
+            }
+        }
         // RLock owners are recorded in the lock itself.
         let by_ident: HashMap<u64, u32> = raw.iter().map(|t| (t.ident, t.tid)).collect();
         let mut infos: Vec<PyLockInfo> = locks
@@ -571,11 +682,13 @@ impl<M: Mem> Walk<'_, '_, M> {
                 kind,
                 name: None,
                 word: self.lock_word(addr, kind),
-                owner: (kind == PyLockKind::RLock)
-                    .then(|| self.rlock_owner(addr))
-                    .flatten()
-                    .filter(|&(_, n)| n > 0)
-                    .and_then(|(o, n)| Some((*by_ident.get(&o)?, n))),
+                owner: match kind {
+                    PyLockKind::RLock => self.rlock_owner(addr),
+                    PyLockKind::MpLock | PyLockKind::MpRLock => self.semlock_owner(addr),
+                    PyLockKind::Lock => None,
+                }
+                .filter(|&(_, n)| n > 0)
+                .and_then(|(o, n)| Some((*by_ident.get(&o)?, n))),
             })
             .collect();
         infos.sort_by_key(|l| l.addr);
@@ -616,7 +729,7 @@ impl<M: Mem> Walk<'_, '_, M> {
         }
         let names = self.names(&raw, &wanted, &prefer);
         for li in &mut infos {
-            li.name = names.get(&li.addr).cloned();
+            li.name = names.get(&li.addr).map(|n| wrapper_name(n, li.kind));
         }
         // Each reference as its own frame spells it: the same lock is
         // `dst.lock` where one thread waits and `src.lock` where another holds it.
@@ -625,13 +738,15 @@ impl<M: Mem> Walk<'_, '_, M> {
                 w.name = rt
                     .frames
                     .get(w.frame)
-                    .and_then(|f| self.local_name(f, w.lock));
+                    .and_then(|f| self.local_name(f, w.lock))
+                    .map(|n| wrapper_name(&n, w.kind));
             }
             for h in &mut t.held {
                 h.name = h
                     .frame
                     .and_then(|i| rt.frames.get(i))
-                    .and_then(|f| self.local_name(f, h.lock));
+                    .and_then(|f| self.local_name(f, h.lock))
+                    .map(|n| wrapper_name(&n, h.kind));
             }
         }
         for (ti, _, obj) in label_objs {
@@ -814,6 +929,15 @@ impl<M: Mem> Walk<'_, '_, M> {
             }
         }
         None
+    }
+}
+
+/// A multiprocessing lock as the program spells it: the Python object
+/// (`lock_a`) around the `_semlock` the view finds (`lock_a._semlock`).
+fn wrapper_name(name: &str, kind: PyLockKind) -> String {
+    match name.strip_suffix("._semlock") {
+        Some(w) if kind.across_processes() => w.to_string(),
+        _ => name.to_string(),
     }
 }
 

@@ -16,8 +16,8 @@ use crate::{
     detect::Limits,
     engine::Engine,
     event::Event,
-    graph::{Holder, WaitForGraph},
-    model::Model,
+    graph::{Holder, LockKind, WaitForGraph},
+    model::{Model, shared::FutexKey},
     report,
     source::procfs,
     symbol::Symbolizer,
@@ -162,7 +162,8 @@ fn load(
 }
 
 /// Processes the dump should look at next: those of lock owners that are
-/// no thread of the waiter's process, and the parent of a process waiting
+/// no thread of the waiter's process, those sharing the semaphore of a
+/// multiprocessing lock no thread of the waiter's process holds, and the parent of a process waiting
 /// for a Python lock no thread of it holds (a fork copied it locked).
 fn follow(model: &Model) -> Vec<u32> {
     let mut out = Vec::new();
@@ -178,6 +179,20 @@ fn follow(model: &Model) -> Vec<u32> {
             }
         }
         let Some(view) = &p.python else { continue };
+        // A multiprocessing lock no thread of `p` holds: the processes
+        // that map its semaphore.
+        for w in g.waits.values() {
+            if w.target.kind != LockKind::MpLock || w.target.holder != Holder::Unknown {
+                continue;
+            }
+            if let FutexKey::Shared { dev, inode, .. } = p.futex_key(w.uaddr, w.op) {
+                for q in procfs::sharing(dev, inode, p.tgid) {
+                    if model.process(q).is_none() && !out.contains(&q) {
+                        out.push(q);
+                    }
+                }
+            }
+        }
         let orphan = view.threads.iter().any(|t| {
             t.wait
                 .as_ref()

@@ -206,16 +206,39 @@ pub fn attach(opts: ObserveOpts, pids: Vec<u32>, duration: Option<f64>, verbose:
         let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::open(opts, out)?;
         let now = procfs::mono_ns();
+        // --follow-forks: the processes each forked before we came too (a
+        // multiprocessing child holding what a target waits for).
+        let mut tree = uniq.clone();
         for (pid, seed) in seeds {
             let tids = seeded_tids(&seed);
             evs.extend(seed);
             // Waits already in progress: a deadlock that formed before we came.
             src.add_snapshot(pid, &tids, now, &mut evs);
+            if !s.opts.follow_forks {
+                continue;
+            }
+            for q in procfs::descendants(pid) {
+                if tree.contains(&q) {
+                    continue;
+                }
+                let Ok(seed) = procfs::seed_threads(q) else {
+                    continue;
+                };
+                if let Err(e) = src.probes.watch(q) {
+                    tracing::warn!("cannot observe descendant {q}: {e}");
+                    continue;
+                }
+                evs.push(procfs::start_event(q, now, true));
+                let tids = seeded_tids(&seed);
+                evs.extend(seed);
+                src.add_snapshot(q, &tids, now, &mut evs);
+                tree.push(q);
+            }
         }
         s.feed(&mut evs)?;
         if UprobeSet::of(&s.opts).any() {
-            for &pid in &uniq {
-                attach_uprobes(&mut src.probes, pid, pid, UprobeSet::of(&s.opts));
+            for &q in &tree {
+                attach_uprobes(&mut src.probes, q, q, UprobeSet::of(&s.opts));
             }
         }
         let list: Vec<String> = uniq.iter().map(u32::to_string).collect();

@@ -181,6 +181,58 @@ pub fn python_libs(pid: u32) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// The live descendants of `pid` (children first, then theirs), from the
+/// parent pid of every process in /proc.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let st = procfs::process::Process::new(p as i32).ok()?.stat().ok()?;
+            Some((p, u32::try_from(st.ppid).ok()?))
+        })
+        .collect();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 1024 {
+        let up = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|&&(p, pp)| pp == up && !out.contains(&p))
+                .map(|x| x.0)
+                .collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    out.remove(0);
+    out
+}
+
+/// The processes other than `except` that map the object (device, inode)
+/// shared (`MAP_SHARED`): who else can take a lock that lives in it, as
+/// fuser(1) finds them.
+pub fn sharing(dev: (u32, u32), inode: u64, except: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != except)
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|t| {
+                observer_core::vocab::frames::parse_maps(&t)
+                    .iter()
+                    .any(|m| m.shared && m.dev == dev && m.inode == inode)
+            })
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     /// A running process has its arguments (arg_start set); a missing one
