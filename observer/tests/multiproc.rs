@@ -358,3 +358,64 @@ fn mp_lock_taken_in_turns_is_no_finding() {
     p.wait_exit(T);
     wait_dead(child);
 }
+
+/// `observer daemon`: each process has its own session; the cycle is found
+/// over both (one report, with both `with` lines), and kill_on_deadlock
+/// ends both. Every interpreter, the modes in turn.
+#[test]
+#[ignore = "needs root and BPF"]
+fn mp_abba_daemon_reports_the_cycle_once() {
+    let tmp = tmp();
+    let reports = tmp.path().join("reports");
+    let cfg = tmp.path().join("observer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "report_dir = {:?}\nmetrics_listen = \"\"\nlong_wait = 60\n[[rule]]\ncomm = \"obsd-mp\"\nkill_on_deadlock = true\n",
+            reports.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut d = spawn_daemon(&cfg);
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        let (kind, method, rkind) = MODES[i % 2];
+        let label = format!("{label} {kind} {method}");
+        // The rule's name: a link to the interpreter (comm and argv[0]).
+        let link = tmp.path().join(format!("py{i}/obsd-mp"));
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(py, &link).unwrap();
+        let link = link.to_str().unwrap().to_string();
+        let mut p = start(&link, &[kind, method, "25"]);
+        let parent = p.pid();
+        let child = child_of(&p.stdout);
+        let end = Instant::now() + T;
+        let id = loop {
+            let mut ids = reports_of(&reports, parent);
+            ids.extend(reports_of(&reports, child));
+            if let Some(id) = ids.pop() {
+                assert!(ids.is_empty(), "{label}: one report: {ids:?} and {id}");
+                break id;
+            }
+            assert!(Instant::now() < end, "{label}: no report: {:#?}", d.stderr);
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let r = read_json(&reports.join(format!("{id}.json")));
+        check_abba(&label, &r, &p.stdout, rkind, false);
+        let text = std::fs::read_to_string(reports.join(format!("{id}.txt"))).unwrap();
+        let src = python_fixture(ABBA);
+        for mark in ["CHILD HOLDS", "PARENT HOLDS", "CHILD WAITS", "PARENT WAITS"] {
+            let at = format!("{}:{}", src.display(), line_of(&src, mark));
+            assert!(text.contains(&at), "{label}: no {at} in\n{text}");
+        }
+        for pid in [parent, child] {
+            d.wait_stderr(T, |l| {
+                l.contains(&format!("pid {pid}: killed (kill_on_deadlock)"))
+            });
+        }
+        p.wait_exit(T);
+        wait_dead(child);
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
+    assert_no_programs_left();
+}

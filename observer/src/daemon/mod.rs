@@ -308,17 +308,24 @@ impl Daemon {
 
     /// Cycles across watched processes: each process has its own session,
     /// so the graph through shared memory is built over the sessions whose
-    /// lock words name a live thread of another watched process (few, and
-    /// none on a host without such locks).
+    /// lock words name a live thread of another watched process, or whose
+    /// threads wait for a multiprocessing lock (few, and none on a host
+    /// without such locks).
     fn across(&mut self, src: &LiveSource, now: u64, kill: &mut Vec<u32>) {
         let linked: Vec<u32> = self
             .procs
             .iter()
             .filter(|&(&pid, p)| {
                 p.session.model().process(pid).is_some_and(|m| {
-                    m.foreign
-                        .values()
-                        .any(|f| f.pid != pid && self.procs.contains_key(&f.pid))
+                    let mp_wait = m.python.as_ref().is_some_and(|v| {
+                        v.threads
+                            .iter()
+                            .any(|t| t.wait.as_ref().is_some_and(|w| w.kind.across_processes()))
+                    });
+                    mp_wait
+                        || m.foreign
+                            .values()
+                            .any(|f| f.pid != pid && self.procs.contains_key(&f.pid))
                 })
             })
             .map(|(&pid, _)| pid)
