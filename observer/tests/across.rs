@@ -213,22 +213,25 @@ fn abba_across_processes_dump_follows_the_holder() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn shared_mutex_taken_in_turns_is_no_finding() {
+    // With --follow-forks, and without (the child then is observed only if
+    // it holds what the parent waits for).
+    for follow in [true, false] {
+        turns(follow);
+    }
+}
+
+fn turns(follow: bool) {
     let bin = fixture("xproc_turns");
     let dir = tmp();
     let rep = dir.path().join("r.json");
     let mut p = Proc::spawn({
         let mut c = observer();
-        c.args([
-            "run",
-            "--quiet",
-            "--kill-on-deadlock",
-            "--follow-forks",
-            "--report",
-        ])
-        .arg(&rep)
-        .arg("--")
-        .arg(&bin)
-        .arg("2");
+        c.args(["run", "--quiet", "--kill-on-deadlock", "--report"])
+            .arg(&rep);
+        if follow {
+            c.arg("--follow-forks");
+        }
+        c.arg("--").arg(&bin).arg("2");
         c
     });
     let st = p.wait_exit(T);
@@ -625,6 +628,62 @@ fn abba_across_processes_attach_to_both() {
             && note.contains(&format!("{child} \"xchild\"")),
         "{note}"
     );
+    kill(child);
+    assert_no_programs_left();
+}
+
+/// Only one side named: `attach -p PARENT` and `run` without
+/// --follow-forks observe the process holding what theirs waits for too
+/// (the owner in the shared lock word), and the cycle is whole.
+#[test]
+#[ignore = "needs root and BPF"]
+fn abba_across_processes_one_side_named() {
+    let bin = fixture("xproc_abba");
+    // attach to the parent only
+    let mut fx = Proc::spawn({
+        let mut c = Command::new(&bin);
+        c.arg("25");
+        c
+    });
+    fx.wait_stdout(T, |l| l == "ready");
+    let child = child_of(&fx.stdout);
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["attach", "--kill-on-deadlock", "--report"])
+            .arg(&rep)
+            .args(["-p", &fx.pid().to_string()]);
+        c
+    });
+    let st = p.wait_exit(T);
+    assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
+    assert!(
+        p.stderr.iter().any(|l| l.starts_with(&format!(
+            "observer: also observing pid {child} \"xchild\": it holds what"
+        ))),
+        "{:?}",
+        p.stderr
+    );
+    fx.wait_exit(T);
+    wait_dead(child);
+    check_abba(&read_json(&rep), &fx.stdout);
+    // run without --follow-forks
+    let rep = dir.path().join("r2.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--kill-on-deadlock", "--report"])
+            .arg(&rep)
+            .arg("--")
+            .arg(&bin)
+            .arg("25");
+        c
+    });
+    let st = p.wait_exit(T);
+    let child = child_of(&p.stdout);
+    wait_dead(child);
+    assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
+    check_abba(&read_json(&rep), &p.stdout);
     kill(child);
     assert_no_programs_left();
 }

@@ -419,3 +419,53 @@ fn mp_abba_daemon_reports_the_cycle_once() {
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     assert_no_programs_left();
 }
+
+/// Only the parent named: `attach -p PARENT` and `run` without
+/// --follow-forks observe the processes that map the semaphore it waits
+/// on, and the cycle is whole (every interpreter; under forkserver the
+/// child is the server's, not the parent's).
+#[test]
+#[ignore = "needs root and BPF"]
+fn mp_abba_one_side_named() {
+    for (i, (label, py)) in pythons().into_iter().enumerate() {
+        let (kind, method, rkind) = MODES[i % 2];
+        let label = format!("{label} {kind} {method}");
+        let target = start(py, &[kind, method, "30"]);
+        let child = child_of(&target.stdout);
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
+        let mut p = Proc::spawn({
+            let mut c = observer();
+            c.args(["attach", "--kill-on-deadlock", "--report"])
+                .arg(&rep)
+                .args(["-p", &target.pid().to_string()]);
+            c
+        });
+        let st = p.wait_exit(T);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
+        wait_dead(child);
+        wait_dead(target.pid());
+        check_abba(&label, &read_json(&rep), &target.stdout, rkind, false);
+        drop(target);
+        let (kind, method, rkind) = MODES[(i + 1) % 2];
+        let label = format!("{label} run {kind} {method}");
+        let rep = dir.path().join("r2.json");
+        let mut p = Proc::spawn({
+            let mut c = observer();
+            c.args(["run", "--kill-on-deadlock", "--report"])
+                .arg(&rep)
+                .arg("--")
+                .arg(py)
+                .arg(python_fixture(ABBA))
+                .args([kind, method, "25"]);
+            c
+        });
+        let st = p.wait_exit(T);
+        let child = child_of(&p.stdout);
+        wait_dead(child);
+        assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
+        check_abba(&label, &read_json(&rep), &p.stdout, rkind, false);
+        kill(child);
+        assert_no_programs_left();
+    }
+}

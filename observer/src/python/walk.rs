@@ -692,6 +692,20 @@ impl<M: Mem> Walk<'_, '_, M> {
             })
             .collect();
         infos.sort_by_key(|l| l.addr);
+        // A SemLock's fields are read after every thread's frames: a thread
+        // they name as the holder that was waiting for it then took it
+        // since (no `with` of its frames holds it). A true self-deadlock
+        // keeps its `with` in an outer frame.
+        for li in &mut infos {
+            if li.kind.across_processes()
+                && let Some((tid, _)) = li.owner
+                && let Some(t) = threads.iter().find(|t| t.tid == tid)
+                && t.wait.as_ref().is_some_and(|w| w.lock == li.addr)
+                && !t.held.iter().any(|h| h.lock == li.addr)
+            {
+                li.owner = None;
+            }
+        }
         for li in &infos {
             if let Some((tid, _)) = li.owner
                 && let Some(t) = threads.iter_mut().find(|t| t.tid == tid)

@@ -42,7 +42,7 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
     let mut tried = HashSet::new();
     load(&mut engine, &mut symbols, &mut tried, pid, now)?;
     // Follow holders into their processes, a few hops at most.
-    let mut todo = follow(&engine.model);
+    let mut todo = follow(&engine.model, |q| engine.model.process(q).is_some());
     while let Some(q) = todo.pop() {
         if engine.model.processes.len() >= MAX_PROCESSES {
             break;
@@ -54,7 +54,7 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
             tracing::warn!("cannot follow into process {q}: {e:#}");
             continue;
         }
-        todo.extend(follow(&engine.model));
+        todo.extend(follow(&engine.model, |q| engine.model.process(q).is_some()));
     }
     // What concerns the dumped process: a followed one's own findings are
     // not this dump's.
@@ -165,14 +165,15 @@ fn load(
 /// no thread of the waiter's process, those sharing the semaphore of a
 /// multiprocessing lock no thread of the waiter's process holds, and the parent of a process waiting
 /// for a Python lock no thread of it holds (a fork copied it locked).
-fn follow(model: &Model) -> Vec<u32> {
+/// `seen(pid)`: the process is observed already.
+pub(super) fn follow(model: &Model, seen: impl Fn(u32) -> bool) -> Vec<u32> {
     let mut out = Vec::new();
     for p in model.processes.values() {
         let g = WaitForGraph::build(p);
         for w in g.waits.values() {
             if let Holder::Gone(o) = w.target.holder
                 && let Some(q) = procfs::tgid_of(o)
-                && model.process(q).is_none()
+                && !seen(q)
                 && !out.contains(&q)
             {
                 out.push(q);
@@ -187,7 +188,7 @@ fn follow(model: &Model) -> Vec<u32> {
             }
             if let FutexKey::Shared { dev, inode, .. } = p.futex_key(w.uaddr, w.op) {
                 for q in procfs::sharing(dev, inode, p.tgid) {
-                    if model.process(q).is_none() && !out.contains(&q) {
+                    if !seen(q) && !out.contains(&q) {
                         out.push(q);
                     }
                 }
@@ -206,7 +207,7 @@ fn follow(model: &Model) -> Vec<u32> {
         // Forked, not exec'd: the parent runs the same program.
         if orphan
             && let Some(pp) = ppid
-            && model.process(pp).is_none()
+            && !seen(pp)
             && procfs::exe(pp).is_some_and(|e| Some(e) == p.exe)
             && !out.contains(&pp)
         {

@@ -19,12 +19,21 @@ use crate::{
     sys,
 };
 
+/// How often `run`/`attach` look for processes holding what theirs wait for,
+/// and how many they follow at most.
+const FOLLOW_EVERY_NS: u64 = 500_000_000;
+const MAX_FOLLOWED: usize = 8;
+
 pub(super) struct One<'a> {
     s: &'a mut LiveSession,
     /// The processes started or attached to that still live (`run`: one;
     /// `attach`: each -p), and those that ended.
     targets: Vec<(Target, AsyncFd<OwnedFd>)>,
     ended: Vec<Target>,
+    /// Processes observed because they hold what an observed thread waits
+    /// for (`follow_holders`), and when to look for more.
+    followed: Vec<u32>,
+    follow_due_ns: u64,
     mode: &'static str,
     activity: Activity,
     hang: Option<HangWatch>,
@@ -61,6 +70,8 @@ impl<'a> One<'a> {
             s,
             targets,
             ended: Vec::new(),
+            followed: Vec::new(),
+            follow_due_ns: 0,
             mode,
             activity: Activity::default(),
             hang,
@@ -78,6 +89,68 @@ impl<'a> One<'a> {
             self.s.engine.limits().stuck_ns,
             duration_ns,
         )
+    }
+
+    /// Processes that hold what an observed thread waits for (the owner of
+    /// a lock in shared memory, those mapping the semaphore of a
+    /// multiprocessing lock, the parent that held a lock a fork copied) are
+    /// observed too, as `dump` follows them: a cycle through them is whole
+    /// even when only one of its processes was named.
+    fn follow_holders(&mut self, src: &mut LiveSource, now: u64) -> Result<()> {
+        let me = std::process::id();
+        // Observed: the targets, those followed, and with --follow-forks
+        // every process of the model (the kernel follows their forks).
+        let forks = self.s.opts.follow_forks;
+        let model = self.s.model();
+        let seen = |q: u32| {
+            q == me
+                || self.targets.iter().any(|t| t.0.pid() == q)
+                || self.followed.contains(&q)
+                || (forks && model.process(q).is_some())
+        };
+        let todo: Vec<u32> = super::dump::follow(model, seen);
+        for q in todo {
+            if self.followed.len() >= MAX_FOLLOWED {
+                break;
+            }
+            self.followed.push(q);
+            let Ok(seed) = procfs::seed_threads(q) else {
+                continue;
+            };
+            if let Err(e) = src.probes.watch(q) {
+                tracing::warn!("cannot observe pid {q}: {e}");
+                continue;
+            }
+            let mut evs = vec![procfs::start_event(q, now, true)];
+            let tids = super::seeded_tids(&seed);
+            evs.extend(seed);
+            // A fork seen unwatched keeps its parent's thread names: the
+            // names it has now.
+            for &tid in &tids {
+                if let Some(name) = procfs::thread_comm(q, tid) {
+                    evs.push(Event::ThreadRename {
+                        ts_ns: now,
+                        tgid: q,
+                        tid,
+                        name,
+                    });
+                }
+            }
+            src.add_snapshot(q, &tids, now, &mut evs);
+            self.s.feed(&mut evs)?;
+            let set = super::uprobes::UprobeSet::of(&self.s.opts);
+            if set.any() {
+                super::uprobes::attach_uprobes(&mut src.probes, q, q, set);
+            }
+            if !self.s.opts.quiet {
+                let comm = procfs::thread_comm(q, q).unwrap_or_default();
+                eprintln!(
+                    "observer: also observing pid {q} \"{}\": it holds what an observed thread waits for",
+                    crate::report::escape(&comm)
+                );
+            }
+        }
+        Ok(())
     }
 
     fn write_outputs(&mut self, src: &LiveSource) -> Result<()> {
@@ -108,6 +181,10 @@ impl Watched for One<'_> {
         evs: &mut Vec<Event>,
     ) -> Result<Option<Stop>> {
         let fed = std::mem::take(&mut self.fed);
+        if now >= self.follow_due_ns {
+            self.follow_due_ns = now + FOLLOW_EVERY_NS;
+            self.follow_holders(src, now)?;
+        }
         if p.scan_unmoved || self.s.moved(fed, &src.probes.epoll_threads()) {
             let r = self.s.scan_step(src, now, p, None)?;
             if !r.hung.is_empty() {
