@@ -9,6 +9,7 @@
 //! recorder as the engine's event sink, metrics) around it, so a process's
 //! state is dropped with it.
 
+mod across;
 pub mod config;
 pub mod exec;
 pub mod metrics;
@@ -303,91 +304,6 @@ impl Daemon {
                 took.as_millis(),
                 self.procs.len()
             );
-        }
-    }
-
-    /// Cycles across watched processes: each process has its own session,
-    /// so the graph through shared memory is built over the sessions whose
-    /// lock words name a live thread of another watched process, or whose
-    /// threads wait for a multiprocessing lock (few, and none on a host
-    /// without such locks).
-    fn across(&mut self, src: &LiveSource, now: u64, kill: &mut Vec<u32>) {
-        let linked: Vec<u32> = self
-            .procs
-            .iter()
-            .filter(|&(&pid, p)| {
-                p.session.model().process(pid).is_some_and(|m| {
-                    let mp_wait = m.python.as_ref().is_some_and(|v| {
-                        v.threads
-                            .iter()
-                            .any(|t| t.wait.as_ref().is_some_and(|w| w.kind.across_processes()))
-                    });
-                    mp_wait
-                        || m.foreign
-                            .values()
-                            .any(|f| f.pid != pid && self.procs.contains_key(&f.pid))
-                })
-            })
-            .map(|(&pid, _)| pid)
-            .collect();
-        let pending = std::mem::take(&mut self.across_pending);
-        if linked.len() < 2 {
-            return;
-        }
-        let models: Vec<&Model> = linked
-            .iter()
-            .map(|pid| self.procs[pid].session.model())
-            .collect();
-        let limits = self.procs[&linked[0]].session.engine.limits().clone();
-        let found = crate::detect::Detectors::across_models(&models, now, &limits);
-        for mut f in found {
-            if self.across_seen.contains(&f.key) {
-                continue;
-            }
-            // Processes are read one at a time: a cycle is reported when
-            // two scans in a row see it.
-            if !pending.contains(&f.key) {
-                self.across_pending.insert(f.key.clone());
-                continue;
-            }
-            self.across_seen.insert(f.key.clone());
-            let pids = f.pids();
-            for pid in &pids {
-                if let Some(p) = self.procs.get_mut(pid)
-                    && let Err(e) = p.session.stacks_for(src, &f, now)
-                {
-                    tracing::warn!("pid {pid}: {e:#}");
-                }
-            }
-            for pid in &pids {
-                if let Some(p) = self.procs.get_mut(pid) {
-                    p.session.adopt(&mut f);
-                }
-            }
-            // One report, filed under the process of the first wait.
-            if let Some(p) = self.procs.get(&f.tgid) {
-                let uprobes = src.probes.process_uprobe_count(f.tgid);
-                write_report(
-                    &mut self.sink,
-                    &self.metrics,
-                    &self.cfg,
-                    (&self.hooks, uprobes),
-                    f.tgid,
-                    p,
-                    &f,
-                );
-            }
-            // Each process whose rule asks for it.
-            for pid in pids {
-                if self
-                    .procs
-                    .get(&pid)
-                    .is_some_and(|p| p.watch.kill_on_deadlock)
-                    && !kill.contains(&pid)
-                {
-                    kill.push(pid);
-                }
-            }
         }
     }
 

@@ -12,6 +12,7 @@ mod futures;
 mod fuzz_tests;
 pub mod gil;
 pub mod layout;
+mod locks;
 pub mod reader;
 mod section;
 mod walk;
