@@ -67,8 +67,17 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
             waiter,
             ..
         } => {
+            // The holder may be another observed process's thread (a lock
+            // in shared memory).
+            let holder_name = |h: u32| {
+                model
+                    .thread_name(*tgid, h)
+                    .or_else(|| model.live_thread(h).map(|(_, t)| t.name()))
+                    .map(escape)
+                    .unwrap_or_else(|| "?".into())
+            };
             let by = match holder {
-                Some(h) => format!("{h} \"{}\"", name(*tgid, *h)),
+                Some(h) => format!("{h} \"{}\"", holder_name(*h)),
                 None => "a thread the lock does not record".into(),
             };
             format!(
