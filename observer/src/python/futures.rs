@@ -315,13 +315,16 @@ impl<M: Mem> Walk<'_, '_, M> {
             _ => return Some((vec![self_of(f)?], true)),
         };
         let mut futs = self.set(set);
-        futs.retain(|&x| {
-            self.attr(x, "_state")
-                .and_then(|v| self.r.string(v))
-                .is_some_and(|st| st == "PENDING" || st == "RUNNING")
-        });
+        futs.retain(|&x| self.state_is(x, &["PENDING", "RUNNING"]));
         futs.sort_unstable();
         (!futs.is_empty()).then_some((futs, all))
+    }
+
+    /// Whether a `concurrent.futures.Future`'s `_state` is one of `states`.
+    fn state_is(&mut self, fut: u64, states: &[&str]) -> bool {
+        self.attr(fut, "_state")
+            .and_then(|v| self.r.string(v))
+            .is_some_and(|st| states.contains(&st.as_str()))
     }
 
     /// Tasks awaiting `loop.run_in_executor(...)`: the asyncio future a
@@ -414,13 +417,19 @@ impl<M: Mem> Walk<'_, '_, M> {
             let running = t.frames.iter().find(|f| {
                 f.frame.function == "_WorkItem.run" && in_file(f, "concurrent/futures/thread.py")
             });
+            // Read after the frames: the item may have finished (and been
+            // freed) since. Its future is set before the worker lets go of
+            // it: still running after the callable was read, it was its.
+            // A callable that does not read (memory reused meanwhile) is
+            // looked at again at the next read, when a hang holds still.
             if let Some(item) = running.and_then(self_of)
                 && let Some(fut) = self.attr(item, "future")
+                && let Some(callable) = self.work_callable(item)
+                && self.state_is(fut, &["RUNNING"])
             {
-                let callable = self.work_callable(item);
                 items.entry(fut).or_insert(Item {
                     pool: q,
-                    callable,
+                    callable: Some(callable),
                     runner: Some(t.tid),
                 });
             }
