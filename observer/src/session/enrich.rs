@@ -69,6 +69,15 @@ impl<S: Sink> Session<S> {
     /// one of them has no name yet (a thread is named a moment after it
     /// starts), not at every tick: a fleet of healthy processes costs no
     /// reads. (A finding's own Python read names its threads again.)
+    /// A process observed from now on (a followed holder): its Python
+    /// thread names are read now, whatever was tried while it was not
+    /// watched (a fork seen unwatched has its parent's names).
+    pub(crate) fn python_names_of_new(&mut self, tgid: u32, now: u64) -> Result<()> {
+        self.py_named.remove(&tgid);
+        self.not_python.remove(&tgid);
+        self.python_names(now)
+    }
+
     pub(crate) fn python_names(&mut self, now: u64) -> Result<()> {
         const TRIES: u8 = 3;
         let mut evs = Vec::new();

@@ -125,8 +125,18 @@ impl<'a> One<'a> {
             let tids = super::seeded_tids(&seed);
             evs.extend(seed);
             // A fork seen unwatched keeps its parent's thread names: the
-            // names it has now.
+            // names it has now (a Python name read meanwhile stays).
+            let known = |tid: u32| {
+                self.s
+                    .model()
+                    .process(q)
+                    .and_then(|p| p.thread(tid))
+                    .is_some_and(|t| t.py_name.is_some())
+            };
             for &tid in &tids {
+                if known(tid) {
+                    continue;
+                }
                 if let Some(name) = procfs::thread_comm(q, tid) {
                     evs.push(Event::ThreadRename {
                         ts_ns: now,
@@ -138,6 +148,7 @@ impl<'a> One<'a> {
             }
             src.add_snapshot(q, &tids, now, &mut evs);
             self.s.feed(&mut evs)?;
+            self.s.python_names_of_new(q, now)?;
             let set = super::uprobes::UprobeSet::of(&self.s.opts);
             if set.any() {
                 super::uprobes::attach_uprobes(&mut src.probes, q, q, set);
