@@ -13,6 +13,10 @@
  *   getppid  getppid(2): a syscall no hook of ours wants (what every syscall
  *          on the host pays for the observer's syscall hooks)
  *   idle   do nothing: a stand-in process for the observer to watch
+ *   pingpong  two threads hand a token back and forth through a futex (one op
+ *          = one round trip: two sleeps, two wake-ups, two context switches
+ *          when pinned to one CPU); CPU time is the whole process's, as
+ *          both threads and the switches between them are the cost
  * CPU, if given, pins the process to that CPU (less migration noise).
  *
  * Protocol: prints "ready" once set up, then for each line "N" read from
@@ -85,6 +89,34 @@ static void run_wait(uint64_t n)
 		futex(&word, FUTEX_WAIT_PRIVATE, 1);
 }
 
+/* pingpong: turn 0 is the main thread's, 1 the partner's. */
+static uint32_t turn;
+
+static void pass_to(uint32_t to)
+{
+	__atomic_store_n(&turn, to, __ATOMIC_SEQ_CST);
+	futex(&turn, FUTEX_WAKE_PRIVATE, 1);
+	while (__atomic_load_n(&turn, __ATOMIC_SEQ_CST) == to)
+		futex(&turn, FUTEX_WAIT_PRIVATE, to);
+}
+
+static void *partner_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		while (__atomic_load_n(&turn, __ATOMIC_SEQ_CST) == 0)
+			futex(&turn, FUTEX_WAIT_PRIVATE, 0);
+		pass_to(0);
+	}
+	return NULL;
+}
+
+static void run_pingpong(uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		pass_to(1);
+}
+
 static void run_getppid(uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++)
@@ -106,7 +138,7 @@ static void check(const char *mode)
 int main(int argc, char **argv)
 {
 	if (argc < 2 || argc > 3) {
-		fprintf(stderr, "usage: workload mutex|wake|wait|getppid|idle [CPU]\n");
+		fprintf(stderr, "usage: workload mutex|wake|wait|getppid|pingpong|idle [CPU]\n");
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -119,6 +151,8 @@ int main(int argc, char **argv)
 		run = run_wait;
 	else if (!strcmp(mode, "getppid"))
 		run = run_getppid;
+	else if (!strcmp(mode, "pingpong"))
+		run = run_pingpong;
 	else if (!strcmp(mode, "idle"))
 		run = NULL;
 	else {
@@ -132,11 +166,12 @@ int main(int argc, char **argv)
 		if (sched_setaffinity(0, sizeof(set), &set))
 			die("sched_setaffinity");
 	}
-	if (run == run_mutex) {
+	if (run == run_mutex || run == run_pingpong) {
 		pthread_t t;
-		if (pthread_create(&t, NULL, idle_thread, NULL))
+		if (pthread_create(&t, NULL, run == run_mutex ? idle_thread : partner_thread, NULL))
 			die("pthread_create");
 	}
+	clockid_t cpu_clock = run == run_pingpong ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_THREAD_CPUTIME_ID;
 	check(mode);
 	printf("ready\n");
 	fflush(stdout);
@@ -150,9 +185,9 @@ int main(int argc, char **argv)
 			continue;
 		}
 		uint64_t w0 = now_ns(CLOCK_MONOTONIC);
-		uint64_t c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		uint64_t c0 = now_ns(cpu_clock);
 		run(n);
-		uint64_t c1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		uint64_t c1 = now_ns(cpu_clock);
 		uint64_t w1 = now_ns(CLOCK_MONOTONIC);
 		printf("%.3f %.3f\n", (double)(c1 - c0) / (double)n, (double)(w1 - w0) / (double)n);
 		fflush(stdout);

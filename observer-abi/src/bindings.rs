@@ -18,6 +18,7 @@ pub const OBS_OP_WAITV: u32 = 65536;
 pub const OBS_OP_FUTEX2_WAIT: u32 = 131072;
 pub const OBS_WAIT_WORDS_OK: u32 = 1;
 pub const OBS_WAIT_REGS_OK: u32 = 2;
+pub const OBS_WAIT_SCHED: u32 = 4;
 pub const OBS_F_URGENT: u32 = 1;
 pub const OBS_CLONE_STACK: u32 = 2048;
 pub const OBS_JS_READ: u32 = 1;

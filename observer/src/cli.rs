@@ -239,7 +239,11 @@ pub struct ObserveOpts {
     #[arg(long)]
     pub follow_forks: bool,
     /// Kernel hooks: auto picks the cheapest that works (fentry, tp_btf, raw_tp, tracepoint).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "fentry", "tp_btf", "raw_tp", "tracepoint"])]
+    /// sched learns futex and epoll waits when a thread sleeps in one
+    /// (sched_switch) instead of at every syscall of every process: no
+    /// syscall tax, but no syscall return values (a PI deadlock's EDEADLK)
+    /// and no epoll_wait calls that do not sleep.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "fentry", "tp_btf", "raw_tp", "tracepoint", "sched"])]
     pub hooks: String,
     /// How often the wait table is scanned, in milliseconds.
     #[arg(long, default_value_t = 25, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -133,7 +133,7 @@ fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Res
 }
 
 fn doctor() -> Result<u8> {
-    use probe::{ProbeConfig, Probes, Rung};
+    use probe::{ProbeConfig, Probes, Rung, Waits};
     let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("kernel: {}", rel.trim());
     println!(
@@ -165,7 +165,7 @@ fn doctor() -> Result<u8> {
     let mut ok = true;
     for rung in Rung::ALL {
         let mut p = Probes::load(&ProbeConfig::default())?;
-        match p.attach(Some(rung)) {
+        match p.attach(Some(rung), Waits::Syscalls) {
             Ok(()) => println!("hooks {rung}: all groups attach"),
             Err(_) => {
                 let parts: Vec<String> = p
@@ -182,13 +182,22 @@ fn doctor() -> Result<u8> {
         }
     }
     let mut p = Probes::load(&ProbeConfig::default())?;
-    if let Err(e) = p.attach(None) {
+    if let Err(e) = p.attach(None, Waits::Sched) {
         println!("auto: FAILED: {e}");
         ok = false;
     }
     for h in &p.hooks {
         println!("auto: {h}");
     }
+    // run/attach learn waits at the syscall hooks (exact) unless --hooks
+    // sched; the daemon at sched_switch while it can.
+    println!(
+        "waits: run/attach: syscalls (--hooks sched: sched_switch); daemon: {}",
+        match p.wait_hooks() {
+            Some(Waits::Sched) => "sched_switch (the syscall hooks while it watches an event loop)",
+            _ => "syscalls (sched_switch refused)",
+        }
+    );
     p.prepare_uprobe_multi(true);
     println!("uprobes: {}", p.uprobe_mode());
     Ok(if ok { 0 } else { 1 })

@@ -130,6 +130,52 @@ fn tracepoint_rung_works() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn contended_mutex_is_in_waits() {
+    contended(&[]);
+}
+
+/// Waits learnt at the scheduler count the same contention.
+#[test]
+#[ignore = "needs root and BPF"]
+fn contended_mutex_is_in_waits_learnt_at_sched_switch() {
+    contended(&["--hooks", "sched"]);
+}
+
+/// `--hooks sched`: the scheduler hook is attached and no syscall hook is
+/// (no syscall of any process pays).
+#[test]
+#[ignore = "needs root and BPF"]
+fn sched_hook_replaces_the_syscall_hooks() {
+    let bin = fixture("sleeper");
+    let mut target = Proc::spawn(Command::new(&bin));
+    target.wait_stdout(T, |l| l == "ready");
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args([
+            "-v",
+            "attach",
+            "--hooks",
+            "sched",
+            "-p",
+            &target.pid().to_string(),
+        ]);
+        c
+    });
+    obs.wait_stderr(T, |l| l.contains("observing pid"));
+    assert!(
+        obs.stderr
+            .iter()
+            .any(|l| l == "observer: hook sched_switch: tp_btf"),
+        "{:?}",
+        obs.stderr
+    );
+    assert_eq!(sched_links(obs.pid()), 1, "{:?}", obs.stderr);
+    assert_eq!(syscall_links(obs.pid()), 0, "{:?}", obs.stderr);
+    obs.signal(libc::SIGINT);
+    assert_eq!(obs.wait_exit(T).code(), Some(0), "{:?}", obs.stderr);
+    assert_no_programs_left();
+}
+
+fn contended(extra: &[&str]) {
     let bin = fixture("contended");
     let dir = tmp();
     let rep = dir.path().join("r.json");
@@ -137,6 +183,7 @@ fn contended_mutex_is_in_waits() {
         let mut c = observer();
         c.args(["run", "--quiet", "--report"])
             .arg(&rep)
+            .args(extra)
             .arg("--")
             .arg(&bin);
         c

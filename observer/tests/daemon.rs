@@ -8,6 +8,7 @@ mod common;
 use std::{
     collections::BTreeSet,
     io::Write,
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -554,21 +555,6 @@ fn daemon_exec_filter() {
     assert_no_programs_left();
 }
 
-/// uprobe_multi links a process holds open now.
-fn uprobe_multi_links(pid: u32) -> usize {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
-    };
-    rd.flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.starts_with("link_type:") && l.ends_with("uprobe_multi"))
-        })
-        .count()
-}
-
 /// uprobes = true: several deep-tier processes in a row, each reported;
 /// each one's uprobe links go when it exits (not at daemon stop), and
 /// SIGTERM leaves nothing loaded.
@@ -696,52 +682,46 @@ fn daemon_uprobes_before_the_loader_maps_libc() {
     assert_no_programs_left();
 }
 
-/// The daemon's links on the sys_enter/sys_exit tracepoints now.
-fn syscall_links(pid: u32) -> usize {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
-    };
-    rd.flatten()
-        .filter(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l == "tp_name:\tsys_enter" || l == "tp_name:\tsys_exit")
-        })
-        .count()
-}
-
-/// Polls until the daemon holds `want` syscall hook links and its metric
-/// says so.
-fn wait_syscall_hooks(d: &Proc, port: u16, want: usize) {
+/// Polls until the daemon holds `sys` syscall hook links and `sched`
+/// scheduler hook links, and its metrics say so.
+fn wait_wait_hooks(d: &Proc, port: u16, sys: usize, sched: usize) {
     let end = Instant::now() + T;
     loop {
-        let links = syscall_links(d.pid());
+        let links = (syscall_links(d.pid()), sched_links(d.pid()));
         let body = http_get(port, None);
-        let metric = body
-            .lines()
-            .find_map(|l| l.strip_prefix("observer_syscall_hooks_attached "))
-            .map(str::trim)
-            .unwrap_or("?")
-            .to_string();
-        if links == want && metric == if want > 0 { "1" } else { "0" } {
+        let m = |name: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        let metrics = (
+            m("observer_syscall_hooks_attached "),
+            m("observer_sched_hook_attached "),
+        );
+        let on = |n: usize| if n > 0 { "1" } else { "0" }.to_string();
+        if links == (sys, sched) && metrics == (on(sys), on(sched)) {
             return;
         }
         assert!(
             Instant::now() < end,
-            "want {want} syscall hook links: {links}, metric {metric}"
+            "want {sys} syscall and {sched} sched_switch links: {links:?}, metrics {metrics:?}\n{:#?}",
+            d.stderr
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// The syscall hooks (which cost every syscall on the host) are attached
-/// only while a process is watched: detached at start when nothing is
-/// selected, attached for a selected process (whose deadlock is found),
-/// detached when it exits, and attached again for the next one.
+/// The hooks that learn waits follow what is watched. Nothing is attached
+/// while no process is (no process on the host pays). A C process is
+/// watched through the scheduler hook alone (no syscall on the host pays),
+/// and its deadlock is found through it, twice. A Python event loop makes
+/// the daemon learn waits at the syscall hooks (a loop under load may never
+/// sleep in epoll_wait), and its blocked stretch is reported once; when it
+/// ends, nothing is attached again.
 #[test]
 #[ignore = "needs root and BPF"]
-fn daemon_syscall_hooks_only_while_watching() {
+fn daemon_wait_hooks_follow_what_is_watched() {
     let tmp = tmp();
     let reports = tmp.path().join("reports");
     let cfg = tmp.path().join("observer.toml");
@@ -749,15 +729,15 @@ fn daemon_syscall_hooks_only_while_watching() {
     std::fs::write(
         &cfg,
         format!(
-            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n[[rule]]\ncomm = \"obsd-hooks\"\n",
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n[[rule]]\ncomm = \"obsd-hooks\"\n[[rule]]\ncomm = \"obsd-hookpy\"\n",
             reports.to_str().unwrap()
         ),
     )
     .unwrap();
     let mut d = spawn_daemon(&cfg);
-    wait_syscall_hooks(&d, port, 0);
+    wait_wait_hooks(&d, port, 0, 0);
     d.wait_stderr(T, |l| {
-        l.contains("syscall hooks detached: no process is watched")
+        l.contains("waits learnt nowhere: no process is watched")
     });
     let bin = copy_as("abba", &tmp.path().join("a"), "obsd-hooks");
     let abba_cycle = [("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")];
@@ -766,26 +746,54 @@ fn daemon_syscall_hooks_only_while_watching() {
         let id = wait_report(&reports, p.pid(), T, &mut d);
         p.wait_stdout(T, |l| l == "ready");
         check_pair(&reports, &id, &p.stdout, &abba_cycle);
-        wait_syscall_hooks(&d, port, 2);
+        wait_wait_hooks(&d, port, 0, 1);
         let pid = p.pid();
         drop(p);
-        wait_syscall_hooks(&d, port, 0);
+        wait_wait_hooks(&d, port, 0, 0);
         d.wait_stderr(T, |l| {
             l.contains(&format!("pid {pid} ")) && l.ends_with(": exited")
         });
     }
+    // A loop ticking every 10 ms, then blocked 2 s in time.sleep.
+    let (label, py) = pythons()[0];
+    let link = python_link(&tmp.path().join("py"), Path::new(py), "obsd-hookpy");
+    let mut p = Proc::spawn({
+        let mut c = Command::new(&link);
+        c.arg(python_fixture("py_async_blocking")).args(["2", "1"]);
+        c
+    });
+    let pid = p.pid();
+    p.wait_stdout(T, |l| l == "ready");
+    wait_wait_hooks(&d, port, 2, 0);
+    assert!(p.wait_exit(T).success(), "{label}: {:?}", p.stderr);
+    wait_wait_hooks(&d, port, 0, 0);
+    d.wait_stderr(T, |l| {
+        l.contains(&format!("pid {pid} ")) && l.ends_with("exited")
+    });
+    let ids = reports_of(&reports, pid);
+    assert_eq!(ids.len(), 1, "{label}: {ids:?}\n{:#?}", d.stderr);
+    assert!(
+        ids[0].ends_with("-obsd-hookpy-event_loop_blocked"),
+        "{ids:?}"
+    );
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
     let count = |what: &str| d.stderr.iter().filter(|l| l.contains(what)).count();
     assert_eq!(
-        count("syscall hooks attached: a process is watched"),
-        2,
+        count("waits learnt at sched_switch: no syscall pays"),
+        3,
         "{:#?}",
         d.stderr
     );
     assert_eq!(
-        count("syscall hooks detached: no process is watched"),
-        3,
+        count(&format!("pid {pid} runs an event loop")),
+        1,
+        "{:#?}",
+        d.stderr
+    );
+    assert_eq!(
+        count("waits learnt nowhere: no process is watched"),
+        4,
         "{:#?}",
         d.stderr
     );

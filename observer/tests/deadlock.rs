@@ -375,6 +375,75 @@ fn pi_mutex_abba_is_a_pi_deadlock() {
     assert_no_programs_left();
 }
 
+/// The same hangs seen through the scheduler hook alone (`--hooks sched`:
+/// a wait is learnt when its thread sleeps in futex(2), no syscall hook is
+/// attached): every cycle kind, the PI deadlock (whose EDEADLK return only
+/// a syscall hook sees: its parked thread tells it) and the orphaned lock.
+#[test]
+#[ignore = "needs root and BPF"]
+fn sched_waits_find_the_same_hangs() {
+    let sched = ["--hooks", "sched"];
+    let mutex = |edges| Expect {
+        kind: "deadlock",
+        lock_kind: "mutex",
+        edges,
+    };
+    for (fixture, e) in [
+        (
+            "abba",
+            mutex(&[("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")]),
+        ),
+        (
+            "ring3",
+            mutex(&[
+                ("ring-0", "ring-1", "ring_lock_1"),
+                ("ring-1", "ring-2", "ring_lock_2"),
+                ("ring-2", "ring-0", "ring_lock_0"),
+            ]),
+        ),
+        ("selflock", mutex(&[("selfish", "selfish", "self_lock")])),
+        (
+            "rwlock_abba",
+            Expect {
+                kind: "deadlock",
+                lock_kind: "rwlock",
+                edges: &[
+                    ("writer-1", "writer-2", "rw_b"),
+                    ("writer-2", "writer-1", "rw_a"),
+                ],
+            },
+        ),
+    ] {
+        let (r, out) = run_hang(fixture, &sched);
+        check(&r, &out, &e);
+        assert!(
+            r["hooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["group"] == "sched_switch" && h["rung"] == "tp_btf"),
+            "{fixture}: {:#}",
+            r["hooks"]
+        );
+    }
+    let (r, out) = run_hang("pi_abba", &sched);
+    let f = hang_findings(&r);
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    assert_eq!(f[0]["kind"], "pi_deadlock", "{:#}", f[0]);
+    let tids: BTreeSet<u64> = f[0]["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect();
+    let (p1, p2) = (tid_of(&out, "pi-1"), tid_of(&out, "pi-2"));
+    assert_eq!(tids, BTreeSet::from([p1 as u64, p2 as u64]), "{:#}", f[0]);
+    let (r, out) = run_hang("orphan_exit", &sched);
+    let leaver = tid_of(&out, "leaver");
+    check_orphan(&r, &out, "victim", "orphan_lock", Some(leaver));
+    assert_no_programs_left();
+}
+
 fn check_orphan(r: &Value, out: &[String], victim: &str, lock: &str, owner: Option<u32>) {
     let f = hang_findings(r);
     assert_eq!(f.len(), 1, "{:#}", r["findings"]);

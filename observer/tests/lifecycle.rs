@@ -62,7 +62,19 @@ fn findings<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
 #[test]
 #[ignore = "needs root and BPF"]
 fn unjoined_threads_are_counted_exactly() {
-    let (r, out) = run(&bin("unjoined"), &[]);
+    unjoined(&[]);
+}
+
+/// The same with waits learnt at sched_switch: no exit_group hook, the
+/// descriptors are read at the last thread's exit.
+#[test]
+#[ignore = "needs root and BPF"]
+fn unjoined_threads_are_counted_exactly_with_sched_waits() {
+    unjoined(&["--hooks", "sched"]);
+}
+
+fn unjoined(extra: &[&str]) {
+    let (r, out) = run(&bin("unjoined"), extra);
     let f = findings(&r, "unjoined_thread");
     assert_eq!(f.len(), 1, "{:#}", r["findings"]);
     let got: BTreeSet<u64> = f[0]["threads"]

@@ -57,3 +57,24 @@ impl fmt::Display for HookUse {
         Ok(())
     }
 }
+
+/// Where futex and epoll waits are learnt: at every syscall's entry and
+/// exit (exact: sees each call and its return), or when a watched thread
+/// goes to sleep inside one and wakes (`sched_switch`: costs per context
+/// switch instead of per syscall of every process; misses the return
+/// value, and waits that never sleep).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Waits {
+    Syscalls,
+    Sched,
+}
+
+impl fmt::Display for Waits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Waits::Syscalls => "syscalls",
+            Waits::Sched => "sched",
+        })
+    }
+}

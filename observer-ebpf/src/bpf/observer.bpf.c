@@ -22,6 +22,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "observer/futex.c"
 #include "observer/epoll.c"
 #include "observer/syscalls.c"
+#include "observer/sched.c"
 #include "observer/lifecycle.c"
 #include "observer/spawn.c"
 #include "observer/deep.c"

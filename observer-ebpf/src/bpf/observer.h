@@ -68,6 +68,7 @@ enum obs_pthread_op {
 /* obs_wait.flags */
 #define OBS_WAIT_WORDS_OK 1     /* words[] holds target memory */
 #define OBS_WAIT_REGS_OK 2      /* ip/sp/bp hold the user registers */
+#define OBS_WAIT_SCHED 4        /* seen going to sleep (sched_switch): start_ns is the sleep */
 
 /* obs_hdr.flags */
 #define OBS_F_URGENT 1          /* submitted with a wakeup */

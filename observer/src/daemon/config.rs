@@ -55,6 +55,12 @@ pub struct Config {
     /// A thread that has not run this long (seconds) while others did is stuck.
     #[serde(default = "default_stuck")]
     pub stuck: f64,
+    /// Where futex and epoll waits are learnt while a process is watched:
+    /// "auto" (at the scheduler, so no syscall on the host pays, and at the
+    /// syscall hooks while a watched Python process sleeps in epoll_wait:
+    /// an event loop under load never sleeps there), "sched", "syscalls".
+    #[serde(default = "default_waits")]
+    pub waits: String,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Rule>,
     #[serde(default, rename = "exclude")]
@@ -168,6 +174,10 @@ fn default_max_locks() -> usize {
 fn default_max_waits() -> usize {
     1024
 }
+fn default_waits() -> String {
+    "auto".into()
+}
+
 fn default_long_wait() -> f64 {
     5.0
 }
@@ -268,6 +278,12 @@ impl Config {
             if v == 0 {
                 errs.push(format!("{what}: must be at least 1"));
             }
+        }
+        if !["auto", "sched", "syscalls"].contains(&self.waits.as_str()) {
+            errs.push(format!(
+                "waits: must be \"auto\", \"sched\" or \"syscalls\", got {:?}",
+                self.waits
+            ));
         }
         if self.rules.is_empty() {
             errs.push("no [[rule]]: the daemon would watch nothing".into());
@@ -472,6 +488,7 @@ mod tests {
         assert_eq!(c.excludes[0].user.as_deref(), Some("0"));
         assert_eq!(c.flight_recorder_secs, 30.0);
         assert_eq!(c.max_reports, 1000);
+        assert_eq!(c.waits, "auto");
         assert_eq!(c.metrics_addr().unwrap(), None);
         let c = Config::parse("[[rule]]\ncomm = \"x\"\n").unwrap();
         assert_eq!(c.report_dir, PathBuf::from("/var/lib/observer/reports"));
@@ -577,11 +594,12 @@ mod tests {
         let d = ok_dir();
         let e = errors(&cfg_text(
             d.path(),
-            "flight_recorder_secs = -1\nmax_threads = 0\n[[rule]]\nuser = \"no-such-user-xyz\"\ncomm = \"a-name-longer-than-15\"\ncgroup = \"system.slice\"\n[[rule]]\nuprobes = true\n",
+            "flight_recorder_secs = -1\nmax_threads = 0\nwaits = \"fentry\"\n[[rule]]\nuser = \"no-such-user-xyz\"\ncomm = \"a-name-longer-than-15\"\ncgroup = \"system.slice\"\n[[rule]]\nuprobes = true\n",
         ));
         let want = [
             "flight_recorder_secs: must be between 0",
             "max_threads: must be at least 1",
+            "waits: must be \"auto\", \"sched\" or \"syscalls\", got \"fentry\"",
             "rule 1: comm: \"a-name-longer-than-15\" is longer than 15 bytes",
             "rule 1: cgroup: must be a cgroup v2 path",
             "rule 1: user: no such user: \"no-such-user-xyz\"",

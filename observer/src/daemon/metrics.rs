@@ -23,6 +23,7 @@ pub struct Metrics {
     pub watched_threads: Gauge,
     /// 1 while the syscall hooks are attached (a process is watched).
     pub syscall_hooks: Gauge,
+    pub sched_hook: Gauge,
     pub events: Counter,
     pub ringbuf_drops: Counter,
     /// Other kernel-side losses (tables full), by table.
@@ -57,6 +58,7 @@ impl Metrics {
             watched_processes: Gauge::default(),
             watched_threads: Gauge::default(),
             syscall_hooks: Gauge::default(),
+            sched_hook: Gauge::default(),
             events: Counter::default(),
             ringbuf_drops: Counter::default(),
             kernel_drops: Family::default(),
@@ -86,8 +88,13 @@ impl Metrics {
         );
         r.register(
             "syscall_hooks_attached",
-            "1 while the futex and epoll syscall hooks are attached (only while a process is watched: they cost every syscall on the host)",
+            "1 while the futex and epoll syscall hooks are attached (they cost every syscall on the host)",
             m.syscall_hooks.clone(),
+        );
+        r.register(
+            "sched_hook_attached",
+            "1 while futex and epoll waits are learnt at sched_switch instead (costs each context switch, no syscall)",
+            m.sched_hook.clone(),
         );
         r.register(
             "events",

@@ -158,6 +158,12 @@ struct Daemon {
     /// seen at the last scan only, reported if the next sees them again.
     across_seen: HashSet<String>,
     across_pending: HashSet<String>,
+    /// The scheduler hook loaded, so waits may be learnt there.
+    sched_ok: bool,
+    /// Watched Python processes seen in epoll_wait (event loops): once
+    /// there is one, waits are learnt at the syscall hooks (`wait_hooks`)
+    /// until no process is watched.
+    loop_procs: HashSet<u32>,
 }
 
 /// Time one sample may spend reading Python thread names.
@@ -289,6 +295,7 @@ impl Daemon {
                 kill.push(pid);
             }
         }
+        self.learn_loops(src);
         self.across(src, now, &mut kill);
         for pid in kill {
             tracing::warn!("pid {pid}: killed (kill_on_deadlock)");
@@ -558,7 +565,16 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             },
             deep,
         );
+        let base = ObserveOpts {
+            hooks: if cfg.waits == "syscalls" {
+                "auto".into()
+            } else {
+                "sched".into()
+            },
+            ..base
+        };
         let probes = session::load_probes(&base, verbose, false)?;
+        let sched_ok = probes.wait_hooks() == Some(crate::probe::Waits::Sched);
         let hooks = probes.hooks.clone();
         let policy = Policy::daemon();
         let mut src = LiveSource::new(probes, policy.wait_age.as_nanos() as u64)?;
@@ -597,6 +613,8 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
             samples: 0,
             across_seen: HashSet::new(),
             across_pending: HashSet::new(),
+            sched_ok,
+            loop_procs: HashSet::new(),
         };
         d.sink.retain();
         tracing::info!(
@@ -608,9 +626,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         // Processes already running (exec notifications are live first, so
         // nothing falls between the two).
         d.rescan(&mut src);
-        if d.procs.is_empty() {
-            d.syscall_hooks(&mut src, false);
-        }
+        d.wait_hooks(&mut src, !d.procs.is_empty());
         let stop = live::observe(&mut d, &mut src, &policy).await?;
         tracing::info!(
             "{}: stopping; {} processes were watched",

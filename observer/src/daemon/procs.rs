@@ -47,7 +47,7 @@ impl Daemon {
         let pid = info.pid;
         // Before the watch: waits that begin after it are seen by the
         // hooks, those already in progress by the snapshot below.
-        if !self.syscall_hooks(src, true) {
+        if !self.wait_hooks(src, true) {
             return;
         }
         if let Err(e) = src.probes.watch(pid) {
@@ -127,36 +127,88 @@ impl Daemon {
         src.probes.release_process_uprobes(pid);
         self.sink.forget(pid);
         tracing::info!("pid {pid} {:?}: {why}", report::escape(&p.comm));
+        // Once on the syscall hooks for an event loop, waits stay there until
+        // nothing is watched: a wait the syscall hooks began is ended by them.
         if self.procs.is_empty() {
-            self.syscall_hooks(src, false);
+            self.loop_procs.clear();
+            self.wait_hooks(src, false);
         }
         Some(p)
     }
 
-    /// Attaches or detaches the syscall hooks (futex and epoll waits): they
-    /// cost every syscall of every process on the host, so they are on only
-    /// while a process is watched. False when they could not be attached.
-    pub(super) fn syscall_hooks(&mut self, src: &mut LiveSource, on: bool) -> bool {
-        match src.probes.set_syscall_hooks(on) {
-            Ok(changed) => {
-                if changed {
-                    tracing::info!(
-                        "syscall hooks {}",
-                        if on {
-                            "attached: a process is watched"
-                        } else {
-                            "detached: no process is watched"
-                        }
-                    );
-                }
-                self.metrics.syscall_hooks.set(i64::from(on));
-                true
-            }
-            Err(e) => {
-                tracing::warn!("syscall hooks: {e}");
-                !on
+    /// A watched Python process seen in epoll_wait runs an event loop. One
+    /// under load may never sleep there, and only the syscall hooks see a
+    /// call that does not sleep: from now on they learn the waits. What the
+    /// scheduler hook wrote of its loops goes (a stretch between its last
+    /// sleep there and now would read as blocked).
+    pub(super) fn learn_loops(&mut self, src: &mut LiveSource) {
+        let new: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(pid, p)| !self.loop_procs.contains(pid) && p.session.python_loop(**pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        self.loop_procs.extend(&new);
+        let before = src.probes.wait_hooks();
+        self.wait_hooks(src, true);
+        if before == Some(crate::probe::Waits::Sched) {
+            for pid in &self.loop_procs {
+                src.probes.forget_epoll(*pid);
             }
         }
+    }
+
+    /// Puts the hooks that learn futex and epoll waits where they cost
+    /// least (`Config::waits`): none while no process is watched (`watching`
+    /// false); at the scheduler, where no syscall of the host pays; at the
+    /// syscall hooks while a watched Python process runs an event loop, or
+    /// where the scheduler hook is refused. False when none could be put on.
+    pub(super) fn wait_hooks(&mut self, src: &mut LiveSource, watching: bool) -> bool {
+        use crate::probe::Waits;
+        let want = watching.then_some(match self.cfg.waits.as_str() {
+            "syscalls" => Waits::Syscalls,
+            "auto" if !self.loop_procs.is_empty() => Waits::Syscalls,
+            _ if !self.sched_ok => Waits::Syscalls,
+            _ => Waits::Sched,
+        });
+        let before = src.probes.wait_hooks();
+        let r = match src.probes.set_waits(want) {
+            Err(e) if want == Some(Waits::Sched) => {
+                tracing::warn!("scheduler hook: {e}; waits are learnt at the syscall hooks");
+                self.sched_ok = false;
+                src.probes.set_waits(Some(Waits::Syscalls))
+            }
+            r => r,
+        };
+        if let Err(e) = &r {
+            tracing::warn!("wait hooks: {e}");
+        }
+        let now = src.probes.wait_hooks();
+        if now != before {
+            tracing::info!(
+                "waits learnt {}",
+                match now {
+                    None => "nowhere: no process is watched".to_string(),
+                    Some(Waits::Sched) => "at sched_switch: no syscall pays".to_string(),
+                    Some(Waits::Syscalls) if self.loop_procs.is_empty() =>
+                        "at the syscall hooks (every syscall on the host pays)".to_string(),
+                    Some(Waits::Syscalls) => format!(
+                        "at the syscall hooks (every syscall on the host pays): pid {} runs an event loop",
+                        self.loop_procs.iter().min().copied().unwrap_or_default()
+                    ),
+                }
+            );
+        }
+        self.metrics
+            .syscall_hooks
+            .set(i64::from(now == Some(Waits::Syscalls)));
+        self.metrics
+            .sched_hook
+            .set(i64::from(now == Some(Waits::Sched)));
+        now.is_some() || !watching
     }
 
     /// The process is gone: judge what only the end can tell, then forget it.

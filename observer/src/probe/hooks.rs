@@ -52,6 +52,10 @@ pub(super) mod sysfn {
     pub const EXIT_GROUP: &str = "__arm64_sys_exit_group";
 }
 
+/// Learns futex and epoll waits at the scheduler (`Waits::Sched`): tp_btf
+/// only, as it reads the sleeping task's registers (`bpf_task_pt_regs`).
+pub(super) const SCHED_HOOK: Hook = req("btf_sched_switch", How::TpBtf("sched_switch"));
+
 /// A group of hooks that serve one purpose, with its rungs in ladder order.
 pub(super) struct Group {
     pub(super) name: &'static str,
@@ -191,6 +195,7 @@ pub(super) fn named_programs() -> Vec<&'static str> {
         .flat_map(|g| g.rungs.iter())
         .flat_map(|(_, hooks)| hooks.iter().map(|h| h.prog))
         .collect();
+    v.push(SCHED_HOOK.prog);
     v.extend(super::spawn::SPAWN_HOOKS.iter().map(|t| t.0));
     v.extend(super::uprobes::THREAD_UPROBES.iter().map(|t| t.0));
     for t in super::uprobes::LOCK_UPROBES

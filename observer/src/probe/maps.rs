@@ -201,6 +201,25 @@ impl Probes {
             .collect()
     }
 
+    /// Drops `tgid`'s threads from the EPOLL map.
+    pub fn forget_epoll(&mut self, tgid: u32) {
+        let Some(m) = self.bpf.map_mut("EPOLL") else {
+            return;
+        };
+        let Ok(mut m) = BpfHashMap::<_, u32, Pod<obs_epoll>>::try_from(m) else {
+            return;
+        };
+        let tids: Vec<u32> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.0.tgid == tgid)
+            .map(|(k, _)| k)
+            .collect();
+        for t in tids {
+            let _ = m.remove(&t);
+        }
+    }
+
     pub fn aggregates(&self) -> Vec<(obs_agg_key, obs_agg)> {
         let Some(m) = self.bpf.map("AGG") else {
             return Vec::new();

@@ -15,7 +15,7 @@ mod uprobes;
 use hooks::*;
 pub use uprobes::UprobeUse;
 
-pub use observer_core::vocab::hooks::{HookUse, Rung};
+pub use observer_core::vocab::hooks::{HookUse, Rung, Waits};
 use std::{collections::HashSet, path::Path};
 
 use aya::{
@@ -149,6 +149,9 @@ pub struct Probes {
     /// takes them off while it watches no process (`set_syscall_hooks`).
     sys_hooks: Vec<Hook>,
     sys_links: Vec<Link>,
+    /// The scheduler hook that learns waits instead (`Waits::Sched`),
+    /// while attached.
+    sched_link: Option<Link>,
 }
 
 /// A link of one of our programs, to detach it.
@@ -271,6 +274,7 @@ impl Probes {
             stop_on_exec: cfg.stop_on_exec,
             sys_hooks: Vec::new(),
             sys_links: Vec::new(),
+            sched_link: None,
         })
     }
 
@@ -288,6 +292,8 @@ impl Probes {
         let ring = cfg.ringbuf_bytes.next_power_of_two().max(4096);
         loader
             .btf(Some(btf))
+            // ASLEEP (task storage) is used by the programs only.
+            .allow_unsupported_maps()
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
             .override_global("LOOP_BLOCKED_NS", &cfg.loop_blocked_ns, true)
             .override_global("FOLLOW_FORKS", &follow, true)
@@ -320,13 +326,85 @@ impl Probes {
         Ok(bpf)
     }
 
-    /// Attaches every hook group on the first rung the kernel accepts.
-    pub fn attach(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
+    /// Attaches every hook group on the first rung the kernel accepts, and
+    /// learns futex and epoll waits as `waits` says: `Sched` puts the
+    /// scheduler hook on and takes the futex group's syscall hooks off
+    /// again (they stay verified, for `set_waits`); a kernel without it
+    /// (no tp_btf, or no `bpf_task_pt_regs`) keeps the syscall hooks.
+    pub fn attach(&mut self, only: Option<Rung>, waits: Waits) -> Result<(), ProbeError> {
         let t0 = std::time::Instant::now();
         self.btf.get()?;
         let r = self.attach_groups(only);
+        if r.is_ok() && waits == Waits::Sched {
+            let mut used = HookUse {
+                group: "sched_switch",
+                rung: None,
+                skipped: Vec::new(),
+            };
+            match self.set_waits(Some(Waits::Sched)) {
+                Ok(_) => used.rung = Some(Rung::TpBtf),
+                Err(e) => {
+                    tracing::info!("waits stay on the syscall hooks: {e}");
+                    used.skipped.push((Rung::TpBtf, e.to_string()));
+                }
+            }
+            self.hooks.push(used);
+        }
         tracing::debug!("startup: hooks verified and attached in {:?}", t0.elapsed());
         r
+    }
+
+    /// Where waits are learnt now; None: nowhere (`set_waits(None)`).
+    pub fn wait_hooks(&self) -> Option<Waits> {
+        if self.sched_link.is_some() {
+            Some(Waits::Sched)
+        } else if !self.sys_links.is_empty() {
+            Some(Waits::Syscalls)
+        } else {
+            None
+        }
+    }
+
+    /// Learns waits at the syscall hooks, at the scheduler, or (None)
+    /// nowhere: then no process pays anything for them. The new hooks go on
+    /// before the old come off, so no wait falls between (one seen by both
+    /// is ended by whichever sees its end first). Returns whether anything
+    /// changed.
+    pub fn set_waits(&mut self, w: Option<Waits>) -> Result<bool, ProbeError> {
+        if self.wait_hooks() == w {
+            return Ok(false);
+        }
+        match w {
+            Some(Waits::Sched) => {
+                if self.sched_link.is_none() {
+                    let l = self
+                        .attach_one(&SCHED_HOOK)
+                        .map_err(|e| ProbeError::Attach {
+                            group: "sched_switch",
+                            why: short(&e),
+                        })?;
+                    self.sched_link = Some(l);
+                }
+                self.set_syscall_hooks(false)?;
+            }
+            Some(Waits::Syscalls) => {
+                self.set_syscall_hooks(true)?;
+                self.set_sched_hook_off();
+            }
+            None => {
+                self.set_syscall_hooks(false)?;
+                self.set_sched_hook_off();
+            }
+        }
+        Ok(true)
+    }
+
+    fn set_sched_hook_off(&mut self) {
+        if let Some(l) = self.sched_link.take()
+            && let Err(e) = self.detach(l)
+        {
+            tracing::warn!("detaching the scheduler hook: {}", short(&e));
+        }
     }
 
     fn attach_groups(&mut self, only: Option<Rung>) -> Result<(), ProbeError> {
@@ -408,7 +486,7 @@ impl Probes {
     /// are off, no syscall of any process pays for them, and no futex or
     /// epoll wait is seen. The daemon turns them off while it watches no
     /// process. Returns whether they changed.
-    pub fn set_syscall_hooks(&mut self, on: bool) -> Result<bool, ProbeError> {
+    fn set_syscall_hooks(&mut self, on: bool) -> Result<bool, ProbeError> {
         if on != self.sys_links.is_empty() {
             return Ok(false);
         }

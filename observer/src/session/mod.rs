@@ -461,6 +461,12 @@ impl<S: Sink> Session<S> {
         self.loops_of = Some(tgid);
     }
 
+    /// `tgid` is a Python process whose threads were seen in epoll_wait
+    /// (an asyncio, uvloop or other event loop).
+    pub(crate) fn python_loop(&self, tgid: u32) -> bool {
+        self.loops.knows(tgid) && !self.not_python.contains(&tgid)
+    }
+
     /// How long a loop may stay out of its selector, and how long one idle
     /// in it waits before its tasks are read.
     fn loop_limits(&self) -> (u64, u64) {

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     cli::ObserveOpts,
     event::Event,
-    probe::{ProbeConfig, Probes, Rung},
+    probe::{ProbeConfig, Probes, Rung, Waits},
     source::{live::LiveSource, procfs},
     sys,
 };
@@ -38,10 +38,17 @@ impl Target {
 
 /// `stop_on_exec`: `run` holds each exec of the deep tier's targets until
 /// its uprobes are in place (see `Session::resume_execs`).
-fn probe_config(opts: &ObserveOpts, stop_on_exec: bool) -> Result<(ProbeConfig, Option<Rung>)> {
-    let rung = match opts.hooks.as_str() {
-        "auto" => None,
-        s => Some(Rung::parse(s).with_context(|| format!("unknown --hooks {s}"))?),
+fn probe_config(
+    opts: &ObserveOpts,
+    stop_on_exec: bool,
+) -> Result<(ProbeConfig, Option<Rung>, Waits)> {
+    let (rung, waits) = match opts.hooks.as_str() {
+        "auto" => (None, Waits::Syscalls),
+        "sched" => (None, Waits::Sched),
+        s => (
+            Some(Rung::parse(s).with_context(|| format!("unknown --hooks {s}"))?),
+            Waits::Syscalls,
+        ),
     };
     let cfg = ProbeConfig {
         long_wait_ns: opts.long_wait_ns()?,
@@ -51,7 +58,7 @@ fn probe_config(opts: &ObserveOpts, stop_on_exec: bool) -> Result<(ProbeConfig, 
         stop_on_exec: stop_on_exec && UprobeSet::of(opts).locks,
         loop_blocked_ns: crate::cli::secs_to_ns(opts.loop_blocked, "--loop-blocked")?,
     };
-    Ok((cfg, rung))
+    Ok((cfg, rung, waits))
 }
 
 /// Fails in one line when this binary was built without BPF programs.
@@ -67,9 +74,9 @@ pub fn require_bpf() -> Result<()> {
 
 pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8, stop_on_exec: bool) -> Result<Probes> {
     require_bpf()?;
-    let (cfg, rung) = probe_config(opts, stop_on_exec)?;
+    let (cfg, rung, waits) = probe_config(opts, stop_on_exec)?;
     let mut probes = Probes::load(&cfg)?;
-    probes.attach(rung)?;
+    probes.attach(rung, waits)?;
     if probes.mounted_tracefs {
         tracing::info!("mounted tracefs at /sys/kernel/tracing");
     }

@@ -32,6 +32,11 @@ impl LoopWatch {
         self.looked.insert(tgid)
     }
 
+    /// `tgid`'s threads were seen in epoll_wait (`fresh`).
+    pub fn knows(&self, tgid: u32) -> bool {
+        self.known.contains(&tgid)
+    }
+
     /// Processes whose threads called epoll_wait for the first time since
     /// the last call (to get ready to read them: the first read of an
     /// interpreter is the slow one).

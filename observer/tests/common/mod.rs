@@ -4,10 +4,13 @@
 
 mod asyncio;
 mod daemon;
+mod links;
 #[allow(unused_imports)]
 pub use asyncio::*;
 #[allow(unused_imports)]
 pub use daemon::*;
+#[allow(unused_imports)]
+pub use links::*;
 
 use std::{
     io::{BufRead, BufReader},

@@ -1,18 +1,26 @@
-//! `cargo xtask bench tax`: what `observer daemon` costs every syscall on
+//! `cargo xtask bench tax`: what `observer daemon` costs the processes of
 //! the host, as ratios against no daemon, in one run.
 //!
-//! A getppid(2) loop (bench/workload.c) is timed under four conditions,
+//! A getppid(2) loop (bench/workload.c) is timed under these conditions,
 //! visited in a rotating order over several passes:
 //!
 //! - none: no daemon;
-//! - idle: a daemon whose rule selects nothing (its syscall hooks are
-//!   detached while it watches no process);
-//! - other: a daemon watching another (idle) process: the syscall hooks
-//!   are attached and every process pays for them;
+//! - idle: a daemon whose rule selects nothing (it attaches no wait hooks
+//!   while it watches no process);
+//! - other: a daemon watching another (idle) process, learning waits at
+//!   `sched_switch` (its default for a process without an event loop);
 //! - watched: a daemon watching the timed process itself (its non-futex
-//!   syscalls).
+//!   syscalls);
+//! - other, syscalls: as other with `waits = "syscalls"`: every syscall of
+//!   every process pays for the syscall hooks.
 //!
-//! Times are the workload thread's CPU time (see bench/workload.c).
+//! The scheduler hook's cost is per context switch instead: a futex
+//! ping-pong of two threads pinned to one CPU (two switches per round
+//! trip) is timed with no daemon, with a daemon watching another process
+//! (what every context switch on the host pays), and watched at
+//! `sched_switch` and at the syscall hooks.
+//!
+//! Times are CPU time: the getppid thread's; the whole ping-pong process's.
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
@@ -24,12 +32,17 @@ const USAGE: &str = "\
 usage: cargo xtask bench tax [--rounds N] [--quick] [--observer PATH]   (as root)
 
 A getppid(2) loop under no daemon, an idle daemon (its rule selects nothing), a daemon
-watching another process, and a daemon watching the loop's own process: the time per call
-as ratios against no daemon (targets: idle and other <= 1.05, watched <= 1.10).
+watching another process, and a daemon watching the loop's own process (waits learnt at
+sched_switch), and one watching another process with waits = \"syscalls\": the time per
+call as ratios against no daemon (targets: idle and other <= 1.05, watched <= 1.10). Then
+a futex ping-pong (two threads on one CPU) with no daemon, with one watching another process
+(target <= 1.05), and watched with each way of learning waits: what the scheduler hook
+costs a context switch.
 
-  --rounds N        passes over the four conditions (default 6, --quick 2; 3 timed rounds per visit)";
+  --rounds N        passes over the conditions (default 6, --quick 2; 3 timed rounds per visit)";
 
 const OPS: u64 = 2_000_000;
+const PP_OPS: u64 = 50_000;
 const ROUNDS_PER_VISIT: usize = 3;
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a round waits for someone else's BPF programs to go away, and
@@ -38,67 +51,131 @@ const SETTLE: Duration = Duration::from_secs(20);
 const MAX_RETRIES: usize = 3;
 
 #[derive(Clone, Copy, PartialEq)]
-enum Cond {
-    None,
-    Idle,
-    Other,
-    Watched,
+enum Load {
+    Getppid,
+    PingPong,
 }
 
-impl Cond {
-    const ALL: [Cond; 4] = [Cond::None, Cond::Idle, Cond::Other, Cond::Watched];
-
-    fn name(self) -> &'static str {
-        match self {
-            Cond::None => "none",
-            Cond::Idle => "idle",
-            Cond::Other => "other",
-            Cond::Watched => "watched",
-        }
-    }
-
-    /// The comm the daemon's rule selects, and what it then watches.
-    fn rule(self) -> (&'static str, f64) {
-        match self {
-            Cond::None | Cond::Idle => ("obsd-tax-none", 0.0),
-            Cond::Other => ("obsd-tax-idle", 1.0),
-            Cond::Watched => ("obsd-tax-loop", 1.0),
-        }
-    }
-
-    /// The ratio against `none` this condition may cost.
-    fn target(self) -> f64 {
-        match self {
-            Cond::None => 1.0,
-            Cond::Idle | Cond::Other => 1.05,
-            Cond::Watched => 1.10,
-        }
-    }
+/// One condition: the timed load, the daemon's rule (None: no daemon),
+/// whether it then watches a process, its `waits`, and the ratio against
+/// the same load with no daemon it may cost (None: no target).
+struct Cond {
+    name: &'static str,
+    load: Load,
+    rule: Option<&'static str>,
+    watches: bool,
+    waits: &'static str,
+    target: Option<f64>,
 }
 
-/// A daemon for `c` (none for `Cond::None`), once it watches what its rule
-/// selects and its syscall hooks are as they should be.
-fn daemon(observer: &Path, dir: &Path, c: Cond, visit: usize) -> Result<Option<Guard>> {
-    if c == Cond::None {
+const CONDS: [Cond; 9] = [
+    Cond {
+        name: "none",
+        load: Load::Getppid,
+        rule: None,
+        watches: false,
+        waits: "auto",
+        target: None,
+    },
+    Cond {
+        name: "idle",
+        load: Load::Getppid,
+        rule: Some("obsd-tax-none"),
+        watches: false,
+        waits: "auto",
+        target: Some(1.05),
+    },
+    Cond {
+        name: "other",
+        load: Load::Getppid,
+        rule: Some("obsd-tax-idle"),
+        watches: true,
+        waits: "auto",
+        target: Some(1.05),
+    },
+    Cond {
+        name: "watched",
+        load: Load::Getppid,
+        rule: Some("obsd-tax-loop"),
+        watches: true,
+        waits: "auto",
+        target: Some(1.10),
+    },
+    Cond {
+        name: "other, syscalls",
+        load: Load::Getppid,
+        rule: Some("obsd-tax-idle"),
+        watches: true,
+        waits: "syscalls",
+        target: None,
+    },
+    Cond {
+        name: "none",
+        load: Load::PingPong,
+        rule: None,
+        watches: false,
+        waits: "auto",
+        target: None,
+    },
+    Cond {
+        name: "other",
+        load: Load::PingPong,
+        rule: Some("obsd-tax-idle"),
+        watches: true,
+        waits: "auto",
+        target: Some(1.05),
+    },
+    Cond {
+        name: "watched, sched",
+        load: Load::PingPong,
+        rule: Some("obsd-tax-pp"),
+        watches: true,
+        waits: "sched",
+        target: None,
+    },
+    Cond {
+        name: "watched, syscalls",
+        load: Load::PingPong,
+        rule: Some("obsd-tax-pp"),
+        watches: true,
+        waits: "syscalls",
+        target: None,
+    },
+];
+
+/// A daemon for `c` (none without a rule), once it watches what its rule
+/// selects and its wait hooks are as they should be.
+fn daemon(observer: &Path, dir: &Path, ci: usize, visit: usize) -> Result<Option<Guard>> {
+    let c = &CONDS[ci];
+    let Some(comm) = c.rule else {
         return Ok(None);
-    }
-    let (comm, watched) = c.rule();
+    };
+    let watched = f64::from(u8::from(c.watches));
     let port = h::free_port()?;
-    let cfg = dir.join(format!("{}.toml", c.name()));
+    let cfg = dir.join(format!("c{ci}.toml"));
     std::fs::write(
         &cfg,
         format!(
-            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n[[rule]]\ncomm = \"{comm}\"\n",
-            dir.join("reports").to_str().context("path")?
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nwaits = \"{}\"\n[[rule]]\ncomm = \"{comm}\"\n",
+            dir.join("reports").to_str().context("path")?,
+            c.waits
         ),
     )?;
-    let log = dir.join(format!("{}-{visit}.log", c.name()));
+    let log = dir.join(format!("c{ci}-{visit}.log"));
     let mut d = h::start_daemon(observer, &cfg, &log, port, &[])?;
     h::wait_metric(&mut d, port, &log, "observer_watched_processes", |v| {
         v == watched
     })?;
+    let (sys, sched) = match (c.watches, c.waits) {
+        (false, _) => (0.0, 0.0),
+        (true, "syscalls") => (1.0, 0.0),
+        (true, _) => (0.0, 1.0),
+    };
     h::wait_metric(&mut d, port, &log, "observer_syscall_hooks_attached", |v| {
-        v == watched
+        v == sys
+    })?;
+    h::wait_metric(&mut d, port, &log, "observer_sched_hook_attached", |v| {
+        v == sched
     })?;
     Ok(Some(d))
 }
@@ -132,25 +209,33 @@ pub fn main(args: &[String]) -> Result<()> {
         Ok(p)
     };
     let mut wl = Workload::start(&named("obsd-tax-loop")?, &["getppid".to_string()])?;
+    // Pinned: each hand-over is a context switch on that CPU.
+    let mut pp = Workload::start(
+        &named("obsd-tax-pp")?,
+        &["pingpong".to_string(), "0".to_string()],
+    )?;
     let _idle = Workload::start(&named("obsd-tax-idle")?, &["idle".to_string()])?;
     eprintln!(
-        "xtask: bench tax ({passes} passes x {ROUNDS_PER_VISIT} rounds of {OPS} getppid per condition)"
+        "xtask: bench tax ({passes} passes x {ROUNDS_PER_VISIT} rounds of {OPS} getppid or {PP_OPS} ping-pongs per condition)"
     );
-    let mut samples: [Vec<f64>; 4] = Default::default();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); CONDS.len()];
     // Rounds run while other tools' (or tests') syscall hooks were loaded
     // would blur every ratio: waited out, run again, or flagged.
     let mut progs = Programs::default();
     let mut cont = Contamination::default();
     for pass in 0..passes {
-        for ci in h::order(pass, Cond::ALL.len()) {
-            let c = Cond::ALL[ci];
-            let mut d = daemon(&observer, &dir, c, pass)?;
+        for ci in h::order(pass, CONDS.len()) {
+            let mut d = daemon(&observer, &dir, ci, pass)?;
             let holder = d.as_ref().map(|d| d.pid);
-            wl.round(OPS / 4, ROUND_TIMEOUT)?; // warm-up
+            let (w, ops) = match CONDS[ci].load {
+                Load::Getppid => (&mut wl, OPS),
+                Load::PingPong => (&mut pp, PP_OPS),
+            };
+            w.round(ops / 4, ROUND_TIMEOUT)?; // warm-up
             for _ in 0..ROUNDS_PER_VISIT {
                 for attempt in 0.. {
                     let rd =
-                        progs.round(holder, SETTLE, &mut cont, || wl.round(OPS, ROUND_TIMEOUT))?;
+                        progs.round(holder, SETTLE, &mut cont, || w.round(ops, ROUND_TIMEOUT))?;
                     if rd.clean || attempt == MAX_RETRIES {
                         cont.keep(rd.clean);
                         samples[ci].push(*rd.value.first().context("workload printed nothing")?);
@@ -170,41 +255,49 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     eprintln!();
     let med: Vec<f64> = samples.iter().map(|v| h::median(v)).collect();
-    let base = med[0];
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{}",
-        h::header("tax: what observer daemon costs a getppid(2) call", "")
+        h::header("tax: what observer daemon costs the host's processes", "")
     );
-    let _ = writeln!(
-        out,
-        "  {:>8}  {:>10}  {:>7}  {:>8}",
-        "daemon", "ns/call", "ratio", "target"
-    );
-    for (i, c) in Cond::ALL.iter().enumerate() {
-        let r = med[i] / base;
-        let verdict = if *c == Cond::None {
-            String::new()
-        } else {
-            format!(
-                "<= {:.2} {}",
-                c.target(),
-                if r <= c.target() { "PASS" } else { "MISS" }
-            )
-        };
+    for (load, what, unit) in [
+        (Load::Getppid, "a getppid(2) call", "ns/call"),
+        (
+            Load::PingPong,
+            "a futex ping-pong round trip (2 context switches)",
+            "ns/trip",
+        ),
+    ] {
+        let base = CONDS
+            .iter()
+            .position(|c| c.load == load && c.rule.is_none())
+            .map(|i| med[i])
+            .unwrap_or(f64::NAN);
+        let _ = writeln!(out, "  {what}:");
         let _ = writeln!(
             out,
-            "  {:>8}  {:>10.1}  {:>6.2}x  {verdict}",
-            c.name(),
-            med[i],
-            r
+            "  {:>18}  {:>10}  {:>7}  {:>8}",
+            "daemon", unit, "ratio", "target"
         );
+        for (i, c) in CONDS.iter().enumerate().filter(|(_, c)| c.load == load) {
+            let r = med[i] / base;
+            let verdict = match c.target {
+                Some(t) => format!("<= {t:.2} {}", if r <= t { "PASS" } else { "MISS" }),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:>18}  {:>10.1}  {:>6.2}x  {verdict}",
+                c.name, med[i], r
+            );
+        }
     }
     if let Some(n) = cont.note("all conditions") {
         let _ = writeln!(out, "{n}");
     }
     print!("{out}");
     let _ = std::fs::write(dir.join("summary.txt"), &out);
+    pp.finish()?;
     wl.finish()
 }

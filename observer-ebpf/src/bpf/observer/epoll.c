@@ -44,15 +44,20 @@ static __always_inline int epoll_enter(void)
 	return 0;
 }
 
-static __always_inline int epoll_exit(void)
+/* Thread `t` (`tid`) returns from epoll_wait. */
+static __always_inline int epoll_end(struct task_struct *t, __u32 tid)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct obs_epoll *e = bpf_map_lookup_elem(&EPOLL, &tid);
 	if (!e)
 		return 0;
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	e->exit_delay = BPF_CORE_READ(t, sched_info.run_delay);
 	e->exit_cpu = BPF_CORE_READ(t, se.sum_exec_runtime);
 	e->exit_ns = bpf_ktime_get_ns();
 	return 0;
+}
+
+static __always_inline int epoll_exit(void)
+{
+	return epoll_end((struct task_struct *)bpf_get_current_task(),
+			 (__u32)bpf_get_current_pid_tgid());
 }

@@ -45,25 +45,20 @@ static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u6
 static __always_inline void cache_flush_all(struct obs_held *h, __u32 tgid, __u32 tid);
 static __always_inline bool cache_has(struct obs_held *h, __u64 lock, __u32 gen);
 
-static __always_inline int futex_enter(struct sc_args *a)
+/* A futex wait of current (tgid, tid) begins: into the wait table.
+ * `slept`: seen going to sleep (sched_switch), not at syscall entry. */
+static __always_inline int futex_begin(struct sc_args *a, __u32 tgid, __u32 tid, bool slept)
 {
-	/* Non-waiting futex ops (WAKE, ...) leave before the map lookup. */
-	if (a->nr == NR_futex && !is_wait_cmd((__u32)a->a1))
-		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	if (!watched(tgid))
-		return 0;
-
 	struct obs_wait w = {};
 	if (a->nr == NR_futex) {
 		__u32 cmd = (__u32)a->a1 & OBS_FUTEX_CMD_MASK;
 		/* A WAIT whose word already differs returns EAGAIN at once: no
 		 * sleep, nothing to record (the word changing back before the
-		 * kernel's own check is the rare miss). */
+		 * kernel's own check is the rare miss). Asleep, it waits. */
 		if (cmd == OBS_FUTEX_WAIT || cmd == OBS_FUTEX_WAIT_BITSET) {
 			__u32 cur;
-			if (bpf_probe_read_user(&cur, sizeof(cur), (void *)a->a0) == 0 &&
+			if (!slept &&
+			    bpf_probe_read_user(&cur, sizeof(cur), (void *)a->a0) == 0 &&
 			    cur != (__u32)a->a2)
 				return 0;
 			if (!((__u32)a->a1 & OBS_FUTEX_PRIVATE_FLAG) && (__u32)a->a2)
@@ -91,6 +86,8 @@ static __always_inline int futex_enter(struct sc_args *a)
 	}
 	w.tgid = tgid;
 	w.start_ns = bpf_ktime_get_ns();
+	if (slept)
+		w.flags |= OBS_WAIT_SCHED;
 	if (a->regs_ok) {
 		w.ip = a->ip;
 		w.sp = a->sp;
@@ -113,10 +110,22 @@ static __always_inline int futex_enter(struct sc_args *a)
 	return 0;
 }
 
-static __always_inline int futex_exit(long ret)
+static __always_inline int futex_enter(struct sc_args *a)
 {
+	/* Non-waiting futex ops (WAKE, ...) leave before the map lookup. */
+	if (a->nr == NR_futex && !is_wait_cmd((__u32)a->a1))
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
+	__u32 tgid = id >> 32, tid = (__u32)id;
+	if (!watched(tgid))
+		return 0;
+	return futex_begin(a, tgid, tid, false);
+}
+
+/* Thread `tid`'s futex wait ends (`ret`: the syscall's return; 0 when
+ * seen at its wake-up, which does not know it). */
+static __always_inline int futex_end(__u32 tid, long ret)
+{
 	struct obs_wait *w = bpf_map_lookup_elem(&WAITS, &tid);
 	if (!w)
 		return 0;
@@ -156,6 +165,11 @@ static __always_inline int futex_exit(long ret)
 	}
 	bpf_map_delete_elem(&WAITS, &tid);
 	return 0;
+}
+
+static __always_inline int futex_exit(long ret)
+{
+	return futex_end((__u32)bpf_get_current_pid_tgid(), ret);
 }
 
 static __always_inline bool is_futex_nr(__u64 nr)

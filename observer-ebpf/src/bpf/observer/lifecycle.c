@@ -289,12 +289,21 @@ static __always_inline int task_exit(void)
 	__u32 group_dead = BPF_CORE_READ(t, signal, live.counter) == 0;
 	if (group_dead && FOLLOW_FORKS)
 		bpf_map_delete_elem(&WATCH, &tgid);
+	bool group_exit = (BPF_CORE_READ(t, signal, flags) & SIGNAL_GROUP_EXIT_) != 0;
+	/* Waits learnt at sched_switch have no exit_group hook: the last
+	 * thread of an exit_group reads the descriptors instead (the
+	 * tracepoint runs before exit_mm; after exit_group_enter, nothing of
+	 * this process is left in EXITED). */
+	if (group_dead && group_exit && PT_TID_OFF) {
+		struct js_ctx c = { .tgid = tgid };
+		bpf_for_each_map_elem(&EXITED, join_state_one, &c, 0);
+	}
 	struct obs_task_exit *r = rec_reserve(sizeof(*r), OBS_REC_TASK_EXIT, tgid, tid);
 	if (!r)
 		return 0;
 	r->exit_code = BPF_CORE_READ(t, exit_code);
 	r->group_dead = group_dead;
-	r->group_exit = (BPF_CORE_READ(t, signal, flags) & SIGNAL_GROUP_EXIT_) != 0;
+	r->group_exit = group_exit;
 	if (!r->group_exit && tid != tgid)
 		exited_remember(t, tgid, tid);
 	r->_pad = 0;

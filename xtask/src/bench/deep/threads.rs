@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) const THREAD_CONDS: [Cond; 4] = [
+pub(super) const THREAD_CONDS: [Cond; 5] = [
     UNOBSERVED,
     Cond {
         label: "observer attach to another process",
@@ -10,6 +10,11 @@ pub(super) const THREAD_CONDS: [Cond; 4] = [
         elsewhere: true,
     },
     DEFAULT_MODE,
+    Cond {
+        label: "observer attach --hooks sched",
+        args: Some(&["--hooks", "sched"]),
+        elsewhere: false,
+    },
     Cond {
         label: "observer attach --thread-uprobes",
         args: Some(&["--thread-uprobes"]),
