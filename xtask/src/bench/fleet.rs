@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use super::harness::{self as h, Guard, cpu_secs, rss_kib};
 
 const USAGE: &str = "\
-usage: cargo xtask bench fleet [--procs A,B] [--secs S] [--python PATH] [--quick] [--observer PATH]   (as root)
+usage: cargo xtask bench fleet [--procs A,B] [--secs S] [--idle] [--python PATH] [--quick] [--observer PATH]   (as root)
 
 observer daemon watching A, then B healthy Python workers (bench/py_poll_service.py) for S
 seconds each: its CPU share (target <= 5% of one CPU at 100), RSS growth from 30 s to the end
@@ -28,6 +28,9 @@ seconds each: its CPU share (target <= 5% of one CPU at 100), RSS growth from 30
 
   --procs A,B       fleet sizes (default 10,100; --quick: 10,30)
   --secs S          seconds per size after a 10 s warm-up (default 60; --quick: 30)
+  --idle            idle workers instead (bench/py_idle_service.py: four threads blocked on an
+                    empty queue for good): the daemon's own price per watched process, at sizes
+                    such as 100,1000
   --python PATH     the interpreter (default: CPython 3.12 of pyenv, else python3)";
 
 const COMM: &str = "obsd-fleet";
@@ -36,12 +39,13 @@ const WARMUP: Duration = Duration::from_secs(10);
 struct Opts {
     sizes: Vec<usize>,
     secs: u64,
+    idle: bool,
     python: Option<PathBuf>,
     common: h::Common,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>> {
-    let (mut sizes, mut secs, mut python) = (None, None, None);
+    let (mut sizes, mut secs, mut python, mut idle) = (None, None, None, false);
     let usage = format!("{USAGE}\n{}", h::COMMON_OPTIONS);
     let Some(common) = h::parse(args, &usage, false, |a, it| {
         match a {
@@ -52,6 +56,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
             }
             "--secs" => secs = Some(it.number("--secs")?),
             "--python" => python = Some(PathBuf::from(it.value("--python")?)),
+            "--idle" => idle = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -71,6 +76,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
     Ok(Some(Opts {
         sizes,
         secs,
+        idle,
         python,
         common,
     }))
@@ -110,14 +116,14 @@ struct Run {
     scans: Option<(f64, f64)>,
 }
 
-fn one(observer: &Path, py: &Path, n: usize, secs: u64, base: &Path) -> Result<Run> {
+fn one(observer: &Path, py: &Path, script: &str, n: usize, secs: u64, base: &Path) -> Result<Run> {
     let dir = base.join(format!("n{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("reports"))?;
     // The watched name: a link to the interpreter, so comm is COMM.
     let bin = dir.join(COMM);
     std::os::unix::fs::symlink(py, &bin).context("linking the interpreter")?;
-    let script = crate::root().join("bench/py_poll_service.py");
+    let script = crate::root().join(script);
     let mut fleet = Vec::with_capacity(n);
     for _ in 0..n {
         fleet.push(Guard::new(
@@ -199,14 +205,26 @@ pub fn main(args: &[String]) -> Result<()> {
             o.secs,
             WARMUP.as_secs()
         );
-        runs.push(one(&observer, &py, n, o.secs, &base)?);
+        let script = if o.idle {
+            "bench/py_idle_service.py"
+        } else {
+            "bench/py_poll_service.py"
+        };
+        runs.push(one(&observer, &py, script, n, o.secs, &base)?);
     }
     let mut out = String::new();
     use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "{}",
-        h::header("fleet: observer daemon on healthy Python workers", "")
+        h::header(
+            if o.idle {
+                "fleet: observer daemon on idle Python workers"
+            } else {
+                "fleet: observer daemon on healthy Python workers"
+            },
+            ""
+        )
     );
     let _ = writeln!(
         out,

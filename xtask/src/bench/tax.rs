@@ -143,6 +143,22 @@ const CONDS: [Cond; 9] = [
     },
 ];
 
+/// Pins this process (and what it starts from now on) to CPUs 0..cpu.
+fn pin_self_below(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the libc macros only
+    // set bits within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..cpu {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A daemon for `c` (none without a rule), once it watches what its rule
 /// selects and its wait hooks are as they should be.
 fn daemon(observer: &Path, dir: &Path, ci: usize, visit: usize) -> Result<Option<Guard>> {
@@ -208,12 +224,20 @@ pub fn main(args: &[String]) -> Result<()> {
         std::fs::copy(&built, &p).with_context(|| format!("copying to {}", p.display()))?;
         Ok(p)
     };
-    let mut wl = Workload::start(&named("obsd-tax-loop")?, &["getppid".to_string()])?;
-    // Pinned: each hand-over is a context switch on that CPU.
-    let mut pp = Workload::start(
-        &named("obsd-tax-pp")?,
-        &["pingpong".to_string(), "0".to_string()],
+    // The timed loads on the last CPU, everything else (this driver, the
+    // daemons it starts) kept off it: the daemon's own scans are not
+    // counted against the loads. Pinned, each ping-pong hand-over is a
+    // context switch on that CPU.
+    let last = h::cpus().saturating_sub(1);
+    if last > 0 {
+        pin_self_below(last)?;
+    }
+    let cpu = last.to_string();
+    let mut wl = Workload::start(
+        &named("obsd-tax-loop")?,
+        &["getppid".to_string(), cpu.clone()],
     )?;
+    let mut pp = Workload::start(&named("obsd-tax-pp")?, &["pingpong".to_string(), cpu])?;
     let _idle = Workload::start(&named("obsd-tax-idle")?, &["idle".to_string()])?;
     eprintln!(
         "xtask: bench tax ({passes} passes x {ROUNDS_PER_VISIT} rounds of {OPS} getppid or {PP_OPS} ping-pongs per condition)"
@@ -254,6 +278,8 @@ pub fn main(args: &[String]) -> Result<()> {
         eprint!(".");
     }
     eprintln!();
+    // Back on every CPU: the header counts them.
+    pin_self_below(last + 1)?;
     let med: Vec<f64> = samples.iter().map(|v| h::median(v)).collect();
     let mut out = String::new();
     let _ = writeln!(

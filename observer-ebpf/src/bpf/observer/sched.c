@@ -29,11 +29,12 @@ int BPF_PROG(btf_sched_switch, bool preempt, struct task_struct *prev, struct ta
 {
 	/* current is still prev here: its user memory is the one mapped. */
 	if (!preempt && prev_state != TASK_RUNNING_) {
+		/* Direct loads (trusted BTF pointers): no helper call per switch. */
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
-		__u64 nr = BPF_CORE_READ(regs, F_NR);
+		__u64 nr = regs->F_NR;
 		__u32 kind = 0;
 		if (nr == NR_futex)
-			kind = is_wait_cmd((__u32)BPF_CORE_READ(regs, F_ARG1)) ? ASLEEP_FUTEX : 0;
+			kind = is_wait_cmd((__u32)regs->F_ARG1) ? ASLEEP_FUTEX : 0;
 		else if (nr == NR_futex_waitv || nr == NR_futex_wait)
 			kind = ASLEEP_FUTEX;
 		else if (is_epoll_nr(nr))
