@@ -98,6 +98,48 @@ fn start(argv: &[&str]) -> Proc {
     p
 }
 
+/// 600 threads begin to wait on one condvar under `attach`: each is an
+/// idle thread in the report and none is a finding. Their waits began under
+/// observation, so all 600 are read from the kernel's wait table (in
+/// batches, more than one), in both ways of learning waits.
+#[test]
+#[ignore = "needs root and BPF"]
+fn six_hundred_waiters_are_read_from_the_wait_table() {
+    let bin = fixture("many_waiters");
+    for hooks in ["auto", "sched"] {
+        let mut p = start(&[bin.to_str().unwrap()]);
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
+        let mut obs = Proc::spawn({
+            let mut c = observer();
+            // Not churn: they are created once and stay.
+            c.args(["-v", "attach", "--churn", "1000", "--hooks", hooks])
+                .args(["--duration", "3", "-p", &p.pid().to_string(), "--report"])
+                .arg(&rep);
+            c
+        });
+        obs.wait_stderr(T, |l| l.contains("observing pid"));
+        p.signal(libc::SIGUSR1);
+        p.wait_stdout(T, |l| l == "waiting");
+        assert_eq!(
+            obs.wait_exit(T).code(),
+            Some(0),
+            "{hooks}: {:?}",
+            obs.stderr
+        );
+        let r = read_json(&rep);
+        assert!(findings(&r).is_empty(), "{hooks}: {:#?}", summaries(&r));
+        let idle = r["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["tid"] != p.pid() && t["idle"].is_string())
+            .count();
+        assert_eq!(idle, 600, "{hooks}");
+    }
+    assert_no_programs_left();
+}
+
 fn idle_of(r: &Value, tid: u32) -> String {
     report_thread(r, tid)["idle"]
         .as_str()

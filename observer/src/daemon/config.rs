@@ -35,6 +35,10 @@ pub struct Config {
     /// At most this many events per process in the flight recorder.
     #[serde(default = "default_flight_recorder_events")]
     pub flight_recorder_events: usize,
+    /// At most this many bytes of recording per process in the flight
+    /// recorder (events as their JSON lines).
+    #[serde(default = "default_flight_recorder_bytes")]
+    pub flight_recorder_bytes: usize,
     /// At most this many processes watched at once; more matches are skipped.
     #[serde(default = "default_max_processes")]
     pub max_processes: usize,
@@ -161,6 +165,9 @@ fn default_flight_recorder_secs() -> f64 {
 }
 fn default_flight_recorder_events() -> usize {
     100_000
+}
+fn default_flight_recorder_bytes() -> usize {
+    2 << 20
 }
 fn default_max_processes() -> usize {
     1024

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Events held in the flight recorders of every watched process.
     pub recorded_events: Gauge,
+    pub recorded_bytes: Gauge,
     pub config_reloads: Family<Labels, Counter>,
     /// Exec and fork notes of the kernel filter, by result.
     pub exec_notes: Family<Labels, Counter>,
@@ -71,6 +72,7 @@ impl Metrics {
             rss_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
             recorded_events: Gauge::default(),
+            recorded_bytes: Gauge::default(),
             config_reloads: Family::default(),
             exec_notes: Family::default(),
             idle_threads: Family::default(),
@@ -146,6 +148,11 @@ impl Metrics {
             "recorded_events",
             "Events held in the flight recorders of all watched processes",
             m.recorded_events.clone(),
+        );
+        r.register(
+            "recorded_bytes",
+            "Bytes of recording held in the flight recorders of all watched processes (flight_recorder_bytes caps each)",
+            m.recorded_bytes.clone(),
         );
         r.register(
             "config_reloads",

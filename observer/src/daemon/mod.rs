@@ -62,12 +62,15 @@ Config keys (all optional except at least one [[rule]]):
   max_report_age_days = 30           remove reports older than this; 0: keep
   flight_recorder_secs = 30          seconds of events kept per process and written with reports; 0: off
   flight_recorder_events = 100000    at most this many events per process in the recorder
+  flight_recorder_bytes = 2097152    at most this many bytes of recording per process
   max_processes = 1024               processes watched at once; more matches are skipped
   max_threads = 8192                 threads remembered per process; past it its model is rebuilt
   max_locks = 4096                   contended futexes remembered per process
   max_waits = 1024                   ended long waits remembered per process
   long_wait = 5.0                    seconds: a futex wait this long is a long_wait finding
   stuck = 10.0                       seconds: a thread idle this long while others ran is stuck
+  waits = \"auto\"                     where waits are learnt: \"auto\" (sched_switch; the syscall
+                                     hooks while a Python event loop is watched), \"sched\", \"syscalls\"
   [[rule]]                           a process is watched if a rule matches and no exclude does
   comm = \"pytest\"                    exact comm: at exec, or now (15 bytes at most)
   exe = \"/opt/ci/**/bin/*\"           glob on the executable path (* within a component, ** across)
@@ -120,6 +123,7 @@ struct Proc {
     /// Events were fed since the last scan.
     fed: bool,
     recorder_evicted: u64,
+    recorder_evicted_bytes: u64,
     /// The rule's `hang_after`: on-CPU time of the process's tree.
     hang: Option<HangWatch>,
 }
@@ -436,12 +440,17 @@ impl Daemon {
         self.metrics
             .kernel_drops_now(&mut self.last_drops, src.probes.drops());
         self.metrics.sample_self();
-        let recorded: usize = self
+        let (mut events, mut bytes) = (0, 0);
+        for r in self
             .procs
             .values()
-            .filter_map(|p| p.session.engine.sink.as_ref().map(FlightRecorder::len))
-            .sum();
-        self.metrics.recorded_events.set(recorded as i64);
+            .filter_map(|p| p.session.engine.sink.as_ref())
+        {
+            events += r.len();
+            bytes += r.bytes();
+        }
+        self.metrics.recorded_events.set(events as i64);
+        self.metrics.recorded_bytes.set(bytes as i64);
     }
 }
 
@@ -793,6 +802,7 @@ mod tests {
             "max_reports": 1, "max_report_age_days": 1, "flight_recorder_secs": 1,
             "flight_recorder_events": 1, "max_processes": 1, "max_threads": 1,
             "max_locks": 1, "max_waits": 1, "long_wait": 1, "stuck": 1,
+            "flight_recorder_bytes": 1, "waits": 1,
         });
         for k in v.as_object().unwrap().keys() {
             assert!(HELP.contains(&format!("  {k} = ")), "--help lacks {k}");
@@ -819,6 +829,8 @@ mod tests {
                     "{k} = {}\n",
                     if k.contains("dir") || k.contains("listen") {
                         "\"\""
+                    } else if k == "waits" {
+                        "\"auto\""
                     } else {
                         "1"
                     }

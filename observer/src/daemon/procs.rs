@@ -82,6 +82,7 @@ impl Daemon {
             FlightRecorder::new(
                 (self.cfg.flight_recorder_secs * 1e9) as u64,
                 self.cfg.flight_recorder_events,
+                self.cfg.flight_recorder_bytes,
             )
         });
         let mut session = Session::new(opts.clone(), limits, recorder, Outputs::default());
@@ -113,6 +114,7 @@ impl Daemon {
                 pending: Vec::new(),
                 fed: true,
                 recorder_evicted: 0,
+                recorder_evicted_bytes: 0,
                 hang: w.hang_after_ns.map(|ns| HangWatch::new(ns, now)),
             },
         );
@@ -251,6 +253,15 @@ impl Daemon {
                     .get_or_create(&vec![("cap", "flight_recorder_events".into())])
                     .inc_by(r.evicted - p.recorder_evicted);
                 p.recorder_evicted = r.evicted;
+            }
+            if let Some(r) = &p.session.engine.sink
+                && r.evicted_bytes > p.recorder_evicted_bytes
+            {
+                self.metrics
+                    .cap_hits
+                    .get_or_create(&vec![("cap", "flight_recorder_bytes".into())])
+                    .inc_by(r.evicted_bytes - p.recorder_evicted_bytes);
+                p.recorder_evicted_bytes = r.evicted_bytes;
             }
             let Some(m) = p.session.engine.model.processes.get_mut(&pid) else {
                 continue;

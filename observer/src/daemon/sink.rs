@@ -267,20 +267,48 @@ pub fn retain(dir: &Path, max_reports: usize, max_age: Option<Duration>, now: Sy
 pub struct FlightRecorder {
     window_ns: u64,
     max_events: usize,
-    prologue: Vec<Event>,
-    ring: VecDeque<Event>,
+    max_bytes: usize,
+    /// Events without a time (the seeded state), with their sizes.
+    prologue: Vec<(Event, usize)>,
+    ring: VecDeque<(Event, usize)>,
+    /// The recording's size now (each event as its JSON line).
+    bytes: usize,
     /// Events evicted by the count cap before they aged out.
     pub evicted: u64,
+    /// Events evicted by the byte cap before they aged out.
+    pub evicted_bytes: u64,
+}
+
+/// Bytes an event takes in a recording (its JSON line).
+fn json_len(ev: &Event) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(1);
+    let _ = serde_json::to_writer(&mut c, ev);
+    c.0
 }
 
 impl FlightRecorder {
-    pub fn new(window_ns: u64, max_events: usize) -> FlightRecorder {
+    /// Keeps `window_ns` of events, at most `max_events` of them and
+    /// `max_bytes` of recording; half of each for the seeded state.
+    pub fn new(window_ns: u64, max_events: usize, max_bytes: usize) -> FlightRecorder {
         FlightRecorder {
             window_ns,
             max_events: max_events.max(2),
+            max_bytes: max_bytes.max(2),
             prologue: Vec::new(),
             ring: VecDeque::new(),
+            bytes: 0,
             evicted: 0,
+            evicted_bytes: 0,
         }
     }
 
@@ -289,28 +317,48 @@ impl FlightRecorder {
             Event::Start { .. } | Event::ThreadSeen { .. } => None,
             e => e.ts_ns(),
         };
+        let size = json_len(ev);
         let Some(ts) = ts else {
-            if self.prologue.len() < self.max_events / 2 {
-                self.prologue.push(ev.clone());
-            } else {
+            let held: usize = self.prologue.iter().map(|e| e.1).sum();
+            if self.prologue.len() >= self.max_events / 2 {
                 self.evicted += 1;
+            } else if held + size > self.max_bytes / 2 {
+                self.evicted_bytes += 1;
+            } else {
+                self.prologue.push((ev.clone(), size));
+                self.bytes += size;
             }
             return;
         };
-        self.ring.push_back(ev.clone());
+        self.ring.push_back((ev.clone(), size));
+        self.bytes += size;
         let horizon = ts.saturating_sub(self.window_ns);
-        while self
-            .ring
-            .front()
-            .and_then(Event::ts_ns)
-            .is_some_and(|t| t < horizon)
-        {
+        while let Some((front, n)) = self.ring.front() {
+            if front.ts_ns().is_none_or(|t| t >= horizon) {
+                break;
+            }
+            self.bytes -= n;
             self.ring.pop_front();
         }
+        let prologue = self.bytes - self.ring.iter().map(|e| e.1).sum::<usize>();
         while self.ring.len() > self.max_events - self.max_events / 2 {
-            self.ring.pop_front();
+            if let Some((_, n)) = self.ring.pop_front() {
+                self.bytes -= n;
+            }
             self.evicted += 1;
         }
+        while self.bytes - prologue > self.max_bytes - self.max_bytes / 2 {
+            let Some((_, n)) = self.ring.pop_front() else {
+                break;
+            };
+            self.bytes -= n;
+            self.evicted_bytes += 1;
+        }
+    }
+
+    /// The recording's size now, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -321,7 +369,8 @@ impl FlightRecorder {
     /// events looked up outside the event stream) follow the prologue.
     pub fn to_jsonl(&self, names: &[Event]) -> Vec<u8> {
         let mut out = Vec::new();
-        for ev in self.prologue.iter().chain(names).chain(self.ring.iter()) {
+        let held = self.prologue.iter().map(|e| &e.0);
+        for ev in held.chain(names).chain(self.ring.iter().map(|e| &e.0)) {
             if serde_json::to_writer(&mut out, ev).is_ok() {
                 out.push(b'\n');
             }
@@ -428,7 +477,7 @@ mod tests {
         let dir = d.path().join("reports");
         let mut s = Sink::new(dir.clone(), 0, 0.0);
         let f = finding("k1");
-        let mut rec = FlightRecorder::new(1_000, 10);
+        let mut rec = FlightRecorder::new(1_000, 10, 1 << 20);
         rec.push(&Event::Scan { ts_ns: 5 });
         let files = |f| ReportFiles {
             pid: 42,
@@ -488,7 +537,7 @@ mod tests {
 
     #[test]
     fn flight_recorder_is_bounded() {
-        let mut r = FlightRecorder::new(1_000, 8);
+        let mut r = FlightRecorder::new(1_000, 8, 1 << 20);
         r.push(&Event::start(0, 1, vec!["x".into()], true));
         for ts in 0..100u64 {
             r.push(&Event::Scan { ts_ns: ts * 100 });
@@ -499,11 +548,22 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert!(lines[0].contains("\"start\""), "{}", lines[0]);
         assert!(lines[4].contains("9900"));
-        let mut r = FlightRecorder::new(1_000, 1000);
+        let mut r = FlightRecorder::new(1_000, 1000, 1 << 20);
         for ts in 0..100u64 {
             r.push(&Event::Scan { ts_ns: ts * 100 });
         }
         assert_eq!(r.len(), 11);
         assert_eq!(r.evicted, 0);
+        assert_eq!(r.bytes(), r.to_jsonl(&[]).len());
+        // By bytes: a scan line is {"ev":"scan","ts_ns":NNNN} and a newline
+        // (31 bytes at 4 digits); 100 bytes leave room for one in the ring.
+        let mut r = FlightRecorder::new(1_000_000, 1000, 100);
+        for ts in 1000..1100u64 {
+            r.push(&Event::Scan { ts_ns: ts });
+        }
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.evicted_bytes, 99);
+        assert_eq!(r.bytes(), r.to_jsonl(&[]).len());
+        assert!(r.bytes() <= 50);
     }
 }

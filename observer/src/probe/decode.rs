@@ -380,6 +380,83 @@ fn add_hold_cache(
     }
 }
 
+/// Every entry of a BPF hash map, in a few `BPF_MAP_LOOKUP_BATCH` calls
+/// (Linux 5.6+) instead of two syscalls per entry. None where the kernel
+/// refuses it: the caller walks the map key by key.
+pub(super) fn hash_entries<K: aya::Pod, V: aya::Pod>(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Option<Vec<(K, V)>> {
+    use std::os::fd::AsRawFd;
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+    let mut out = Vec::new();
+    let mut chunk = 256usize;
+    // A hash map's batch token is its bucket index (u32); room for more.
+    let (mut token_in, mut token_out) = ([0u8; 8], [0u8; 8]);
+    let mut first = true;
+    loop {
+        let mut keys = vec![0u8; chunk * ks];
+        let mut vals = vec![0u8; chunk * vs];
+        let mut a = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                token_in.as_mut_ptr() as u64
+            },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: vals.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the attr points at buffers of `count` keys and values of
+        // the map's sizes and at 8-byte tokens, all alive for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut a as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>() as u32,
+            )
+        };
+        let err = (r < 0).then(std::io::Error::last_os_error);
+        match err.as_ref().and_then(std::io::Error::raw_os_error) {
+            None | Some(libc::ENOENT) => {}
+            // A bucket holds more entries than the chunk: a bigger one.
+            Some(libc::ENOSPC) if chunk < 1 << 16 => {
+                chunk *= 4;
+                continue;
+            }
+            Some(_) => return None,
+        }
+        for i in 0..(a.count as usize).min(chunk) {
+            // SAFETY: K and V are Pod (any bit pattern is valid); each
+            // slice is exactly one value's bytes, read unaligned.
+            let k = unsafe { std::ptr::read_unaligned(keys[i * ks..].as_ptr().cast::<K>()) };
+            let v = unsafe { std::ptr::read_unaligned(vals[i * vs..].as_ptr().cast::<V>()) };
+            out.push((k, v));
+        }
+        if err.is_some() {
+            return Some(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,11 +152,19 @@ impl Probes {
         RingBuf::try_from(m).map_err(|e| ProbeError::Map("EVENTS", short(&e)))
     }
 
-    /// The wait table now: (tid, wait). Entries that vanish mid-walk are skipped.
+    /// The wait table now: (tid, wait). Entries that vanish mid-walk are
+    /// skipped. Read in batches: the daemon reads it ten times a second,
+    /// with an entry for every thread of every watched process that waits.
     pub fn waits(&self) -> Vec<(u32, obs_wait)> {
         let Some(m) = self.bpf.map("WAITS") else {
             return Vec::new();
         };
+        if let aya::maps::Map::HashMap(d) = m
+            && let Some(v) =
+                decode::hash_entries::<u32, Pod<obs_wait>>(std::os::fd::AsFd::as_fd(d.fd()))
+        {
+            return v.into_iter().map(|(k, v)| (k, v.0)).collect();
+        }
         let Ok(m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m) else {
             return Vec::new();
         };

@@ -90,8 +90,19 @@ impl Activity {
                         });
                     }
                 }
-                latest.push((t.tid, e.changed_ns, e.stuck, last_run(p.tgid, t.tid)));
+                latest.push((t.tid, e.changed_ns, e.stuck, None));
                 alive.insert((p.tgid, t.tid), ());
+            }
+            let candidate = |&(_, changed, stuck, _): &(Tid, u64, bool, Option<u64>)| {
+                !stuck && now.saturating_sub(changed) >= threshold_ns
+            };
+            if !latest.iter().any(candidate) {
+                continue;
+            }
+            // Only now: the sched file is long to format, and a process
+            // with no candidate needs no order among its threads' runs.
+            for l in latest.iter_mut() {
+                l.3 = last_run(p.tgid, l.0);
             }
             for &(tid, changed, stuck, ran) in &latest {
                 if stuck || now.saturating_sub(changed) < threshold_ns {

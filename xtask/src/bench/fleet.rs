@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use super::harness::{self as h, Guard, cpu_secs, rss_kib};
 
 const USAGE: &str = "\
-usage: cargo xtask bench fleet [--procs A,B] [--secs S] [--idle] [--python PATH] [--quick] [--observer PATH]   (as root)
+usage: cargo xtask bench fleet [--procs A,B] [--secs S] [--idle] [--waits W] [--python PATH] [--quick] [--observer PATH]   (as root)
 
 observer daemon watching A, then B healthy Python workers (bench/py_poll_service.py) for S
 seconds each: its CPU share (target <= 5% of one CPU at 100), RSS growth from 30 s to the end
@@ -31,6 +31,7 @@ seconds each: its CPU share (target <= 5% of one CPU at 100), RSS growth from 30
   --idle            idle workers instead (bench/py_idle_service.py: four threads blocked on an
                     empty queue for good): the daemon's own price per watched process, at sizes
                     such as 100,1000
+  --waits W         the daemon's waits setting: auto (default), sched or syscalls
   --python PATH     the interpreter (default: CPython 3.12 of pyenv, else python3)";
 
 const COMM: &str = "obsd-fleet";
@@ -40,12 +41,14 @@ struct Opts {
     sizes: Vec<usize>,
     secs: u64,
     idle: bool,
+    waits: String,
     python: Option<PathBuf>,
     common: h::Common,
 }
 
 fn parse(args: &[String]) -> Result<Option<Opts>> {
     let (mut sizes, mut secs, mut python, mut idle) = (None, None, None, false);
+    let mut waits = "auto".to_string();
     let usage = format!("{USAGE}\n{}", h::COMMON_OPTIONS);
     let Some(common) = h::parse(args, &usage, false, |a, it| {
         match a {
@@ -57,6 +60,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
             "--secs" => secs = Some(it.number("--secs")?),
             "--python" => python = Some(PathBuf::from(it.value("--python")?)),
             "--idle" => idle = true,
+            "--waits" => waits = it.value("--waits")?.to_string(),
             _ => return Ok(false),
         }
         Ok(true)
@@ -77,6 +81,7 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
         sizes,
         secs,
         idle,
+        waits,
         python,
         common,
     }))
@@ -116,7 +121,20 @@ struct Run {
     scans: Option<(f64, f64)>,
 }
 
-fn one(observer: &Path, py: &Path, script: &str, n: usize, secs: u64, base: &Path) -> Result<Run> {
+struct Fleet<'a> {
+    observer: &'a Path,
+    py: &'a Path,
+    script: &'a str,
+    waits: &'a str,
+}
+
+fn one(f: &Fleet, n: usize, secs: u64, base: &Path) -> Result<Run> {
+    let Fleet {
+        observer,
+        py,
+        script,
+        waits,
+    } = *f;
     let dir = base.join(format!("n{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("reports"))?;
@@ -141,7 +159,7 @@ fn one(observer: &Path, py: &Path, script: &str, n: usize, secs: u64, base: &Pat
     std::fs::write(
         &cfg,
         format!(
-            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\n[[rule]]\ncomm = \"{COMM}\"\n",
+            "report_dir = {:?}\nmetrics_listen = \"127.0.0.1:{port}\"\nwaits = \"{waits}\"\n[[rule]]\ncomm = \"{COMM}\"\n",
             dir.join("reports").to_str().context("path")?
         ),
     )?;
@@ -210,7 +228,13 @@ pub fn main(args: &[String]) -> Result<()> {
         } else {
             "bench/py_poll_service.py"
         };
-        runs.push(one(&observer, &py, script, n, o.secs, &base)?);
+        let f = Fleet {
+            observer: &observer,
+            py: &py,
+            script,
+            waits: &o.waits,
+        };
+        runs.push(one(&f, n, o.secs, &base)?);
     }
     let mut out = String::new();
     use std::fmt::Write as _;
@@ -223,7 +247,7 @@ pub fn main(args: &[String]) -> Result<()> {
             } else {
                 "fleet: observer daemon on healthy Python workers"
             },
-            ""
+            &format!("waits = \"{}\"\n", o.waits)
         )
     );
     let _ = writeln!(
