@@ -17,6 +17,9 @@ struct Seen {
     /// When the count last changed (or we first looked).
     changed_ns: u64,
     stuck: bool,
+    /// `last_run` as read since the count last changed (it changes only
+    /// when the thread runs); None: not read yet.
+    last_run: Option<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -26,7 +29,7 @@ pub struct Activity {
 
 /// Timeslices run so far: schedstat's third field, or the context switch
 /// counts where schedstat is missing.
-fn slices(pid: u32, tid: Tid) -> Option<u64> {
+pub(crate) fn slices(pid: u32, tid: Tid) -> Option<u64> {
     if let Some(s) = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/schedstat")) {
         return s.split_whitespace().nth(2)?.parse().ok();
     }
@@ -77,10 +80,12 @@ impl Activity {
                     slices: n,
                     changed_ns: now,
                     stuck: false,
+                    last_run: None,
                 });
                 if e.slices != n {
                     e.slices = n;
                     e.changed_ns = now;
+                    e.last_run = None;
                     if e.stuck {
                         e.stuck = false;
                         out.push(Event::ThreadResumed {
@@ -100,9 +105,12 @@ impl Activity {
                 continue;
             }
             // Only now: the sched file is long to format, and a process
-            // with no candidate needs no order among its threads' runs.
+            // with no candidate needs no order among its threads' runs. A
+            // thread that has not run since it was read keeps its value.
             for l in latest.iter_mut() {
-                l.3 = last_run(p.tgid, l.0);
+                if let Some(e) = self.seen.get_mut(&(p.tgid, l.0)) {
+                    l.3 = *e.last_run.get_or_insert_with(|| last_run(p.tgid, l.0));
+                }
             }
             for &(tid, changed, stuck, ran) in &latest {
                 if stuck || now.saturating_sub(changed) < threshold_ns {

@@ -18,6 +18,10 @@ use crate::{
 const REREAD_EVERY_NS: u64 = 500_000_000;
 /// ...and only once the wait is this old.
 const REREAD_AFTER_NS: u64 = 100_000_000;
+/// How often a scan looks whether a wait older than the probes (a snapshot
+/// wait: no table entry ends it) is still there. Its end is seen this late
+/// at most; a finding built on it is checked at once (`confirm`).
+const SNAPSHOT_CHECK_NS: u64 = 1_000_000_000;
 
 /// A wait reported as `WaitBegin`.
 struct Tracked {
@@ -27,6 +31,11 @@ struct Tracked {
     words: Vec<u8>,
     read_ns: u64,
     origin: WaitOrigin,
+    /// Snapshot waits: the thread's timeslices when it was last seen in
+    /// that call. Unchanged, it has not run since: still there.
+    slices: Option<u64>,
+    /// Snapshot waits: when a scan last looked (`SNAPSHOT_CHECK_NS`).
+    checked_ns: u64,
 }
 
 pub struct LiveSource {
@@ -109,21 +118,38 @@ impl LiveSource {
                 words: w.words.clone(),
                 read_ns: now,
                 origin: w.origin,
+                slices: match w.origin {
+                    WaitOrigin::Snapshot => super::activity::slices(tgid, tid),
+                    WaitOrigin::Kernel => None,
+                },
+                checked_ns: now,
             },
         );
     }
 
     /// Whether a tracked wait is still in progress.
-    fn still_waiting(&self, tid: Tid, t: &Tracked, table: Option<u64>) -> bool {
+    fn still_waiting(tid: Tid, t: &mut Tracked, table: Option<u64>) -> bool {
         match t.origin {
             WaitOrigin::Kernel => table == Some(t.start_ns),
             // A snapshot wait ends when the thread leaves that futex call.
+            // A thread that has not run since it was last seen there has
+            // not (schedstat is cheap; the syscall file waits for the task).
             WaitOrigin::Snapshot => {
-                table.is_none()
-                    && snapshot::proc_syscall(t.tgid, tid).is_some_and(|(nr, a, _, _)| {
-                        let addr = if nr == libc::SYS_futex { a[0] } else { t.uaddr };
-                        addr == t.uaddr
-                    })
+                if table.is_some() {
+                    return false;
+                }
+                let slices = super::activity::slices(t.tgid, tid);
+                if slices.is_some() && slices == t.slices {
+                    return true;
+                }
+                let there = snapshot::proc_syscall(t.tgid, tid).is_some_and(|(nr, a, _, _)| {
+                    let addr = if nr == libc::SYS_futex { a[0] } else { t.uaddr };
+                    addr == t.uaddr
+                });
+                if there {
+                    t.slices = slices;
+                }
+                there
             }
         }
     }
@@ -155,9 +181,17 @@ impl LiveSource {
         let table: HashMap<Tid, u64> = waits.iter().map(|(t, w)| (*t, w.start_ns)).collect();
         let ended: Vec<Tid> = self
             .seen
-            .iter()
-            .filter(|(tid, t)| !self.still_waiting(**tid, t, table.get(tid).copied()))
-            .map(|(tid, _)| *tid)
+            .iter_mut()
+            .filter_map(|(tid, t)| {
+                let table = table.get(tid).copied();
+                if t.origin == WaitOrigin::Snapshot && table.is_none() {
+                    if now.saturating_sub(t.checked_ns) < SNAPSHOT_CHECK_NS {
+                        return None;
+                    }
+                    t.checked_ns = now;
+                }
+                (!Self::still_waiting(*tid, t, table)).then_some(*tid)
+            })
             .collect();
         for tid in ended {
             let t = self.seen.remove(&tid).expect("tracked");
@@ -202,11 +236,11 @@ impl LiveSource {
     pub fn confirm(&mut self, tids: &[Tid], now: u64, out: &mut Vec<Event>) -> bool {
         let before = out.len();
         for &tid in tids {
-            let Some(t) = self.seen.get(&tid) else {
+            let table = self.probes.wait(tid).map(|w| w.start_ns);
+            let Some(t) = self.seen.get_mut(&tid) else {
                 continue;
             };
-            let table = self.probes.wait(tid).map(|w| w.start_ns);
-            if !self.still_waiting(tid, t, table) {
+            if !Self::still_waiting(tid, t, table) {
                 let t = self.seen.remove(&tid).expect("tracked");
                 out.push(Event::WaitEnd {
                     ts_ns: now,
