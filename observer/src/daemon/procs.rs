@@ -177,6 +177,12 @@ impl Daemon {
             _ => Waits::Sched,
         });
         let before = src.probes.wait_hooks();
+        // Never from the syscall hooks to the scheduler while watching: a
+        // wait the syscall hooks began would have no end (SIGHUP to "sched").
+        let want = match (before, want) {
+            (Some(Waits::Syscalls), Some(Waits::Sched)) => before,
+            _ => want,
+        };
         let r = match src.probes.set_waits(want) {
             Err(e) if want == Some(Waits::Sched) => {
                 tracing::warn!("scheduler hook: {e}; waits are learnt at the syscall hooks");
@@ -350,7 +356,14 @@ impl Daemon {
         self.sink.max_age = (new.max_report_age_days > 0.0)
             .then(|| Duration::from_secs_f64(new.max_report_age_days * 86_400.0));
         self.selector = selector;
+        let waits_changed = self.cfg.waits != new.waits;
         self.cfg = new;
+        if waits_changed {
+            // To the syscall hooks at once; to the scheduler once nothing is
+            // watched (`wait_hooks`).
+            let watching = !self.procs.is_empty();
+            self.wait_hooks(src, watching);
+        }
         self.metrics
             .config_reloads
             .get_or_create(&vec![("result", "ok".into())])
