@@ -138,6 +138,9 @@ pub struct Drops {
     pub order_full: u64,
     #[serde(default)]
     pub lock_stats_full: u64,
+    /// Threads that ended by themselves whose join state could not be kept.
+    #[serde(default)]
+    pub exited_full: u64,
     pub records: u64,
 }
 
@@ -151,6 +154,7 @@ impl Drops {
             + self.held_full
             + self.order_full
             + self.lock_stats_full
+            + self.exited_full
             > 0
     }
 }

@@ -39,40 +39,6 @@ fn lock_addr(out: &[String], sym: &str) -> u64 {
         .1
 }
 
-fn child_of(out: &[String]) -> u32 {
-    out.iter()
-        .find_map(|l| l.strip_prefix("child "))
-        .unwrap_or_else(|| panic!("no child line: {out:?}"))
-        .parse()
-        .unwrap()
-}
-
-fn dump_json(pid: u32) -> (i32, Value) {
-    let out = observer()
-        .args(["dump", "--format", "json", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}")),
-    )
-}
-
-/// Gone, or a zombie nobody reaped yet.
-fn dead(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
-}
-
-fn wait_dead(pid: u32) {
-    let end = Instant::now() + T;
-    while !dead(pid) {
-        assert!(Instant::now() < end, "process {pid} still alive");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The one ABBA cycle of xproc_abba: xparent waits for xlock_b held by
 /// xchild, xchild for xlock_a held by xparent; each thread of its process.
 fn check_abba(r: &Value, out: &[String]) {
@@ -155,7 +121,7 @@ fn abba_across_processes_run_kills_the_whole_cycle() {
     let child = child_of(&p.stdout);
     let parent = tid_of(&p.stdout, "xparent");
     // Killed by the observer, not left hung (the fixture's alarm is 25 s).
-    wait_dead(child);
+    wait_dead(child, T);
     assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
     let r = read_json(&rep);
     check_abba(&r, &p.stdout);
@@ -317,7 +283,7 @@ fn python_fork_with_a_held_lock_names_the_parents_holder() {
         p.signal(libc::SIGKILL);
         p.wait_exit(T);
         kill(child);
-        wait_dead(child);
+        wait_dead(child, T);
     }
 }
 
@@ -343,7 +309,7 @@ fn python_fork_with_a_held_lock_run_follow_forks() {
         let child = child_of(&p.stdout);
         let parent = tid_of(&p.stdout, "main");
         let holder = tid_of(&p.stdout, "holder");
-        wait_dead(child);
+        wait_dead(child, T);
         let r = read_json(&rep);
         let f = hang_findings(&r);
         assert_eq!(f.len(), 1, "{label}: {:#}", r["findings"]);
@@ -393,7 +359,7 @@ fn attach_to_a_child_with_an_inherited_mutex_names_the_parents_holder() {
         c
     });
     assert_eq!(obs.wait_exit(T).code(), Some(EXIT_HANG), "{:?}", obs.stderr);
-    wait_dead(child);
+    wait_dead(child, T);
     assert!(
         p.child.try_wait().unwrap().is_none(),
         "the parent is not part of the hang"
@@ -520,7 +486,7 @@ fn ring_of_three_processes_through_posix_shm() {
     let st = o.wait_exit(T);
     let procs = ring_procs(&o.stdout);
     for x in &procs {
-        wait_dead(x.1 as u32);
+        wait_dead(x.1 as u32, T);
     }
     assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", o.stderr);
     check_ring(&read_json(&rep), &o.stdout);
@@ -578,7 +544,7 @@ fn abba_across_processes_daemon_one_graph() {
         });
     }
     p.wait_exit(T);
-    wait_dead(child);
+    wait_dead(child, T);
     // Nothing more about either: no long wait, no orphan, no second copy.
     std::thread::sleep(Duration::from_millis(500));
     let mut ids = reports_of(&reports, parent);
@@ -615,7 +581,7 @@ fn abba_across_processes_attach_to_both() {
     let st = p.wait_exit(T);
     assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
     fx.wait_exit(T);
-    wait_dead(child);
+    wait_dead(child, T);
     let r = read_json(&rep);
     check_abba(&r, &fx.stdout);
     let note = p
@@ -666,7 +632,7 @@ fn abba_across_processes_one_side_named() {
         p.stderr
     );
     fx.wait_exit(T);
-    wait_dead(child);
+    wait_dead(child, T);
     check_abba(&read_json(&rep), &fx.stdout);
     // run without --follow-forks
     let rep = dir.path().join("r2.json");
@@ -681,7 +647,7 @@ fn abba_across_processes_one_side_named() {
     });
     let st = p.wait_exit(T);
     let child = child_of(&p.stdout);
-    wait_dead(child);
+    wait_dead(child, T);
     assert_eq!(st.code(), Some(EXIT_HANG), "{:?}", p.stderr);
     check_abba(&read_json(&rep), &p.stdout);
     kill(child);

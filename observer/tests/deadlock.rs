@@ -26,6 +26,35 @@ struct Expect<'a> {
     edges: &'a [(&'a str, &'a str, &'a str)],
 }
 
+// The cycles of the fixtures, as every way of learning waits must find them.
+const ABBA: Expect = Expect {
+    kind: "deadlock",
+    lock_kind: "mutex",
+    edges: &[("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")],
+};
+const RING3: Expect = Expect {
+    kind: "deadlock",
+    lock_kind: "mutex",
+    edges: &[
+        ("ring-0", "ring-1", "ring_lock_1"),
+        ("ring-1", "ring-2", "ring_lock_2"),
+        ("ring-2", "ring-0", "ring_lock_0"),
+    ],
+};
+const SELFLOCK: Expect = Expect {
+    kind: "deadlock",
+    lock_kind: "mutex",
+    edges: &[("selfish", "selfish", "self_lock")],
+};
+const RWLOCK_ABBA: Expect = Expect {
+    kind: "deadlock",
+    lock_kind: "rwlock",
+    edges: &[
+        ("writer-1", "writer-2", "rw_b"),
+        ("writer-2", "writer-1", "rw_a"),
+    ],
+};
+
 fn hang_findings(r: &Value) -> Vec<&Value> {
     r["findings"]
         .as_array()
@@ -151,18 +180,6 @@ fn start_hung(fixture: &str) -> Proc {
     p
 }
 
-fn dump_json(pid: u32) -> (i32, Value) {
-    let out = observer()
-        .args(["dump", "--format", "json", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}")),
-    )
-}
-
 /// `attach --kill-on-deadlock` on a hung fixture: exits 3, kills it; the report.
 fn attach_kill(p: &mut Proc) -> Value {
     let dir = tmp();
@@ -207,31 +224,13 @@ fn both(fixture: &str, e: Expect) {
 #[test]
 #[ignore = "needs root and BPF"]
 fn abba() {
-    both(
-        "abba",
-        Expect {
-            kind: "deadlock",
-            lock_kind: "mutex",
-            edges: &[("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")],
-        },
-    );
+    both("abba", ABBA);
 }
 
 #[test]
 #[ignore = "needs root and BPF"]
 fn ring_of_three() {
-    both(
-        "ring3",
-        Expect {
-            kind: "deadlock",
-            lock_kind: "mutex",
-            edges: &[
-                ("ring-0", "ring-1", "ring_lock_1"),
-                ("ring-1", "ring-2", "ring_lock_2"),
-                ("ring-2", "ring-0", "ring_lock_0"),
-            ],
-        },
-    );
+    both("ring3", RING3);
 }
 
 #[test]
@@ -256,14 +255,7 @@ fn dining_philosophers() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn self_relock_of_a_default_mutex() {
-    both(
-        "selflock",
-        Expect {
-            kind: "deadlock",
-            lock_kind: "mutex",
-            edges: &[("selfish", "selfish", "self_lock")],
-        },
-    );
+    both("selflock", SELFLOCK);
 }
 
 #[test]
@@ -312,17 +304,7 @@ fn join_while_holding_the_lock_the_thread_needs() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn rwlock_write_write_abba() {
-    both(
-        "rwlock_abba",
-        Expect {
-            kind: "deadlock",
-            lock_kind: "rwlock",
-            edges: &[
-                ("writer-1", "writer-2", "rw_b"),
-                ("writer-2", "writer-1", "rw_a"),
-            ],
-        },
-    );
+    both("rwlock_abba", RWLOCK_ABBA);
 }
 
 #[test]
@@ -383,36 +365,11 @@ fn pi_mutex_abba_is_a_pi_deadlock() {
 #[ignore = "needs root and BPF"]
 fn sched_waits_find_the_same_hangs() {
     let sched = ["--hooks", "sched"];
-    let mutex = |edges| Expect {
-        kind: "deadlock",
-        lock_kind: "mutex",
-        edges,
-    };
     for (fixture, e) in [
-        (
-            "abba",
-            mutex(&[("alpha", "beta", "lock_b"), ("beta", "alpha", "lock_a")]),
-        ),
-        (
-            "ring3",
-            mutex(&[
-                ("ring-0", "ring-1", "ring_lock_1"),
-                ("ring-1", "ring-2", "ring_lock_2"),
-                ("ring-2", "ring-0", "ring_lock_0"),
-            ]),
-        ),
-        ("selflock", mutex(&[("selfish", "selfish", "self_lock")])),
-        (
-            "rwlock_abba",
-            Expect {
-                kind: "deadlock",
-                lock_kind: "rwlock",
-                edges: &[
-                    ("writer-1", "writer-2", "rw_b"),
-                    ("writer-2", "writer-1", "rw_a"),
-                ],
-            },
-        ),
+        ("abba", ABBA),
+        ("ring3", RING3),
+        ("selflock", SELFLOCK),
+        ("rwlock_abba", RWLOCK_ABBA),
     ] {
         let (r, out) = run_hang(fixture, &sched);
         check(&r, &out, &e);

@@ -46,24 +46,6 @@ fn start(py: &str, mode: &str) -> Proc {
     p
 }
 
-fn dump_json(pid: u32) -> (Option<i32>, Value) {
-    let out = observer()
-        .args(["dump", "--format", "json", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    let r: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code(), r)
-}
-
-fn dump_text(pid: u32) -> String {
-    let out = observer()
-        .args(["dump", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn findings(r: &Value) -> &Vec<Value> {
     r["findings"].as_array().expect("findings")
 }
@@ -275,7 +257,7 @@ fn dump_hang(mode: &str, check: fn(&str, &Value, &[String]), text: &[&str]) {
         let end = Instant::now() + T;
         let r = loop {
             let (code, r) = dump_json(p.pid());
-            if code == Some(EXIT_HANG) {
+            if code == EXIT_HANG {
                 break r;
             }
             assert!(Instant::now() < end, "{label}: no hang: {r:#}");
@@ -294,7 +276,7 @@ fn attach_hang(mode: &str, check: fn(&str, &Value, &[String])) {
     for (label, py) in pythons() {
         let p = start(py, mode);
         let end = Instant::now() + T;
-        while dump_json(p.pid()).0 != Some(EXIT_HANG) {
+        while dump_json(p.pid()).0 != EXIT_HANG {
             assert!(Instant::now() < end, "{label}: no hang");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -368,7 +350,7 @@ fn dump_healthy() {
         let mut seen = false;
         for _ in 0..12 {
             let (code, r) = dump_json(p.pid());
-            assert_eq!(code, Some(0), "{label}: {:#?}", summaries(&r));
+            assert_eq!(code, 0, "{label}: {:#?}", summaries(&r));
             assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
             let a = &r["processes"][0]["asyncio"];
             let h = task(a, "holder");

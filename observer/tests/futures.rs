@@ -249,24 +249,6 @@ fn check_pool(label: &str, r: &Value, out: &[String], method: &str) {
     assert!(s.contains("(parse_page, parse_page)"), "{label}: {s}");
 }
 
-fn dump_json(pid: u32) -> (Option<i32>, Value) {
-    let out = observer()
-        .args(["dump", "--format", "json", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    let r: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code(), r)
-}
-
-fn dump_text(pid: u32) -> String {
-    let out = observer()
-        .args(["dump", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Dumps until the hang shows (exit 3), then checks it and the text.
 fn dump_hang(fixture: &str, mode: &str, check: fn(&str, &Value, &[String]), text: &[&str]) {
     for (label, py) in pythons() {
@@ -274,7 +256,7 @@ fn dump_hang(fixture: &str, mode: &str, check: fn(&str, &Value, &[String]), text
         let end = Instant::now() + T;
         let r = loop {
             let (code, r) = dump_json(p.pid());
-            if code == Some(EXIT_HANG) {
+            if code == EXIT_HANG {
                 break r;
             }
             assert!(Instant::now() < end, "{label}: no hang: {r:#}");
@@ -298,7 +280,7 @@ fn dump_healthy(fixture: &str, mode: &str, tid_name: &str, source: &str) {
         let mut seen = false;
         for _ in 0..12 {
             let (code, r) = dump_json(p.pid());
-            assert_eq!(code, Some(0), "{label}: {:#?}", summaries(&r));
+            assert_eq!(code, 0, "{label}: {:#?}", summaries(&r));
             assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
             let t = report_thread(&r, tid);
             seen |= !t["python"]["future"]["source"][source].is_null();
@@ -313,7 +295,7 @@ fn attach_hang(fixture: &str, mode: &str, check: fn(&str, &Value, &[String])) {
     for (label, py) in pythons() {
         let p = start(py, fixture, mode);
         let end = Instant::now() + T;
-        while dump_json(p.pid()).0 != Some(EXIT_HANG) {
+        while dump_json(p.pid()).0 != EXIT_HANG {
             assert!(Instant::now() < end, "{label}: no hang");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -552,7 +534,7 @@ fn dump_labels_name_the_callers_object() {
         let end = Instant::now() + T;
         loop {
             let (code, r) = dump_json(p.pid());
-            assert_eq!(code, Some(0), "{label}: {:#?}", summaries(&r));
+            assert_eq!(code, 0, "{label}: {:#?}", summaries(&r));
             assert!(findings(&r).is_empty(), "{label}: {:#?}", summaries(&r));
             let got: Vec<Value> = want
                 .iter()
@@ -611,7 +593,7 @@ fn dump_task_awaiting_run_in_executor_names_the_worker() {
         let worker = tid_of(&p.stdout, "io_0");
         let want = format!("run_in_executor(blocking_fetch) in pool io, run by thread {worker}");
         let (code, r) = dump_json(p.pid());
-        assert_eq!(code, Some(0), "{label}: {:#?}", summaries(&r));
+        assert_eq!(code, 0, "{label}: {:#?}", summaries(&r));
         let tasks: Vec<&Value> = r["processes"][0]["asyncio"]["loops"]
             .as_array()
             .unwrap_or_else(|| panic!("{label}: no loops: {r:#}"))

@@ -33,28 +33,6 @@ fn observer() -> Command {
     Command::new(observer_bin())
 }
 
-fn child_of(out: &[String]) -> u32 {
-    out.iter()
-        .find_map(|l| l.strip_prefix("child "))
-        .unwrap_or_else(|| panic!("no child line: {out:?}"))
-        .parse()
-        .unwrap()
-}
-
-/// Gone, or a zombie nobody reaped yet.
-fn dead(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
-}
-
-fn wait_dead(pid: u32) {
-    let end = Instant::now() + T;
-    while !dead(pid) {
-        assert!(Instant::now() < end, "process {pid} still alive");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// 1-based line of the fixture's line marked `# MARK`.
 fn line_of(path: &Path, mark: &str) -> u64 {
     let src = std::fs::read_to_string(path).unwrap();
@@ -63,18 +41,6 @@ fn line_of(path: &Path, mark: &str) -> u64 {
         .position(|l| l.trim_end().ends_with(&tag))
         .unwrap_or_else(|| panic!("no {tag} in {}", path.display()))
         + 1) as u64
-}
-
-fn dump_json(pid: u32) -> (i32, Value) {
-    let out = observer()
-        .args(["dump", "--format", "json", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}")),
-    )
 }
 
 fn findings(r: &Value) -> &Vec<Value> {
@@ -216,7 +182,7 @@ fn mp_abba_dump_of_either_process_is_one_cycle() {
             p.signal(libc::SIGKILL);
             p.wait_exit(T);
             kill(child);
-            wait_dead(child);
+            wait_dead(child, T);
         }
     }
 }
@@ -243,7 +209,7 @@ fn mp_abba_run_kills_the_whole_cycle() {
         let st = p.wait_exit(T);
         let child = child_of(&p.stdout);
         let parent = tid_of(&p.stdout, "mpparent");
-        wait_dead(child);
+        wait_dead(child, T);
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
         let r = read_json(&rep);
         check_abba(&label, &r, &p.stdout, rkind, false);
@@ -305,8 +271,8 @@ fn mp_abba_attach_follow_forks_finds_the_cycle() {
         });
         let st = p.wait_exit(T);
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
-        wait_dead(child);
-        wait_dead(target.pid());
+        wait_dead(child, T);
+        wait_dead(target.pid(), T);
         let r = read_json(&rep);
         check_abba(&label, &r, &target.stdout, rkind, false);
         drop(target);
@@ -356,7 +322,7 @@ fn mp_lock_taken_in_turns_is_no_finding() {
         assert!(findings(&d).is_empty(), "{label}: {:#}", d["findings"]);
     }
     p.wait_exit(T);
-    wait_dead(child);
+    wait_dead(child, T);
 }
 
 /// `observer daemon`: each process has its own session; the cycle is found
@@ -413,7 +379,7 @@ fn mp_abba_daemon_reports_the_cycle_once() {
             });
         }
         p.wait_exit(T);
-        wait_dead(child);
+        wait_dead(child, T);
     }
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(T).success(), "{:#?}", d.stderr);
@@ -443,8 +409,8 @@ fn mp_abba_one_side_named() {
         });
         let st = p.wait_exit(T);
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
-        wait_dead(child);
-        wait_dead(target.pid());
+        wait_dead(child, T);
+        wait_dead(target.pid(), T);
         check_abba(&label, &read_json(&rep), &target.stdout, rkind, false);
         drop(target);
         let (kind, method, rkind) = MODES[(i + 1) % 2];
@@ -462,7 +428,7 @@ fn mp_abba_one_side_named() {
         });
         let st = p.wait_exit(T);
         let child = child_of(&p.stdout);
-        wait_dead(child);
+        wait_dead(child, T);
         assert_eq!(st.code(), Some(EXIT_HANG), "{label}: {:?}", p.stderr);
         check_abba(&label, &read_json(&rep), &p.stdout, rkind, false);
         kill(child);

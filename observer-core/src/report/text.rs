@@ -18,11 +18,26 @@ pub fn summary(model: &Model, long_wait_ns: u64) -> String {
     s.push_str(&super::gil::summary(model));
     let d = &model.drops;
     if d.any() {
+        let lost: Vec<String> = [
+            ("ring buffer", d.ringbuf),
+            ("wait table full", d.wait_table_full),
+            ("aggregate table full", d.aggregate_full),
+            ("watch set full", d.watch_full),
+            ("creation table full", d.creating_full),
+            ("held-lock table full", d.held_full),
+            ("lock-order table full", d.order_full),
+            ("lock statistics table full", d.lock_stats_full),
+            ("exited-thread table full", d.exited_full),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect();
         let _ = writeln!(
             s,
-            "DROPS: ring buffer {}, wait table full {}, aggregate table full {}, watch set full {} \
-             (of {} records): the report may miss events",
-            d.ringbuf, d.wait_table_full, d.aggregate_full, d.watch_full, d.records
+            "DROPS: {} (of {} records): the report may miss events",
+            lost.join(", "),
+            d.records
         );
     } else {
         let _ = writeln!(s, "DROPS: none ({} records)", d.records);

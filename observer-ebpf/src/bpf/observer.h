@@ -174,8 +174,12 @@ struct obs_join_wait {
 	__u32 _pad;
 };
 
-/* Value of EXITED (key: __u32 tid): a thread that ended by itself (not by
- * the process's exit) whose join state is read at exit_group. */
+/* Key of EXITED (value: __u32 tid): the descriptor of a thread that ended
+ * by itself (not by the process's exit), whose join state is read at
+ * exit_group. Keyed by descriptor: glibc gives a joined or detached
+ * thread's descriptor to a later thread, whose exit overwrites the entry,
+ * so a process that churns threads holds one entry per descriptor, not one
+ * per thread it ever ended. */
 struct obs_exited {
 	__u64 pthread;
 	__u32 tgid;

@@ -190,9 +190,13 @@ impl Metrics {
     }
 
     pub fn cap_hit(&self, cap: &'static str) {
+        self.cap_hits_by(cap, 1);
+    }
+
+    pub fn cap_hits_by(&self, cap: &'static str, n: u64) {
         self.cap_hits
             .get_or_create(&vec![("cap", cap.into())])
-            .inc();
+            .inc_by(n);
     }
 
     /// Adds the kernel filter's counters (cumulative) as deltas.
@@ -227,6 +231,7 @@ impl Metrics {
             ("order", now.order_full, last.order_full),
             ("lock_stats", now.lock_stats_full, last.lock_stats_full),
             ("creating", now.creating_full, last.creating_full),
+            ("exited", now.exited_full, last.exited_full),
         ] {
             if n > l {
                 self.kernel_drops

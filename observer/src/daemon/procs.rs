@@ -251,23 +251,21 @@ impl Daemon {
     pub(super) fn enforce_caps(&mut self, src: &mut LiveSource) {
         let mut rebuild = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
-            if let Some(r) = &p.session.engine.sink
-                && r.evicted > p.recorder_evicted
-            {
-                self.metrics
-                    .cap_hits
-                    .get_or_create(&vec![("cap", "flight_recorder_events".into())])
-                    .inc_by(r.evicted - p.recorder_evicted);
-                p.recorder_evicted = r.evicted;
-            }
-            if let Some(r) = &p.session.engine.sink
-                && r.evicted_bytes > p.recorder_evicted_bytes
-            {
-                self.metrics
-                    .cap_hits
-                    .get_or_create(&vec![("cap", "flight_recorder_bytes".into())])
-                    .inc_by(r.evicted_bytes - p.recorder_evicted_bytes);
-                p.recorder_evicted_bytes = r.evicted_bytes;
+            if let Some(r) = &p.session.engine.sink {
+                // Evictions since the last look, per bound.
+                for (cap, now, seen) in [
+                    ("flight_recorder_events", r.evicted, &mut p.recorder_evicted),
+                    (
+                        "flight_recorder_bytes",
+                        r.evicted_bytes,
+                        &mut p.recorder_evicted_bytes,
+                    ),
+                ] {
+                    if now > *seen {
+                        self.metrics.cap_hits_by(cap, now - *seen);
+                        *seen = now;
+                    }
+                }
             }
             let Some(m) = p.session.engine.model.processes.get_mut(&pid) else {
                 continue;

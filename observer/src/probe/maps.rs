@@ -117,19 +117,7 @@ impl Probes {
         {
             let _ = m.remove(&tgid);
         }
-        if let Some(m) = self.bpf.map_mut("WAITS")
-            && let Ok(mut m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m)
-        {
-            let tids: Vec<u32> = m
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, w)| w.0.tgid == tgid)
-                .map(|(t, _)| t)
-                .collect();
-            for t in tids {
-                let _ = m.remove(&t);
-            }
-        }
+        self.remove_tids_of::<obs_wait>("WAITS", tgid, |w| w.tgid);
         if let Some(m) = self.bpf.map_mut("AGG")
             && let Ok(mut m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m)
         {
@@ -211,17 +199,25 @@ impl Probes {
 
     /// Drops `tgid`'s threads from the EPOLL map.
     pub fn forget_epoll(&mut self, tgid: u32) {
-        let Some(m) = self.bpf.map_mut("EPOLL") else {
+        self.remove_tids_of::<obs_epoll>("EPOLL", tgid, |v| v.tgid);
+    }
+
+    /// Removes the entries of a tid-keyed map whose record belongs to `tgid`.
+    fn remove_tids_of<V>(&mut self, map: &str, tgid: u32, tgid_of: fn(&V) -> u32)
+    where
+        Pod<V>: aya::Pod,
+    {
+        let Some(m) = self.bpf.map_mut(map) else {
             return;
         };
-        let Ok(mut m) = BpfHashMap::<_, u32, Pod<obs_epoll>>::try_from(m) else {
+        let Ok(mut m) = BpfHashMap::<_, u32, Pod<V>>::try_from(m) else {
             return;
         };
         let tids: Vec<u32> = m
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.0.tgid == tgid)
-            .map(|(k, _)| k)
+            .filter(|(_, v)| tgid_of(&v.0) == tgid)
+            .map(|(t, _)| t)
             .collect();
         for t in tids {
             let _ = m.remove(&t);
@@ -263,6 +259,7 @@ impl Probes {
             order_full: get(obs_stat::OBS_STAT_ORDER_FULL),
             lock_stats_full: get(obs_stat::OBS_STAT_LSTATS_FULL),
             creating_full: get(obs_stat::OBS_STAT_CREATING_FULL),
+            exited_full: get(obs_stat::OBS_STAT_EXITED_FULL),
         }
     }
 }

@@ -536,3 +536,52 @@ pub fn echo_load(port: u16, until: Instant) -> usize {
     }
     n
 }
+
+/// `observer dump --format json -p PID`: its exit code (-1 if killed) and report.
+pub fn dump_json(pid: u32) -> (i32, serde_json::Value) {
+    let out = Command::new(observer_bin())
+        .args(["dump", "--format", "json", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    let r = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), r)
+}
+
+/// `observer dump -p PID` as text.
+pub fn dump_text(pid: u32) -> String {
+    let out = Command::new(observer_bin())
+        .args(["dump", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The PID a fixture printed as `child PID`.
+pub fn child_of(out: &[String]) -> u32 {
+    out.iter()
+        .find_map(|l| l.strip_prefix("child "))
+        .unwrap_or_else(|| panic!("no child line: {out:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// Gone, or a zombie nobody reaped yet.
+pub fn dead(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+}
+
+/// Waits (hard timeout) until `pid` is dead.
+pub fn wait_dead(pid: u32, within: Duration) {
+    let end = Instant::now() + within;
+    while !dead(pid) {
+        assert!(Instant::now() < end, "process {pid} still alive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

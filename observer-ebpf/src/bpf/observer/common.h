@@ -131,12 +131,13 @@ struct {
 	__type(value, __u64);
 } JOINING SEC(".maps");
 
-/* tid -> a thread that ended by itself; its join state is read at exit_group. */
+/* (descriptor, tgid) -> tid of a thread that ended by itself; its join
+ * state is read at exit_group. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct obs_exited);
+	__type(key, struct obs_exited);
+	__type(value, __u32);
 } EXITED SEC(".maps");
 
 /* ---- deep tier maps (empty unless --uprobes) ---- */

@@ -225,7 +225,16 @@ static __always_inline void exited_remember(struct task_struct *t, __u32 tgid, _
 	if (!PT_TID_OFF)
 		return;
 	struct obs_exited e = { .pthread = BPF_CORE_READ(t, thread.fsbase), .tgid = tgid };
-	if (e.pthread && bpf_map_update_elem(&EXITED, &tid, &e, BPF_ANY))
+	if (!e.pthread)
+		return;
+	/* The entry of the descriptor's last owner is overwritten: that thread
+	 * was joined or detached, or its descriptor would not be in use again.
+	 * In place: no bucket lock, no element swap (the usual case, a pool or
+	 * a loop reusing cached stacks). */
+	__u32 *old = bpf_map_lookup_elem(&EXITED, &e);
+	if (old)
+		*old = tid;
+	else if (bpf_map_update_elem(&EXITED, &e, &tid, BPF_ANY))
 		stat_inc(OBS_STAT_EXITED_FULL);
 #endif
 }
@@ -234,7 +243,7 @@ struct js_ctx {
 	__u32 tgid;
 };
 
-static long join_state_one(struct bpf_map *map, __u32 *tid, struct obs_exited *e,
+static long join_state_one(struct bpf_map *map, struct obs_exited *e, __u32 *tid,
 			   struct js_ctx *c)
 {
 	if (e->tgid != c->tgid)
@@ -252,7 +261,7 @@ static long join_state_one(struct bpf_map *map, __u32 *tid, struct obs_exited *e
 			r->flags = OBS_JS_READ;
 		rec_submit(r, false);
 	}
-	bpf_map_delete_elem(map, tid);
+	bpf_map_delete_elem(map, e);
 	return 0;
 }
 
