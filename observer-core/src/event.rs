@@ -146,16 +146,22 @@ pub struct Drops {
 
 impl Drops {
     pub fn any(&self) -> bool {
-        self.ringbuf
-            + self.wait_table_full
-            + self.aggregate_full
-            + self.watch_full
-            + self.creating_full
-            + self.held_full
-            + self.order_full
-            + self.lock_stats_full
-            + self.exited_full
-            > 0
+        self.ringbuf + self.full_tables().iter().map(|(_, n)| n).sum::<u64>() > 0
+    }
+
+    /// Losses to each full kernel table, by the table's name in reports
+    /// and metrics (the one list of them: a new table goes here).
+    pub fn full_tables(&self) -> [(&'static str, u64); 8] {
+        [
+            ("wait_table", self.wait_table_full),
+            ("aggregate", self.aggregate_full),
+            ("watch", self.watch_full),
+            ("held", self.held_full),
+            ("order", self.order_full),
+            ("lock_stats", self.lock_stats_full),
+            ("creating", self.creating_full),
+            ("exited", self.exited_full),
+        ]
     }
 }
 

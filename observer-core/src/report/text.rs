@@ -18,21 +18,15 @@ pub fn summary(model: &Model, long_wait_ns: u64) -> String {
     s.push_str(&super::gil::summary(model));
     let d = &model.drops;
     if d.any() {
-        let lost: Vec<String> = [
-            ("ring buffer", d.ringbuf),
-            ("wait table full", d.wait_table_full),
-            ("aggregate table full", d.aggregate_full),
-            ("watch set full", d.watch_full),
-            ("creation table full", d.creating_full),
-            ("held-lock table full", d.held_full),
-            ("lock-order table full", d.order_full),
-            ("lock statistics table full", d.lock_stats_full),
-            ("exited-thread table full", d.exited_full),
-        ]
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(what, n)| format!("{what} {n}"))
-        .collect();
+        let mut lost: Vec<String> = d
+            .full_tables()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(table, n)| format!("{table} table full {n}"))
+            .collect();
+        if d.ringbuf > 0 {
+            lost.insert(0, format!("ring buffer {}", d.ringbuf));
+        }
         let _ = writeln!(
             s,
             "DROPS: {} (of {} records): the report may miss events",
@@ -322,4 +316,31 @@ fn thread_row(t: &crate::model::Thread, t0: u64, end: u64) -> [String; 6] {
         .map(|x| x.to_string())
         .unwrap_or_else(|| "?".into());
     [t.tid.to_string(), name, parent, start, life, exit]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{event::Drops, model::Model};
+
+    #[test]
+    fn drops_name_every_full_table_that_lost_something() {
+        let mut m = Model {
+            drops: Drops {
+                records: 9,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(super::summary(&m, 1).contains("DROPS: none (9 records)"));
+        m.drops.ringbuf = 2;
+        m.drops.exited_full = 3;
+        m.drops.held_full = 1;
+        let text = super::summary(&m, 1);
+        assert!(
+            text.contains(
+                "DROPS: ring buffer 2, held table full 1, exited table full 3 (of 9 records)"
+            ),
+            "{text}"
+        );
+    }
 }

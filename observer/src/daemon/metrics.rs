@@ -223,16 +223,7 @@ impl Metrics {
     pub fn kernel_drops_now(&self, last: &mut crate::event::Drops, now: crate::event::Drops) {
         self.ringbuf_drops
             .inc_by(now.ringbuf.saturating_sub(last.ringbuf));
-        for (table, n, l) in [
-            ("wait_table", now.wait_table_full, last.wait_table_full),
-            ("aggregate", now.aggregate_full, last.aggregate_full),
-            ("watch", now.watch_full, last.watch_full),
-            ("held", now.held_full, last.held_full),
-            ("order", now.order_full, last.order_full),
-            ("lock_stats", now.lock_stats_full, last.lock_stats_full),
-            ("creating", now.creating_full, last.creating_full),
-            ("exited", now.exited_full, last.exited_full),
-        ] {
+        for ((table, n), (_, l)) in now.full_tables().into_iter().zip(last.full_tables()) {
             if n > l {
                 self.kernel_drops
                     .get_or_create(&vec![("table", table.into())])
