@@ -17,11 +17,27 @@ const MIN_GROWTH: i64 = 10;
 const MIN_SLOPE_PER_S: f64 = 2.0;
 const MIN_R2: f64 = 0.8;
 
-fn live_at(p: &Process, ts: u64) -> i64 {
-    p.threads
-        .iter()
-        .filter(|t| t.start_ns.is_none_or(|s| s <= ts) && t.exit_ns.is_none_or(|e| e > ts))
-        .count() as i64
+/// The live thread count at each of the (sorted) times, in one pass over
+/// the threads: each adds one over the run of times inside its life.
+fn live_at(p: &Process, times: &[u64]) -> Vec<i64> {
+    let mut diff = vec![0i64; times.len() + 1];
+    for t in &p.threads {
+        let lo = t.start_ns.map_or(0, |s| times.partition_point(|&x| x < s));
+        let hi = t
+            .exit_ns
+            .map_or(times.len(), |e| times.partition_point(|&x| x < e));
+        if lo < hi {
+            diff[lo] += 1;
+            diff[hi] -= 1;
+        }
+    }
+    diff.iter()
+        .take(times.len())
+        .scan(0, |n, d| {
+            *n += d;
+            Some(*n)
+        })
+        .collect()
 }
 
 /// (slope per second, r^2) of the points.
@@ -54,12 +70,19 @@ impl Detector for ThreadLeak {
         if t1 <= t0 || t1 - t0 < MIN_SPAN_NS {
             return Vec::new();
         }
-        let pts: Vec<(f64, f64)> = (0..=SAMPLES)
-            .map(|i| {
-                // u128: a span of any length (a corrupt recording's) times i.
-                let ts = t0 + ((t1 - t0) as u128 * i as u128 / SAMPLES as u128) as u64;
-                ((ts - t0) as f64 / 1e9, live_at(p, ts) as f64)
-            })
+        // Growing by MIN_GROWTH needs that many alive at the end; while the
+        // process runs, the end is now (a churning program ends most scans here).
+        if p.observed_to_ns.is_none() && p.live_threads().nth(MIN_GROWTH as usize - 1).is_none() {
+            return Vec::new();
+        }
+        // u128: a span of any length (a corrupt recording's) times i.
+        let times: Vec<u64> = (0..=SAMPLES)
+            .map(|i| t0 + ((t1 - t0) as u128 * i as u128 / SAMPLES as u128) as u64)
+            .collect();
+        let pts: Vec<(f64, f64)> = times
+            .iter()
+            .zip(live_at(p, &times))
+            .map(|(&ts, n)| ((ts - t0) as f64 / 1e9, n as f64))
             .collect();
         let (slope, r2) = fit(&pts);
         let growth = pts.last().unwrap().1 as i64 - pts[0].1 as i64;
@@ -132,6 +155,66 @@ pub(super) fn describe(f: &Finding) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The one-pass count is the count of each time's live threads.
+    #[test]
+    fn live_counts_match_a_count_per_time() {
+        use crate::event::Event;
+        let mut m = crate::model::Model::default();
+        let tgid = 100;
+        // Lives of [start, exit): some overlapping, one never ending, one
+        // ending exactly on a sample time, one starting on one.
+        let lives = [
+            (0, Some(50)),
+            (10, Some(20)),
+            (20, None),
+            (30, Some(30)),
+            (40, Some(90)),
+            (60, None),
+        ];
+        for (i, (s, e)) in lives.iter().enumerate() {
+            let tid = tgid + 1 + i as u32;
+            m.apply(&Event::ThreadNew {
+                ts_ns: *s,
+                tgid,
+                creator: tgid,
+                tid,
+                child_tgid: tgid,
+                clone_flags: 0,
+                child_tid_addr: 0,
+                name: String::new(),
+                pthread: 0,
+                create_site: 0,
+                detached: false,
+            });
+            if let Some(e) = e {
+                m.apply(&Event::ThreadExit {
+                    ts_ns: *e,
+                    tgid,
+                    tid,
+                    exit_code: 0,
+                    group_dead: false,
+                    group_exit: false,
+                });
+            }
+        }
+        let p = m.process(tgid).unwrap();
+        let times: Vec<u64> = (0..=10).map(|i| i * 10).collect();
+        let each: Vec<i64> = times
+            .iter()
+            .map(|&ts| {
+                p.threads
+                    .iter()
+                    .filter(|t| {
+                        t.start_ns.is_none_or(|s| s <= ts) && t.exit_ns.is_none_or(|e| e > ts)
+                    })
+                    .count() as i64
+            })
+            .collect();
+        assert_eq!(super::live_at(p, &times), each);
+        assert_eq!(each, [1, 2, 2, 2, 3, 2, 3, 3, 3, 2, 2]);
+        assert_eq!(p.live_threads().count(), 2);
+    }
+
     #[test]
     fn fit_of_a_line() {
         let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0 + 2.0 * i as f64)).collect();

@@ -102,7 +102,8 @@ impl Model {
                     let t = p.ensure_thread(*tid, *ts_ns);
                     t.create_stack = Some(id);
                     if t.create_site == 0 {
-                        t.create_site = site;
+                        let i = p.live[tid];
+                        p.set_create_site(i, site);
                     }
                 }
             }
@@ -160,8 +161,9 @@ impl Model {
                 group_exit,
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
+                p.ensure_thread(*tid, *ts_ns).exit_ns = Some(*ts_ns);
+                p.retire(*tid);
                 let t = p.ensure_thread(*tid, *ts_ns);
-                t.exit_ns = Some(*ts_ns);
                 t.exit_code = Some(*exit_code);
                 t.ended_by_group_exit = *group_exit;
                 if let Some(w) = t.wait.take() {

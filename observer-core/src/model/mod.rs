@@ -4,7 +4,7 @@
 pub mod event_loop;
 pub mod lifecycle;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -170,6 +170,13 @@ pub struct Process {
     pub threads: Vec<Thread>,
     #[serde(skip)]
     live: HashMap<Tid, usize>,
+    /// Indexes into `threads` of those not known to have exited, in order:
+    /// per-scan work walks these, not every thread a churning program made.
+    #[serde(skip)]
+    alive: BTreeSet<usize>,
+    /// Every distinct `create_site` of its threads (symbolized once each).
+    #[serde(skip)]
+    create_sites: BTreeSet<u64>,
     pub locks: BTreeMap<u64, LockStat>,
     pub long_waits: Vec<LongWait>,
     /// Deep tier: lock-order edges, current lock owners, locks held at
@@ -386,7 +393,27 @@ impl Process {
 
     /// Threads not known to have exited.
     pub fn live_threads(&self) -> impl Iterator<Item = &Thread> {
-        self.threads.iter().filter(|t| t.alive())
+        self.alive.iter().map(|&i| &self.threads[i])
+    }
+
+    /// The distinct creation sites of its threads.
+    pub fn create_sites(&self) -> impl Iterator<Item = u64> + '_ {
+        self.create_sites.iter().copied()
+    }
+
+    fn set_create_site(&mut self, i: usize, site: u64) {
+        self.threads[i].create_site = site;
+        if site != 0 {
+            self.create_sites.insert(site);
+        }
+    }
+
+    /// Thread `tid`'s newest record has its `exit_ns`: no longer alive.
+    fn retire(&mut self, tid: Tid) {
+        if let Some(&i) = self.live.get(&tid) {
+            debug_assert!(!self.threads[i].alive());
+            self.alive.remove(&i);
+        }
     }
 
     /// Adds a thread, retiring an exited one that had the same TID.
@@ -406,9 +433,12 @@ impl Process {
             old.start_ns = old.start_ns.or(t.start_ns);
             return &mut self.threads[i];
         }
+        let site = t.create_site;
         self.threads.push(t);
         let i = self.threads.len() - 1;
         self.live.insert(tid, i);
+        self.alive.insert(i);
+        self.set_create_site(i, site);
         &mut self.threads[i]
     }
 
@@ -507,6 +537,7 @@ impl Model {
                     // A non-leader thread exec'd: it takes over the leader's TID.
                     if let Some(&i) = p.live.get(old_tid) {
                         p.threads[i].exit_ns.get_or_insert(*ts_ns);
+                        p.retire(*old_tid);
                     }
                 }
                 let t = p.ensure_thread(*tid, *ts_ns);

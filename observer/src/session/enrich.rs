@@ -361,7 +361,7 @@ pub(crate) fn symbol_events(
             }
         }
         // Code addresses: thread creation sites and stacks, lock call sites.
-        let mut sites: Vec<u64> = p.threads.iter().map(|t| t.create_site).collect();
+        let mut sites: Vec<u64> = p.create_sites().collect();
         sites.extend(p.create_stacks.iter().flatten().copied());
         sites.extend(p.lock_edges.values().flat_map(|e| [e.from_site, e.to_site]));
         sites.extend(
@@ -396,7 +396,7 @@ pub(super) fn late_site_events(
 ) -> Vec<Event> {
     let mut out = Vec::new();
     for p in model.processes.values() {
-        let sites = p.threads.iter().map(|t| t.create_site);
+        let sites = p.create_sites();
         let stacks = p.create_stacks.iter().flatten().copied();
         for site in sites.chain(stacks) {
             if site != 0
