@@ -277,6 +277,63 @@ fn a_burst_of_short_threads_is_churn_and_not_unjoined() {
     assert_eq!(r["drops"]["ringbuf"], 0);
 }
 
+/// The live lines of a churn: each second's first lines, then one count
+/// for the rest of it; every thread is told, listed or counted.
+#[test]
+#[ignore = "needs root and BPF"]
+fn live_lines_fold_a_churn() {
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["run", "--report"])
+            .arg(&rep)
+            .arg("--")
+            .args(bin("churn"));
+        c
+    });
+    assert_eq!(p.wait_exit(T).code(), Some(0), "{:?}", p.stderr);
+    let listed = |what: &str| p.stderr.iter().filter(|l| l.contains(what)).count() as u64;
+    let counted = |what: &str| -> u64 {
+        p.stderr
+            .iter()
+            .filter_map(|l| l.split_once("more threads created and "))
+            .map(|(a, b)| {
+                let n = |s: &str| s.trim().parse::<u64>().unwrap();
+                let created = n(a.rsplit(' ').nth(1).unwrap());
+                let exited = n(b.split(' ').next().unwrap());
+                if what == "created" { created } else { exited }
+            })
+            .sum()
+    };
+    let folds = p
+        .stderr
+        .iter()
+        .filter(|l| l.contains("more threads created and"))
+        .count();
+    assert!(folds >= 1, "a churn of 2000 is folded: {:#?}", p.stderr);
+    assert!(
+        listed("+ thread") <= 2 * 20 * folds as u64,
+        "{} creation lines for {folds} folded seconds",
+        listed("+ thread")
+    );
+    assert_eq!(
+        listed("+ thread") + counted("created"),
+        2000,
+        "{:#?}",
+        p.stderr
+    );
+    // The 2000 and the main thread.
+    assert_eq!(
+        listed("- thread") + counted("exited"),
+        2001,
+        "{:#?}",
+        p.stderr
+    );
+    let r = read_json(&rep);
+    assert_eq!(r["threads"].as_array().unwrap().len(), 2001);
+}
+
 #[test]
 #[ignore = "needs root and BPF"]
 fn a_detached_thread_exiting_is_no_finding() {

@@ -1,10 +1,129 @@
 //! One line per thread lifecycle event and long wait, printed as they happen.
 
+use std::collections::BTreeMap;
+
 use super::{dur, escape};
 use crate::{
     event::{Event, futex},
     model::{Model, describe_exit},
 };
+
+/// Thread creations and exits of one process printed per second; the rest
+/// of that second is counted and said in one line when it ends. A program
+/// that churns threads would otherwise print two lines per thread (and the
+/// observer would spend more CPU printing them than observing).
+pub const THREAD_LINES_PER_S: u32 = 20;
+const WINDOW_NS: u64 = 1_000_000_000;
+
+/// The live lines of a stream of events, with thread churn folded.
+#[derive(Default)]
+pub struct LiveLines {
+    /// Per process: its current second of thread lines.
+    windows: BTreeMap<u32, Window>,
+    t0: Option<u64>,
+}
+
+struct Window {
+    start_ns: u64,
+    shown: u32,
+    created: u64,
+    exited: u64,
+    name: String,
+    last_ns: u64,
+}
+
+impl LiveLines {
+    /// The lines for `ev` (the model as it is after applying it): those of
+    /// seconds that ended before it, then its own unless folded.
+    pub fn lines(&mut self, model: &Model, ev: &Event) -> Vec<String> {
+        self.t0 = model.first_ns.or(self.t0);
+        let now = ev.ts_ns();
+        let mut out = now.map_or_else(Vec::new, |now| {
+            self.ended(|w| now >= w.start_ns + WINDOW_NS)
+        });
+        let churn = match ev {
+            Event::ThreadNew {
+                tgid, child_tgid, ..
+            } if tgid == child_tgid => Some((*tgid, true)),
+            // The leader's exit is the process's: always said.
+            Event::ThreadExit { tgid, tid, .. } if tid != tgid => Some((*tgid, false)),
+            _ => None,
+        };
+        if let (Some((tgid, created)), Some(now)) = (churn, now) {
+            let w = self.windows.entry(tgid).or_insert_with(|| Window {
+                start_ns: now,
+                shown: 0,
+                created: 0,
+                exited: 0,
+                name: String::new(),
+                last_ns: now,
+            });
+            if w.shown >= THREAD_LINES_PER_S {
+                if created {
+                    w.created += 1;
+                } else {
+                    w.exited += 1;
+                }
+                w.last_ns = now;
+                if w.name.is_empty() {
+                    w.name = escape(model.thread_name(tgid, tgid).unwrap_or("?"));
+                }
+                return out;
+            }
+            w.shown += 1;
+        }
+        // The process ends: its count before its last line.
+        match ev {
+            Event::End { tgid, .. } => out.extend(self.ended_of(*tgid)),
+            Event::ThreadExit { tgid, tid, .. } if tid == tgid => out.extend(self.ended_of(*tgid)),
+            _ => {}
+        }
+        out.extend(line(model, ev));
+        out
+    }
+
+    /// The folded counts not yet said (at the end of observation).
+    pub fn finish(&mut self) -> Vec<String> {
+        self.ended(|_| true)
+    }
+
+    fn ended_of(&mut self, tgid: u32) -> Vec<String> {
+        let t0 = self.t0;
+        self.windows
+            .remove(&tgid)
+            .and_then(|w| folded(tgid, &w, t0))
+            .into_iter()
+            .collect()
+    }
+
+    fn ended(&mut self, done: impl Fn(&Window) -> bool) -> Vec<String> {
+        let ended: Vec<u32> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| done(w))
+            .map(|(&tgid, _)| tgid)
+            .collect();
+        ended
+            .into_iter()
+            .flat_map(|tgid| self.ended_of(tgid))
+            .collect()
+    }
+}
+
+/// "... 9980 more threads created and 9980 exited" for a second that had more.
+fn folded(tgid: u32, w: &Window, t0: Option<u64>) -> Option<String> {
+    if w.created + w.exited == 0 {
+        return None;
+    }
+    let rel = w.last_ns.saturating_sub(t0.unwrap_or(w.last_ns)) as f64 / 1e9;
+    Some(format!(
+        "{rel:>9.3}s \u{2026} process {tgid} \"{}\": {} more threads created and {} exited in {} (thread churn: past {THREAD_LINES_PER_S} a second, counted, not listed)",
+        w.name,
+        w.created,
+        w.exited,
+        dur(w.last_ns.saturating_sub(w.start_ns)),
+    ))
+}
 
 /// The line for `ev`, rendered with the model as it is after applying it.
 pub fn line(model: &Model, ev: &Event) -> Option<String> {
@@ -45,8 +164,7 @@ pub fn line(model: &Model, ev: &Event) -> Option<String> {
             exit_code,
             ..
         } => {
-            let p = model.process(*tgid)?;
-            let t = p.threads.iter().rev().find(|t| t.tid == *tid)?;
+            let t = model.process(*tgid)?.thread(*tid)?;
             let life = t
                 .start_ns
                 .map(|s| format!(" after {}", dur(ts_ns.saturating_sub(s))))
@@ -133,5 +251,87 @@ pub fn errno_name(ret: i64) -> String {
         131 => "ENOTRECOVERABLE".into(),
         _ if ret >= 0 => ret.to_string(),
         e => format!("errno {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(ts_ns: u64, tid: u32) -> Event {
+        Event::ThreadNew {
+            ts_ns,
+            tgid: 7,
+            creator: 7,
+            tid,
+            child_tgid: 7,
+            clone_flags: 0,
+            child_tid_addr: 0,
+            name: "worker".into(),
+            pthread: 0,
+            create_site: 0,
+            detached: false,
+        }
+    }
+
+    fn exit(ts_ns: u64, tid: u32) -> Event {
+        Event::ThreadExit {
+            ts_ns,
+            tgid: 7,
+            tid,
+            exit_code: 0,
+            group_dead: false,
+            group_exit: false,
+        }
+    }
+
+    /// A churning process gets its first lines of each second, then one
+    /// count when the second is over (a scan says so); a fork is never folded.
+    #[test]
+    fn thread_churn_is_folded_per_second() {
+        let mut m = Model::default();
+        let mut live = LiveLines::default();
+        let mut out = Vec::new();
+        let mut feed = |m: &mut Model, ev: Event, out: &mut Vec<String>| {
+            m.apply(&ev);
+            out.extend(live.lines(m, &ev));
+        };
+        let leader = Event::ThreadSeen {
+            ts_ns: 0,
+            tgid: 7,
+            tid: 7,
+            name: "server".into(),
+            parent_tid: None,
+            start_ns: None,
+        };
+        feed(&mut m, leader, &mut out);
+        for i in 0..100u32 {
+            let ts = 1_000_000 + u64::from(i) * 1_000_000;
+            feed(&mut m, new(ts, 100 + i), &mut out);
+            feed(&mut m, exit(ts + 500_000, 100 + i), &mut out);
+        }
+        assert_eq!(out.len(), THREAD_LINES_PER_S as usize);
+        assert!(out.iter().all(|l| l.contains("thread 1")), "{out:#?}");
+        feed(
+            &mut m,
+            Event::Scan {
+                ts_ns: 2_100_000_000,
+            },
+            &mut out,
+        );
+        let last = out.last().unwrap();
+        assert!(
+            last.contains("process 7 \"server\": 90 more threads created and 90 exited in"),
+            "{last}"
+        );
+        // A new second: lines again.
+        feed(&mut m, new(2_200_000_000, 500), &mut out);
+        assert!(
+            out.last()
+                .unwrap()
+                .contains("+ thread 500 \"worker\" created")
+        );
+        // Nothing left to say at the end.
+        assert!(live.finish().is_empty());
     }
 }

@@ -78,7 +78,8 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         "\nTHREADS: {} seen, {alive} alive at end",
         p.threads.len()
     );
-    let rows: Vec<[String; 6]> = p.threads.iter().map(|t| thread_row(t, t0, end)).collect();
+    let (listed, folded) = listed_threads(p);
+    let rows: Vec<[String; 6]> = listed.iter().map(|t| thread_row(t, t0, end)).collect();
     // What a live thread is doing when nobody waits for it: idle (state).
     let idle: std::collections::HashMap<u32, String> = if p.exit_status.is_none() {
         let g = crate::graph::WaitForGraph::build(p);
@@ -99,7 +100,7 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         "  {:>8}  {:<w$}  {:>8}  {:>9}  {:>10}  EXIT",
         "TID", "NAME", "PARENT", "START", "LIFETIME"
     );
-    for (t, [tid, name, parent, start, life, exit]) in p.threads.iter().zip(rows) {
+    for (t, [tid, name, parent, start, life, exit]) in listed.iter().zip(rows) {
         let state = match idle.get(&t.tid) {
             Some(what) if t.alive() => format!("  idle: {}", escape(what)),
             _ => String::new(),
@@ -107,6 +108,21 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         let _ = writeln!(
             s,
             "  {tid:>8}  {name:<w$}  {parent:>8}  {start:>9}  {life:>10}  {exit}{state}"
+        );
+    }
+    if !folded.is_empty() {
+        let lives: Vec<u64> = folded
+            .iter()
+            .filter_map(|t| Some(t.exit_ns?.saturating_sub(t.start_ns?)))
+            .collect();
+        let range = match (lives.iter().min(), lives.iter().max()) {
+            (Some(a), Some(b)) => format!(", lifetimes {}-{}", dur(*a), dur(*b)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  ... {} more threads that exited with status 0{range} (the JSON of --report lists every thread)",
+            folded.len()
         );
     }
 
@@ -287,6 +303,37 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
 }
 
 /// TID, name (with earlier names), parent, start, lifetime, exit.
+/// Threads a text report lists one by one: every one while there are few;
+/// past that, the live ones, those there before observation, those that
+/// ended badly or unjoined, and the newest. The rest (a churn's short
+/// threads) are counted in one line.
+const THREAD_ROWS: usize = 64;
+const NEWEST_EXITED: usize = 16;
+
+fn listed_threads(
+    p: &crate::model::Process,
+) -> (Vec<&crate::model::Thread>, Vec<&crate::model::Thread>) {
+    if p.threads.len() <= THREAD_ROWS {
+        return (p.threads.iter().collect(), Vec::new());
+    }
+    let newest = p.threads.len() - NEWEST_EXITED;
+    let mut listed = Vec::new();
+    let mut folded = Vec::new();
+    for (i, t) in p.threads.iter().enumerate() {
+        let plain = !t.alive()
+            && t.exit_code == Some(0)
+            && !t.unjoined_at_exit
+            && !t.preexisting
+            && i < newest;
+        if plain {
+            folded.push(t);
+        } else {
+            listed.push(t);
+        }
+    }
+    (listed, folded)
+}
+
 fn thread_row(t: &crate::model::Thread, t0: u64, end: u64) -> [String; 6] {
     let start = match t.start_ns {
         Some(st) if st >= t0 => format!("+{:.3}s", (st - t0) as f64 / 1e9),
@@ -341,6 +388,67 @@ mod tests {
                 "DROPS: ring buffer 2, held table full 1, exited table full 3 (of 9 records)"
             ),
             "{text}"
+        );
+    }
+
+    /// A churn's short threads are counted in one line; the leader, a
+    /// thread that failed, one left alive and the newest are listed.
+    #[test]
+    fn a_churn_is_folded_in_the_threads_table() {
+        use crate::event::Event;
+        let mut m = Model::default();
+        let tgid = 50;
+        m.apply(&Event::ThreadSeen {
+            ts_ns: 0,
+            tgid,
+            tid: tgid,
+            name: "server".into(),
+            parent_tid: Some(1),
+            start_ns: Some(0),
+        });
+        for i in 0..200u32 {
+            let (tid, ts) = (1000 + i, 1_000_000 * (u64::from(i) + 1));
+            m.apply(&Event::ThreadNew {
+                ts_ns: ts,
+                tgid,
+                creator: tgid,
+                tid,
+                child_tgid: tgid,
+                clone_flags: 0,
+                child_tid_addr: 0,
+                name: "server".into(),
+                pthread: 0,
+                create_site: 0,
+                detached: false,
+            });
+            if i != 7 {
+                m.apply(&Event::ThreadExit {
+                    ts_ns: ts + 10_000,
+                    tgid,
+                    tid,
+                    exit_code: if i == 3 { 1 << 8 } else { 0 },
+                    group_dead: false,
+                    group_exit: false,
+                });
+            }
+        }
+        let text = super::summary(&m, 1);
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("THREADS:"))
+            .skip(2)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let tids: Vec<u32> = rows
+            .iter()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        let newest: Vec<u32> = (1184..1200).collect();
+        assert_eq!(tids[..3], [tgid, 1003, 1007], "{text}");
+        assert_eq!(tids[3..], newest[..], "{text}");
+        assert_eq!(
+            rows.last().unwrap().trim(),
+            "... 182 more threads that exited with status 0, lifetimes 10.0us-10.0us (the JSON of --report lists every thread)"
         );
     }
 }

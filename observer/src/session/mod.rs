@@ -84,7 +84,8 @@ impl Outputs {
 /// (`--record`, its header first) and the live echo on stderr.
 pub(crate) struct LiveSink {
     record: Option<BufWriter<File>>,
-    echo: bool,
+    /// The live lines on stderr (none with --quiet).
+    echo: Option<report::live::LiveLines>,
 }
 
 impl LiveSink {
@@ -98,11 +99,16 @@ impl LiveSink {
         }
         Ok(LiveSink {
             record,
-            echo: !opts.quiet,
+            echo: (!opts.quiet).then(report::live::LiveLines::default),
         })
     }
 
     fn flush(&mut self) -> Result<()> {
+        if let Some(live) = &mut self.echo {
+            for line in live.finish() {
+                eprintln!("{line}");
+            }
+        }
         if let Some(rec) = &mut self.record {
             rec.flush().context("writing the recording")?;
         }
@@ -122,10 +128,10 @@ impl Sink for LiveSink {
                 rec.flush().context("writing the recording")?;
             }
         }
-        if self.echo
-            && let Some(line) = report::live::line(model, ev)
-        {
-            eprintln!("{line}");
+        if let Some(live) = &mut self.echo {
+            for line in live.lines(model, ev) {
+                eprintln!("{line}");
+            }
         }
         Ok(())
     }
