@@ -28,6 +28,9 @@ pub(super) struct ThreadResult {
     /// Per condition: (threads the report saw created, threads created while observed).
     pub(super) seen: Vec<Vec<(u64, u64)>>,
     pub(super) drops: Vec<u64>,
+    /// Per condition: the observer's own CPU (user + system) per thread
+    /// created in the timed rounds, ns, one per visit.
+    pub(super) observer_cpu: Vec<Vec<f64>>,
     pub(super) problems: Vec<String>,
 }
 
@@ -37,6 +40,7 @@ pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResul
         rows: new_rows(n),
         seen: vec![Vec::new(); n],
         drops: vec![0; n],
+        observer_cpu: vec![Vec::new(); n],
         problems: Vec::new(),
     };
     let report = env.out.join("threads-report.json");
@@ -49,11 +53,18 @@ pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResul
             let warm = (o.create / 10).max(1);
             v.wl.round(warm, ROUND_TIMEOUT)?; // warm-up: glibc's stack cache, page faults
             let mut created = warm;
+            let obs_cpu = || v.obs.as_ref().and_then(|x| h::cpu_secs(x.pid()));
+            let c0 = obs_cpu();
             for _ in 0..ROUNDS_PER_VISIT {
                 let (wall, cpu) = v.timed(env, o.create, row)?;
                 created += o.create;
                 row.a.push(wall);
                 row.b.push(cpu);
+            }
+            let obs_cpu = || v.obs.as_ref().and_then(|x| h::cpu_secs(x.pid()));
+            if let (Some(a), Some(b)) = (c0, obs_cpu()) {
+                let timed = (o.create * ROUNDS_PER_VISIT as u64) as f64;
+                r.observer_cpu[ci].push((b - a) * 1e9 / timed);
             }
             if v.end(cond, row, &mut r.problems)? {
                 match lifecycle(&report) {
@@ -123,11 +134,16 @@ pub(super) fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> Str
         let w = h::median(&x.a);
         writeln!(
             s,
-            "  {}: thread uprobes {}, CPU ratio {}, {} per thread",
+            "  {}: thread uprobes {}, CPU ratio {}, {} per thread; the observer's own CPU {} per thread (median of visits)",
             cond.label,
             x.uprobes.1,
             h::ratio(h::median(&x.b) / uc),
             h::signed(h::ns, (w - un) / o.create as f64),
+            if r.observer_cpu[ci].is_empty() {
+                "-".to_string()
+            } else {
+                h::ns(h::median(&r.observer_cpu[ci]))
+            },
         )
         .unwrap();
         if let Some((got, ran)) = r.seen[ci].first() {
