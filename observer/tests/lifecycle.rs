@@ -297,7 +297,7 @@ fn live_lines_fold_a_churn() {
     let counted = |what: &str| -> u64 {
         p.stderr
             .iter()
-            .filter_map(|l| l.split_once("more threads created and "))
+            .filter_map(|l| l.split_once("more threads created, "))
             .map(|(a, b)| {
                 let n = |s: &str| s.trim().parse::<u64>().unwrap();
                 let created = n(a.rsplit(' ').nth(1).unwrap());
@@ -309,7 +309,7 @@ fn live_lines_fold_a_churn() {
     let folds = p
         .stderr
         .iter()
-        .filter(|l| l.contains("more threads created and"))
+        .filter(|l| l.contains("more threads created,"))
         .count();
     assert!(folds >= 1, "a churn of 2000 is folded: {:#?}", p.stderr);
     assert!(

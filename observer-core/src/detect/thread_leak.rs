@@ -70,9 +70,10 @@ impl Detector for ThreadLeak {
         if t1 <= t0 || t1 - t0 < MIN_SPAN_NS {
             return Vec::new();
         }
-        // Growing by MIN_GROWTH needs that many alive at the end; while the
-        // process runs, the end is now (a churning program ends most scans here).
-        if p.observed_to_ns.is_none() && p.live_threads().nth(MIN_GROWTH as usize - 1).is_none() {
+        // Growing by MIN_GROWTH needs that many alive at t1. With no thread
+        // ended after t1, those are among the live ones now (a churning
+        // program ends most scans here).
+        if p.last_exit_ns() <= t1 && p.live_threads().nth(MIN_GROWTH as usize - 1).is_none() {
             return Vec::new();
         }
         // u128: a span of any length (a corrupt recording's) times i.

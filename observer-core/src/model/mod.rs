@@ -177,6 +177,9 @@ pub struct Process {
     /// Every distinct `create_site` of its threads (symbolized once each).
     #[serde(skip)]
     create_sites: BTreeSet<u64>,
+    /// The latest `exit_ns` of any of its threads (0: none exited).
+    #[serde(skip)]
+    last_exit_ns: u64,
     pub locks: BTreeMap<u64, LockStat>,
     pub long_waits: Vec<LongWait>,
     /// Deep tier: lock-order edges, current lock owners, locks held at
@@ -413,7 +416,13 @@ impl Process {
         if let Some(&i) = self.live.get(&tid) {
             debug_assert!(!self.threads[i].alive());
             self.alive.remove(&i);
+            self.last_exit_ns = self.last_exit_ns.max(self.threads[i].exit_ns.unwrap_or(0));
         }
+    }
+
+    /// The latest end of any of its threads (0: none ended).
+    pub fn last_exit_ns(&self) -> u64 {
+        self.last_exit_ns
     }
 
     /// Adds a thread, retiring an exited one that had the same TID.
@@ -433,11 +442,13 @@ impl Process {
             old.start_ns = old.start_ns.or(t.start_ns);
             return &mut self.threads[i];
         }
-        let site = t.create_site;
+        let (site, alive) = (t.create_site, t.alive());
         self.threads.push(t);
         let i = self.threads.len() - 1;
         self.live.insert(tid, i);
-        self.alive.insert(i);
+        if alive {
+            self.alive.insert(i);
+        }
         self.set_create_site(i, site);
         &mut self.threads[i]
     }

@@ -8,10 +8,10 @@ use crate::{
     model::{Model, describe_exit},
 };
 
-/// Thread creations and exits of one process printed per second; the rest
-/// of that second is counted and said in one line when it ends. A program
-/// that churns threads would otherwise print two lines per thread (and the
-/// observer would spend more CPU printing them than observing).
+/// Thread lines (creations, exits, renames) of one process printed per
+/// second; the rest of that second is counted and said in one line when it
+/// ends. A program that churns threads would otherwise print two or three
+/// lines per thread (and the observer spend more CPU printing than observing).
 pub const THREAD_LINES_PER_S: u32 = 20;
 const WINDOW_NS: u64 = 1_000_000_000;
 
@@ -26,8 +26,8 @@ pub struct LiveLines {
 struct Window {
     start_ns: u64,
     shown: u32,
-    created: u64,
-    exited: u64,
+    /// Counted, not shown: created, exited, renamed.
+    counted: [u64; 3],
     name: String,
     last_ns: u64,
 }
@@ -37,54 +37,60 @@ impl LiveLines {
     /// seconds that ended before it, then its own unless folded.
     pub fn lines(&mut self, model: &Model, ev: &Event) -> Vec<String> {
         self.t0 = model.first_ns.or(self.t0);
-        let now = ev.ts_ns();
-        let mut out = now.map_or_else(Vec::new, |now| {
-            self.ended(|w| now >= w.start_ns + WINDOW_NS)
-        });
-        let churn = match ev {
+        let Some(now) = ev.ts_ns() else {
+            return line(model, ev).into_iter().collect();
+        };
+        let mut out = self.tick(now);
+        match ev {
+            // The process ends: its count before its last line.
+            Event::End { tgid, .. } => out.extend(self.ended_of(*tgid)),
+            Event::ThreadExit {
+                tgid,
+                tid,
+                group_dead,
+                ..
+            } if tid == tgid || *group_dead => out.extend(self.ended_of(*tgid)),
             Event::ThreadNew {
                 tgid, child_tgid, ..
-            } if tgid == child_tgid => Some((*tgid, true)),
-            // The leader's exit is the process's: always said.
-            Event::ThreadExit { tgid, tid, .. } if tid != tgid => Some((*tgid, false)),
-            _ => None,
-        };
-        if let (Some((tgid, created)), Some(now)) = (churn, now) {
-            let w = self.windows.entry(tgid).or_insert_with(|| Window {
-                start_ns: now,
-                shown: 0,
-                created: 0,
-                exited: 0,
-                name: String::new(),
-                last_ns: now,
-            });
-            if w.shown >= THREAD_LINES_PER_S {
-                if created {
-                    w.created += 1;
-                } else {
-                    w.exited += 1;
-                }
-                w.last_ns = now;
-                if w.name.is_empty() {
-                    w.name = escape(model.thread_name(tgid, tgid).unwrap_or("?"));
-                }
-                return out;
-            }
-            w.shown += 1;
-        }
-        // The process ends: its count before its last line.
-        match ev {
-            Event::End { tgid, .. } => out.extend(self.ended_of(*tgid)),
-            Event::ThreadExit { tgid, tid, .. } if tid == tgid => out.extend(self.ended_of(*tgid)),
+            } if tgid == child_tgid && self.fold(model, *tgid, 0, now) => return out,
+            Event::ThreadExit { tgid, .. } if self.fold(model, *tgid, 1, now) => return out,
+            Event::ThreadRename { tgid, .. } if self.fold(model, *tgid, 2, now) => return out,
             _ => {}
         }
         out.extend(line(model, ev));
         out
     }
 
+    /// The counts of seconds over by `now_ns` (a scan with no events).
+    pub fn tick(&mut self, now_ns: u64) -> Vec<String> {
+        self.ended(|w| now_ns >= w.start_ns + WINDOW_NS)
+    }
+
     /// The folded counts not yet said (at the end of observation).
     pub fn finish(&mut self) -> Vec<String> {
         self.ended(|_| true)
+    }
+
+    /// A thread line of `tgid` at `now`: whether it is folded (counted
+    /// under `what`) rather than printed.
+    fn fold(&mut self, model: &Model, tgid: u32, what: usize, now: u64) -> bool {
+        let w = self.windows.entry(tgid).or_insert_with(|| Window {
+            start_ns: now,
+            shown: 0,
+            counted: [0; 3],
+            name: String::new(),
+            last_ns: now,
+        });
+        if w.shown < THREAD_LINES_PER_S {
+            w.shown += 1;
+            return false;
+        }
+        w.counted[what] += 1;
+        w.last_ns = now;
+        if w.name.is_empty() {
+            w.name = escape(model.thread_name(tgid, tgid).unwrap_or("?"));
+        }
+        true
     }
 
     fn ended_of(&mut self, tgid: u32) -> Vec<String> {
@@ -110,17 +116,21 @@ impl LiveLines {
     }
 }
 
-/// "... 9980 more threads created and 9980 exited" for a second that had more.
+/// "... 9980 more threads created, 9980 exited" for a second that had more.
 fn folded(tgid: u32, w: &Window, t0: Option<u64>) -> Option<String> {
-    if w.created + w.exited == 0 {
+    let [created, exited, renamed] = w.counted;
+    if created + exited + renamed == 0 {
         return None;
     }
     let rel = w.last_ns.saturating_sub(t0.unwrap_or(w.last_ns)) as f64 / 1e9;
+    let renamed = if renamed > 0 {
+        format!(", {renamed} renamed")
+    } else {
+        String::new()
+    };
     Some(format!(
-        "{rel:>9.3}s \u{2026} process {tgid} \"{}\": {} more threads created and {} exited in {} (thread churn: past {THREAD_LINES_PER_S} a second, counted, not listed)",
+        "{rel:>9.3}s ... process {tgid} \"{}\": {created} more threads created, {exited} exited{renamed} in {} (thread churn: past {THREAD_LINES_PER_S} lines a second, counted, not listed)",
         w.name,
-        w.created,
-        w.exited,
         dur(w.last_ns.saturating_sub(w.start_ns)),
     ))
 }
@@ -285,17 +295,26 @@ mod tests {
         }
     }
 
+    fn feed(m: &mut Model, live: &mut LiveLines, ev: Event, out: &mut Vec<String>) {
+        m.apply(&ev);
+        out.extend(live.lines(m, &ev));
+    }
+
+    fn rename(ts_ns: u64, tid: u32) -> Event {
+        Event::ThreadRename {
+            ts_ns,
+            tgid: 7,
+            tid,
+            name: "pool-x".into(),
+        }
+    }
+
     /// A churning process gets its first lines of each second, then one
-    /// count when the second is over (a scan says so); a fork is never folded.
+    /// count when the second is over (the next scan's tick says so, with no
+    /// event in between); the last thread out ends the count at once.
     #[test]
     fn thread_churn_is_folded_per_second() {
-        let mut m = Model::default();
-        let mut live = LiveLines::default();
-        let mut out = Vec::new();
-        let mut feed = |m: &mut Model, ev: Event, out: &mut Vec<String>| {
-            m.apply(&ev);
-            out.extend(live.lines(m, &ev));
-        };
+        let (mut m, mut live, mut out) = (Model::default(), LiveLines::default(), Vec::new());
         let leader = Event::ThreadSeen {
             ts_ns: 0,
             tgid: 7,
@@ -304,34 +323,74 @@ mod tests {
             parent_tid: None,
             start_ns: None,
         };
-        feed(&mut m, leader, &mut out);
+        feed(&mut m, &mut live, leader, &mut out);
         for i in 0..100u32 {
             let ts = 1_000_000 + u64::from(i) * 1_000_000;
-            feed(&mut m, new(ts, 100 + i), &mut out);
-            feed(&mut m, exit(ts + 500_000, 100 + i), &mut out);
+            feed(&mut m, &mut live, new(ts, 100 + i), &mut out);
+            feed(&mut m, &mut live, rename(ts + 1, 100 + i), &mut out);
+            feed(&mut m, &mut live, exit(ts + 500_000, 100 + i), &mut out);
         }
         assert_eq!(out.len(), THREAD_LINES_PER_S as usize);
         assert!(out.iter().all(|l| l.contains("thread 1")), "{out:#?}");
-        feed(
-            &mut m,
-            Event::Scan {
-                ts_ns: 2_100_000_000,
-            },
-            &mut out,
-        );
+        assert!(live.tick(900_000_000).is_empty());
+        out.extend(live.tick(1_100_000_000));
         let last = out.last().unwrap();
         assert!(
-            last.contains("process 7 \"server\": 90 more threads created and 90 exited in"),
+            last.contains(
+                "... process 7 \"server\": 93 more threads created, 94 exited, 93 renamed in"
+            ),
             "{last}"
         );
         // A new second: lines again.
-        feed(&mut m, new(2_200_000_000, 500), &mut out);
+        feed(&mut m, &mut live, new(2_200_000_000, 500), &mut out);
         assert!(
             out.last()
                 .unwrap()
                 .contains("+ thread 500 \"worker\" created")
         );
-        // Nothing left to say at the end.
+        // A fork is never folded; the last thread out (group_dead) says the
+        // count first.
+        for i in 0..30u32 {
+            feed(
+                &mut m,
+                &mut live,
+                new(2_300_000_000 + u64::from(i), 600 + i),
+                &mut out,
+            );
+        }
+        let fork = Event::ThreadNew {
+            ts_ns: 2_400_000_000,
+            tgid: 7,
+            creator: 7,
+            tid: 9,
+            child_tgid: 9,
+            clone_flags: 0,
+            child_tid_addr: 0,
+            name: "server".into(),
+            pthread: 0,
+            create_site: 0,
+            detached: false,
+        };
+        feed(&mut m, &mut live, fork, &mut out);
+        assert!(
+            out.last().unwrap().contains("+ process 9 forked by 7"),
+            "{out:#?}"
+        );
+        let last_out = Event::ThreadExit {
+            ts_ns: 2_500_000_000,
+            tgid: 7,
+            tid: 629,
+            exit_code: 0,
+            group_dead: true,
+            group_exit: false,
+        };
+        let n = out.len();
+        feed(&mut m, &mut live, last_out, &mut out);
+        assert!(
+            out[n].contains("11 more threads created, 0 exited in"),
+            "{out:#?}"
+        );
+        assert!(out[n + 1].contains("- thread 629"), "{out:#?}");
         assert!(live.finish().is_empty());
     }
 }

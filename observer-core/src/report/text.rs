@@ -302,14 +302,14 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
     let _ = writeln!(s);
 }
 
-/// TID, name (with earlier names), parent, start, lifetime, exit.
-/// Threads a text report lists one by one: every one while there are few;
-/// past that, the live ones, those there before observation, those that
-/// ended badly or unjoined, and the newest. The rest (a churn's short
-/// threads) are counted in one line.
+/// Past this many threads, a text report lists one by one only the live
+/// ones, the leader, those there before observation, those that ended
+/// badly, unjoined or holding locks, and the newest; the rest (a churn's
+/// short threads) are counted in one line.
 const THREAD_ROWS: usize = 64;
 const NEWEST_EXITED: usize = 16;
 
+/// (listed, folded) threads of the THREADS table.
 fn listed_threads(
     p: &crate::model::Process,
 ) -> (Vec<&crate::model::Thread>, Vec<&crate::model::Thread>) {
@@ -317,23 +317,24 @@ fn listed_threads(
         return (p.threads.iter().collect(), Vec::new());
     }
     let newest = p.threads.len() - NEWEST_EXITED;
-    let mut listed = Vec::new();
-    let mut folded = Vec::new();
-    for (i, t) in p.threads.iter().enumerate() {
-        let plain = !t.alive()
-            && t.exit_code == Some(0)
-            && !t.unjoined_at_exit
-            && !t.preexisting
-            && i < newest;
-        if plain {
-            folded.push(t);
-        } else {
-            listed.push(t);
-        }
-    }
-    (listed, folded)
+    let held: std::collections::HashSet<u32> = p.exit_held.iter().map(|(tid, ..)| *tid).collect();
+    p.threads.iter().enumerate().fold(
+        (Vec::new(), Vec::new()),
+        |(mut listed, mut folded), (i, t)| {
+            let plain = !t.alive()
+                && t.exit_code == Some(0)
+                && !t.unjoined_at_exit
+                && !t.preexisting
+                && t.tid != p.tgid
+                && !held.contains(&t.tid)
+                && i < newest;
+            if plain { &mut folded } else { &mut listed }.push(t);
+            (listed, folded)
+        },
+    )
 }
 
+/// TID, name (with earlier names), parent, start, lifetime, exit.
 fn thread_row(t: &crate::model::Thread, t0: u64, end: u64) -> [String; 6] {
     let start = match t.start_ns {
         Some(st) if st >= t0 => format!("+{:.3}s", (st - t0) as f64 / 1e9),

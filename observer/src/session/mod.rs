@@ -135,6 +135,15 @@ impl Sink for LiveSink {
         }
         Ok(())
     }
+
+    fn tick(&mut self, _: &Model, now_ns: u64) -> Result<()> {
+        if let Some(live) = &mut self.echo {
+            for line in live.tick(now_ns) {
+                eprintln!("{line}");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The judgement limits the options ask for.

@@ -53,16 +53,14 @@ pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResul
             let warm = (o.create / 10).max(1);
             v.wl.round(warm, ROUND_TIMEOUT)?; // warm-up: glibc's stack cache, page faults
             let mut created = warm;
-            let obs_cpu = || v.obs.as_ref().and_then(|x| h::cpu_secs(x.pid()));
-            let c0 = obs_cpu();
+            let c0 = observer_cpu(&v);
             for _ in 0..ROUNDS_PER_VISIT {
                 let (wall, cpu) = v.timed(env, o.create, row)?;
                 created += o.create;
                 row.a.push(wall);
                 row.b.push(cpu);
             }
-            let obs_cpu = || v.obs.as_ref().and_then(|x| h::cpu_secs(x.pid()));
-            if let (Some(a), Some(b)) = (c0, obs_cpu()) {
+            if let (Some(a), Some(b)) = (c0, observer_cpu(&v)) {
                 let timed = (o.create * ROUNDS_PER_VISIT as u64) as f64;
                 r.observer_cpu[ci].push((b - a) * 1e9 / timed);
             }
@@ -79,6 +77,11 @@ pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResul
     }
     eprintln!();
     Ok(r)
+}
+
+/// The observer's CPU seconds so far (user + system), if one runs.
+fn observer_cpu(v: &Visit) -> Option<f64> {
+    v.obs.as_ref().and_then(|o| h::cpu_secs(o.pid()))
 }
 
 /// (threads created, total drops) from an observer.report/1.
