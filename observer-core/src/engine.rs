@@ -22,7 +22,7 @@ pub trait Sink {
     fn event(&mut self, model: &Model, ev: &Event) -> Result<()>;
 
     /// Called at every scan, fed or not: time passed (`now_ns`).
-    fn tick(&mut self, _model: &Model, _now_ns: u64) -> Result<()> {
+    fn tick(&mut self, _now_ns: u64) -> Result<()> {
         Ok(())
     }
 }
@@ -43,9 +43,9 @@ impl<S: Sink> Sink for Option<S> {
         }
     }
 
-    fn tick(&mut self, model: &Model, now_ns: u64) -> Result<()> {
+    fn tick(&mut self, now_ns: u64) -> Result<()> {
         match self {
-            Some(s) => s.tick(model, now_ns),
+            Some(s) => s.tick(now_ns),
             None => Ok(()),
         }
     }
@@ -106,7 +106,7 @@ impl<S: Sink> Engine<S> {
     /// state: always when something is reported (time alone may have made
     /// it: a wait grew long), else when events came since the last mark.
     pub fn mark_scan(&mut self, now_ns: u64, reporting: bool) -> Result<()> {
-        self.sink.tick(&self.model, now_ns)?;
+        self.sink.tick(now_ns)?;
         if (reporting || self.fed_since_scan) && self.scan_marked_ns != now_ns {
             self.apply(&Event::Scan { ts_ns: now_ns })?;
             self.scan_marked_ns = now_ns;

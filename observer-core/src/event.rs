@@ -705,6 +705,37 @@ mod hex_bytes {
     }
 }
 
+/// Events for tests: a thread of `tgid` created by its leader, and its end.
+#[cfg(test)]
+impl Event {
+    pub(crate) fn test_thread_new(ts_ns: u64, tgid: u32, tid: Tid, name: &str) -> Event {
+        Event::ThreadNew {
+            ts_ns,
+            tgid,
+            creator: tgid,
+            tid,
+            child_tgid: tgid,
+            clone_flags: 0,
+            child_tid_addr: 0,
+            name: name.into(),
+            pthread: 0,
+            create_site: 0,
+            detached: false,
+        }
+    }
+
+    pub(crate) fn test_thread_exit(ts_ns: u64, tgid: u32, tid: Tid, exit_code: i32) -> Event {
+        Event::ThreadExit {
+            ts_ns,
+            tgid,
+            tid,
+            exit_code,
+            group_dead: false,
+            group_exit: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

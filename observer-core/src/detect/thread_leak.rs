@@ -174,28 +174,9 @@ mod tests {
         ];
         for (i, (s, e)) in lives.iter().enumerate() {
             let tid = tgid + 1 + i as u32;
-            m.apply(&Event::ThreadNew {
-                ts_ns: *s,
-                tgid,
-                creator: tgid,
-                tid,
-                child_tgid: tgid,
-                clone_flags: 0,
-                child_tid_addr: 0,
-                name: String::new(),
-                pthread: 0,
-                create_site: 0,
-                detached: false,
-            });
+            m.apply(&Event::test_thread_new(*s, tgid, tid, ""));
             if let Some(e) = e {
-                m.apply(&Event::ThreadExit {
-                    ts_ns: *e,
-                    tgid,
-                    tid,
-                    exit_code: 0,
-                    group_dead: false,
-                    group_exit: false,
-                });
+                m.apply(&Event::test_thread_exit(*e, tgid, tid, 0));
             }
         }
         let p = m.process(tgid).unwrap();

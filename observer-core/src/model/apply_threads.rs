@@ -161,9 +161,7 @@ impl Model {
                 group_exit,
             } => {
                 let p = self.proc_mut(*tgid, *ts_ns);
-                p.ensure_thread(*tid, *ts_ns).exit_ns = Some(*ts_ns);
-                p.retire(*tid);
-                let t = p.ensure_thread(*tid, *ts_ns);
+                let t = p.end_thread(*tid, *ts_ns);
                 t.exit_code = Some(*exit_code);
                 t.ended_by_group_exit = *group_exit;
                 if let Some(w) = t.wait.take() {

@@ -411,13 +411,15 @@ impl Process {
         }
     }
 
-    /// Thread `tid`'s newest record has its `exit_ns`: no longer alive.
-    fn retire(&mut self, tid: Tid) {
-        if let Some(&i) = self.live.get(&tid) {
-            debug_assert!(!self.threads[i].alive());
-            self.alive.remove(&i);
-            self.last_exit_ns = self.last_exit_ns.max(self.threads[i].exit_ns.unwrap_or(0));
-        }
+    /// Thread `tid` (its newest record; made if unknown) ended at `ts_ns`.
+    fn end_thread(&mut self, tid: Tid, ts_ns: u64) -> &mut Thread {
+        self.ensure_thread(tid, ts_ns);
+        let i = self.live[&tid];
+        self.alive.remove(&i);
+        self.last_exit_ns = self.last_exit_ns.max(ts_ns);
+        let t = &mut self.threads[i];
+        t.exit_ns = Some(ts_ns);
+        t
     }
 
     /// The latest end of any of its threads (0: none ended).
@@ -546,9 +548,8 @@ impl Model {
                 p.exec_ns = Some(*ts_ns);
                 if old_tid != tid {
                     // A non-leader thread exec'd: it takes over the leader's TID.
-                    if let Some(&i) = p.live.get(old_tid) {
-                        p.threads[i].exit_ns.get_or_insert(*ts_ns);
-                        p.retire(*old_tid);
+                    if p.thread(*old_tid).is_some_and(Thread::alive) {
+                        p.end_thread(*old_tid, *ts_ns);
                     }
                 }
                 let t = p.ensure_thread(*tid, *ts_ns);

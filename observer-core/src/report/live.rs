@@ -269,30 +269,11 @@ mod tests {
     use super::*;
 
     fn new(ts_ns: u64, tid: u32) -> Event {
-        Event::ThreadNew {
-            ts_ns,
-            tgid: 7,
-            creator: 7,
-            tid,
-            child_tgid: 7,
-            clone_flags: 0,
-            child_tid_addr: 0,
-            name: "worker".into(),
-            pthread: 0,
-            create_site: 0,
-            detached: false,
-        }
+        Event::test_thread_new(ts_ns, 7, tid, "worker")
     }
 
     fn exit(ts_ns: u64, tid: u32) -> Event {
-        Event::ThreadExit {
-            ts_ns,
-            tgid: 7,
-            tid,
-            exit_code: 0,
-            group_dead: false,
-            group_exit: false,
-        }
+        Event::test_thread_exit(ts_ns, 7, tid, 0)
     }
 
     fn feed(m: &mut Model, live: &mut LiveLines, ev: Event, out: &mut Vec<String>) {
@@ -358,32 +339,19 @@ mod tests {
                 &mut out,
             );
         }
-        let fork = Event::ThreadNew {
-            ts_ns: 2_400_000_000,
-            tgid: 7,
-            creator: 7,
-            tid: 9,
-            child_tgid: 9,
-            clone_flags: 0,
-            child_tid_addr: 0,
-            name: "server".into(),
-            pthread: 0,
-            create_site: 0,
-            detached: false,
-        };
+        let mut fork = new(2_400_000_000, 9);
+        if let Event::ThreadNew { child_tgid, .. } = &mut fork {
+            *child_tgid = 9;
+        }
         feed(&mut m, &mut live, fork, &mut out);
         assert!(
             out.last().unwrap().contains("+ process 9 forked by 7"),
             "{out:#?}"
         );
-        let last_out = Event::ThreadExit {
-            ts_ns: 2_500_000_000,
-            tgid: 7,
-            tid: 629,
-            exit_code: 0,
-            group_dead: true,
-            group_exit: false,
-        };
+        let mut last_out = exit(2_500_000_000, 629);
+        if let Event::ThreadExit { group_dead, .. } = &mut last_out {
+            *group_dead = true;
+        }
         let n = out.len();
         feed(&mut m, &mut live, last_out, &mut out);
         assert!(

@@ -318,20 +318,22 @@ fn listed_threads(
     }
     let newest = p.threads.len() - NEWEST_EXITED;
     let held: std::collections::HashSet<u32> = p.exit_held.iter().map(|(tid, ..)| *tid).collect();
-    p.threads.iter().enumerate().fold(
-        (Vec::new(), Vec::new()),
-        |(mut listed, mut folded), (i, t)| {
-            let plain = !t.alive()
-                && t.exit_code == Some(0)
-                && !t.unjoined_at_exit
-                && !t.preexisting
-                && t.tid != p.tgid
-                && !held.contains(&t.tid)
-                && i < newest;
-            if plain { &mut folded } else { &mut listed }.push(t);
-            (listed, folded)
-        },
-    )
+    let (mut listed, mut folded) = (Vec::new(), Vec::new());
+    for (i, t) in p.threads.iter().enumerate() {
+        let plain = !t.alive()
+            && t.exit_code == Some(0)
+            && !t.unjoined_at_exit
+            && !t.preexisting
+            && t.tid != p.tgid
+            && !held.contains(&t.tid)
+            && i < newest;
+        if plain {
+            folded.push(t);
+        } else {
+            listed.push(t);
+        }
+    }
+    (listed, folded)
 }
 
 /// TID, name (with earlier names), parent, start, lifetime, exit.
@@ -409,28 +411,10 @@ mod tests {
         });
         for i in 0..200u32 {
             let (tid, ts) = (1000 + i, 1_000_000 * (u64::from(i) + 1));
-            m.apply(&Event::ThreadNew {
-                ts_ns: ts,
-                tgid,
-                creator: tgid,
-                tid,
-                child_tgid: tgid,
-                clone_flags: 0,
-                child_tid_addr: 0,
-                name: "server".into(),
-                pthread: 0,
-                create_site: 0,
-                detached: false,
-            });
+            m.apply(&Event::test_thread_new(ts, tgid, tid, "server"));
             if i != 7 {
-                m.apply(&Event::ThreadExit {
-                    ts_ns: ts + 10_000,
-                    tgid,
-                    tid,
-                    exit_code: if i == 3 { 1 << 8 } else { 0 },
-                    group_dead: false,
-                    group_exit: false,
-                });
+                let code = if i == 3 { 1 << 8 } else { 0 };
+                m.apply(&Event::test_thread_exit(ts + 10_000, tgid, tid, code));
             }
         }
         let text = super::summary(&m, 1);

@@ -105,9 +105,7 @@ impl LiveSink {
 
     fn flush(&mut self) -> Result<()> {
         if let Some(live) = &mut self.echo {
-            for line in live.finish() {
-                eprintln!("{line}");
-            }
+            echo(live.finish());
         }
         if let Some(rec) = &mut self.record {
             rec.flush().context("writing the recording")?;
@@ -129,20 +127,23 @@ impl Sink for LiveSink {
             }
         }
         if let Some(live) = &mut self.echo {
-            for line in live.lines(model, ev) {
-                eprintln!("{line}");
-            }
+            echo(live.lines(model, ev));
         }
         Ok(())
     }
 
-    fn tick(&mut self, _: &Model, now_ns: u64) -> Result<()> {
+    fn tick(&mut self, now_ns: u64) -> Result<()> {
         if let Some(live) = &mut self.echo {
-            for line in live.tick(now_ns) {
-                eprintln!("{line}");
-            }
+            echo(live.tick(now_ns));
         }
         Ok(())
+    }
+}
+
+/// Live lines go to stderr.
+fn echo(lines: Vec<String>) {
+    for line in lines {
+        eprintln!("{line}");
     }
 }
 
