@@ -28,12 +28,13 @@ static __always_inline void creating_fill(struct obs_task_new *r, __u32 creator)
 /* x86_64 glibc: pthread_t is the new thread's TLS base, and the clone's
  * CHILD_CLEARTID word is its descriptor's tid field. joinid == pd means
  * created detached (pthread_create sets it before cloning). */
-static __always_inline void thread_pthread(struct task_struct *task, struct obs_task_new *r)
+static __always_inline void thread_pthread(struct task_struct *task, struct obs_task_new *r,
+					   bool btf)
 {
 #if defined(__TARGET_ARCH_x86)
 	if (r->pthread || !(r->clone_flags & CLONE_SETTLS_) || !PT_TID_OFF)
 		return;
-	__u64 pd = BPF_CORE_READ(task, thread.fsbase);
+	__u64 pd = btf ? task->thread.fsbase : BPF_CORE_READ(task, thread.fsbase);
 	if (!pd || r->child_tid_addr != pd + PT_TID_OFF)
 		return;
 	r->pthread = pd;
@@ -65,9 +66,9 @@ static __always_inline __u64 stack_wakeup(__u8 *w)
 static __always_inline void clone_stack(struct obs_task_new_stack *b)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	b->ip = BPF_CORE_READ(regs, F_IP);
-	b->sp = BPF_CORE_READ(regs, F_SP);
-	b->bp = BPF_CORE_READ(regs, F_BP);
+	b->ip = regs->F_IP;
+	b->sp = regs->F_SP;
+	b->bp = regs->F_BP;
 	b->_pad = 0;
 	b->stack_len = 0;
 	/* one read of the whole copy; a stack that ends sooner gets a smaller one */
@@ -77,28 +78,32 @@ static __always_inline void clone_stack(struct obs_task_new_stack *b)
 		b->stack_len = 1024;
 }
 
+/* `btf`: task is a tp_btf argument the verifier trusts, read with plain
+ * loads (a helper call each otherwise: this runs at every clone). */
 static __always_inline void task_new_fill(struct obs_task_new *r, struct task_struct *task,
-					  __u64 clone_flags, __u32 creator, __u32 child_tgid)
+					  __u64 clone_flags, __u32 creator, __u32 child_tgid,
+					  bool btf)
 {
 	r->clone_flags = clone_flags;
 	/* copy_process() has set it by the time the tracepoint fires */
-	r->child_tid_addr = (__u64)BPF_CORE_READ(task, clear_child_tid);
-	r->child_tid = BPF_CORE_READ(task, pid);
+	r->child_tid_addr =
+		btf ? (__u64)task->clear_child_tid : (__u64)BPF_CORE_READ(task, clear_child_tid);
+	r->child_tid = btf ? task->pid : BPF_CORE_READ(task, pid);
 	r->child_tgid = child_tgid;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	BPF_CORE_READ_STR_INTO(&r->child_comm, task, comm);
 	creating_fill(r, creator);
-	thread_pthread(task, r);
+	thread_pthread(task, r, btf);
 }
 
-static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
+static __always_inline int task_new(struct task_struct *task, __u64 clone_flags, bool btf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	__u8 *w = bpf_map_lookup_elem(&WATCH, &tgid);
 	if (!w)
 		return 0;
-	__u32 child_tgid = BPF_CORE_READ(task, tgid);
+	__u32 child_tgid = btf ? task->tgid : BPF_CORE_READ(task, tgid);
 	if (!(clone_flags & CLONE_THREAD_) && FOLLOW_FORKS) {
 		__u8 one = 1;
 		if (bpf_map_update_elem(&WATCH, &child_tgid, &one, BPF_ANY))
@@ -112,7 +117,7 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 		struct obs_task_new_stack *b =
 			rec_reserve(sizeof(*b), OBS_REC_TASK_NEW_STACK, tgid, (__u32)id);
 		if (b) {
-			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid);
+			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid, btf);
 			clone_stack(b);
 			stat_inc(OBS_STAT_RECORDS);
 			bpf_ringbuf_submit(b, stack_wakeup(w));
@@ -123,7 +128,7 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags)
 	struct obs_task_new *r = rec_reserve(sizeof(*r), OBS_REC_TASK_NEW, tgid, (__u32)id);
 	if (!r)
 		return 0;
-	task_new_fill(r, task, clone_flags, (__u32)id, child_tgid);
+	task_new_fill(r, task, clone_flags, (__u32)id, child_tgid, btf);
 	rec_submit(r, false);
 	return 0;
 }
@@ -219,12 +224,13 @@ static __always_inline void exit_held(__u32 tgid, __u32 tid)
 
 /* A thread that ended by itself: whether it was joined or detached is in
  * its glibc descriptor, read when the process calls exit_group. */
-static __always_inline void exited_remember(struct task_struct *t, __u32 tgid, __u32 tid)
+static __always_inline void exited_remember(struct task_struct *t, __u32 tgid, __u32 tid, bool btf)
 {
 #if defined(__TARGET_ARCH_x86)
 	if (!PT_TID_OFF)
 		return;
-	struct obs_exited e = { .pthread = BPF_CORE_READ(t, thread.fsbase), .tgid = tgid };
+	struct obs_exited e = { .pthread = btf ? t->thread.fsbase : BPF_CORE_READ(t, thread.fsbase),
+				.tgid = tgid };
 	if (!e.pthread)
 		return;
 	/* The entry of the descriptor's last owner is overwritten: that thread
@@ -278,8 +284,9 @@ static __always_inline int exit_group_enter(void)
 	return 0;
 }
 
-/* The exiting task is always current. */
-static __always_inline int task_exit(void)
+/* The exiting task is always current. `btf`: read it with plain loads
+ * (tp_btf); the other rungs keep CO-RE reads. */
+static __always_inline int task_exit(bool btf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
@@ -293,12 +300,15 @@ static __always_inline int task_exit(void)
 		bpf_map_delete_elem(&EPOLL, &tid);
 	if (DEEP)
 		exit_held(tgid, tid);
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *t = btf ? bpf_get_current_task_btf()
+				    : (struct task_struct *)bpf_get_current_task();
 	/* do_exit() decremented signal->live before the tracepoint */
-	__u32 group_dead = BPF_CORE_READ(t, signal, live.counter) == 0;
+	__u32 group_dead =
+		(btf ? t->signal->live.counter : BPF_CORE_READ(t, signal, live.counter)) == 0;
 	if (group_dead && FOLLOW_FORKS)
 		bpf_map_delete_elem(&WATCH, &tgid);
-	bool group_exit = (BPF_CORE_READ(t, signal, flags) & SIGNAL_GROUP_EXIT_) != 0;
+	bool group_exit =
+		((btf ? t->signal->flags : BPF_CORE_READ(t, signal, flags)) & SIGNAL_GROUP_EXIT_) != 0;
 	/* Waits learnt at sched_switch have no exit_group hook: the last
 	 * thread of an exit_group reads the descriptors instead (the
 	 * tracepoint runs before exit_mm; after exit_group_enter, nothing of
@@ -310,11 +320,11 @@ static __always_inline int task_exit(void)
 	struct obs_task_exit *r = rec_reserve(sizeof(*r), OBS_REC_TASK_EXIT, tgid, tid);
 	if (!r)
 		return 0;
-	r->exit_code = BPF_CORE_READ(t, exit_code);
+	r->exit_code = btf ? t->exit_code : BPF_CORE_READ(t, exit_code);
 	r->group_dead = group_dead;
 	r->group_exit = group_exit;
 	if (!r->group_exit && tid != tgid)
-		exited_remember(t, tgid, tid);
+		exited_remember(t, tgid, tid, btf);
 	r->_pad = 0;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	/* the leader's exit is what `attach` waits for: do not let it sit */
@@ -367,13 +377,13 @@ static __always_inline int exec_rec(__u32 old_tid, const char *filename)
 SEC("tp_btf/task_newtask")
 int BPF_PROG(btf_task_newtask, struct task_struct *task, __u64 clone_flags)
 {
-	return task_new(task, clone_flags);
+	return task_new(task, clone_flags, true);
 }
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(btf_process_exit)
 {
-	return task_exit();
+	return task_exit(true);
 }
 
 SEC("tp_btf/task_rename")
@@ -392,13 +402,13 @@ int BPF_PROG(btf_process_exec, struct task_struct *p, pid_t old_pid, struct linu
 SEC("raw_tp/task_newtask")
 int raw_task_newtask(__u64 *ctx)
 {
-	return task_new((struct task_struct *)ctx[0], ctx[1]);
+	return task_new((struct task_struct *)ctx[0], ctx[1], false);
 }
 
 SEC("raw_tp/sched_process_exit")
 int raw_process_exit(__u64 *ctx)
 {
-	return task_exit();
+	return task_exit(false);
 }
 
 SEC("raw_tp/task_rename")
@@ -450,7 +460,7 @@ int tp_task_newtask(struct trace_event_raw_task_newtask *ctx)
 SEC("tracepoint/sched/sched_process_exit")
 int tp_process_exit(void *ctx)
 {
-	return task_exit();
+	return task_exit(false);
 }
 
 SEC("tracepoint/task/task_rename")

@@ -16,6 +16,20 @@ static __always_inline void args_from_regs(struct sc_args *a, struct pt_regs *re
 	a->regs_ok = 1;
 }
 
+/* The same from registers the verifier trusts (bpf_task_pt_regs, tp_btf
+ * arguments): plain loads, no helper call each. */
+static __always_inline void args_from_btf_regs(struct sc_args *a, struct pt_regs *regs)
+{
+	a->a0 = regs->F_ARG0;
+	a->a1 = regs->F_ARG1;
+	a->a2 = regs->F_ARG2;
+	a->a4 = regs->F_ARG4;
+	a->ip = regs->F_IP;
+	a->sp = regs->F_SP;
+	a->bp = regs->F_BP;
+	a->regs_ok = 1;
+}
+
 /* --- rung 1: fentry/fexit on the syscall entry points (only futex calls pay) */
 #if defined(__TARGET_ARCH_x86)
 #define SYS_FUTEX "__x64_sys_futex"
