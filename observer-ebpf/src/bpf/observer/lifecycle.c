@@ -49,15 +49,14 @@ static __always_inline void thread_pthread(struct task_struct *task, struct obs_
 /* Wake the reader for the first creation stack of a process (userspace
  * must read its mappings while it lives: a short program may be gone by
  * the next drain; bit 1 of its WATCH value remembers), and when the ring
- * is a quarter full: a burst of clones must not wait for the periodic drain. */
-static __always_inline __u64 stack_wakeup(__u8 *w)
+ * was a quarter full before this record (`avail`, `size`: queried once per
+ * clone): a burst of clones must not wait for the periodic drain. */
+static __always_inline __u64 stack_wakeup(__u8 *w, __u64 avail, __u64 size)
 {
 	if (!(*w & 2)) {
 		*w |= 2;
 		return BPF_RB_FORCE_WAKEUP;
 	}
-	__u64 avail = bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA);
-	__u64 size = bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE);
 	return avail > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
@@ -91,7 +90,8 @@ static __always_inline void task_new_fill(struct obs_task_new *r, struct task_st
 	r->child_tid = btf ? task->pid : BPF_CORE_READ(task, pid);
 	r->child_tgid = child_tgid;
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	BPF_CORE_READ_STR_INTO(&r->child_comm, task, comm);
+	/* copy_process() copied it from the creator (current) */
+	__builtin_memcpy(r->child_comm, r->comm, sizeof(r->child_comm));
 	creating_fill(r, creator);
 	thread_pthread(task, r, btf);
 }
@@ -111,16 +111,19 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags,
 	}
 	/* Over half full, the reader is behind: send the thread without its
 	 * stack rather than lose records (its creation site is then unknown). */
-	if ((clone_flags & CLONE_THREAD_) &&
-	    bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA) <
-		    bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE) / 2) {
+	__u64 avail = 0, size = 0;
+	if (clone_flags & CLONE_THREAD_) {
+		avail = bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA);
+		size = bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE);
+	}
+	if ((clone_flags & CLONE_THREAD_) && avail < size / 2) {
 		struct obs_task_new_stack *b =
 			rec_reserve(sizeof(*b), OBS_REC_TASK_NEW_STACK, tgid, (__u32)id);
 		if (b) {
 			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid, btf);
 			clone_stack(b);
 			stat_inc(OBS_STAT_RECORDS);
-			bpf_ringbuf_submit(b, stack_wakeup(w));
+			bpf_ringbuf_submit(b, stack_wakeup(w, avail, size));
 			return 0;
 		}
 		/* no room for the stack: the thread still gets its small record */
