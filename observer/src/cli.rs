@@ -238,12 +238,15 @@ pub struct ObserveOpts {
     /// Also observe processes the target forks (attach: and those it forked before, its live descendants).
     #[arg(long)]
     pub follow_forks: bool,
-    /// Kernel hooks: auto picks the cheapest that works (fentry, tp_btf, raw_tp, tracepoint).
-    /// sched learns futex and epoll waits when a thread sleeps in one
-    /// (sched_switch) instead of at every syscall of every process: no
-    /// syscall tax, but no syscall return values (a PI deadlock's EDEADLK)
-    /// and no epoll_wait calls that do not sleep.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "fentry", "tp_btf", "raw_tp", "tracepoint", "sched"])]
+    /// Kernel hooks. auto: the cheapest rung that works (fentry, tp_btf,
+    /// raw_tp, tracepoint); futex and epoll waits at fentry where it works,
+    /// else when a thread sleeps in one (sched_switch: no syscall of the
+    /// host pays), moving to the syscall hooks once a watched Python
+    /// process runs an event loop. sched: always sched_switch. syscalls or
+    /// a rung: always the syscall hooks, which see each call's return (a
+    /// robust mutex's EOWNERDEAD) and epoll_wait calls that do not sleep,
+    /// but make every syscall of every process pay where fentry is refused.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "syscalls", "sched", "fentry", "tp_btf", "raw_tp", "tracepoint"])]
     pub hooks: String,
     /// How often the wait table is scanned, in milliseconds.
     #[arg(long, default_value_t = 25, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -576,7 +576,7 @@ pub fn run(path: &Path, verbose: u8) -> Result<u8> {
         );
         let base = ObserveOpts {
             hooks: if cfg.waits == "syscalls" {
-                "auto".into()
+                "syscalls".into()
             } else {
                 "sched".into()
             },

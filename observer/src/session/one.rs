@@ -91,6 +91,38 @@ impl<'a> One<'a> {
         )
     }
 
+    /// `--hooks auto` on the scheduler hook: a watched Python process seen
+    /// in epoll_wait runs an event loop, and one under load may never sleep
+    /// there; only the syscall hooks see a call that does not. They learn
+    /// the waits from now on (as the daemon does). What the scheduler hook
+    /// wrote of the loop goes: a stretch between its last sleep there and
+    /// now would read as blocked.
+    fn learn_loops(&mut self, src: &mut LiveSource) {
+        use crate::probe::Waits;
+        if self.s.opts.hooks != "auto" || src.probes.wait_hooks() != Some(Waits::Sched) {
+            return;
+        }
+        let loops: Vec<u32> = (self.s.engine.model.processes.keys())
+            .copied()
+            .filter(|&tgid| self.s.python_loop(tgid))
+            .collect();
+        let Some(first) = loops.first() else {
+            return;
+        };
+        match src.probes.set_waits(Some(Waits::Syscalls)) {
+            Ok(_) => {
+                tracing::info!(
+                    "waits learnt at the syscall hooks (every syscall on the host pays): pid \
+                     {first} runs an event loop"
+                );
+                for tgid in &loops {
+                    src.probes.forget_epoll(*tgid);
+                }
+            }
+            Err(e) => tracing::warn!("the syscall hooks for an event loop: {e}"),
+        }
+    }
+
     /// Processes that hold what an observed thread waits for (the owner of
     /// a lock in shared memory, those mapping the semaphore of a
     /// multiprocessing lock, the parent that held a lock a fork copied) are
@@ -197,6 +229,7 @@ impl Watched for One<'_> {
             self.follow_holders(src, now)?;
         }
         if p.scan_unmoved || self.s.moved(fed, &src.probes.epoll_threads()) {
+            self.learn_loops(src);
             let r = self.s.scan_step(src, now, p, None)?;
             if !r.hung.is_empty() {
                 self.hang_found = true;

@@ -38,16 +38,18 @@ impl Target {
 
 /// `stop_on_exec`: `run` holds each exec of the deep tier's targets until
 /// its uprobes are in place (see `Session::resume_execs`).
+/// Waits `None`: chosen by `Probes::attach` (`--hooks auto`).
 fn probe_config(
     opts: &ObserveOpts,
     stop_on_exec: bool,
-) -> Result<(ProbeConfig, Option<Rung>, Waits)> {
+) -> Result<(ProbeConfig, Option<Rung>, Option<Waits>)> {
     let (rung, waits) = match opts.hooks.as_str() {
-        "auto" => (None, Waits::Syscalls),
-        "sched" => (None, Waits::Sched),
+        "auto" => (None, None),
+        "syscalls" => (None, Some(Waits::Syscalls)),
+        "sched" => (None, Some(Waits::Sched)),
         s => (
             Some(Rung::parse(s).with_context(|| format!("unknown --hooks {s}"))?),
-            Waits::Syscalls,
+            Some(Waits::Syscalls),
         ),
     };
     let cfg = ProbeConfig {
@@ -80,10 +82,19 @@ pub(crate) fn load_probes(opts: &ObserveOpts, verbose: u8, stop_on_exec: bool) -
     if probes.mounted_tracefs {
         tracing::info!("mounted tracefs at /sys/kernel/tracing");
     }
-    for h in &probes.hooks {
-        if verbose > 0 {
+    if verbose > 0 {
+        for h in &probes.hooks {
             eprintln!("observer: hook {h}");
         }
+        eprintln!(
+            "observer: futex and epoll waits learnt {}",
+            match probes.wait_hooks() {
+                Some(Waits::Sched) => "at sched_switch: no syscall pays",
+                _ if probes.rung_of("futex") == Some(Rung::Fentry) =>
+                    "at the syscall hooks (fentry: only futex calls pay)",
+                _ => "at the syscall hooks (every syscall on the host pays)",
+            }
+        );
     }
     if UprobeSet::of(opts).any() {
         probes.prepare_uprobe_multi(UprobeSet::of(opts).locks);
