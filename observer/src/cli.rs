@@ -239,13 +239,14 @@ pub struct ObserveOpts {
     #[arg(long)]
     pub follow_forks: bool,
     /// Kernel hooks. auto: the cheapest rung that works (fentry, tp_btf,
-    /// raw_tp, tracepoint); futex and epoll waits at fentry where it works,
-    /// else when a thread sleeps in one (sched_switch: no syscall of the
-    /// host pays), moving to the syscall hooks once a watched Python
-    /// process runs an event loop. sched: always sched_switch. syscalls or
-    /// a rung: always the syscall hooks, which see each call's return (a
-    /// robust mutex's EOWNERDEAD) and epoll_wait calls that do not sleep,
-    /// but make every syscall of every process pay where fentry is refused.
+    /// raw_tp, tracepoint); futex and epoll waits learnt when a thread
+    /// sleeps in one (sched_switch: no syscall of the host pays), moving to
+    /// the syscall hooks once a watched process turns out to be Python (an
+    /// asyncio loop under load may never sleep in epoll_wait). sched:
+    /// always sched_switch. syscalls or a rung: always the syscall hooks,
+    /// which see each call's return (a PI deadlock's EDEADLK, a robust
+    /// mutex's EOWNERDEAD) and epoll_wait calls that do not sleep, but make
+    /// every syscall of every process pay where fentry is refused.
     #[arg(long, default_value = "auto", value_parser = ["auto", "syscalls", "sched", "fentry", "tp_btf", "raw_tp", "tracepoint"])]
     pub hooks: String,
     /// How often the wait table is scanned, in milliseconds.

@@ -165,7 +165,7 @@ fn doctor() -> Result<u8> {
     let mut ok = true;
     for rung in Rung::ALL {
         let mut p = Probes::load(&ProbeConfig::default())?;
-        match p.attach(Some(rung), Some(Waits::Syscalls)) {
+        match p.attach(Some(rung), Waits::Syscalls) {
             Ok(()) => println!("hooks {rung}: all groups attach"),
             Err(_) => {
                 let parts: Vec<String> = p
@@ -182,25 +182,24 @@ fn doctor() -> Result<u8> {
         }
     }
     let mut p = Probes::load(&ProbeConfig::default())?;
-    if let Err(e) = p.attach(None, None) {
+    if let Err(e) = p.attach(None, Waits::Sched) {
         println!("auto: FAILED: {e}");
         ok = false;
     }
     for h in &p.hooks {
         println!("auto: {h}");
     }
-    // Where `auto` learns futex and epoll waits: run/attach and the daemon
-    // choose alike.
+    // Where `auto` (run/attach) and the daemon learn futex and epoll waits.
     println!(
         "waits: {}",
-        match (p.wait_hooks(), p.rung_of("futex")) {
-            (Some(Waits::Sched), _) => "sched_switch (the syscall hooks while a watched Python \
-                                        process runs an event loop)"
+        match p.wait_hooks() {
+            Some(Waits::Sched) => "sched_switch; the syscall hooks once run/attach watch a \
+                                   Python process, or the daemon a Python event loop"
                 .to_string(),
-            (_, Some(Rung::Fentry)) => "syscalls at fentry (only futex calls pay)".to_string(),
-            (_, rung) => format!(
-                "syscalls at {} (sched_switch refused: every syscall on the host pays)",
-                rung.map_or("-".to_string(), |r| r.to_string())
+            _ => format!(
+                "syscalls at {} (sched_switch refused)",
+                p.rung_of("futex")
+                    .map_or("-".to_string(), |r| r.to_string())
             ),
         }
     );

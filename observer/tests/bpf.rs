@@ -130,49 +130,86 @@ fn tracepoint_rung_works() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn contended_mutex_is_in_waits() {
-    contended(&[]);
+    contended(&["--hooks", "syscalls"]);
 }
 
-/// Waits learnt at the scheduler count the same contention.
+/// Waits learnt at the scheduler (the default here) count the same contention.
 #[test]
 #[ignore = "needs root and BPF"]
 fn contended_mutex_is_in_waits_learnt_at_sched_switch() {
     contended(&["--hooks", "sched"]);
 }
 
-/// `--hooks sched`: the scheduler hook is attached and no syscall hook is
-/// (no syscall of any process pays).
+/// Where waits are learnt, by the hook links the observer holds: the
+/// default (`auto`) and `--hooks sched` attach the scheduler hook and no
+/// syscall hook (no syscall of any process pays) on a C program;
+/// `--hooks syscalls` the syscall hooks only. `auto` moves to the syscall
+/// hooks once the watched process turns out to be Python (an asyncio loop
+/// under load may never sleep in epoll_wait), and says so.
 #[test]
 #[ignore = "needs root and BPF"]
-fn sched_hook_replaces_the_syscall_hooks() {
+fn wait_hooks_follow_the_choice_and_the_target() {
     let bin = fixture("sleeper");
-    let mut target = Proc::spawn(Command::new(&bin));
-    target.wait_stdout(T, |l| l == "ready");
-    let mut obs = Proc::spawn({
-        let mut c = observer();
-        c.args([
-            "-v",
-            "attach",
-            "--hooks",
-            "sched",
-            "-p",
-            &target.pid().to_string(),
-        ]);
+    let (label, py) = pythons()[0];
+    let py_cmd = || {
+        let mut c = Command::new(py);
+        c.arg(python_fixture("py_idle_service"));
         c
-    });
-    obs.wait_stderr(T, |l| l.contains("observing pid"));
-    assert!(
-        obs.stderr
-            .iter()
-            .any(|l| l == "observer: hook sched_switch: tp_btf"),
-        "{:?}",
-        obs.stderr
-    );
-    assert_eq!(sched_links(obs.pid()), 1, "{:?}", obs.stderr);
-    assert_eq!(syscall_links(obs.pid()), 0, "{:?}", obs.stderr);
-    obs.signal(libc::SIGINT);
-    assert_eq!(obs.wait_exit(T).code(), Some(0), "{:?}", obs.stderr);
-    assert_no_programs_left();
+    };
+    // (target, --hooks, sched_switch links, syscall hooks attached, "runs Python" said)
+    for (python, hooks, sched, sys, said) in [
+        (false, None, 1, false, false),
+        (false, Some("sched"), 1, false, false),
+        (false, Some("syscalls"), 0, true, false),
+        (true, None, 0, true, true),
+        (true, Some("sched"), 1, false, false),
+    ] {
+        let mut target = Proc::spawn(if python { py_cmd() } else { Command::new(&bin) });
+        let what = format!("python {python} ({label}), --hooks {hooks:?}");
+        target.wait_stdout(T, |l| l == "ready");
+        let mut obs = Proc::spawn({
+            let mut c = observer();
+            c.args(["-v", "attach", "-p", &target.pid().to_string()]);
+            if let Some(h) = hooks {
+                c.args(["--hooks", h]);
+            }
+            c
+        });
+        obs.wait_stderr(T, |l| l.contains("observing pid"));
+        if said {
+            obs.wait_stderr(T, |l| l.contains("runs Python"));
+        } else {
+            // Python names are read about once a second: give a switch
+            // that should not happen the time to happen.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        assert_eq!(sched_links(obs.pid()), sched, "{what}: {:?}", obs.stderr);
+        assert_eq!(
+            syscall_links(obs.pid()) > 0,
+            sys,
+            "{what}: {:?}",
+            obs.stderr
+        );
+        assert_eq!(
+            obs.stderr.iter().any(|l| l.contains("runs Python")),
+            said,
+            "{what}: {:?}",
+            obs.stderr
+        );
+        if hooks.is_none() || hooks == Some("sched") {
+            assert!(
+                obs.stderr
+                    .iter()
+                    .any(|l| l == "observer: hook sched_switch: tp_btf"),
+                "{what}: {:?}",
+                obs.stderr
+            );
+        }
+        obs.signal(libc::SIGINT);
+        assert_eq!(obs.wait_exit(T).code(), Some(0), "{what}: {:?}", obs.stderr);
+        drop(target);
+        assert_no_programs_left();
+    }
 }
 
 fn contended(extra: &[&str]) {

@@ -106,7 +106,7 @@ fn start(argv: &[&str]) -> Proc {
 #[ignore = "needs root and BPF"]
 fn six_hundred_waiters_are_read_from_the_wait_table() {
     let bin = fixture("many_waiters");
-    for hooks in ["auto", "sched"] {
+    for hooks in ["syscalls", "sched"] {
         let mut p = start(&[bin.to_str().unwrap()]);
         let dir = tmp();
         let rep = dir.path().join("r.json");

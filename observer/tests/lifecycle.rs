@@ -62,7 +62,7 @@ fn findings<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
 #[test]
 #[ignore = "needs root and BPF"]
 fn unjoined_threads_are_counted_exactly() {
-    unjoined(&[]);
+    unjoined(&["--hooks", "syscalls"]);
 }
 
 /// The same with waits learnt at sched_switch: no exit_group hook, the
@@ -80,7 +80,7 @@ fn unjoined_threads_are_counted_exactly_with_sched_waits() {
 #[test]
 #[ignore = "needs root and BPF"]
 fn unjoined_threads_are_found_after_twenty_thousand_joined_ones() {
-    for extra in [&[][..], &["--hooks", "sched"][..]] {
+    for extra in [&["--hooks", "syscalls"][..], &["--hooks", "sched"][..]] {
         let mut argv = bin("unjoined");
         argv.push("20000".into());
         let (r, out) = run(&argv, extra);

@@ -339,11 +339,16 @@ fn vmlinux() -> Result<()> {
 
 /// The recordings the offline detector tests replay: one real run of a
 /// fixture per finding kind (name, observer flags, stop with SIGINT after
-/// this many seconds, or 0: the run ends by itself).
+/// this many seconds, or 0: the run ends by itself). The PI deadlock's
+/// full cycle needs the EDEADLK return, which only the syscall hooks see.
 const RECORDINGS: &[(&str, &[&str], u64)] = &[
     ("abba", &["--kill-on-deadlock"], 0),
-    ("pi_abba", &["--kill-on-deadlock"], 0),
-    ("orphan_exit", &["--kill-on-deadlock"], 0),
+    ("pi_abba", &["--kill-on-deadlock", "--hooks", "syscalls"], 0),
+    (
+        "orphan_exit",
+        &["--kill-on-deadlock", "--hooks", "syscalls"],
+        0,
+    ),
     ("lost_wakeup", &["--long-wait", "500ms"], 3),
     ("stuck_read", &["--stuck", "1s"], 4),
     ("unjoined", &[], 0),

@@ -331,17 +331,10 @@ impl Probes {
     /// scheduler hook on and takes the futex group's syscall hooks off
     /// again (they stay verified, for `set_waits`); a kernel without it
     /// (no tp_btf, or no `bpf_task_pt_regs`) keeps the syscall hooks.
-    /// `None` chooses: the syscall hooks where they are fentry (only futex
-    /// calls pay, and each call's return is seen), else the scheduler hook
-    /// (at tp_btf and below every syscall of the host would pay).
-    pub fn attach(&mut self, only: Option<Rung>, waits: Option<Waits>) -> Result<(), ProbeError> {
+    pub fn attach(&mut self, only: Option<Rung>, waits: Waits) -> Result<(), ProbeError> {
         let t0 = std::time::Instant::now();
         self.btf.get()?;
         let r = self.attach_groups(only);
-        let waits = waits.unwrap_or(match self.rung_of("futex") {
-            Some(Rung::Fentry) => Waits::Syscalls,
-            _ => Waits::Sched,
-        });
         if r.is_ok() && waits == Waits::Sched {
             let mut used = HookUse {
                 group: "sched_switch",

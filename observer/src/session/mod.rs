@@ -483,6 +483,12 @@ impl<S: Sink> Session<S> {
         self.loops.knows(tgid) && !self.not_python.contains(&tgid)
     }
 
+    /// `tgid`'s Python thread names were read (`python_names`): a CPython
+    /// process.
+    pub(crate) fn python_known(&self, tgid: u32) -> bool {
+        self.py_named.contains_key(&tgid) && !self.not_python.contains(&tgid)
+    }
+
     /// How long a loop may stay out of its selector, and how long one idle
     /// in it waits before its tasks are read.
     fn loop_limits(&self) -> (u64, u64) {

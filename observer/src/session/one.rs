@@ -39,6 +39,8 @@ pub(super) struct One<'a> {
     hang: Option<HangWatch>,
     /// Events were fed since the last scan.
     fed: bool,
+    /// `learn_loops` moved the waits (or failed to): never again.
+    waits_settled: bool,
     /// The target's raw wait status, when we reaped it.
     pub(super) status: Option<i32>,
     pub(super) hang_found: bool,
@@ -76,6 +78,7 @@ impl<'a> One<'a> {
             activity: Activity::default(),
             hang,
             fed: true,
+            waits_settled: false,
             status: None,
             hang_found: false,
             killed: false,
@@ -91,35 +94,40 @@ impl<'a> One<'a> {
         )
     }
 
-    /// `--hooks auto` on the scheduler hook: a watched Python process seen
-    /// in epoll_wait runs an event loop, and one under load may never sleep
-    /// there; only the syscall hooks see a call that does not. They learn
-    /// the waits from now on (as the daemon does). What the scheduler hook
-    /// wrote of the loop goes: a stretch between its last sleep there and
-    /// now would read as blocked.
+    /// `--hooks auto` on the scheduler hook: once a watched process is
+    /// seen to be Python (its names were read) or to run a Python event
+    /// loop, the syscall hooks learn the waits for the rest of the run. An
+    /// asyncio loop under load may never sleep in epoll_wait, and only the
+    /// syscall hooks see a call that does not: without them its stalls
+    /// would go unseen. What the scheduler hook wrote of a loop thread out
+    /// of its selector goes (`forget_epoll`). Tried once.
     fn learn_loops(&mut self, src: &mut LiveSource) {
         use crate::probe::Waits;
-        if self.s.opts.hooks != "auto" || src.probes.wait_hooks() != Some(Waits::Sched) {
+        if self.waits_settled
+            || self.s.opts.hooks != "auto"
+            || src.probes.wait_hooks() != Some(Waits::Sched)
+        {
             return;
         }
-        let loops: Vec<u32> = (self.s.engine.model.processes.keys())
+        let py: Vec<u32> = (self.s.engine.model.processes.keys())
             .copied()
-            .filter(|&tgid| self.s.python_loop(tgid))
+            .filter(|&tgid| self.s.python_loop(tgid) || self.s.python_known(tgid))
             .collect();
-        let Some(first) = loops.first() else {
+        let Some(first) = py.first() else {
             return;
         };
+        self.waits_settled = true;
         match src.probes.set_waits(Some(Waits::Syscalls)) {
             Ok(_) => {
                 tracing::info!(
                     "waits learnt at the syscall hooks (every syscall on the host pays): pid \
-                     {first} runs an event loop"
+                     {first} runs Python"
                 );
-                for tgid in &loops {
+                for tgid in &py {
                     src.probes.forget_epoll(*tgid);
                 }
             }
-            Err(e) => tracing::warn!("the syscall hooks for an event loop: {e}"),
+            Err(e) => tracing::warn!("waits stay at sched_switch: the syscall hooks: {e}"),
         }
     }
 

@@ -38,18 +38,19 @@ impl Target {
 
 /// `stop_on_exec`: `run` holds each exec of the deep tier's targets until
 /// its uprobes are in place (see `Session::resume_execs`).
-/// Waits `None`: chosen by `Probes::attach` (`--hooks auto`).
+/// `--hooks auto` learns waits at the scheduler (no syscall of the host
+/// pays) until a watched process turns out to be Python
+/// (`One::learn_loops`); a kernel without it keeps the syscall hooks.
 fn probe_config(
     opts: &ObserveOpts,
     stop_on_exec: bool,
-) -> Result<(ProbeConfig, Option<Rung>, Option<Waits>)> {
+) -> Result<(ProbeConfig, Option<Rung>, Waits)> {
     let (rung, waits) = match opts.hooks.as_str() {
-        "auto" => (None, None),
-        "syscalls" => (None, Some(Waits::Syscalls)),
-        "sched" => (None, Some(Waits::Sched)),
+        "auto" | "sched" => (None, Waits::Sched),
+        "syscalls" => (None, Waits::Syscalls),
         s => (
             Some(Rung::parse(s).with_context(|| format!("unknown --hooks {s}"))?),
-            Some(Waits::Syscalls),
+            Waits::Syscalls,
         ),
     };
     let cfg = ProbeConfig {

@@ -5,8 +5,9 @@
 //! - latency: `observer run --kill-on-deadlock` on the ABBA fixture
 //!   (fixtures/abba.c), many times, at the default scan interval (25 ms) and
 //!   at 10 ms, interleaved. The cycle closes when the last waiter of the
-//!   cycle enters its futex wait: its `wait.start_ns` (bpf_ktime_get_ns at
-//!   syscall entry) in the `--record` stream. The latency is the finding's
+//!   cycle enters its futex wait: its `wait.start_ns` (bpf_ktime_get_ns when
+//!   it went to sleep, at `sched_switch`; at syscall entry with the syscall
+//!   hooks) in the `--record` stream. The latency is the finding's
 //!   `detected_ns` minus that. Both clocks are CLOCK_MONOTONIC. The same is
 //!   measured on bench/detect_abba.c, which closes its cycle at a random
 //!   phase of the scan period (abba.c always closes it just after a tick).

@@ -7,8 +7,11 @@
 //! - unobserved: no BPF program loaded;
 //! - bare: do-nothing programs on the hooks the observer uses here
 //!   (`observer_ebpf::BENCH_OBJ`, tp_btf sys_enter + sys_exit);
-//! - watched: `observer attach` on the workload;
-//! - unwatched: `observer attach` on another (idle) process.
+//! - watched: `observer attach --hooks syscalls` on the workload;
+//! - unwatched: the same on another (idle) process.
+//!
+//! The syscall hooks, not the default `sched_switch`: this bench measures
+//! what they cost per call (`bench tax` measures the scheduler hook).
 //!
 //! Conditions are visited in a rotating order, several passes, and each
 //! condition's rounds are pooled into a median. Times are the workload
@@ -16,6 +19,9 @@
 //! left out. Rounds that ran while someone else's hook programs were loaded
 //! are run again, or flagged when those programs stay. Targets are reported
 //! as PASS/MISS with a bootstrap interval.
+
+/// What this bench measures the cost of (see the module doc).
+const SYSCALL_HOOKS: &[&str] = &["--hooks", "syscalls"];
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
@@ -225,13 +231,17 @@ fn run_bench(
             let active = match Cond::ALL[ci] {
                 Cond::Unobserved => Active::None,
                 Cond::Bare => Active::Bare(attach_bare(&env.btf)?),
-                Cond::Watched => {
-                    Active::Observer(Observer::attach(&env.observer, wl.pid(), &[], None, progs)?)
-                }
+                Cond::Watched => Active::Observer(Observer::attach(
+                    &env.observer,
+                    wl.pid(),
+                    SYSCALL_HOOKS,
+                    None,
+                    progs,
+                )?),
                 Cond::Unwatched => Active::Observer(Observer::attach(
                     &env.observer,
                     idle.pid(),
-                    &[],
+                    SYSCALL_HOOKS,
                     None,
                     progs,
                 )?),

@@ -14,7 +14,7 @@
 //!   and symbolized; target <= 200 ms; gdb 'thread apply all bt' alongside.
 //! - threads: pthread_create + pthread_join of 10 000 short threads one by
 //!   one (bench/threads_createjoin.c) unobserved, under `observer attach`
-//!   (default mode) and `attach --thread-uprobes`. Target: observed /
+//!   (default mode), `--hooks syscalls` and `--thread-uprobes`. Target: observed /
 //!   unobserved <= 1.10.
 //! - startup: `observer run -- /bin/true`, wall clock, against /bin/true
 //!   alone. Targets: <= 150 ms in the default mode, <= 300 ms with --uprobes.
@@ -58,8 +58,9 @@ BENCH (default: all)
   stacks        `observer dump --format json` on a 64-thread deadlock ring (all 64 stacks unwound
                 and symbolized): target <= 200 ms, and gdb 'thread apply all bt' on the same process
   threads       pthread_create+join of 10000 short threads: observed / unobserved <= 1.10, in the
-                default mode (no uprobes) and with --thread-uprobes; also the observer attached to
-                another process (what its hooks cost every process: the floor)
+                default mode (no uprobes), with --hooks syscalls and with --thread-uprobes; also
+                the observer attached to another process (what its hooks cost every process: the
+                floor), in the default mode and with --hooks syscalls
   startup       `observer run -- /bin/true`: <= 150 ms (default mode), <= 300 ms (--uprobes)
   philosophers  5 philosophers x 1000 rounds under `observer run --uprobes`, 20 runs:
                 no deadlock and the 5-lock order inversion reported, every run; against

@@ -2,17 +2,22 @@
 
 use super::*;
 
-pub(super) const THREAD_CONDS: [Cond; 5] = [
+pub(super) const THREAD_CONDS: [Cond; 6] = [
     UNOBSERVED,
     Cond {
         label: "observer attach to another process",
         args: Some(&[]),
         elsewhere: true,
     },
+    Cond {
+        label: "observer --hooks syscalls, another process",
+        args: Some(&["--hooks", "syscalls"]),
+        elsewhere: true,
+    },
     DEFAULT_MODE,
     Cond {
-        label: "observer attach --hooks sched",
-        args: Some(&["--hooks", "sched"]),
+        label: "observer attach --hooks syscalls",
+        args: Some(&["--hooks", "syscalls"]),
         elsewhere: false,
     },
     Cond {
