@@ -61,7 +61,8 @@ static __always_inline __u64 stack_wakeup(__u8 *w, __u64 avail, __u64 size)
 }
 
 /* The creating thread's user registers at the clone syscall and the top of
- * its stack (current is the creator). */
+ * its stack (current is the creator). bpf_task_pt_regs gives a pointer the
+ * verifier trusts: plain loads in every rung. */
 static __always_inline void clone_stack(struct obs_task_new_stack *b)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
