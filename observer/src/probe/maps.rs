@@ -117,7 +117,7 @@ impl Probes {
         {
             let _ = m.remove(&tgid);
         }
-        self.remove_tids_of::<obs_wait>("WAITS", tgid, |w| Some(w.tgid));
+        self.remove_tids_of::<obs_wait>("WAITS", |w| w.tgid == tgid);
         if let Some(m) = self.bpf.map_mut("AGG")
             && let Ok(mut m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m)
         {
@@ -203,14 +203,11 @@ impl Probes {
     /// were not seen). A thread asleep in epoll_wait keeps its entry: the
     /// syscall exit ends it, and an idle loop is still read.
     pub fn forget_epoll(&mut self, tgid: u32) {
-        self.remove_tids_of::<obs_epoll>("EPOLL", tgid, |v| {
-            (v.exit_ns >= v.enter_ns).then_some(v.tgid)
-        });
+        self.remove_tids_of::<obs_epoll>("EPOLL", |v| v.tgid == tgid && v.exit_ns >= v.enter_ns);
     }
 
-    /// Removes the entries of a tid-keyed map whose record belongs to
-    /// `tgid` (`tgid_of` None: keep it whatever its process).
-    fn remove_tids_of<V>(&mut self, map: &str, tgid: u32, tgid_of: impl Fn(&V) -> Option<u32>)
+    /// Removes the entries of a tid-keyed map whose record `drop` picks.
+    fn remove_tids_of<V>(&mut self, map: &str, drop: impl Fn(&V) -> bool)
     where
         Pod<V>: aya::Pod,
     {
@@ -223,7 +220,7 @@ impl Probes {
         let tids: Vec<u32> = m
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| tgid_of(&v.0) == Some(tgid))
+            .filter(|(_, v)| drop(&v.0))
             .map(|(t, _)| t)
             .collect();
         for t in tids {

@@ -20,15 +20,15 @@
 //! are run again, or flagged when those programs stay. Targets are reported
 //! as PASS/MISS with a bootstrap interval.
 
-/// What this bench measures the cost of (see the module doc).
-const SYSCALL_HOOKS: &[&str] = &["--hooks", "syscalls"];
-
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use aya::{Btf, Ebpf, EbpfLoader, programs::BtfTracePoint};
 
 use super::harness::{self as h, Check, Contamination, Observer, Programs, Verdicts, Workload};
+
+/// What this bench measures the cost of (see the module doc).
+const SYSCALL_HOOKS: &[&str] = &["--hooks", "syscalls"];
 
 const USAGE: &str = "\
 usage: cargo xtask bench [BENCH...] [--rounds N] [options]   (as root: sudo ./x bench)

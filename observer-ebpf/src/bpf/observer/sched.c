@@ -43,7 +43,7 @@ int BPF_PROG(btf_sched_switch, bool preempt, struct task_struct *prev, struct ta
 		if (kind && watched(tgid)) {
 			if (kind == ASLEEP_FUTEX) {
 				struct sc_args a = { .nr = nr };
-				args_from_btf_regs(&a, regs);
+				args_from_regs(&a, regs, true);
 				futex_begin(&a, tgid, prev->pid, true);
 			} else {
 				epoll_enter();

@@ -2,31 +2,19 @@
 /* observer: the syscall hooks on every rung (tp_btf, raw_tp, tracepoint, fentry): futex and epoll_wait enter/exit, exit_group.
  * Included by observer.bpf.c after common.h. */
 
-/* Fill sc_args from user pt_regs. tp_btf may read regs directly; raw_tp
- * and fentry go through CO-RE reads, which work for both. */
-static __always_inline void args_from_regs(struct sc_args *a, struct pt_regs *regs)
+/* Fill sc_args from user pt_regs. `btf`: a pointer the verifier trusts
+ * (tp_btf arguments, bpf_task_pt_regs), read with plain loads; raw_tp and
+ * fentry go through CO-RE reads (a helper call each). */
+#define REG(regs, f, btf) ((btf) ? (regs)->f : BPF_CORE_READ(regs, f))
+static __always_inline void args_from_regs(struct sc_args *a, struct pt_regs *regs, bool btf)
 {
-	a->a0 = BPF_CORE_READ(regs, F_ARG0);
-	a->a1 = BPF_CORE_READ(regs, F_ARG1);
-	a->a2 = BPF_CORE_READ(regs, F_ARG2);
-	a->a4 = BPF_CORE_READ(regs, F_ARG4);
-	a->ip = BPF_CORE_READ(regs, F_IP);
-	a->sp = BPF_CORE_READ(regs, F_SP);
-	a->bp = BPF_CORE_READ(regs, F_BP);
-	a->regs_ok = 1;
-}
-
-/* The same from registers the verifier trusts (bpf_task_pt_regs, tp_btf
- * arguments): plain loads, no helper call each. */
-static __always_inline void args_from_btf_regs(struct sc_args *a, struct pt_regs *regs)
-{
-	a->a0 = regs->F_ARG0;
-	a->a1 = regs->F_ARG1;
-	a->a2 = regs->F_ARG2;
-	a->a4 = regs->F_ARG4;
-	a->ip = regs->F_IP;
-	a->sp = regs->F_SP;
-	a->bp = regs->F_BP;
+	a->a0 = REG(regs, F_ARG0, btf);
+	a->a1 = REG(regs, F_ARG1, btf);
+	a->a2 = REG(regs, F_ARG2, btf);
+	a->a4 = REG(regs, F_ARG4, btf);
+	a->ip = REG(regs, F_IP, btf);
+	a->sp = REG(regs, F_SP, btf);
+	a->bp = REG(regs, F_BP, btf);
 	a->regs_ok = 1;
 }
 
@@ -46,7 +34,7 @@ static __always_inline void args_from_btf_regs(struct sc_args *a, struct pt_regs
 	int BPF_PROG(fentry_##name, struct pt_regs *regs)                       \
 	{                                                                       \
 		struct sc_args a = { .nr = nrv };                               \
-		args_from_regs(&a, regs);                                       \
+		args_from_regs(&a, regs, false);                                \
 		return futex_enter(&a);                                         \
 	}                                                                       \
 	SEC("fexit/" fn)                                                        \
@@ -70,17 +58,8 @@ int BPF_PROG(btf_sys_enter, struct pt_regs *regs, long id)
 			return epoll_enter();
 		return id == NR_exit_group ? exit_group_enter() : 0;
 	}
-	struct sc_args a = {
-		.nr = id,
-		.a0 = regs->F_ARG0,
-		.a1 = regs->F_ARG1,
-		.a2 = regs->F_ARG2,
-		.a4 = regs->F_ARG4,
-		.ip = regs->F_IP,
-		.sp = regs->F_SP,
-		.bp = regs->F_BP,
-		.regs_ok = 1,
-	};
+	struct sc_args a = { .nr = id };
+	args_from_regs(&a, regs, true);
 	return futex_enter(&a);
 }
 
@@ -106,7 +85,7 @@ int raw_sys_enter(__u64 *ctx)
 		return id == NR_exit_group ? exit_group_enter() : 0;
 	}
 	struct sc_args a = { .nr = id };
-	args_from_regs(&a, (struct pt_regs *)ctx[0]);
+	args_from_regs(&a, (struct pt_regs *)ctx[0], false);
 	return futex_enter(&a);
 }
 
