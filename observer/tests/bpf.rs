@@ -293,6 +293,110 @@ fn attach_sees_existing_and_new_threads() {
     assert_no_programs_left();
 }
 
+/// A wait-table entry whose end was never seen (the hook that ends it was
+/// off at that moment) must not become a finding: before one is reported,
+/// /proc shows each of its threads elsewhere. Entries are put into the
+/// running observer's table for every thread of a process in nanosleep and
+/// sigwait; without the check, it would be `process_hung`.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_wait_entry_that_outlived_its_wait_is_no_finding() {
+    use observer_ebpf::bindings::obs_wait;
+    use std::mem::{offset_of, size_of};
+    let mut target = Proc::spawn(Command::new(fixture("sleeper")));
+    target.wait_stdout(T, |l| l == "ready");
+    let pid = target.pid();
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut obs = Proc::spawn({
+        let mut c = observer();
+        c.args([
+            "-vv",
+            "attach",
+            "--long-wait",
+            "0.5",
+            "-p",
+            &pid.to_string(),
+        ])
+        .arg("--report")
+        .arg(&rep);
+        c
+    });
+    obs.wait_stderr(T, |l| l.contains("observing pid"));
+    let waits = map_of(obs.pid(), "WAITS");
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    let start = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64 - 5_000_000_000;
+    let tids: Vec<u32> = ["main", "pre-1", "pre-2"]
+        .iter()
+        .map(|n| tid_of(&target.stdout, n))
+        .collect();
+    for &tid in &tids {
+        let mut v = vec![0u8; size_of::<obs_wait>()];
+        let mut put = |at: usize, b: &[u8]| v[at..at + b.len()].copy_from_slice(b);
+        put(
+            offset_of!(obs_wait, uaddr),
+            &0x7000_0000_1000u64.to_ne_bytes(),
+        );
+        put(offset_of!(obs_wait, start_ns), &start.to_ne_bytes());
+        put(offset_of!(obs_wait, tgid), &pid.to_ne_bytes());
+        put(offset_of!(obs_wait, op), &128u32.to_ne_bytes()); // FUTEX_WAIT_PRIVATE
+        put(offset_of!(obs_wait, nr), &1u32.to_ne_bytes());
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>();
+        let st = Command::new("bpftool")
+            .args(["map", "update", "id", &waits.to_string(), "key", "hex"])
+            .args(hex(&tid.to_ne_bytes()))
+            .args(["value", "hex"])
+            .args(hex(&v))
+            .status()
+            .expect("bpftool");
+        assert!(st.success(), "bpftool map update");
+    }
+    for tid in &tids {
+        let line = format!("thread {tid}: its wait-table entry outlived its wait");
+        obs.wait_stderr(T, |l| l.ends_with(&line));
+    }
+    obs.signal(libc::SIGINT);
+    assert_eq!(obs.wait_exit(T).code(), Some(0), "{:?}", obs.stderr);
+    let r = read_json(&rep);
+    assert_eq!(r["findings"], serde_json::json!([]), "{:#}", r["findings"]);
+    drop(target);
+    assert_no_programs_left();
+}
+
+/// The id of the BPF map called `name` that process `pid` holds.
+fn map_of(pid: u32, name: &str) -> u32 {
+    let ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let info = std::fs::read_to_string(e.path()).ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("map_id:"))?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.into_iter()
+        .find(|id| {
+            let out = Command::new("bpftool")
+                .args(["map", "show", "id", &id.to_string(), "-j"])
+                .output()
+                .expect("bpftool");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|m| m["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("pid {pid} holds no map {name}"))
+}
+
 #[test]
 #[ignore = "needs root and BPF"]
 fn attach_ends_when_target_exits_and_duration_works() {

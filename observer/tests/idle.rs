@@ -701,7 +701,14 @@ fn healthy_services_are_silent_for_30s_in_every_mode() {
     let ids = report_ids(&reports);
     assert!(
         ids.is_empty(),
-        "healthy services reported: {ids:#?}\n{}",
+        "healthy services reported: {ids:#?}\n{}\n{}",
+        ids.iter()
+            .map(
+                |id| std::fs::read_to_string(reports.join(format!("{id}.json")))
+                    .unwrap_or_default()
+            )
+            .collect::<Vec<_>>()
+            .join("\n"),
         d.stderr.join("\n")
     );
     let body = http_get(port, None);

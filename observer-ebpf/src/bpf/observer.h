@@ -76,7 +76,7 @@ enum obs_pthread_op {
 /* Indices of the per-CPU STATS counters. */
 enum obs_stat {
 	OBS_STAT_RB_DROPS = 0,     /* ring buffer full: record lost */
-	OBS_STAT_WAITS_FULL = 1,   /* wait table full: a wait not tracked */
+	OBS_STAT_WAITS_FULL = 1,   /* wait table full (or no task storage): a wait not tracked */
 	OBS_STAT_AGG_FULL = 2,     /* aggregate table full: a wait not counted */
 	OBS_STAT_WATCH_FULL = 3,   /* watch set full: a forked child not followed */
 	OBS_STAT_RECORDS = 4,      /* records submitted */

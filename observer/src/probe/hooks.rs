@@ -12,6 +12,18 @@ pub(super) enum How {
     Tp(&'static str, &'static str),
 }
 
+impl How {
+    /// Fires as a call returns (fexit, sys_exit): where a wait ends.
+    fn at_return(&self) -> bool {
+        match *self {
+            How::Fexit(_) => true,
+            How::TpBtf(tp) | How::RawTp(tp) => tp == "sys_exit",
+            How::Tp(_, tp) => tp.starts_with("sys_exit_"),
+            How::Fentry(_) => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct Hook {
     pub(super) prog: &'static str,
@@ -76,12 +88,17 @@ impl Group {
         self
     }
 
+    /// Return-side hooks go before every call-side one: hooks are put on
+    /// in this order (and taken off in the reverse), so no wait can begin
+    /// while the hook that ends it is missing (it would never end).
     fn add(mut self, hook: Hook) -> Group {
-        self.rungs
-            .last_mut()
-            .expect("a hook before its rung")
-            .1
-            .push(hook);
+        let hooks = &mut self.rungs.last_mut().expect("a hook before its rung").1;
+        let at = if hook.how.at_return() {
+            hooks.iter().take_while(|h| h.how.at_return()).count()
+        } else {
+            hooks.len()
+        };
+        hooks.insert(at, hook);
         self
     }
 
@@ -296,5 +313,35 @@ mod tests {
         );
         assert_eq!(g[0].rungs[3].1.len(), 13);
         assert!(g[1..].iter().all(|g| g.rungs.len() == 3));
+    }
+
+    /// On every rung, the hooks that end waits come before those that begin
+    /// them, in the order the table gave them.
+    #[test]
+    fn return_hooks_are_put_on_first() {
+        let futex = &groups()[0];
+        for (rung, hooks) in &futex.rungs {
+            let first_call = hooks.iter().position(|h| !h.how.at_return()).unwrap();
+            assert!(
+                hooks[first_call..].iter().all(|h| !h.how.at_return()),
+                "{rung}: {:?}",
+                hooks.iter().map(|h| h.prog).collect::<Vec<_>>()
+            );
+            assert!(first_call > 0, "{rung}: no return hook");
+        }
+        let progs = |r: usize| -> Vec<&str> { futex.rungs[r].1.iter().map(|h| h.prog).collect() };
+        assert_eq!(progs(1), ["btf_sys_exit", "btf_sys_enter"]);
+        assert_eq!(
+            progs(0),
+            [
+                "fexit_futex",
+                "fexit_futex_waitv",
+                "fexit_futex_wait",
+                "fentry_futex",
+                "fentry_futex_waitv",
+                "fentry_futex_wait",
+                "fentry_exit_group"
+            ]
+        );
     }
 }

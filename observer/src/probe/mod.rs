@@ -510,7 +510,8 @@ impl Probes {
                 }
             }
         } else {
-            for l in std::mem::take(&mut self.sys_links) {
+            // The call side first (attached last): no wait begins unended.
+            for l in std::mem::take(&mut self.sys_links).into_iter().rev() {
                 let prog = l.prog();
                 if let Err(e) = self.detach(l) {
                     tracing::warn!("detaching {prog}: {}", short(&e));

@@ -42,6 +42,9 @@ pub struct LiveSource {
     pub probes: Probes,
     ring: AsyncFd<RingBuf<MapData>>,
     seen: HashMap<Tid, Tracked>,
+    /// Table entries /proc showed outliving their wait (tid: start), not
+    /// reported again while the table holds them (`confirm`).
+    stale: HashMap<Tid, u64>,
     /// A wait is reported once it is at least this old (transient
     /// contention never becomes an event).
     pub min_age_ns: u64,
@@ -58,6 +61,7 @@ impl LiveSource {
             probes,
             ring,
             seen: HashMap::new(),
+            stale: HashMap::new(),
             min_age_ns,
             decode_errors: 0,
         })
@@ -203,8 +207,13 @@ impl LiveSource {
                 ret: None,
             });
         }
+        self.stale
+            .retain(|tid, start| table.get(tid) == Some(start));
         for (tid, w) in waits {
-            if self.seen.contains_key(&tid) || now.saturating_sub(w.start_ns) < self.min_age_ns {
+            if self.seen.contains_key(&tid)
+                || now.saturating_sub(w.start_ns) < self.min_age_ns
+                || self.stale.get(&tid) == Some(&w.start_ns)
+            {
                 continue;
             }
             let wait = decode::wait_from_raw(&w, WaitOrigin::Kernel);
@@ -232,7 +241,9 @@ impl LiveSource {
 
     /// Checks that the waits of `tids` are still as the model has them
     /// before a finding is reported. Returns false if anything changed
-    /// (the change is in `out`).
+    /// (the change is in `out`). A table wait is also checked against
+    /// /proc: an entry whose end was never seen (a hook missing at that
+    /// moment) must not make a finding.
     pub fn confirm(&mut self, tids: &[Tid], now: u64, out: &mut Vec<Event>) -> bool {
         let before = out.len();
         for &tid in tids {
@@ -240,7 +251,15 @@ impl LiveSource {
             let Some(t) = self.seen.get_mut(&tid) else {
                 continue;
             };
-            if !Self::still_waiting(tid, t, table) {
+            let ended = !Self::still_waiting(tid, t, table);
+            let stale = !ended
+                && t.origin == WaitOrigin::Kernel
+                && !snapshot::may_wait_on(t.tgid, tid, t.uaddr);
+            if stale {
+                tracing::debug!("thread {tid}: its wait-table entry outlived its wait");
+                self.stale.insert(tid, t.start_ns);
+            }
+            if ended || stale {
                 let t = self.seen.remove(&tid).expect("tracked");
                 out.push(Event::WaitEnd {
                     ts_ns: now,

@@ -7,10 +7,9 @@ use observer_ebpf::bindings::{OBS_OP_WAITV, OBS_WORDS_BEFORE, OBS_WORDS_LEN};
 
 use crate::event::{Event, Tid, Wait, WaitOrigin, futex};
 
-#[cfg(target_arch = "x86_64")]
+/// futex_waitv and futex2's futex_wait (one number on x86_64 and arm64).
 const NR_FUTEX_WAITV: i64 = 449;
-#[cfg(target_arch = "aarch64")]
-const NR_FUTEX_WAITV: i64 = 449;
+const NR_FUTEX_WAIT: i64 = 455;
 
 /// What /proc says a blocked thread is doing (one parser, the symbolizer's).
 pub use crate::symbol::proc_syscall;
@@ -69,6 +68,18 @@ pub fn read_words(pid: u32, uaddr: u64) -> Option<(u64, Vec<u8>)> {
         return Some((base, b));
     }
     read_mem(pid, uaddr & !7, 32).map(|b| (uaddr & !7, b))
+}
+
+/// Whether /proc lets a wait-table entry on `uaddr` stand: false when the
+/// thread is seen elsewhere (another syscall, none, or futex(2) on another
+/// word): the entry outlived its wait, whose end was not seen. A thread
+/// running, gone or unreadable says nothing.
+pub fn may_wait_on(pid: u32, tid: Tid, uaddr: u64) -> bool {
+    match proc_syscall(pid, tid) {
+        None => true,
+        Some((nr, a, ..)) if nr == libc::SYS_futex => a[0] == uaddr,
+        Some((nr, ..)) => nr == NR_FUTEX_WAITV || nr == NR_FUTEX_WAIT,
+    }
 }
 
 /// The wait a thread is in now according to /proc, if it is a futex wait.

@@ -41,17 +41,20 @@ int BPF_PROG(btf_sched_switch, bool preempt, struct task_struct *prev, struct ta
 			kind = ASLEEP_EPOLL;
 		__u32 tgid = prev->tgid;
 		if (kind && watched(tgid)) {
-			if (kind == ASLEEP_FUTEX) {
+			/* The mark first: a wait begun without it would never end. */
+			__u32 *m = bpf_task_storage_get(&ASLEEP, prev, 0,
+							BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (!m) {
+				stat_inc(OBS_STAT_WAITS_FULL); /* a wait not tracked */
+			} else if (kind == ASLEEP_FUTEX) {
+				*m = kind;
 				struct sc_args a = { .nr = nr };
 				args_from_regs(&a, regs, true);
 				futex_begin(&a, tgid, prev->pid, true);
 			} else {
+				*m = kind;
 				epoll_enter();
 			}
-			__u32 *m = bpf_task_storage_get(&ASLEEP, prev, 0,
-							BPF_LOCAL_STORAGE_GET_F_CREATE);
-			if (m)
-				*m = kind;
 		}
 	}
 	__u32 *m = bpf_task_storage_get(&ASLEEP, next, 0, 0);
