@@ -20,6 +20,21 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+pub fn mono_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// A small /proc file's text in one read (plus the one that sees its end):
 /// `fs::read_to_string` would also stat it and probe with tiny reads, and
 /// /proc files report size 0. Per-thread files are read on every scan.

@@ -167,9 +167,13 @@ fn wait_hooks_follow_the_choice_and_the_target() {
         let mut target = Proc::spawn(if python { py_cmd() } else { Command::new(&bin) });
         let what = format!("python {python} ({label}), --hooks {hooks:?}");
         target.wait_stdout(T, |l| l == "ready");
+        let dir = tmp();
+        let rep = dir.path().join("r.json");
         let mut obs = Proc::spawn({
             let mut c = observer();
-            c.args(["-v", "attach", "-p", &target.pid().to_string()]);
+            c.args(["-v", "attach", "-p", &target.pid().to_string()])
+                .arg("--report")
+                .arg(&rep);
             if let Some(h) = hooks {
                 c.args(["--hooks", h]);
             }
@@ -207,6 +211,22 @@ fn wait_hooks_follow_the_choice_and_the_target() {
         }
         obs.signal(libc::SIGINT);
         assert_eq!(obs.wait_exit(T).code(), Some(0), "{what}: {:?}", obs.stderr);
+        // The report says where waits were learnt, move by move.
+        let r = read_json(&rep);
+        let moves = r["wait_hooks"].as_array().unwrap();
+        let at: Vec<&str> = moves.iter().map(|m| m["at"].as_str().unwrap()).collect();
+        let want: &[&str] = match (sched, said) {
+            (1, _) => &["sched"],
+            (_, true) => &["sched", "syscalls"],
+            _ => &["syscalls"],
+        };
+        assert_eq!(at, want, "{what}: {moves:?}");
+        assert!(
+            moves
+                .windows(2)
+                .all(|m| m[0]["since_ns"].as_u64() < m[1]["since_ns"].as_u64()),
+            "{what}: {moves:?}"
+        );
         drop(target);
         assert_no_programs_left();
     }

@@ -6,7 +6,7 @@ use crate::{
     detect::Finding,
     event::{Drops, futex},
     model::Model,
-    vocab::hooks::HookUse,
+    vocab::hooks::{HookUse, WaitMove},
 };
 
 pub const SCHEMA: &str = "observer.report/1";
@@ -68,6 +68,8 @@ pub struct Report<'a> {
     pub waits: Vec<WaitOut>,
     pub drops: Drops,
     pub hooks: &'a [HookUse],
+    /// Where futex and epoll waits were learnt, move by move.
+    pub wait_hooks: &'a [WaitMove],
     /// Uprobes attached (thread calls, and locks under --uprobes) over
     /// the session: 0 means nothing the uprobes see was seen.
     pub uprobes_attached: usize,
@@ -208,6 +210,7 @@ pub fn build<'a>(
         waits: Vec::new(),
         drops: model.drops,
         hooks,
+        wait_hooks: &[],
         uprobes_attached: 0,
         findings,
         locks: Vec::new(),

@@ -78,3 +78,12 @@ impl fmt::Display for Waits {
         })
     }
 }
+
+/// Where waits were learnt from a moment on (`None`: nowhere, the daemon
+/// watching no process). A report lists the moves of its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WaitMove {
+    /// CLOCK_MONOTONIC, as every `*_ns` of a report.
+    pub since_ns: u64,
+    pub at: Option<Waits>,
+}

@@ -69,7 +69,7 @@ impl Daemon {
                     &mut self.sink,
                     &self.metrics,
                     &self.cfg,
-                    (&self.hooks, uprobes),
+                    (&self.hooks, src.probes.wait_moves(), uprobes),
                     f.tgid,
                     p,
                     &f,

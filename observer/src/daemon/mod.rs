@@ -289,7 +289,7 @@ impl Daemon {
                     &mut self.sink,
                     &self.metrics,
                     &self.cfg,
-                    (&self.hooks, uprobes),
+                    (&self.hooks, src.probes.wait_moves(), uprobes),
                     pid,
                     p,
                     f,
@@ -323,7 +323,7 @@ impl Daemon {
     /// thread, what it waits for, its stacks), and with `kill_on_hang` the
     /// tree is killed.
     fn watchdogs(&mut self, src: &mut LiveSource, evs: &mut Vec<Event>) {
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         let mut fired = Vec::new();
         for (&pid, p) in self.procs.iter_mut() {
             let Some(h) = &mut p.hang else {
@@ -364,7 +364,7 @@ impl Daemon {
                     &mut self.sink,
                     &self.metrics,
                     &self.cfg,
-                    (&self.hooks, uprobes),
+                    (&self.hooks, src.probes.wait_moves(), uprobes),
                     pid,
                     p,
                     f,
@@ -486,7 +486,7 @@ fn write_report(
     sink: &mut Sink,
     metrics: &Metrics,
     cfg: &Config,
-    (hooks, uprobes): (&[HookUse], usize),
+    (hooks, moves, uprobes): (&[HookUse], &[crate::probe::WaitMove], usize),
     pid: u32,
     p: &Proc,
     f: &Finding,
@@ -502,6 +502,7 @@ fn write_report(
     let model = p.session.model();
     // One line: shippers that tail files read one report per line.
     let mut r = report::json::build(model, "daemon", hooks, std::slice::from_ref(f));
+    r.wait_hooks = moves;
     r.uprobes_attached = uprobes;
     let json = match serde_json::to_vec(&r) {
         Ok(mut j) => {
@@ -782,7 +783,7 @@ impl Watched for Daemon {
     fn finish(&mut self, src: &mut LiveSource, _: Stop, evs: &mut Vec<Event>) -> Result<()> {
         // One last look at everything watched.
         src.drain(evs);
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         src.scan(now, evs);
         Daemon::route(self, src, evs);
         self.scan_all(src, now, &Policy::daemon());

@@ -55,7 +55,7 @@ impl Daemon {
             tracing::warn!("cannot watch pid {pid}: {e}");
             return;
         }
-        let start = procfs::start_event(pid, procfs::mono_ns(), true);
+        let start = procfs::start_event(pid, crate::sys::mono_ns(), true);
         let seed = match procfs::seed_threads(pid) {
             Ok(s) if procfs::exists(pid) => s,
             _ => {
@@ -72,7 +72,7 @@ impl Daemon {
                 return;
             }
         };
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         let mut evs = vec![start];
         let tids = session::seeded_tids(&seed);
         evs.extend(seed);
@@ -224,7 +224,7 @@ impl Daemon {
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         let mut evs = std::mem::take(&mut p.pending);
         let found = p
             .session
@@ -239,7 +239,7 @@ impl Daemon {
                 &mut self.sink,
                 &self.metrics,
                 &self.cfg,
-                (&self.hooks, uprobes),
+                (&self.hooks, src.probes.wait_moves(), uprobes),
                 pid,
                 p,
                 &f,
@@ -383,7 +383,7 @@ impl Daemon {
                         // A new duration starts a new watchdog; the same
                         // one keeps its state (a hang is reported once).
                         if p.hang.as_ref().map(|h| h.after_ns) != w.hang_after_ns {
-                            let now = procfs::mono_ns();
+                            let now = crate::sys::mono_ns();
                             p.hang = w.hang_after_ns.map(|ns| HangWatch::new(ns, now));
                         }
                         p.watch.hang_after_ns = w.hang_after_ns;

@@ -15,7 +15,7 @@ mod uprobes;
 use hooks::*;
 pub use uprobes::UprobeUse;
 
-pub use observer_core::vocab::hooks::{HookUse, Rung, Waits};
+pub use observer_core::vocab::hooks::{HookUse, Rung, WaitMove, Waits};
 use std::{collections::HashSet, path::Path};
 
 use aya::{
@@ -142,6 +142,8 @@ pub struct Probes {
     /// Probes attached through `multi_links` (programs × sites).
     multi_probes: usize,
     pub hooks: Vec<HookUse>,
+    /// Where waits were learnt, move by move (the last `MAX_WAIT_MOVES`).
+    wait_moves: Vec<WaitMove>,
     pub mounted_tracefs: bool,
     stop_on_exec: bool,
     /// The syscall hooks (the "futex" group: futex and epoll waits,
@@ -153,6 +155,9 @@ pub struct Probes {
     /// while attached.
     sched_link: Option<Link>,
 }
+
+/// Moves of the wait hooks a report lists (a daemon's come and go).
+const MAX_WAIT_MOVES: usize = 32;
 
 /// A link of one of our programs, to detach it.
 enum Link {
@@ -270,6 +275,7 @@ impl Probes {
             reaper: multi::Reaper::default(),
             multi_probes: 0,
             hooks: Vec::new(),
+            wait_moves: Vec::new(),
             mounted_tracefs: false,
             stop_on_exec: cfg.stop_on_exec,
             sys_hooks: Vec::new(),
@@ -350,6 +356,9 @@ impl Probes {
             }
             self.hooks.push(used);
         }
+        if r.is_ok() {
+            self.note_waits();
+        }
         tracing::debug!("startup: hooks verified and attached in {:?}", t0.elapsed());
         r
     }
@@ -401,7 +410,28 @@ impl Probes {
                 self.set_sched_hook_off();
             }
         }
+        self.note_waits();
         Ok(true)
+    }
+
+    /// Notes where waits are learnt now, if that moved.
+    fn note_waits(&mut self) {
+        let at = self.wait_hooks();
+        if self.wait_moves.last().map(|m| m.at) == Some(at) {
+            return;
+        }
+        if self.wait_moves.len() == MAX_WAIT_MOVES {
+            self.wait_moves.remove(0);
+        }
+        self.wait_moves.push(WaitMove {
+            since_ns: crate::sys::mono_ns(),
+            at,
+        });
+    }
+
+    /// Where waits were learnt, move by move, for the report.
+    pub fn wait_moves(&self) -> &[WaitMove] {
+        &self.wait_moves
     }
 
     fn set_sched_hook_off(&mut self) {

@@ -155,7 +155,7 @@ impl Default for Sampler {
 
 impl Sampler {
     pub fn new() -> Sampler {
-        let seed = crate::source::procfs::mono_ns() | 1;
+        let seed = crate::sys::mono_ns() | 1;
         Sampler {
             procs: HashMap::new(),
             jitter: Jitter(seed),

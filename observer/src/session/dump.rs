@@ -36,7 +36,7 @@ pub fn dump(pid: u32, json: bool, native: bool) -> Result<u8> {
     if !procfs::exists(pid) {
         bail!("no such process: {pid}");
     }
-    let now = procfs::mono_ns();
+    let now = crate::sys::mono_ns();
     let mut engine = Engine::new(Limits::new(u64::MAX), ());
     let mut symbols = Symbolizer::new();
     let mut tried = HashSet::new();

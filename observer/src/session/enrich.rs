@@ -146,7 +146,7 @@ impl<S: Sink> Session<S> {
         {
             return Ok(());
         }
-        let mut evs = gate_events(&self.engine.model, &src.probes, procfs::mono_ns());
+        let mut evs = gate_events(&self.engine.model, &src.probes, crate::sys::mono_ns());
         self.feed(&mut evs)
     }
 
@@ -315,7 +315,7 @@ pub(super) fn maps_events(symbols: &mut Symbolizer) -> Vec<Event> {
     if new.is_empty() {
         return Vec::new();
     }
-    let ts_ns = procfs::mono_ns();
+    let ts_ns = crate::sys::mono_ns();
     new.into_iter()
         .map(|(tgid, maps)| Event::Mappings { ts_ns, tgid, maps })
         .collect()

@@ -18,7 +18,7 @@ use crate::engine::Sink;
 use crate::{
     event::{Wait, WaitOrigin},
     python::gil::{GilTally, Sampler},
-    source::{live::LiveSource, procfs},
+    source::live::LiveSource,
 };
 
 /// Tallies go to the model this often.
@@ -61,7 +61,7 @@ impl Drop for GilState {
 impl<S: Sink> Session<S> {
     /// The event loop's part of GIL accounting; returns when to run it next.
     pub(crate) fn gil_tick(&mut self, src: &LiveSource) -> Result<Duration> {
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         let live: Vec<(u32, Option<u64>)> = self
             .engine
             .model
@@ -183,7 +183,7 @@ fn start_sampling(
                     }
                     let s = &mut *s;
                     let before = &s.before;
-                    s.sampler.sample(procfs::mono_ns(), &|tid| {
+                    s.sampler.sample(crate::sys::mono_ns(), &|tid| {
                         table.get(tid).or_else(|| before.get(&tid).cloned())
                     });
                     s.sampler.next_delay()

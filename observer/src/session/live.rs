@@ -23,7 +23,7 @@ use crate::{
     detect::Finding,
     engine::Sink,
     event::Event,
-    source::{activity::Activity, live::LiveSource, procfs, progress::Watchdog},
+    source::{activity::Activity, live::LiveSource, progress::Watchdog},
 };
 
 /// The per-mode differences of the loop, as one value.
@@ -202,14 +202,14 @@ pub(crate) async fn observe<W: Watched>(
             _ = drain.tick() => { src.drain(&mut evs); None }
             _ = scan.tick() => {
                 src.drain(&mut evs);
-                let now = procfs::mono_ns();
+                let now = crate::sys::mono_ns();
                 src.scan(now, &mut evs);
                 w.route(src, &mut evs)?;
                 w.scan(src, now, p, &mut evs)?
             }
             _ = agg.tick() => { w.aggregate(src)?; None }
             _ = sample.tick() => {
-                w.sample(src, procfs::mono_ns(), &mut evs)?;
+                w.sample(src, crate::sys::mono_ns(), &mut evs)?;
                 None
             }
             _ = &mut gil_sample, if p.gil => {
@@ -304,7 +304,7 @@ impl<S: Sink> Session<S> {
     /// one, a thread waits, an event loop is due, or candidates wait to be
     /// judged again. Cheap: no /proc or target memory read.
     pub(crate) fn moved(&self, fed: bool, loops: &crate::source::event_loop::Threads) -> bool {
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         fed || self.rejudge()
             || self
                 .engine

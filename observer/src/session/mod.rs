@@ -40,7 +40,7 @@ use crate::{
     engine::{Engine, Sink},
     event::Event,
     model::Model,
-    probe::HookUse,
+    probe::Probes,
     report,
     source::live::LiveSource,
     symbol::Symbolizer,
@@ -205,7 +205,7 @@ impl Session<LiveSink> {
     /// The end of observation: findings and summary on stdout, the report
     /// and pictures written. The hang watchdog writes them once before,
     /// when it fires (the end writes them again).
-    fn write_outputs(&mut self, mode: &str, hooks: &[HookUse], uprobes: usize) -> Result<()> {
+    fn write_outputs(&mut self, mode: &str, probes: &Probes) -> Result<()> {
         self.engine.sink.flush()?;
         let m = &self.engine.model;
         let findings = self.engine.findings();
@@ -220,8 +220,9 @@ impl Session<LiveSink> {
         print!("{loops}");
         std::io::stdout().flush().context("writing the report")?;
         if let Some((path, f)) = &self.out.report {
-            let mut r = report::json::build(m, mode, hooks, findings);
-            r.uprobes_attached = uprobes;
+            let mut r = report::json::build(m, mode, &probes.hooks, findings);
+            r.wait_hooks = probes.wait_moves();
+            r.uprobes_attached = probes.uprobe_count();
             crate::recording::rewind(f)
                 .map_err(anyhow::Error::from)
                 .and_then(|_| {

@@ -67,7 +67,7 @@ impl<'a> One<'a> {
             .hang_after
             .map(|d| crate::cli::secs_to_ns(d, "--hang-after"))
             .transpose()?
-            .map(|ns| HangWatch::new(ns, procfs::mono_ns()));
+            .map(|ns| HangWatch::new(ns, crate::sys::mono_ns()));
         Ok(One {
             s,
             targets,
@@ -205,9 +205,7 @@ impl<'a> One<'a> {
     }
 
     fn write_outputs(&mut self, src: &LiveSource) -> Result<()> {
-        let hooks = src.probes.hooks.clone();
-        self.s
-            .write_outputs(self.mode, &hooks, src.probes.uprobe_count())
+        self.s.write_outputs(self.mode, &src.probes)
     }
 }
 
@@ -328,7 +326,7 @@ impl Watched for One<'_> {
             Stop::Signal(sig) => {
                 // Every thread's Python state as it is now, before the
                 // signal reaches a child (Python unwinds on SIGINT).
-                self.s.python_view_of(procfs::mono_ns(), true, true)?;
+                self.s.python_view_of(crate::sys::mono_ns(), true, true)?;
                 if let [(Target::Child { pid }, fd)] = self.targets.as_slice() {
                     // Pass the signal on and give the child a moment to exit.
                     let pid = *pid;
@@ -347,7 +345,7 @@ impl Watched for One<'_> {
     }
 
     fn finish(&mut self, src: &mut LiveSource, why: Stop, evs: &mut Vec<Event>) -> Result<()> {
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         if matches!(why, Stop::Exited | Stop::Duration) {
             self.s.python_view_of(now, true, true)?;
         }

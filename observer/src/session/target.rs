@@ -136,7 +136,7 @@ pub fn run(opts: ObserveOpts, cmd: Vec<String>, verbose: u8) -> Result<u8> {
         let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::open(opts, out)?;
         s.stop_on_exec = stop_on_exec;
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         let mut evs = vec![Event::Start {
             ts_ns: now,
             tgid: pid,
@@ -214,7 +214,7 @@ pub fn attach(opts: ObserveOpts, pids: Vec<u32>, duration: Option<f64>, verbose:
         let mut evs = Vec::new();
         let mut seeds = Vec::new();
         for &pid in &uniq {
-            let start = procfs::start_event(pid, procfs::mono_ns(), true);
+            let start = procfs::start_event(pid, crate::sys::mono_ns(), true);
             let seed = procfs::seed_threads(pid);
             if !procfs::exists(pid) || seed.is_err() {
                 bail!("process {pid} exited while attaching");
@@ -224,7 +224,7 @@ pub fn attach(opts: ObserveOpts, pids: Vec<u32>, duration: Option<f64>, verbose:
         }
         let mut src = LiveSource::new(probes, min_age(&opts))?;
         let mut s = Session::open(opts, out)?;
-        let now = procfs::mono_ns();
+        let now = crate::sys::mono_ns();
         // --follow-forks: the processes each forked before we came too (a
         // multiprocessing child holding what a target waits for).
         let mut tree = uniq.clone();

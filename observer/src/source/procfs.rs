@@ -1,22 +1,10 @@
 //! What /proc tells about a process without BPF: its threads (to seed the
 //! model when attaching) and its command line.
 
-use crate::event::{Event, Tid};
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
-pub fn mono_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
+use crate::{
+    event::{Event, Tid},
+    sys::{clock_ns, mono_ns},
+};
 
 /// Converts a /proc starttime (ticks since boot) to CLOCK_MONOTONIC ns.
 fn start_ticks_to_mono(ticks: u64) -> u64 {
