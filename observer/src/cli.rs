@@ -242,7 +242,8 @@ pub struct ObserveOpts {
     /// raw_tp, tracepoint); futex and epoll waits learnt when a thread
     /// sleeps in one (sched_switch: no syscall of the host pays), moving to
     /// the syscall hooks once a watched process turns out to be Python (an
-    /// asyncio loop under load may never sleep in epoll_wait). sched:
+    /// asyncio loop under load may never sleep in epoll_wait; not where
+    /// those are fentry, which sees no epoll_wait). sched:
     /// always sched_switch. syscalls or a rung: always the syscall hooks,
     /// which see each call's return (a PI deadlock's EDEADLK, a robust
     /// mutex's EOWNERDEAD) and epoll_wait calls that do not sleep, but make

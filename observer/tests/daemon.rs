@@ -59,6 +59,10 @@ fn daemon_main_scenario() {
     let abba_exe = tmp.path().join("a/obsd-target");
     let abba_report = read_json(&reports.join(format!("{abba_id}.json")));
     assert_identity(&abba_report, abba.pid(), &abba_exe);
+    // Where waits were learnt: at sched_switch while C programs are
+    // watched (nowhere before the first, as the daemon started).
+    let moves = abba_report["wait_hooks"].as_array().unwrap();
+    assert_eq!(moves.last().unwrap()["at"], "sched", "{moves:?}");
     check_pair(
         &reports,
         &ring_id,

@@ -9,7 +9,7 @@ impl Daemon {
     /// lock words name a live thread of another watched process, or whose
     /// threads wait for a multiprocessing lock (few, and none on a host
     /// without such locks).
-    pub(super) fn across(&mut self, src: &LiveSource, now: u64, kill: &mut Vec<u32>) {
+    pub(super) fn across(&mut self, src: &mut LiveSource, now: u64, kill: &mut Vec<u32>) {
         let linked: Vec<u32> = self
             .procs
             .iter()
@@ -46,6 +46,20 @@ impl Daemon {
             // two scans in a row see it.
             if !pending.contains(&f.key) {
                 self.across_pending.insert(f.key.clone());
+                continue;
+            }
+            // Its waits checked as a scan checks a finding's: what changed
+            // goes to the sessions, and it is judged again.
+            let tids: Vec<u32> = f.threads.iter().map(|t| t.tid).collect();
+            let mut evs = Vec::new();
+            if !src.confirm(&tids, now, &mut evs) {
+                for ev in evs {
+                    if let Some(p) = ev.tgid().and_then(|pid| self.procs.get_mut(&pid))
+                        && let Err(e) = p.session.feed(&mut vec![ev])
+                    {
+                        tracing::warn!("{e:#}");
+                    }
+                }
                 continue;
             }
             self.across_seen.insert(f.key.clone());

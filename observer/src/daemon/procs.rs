@@ -154,9 +154,10 @@ impl Daemon {
             return;
         }
         self.loop_procs.extend(&new);
+        use crate::probe::Waits;
         let before = src.probes.wait_hooks();
         self.wait_hooks(src, true);
-        if before == Some(crate::probe::Waits::Sched) {
+        if before == Some(Waits::Sched) && src.probes.wait_hooks() == Some(Waits::Syscalls) {
             for pid in &self.loop_procs {
                 src.probes.forget_epoll(*pid);
             }
@@ -172,7 +173,10 @@ impl Daemon {
         use crate::probe::Waits;
         let want = watching.then_some(match self.cfg.waits.as_str() {
             "syscalls" => Waits::Syscalls,
-            "auto" if !self.loop_procs.is_empty() => Waits::Syscalls,
+            // (fentry hooks see no epoll_wait: loops stay at the scheduler)
+            "auto" if !self.loop_procs.is_empty() && src.probes.syscall_hooks_see_epoll() => {
+                Waits::Syscalls
+            }
             _ if !self.sched_ok => Waits::Syscalls,
             _ => Waits::Sched,
         });

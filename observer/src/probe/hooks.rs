@@ -13,8 +13,21 @@ pub(super) enum How {
 }
 
 impl How {
+    /// The call a per-syscall hook sits on (fentry and fexit on one kernel
+    /// function; sys_enter_X and sys_exit_X: X): pairs a call side with
+    /// its return side. None for the hooks every syscall passes.
+    pub(super) fn call(&self) -> Option<&'static str> {
+        match *self {
+            How::Fentry(f) | How::Fexit(f) => Some(f),
+            How::Tp(_, tp) => tp
+                .strip_prefix("sys_enter_")
+                .or_else(|| tp.strip_prefix("sys_exit_")),
+            How::TpBtf(_) | How::RawTp(_) => None,
+        }
+    }
+
     /// Fires as a call returns (fexit, sys_exit): where a wait ends.
-    fn at_return(&self) -> bool {
+    pub(super) fn at_return(&self) -> bool {
         match *self {
             How::Fexit(_) => true,
             How::TpBtf(tp) | How::RawTp(tp) => tp == "sys_exit",
@@ -313,6 +326,18 @@ mod tests {
         );
         assert_eq!(g[0].rungs[3].1.len(), 13);
         assert!(g[1..].iter().all(|g| g.rungs.len() == 3));
+    }
+
+    /// Call and return sides pair up by the call they sit on.
+    #[test]
+    fn hooks_pair_by_call() {
+        let tp = |t| How::Tp("syscalls", t).call();
+        assert_eq!(tp("sys_enter_futex_waitv"), Some("futex_waitv"));
+        assert_eq!(tp("sys_exit_futex_waitv"), Some("futex_waitv"));
+        assert_eq!(How::Fexit("f").call(), How::Fentry("f").call());
+        assert_eq!(How::TpBtf("sys_exit").call(), None);
+        assert!(How::Tp("syscalls", "sys_exit_epoll_wait").at_return());
+        assert!(!How::Tp("syscalls", "sys_enter_exit_group").at_return());
     }
 
     /// On every rung, the hooks that end waits come before those that begin

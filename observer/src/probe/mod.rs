@@ -363,6 +363,12 @@ impl Probes {
         r
     }
 
+    /// Whether the syscall hooks see epoll_wait: fentry is put on futex(2)
+    /// alone, so there a move to the syscall hooks would lose event loops.
+    pub fn syscall_hooks_see_epoll(&self) -> bool {
+        self.rung_of("futex") != Some(Rung::Fentry)
+    }
+
     /// The rung a hook group was attached on.
     pub fn rung_of(&self, group: &str) -> Option<Rung> {
         self.hooks.iter().find(|h| h.group == group)?.rung
@@ -454,15 +460,12 @@ impl Probes {
                     continue;
                 }
                 match self.attach_rung(rung, &hooks) {
-                    Ok(links) => {
+                    Ok(attached) => {
                         used.rung = Some(rung);
                         if g.name == "futex" {
-                            self.sys_hooks = hooks
-                                .iter()
-                                .filter(|h| links.iter().any(|l| l.prog() == h.prog))
-                                .copied()
-                                .collect();
-                            self.sys_links = links;
+                            // Exactly the hooks that went on: put back
+                            // later, all must go on again.
+                            (self.sys_hooks, self.sys_links) = attached.into_iter().unzip();
                         }
                         break;
                     }
@@ -494,27 +497,39 @@ impl Probes {
         Ok(())
     }
 
-    fn attach_rung(&mut self, rung: Rung, hooks: &[Hook]) -> Result<Vec<Link>, String> {
+    /// Attaches a rung's hooks in order (return side first). An optional
+    /// call-side hook whose return side did not go on is left off: the
+    /// waits it began would never end.
+    fn attach_rung(&mut self, rung: Rung, hooks: &[Hook]) -> Result<Vec<(Hook, Link)>, String> {
         if rung == Rung::Tracepoint && ensure_tracefs()? {
             self.mounted_tracefs = true;
         }
-        let mut links: Vec<Link> = Vec::new();
+        let mut attached: Vec<(Hook, Link)> = Vec::new();
+        let mut unended: Vec<&str> = Vec::new();
         for h in hooks {
+            if !h.how.at_return() && h.how.call().is_some_and(|c| unended.contains(&c)) {
+                tracing::debug!(
+                    prog = h.prog,
+                    "optional hook left off: its return side failed"
+                );
+                continue;
+            }
             match self.attach_one(h) {
-                Ok(l) => links.push(l),
+                Ok(l) => attached.push((*h, l)),
                 Err(e) if h.required => {
-                    for l in &links {
+                    for (_, l) in &attached {
                         self.unload(l.prog());
                     }
                     self.unload(h.prog);
                     return Err(format!("{}: {}", h.prog, short(&e)));
                 }
                 Err(e) => {
+                    unended.extend(h.how.call().filter(|_| h.how.at_return()));
                     tracing::debug!(prog = h.prog, err = %short(&e), "optional hook not attached")
                 }
             }
         }
-        Ok(links)
+        Ok(attached)
     }
 
     /// Takes the syscall hooks off (`false`) or puts them back: while they

@@ -416,6 +416,9 @@ impl<S: Sink> Session<S> {
         evs: &mut Vec<Event>,
         ends: &[(u32, Option<i32>)],
     ) -> Result<Vec<Finding>> {
+        // The waits still open are checked as a scan checks a finding's.
+        let tgids: Vec<u32> = ends.iter().map(|e| e.0).collect();
+        src.confirm(&src.waiting_in(&tgids), now, evs);
         self.feed(evs)?;
         let mut evs = late_site_events(&self.engine.model, &mut self.symbols, &mut self.sym_tried);
         if self.opts.uprobes {

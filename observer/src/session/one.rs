@@ -117,6 +117,10 @@ impl<'a> One<'a> {
             return;
         };
         self.waits_settled = true;
+        if !src.probes.syscall_hooks_see_epoll() {
+            tracing::info!("waits stay at sched_switch: the fentry hooks do not see epoll_wait");
+            return;
+        }
         match src.probes.set_waits(Some(Waits::Syscalls)) {
             Ok(_) => {
                 tracing::info!(

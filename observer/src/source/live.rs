@@ -28,6 +28,7 @@ struct Tracked {
     tgid: u32,
     start_ns: u64,
     uaddr: u64,
+    op: u32,
     words: Vec<u8>,
     read_ns: u64,
     origin: WaitOrigin,
@@ -119,6 +120,7 @@ impl LiveSource {
                 tgid,
                 start_ns: w.start_ns,
                 uaddr: w.uaddr,
+                op: w.op,
                 words: w.words.clone(),
                 read_ns: now,
                 origin: w.origin,
@@ -239,6 +241,14 @@ impl LiveSource {
         }
     }
 
+    /// The threads of `tgids` with a wait followed.
+    pub fn waiting_in(&self, tgids: &[u32]) -> Vec<Tid> {
+        (self.seen.iter())
+            .filter(|(_, t)| tgids.contains(&t.tgid))
+            .map(|(tid, _)| *tid)
+            .collect()
+    }
+
     /// Checks that the waits of `tids` are still as the model has them
     /// before a finding is reported. Returns false if anything changed
     /// (the change is in `out`). A table wait is also checked against
@@ -254,7 +264,7 @@ impl LiveSource {
             let ended = !Self::still_waiting(tid, t, table);
             let stale = !ended
                 && t.origin == WaitOrigin::Kernel
-                && !snapshot::may_wait_on(t.tgid, tid, t.uaddr);
+                && !snapshot::may_wait_on(t.tgid, tid, t.uaddr, t.op);
             if stale {
                 tracing::debug!("thread {tid}: its wait-table entry outlived its wait");
                 self.stale.insert(tid, t.start_ns);

@@ -70,12 +70,19 @@ pub fn read_words(pid: u32, uaddr: u64) -> Option<(u64, Vec<u8>)> {
     read_mem(pid, uaddr & !7, 32).map(|b| (uaddr & !7, b))
 }
 
-/// Whether /proc lets a wait-table entry on `uaddr` stand: false when the
-/// thread is seen elsewhere (another syscall, none, or futex(2) on another
-/// word): the entry outlived its wait, whose end was not seen. A thread
-/// running, gone or unreadable says nothing.
-pub fn may_wait_on(pid: u32, tid: Tid, uaddr: u64) -> bool {
-    match proc_syscall(pid, tid) {
+/// Whether /proc lets a wait-table entry on `uaddr` (futex op `op`) stand:
+/// false when the thread is seen elsewhere (another syscall, none, or
+/// futex(2) on another word) or running: the entry outlived its wait,
+/// whose end was not seen. Only a PI wait may run (the kernel spins while
+/// the owner is on a CPU). A thread gone or unreadable says nothing.
+pub fn may_wait_on(pid: u32, tid: Tid, uaddr: u64, op: u32) -> bool {
+    let Some(s) = crate::sys::read_proc(&format!("/proc/{pid}/task/{tid}/syscall")) else {
+        return true;
+    };
+    if s.starts_with("running") {
+        return futex::is_pi(op);
+    }
+    match crate::symbol::parse_syscall(&s) {
         None => true,
         Some((nr, a, ..)) if nr == libc::SYS_futex => a[0] == uaddr,
         Some((nr, ..)) => nr == NR_FUTEX_WAITV || nr == NR_FUTEX_WAIT,
@@ -141,5 +148,81 @@ mod tests {
         let x: u64 = 0x1122_3344_5566_7788;
         let b = read_mem(std::process::id(), &x as *const u64 as u64, 8).unwrap();
         assert_eq!(u64::from_ne_bytes(b.try_into().unwrap()), x);
+    }
+
+    /// The calling thread's tid (/proc/thread-self is PID/task/TID).
+    fn gettid() -> Tid {
+        let l = std::fs::read_link("/proc/thread-self").unwrap();
+        l.file_name().unwrap().to_str().unwrap().parse().unwrap()
+    }
+
+    /// Runs `f` on a new thread and returns its tid once /proc shows it
+    /// in syscall `nr`.
+    fn thread_in(nr: i64, f: impl FnOnce() + Send + 'static) -> Tid {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            f()
+        });
+        let tid = rx.recv().unwrap();
+        let pid = std::process::id();
+        for _ in 0..1000 {
+            if proc_syscall(pid, tid).is_some_and(|s| s.0 == nr) {
+                return tid;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("thread {tid} never in syscall {nr}");
+    }
+
+    /// What /proc lets a table wait stand on: a thread in futex(2) on that
+    /// word; not one on another word, in another syscall, or in user space.
+    #[test]
+    fn proc_says_whether_a_table_wait_stands() {
+        let pid = std::process::id();
+        let word: &'static std::sync::atomic::AtomicU32 = Box::leak(Box::default());
+        let addr = word.as_ptr() as u64;
+        let waiter = thread_in(libc::SYS_futex, move || {
+            loop {
+                // SAFETY: a futex wait on a word this test leaked (lives forever).
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        addr,
+                        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                        0u32,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+            }
+        });
+        let op = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u32;
+        assert!(may_wait_on(pid, waiter, addr, op));
+        assert!(!may_wait_on(pid, waiter, addr + 4, op));
+        let sleeper = thread_in(libc::SYS_clock_nanosleep, || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+        });
+        assert!(!may_wait_on(pid, sleeper, addr, op));
+        // A thread spinning in user space (running, or preempted there).
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner = {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                tx.send(gettid()).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+            rx.recv().unwrap()
+        };
+        for _ in 0..100 {
+            assert!(!may_wait_on(pid, spinner, addr, op));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Gone: nothing known.
+        assert!(may_wait_on(pid, u32::MAX - 1, addr, op));
     }
 }

@@ -50,8 +50,7 @@ use serde::{Deserialize, Serialize};
 use elf::{ElfInfo, FileKey};
 use maps::Module;
 pub use observer_core::vocab::frames::{Frame, MapEntry, PyFrame};
-#[cfg(test)]
-use procs::parse_syscall;
+pub(crate) use procs::parse_syscall;
 pub use procs::proc_syscall;
 use procs::{Proc, Recorded, start_time};
 #[allow(unused_imports)]

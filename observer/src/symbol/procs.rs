@@ -76,7 +76,7 @@ pub fn proc_syscall(pid: u32, tid: u32) -> Option<(i64, [u64; 6], u64, u64)> {
     parse_syscall(&s)
 }
 
-pub(super) fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
+pub(crate) fn parse_syscall(s: &str) -> Option<(i64, [u64; 6], u64, u64)> {
     let hex = |f: &str| u64::from_str_radix(f.strip_prefix("0x").unwrap_or(f), 16).ok();
     let f: Vec<&str> = s.split_whitespace().collect();
     let nr: i64 = f.first()?.parse().ok()?;
