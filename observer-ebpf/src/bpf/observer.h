@@ -88,11 +88,12 @@ enum obs_stat {
 	OBS_STAT_MAX = 10,
 };
 
-/* Value of WAITS (key: __u32 tid): the wait a thread is in right now. */
+/* Value of WAITS (key: __u32 tid): the wait a thread is in right now, or
+ * (start_ns 0) none: the entry stays from its first wait to its exit. */
 struct obs_wait {
 	__u64 uaddr;      /* futex word (waitv: waiters[0].uaddr) */
 	__u64 uaddr2;     /* WAIT_REQUEUE_PI: the PI mutex; waitv: the array */
-	__u64 start_ns;   /* bpf_ktime_get_ns() at syscall entry */
+	__u64 start_ns;   /* bpf_ktime_get_ns() at syscall entry; 0: wait ended */
 	__u64 ip;         /* user registers at the syscall */
 	__u64 sp;
 	__u64 bp;

@@ -140,9 +140,11 @@ impl Probes {
         RingBuf::try_from(m).map_err(|e| ProbeError::Map("EVENTS", short(&e)))
     }
 
-    /// The wait table now: (tid, wait). Entries that vanish mid-walk are
-    /// skipped. Read in batches: the daemon reads it ten times a second,
-    /// with an entry for every thread of every watched process that waits.
+    /// The wait table now: (tid, wait), waits in progress only (a thread's
+    /// entry outlives its wait, with start_ns 0). Entries that vanish
+    /// mid-walk are skipped. Read in batches: the daemon reads it ten times
+    /// a second, with an entry for every thread of every watched process
+    /// that waits.
     pub fn waits(&self) -> Vec<(u32, obs_wait)> {
         let Some(m) = self.bpf.map("WAITS") else {
             return Vec::new();
@@ -151,7 +153,11 @@ impl Probes {
             && let Some(v) =
                 decode::hash_entries::<u32, Pod<obs_wait>>(std::os::fd::AsFd::as_fd(d.fd()))
         {
-            return v.into_iter().map(|(k, v)| (k, v.0)).collect();
+            return v
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .filter(|(_, w)| waiting(w))
+                .collect();
         }
         let Ok(m) = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(m) else {
             return Vec::new();
@@ -159,6 +165,7 @@ impl Probes {
         m.iter()
             .filter_map(Result::ok)
             .map(|(k, v)| (k, v.0))
+            .filter(|(_, w)| waiting(w))
             .collect()
     }
 
@@ -176,10 +183,10 @@ impl Probes {
             .map(WaitTable)
     }
 
-    /// One thread's entry in the wait table.
+    /// The wait a thread is in, from the wait table.
     pub fn wait(&self, tid: u32) -> Option<obs_wait> {
         let m = BpfHashMap::<_, u32, Pod<obs_wait>>::try_from(self.bpf.map("WAITS")?).ok()?;
-        m.get(&tid, 0).ok().map(|v| v.0)
+        m.get(&tid, 0).ok().map(|v| v.0).filter(waiting)
     }
 
     /// Threads of watched processes that call epoll_wait: tid -> their
@@ -275,6 +282,12 @@ impl WaitTable {
     /// One thread's current futex wait.
     pub fn get(&self, tid: u32) -> Option<crate::event::Wait> {
         let w = self.0.get(&tid, 0).ok()?.0;
-        Some(decode::wait_from_raw(&w, crate::event::WaitOrigin::Kernel))
+        waiting(&w).then(|| decode::wait_from_raw(&w, crate::event::WaitOrigin::Kernel))
     }
+}
+
+/// A wait-table entry of a wait in progress: the BPF side keeps a thread's
+/// entry after its wait ends, with start_ns 0.
+fn waiting(w: &obs_wait) -> bool {
+    w.start_ns != 0
 }

@@ -99,7 +99,7 @@ struct {
 	__type(value, struct obs_epoll);
 } EPOLL SEC(".maps");
 
-/* tid -> the futex wait the thread is in now. */
+/* tid -> the futex wait the thread is in now (start_ns 0: none). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 32768);

@@ -45,6 +45,28 @@ static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u6
 static __always_inline void cache_flush_all(struct obs_held *h, __u32 tgid, __u32 tid);
 static __always_inline bool cache_has(struct obs_held *h, __u64 lock, __u32 gen);
 
+/* A thread's entry stays in WAITS from its first wait to its exit; a wait
+ * that ended has start_ns 0 (readers skip it). Each wait is then written in
+ * place: a hash update (element allocated, bucket locked) and a delete per
+ * wait cost twice what a lookup does, and a sleeping join pays both at every
+ * thread created. start_ns is stored last, so a reader that sees it set sees
+ * the rest of this wait (x86: stores are seen in order). */
+static __always_inline void wait_put(__u32 tid, struct obs_wait *w)
+{
+	struct obs_wait *e = bpf_map_lookup_elem(&WAITS, &tid);
+	if (!e) {
+		if (bpf_map_update_elem(&WAITS, &tid, w, BPF_ANY))
+			stat_inc(OBS_STAT_WAITS_FULL);
+		return;
+	}
+	__u64 start = w->start_ns;
+	e->start_ns = 0;
+	w->start_ns = 0;
+	__builtin_memcpy(e, w, sizeof(*w));
+	asm volatile("" ::: "memory");
+	e->start_ns = start;
+}
+
 /* A futex wait of current (tgid, tid) begins: into the wait table.
  * `slept`: seen going to sleep (sched_switch), not at syscall entry. */
 static __always_inline int futex_begin(struct sc_args *a, __u32 tgid, __u32 tid, bool slept)
@@ -103,8 +125,7 @@ static __always_inline int futex_begin(struct sc_args *a, __u32 tgid, __u32 tid,
 		w.words_addr = w.uaddr & ~7ULL;
 		w.flags |= OBS_WAIT_WORDS_OK;
 	}
-	if (bpf_map_update_elem(&WAITS, &tid, &w, BPF_ANY))
-		stat_inc(OBS_STAT_WAITS_FULL);
+	wait_put(tid, &w);
 	if (DEEP)
 		deep_wait_begin(tid, w.uaddr);
 	return 0;
@@ -127,7 +148,7 @@ static __always_inline int futex_enter(struct sc_args *a)
 static __always_inline int futex_end(__u32 tid, long ret)
 {
 	struct obs_wait *w = bpf_map_lookup_elem(&WAITS, &tid);
-	if (!w)
+	if (!w || !w->start_ns)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 dur = now - w->start_ns;
@@ -163,7 +184,7 @@ static __always_inline int futex_end(__u32 tid, long ret)
 			rec_submit(r, urgent);
 		}
 	}
-	bpf_map_delete_elem(&WAITS, &tid);
+	w->start_ns = 0; /* ended: the entry stays for the next wait */
 	return 0;
 }
 
