@@ -21,6 +21,9 @@ pub const OBS_WAIT_REGS_OK: u32 = 2;
 pub const OBS_WAIT_SCHED: u32 = 4;
 pub const OBS_F_URGENT: u32 = 1;
 pub const OBS_CLONE_STACK: u32 = 2048;
+pub const OBS_SIG_WORDS: u32 = 24;
+pub const OBS_SIG_SPAN: u32 = 2048;
+pub const OBS_SIG_ANY_BP: u32 = 1;
 pub const OBS_JS_READ: u32 = 1;
 pub const OBS_UP_BARE: u32 = 0;
 pub const OBS_UP_ACQ: u32 = 1;
@@ -205,7 +208,7 @@ pub struct obs_task_new {
     pub pthread: __u64,
     pub create_site: __u64,
     pub detached: __u32,
-    pub _pad: __u32,
+    pub stack_sig: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -229,7 +232,8 @@ const _: () = {
         [::std::mem::offset_of!(obs_task_new, create_site) - 88usize];
     ["Offset of field: obs_task_new::detached"]
         [::std::mem::offset_of!(obs_task_new, detached) - 96usize];
-    ["Offset of field: obs_task_new::_pad"][::std::mem::offset_of!(obs_task_new, _pad) - 100usize];
+    ["Offset of field: obs_task_new::stack_sig"]
+        [::std::mem::offset_of!(obs_task_new, stack_sig) - 100usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -270,6 +274,38 @@ impl Default for obs_task_new_stack {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct obs_stack_sig {
+    pub ip: __u64,
+    pub sp: __u64,
+    pub bp: __u64,
+    pub id: __u32,
+    pub n: __u32,
+    pub span: __u32,
+    pub flags: __u32,
+    pub woke: __u32,
+    pub _pad: __u32,
+    pub off: [__u16; 24usize],
+    pub val: [__u64; 24usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of obs_stack_sig"][::std::mem::size_of::<obs_stack_sig>() - 288usize];
+    ["Alignment of obs_stack_sig"][::std::mem::align_of::<obs_stack_sig>() - 8usize];
+    ["Offset of field: obs_stack_sig::ip"][::std::mem::offset_of!(obs_stack_sig, ip) - 0usize];
+    ["Offset of field: obs_stack_sig::sp"][::std::mem::offset_of!(obs_stack_sig, sp) - 8usize];
+    ["Offset of field: obs_stack_sig::bp"][::std::mem::offset_of!(obs_stack_sig, bp) - 16usize];
+    ["Offset of field: obs_stack_sig::id"][::std::mem::offset_of!(obs_stack_sig, id) - 24usize];
+    ["Offset of field: obs_stack_sig::n"][::std::mem::offset_of!(obs_stack_sig, n) - 28usize];
+    ["Offset of field: obs_stack_sig::span"][::std::mem::offset_of!(obs_stack_sig, span) - 32usize];
+    ["Offset of field: obs_stack_sig::flags"]
+        [::std::mem::offset_of!(obs_stack_sig, flags) - 36usize];
+    ["Offset of field: obs_stack_sig::woke"][::std::mem::offset_of!(obs_stack_sig, woke) - 40usize];
+    ["Offset of field: obs_stack_sig::_pad"][::std::mem::offset_of!(obs_stack_sig, _pad) - 44usize];
+    ["Offset of field: obs_stack_sig::off"][::std::mem::offset_of!(obs_stack_sig, off) - 48usize];
+    ["Offset of field: obs_stack_sig::val"][::std::mem::offset_of!(obs_stack_sig, val) - 96usize];
+};
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct obs_join_wait {

@@ -318,6 +318,10 @@ pub enum Event {
         stack: Vec<u8>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         frames: Vec<u64>,
+        /// No copy was sent: the creator's stack matched this signature,
+        /// whose frames userspace has (resolved before recording).
+        #[serde(skip)]
+        sig: u32,
     },
     /// `tid` began a shared futex wait on `uaddr` expecting `val`: a join
     /// of thread `val` when `uaddr` is that thread's CHILD_CLEARTID word.

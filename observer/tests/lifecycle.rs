@@ -423,3 +423,68 @@ fn a_python_worker_that_never_finishes_is_a_stuck_thread() {
     );
     assert_no_programs_left();
 }
+
+/// One creation site reached through two callers, and a second site: the
+/// kernel sends a creation stack once per path and matches later clones
+/// against it (creation-stack signatures). Every thread must keep its own
+/// path: the two callers of `spawn` never share a stack, and none is lost.
+#[test]
+#[ignore = "needs root and BPF"]
+fn creation_stacks_sent_once_per_path_stay_each_threads_own() {
+    const N: usize = 100;
+    let dir = tmp();
+    let rep = dir.path().join("r.json");
+    let mut p = Proc::spawn({
+        let mut c = observer();
+        c.args(["-v", "run", "--quiet", "--report"])
+            .arg(&rep)
+            .arg("--")
+            .args(bin("creation_paths"))
+            .arg(N.to_string());
+        c
+    });
+    let st = p.wait_exit(T);
+    assert_eq!(st.code(), Some(0), "{:?}", p.stderr);
+    let r = read_json(&rep);
+    let f = findings(&r, "unjoined_thread");
+    assert_eq!(f.len(), 1, "{:#}", r["findings"]);
+    let threads = f[0]["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 4 * N, "every thread exited unjoined");
+    let mut by_path: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for t in threads {
+        let name = t["name"].as_str().unwrap();
+        let stack: Vec<&str> = t["creation_stack"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no creation stack: {t:#}"))
+            .iter()
+            .map(|f| f.as_str().unwrap().split(' ').next().unwrap())
+            .collect();
+        let want: &[&str] = match name.split('-').next().unwrap() {
+            "one" => &["spawn", "from_one", "main"],
+            "two" => &["spawn", "from_two", "main"],
+            "other" => &["spawn_other", "main"],
+            _ => panic!("unexpected thread {t:#}"),
+        };
+        assert!(stack.starts_with(want), "{name}: {stack:?}");
+        *by_path
+            .entry((want[0].to_string(), want[1].to_string()))
+            .or_default() += 1;
+    }
+    let counts: Vec<usize> = by_path.values().copied().collect();
+    assert_eq!(counts, vec![N, 2 * N, N], "{by_path:?}");
+    // The signature path ran (how many copies came first depends on how
+    // fast this build unwinds the first one of each path).
+    let line = p
+        .stderr
+        .iter()
+        .find(|l| l.contains("creation stacks:"))
+        .unwrap_or_else(|| panic!("{:?}", p.stderr));
+    let known: u64 = line
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(known > 0, "{line}");
+    assert_no_programs_left();
+}

@@ -144,7 +144,10 @@ struct obs_task_new {
 	__u64 pthread;
 	__u64 create_site;    /* pthread_create uprobe: return address of the call */
 	__u32 detached;       /* created with PTHREAD_CREATE_DETACHED */
-	__u32 _pad;
+	/* The creator's stack matched this signature (obs_stack_sig.id) of
+	 * the process: its frames are the ones that signature was made from,
+	 * and no copy is sent. 0: none. */
+	__u32 stack_sig;
 };
 
 /* Bytes of the creating thread's user stack copied at clone: enough for
@@ -163,6 +166,29 @@ struct obs_task_new_stack {
 	__u32 stack_len;      /* bytes valid in stack[] (copied from sp) */
 	__u32 _pad;
 	__u8 stack[OBS_CLONE_STACK];
+};
+
+/* Value of STACK_SIG (key: __u32 tgid): the registers and stack words
+ * userspace's last unwinding of a creation stack of the process depended on
+ * (what it read, less saved registers it never used). A clone whose
+ * registers and words match unwinds to the same frames, so it is sent
+ * without a stack copy: a thread storm from one call site pays one read of
+ * the words, not a 2.2 KiB record per thread. */
+#define OBS_SIG_WORDS 24
+#define OBS_SIG_SPAN OBS_CLONE_STACK /* the words lie within the copy a clone would send */
+#define OBS_SIG_ANY_BP 1
+struct obs_stack_sig {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 id;             /* nonzero; names the signature in obs_task_new */
+	__u32 n;              /* words used */
+	__u32 span;           /* bytes read from sp: every off[i] + 8 <= span <= OBS_SIG_SPAN */
+	__u32 flags;          /* OBS_SIG_ANY_BP: the unwinding does not depend on bp */
+	__u32 woke;           /* BPF: a clone missed it and woke the reader (once per signature) */
+	__u32 _pad;
+	__u16 off[OBS_SIG_WORDS]; /* byte offsets above sp, multiples of 8 */
+	__u64 val[OBS_SIG_WORDS];
 };
 
 /* A futex wait that would sleep on a shared (not PRIVATE) word: glibc's

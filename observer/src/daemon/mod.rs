@@ -234,6 +234,7 @@ impl Daemon {
                 if let Err(e) = p.session.feed(&mut p.pending) {
                     tracing::warn!("pid {pid}: {e:#}");
                 }
+                p.session.stack_sigs.push(&mut src.probes);
             }
         }
         // A watched process ran another program: the rules decide again.

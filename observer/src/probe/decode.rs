@@ -6,7 +6,8 @@ use observer_ebpf::bindings::{
     obs_edge, obs_edge_key, obs_epoll, obs_exec, obs_exit_held, obs_hdr, obs_held, obs_hold_cache,
     obs_holder, obs_holder_key, obs_join_state, obs_join_wait, obs_lock_edge, obs_lock_key,
     obs_lock_stats, obs_loop_gap, obs_owner, obs_pthread, obs_pthread_op, obs_rec_kind, obs_spawn,
-    obs_task_exit, obs_task_new, obs_task_new_stack, obs_task_rename, obs_wait, obs_wait_done,
+    obs_stack_sig, obs_task_exit, obs_task_new, obs_task_new_stack, obs_task_rename, obs_wait,
+    obs_wait_done,
 };
 use std::os::raw::c_char;
 
@@ -36,6 +37,7 @@ unsafe impl aya::Pod for Pod<obs_holder> {}
 unsafe impl aya::Pod for Pod<obs_epoll> {}
 unsafe impl aya::Pod for Pod<obs_comm> {}
 unsafe impl aya::Pod for Pod<obs_held> {}
+unsafe impl aya::Pod for Pod<obs_stack_sig> {}
 
 /// Wrapper that lets aya maps hold the generated types (the orphan rule
 /// forbids implementing aya's trait on them directly).
@@ -138,7 +140,25 @@ pub fn decode_into(b: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
             regs: [r.ip, r.sp, r.bp],
             stack: r.stack[..len].to_vec(),
             frames: Vec::new(),
+            sig: 0,
         });
+        return Ok(());
+    }
+    if h.kind == obs_rec_kind::OBS_REC_TASK_NEW as u32 {
+        let r: obs_task_new = read(b, h.kind)?;
+        out.push(thread_new(&h, &r));
+        if r.stack_sig != 0 {
+            // its stack matched a signature: the frames are known already
+            out.push(Event::CreationStack {
+                ts_ns: h.ts_ns,
+                tgid: r.child_tgid,
+                tid: r.child_tid,
+                regs: [0; 3],
+                stack: Vec::new(),
+                frames: Vec::new(),
+                sig: r.stack_sig,
+            });
+        }
         return Ok(());
     }
     out.push(decode_record(b)?);

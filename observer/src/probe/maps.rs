@@ -118,6 +118,7 @@ impl Probes {
             let _ = m.remove(&tgid);
         }
         self.remove_tids_of::<obs_wait>("WAITS", |w| w.tgid == tgid);
+        self.set_stack_sig(tgid, None);
         if let Some(m) = self.bpf.map_mut("AGG")
             && let Ok(mut m) = BpfHashMap::<_, Pod<obs_agg_key>, Pod<obs_agg>>::try_from(m)
         {
@@ -129,6 +130,28 @@ impl Probes {
             for k in keys {
                 let _ = m.remove(&k);
             }
+        }
+    }
+
+    /// Puts (or, None, removes) process `tgid`'s creation-stack signature:
+    /// a clone whose stack matches it is sent without a copy.
+    pub fn set_stack_sig(&mut self, tgid: u32, sig: Option<&obs_stack_sig>) {
+        let Some(m) = self.bpf.map_mut("STACK_SIG") else {
+            return;
+        };
+        let Ok(mut m) = BpfHashMap::<_, u32, Pod<obs_stack_sig>>::try_from(m) else {
+            return;
+        };
+        let r = match sig {
+            Some(s) => m.insert(tgid, Pod(*s), 0).map_err(|e| short(&e)),
+            None => {
+                let _ = m.remove(&tgid);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            // the table is full (4096 processes): full stack copies go on
+            tracing::debug!("pid {tgid}: creation-stack signature not kept: {e}");
         }
     }
 

@@ -28,7 +28,8 @@ use aya::{
 };
 use observer_ebpf::bindings::{
     OBS_HL_WAITING, obs_acquire, obs_agg, obs_agg_key, obs_edge, obs_edge_key, obs_epoll, obs_held,
-    obs_holder, obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stat, obs_wait,
+    obs_holder, obs_holder_key, obs_lock_key, obs_lock_stats, obs_owner, obs_stack_sig, obs_stat,
+    obs_wait,
 };
 
 use crate::event::Drops;

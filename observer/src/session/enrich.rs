@@ -225,17 +225,34 @@ impl<S: Sink> Session<S> {
             regs,
             stack,
             frames,
+            sig,
             ..
         } = ev
-            && !stack.is_empty()
             && frames.is_empty()
         {
-            let r = crate::symbol::Regs {
-                ip: regs[0],
-                sp: regs[1],
-                bp: regs[2],
-            };
-            *frames = self.symbols.creation_stack(*tgid, r, std::mem::take(stack));
+            if *sig != 0 {
+                // no copy: the stack matched a signature of an earlier one
+                *frames = self.stack_sigs.frames(*tgid, *sig).unwrap_or_default();
+                *sig = 0;
+            } else if !stack.is_empty() {
+                let r = crate::symbol::Regs {
+                    ip: regs[0],
+                    sp: regs[1],
+                    bp: regs[2],
+                };
+                let u = self.symbols.creation_stack(*tgid, r, std::mem::take(stack));
+                self.stack_sigs.learn(*tgid, r, &u);
+                *frames = u.frames;
+            }
+        }
+        match ev {
+            Event::ThreadExit {
+                tgid,
+                group_dead: true,
+                ..
+            } => self.stack_sigs.forget(*tgid, false),
+            Event::Exec { tgid, .. } => self.stack_sigs.forget(*tgid, true),
+            _ => {}
         }
     }
 }

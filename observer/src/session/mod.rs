@@ -18,6 +18,7 @@ mod enrich;
 mod gil;
 pub(crate) mod live;
 mod one;
+mod stack_sig;
 mod target;
 mod uprobes;
 
@@ -192,6 +193,8 @@ pub(crate) struct Session<S: Sink = LiveSink> {
     /// Per CPython process: its live threads at the last name read (a
     /// hash of their TIDs) and the reads made of that set.
     py_named: HashMap<u32, (u64, u8)>,
+    /// Creation-stack signatures (stack_sig.rs).
+    pub(crate) stack_sigs: stack_sig::StackSigs,
 }
 
 impl Session<LiveSink> {
@@ -207,6 +210,14 @@ impl Session<LiveSink> {
     /// when it fires (the end writes them again).
     fn write_outputs(&mut self, mode: &str, probes: &Probes) -> Result<()> {
         self.engine.sink.flush()?;
+        let sigs = &self.stack_sigs;
+        tracing::info!(
+            "creation stacks: {} copied and unwound, {} known from a signature ({} named a \
+             signature no longer kept)",
+            sigs.copied,
+            sigs.matched,
+            sigs.missed
+        );
         let m = &self.engine.model;
         let findings = self.engine.findings();
         print!("{}", report::findings::all(findings));
@@ -258,6 +269,7 @@ impl<S: Sink> Session<S> {
             gil: gil::GilState::default(),
             python_after_ns: 0,
             py_named: HashMap::new(),
+            stack_sigs: Default::default(),
         }
     }
 

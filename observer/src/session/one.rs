@@ -222,6 +222,7 @@ impl Watched for One<'_> {
             self.fed = true;
             self.s.feed(evs)?;
         }
+        self.s.stack_sigs.push(&mut src.probes);
         self.s.resume_execs(&mut src.probes);
         Ok(())
     }

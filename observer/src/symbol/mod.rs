@@ -93,6 +93,18 @@ pub struct Regs {
     pub bp: u64,
 }
 
+/// A creation stack unwound from a copy (see [`Symbolizer::creation_stack`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreationUnwind {
+    /// Return addresses from the creation site outwards; empty: no site found.
+    pub frames: Vec<u64>,
+    /// The stack words the result depends on (address, value): a copy with
+    /// the same registers and these words unwinds to the same frames.
+    pub words: Vec<(u64, u64)>,
+    /// The result does not depend on the bp register.
+    pub any_bp: bool,
+}
+
 /// How long parsed maps are trusted before they are read again.
 const MAPS_TTL: Duration = Duration::from_secs(1);
 /// Parsed files kept before the file cache is dropped (they are shared

@@ -124,6 +124,9 @@ pub(super) fn unwind(
 /// The stack words an unwinding read (address, value), and its result.
 type Unwound = (Vec<(u64, u64)>, Vec<u64>);
 
+/// The cache key of creation stacks whose unwinding does not depend on bp.
+const ANY_BP: u64 = u64::MAX;
+
 #[derive(Default)]
 pub(super) struct CreationCache {
     seen: std::collections::HashMap<Regs, Vec<Unwound>>,
@@ -143,62 +146,136 @@ impl CreationCache {
         modules: &[Module],
         regs: Regs,
         stack: &StackCopy,
-    ) -> Vec<u64> {
+    ) -> super::CreationUnwind {
         if self.seen.len() >= CREATION_KEYS {
             self.seen.clear();
         }
-        let variants = self.seen.entry(regs).or_default();
-        if let Some((_, r)) = variants
+        let any = Regs { bp: ANY_BP, ..regs };
+        for key in [regs, any] {
+            if let Some((words, frames)) = self.seen.get(&key).and_then(|v| {
+                v.iter()
+                    .find(|(words, _)| words.iter().all(|&(a, v)| stack.read_u64(a) == Ok(v)))
+            }) {
+                return super::CreationUnwind {
+                    frames: frames.clone(),
+                    words: words.clone(),
+                    any_bp: key.bp == ANY_BP,
+                };
+            }
+        }
+        let Some((reads, frames)) = creation_walk(unwinder, cache, modules, regs, stack) else {
+            return Default::default(); // a failed walk teaches nothing about the next one
+        };
+        let mut same = |r: Regs, s: &StackCopy| {
+            creation_walk(unwinder, cache, modules, r, s).is_some_and(|(r2, f2)| {
+                f2 == frames && r2.iter().map(|w| w.0).eq(reads.iter().map(|w| w.0))
+            })
+        };
+        let words = words_that_matter(stack, &reads, |s| same(regs, s));
+        // bp at the clone (often a pthread descriptor, a new one per thread)
+        let any_bp = [0, regs.bp ^ FAR]
             .iter()
-            .find(|(reads, _)| reads.iter().all(|&(a, v)| stack.read_u64(a) == Ok(v)))
-        {
-            return r.clone();
-        }
-        // glibc ends clone3's and clone's CFI before the syscall (the
-        // child's unwind info would be wrong), so no rule covers the ip.
-        // Both are frameless in the parent: the return address is at sp.
-        let mut reads = Vec::new();
-        let Ok(ret) = stack.read_u64(regs.sp) else {
-            return Vec::new();
-        };
-        reads.push((regs.sp, ret));
-        let mut addrs = vec![FrameAddress::from_instruction_pointer(regs.ip)];
-        let mut read = |addr: u64| {
-            let v = stack.read_u64(addr);
-            if let Ok(v) = v {
-                reads.push((addr, v));
-            }
-            v
-        };
-        // The caller's frame: its pc is a return address (looked up as is;
-        // the rule after a call is the rule of the call).
-        let mut it = unwinder.iter_frames(
-            ret,
-            UnwindRegsX86_64::new(ret, regs.sp + 8, regs.bp),
-            cache,
-            &mut read,
-        );
-        while let Ok(Some(f)) = it.next() {
-            match f {
-                FrameAddress::InstructionPointer(pc) => {
-                    addrs.extend(FrameAddress::from_return_address(pc));
-                }
-                other => addrs.push(other),
-            }
-            if addrs.len() >= MAX_FRAMES {
-                break;
-            }
-        }
-        let r = creation_frames(modules, &addrs);
-        if r.is_empty() {
-            return r; // a failed walk teaches nothing about the next one
-        }
+            .all(|&bp| same(Regs { bp, ..regs }, stack));
+        let variants = self
+            .seen
+            .entry(if any_bp { any } else { regs })
+            .or_default();
         if variants.len() >= CREATION_VARIANTS {
             variants.remove(0);
         }
-        variants.push((reads, r.clone()));
-        r
+        variants.push((words.clone(), frames.clone()));
+        super::CreationUnwind {
+            frames,
+            words,
+            any_bp,
+        }
     }
+}
+
+/// A value no word of a stack the unwinding follows has (see words_that_matter).
+const FAR: u64 = 0x5a5a_5a5a_5a5a_5a58;
+
+/// One unwinding of a creation stack: the stack words it read (address,
+/// value) and the creation frames; None if it found no creation site.
+fn creation_walk(
+    unwinder: &Unwinder64,
+    cache: &mut CacheX86_64,
+    modules: &[Module],
+    regs: Regs,
+    stack: &StackCopy,
+) -> Option<Unwound> {
+    // glibc ends clone3's and clone's CFI before the syscall (the
+    // child's unwind info would be wrong), so no rule covers the ip.
+    // Both are frameless in the parent: the return address is at sp.
+    let mut reads = Vec::new();
+    let ret = stack.read_u64(regs.sp).ok()?;
+    reads.push((regs.sp, ret));
+    let mut addrs = vec![FrameAddress::from_instruction_pointer(regs.ip)];
+    let mut read = |addr: u64| {
+        let v = stack.read_u64(addr);
+        if let Ok(v) = v {
+            reads.push((addr, v));
+        }
+        v
+    };
+    // The caller's frame: its pc is a return address (looked up as is;
+    // the rule after a call is the rule of the call).
+    let mut it = unwinder.iter_frames(
+        ret,
+        UnwindRegsX86_64::new(ret, regs.sp + 8, regs.bp),
+        cache,
+        &mut read,
+    );
+    while let Ok(Some(f)) = it.next() {
+        match f {
+            FrameAddress::InstructionPointer(pc) => {
+                addrs.extend(FrameAddress::from_return_address(pc));
+            }
+            other => addrs.push(other),
+        }
+        if addrs.len() >= MAX_FRAMES {
+            break;
+        }
+    }
+    let r = creation_frames(modules, &addrs);
+    (!r.is_empty()).then_some((reads, r))
+}
+
+/// The words of `reads` the result depends on. The unwinder reads every
+/// register a frame saved, but a saved register it never uses again (a
+/// loop counter in rbx or rbp of a frame whose CFA is rsp-based) differs
+/// from one clone to the next and would make each stack look new. A word
+/// goes when the walk with that word set to 0 and to a far value reads the
+/// same addresses and finds the same frames (`same`): a value used as an
+/// address moves the reads, one tested against 0 (end of stack) changes
+/// the walk. The return address at sp and words read twice stay.
+fn words_that_matter(
+    stack: &StackCopy,
+    reads: &[(u64, u64)],
+    mut same: impl FnMut(&StackCopy) -> bool,
+) -> Vec<(u64, u64)> {
+    let mut keep = Vec::with_capacity(reads.len());
+    let mut copy = StackCopy {
+        base: stack.base,
+        bytes: stack.bytes.clone(),
+    };
+    for (i, &(a, v)) in reads.iter().enumerate() {
+        let plain = i > 0 && reads.iter().filter(|w| w.0 == a).count() == 1;
+        let off = (a - stack.base) as usize; // it was read: in the copy
+        let mut drop = plain;
+        for x in [0, v ^ FAR] {
+            if !drop {
+                break;
+            }
+            copy.bytes[off..off + 8].copy_from_slice(&x.to_le_bytes());
+            drop = same(&copy);
+        }
+        copy.bytes[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        if !drop {
+            keep.push((a, v));
+        }
+    }
+    keep
 }
 
 /// A creation stack from the creation site outwards (return addresses).

@@ -59,7 +59,8 @@ impl Symbolizer {
     /// [`native::creation_frames`]). Unwinding only, no symbols: it runs for
     /// every thread created; [`Symbolizer::call_site`] names the addresses.
     /// A process that has exited is unwound with the mappings last read.
-    pub fn creation_stack(&mut self, pid: u32, regs: Regs, bytes: Vec<u8>) -> Vec<u64> {
+    /// Also says which stack words and registers the result depends on.
+    pub fn creation_stack(&mut self, pid: u32, regs: Regs, bytes: Vec<u8>) -> CreationUnwind {
         // Cached mappings that cover the clone are used as they are: a
         // churning process creates thousands of threads a second, and by the
         // time they are unwound it may be gone (or a zombie, with no maps).
@@ -75,11 +76,11 @@ impl Symbolizer {
                     .proc(pid, true)
                     .is_ok_and(|p| p.module_of_code(regs.ip).is_some());
             if !alive {
-                return Vec::new();
+                return Default::default();
             }
         }
         let Some(p) = self.procs.get_mut(&pid) else {
-            return Vec::new();
+            return Default::default();
         };
         let stack = native::StackCopy {
             base: regs.sp,

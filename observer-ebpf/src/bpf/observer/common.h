@@ -115,6 +115,25 @@ struct {
 	__type(value, struct obs_agg);
 } AGG SEC(".maps");
 
+/* tgid -> its creation-stack signature (userspace writes it). Not
+ * preallocated: a replaced value stays intact for a program reading it
+ * (freed after RCU), where a preallocated one could be reused at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct obs_stack_sig);
+} STACK_SIG SEC(".maps");
+
+/* The stack words a signature is checked against (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[OBS_SIG_SPAN]);
+} SIG_SCRATCH SEC(".maps");
+
 /* creator tid -> pthread_create in progress (uprobe tier, lifecycle). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

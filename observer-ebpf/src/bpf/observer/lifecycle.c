@@ -13,7 +13,7 @@ static __always_inline void creating_fill(struct obs_task_new *r, __u32 creator)
 	r->pthread = 0;
 	r->create_site = 0;
 	r->detached = 0;
-	r->_pad = 0;
+	r->stack_sig = 0;
 	struct obs_creating *c = bpf_map_lookup_elem(&CREATING, &creator);
 	if (!c)
 		return;
@@ -78,6 +78,54 @@ static __always_inline void clone_stack(struct obs_task_new_stack *b)
 		b->stack_len = 1024;
 }
 
+/* Whether the creator's registers and stack words are those of signature
+ * `s`: its id, or 0. */
+static __always_inline __u32 stack_sig_check(struct obs_stack_sig *s)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (regs->F_IP != s->ip || regs->F_SP != s->sp ||
+	    (!(s->flags & OBS_SIG_ANY_BP) && regs->F_BP != s->bp))
+		return 0;
+	__u32 span = s->span, n = s->n, z = 0;
+	if (!span || span > OBS_SIG_SPAN || n > OBS_SIG_WORDS)
+		return 0;
+	__u8 *buf = bpf_map_lookup_elem(&SIG_SCRATCH, &z);
+	if (!buf || bpf_probe_read_user(buf, span, (void *)s->sp))
+		return 0;
+	/* Every word compared, without branches: unrolled with constant
+	 * indexes (a rolled loop lets clang drop the bound the verifier
+	 * needs); words past n compare nothing. */
+	__u64 diff = 0;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < OBS_SIG_WORDS; i++) {
+		/* userspace keeps off + 8 <= span; the mask bounds it for the verifier */
+		__u32 off = s->off[i] & (OBS_SIG_SPAN - 8);
+		__u64 used = i < n ? ~0ULL : 0;
+		diff |= (*(__u64 *)(buf + off) ^ s->val[i]) & used;
+	}
+	if (diff)
+		return 0;
+	return s->id;
+}
+
+/* The signature of process `tgid` the creator's stack matches (its id),
+ * or 0: its registers, then the words its unwinding depended on, from one
+ * read of the top of the stack. `*wake`: the first miss of a signature
+ * wakes the reader, so that the new path's signature is learnt at once
+ * (not after the periodic drain: a storm would send thousands of copies). */
+static __always_inline __u32 stack_sig_match(__u32 tgid, bool *wake)
+{
+	struct obs_stack_sig *s = bpf_map_lookup_elem(&STACK_SIG, &tgid);
+	if (!s)
+		return 0;
+	__u32 id = stack_sig_check(s);
+	if (!id && !s->woke) {
+		s->woke = 1;
+		*wake = true;
+	}
+	return id;
+}
+
 /* `btf`: task is a tp_btf argument the verifier trusts, read with plain
  * loads (a helper call each otherwise: this runs at every clone). */
 static __always_inline void task_new_fill(struct obs_task_new *r, struct task_struct *task,
@@ -117,14 +165,16 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags,
 		avail = bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA);
 		size = bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE);
 	}
-	if ((clone_flags & CLONE_THREAD_) && avail < size / 2) {
+	bool wake = false;
+	__u32 sig = (clone_flags & CLONE_THREAD_) ? stack_sig_match(tgid, &wake) : 0;
+	if ((clone_flags & CLONE_THREAD_) && !sig && avail < size / 2) {
 		struct obs_task_new_stack *b =
 			rec_reserve(sizeof(*b), OBS_REC_TASK_NEW_STACK, tgid, (__u32)id);
 		if (b) {
 			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid, btf);
 			clone_stack(b);
 			stat_inc(OBS_STAT_RECORDS);
-			bpf_ringbuf_submit(b, stack_wakeup(w, avail, size));
+			bpf_ringbuf_submit(b, wake ? BPF_RB_FORCE_WAKEUP : stack_wakeup(w, avail, size));
 			return 0;
 		}
 		/* no room for the stack: the thread still gets its small record */
@@ -133,6 +183,7 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags,
 	if (!r)
 		return 0;
 	task_new_fill(r, task, clone_flags, (__u32)id, child_tgid, btf);
+	r->stack_sig = sig;
 	rec_submit(r, false);
 	return 0;
 }
@@ -311,6 +362,8 @@ static __always_inline int task_exit(bool btf)
 		(btf ? t->signal->live.counter : BPF_CORE_READ(t, signal, live.counter)) == 0;
 	if (group_dead && FOLLOW_FORKS)
 		bpf_map_delete_elem(&WATCH, &tgid);
+	if (group_dead)
+		bpf_map_delete_elem(&STACK_SIG, &tgid);
 	bool group_exit =
 		((btf ? t->signal->flags : BPF_CORE_READ(t, signal, flags)) & SIGNAL_GROUP_EXIT_) != 0;
 	/* Waits learnt at sched_switch have no exit_group hook: the last
