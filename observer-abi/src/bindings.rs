@@ -285,7 +285,7 @@ pub struct obs_stack_sig {
     pub span: __u32,
     pub flags: __u32,
     pub woke: __u32,
-    pub _pad: __u32,
+    pub tgid: __u32,
     pub off: [__u16; 24usize],
     pub val: [__u64; 24usize],
 }
@@ -302,7 +302,7 @@ const _: () = {
     ["Offset of field: obs_stack_sig::flags"]
         [::std::mem::offset_of!(obs_stack_sig, flags) - 36usize];
     ["Offset of field: obs_stack_sig::woke"][::std::mem::offset_of!(obs_stack_sig, woke) - 40usize];
-    ["Offset of field: obs_stack_sig::_pad"][::std::mem::offset_of!(obs_stack_sig, _pad) - 44usize];
+    ["Offset of field: obs_stack_sig::tgid"][::std::mem::offset_of!(obs_stack_sig, tgid) - 44usize];
     ["Offset of field: obs_stack_sig::off"][::std::mem::offset_of!(obs_stack_sig, off) - 48usize];
     ["Offset of field: obs_stack_sig::val"][::std::mem::offset_of!(obs_stack_sig, val) - 96usize];
 };

@@ -436,7 +436,9 @@ fn creation_stacks_sent_once_per_path_stay_each_threads_own() {
     let rep = dir.path().join("r.json");
     let mut p = Proc::spawn({
         let mut c = observer();
-        c.args(["-v", "run", "--quiet", "--report"])
+        // -v gives the counts line; RUST_LOG would override it
+        c.env_remove("RUST_LOG")
+            .args(["-v", "run", "--quiet", "--report"])
             .arg(&rep)
             .arg("--")
             .args(bin("creation_paths"))
@@ -472,7 +474,7 @@ fn creation_stacks_sent_once_per_path_stay_each_threads_own() {
     }
     let counts: Vec<usize> = by_path.values().copied().collect();
     assert_eq!(counts, vec![N, 2 * N, N], "{by_path:?}");
-    // The signature path ran (how many copies came first depends on how
+    // The signature path ran (how many copies come first depends on how
     // fast this build unwinds the first one of each path).
     let line = p
         .stderr

@@ -181,12 +181,12 @@ struct obs_stack_sig {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
-	__u32 id;             /* nonzero; names the signature in obs_task_new */
+	__u32 id;             /* nonzero, unique per observer; names it in obs_task_new */
 	__u32 n;              /* words used */
 	__u32 span;           /* bytes read from sp: every off[i] + 8 <= span <= OBS_SIG_SPAN */
 	__u32 flags;          /* OBS_SIG_ANY_BP: the unwinding does not depend on bp */
 	__u32 woke;           /* BPF: a clone missed it and woke the reader (once per signature) */
-	__u32 _pad;
+	__u32 tgid;           /* the process it is of (checked against the key) */
 	__u16 off[OBS_SIG_WORDS]; /* byte offsets above sp, multiples of 8 */
 	__u64 val[OBS_SIG_WORDS];
 };

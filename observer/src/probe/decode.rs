@@ -125,6 +125,26 @@ fn thread_new(h: &obs_hdr, r: &obs_task_new) -> Event {
     }
 }
 
+/// Where thread `t` was created: a copy of its creator's stack to unwind,
+/// or (`sig`) the signature it matched.
+fn creation_stack(
+    h: &obs_hdr,
+    t: &obs_task_new,
+    regs: [u64; 3],
+    stack: Vec<u8>,
+    sig: u32,
+) -> Event {
+    Event::CreationStack {
+        ts_ns: h.ts_ns,
+        tgid: t.child_tgid,
+        tid: t.child_tid,
+        regs,
+        stack,
+        frames: Vec::new(),
+        sig,
+    }
+}
+
 /// Decodes one ring buffer record into its events (a thread created with
 /// its creator's stack gives two).
 pub fn decode_into(b: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
@@ -133,15 +153,13 @@ pub fn decode_into(b: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
         let r: obs_task_new_stack = read(b, h.kind)?;
         let len = (r.stack_len as usize).min(r.stack.len());
         out.push(thread_new(&h, &r.t));
-        out.push(Event::CreationStack {
-            ts_ns: h.ts_ns,
-            tgid: r.t.child_tgid,
-            tid: r.t.child_tid,
-            regs: [r.ip, r.sp, r.bp],
-            stack: r.stack[..len].to_vec(),
-            frames: Vec::new(),
-            sig: 0,
-        });
+        out.push(creation_stack(
+            &h,
+            &r.t,
+            [r.ip, r.sp, r.bp],
+            r.stack[..len].to_vec(),
+            0,
+        ));
         return Ok(());
     }
     if h.kind == obs_rec_kind::OBS_REC_TASK_NEW as u32 {
@@ -149,15 +167,7 @@ pub fn decode_into(b: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
         out.push(thread_new(&h, &r));
         if r.stack_sig != 0 {
             // its stack matched a signature: the frames are known already
-            out.push(Event::CreationStack {
-                ts_ns: h.ts_ns,
-                tgid: r.child_tgid,
-                tid: r.child_tid,
-                regs: [0; 3],
-                stack: Vec::new(),
-                frames: Vec::new(),
-                sig: r.stack_sig,
-            });
+            out.push(creation_stack(&h, &r, [0; 3], Vec::new(), r.stack_sig));
         }
         return Ok(());
     }

@@ -303,10 +303,29 @@ pub struct WaitTable(BpfHashMap<aya::maps::MapData, u32, Pod<obs_wait>>);
 
 impl WaitTable {
     /// One thread's current futex wait.
+    /// Read until two reads agree: BPF writes a thread's entry in place, and
+    /// a wait sampled as it begins may be caught half written.
     pub fn get(&self, tid: u32) -> Option<crate::event::Wait> {
-        let w = self.0.get(&tid, 0).ok()?.0;
-        waiting(&w).then(|| decode::wait_from_raw(&w, crate::event::WaitOrigin::Kernel))
+        let mut prev = self.0.get(&tid, 0).ok()?.0;
+        for _ in 0..3 {
+            let w = self.0.get(&tid, 0).ok()?.0;
+            if same_wait(&prev, &w) {
+                return waiting(&w)
+                    .then(|| decode::wait_from_raw(&w, crate::event::WaitOrigin::Kernel));
+            }
+            prev = w;
+        }
+        None
     }
+}
+
+/// Two reads of one wait-table entry that agree.
+fn same_wait(a: &obs_wait, b: &obs_wait) -> bool {
+    (
+        a.start_ns, a.uaddr, a.uaddr2, a.op, a.val, a.flags, a.nr, a.tgid,
+    ) == (
+        b.start_ns, b.uaddr, b.uaddr2, b.op, b.val, b.flags, b.nr, b.tgid,
+    ) && (a.ip, a.sp, a.bp, a.words_addr, a.words) == (b.ip, b.sp, b.bp, b.words_addr, b.words)
 }
 
 /// A wait-table entry of a wait in progress: the BPF side keeps a thread's

@@ -250,8 +250,8 @@ impl<S: Sink> Session<S> {
                 tgid,
                 group_dead: true,
                 ..
-            } => self.stack_sigs.forget(*tgid, false),
-            Event::Exec { tgid, .. } => self.stack_sigs.forget(*tgid, true),
+            } => self.stack_sigs.forget(*tgid),
+            Event::Exec { tgid, .. } => self.stack_sigs.forget(*tgid),
             _ => {}
         }
     }

@@ -7,6 +7,7 @@
 //! else, so the frames are exact, not sampled).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use observer_ebpf::bindings::{OBS_SIG_ANY_BP, OBS_SIG_SPAN, OBS_SIG_WORDS, obs_stack_sig};
 
@@ -16,6 +17,19 @@ use crate::symbol::{CreationUnwind, Regs};
 /// Signatures remembered per process: records in flight may name one the
 /// kernel no longer holds.
 const KEPT: usize = 4;
+
+/// Signature ids, unique across the observer (the daemon's sessions share
+/// one kernel map, and BPF tells a replaced value by its id changing).
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+fn next_id() -> u32 {
+    loop {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if id != 0 {
+            return id;
+        }
+    }
+}
 
 /// Signatures skipped at most between two put in, when none is matched
 /// (a process whose creation stacks always differ: each new signature
@@ -40,7 +54,6 @@ pub(crate) struct StackSigs {
     known: HashMap<u32, Proc>,
     /// Signatures to put into the kernel (None: to remove) at the next chance.
     out: Vec<(u32, Option<obs_stack_sig>)>,
-    next: u32,
     /// Creation stacks unwound from a copy, and known from a signature.
     pub(crate) copied: u64,
     pub(crate) matched: u64,
@@ -61,6 +74,7 @@ impl StackSigs {
         let Some(mut sig) = signature(regs, &u.words, u.any_bp, 0) else {
             return;
         };
+        sig.tgid = tgid;
         let p = self.known.entry(tgid).or_default();
         // Copies sent before the kernel had the newest signature: no change.
         if p.kept
@@ -85,8 +99,7 @@ impl StackSigs {
         p.skipped = 0;
         p.decided = false;
         p.matched = false;
-        self.next = self.next.wrapping_add(1).max(1);
-        sig.id = self.next;
+        sig.id = next_id();
         if p.kept.len() >= KEPT {
             p.kept.pop_front();
         }
@@ -114,14 +127,13 @@ impl StackSigs {
         f
     }
 
-    /// Process `tgid` ended (the kernel dropped its signature itself), or
-    /// runs another program (`exec`: its signature goes from the kernel too).
-    pub(crate) fn forget(&mut self, tgid: u32, exec: bool) {
+    /// Process `tgid` ended or runs another program. The kernel drops its
+    /// signature then, but one put after that (learnt before, pushed
+    /// later) would stay: it is removed again.
+    pub(crate) fn forget(&mut self, tgid: u32) {
         self.known.remove(&tgid);
         self.out.retain(|(t, _)| *t != tgid);
-        if exec {
-            self.out.push((tgid, None));
-        }
+        self.out.push((tgid, None));
     }
 
     /// Puts the signatures learnt since the last call into the kernel.
@@ -134,8 +146,8 @@ impl StackSigs {
 
 /// The same registers and words (whatever their ids).
 fn same(a: &obs_stack_sig, b: &obs_stack_sig) -> bool {
-    (a.ip, a.sp, a.bp, a.flags, a.n, a.span, a.off, a.val)
-        == (b.ip, b.sp, b.bp, b.flags, b.n, b.span, b.off, b.val)
+    (a.tgid, a.ip, a.sp, a.bp, a.flags, a.n, a.span, a.off, a.val)
+        == (b.tgid, b.ip, b.sp, b.bp, b.flags, b.n, b.span, b.off, b.val)
 }
 
 /// The signature of an unwinding that began at `regs` and depends on the
@@ -285,12 +297,11 @@ mod tests {
         assert!(s.out.is_empty(), "the same signature again: nothing to put");
         s.learn(10, regs(), &unwound(&[(SP, 9)], &[]));
         assert!(s.out.is_empty(), "a failed unwinding teaches nothing");
-        s.forget(10, false);
-        assert!(s.out.is_empty() && s.frames(10, ids[4]).is_none());
         s.learn(10, regs(), &unwound(&[(SP, 7)], &[0xa]));
-        s.forget(10, true);
+        s.forget(10);
+        assert!(s.frames(10, ids[4]).is_none());
         assert_eq!(s.out.len(), 1);
-        assert!(s.out[0].1.is_none(), "an exec removes it from the kernel");
+        assert!(s.out[0].1.is_none(), "removed from the kernel (again)");
     }
 
     #[test]

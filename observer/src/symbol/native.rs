@@ -115,18 +115,19 @@ pub(super) fn unwind(
     out
 }
 
-/// Creation stacks already unwound, per process: threads created from the
-/// same place give the same registers and the same return addresses. An
-/// entry records every stack word the unwinder read; a new copy with the
-/// same registers and the same values at those words unwinds identically,
-/// so the result is reused exactly (a churning process would otherwise be
-/// unwound thousands of times a second).
-/// The stack words an unwinding read (address, value), and its result.
+/// The stack words an unwinding depends on (address, value), and its result.
 type Unwound = (Vec<(u64, u64)>, Vec<u64>);
 
 /// The cache key of creation stacks whose unwinding does not depend on bp.
 const ANY_BP: u64 = u64::MAX;
 
+/// Creation stacks already unwound, per process: threads created from the
+/// same place give the same registers and the same return addresses. An
+/// entry records the stack words the result depends on (see
+/// `words_that_matter`); a new copy with the same registers and the same
+/// values at those words unwinds identically, so the result is reused
+/// exactly (a churning process would otherwise be unwound thousands of
+/// times a second).
 #[derive(Default)]
 pub(super) struct CreationCache {
     seen: std::collections::HashMap<Regs, Vec<Unwound>>,
@@ -173,7 +174,7 @@ impl CreationCache {
         };
         let words = words_that_matter(stack, &reads, |s| same(regs, s));
         // bp at the clone (often a pthread descriptor, a new one per thread)
-        let any_bp = [0, regs.bp ^ FAR]
+        let any_bp = trial_values(regs.bp, stack)
             .iter()
             .all(|&bp| same(Regs { bp, ..regs }, stack));
         let variants = self
@@ -192,8 +193,15 @@ impl CreationCache {
     }
 }
 
-/// A value no word of a stack the unwinding follows has (see words_that_matter).
-const FAR: u64 = 0x5a5a_5a5a_5a5a_5a58;
+/// Values a word (or bp) that was `v` is tried with: 0 (a frame-pointer
+/// walk stops there), a far one (a read there fails), and an aligned
+/// address inside the copy (a frame-pointer walk would go on from there):
+/// a walk that ended at `v` need not end at every value.
+fn trial_values(v: u64, stack: &StackCopy) -> [u64; 3] {
+    let inside = (stack.base + stack.bytes.len() as u64 / 2) & !15;
+    let inside = if inside == v { inside + 16 } else { inside };
+    [0, v ^ 0x5a5a_5a5a_5a5a_5a58, inside]
+}
 
 /// One unwinding of a creation stack: the stack words it read (address,
 /// value) and the creation frames; None if it found no creation site.
@@ -242,13 +250,14 @@ fn creation_walk(
 }
 
 /// The words of `reads` the result depends on. The unwinder reads every
-/// register a frame saved, but a saved register it never uses again (a
-/// loop counter in rbx or rbp of a frame whose CFA is rsp-based) differs
-/// from one clone to the next and would make each stack look new. A word
-/// goes when the walk with that word set to 0 and to a far value reads the
-/// same addresses and finds the same frames (`same`): a value used as an
-/// address moves the reads, one tested against 0 (end of stack) changes
-/// the walk. The return address at sp and words read twice stay.
+/// register a frame saved, but a saved rbp it never uses again (a loop
+/// counter in rbp of a frame whose CFA is rsp-based) differs from one
+/// clone to the next and would make each stack look new. A word goes when
+/// the walk with each of its `trial_values` reads the same addresses and
+/// finds the same frames (`same`): a value used as an address moves the
+/// reads, one tested against 0 (end of stack) changes the walk, and one
+/// inside the copy continues a walk that ended at the word. The return
+/// address at sp and words read twice stay.
 fn words_that_matter(
     stack: &StackCopy,
     reads: &[(u64, u64)],
@@ -263,7 +272,7 @@ fn words_that_matter(
         let plain = i > 0 && reads.iter().filter(|w| w.0 == a).count() == 1;
         let off = (a - stack.base) as usize; // it was read: in the copy
         let mut drop = plain;
-        for x in [0, v ^ FAR] {
+        for x in trial_values(v, stack) {
             if !drop {
                 break;
             }

@@ -115,9 +115,8 @@ struct {
 	__type(value, struct obs_agg);
 } AGG SEC(".maps");
 
-/* tgid -> its creation-stack signature (userspace writes it). Not
- * preallocated: a replaced value stays intact for a program reading it
- * (freed after RCU), where a preallocated one could be reused at once. */
+/* tgid -> its creation-stack signature (userspace writes it; see
+ * stack_sig_match for how a program reads it while it is replaced). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -125,6 +124,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct obs_stack_sig);
 } STACK_SIG SEC(".maps");
+
+/* The copy of a signature being checked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct obs_stack_sig);
+} SIG_COPY SEC(".maps");
 
 /* The stack words a signature is checked against (too big for the BPF stack). */
 struct {

@@ -49,8 +49,10 @@ static __always_inline bool cache_has(struct obs_held *h, __u64 lock, __u32 gen)
  * that ended has start_ns 0 (readers skip it). Each wait is then written in
  * place: a hash update (element allocated, bucket locked) and a delete per
  * wait cost twice what a lookup does, and a sleeping join pays both at every
- * thread created. start_ns is stored last, so a reader that sees it set sees
- * the rest of this wait (x86: stores are seen in order). */
+ * thread created. start_ns goes to 0 first and gets its value last (w's is
+ * cleared for the copy). A userspace copy may still straddle the write
+ * (it is not ordered against it): readers take a wait only once it is old
+ * (the live scan's minimum age) or after two equal reads (the GIL sampler). */
 static __always_inline void wait_put(__u32 tid, struct obs_wait *w)
 {
 	struct obs_wait *e = bpf_map_lookup_elem(&WAITS, &tid);
@@ -60,11 +62,12 @@ static __always_inline void wait_put(__u32 tid, struct obs_wait *w)
 		return;
 	}
 	__u64 start = w->start_ns;
-	e->start_ns = 0;
+	*(volatile __u64 *)&e->start_ns = 0;
 	w->start_ns = 0;
+	asm volatile("" ::: "memory");
 	__builtin_memcpy(e, w, sizeof(*w));
 	asm volatile("" ::: "memory");
-	e->start_ns = start;
+	*(volatile __u64 *)&e->start_ns = start;
 }
 
 /* A futex wait of current (tgid, tid) begins: into the wait table.

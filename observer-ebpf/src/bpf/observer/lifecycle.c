@@ -79,7 +79,7 @@ static __always_inline void clone_stack(struct obs_task_new_stack *b)
 }
 
 /* Whether the creator's registers and stack words are those of signature
- * `s`: its id, or 0. */
+ * `s` (a stable copy): its id, or 0. */
 static __always_inline __u32 stack_sig_check(struct obs_stack_sig *s)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
@@ -103,27 +103,48 @@ static __always_inline __u32 stack_sig_check(struct obs_stack_sig *s)
 		__u64 used = i < n ? ~0ULL : 0;
 		diff |= (*(__u64 *)(buf + off) ^ s->val[i]) & used;
 	}
-	if (diff)
-		return 0;
-	return s->id;
+	return diff ? 0 : s->id;
 }
 
 /* The signature of process `tgid` the creator's stack matches (its id),
  * or 0: its registers, then the words its unwinding depended on, from one
- * read of the top of the stack. `*wake`: the first miss of a signature
- * wakes the reader, so that the new path's signature is learnt at once
- * (not after the periodic drain: a storm would send thousands of copies). */
-static __always_inline __u32 stack_sig_match(__u32 tgid, bool *wake)
+ * read of the top of the stack. `*miss`: the process has a signature this
+ * clone missed and that has not woken the reader yet (see stack_woke).
+ *
+ * A replaced element of a non-preallocated hash map may be reused at once
+ * for another process's signature: the value is copied first, between two
+ * reads of its id (ids are unique per observer and change with every put),
+ * and the copy is checked. The reads are ordered as x86 orders loads; on
+ * arm64 a copy torn by a reuse in those few nanoseconds could pass. */
+static __always_inline __u32 stack_sig_match(__u32 tgid, struct obs_stack_sig **miss)
 {
 	struct obs_stack_sig *s = bpf_map_lookup_elem(&STACK_SIG, &tgid);
-	if (!s)
+	__u32 z = 0;
+	struct obs_stack_sig *c = bpf_map_lookup_elem(&SIG_COPY, &z);
+	if (!s || !c)
 		return 0;
-	__u32 id = stack_sig_check(s);
-	if (!id && !s->woke) {
-		s->woke = 1;
-		*wake = true;
-	}
+	__u32 id = *(volatile __u32 *)&s->id;
+	asm volatile("" ::: "memory");
+	__builtin_memcpy(c, s, sizeof(*c));
+	asm volatile("" ::: "memory");
+	if (*(volatile __u32 *)&s->id != id || c->id != id || c->tgid != tgid)
+		return 0;
+	id = stack_sig_check(c);
+	if (!id && !c->woke)
+		*miss = s;
 	return id;
+}
+
+/* A copy is sent for a clone that missed signature `s`: the first such
+ * copy wakes the reader, so that the new path's signature is learnt at once
+ * (not at the periodic drain: a storm would send thousands of copies). */
+static __always_inline bool stack_woke(struct obs_stack_sig *s)
+{
+	/* racy: two CPUs may both wake it, which costs a wakeup */
+	if (!s || s->woke)
+		return false;
+	s->woke = 1;
+	return true;
 }
 
 /* `btf`: task is a tp_btf argument the verifier trusts, read with plain
@@ -165,8 +186,8 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags,
 		avail = bpf_ringbuf_query(&EVENTS, BPF_RB_AVAIL_DATA);
 		size = bpf_ringbuf_query(&EVENTS, BPF_RB_RING_SIZE);
 	}
-	bool wake = false;
-	__u32 sig = (clone_flags & CLONE_THREAD_) ? stack_sig_match(tgid, &wake) : 0;
+	struct obs_stack_sig *miss = NULL;
+	__u32 sig = (clone_flags & CLONE_THREAD_) ? stack_sig_match(tgid, &miss) : 0;
 	if ((clone_flags & CLONE_THREAD_) && !sig && avail < size / 2) {
 		struct obs_task_new_stack *b =
 			rec_reserve(sizeof(*b), OBS_REC_TASK_NEW_STACK, tgid, (__u32)id);
@@ -174,7 +195,8 @@ static __always_inline int task_new(struct task_struct *task, __u64 clone_flags,
 			task_new_fill(&b->t, task, clone_flags, (__u32)id, child_tgid, btf);
 			clone_stack(b);
 			stat_inc(OBS_STAT_RECORDS);
-			bpf_ringbuf_submit(b, wake ? BPF_RB_FORCE_WAKEUP : stack_wakeup(w, avail, size));
+			bpf_ringbuf_submit(b, stack_woke(miss) ? BPF_RB_FORCE_WAKEUP
+							       : stack_wakeup(w, avail, size));
 			return 0;
 		}
 		/* no room for the stack: the thread still gets its small record */
@@ -347,8 +369,8 @@ static __always_inline int task_exit(bool btf)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!watched(tgid))
 		return 0;
-	/* a delete takes the bucket lock even for a missing key; a lookup
-	 * does not, and a thread rarely exits inside a wait */
+	/* its entry stays from its first wait on (a delete of a missing key
+	 * takes the bucket lock too: look first, for threads that never waited) */
 	if (bpf_map_lookup_elem(&WAITS, &tid))
 		bpf_map_delete_elem(&WAITS, &tid);
 	if (bpf_map_lookup_elem(&EPOLL, &tid))
@@ -409,6 +431,11 @@ static __always_inline int exec_rec(__u32 old_tid, const char *filename)
 	__u32 tgid = id >> 32;
 	if (!watched(tgid))
 		return 0;
+	/* The new image's clones are not the old one's; a thread other than
+	 * the leader that execs takes the leader's TID and leaves its own. */
+	bpf_map_delete_elem(&STACK_SIG, &tgid);
+	if (old_tid != (__u32)id)
+		bpf_map_delete_elem(&WAITS, &old_tid);
 	struct obs_exec *r = rec_reserve(sizeof(*r), OBS_REC_EXEC, tgid, (__u32)id);
 	if (!r)
 		return 0;
