@@ -1,10 +1,10 @@
 //! Creation-stack signatures: a thread storm from one call site sends its
-//! stacks once. After each creation stack is unwound, the stack words the
-//! unwinding read (and the registers it began with) become the process's
-//! signature in the kernel (STACK_SIG); a later clone whose registers and
-//! words match unwinds to the same frames, so BPF sends it without its
-//! 2 KiB copy and names the signature instead (the unwinder reads nothing
-//! else, so the frames are exact, not sampled).
+//! stacks once. After each creation stack is unwound, the registers and
+//! stack words the result depends on (symbol::CreationUnwind) become the
+//! process's signature in the kernel (STACK_SIG); a later clone whose
+//! registers and words match unwinds to the same frames, so BPF sends it
+//! without its 2 KiB copy and names the signature instead (exact, not
+//! sampled).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
