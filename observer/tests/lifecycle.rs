@@ -163,6 +163,18 @@ fn unjoined(extra: &[&str]) {
     assert_eq!(lc["created"], 9, "{lc:#}");
     assert_eq!(lc["exited"], 10, "{lc:#}");
     assert_eq!(lc["alive_at_end"], 0);
+    // main's join of joined-1 sleeps (it lives 10 ms): a join, not contention
+    let jw = lc["join_waits"]["count"].as_u64().unwrap();
+    assert!((1..=2).contains(&jw), "{lc:#}");
+    assert!(
+        r["waits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["op"] != "WAIT_BITSET"),
+        "no join word among the contended futexes: {:#}",
+        r["waits"]
+    );
     assert_no_programs_left();
 }
 

@@ -70,7 +70,17 @@ impl Model {
                 max_ns,
             } => {
                 let p = self.proc_mut(*tgid, 0);
-                p.locks.insert(
+                // pthread_join's wait is shared; a private wait on a word
+                // that once was a thread's is a lock's (memory reused).
+                let join = p.join_words.contains(uaddr) && !crate::event::futex::is_private(*op);
+                let table = if join {
+                    p.locks.remove(uaddr);
+                    &mut p.joins
+                } else {
+                    p.joins.remove(uaddr);
+                    &mut p.locks
+                };
+                table.insert(
                     *uaddr,
                     LockStat {
                         uaddr: *uaddr,

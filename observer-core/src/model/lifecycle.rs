@@ -24,6 +24,16 @@ pub struct Lifecycle {
     /// Of threads whose start and exit were both seen.
     pub median_lifetime_ns: Option<u64>,
     pub sites: Vec<SiteStats>,
+    /// pthread_join waits that slept until their thread ended.
+    pub join_waits: JoinWaits,
+}
+
+/// Completed joins' waits, all join words together.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct JoinWaits {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
 }
 
 fn median(mut v: Vec<u64>) -> Option<u64> {
@@ -83,5 +93,13 @@ pub fn lifecycle(p: &Process) -> Lifecycle {
         peak_concurrent: peak.max(0) as usize,
         median_lifetime_ns: median(p.threads.iter().filter_map(|t| life(&t)).collect()),
         sites,
+        join_waits: p
+            .joins
+            .values()
+            .fold(JoinWaits::default(), |a, j| JoinWaits {
+                count: a.count + j.count,
+                total_ns: a.total_ns + j.total_ns,
+                max_ns: a.max_ns.max(j.max_ns),
+            }),
     }
 }

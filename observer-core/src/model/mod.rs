@@ -4,7 +4,7 @@
 pub mod event_loop;
 pub mod lifecycle;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -181,6 +181,13 @@ pub struct Process {
     #[serde(skip)]
     last_exit_ns: u64,
     pub locks: BTreeMap<u64, LockStat>,
+    /// Completed waits on join words (a thread's CHILD_CLEARTID word, which
+    /// pthread_join waits on until the thread ends): waits for a thread,
+    /// not for a lock, so kept out of `locks`.
+    pub joins: BTreeMap<u64, LockStat>,
+    /// Every CHILD_CLEARTID address its threads were created with.
+    #[serde(skip)]
+    join_words: HashSet<u64>,
     pub long_waits: Vec<LongWait>,
     /// Deep tier: lock-order edges, current lock owners, locks held at
     /// thread exit, per-lock profiles.
@@ -438,13 +445,17 @@ impl Process {
             let old = &mut self.threads[i];
             old.parent_tid = old.parent_tid.or(t.parent_tid);
             old.clone_flags = old.clone_flags.or(t.clone_flags);
-            if old.child_tid_addr == 0 {
+            if old.child_tid_addr == 0 && t.child_tid_addr != 0 {
                 old.child_tid_addr = t.child_tid_addr;
+                self.join_words.insert(t.child_tid_addr);
             }
             old.start_ns = old.start_ns.or(t.start_ns);
             return &mut self.threads[i];
         }
         let (site, alive) = (t.create_site, t.alive());
+        if t.child_tid_addr != 0 {
+            self.join_words.insert(t.child_tid_addr);
+        }
         self.threads.push(t);
         let i = self.threads.len() - 1;
         self.live.insert(tid, i);

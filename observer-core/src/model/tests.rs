@@ -269,3 +269,45 @@ fn processes_are_named_by_exe_comm_and_start_time() {
     assert_eq!(v[0]["comm"], "a");
     assert!(v[0]["start_time_ns"].is_null());
 }
+
+/// Totals of waits on a thread's CLEARTID word are joins, not contention;
+/// a private wait there is a lock's (the memory was reused).
+#[test]
+fn join_word_totals_are_joins_not_locks() {
+    let mut m = Model::new();
+    let word = 0x7f00_0000_02d0;
+    m.apply(&Event::ThreadNew {
+        ts_ns: 1,
+        tgid: 1,
+        creator: 1,
+        tid: 11,
+        child_tgid: 1,
+        clone_flags: 0x3d0f00,
+        child_tid_addr: word,
+        name: "t11".into(),
+        pthread: word - 0x2d0,
+        create_site: 0,
+        detached: false,
+    });
+    let stats = |uaddr, op, count| Event::LockStats {
+        tgid: 1,
+        uaddr,
+        op,
+        count,
+        total_ns: count * 1000,
+        max_ns: 2000,
+    };
+    const WAIT_BITSET: u32 = 9;
+    const PRIVATE: u32 = 128;
+    m.apply(&stats(word, WAIT_BITSET, 3));
+    m.apply(&stats(0x5000, WAIT_BITSET | PRIVATE, 5));
+    let p = m.process(1).unwrap();
+    assert_eq!(p.joins.keys().copied().collect::<Vec<_>>(), vec![word]);
+    assert_eq!(p.locks.keys().copied().collect::<Vec<_>>(), vec![0x5000]);
+    let lc = super::lifecycle::lifecycle(p);
+    assert_eq!((lc.join_waits.count, lc.join_waits.total_ns), (3, 3000));
+    // a later private wait on the word: a lock's now
+    m.apply(&stats(word, WAIT_BITSET | PRIVATE, 4));
+    let p = m.process(1).unwrap();
+    assert!(p.locks.contains_key(&word) && p.joins.is_empty());
+}

@@ -136,6 +136,16 @@ fn process(s: &mut String, model: &Model, p: &Process, long_wait_ns: u64) {
         lc.peak_concurrent,
         lc.median_lifetime_ns.map(dur).unwrap_or_else(|| "-".into())
     );
+    let j = &lc.join_waits;
+    if j.count > 0 {
+        let _ = writeln!(
+            s,
+            "  joins that waited for their thread to end: {}, {} in all, longest {}",
+            j.count,
+            dur(j.total_ns),
+            dur(j.max_ns)
+        );
+    }
     if lc.sites.iter().any(|x| x.site != 0) {
         let site = |a: u64| match a {
             0 => "(not from pthread_create)".to_string(),
