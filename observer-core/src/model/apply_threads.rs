@@ -121,6 +121,8 @@ impl Model {
                 {
                     t.joined = true;
                     t.joined_by = Some(*tid);
+                    // a thread seen only in /proc: its join word is known now
+                    p.join_words.insert(*uaddr);
                 }
             }
             Event::JoinState {

@@ -185,7 +185,8 @@ pub struct Process {
     /// pthread_join waits on until the thread ends): waits for a thread,
     /// not for a lock, so kept out of `locks`.
     pub joins: BTreeMap<u64, LockStat>,
-    /// Every CHILD_CLEARTID address its threads were created with.
+    /// Every CHILD_CLEARTID address its threads were created with, or
+    /// that a join of one was seen waiting on.
     #[serde(skip)]
     join_words: HashSet<u64>,
     pub long_waits: Vec<LongWait>,

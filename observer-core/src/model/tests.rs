@@ -310,4 +310,24 @@ fn join_word_totals_are_joins_not_locks() {
     m.apply(&stats(word, WAIT_BITSET | PRIVATE, 4));
     let p = m.process(1).unwrap();
     assert!(p.locks.contains_key(&word) && p.joins.is_empty());
+
+    // a thread seen only in /proc (no CLEARTID address): its join names the word
+    m.apply(&Event::ThreadSeen {
+        ts_ns: 5,
+        tgid: 1,
+        tid: 12,
+        name: "old".into(),
+        parent_tid: None,
+        start_ns: None,
+    });
+    let old_word = 0x7f00_0010_02d0;
+    m.apply(&Event::JoinWait {
+        ts_ns: 6,
+        tgid: 1,
+        tid: 1,
+        uaddr: old_word,
+        val: 12,
+    });
+    m.apply(&stats(old_word, WAIT_BITSET, 1));
+    assert!(m.process(1).unwrap().joins.contains_key(&old_word));
 }
