@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::snapshot::proc_syscall;
 use crate::{
-    event::{Event, Tid},
+    event::{Event, Tid, WaitOrigin},
     model::Model,
 };
 
@@ -16,6 +16,8 @@ struct Seen {
     slices: u64,
     /// When the count last changed (or we first looked).
     changed_ns: u64,
+    /// `changed_ns` is only when we first looked: no change seen yet.
+    first_look: bool,
     stuck: bool,
     /// `last_run` as read since the count last changed (it changes only
     /// when the thread runs); None: not read yet.
@@ -76,15 +78,18 @@ impl Activity {
                 let Some(n) = slices(p.tgid, t.tid) else {
                     continue;
                 };
+                let new = !self.seen.contains_key(&(p.tgid, t.tid));
                 let e = self.seen.entry((p.tgid, t.tid)).or_insert(Seen {
                     slices: n,
                     changed_ns: now,
+                    first_look: true,
                     stuck: false,
                     last_run: None,
                 });
                 if e.slices != n {
                     e.slices = n;
                     e.changed_ns = now;
+                    e.first_look = false;
                     e.last_run = None;
                     if e.stuck {
                         e.stuck = false;
@@ -94,6 +99,18 @@ impl Activity {
                             tid: t.tid,
                         });
                     }
+                } else if e.first_look
+                    && !new
+                    && let Some(w) = &t.wait
+                    && w.origin == WaitOrigin::Kernel
+                    && w.start_ns < e.changed_ns
+                {
+                    // Still for a whole sample, in a futex wait the kernel
+                    // saw begin before we first looked: it last ran then.
+                    // (A loop held up at the start first looks at every
+                    // thread at once; `last_run` cannot order them, as
+                    // each CPU's clock is its own.)
+                    e.changed_ns = w.start_ns;
                 }
                 latest.push((t.tid, e.changed_ns, e.stuck, None));
                 alive.insert((p.tgid, t.tid), ());
@@ -145,5 +162,95 @@ impl Activity {
             }
         }
         self.seen.retain(|k, _| alive.contains_key(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Wait;
+    use std::sync::mpsc;
+
+    const S: u64 = 1_000_000_000;
+
+    /// A thread of this process asleep in a futex wait until `tx` is dropped.
+    fn sleeper() -> (Tid, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let h = std::thread::spawn(move || {
+            tid_tx.send(unsafe { libc::gettid() } as Tid).unwrap();
+            let _ = rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let stat = format!("/proc/self/task/{tid}/stat");
+        // Asleep in recv(): its timeslice count no longer moves.
+        while !std::fs::read_to_string(&stat)
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('S'))
+        {
+            std::thread::yield_now();
+        }
+        (tid, tx, h)
+    }
+
+    fn wait_since(start_ns: u64) -> Wait {
+        Wait {
+            uaddr: 0x1000,
+            uaddr2: 0,
+            op: 0x189,
+            val: 0,
+            start_ns,
+            ip: 0,
+            sp: 0,
+            bp: 0,
+            words_addr: 0,
+            words: Vec::new(),
+            origin: WaitOrigin::Kernel,
+        }
+    }
+
+    /// The loop first looks at both threads after both went to sleep (a
+    /// scan held it up): the one whose wait began first is stuck, since the
+    /// other ran after it; the one that ran last is not.
+    #[test]
+    fn a_late_first_look_orders_threads_by_their_waits() {
+        let (early, tx1, h1) = sleeper();
+        let (late, tx2, h2) = sleeper();
+        let tgid = std::process::id();
+        let mut m = Model::new();
+        for (tid, since) in [(early, 10 * S), (late, 20 * S)] {
+            m.apply(&Event::ThreadSeen {
+                ts_ns: S,
+                tgid,
+                tid,
+                name: "t".into(),
+                parent_tid: None,
+                start_ns: None,
+            });
+            m.apply(&Event::WaitBegin {
+                ts_ns: since,
+                tgid,
+                tid,
+                wait: wait_since(since),
+            });
+        }
+        let mut a = Activity::default();
+        let mut out = Vec::new();
+        a.sample(&m, 100 * S, S, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        a.sample(&m, 100 * S + S / 4, S, &mut out);
+        let stuck: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::ThreadStuck { tid, since_ns, .. } => Some((*tid, *since_ns)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stuck, vec![(early, 10 * S)]);
+        drop((tx1, tx2));
+        h1.join().unwrap();
+        h2.join().unwrap();
     }
 }
