@@ -36,8 +36,23 @@ pub(super) struct ThreadResult {
     /// Per condition: the observer's own CPU (user + system) per thread
     /// created in the timed rounds, ns, one per visit.
     pub(super) observer_cpu: Vec<Vec<f64>>,
+    /// What the kernel programs themselves cost, per condition measured so.
+    pub(super) programs: Vec<ProgCost>,
     pub(super) problems: Vec<String>,
 }
+
+/// The observer's BPF programs' own run time per thread created, from one
+/// more visit of a condition under the kernel's run-time statistics.
+pub(super) struct ProgCost {
+    label: &'static str,
+    /// (program, ns per thread, runs per thread), costliest first.
+    progs: Vec<(String, f64, f64)>,
+    total_ns: f64,
+}
+
+/// The conditions whose programs are measured: the hooks merely loaded
+/// (watching another process) and the default mode.
+const COST_CONDS: [usize; 2] = [1, 3];
 
 pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResult> {
     let n = THREAD_CONDS.len();
@@ -46,6 +61,7 @@ pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResul
         seen: vec![Vec::new(); n],
         drops: vec![0; n],
         observer_cpu: vec![Vec::new(); n],
+        programs: Vec::new(),
         problems: Vec::new(),
     };
     let report = env.out.join("threads-report.json");
@@ -80,8 +96,86 @@ pub(super) fn threads(env: &mut Env, bin: &Path, o: &Opts) -> Result<ThreadResul
             }
         }
     }
+    for ci in COST_CONDS {
+        match program_cost(env, bin, &THREAD_CONDS[ci], o.create, &report) {
+            Ok(c) => r.programs.push(c),
+            Err(e) => r.problems.push(format!(
+                "{}: program run times: {e:#}",
+                THREAD_CONDS[ci].label
+            )),
+        }
+    }
     eprintln!();
     Ok(r)
+}
+
+/// One more visit of `cond`, its rounds timed by the kernel's statistics
+/// of the observer's programs rather than by the clock (the statistics
+/// slow every program run, so these rounds are in no ratio). Programs
+/// also run for other processes' events meanwhile (a few per round on an
+/// idle machine); they are counted too.
+fn program_cost(
+    env: &mut Env,
+    bin: &Path,
+    cond: &'static Cond,
+    n: u64,
+    report: &Path,
+) -> Result<ProgCost> {
+    let mut row = Row::default();
+    let mut v = Visit::start(env, bin, cond, report, &mut row)?;
+    let measured = (|| {
+        v.wl.round((n / 10).max(1), ROUND_TIMEOUT)?;
+        let obs = v.obs.as_ref().context("not an observed condition")?;
+        let ids = h::held_by(obs.pid());
+        let stats = h::RunStats::enable()?;
+        let before = h::run_totals(&ids)?;
+        for _ in 0..ROUNDS_PER_VISIT {
+            v.wl.round(n, ROUND_TIMEOUT)?;
+        }
+        let after = h::run_totals(&ids)?;
+        drop(stats);
+        Ok::<_, anyhow::Error>((before, after))
+    })();
+    let mut problems = Vec::new();
+    v.end(cond, &mut row, &mut problems)?;
+    let (before, after) = measured?;
+    if let Some(p) = problems.first() {
+        bail!("{p}");
+    }
+    let threads = (n * ROUNDS_PER_VISIT as u64) as f64;
+    let mut progs: Vec<(String, f64, f64)> = after
+        .iter()
+        .filter_map(|(id, (name, ns, runs))| {
+            let (_, ns0, runs0) = before.get(id)?;
+            let ns = ns.saturating_sub(*ns0) as f64 / threads;
+            // a program that ran only for someone else's rare event
+            (ns >= 1.0).then(|| {
+                let runs = runs.saturating_sub(*runs0) as f64 / threads;
+                (name.clone(), ns, runs)
+            })
+        })
+        .collect();
+    if progs.is_empty() {
+        bail!("no program of the observer ran while the statistics were on");
+    }
+    progs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total_ns = progs.iter().map(|p| p.1).sum();
+    Ok(ProgCost {
+        label: cond.label,
+        progs,
+        total_ns,
+    })
+}
+
+/// Observed / unobserved wall of each pass (median of its rounds each):
+/// how far one visit's figure can be from another's. On a VM whose speed
+/// moves from one visit to the next, these spread far wider than the
+/// effect measured, and no single pair says much.
+fn pass_ratios(x: &Row, unobserved: &Row) -> Vec<f64> {
+    (x.a.chunks(ROUNDS_PER_VISIT))
+        .zip(unobserved.a.chunks(ROUNDS_PER_VISIT))
+        .map(|(o, u)| h::median(o) / h::median(u))
+        .collect()
 }
 
 /// The observer's CPU seconds so far (user + system), if one runs.
@@ -154,6 +248,15 @@ pub(super) fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> Str
             },
         )
         .unwrap();
+        let paired = pass_ratios(x, &r.rows[0]);
+        let list: Vec<String> = paired.iter().map(|&q| h::ratio(q)).collect();
+        writeln!(
+            s,
+            "    wall ratio pass by pass (against the unobserved visit of the same pass; the spread is the noise): {} (median {})",
+            list.join(" "),
+            h::ratio(h::median(&paired))
+        )
+        .unwrap();
         if let Some((got, ran)) = r.seen[ci].first() {
             let all = r.seen[ci].iter().all(|(got, ran)| got >= ran);
             writeln!(
@@ -178,6 +281,33 @@ pub(super) fn threads_table(r: &ThreadResult, o: &Opts, v: &mut Verdicts) -> Str
             h::ratio,
         );
         writeln!(s, "{}", v.add(c)).unwrap();
+    }
+    if !r.programs.is_empty() {
+        let per = un / o.create as f64;
+        writeln!(
+            s,
+            "  The observer's BPF programs alone (kernel run-time statistics, their own cost per run included; one more visit each, \
+             {} rounds, not in the rows above), per thread created, against an unobserved create+join ({}):",
+            ROUNDS_PER_VISIT,
+            h::ns(per)
+        )
+        .unwrap();
+        for c in &r.programs {
+            let list: Vec<String> = c
+                .progs
+                .iter()
+                .map(|(name, ns, runs)| format!("{name} {} ({runs:.2} runs)", h::ns(*ns)))
+                .collect();
+            writeln!(
+                s,
+                "    {}: {} = {:.1} % of it: {}",
+                c.label,
+                h::ns(c.total_ns),
+                100.0 * c.total_ns / per,
+                list.join(", ")
+            )
+            .unwrap();
+        }
     }
     notes(&mut s, &THREAD_CONDS, &r.rows, &r.problems);
     s

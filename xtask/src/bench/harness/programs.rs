@@ -225,3 +225,64 @@ pub(super) fn held_by_live_process(line: &str) -> bool {
         .filter_map(|p| p.parse::<u32>().ok())
         .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
+
+/// The kernel's run-time statistics of BPF programs, on while this lives
+/// (BPF_ENABLE_STATS: they go off again when the fd closes, also if the
+/// bench dies). They cost every program run a clock read or two, so rounds
+/// timed for a ratio must not run under them.
+pub struct RunStats {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl RunStats {
+    pub fn enable() -> Result<RunStats> {
+        const BPF_ENABLE_STATS: libc::c_long = 32;
+        // union bpf_attr's enable_stats.type = BPF_STATS_RUN_TIME (0); the
+        // rest zero, as the kernel checks
+        let attr = [0u32; 4];
+        // SAFETY: a plain bpf(2) call with a zeroed attr of the size given.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_ENABLE_STATS,
+                attr.as_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if fd < 0 {
+            bail!("BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd; nothing else owns it.
+        Ok(RunStats {
+            _fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) },
+        })
+    }
+}
+
+/// Run time (ns) and run count of each program in `ids`, by id, with its
+/// name; only while `RunStats` is on are they counted.
+pub fn run_totals(ids: &HashSet<u32>) -> Result<BTreeMap<u32, (String, u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("running bpftool")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("bpftool -j prog show: not JSON")?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let id = u32::try_from(p["id"].as_u64()?).ok()?;
+            ids.contains(&id).then(|| {
+                (
+                    id,
+                    (
+                        p["name"].as_str().unwrap_or("(unnamed)").to_string(),
+                        p["run_time_ns"].as_u64().unwrap_or(0),
+                        p["run_cnt"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+        })
+        .collect())
+}
