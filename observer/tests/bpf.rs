@@ -391,6 +391,95 @@ fn a_wait_entry_that_outlived_its_wait_is_no_finding() {
     assert_no_programs_left();
 }
 
+/// The per-thread wait tables (WAITS, EPOLL) hold a thread's entries while
+/// it lives and none after it exits (freed by its exit, which looks them up
+/// only for threads marked when they got one), with waits learnt at the
+/// scheduler and at the syscall hooks.
+#[test]
+#[ignore = "needs root and BPF"]
+fn a_threads_wait_entries_go_with_it() {
+    for hooks in ["sched", "syscalls"] {
+        let mut target = Proc::spawn(Command::new(fixture("waiters_exit")));
+        target.wait_stdout(T, |l| l == "ready");
+        let pid = target.pid();
+        let mut obs = Proc::spawn({
+            let mut c = observer();
+            c.args(["-v", "attach", "--hooks", hooks, "-p", &pid.to_string()]);
+            c
+        });
+        obs.wait_stderr(T, |l| l.contains("observing pid"));
+        let (waits, epoll) = (map_of(obs.pid(), "WAITS"), map_of(obs.pid(), "EPOLL"));
+        target.signal(libc::SIGUSR1);
+        target.wait_stdout(T, |l| l == "waited");
+        let main = tid_of(&target.stdout, "main");
+        let waiters: Vec<u32> = (1..=4)
+            .map(|i| tid_of(&target.stdout, &format!("waiter-{i}")))
+            .collect();
+        let poller = tid_of(&target.stdout, "poller");
+        // each slept in epoll_wait; each sleeps at the barrier now (soon);
+        // the poller has an EPOLL entry only
+        let end = std::time::Instant::now() + T;
+        loop {
+            let (w, e) = (map_keys(waits), map_keys(epoll));
+            if waiters.iter().all(|t| w.contains(t) && e.contains(t))
+                && e.contains(&poller)
+                && !w.contains(&poller)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "--hooks {hooks}: waiters {waiters:?}, poller {poller}, WAITS {w:?}, EPOLL {e:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        target.signal(libc::SIGUSR2);
+        target.wait_stdout(T, |l| l == "done");
+        let (w, e) = (map_keys(waits), map_keys(epoll));
+        assert!(
+            waiters
+                .iter()
+                .chain([&poller])
+                .all(|t| !w.contains(t) && !e.contains(t)),
+            "--hooks {hooks}: exited {waiters:?} and {poller}, WAITS {w:?}, EPOLL {e:?}"
+        );
+        assert!(w.contains(&main), "--hooks {hooks}: main joined: {w:?}");
+        obs.signal(libc::SIGINT);
+        assert_eq!(obs.wait_exit(T).code(), Some(0), "{:?}", obs.stderr);
+        drop(target);
+    }
+    assert_no_programs_left();
+}
+
+/// The (u32) keys of BPF map `id`.
+fn map_keys(id: u32) -> Vec<u32> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &id.to_string()])
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump id {id}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v.as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| match e.get("formatted") {
+            Some(f) => f["key"].as_u64().expect("key") as u32,
+            None => {
+                let b: Vec<u8> = e["key"]
+                    .as_array()
+                    .expect("key bytes")
+                    .iter()
+                    .map(|x| {
+                        u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16)
+                            .unwrap()
+                    })
+                    .collect();
+                u32::from_ne_bytes(b[..4].try_into().unwrap())
+            }
+        })
+        .collect()
+}
+
 /// The id of the BPF map called `name` that process `pid` holds.
 fn map_of(pid: u32, name: &str) -> u32 {
     let ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))

@@ -299,7 +299,7 @@ impl Probes {
         let ring = cfg.ringbuf_bytes.next_power_of_two().max(4096);
         loader
             .btf(Some(btf))
-            // ASLEEP (task storage) is used by the programs only.
+            // ASLEEP and TABLED (task storage) are used by the programs only.
             .allow_unsupported_maps()
             .override_global("LONG_WAIT_NS", &cfg.long_wait_ns, true)
             .override_global("LOOP_BLOCKED_NS", &cfg.loop_blocked_ns, true)

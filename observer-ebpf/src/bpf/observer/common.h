@@ -107,6 +107,25 @@ struct {
 	__type(value, struct obs_wait);
 } WAITS SEC(".maps");
 
+/* Threads (current, at the time) that got an entry in WAITS or EPOLL:
+ * their exit frees it. Task storage: the exit of a thread that never
+ * waited, the usual short thread, costs a pointer test instead of two
+ * hash lookups (~100 ns a thread, measured). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} TABLED SEC(".maps");
+
+/* Before current gets an entry keyed by its TID: false if it cannot be
+ * marked (the entry would then never be freed: the caller drops it). */
+static __always_inline bool tabled_mark(void)
+{
+	return bpf_task_storage_get(&TABLED, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE) != NULL;
+}
+
 /* (tgid, uaddr) -> completed waits that slept. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -22,7 +22,8 @@ static __always_inline int epoll_enter(void)
 	struct obs_epoll *e = bpf_map_lookup_elem(&EPOLL, &tid);
 	if (!e) {
 		struct obs_epoll n = { .enter_ns = now, .tgid = tgid };
-		bpf_map_update_elem(&EPOLL, &tid, &n, BPF_ANY);
+		if (tabled_mark())
+			bpf_map_update_elem(&EPOLL, &tid, &n, BPF_ANY);
 		return 0;
 	}
 	if (e->exit_ns > e->enter_ns && now - e->exit_ns >= LOOP_BLOCKED_NS) {

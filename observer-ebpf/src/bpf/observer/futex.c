@@ -45,7 +45,8 @@ static __always_inline void deep_wait_end(__u32 tid, __u32 tgid, __u64 dur, __u6
 static __always_inline void cache_flush_all(struct obs_held *h, __u32 tgid, __u32 tid);
 static __always_inline bool cache_has(struct obs_held *h, __u64 lock, __u32 gen);
 
-/* A thread's entry stays in WAITS from its first wait to its exit; a wait
+/* A thread's entry stays in WAITS from its first wait to its exit (`tid`
+ * is current: it is marked in TABLED); a wait
  * that ended has start_ns 0 (readers skip it). Each wait is then written in
  * place: a hash update (element allocated, bucket locked) and a delete per
  * wait cost twice what a lookup does, and a sleeping join pays both at every
@@ -57,7 +58,7 @@ static __always_inline void wait_put(__u32 tid, struct obs_wait *w)
 {
 	struct obs_wait *e = bpf_map_lookup_elem(&WAITS, &tid);
 	if (!e) {
-		if (bpf_map_update_elem(&WAITS, &tid, w, BPF_ANY))
+		if (!tabled_mark() || bpf_map_update_elem(&WAITS, &tid, w, BPF_ANY))
 			stat_inc(OBS_STAT_WAITS_FULL);
 		return;
 	}

@@ -369,12 +369,15 @@ static __always_inline int task_exit(bool btf)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!watched(tgid))
 		return 0;
-	/* its entry stays from its first wait on (a delete of a missing key
-	 * takes the bucket lock too: look first, for threads that never waited) */
-	if (bpf_map_lookup_elem(&WAITS, &tid))
-		bpf_map_delete_elem(&WAITS, &tid);
-	if (bpf_map_lookup_elem(&EPOLL, &tid))
-		bpf_map_delete_elem(&EPOLL, &tid);
+	/* its entries stay from its first wait on; only a thread marked when
+	 * it got one can have one (a delete of a missing key takes the bucket
+	 * lock too: look first) */
+	if (bpf_task_storage_get(&TABLED, bpf_get_current_task_btf(), 0, 0)) {
+		if (bpf_map_lookup_elem(&WAITS, &tid))
+			bpf_map_delete_elem(&WAITS, &tid);
+		if (bpf_map_lookup_elem(&EPOLL, &tid))
+			bpf_map_delete_elem(&EPOLL, &tid);
+	}
 	if (DEEP)
 		exit_held(tgid, tid);
 	struct task_struct *t = btf ? bpf_get_current_task_btf()
