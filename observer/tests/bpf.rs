@@ -451,7 +451,7 @@ fn a_threads_wait_entries_go_with_it() {
     assert_no_programs_left();
 }
 
-/// The (u32) keys of BPF map `id`.
+/// The (u32) keys of BPF map `id` (bpftool prints them as hex bytes).
 fn map_keys(id: u32) -> Vec<u32> {
     let out = Command::new("bpftool")
         .args(["-j", "map", "dump", "id", &id.to_string()])
@@ -459,23 +459,15 @@ fn map_keys(id: u32) -> Vec<u32> {
         .expect("bpftool");
     assert!(out.status.success(), "bpftool map dump id {id}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    let byte = |x: &serde_json::Value| {
+        u8::from_str_radix(x.as_str().expect("hex").trim_start_matches("0x"), 16).expect("hex")
+    };
     v.as_array()
         .expect("entries")
         .iter()
-        .map(|e| match e.get("formatted") {
-            Some(f) => f["key"].as_u64().expect("key") as u32,
-            None => {
-                let b: Vec<u8> = e["key"]
-                    .as_array()
-                    .expect("key bytes")
-                    .iter()
-                    .map(|x| {
-                        u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16)
-                            .unwrap()
-                    })
-                    .collect();
-                u32::from_ne_bytes(b[..4].try_into().unwrap())
-            }
+        .map(|e| {
+            let b: Vec<u8> = e["key"].as_array().expect("key").iter().map(byte).collect();
+            u32::from_ne_bytes(b[..4].try_into().expect("a u32 key"))
         })
         .collect()
 }

@@ -369,10 +369,11 @@ static __always_inline int task_exit(bool btf)
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!watched(tgid))
 		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
 	/* its entries stay from its first wait on; only a thread marked when
 	 * it got one can have one (a delete of a missing key takes the bucket
 	 * lock too: look first) */
-	if (bpf_task_storage_get(&TABLED, bpf_get_current_task_btf(), 0, 0)) {
+	if (bpf_task_storage_get(&TABLED, cur, 0, 0)) {
 		if (bpf_map_lookup_elem(&WAITS, &tid))
 			bpf_map_delete_elem(&WAITS, &tid);
 		if (bpf_map_lookup_elem(&EPOLL, &tid))
@@ -380,8 +381,7 @@ static __always_inline int task_exit(bool btf)
 	}
 	if (DEEP)
 		exit_held(tgid, tid);
-	struct task_struct *t = btf ? bpf_get_current_task_btf()
-				    : (struct task_struct *)bpf_get_current_task();
+	struct task_struct *t = btf ? cur : (struct task_struct *)bpf_get_current_task();
 	/* do_exit() decremented signal->live before the tracepoint */
 	__u32 group_dead =
 		(btf ? t->signal->live.counter : BPF_CORE_READ(t, signal, live.counter)) == 0;
@@ -437,8 +437,10 @@ static __always_inline int exec_rec(__u32 old_tid, const char *filename)
 	/* The new image's clones are not the old one's; a thread other than
 	 * the leader that execs takes the leader's TID and leaves its own. */
 	bpf_map_delete_elem(&STACK_SIG, &tgid);
-	if (old_tid != (__u32)id)
+	if (old_tid != (__u32)id) {
 		bpf_map_delete_elem(&WAITS, &old_tid);
+		bpf_map_delete_elem(&EPOLL, &old_tid);
+	}
 	struct obs_exec *r = rec_reserve(sizeof(*r), OBS_REC_EXEC, tgid, (__u32)id);
 	if (!r)
 		return 0;
